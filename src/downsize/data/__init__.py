@@ -1,0 +1,1 @@
+"""Data: references to text corpora, the stdlib reference corpus, tokenising and packing."""

@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, agreement with a teacher, speed and memory, tool use, the report."""

@@ -1,0 +1,1 @@
+"""Models: references (path, zoo:NAME, GGUF, ollama:NAME), loading and saving, architecture configs."""

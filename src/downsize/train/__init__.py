@@ -1,0 +1,1 @@
+"""The one training loop that serves pre-training, distillation, SFT and LoRA."""

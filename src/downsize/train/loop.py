@@ -1,0 +1,255 @@
+"""The one training loop: distillation, plain SFT, LoRA and zoo pre-training all run through ``train``.
+
+    >>> cfg = TrainConfig(steps=1000, batch_size=16, lr=1e-3, checkpoint_every=200)
+    >>> train(model, lm_loss, dataset, cfg, out_dir="runs/x")          # resumes from runs/x/checkpoints
+    >>> # multi-GPU: `accelerate launch -m downsize.cli distill ...` or torchrun; nothing here changes
+
+``loss_fn(model, batch) -> (loss, metrics)`` is the only thing that differs between uses.
+``data.batch(step, batch_size, rank, world)`` must be a pure function of its arguments, which
+makes resuming exact: a checkpoint stores weights, optimiser, scheduler and RNG, and the data
+position is just the step number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from downsize.errors import DownsizeError
+from downsize.io import atomic_dir, write_json_atomic
+
+LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest.json"
+METRICS = "metrics.jsonl"
+
+
+class BatchSource(Protocol):
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch_size: int = 8  # per process, per micro-step
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "bf16"  # "bf16" autocast or "no"
+    seed: int = 0
+    checkpoint_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise DownsizeError(f"steps must be >= 1, got {self.steps}")
+        if self.mixed_precision not in ("bf16", "no"):
+            raise DownsizeError(
+                f"mixed_precision {self.mixed_precision!r} is not supported",
+                hint="use 'bf16' (autocast; fast on CPU and GPU) or 'no' (fp32); fp16 is very slow on CPU",
+            )
+
+
+class TrainingDiverged(DownsizeError):
+    pass
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup then cosine decay to ``min_lr_ratio * lr``; ``step`` counts optimiser steps from 0."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def _save_checkpoint(out: Path, step: int, model, optimizer, cfg: TrainConfig, extra: dict) -> None:
+    ckdir = out / CHECKPOINTS
+    dest = ckdir / f"step-{step:08d}"
+    with atomic_dir(dest) as tmp:
+        save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        write_json_atomic(tmp / "state.json", {"step": step, "config": asdict(cfg), **extra})
+    write_json_atomic(ckdir / LATEST, {"step": step, "path": dest.name})
+    done = sorted(p for p in ckdir.glob("step-*") if p.is_dir())
+    for old in done[: -cfg.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    pointer = Path(out) / CHECKPOINTS / LATEST
+    if not pointer.exists():
+        return None
+    path = pointer.parent / json.loads(pointer.read_text())["path"]
+    return path if path.exists() else None
+
+
+def _load_checkpoint(path: Path, model, optimizer) -> dict:
+    state = load_file(str(path / "trainable.safetensors"))
+    missing = set(_trainable_state(model)) - set(state)
+    if missing:
+        raise DownsizeError(
+            f"checkpoint {path} lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})",
+            hint="it was written for another model or trainable set; start without --resume or pick the right --out",
+        )
+    model.load_state_dict(state, strict=False)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+    return json.loads((path / "state.json").read_text())
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    wall_s: float
+    final_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def train(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    data: BatchSource,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    on_log: Callable[[dict], None] | None = None,
+    time_budget_s: float | None = None,
+) -> TrainResult:
+    """Train ``model`` in place for ``cfg.steps`` optimiser steps; checkpoints go to ``out_dir/checkpoints``.
+
+    With ``time_budget_s``, ``cfg.steps`` is re-resolved from the throughput measured during the
+    first half of warmup. Warmup does not depend on the total, so the run is identical to one
+    started with the resolved ``steps``; ``TrainResult.steps`` reports it.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=1)
+    torch.manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False
+    )
+    model, optimizer = acc.prepare(model, optimizer)
+    raw = acc.unwrap_model(model)
+
+    start = 0
+    tokens = 0
+    if resume:
+        ck = latest_checkpoint(out)
+        if ck is not None:
+            st = _load_checkpoint(ck, raw, optimizer)
+            start, tokens = st["step"], st.get("tokens", 0)
+            if time_budget_s:  # the step count was resolved by the interrupted run
+                cfg = replace(cfg, steps=st["config"]["steps"], checkpoint_every=st["config"]["checkpoint_every"])
+            acc.print(f"resuming from {ck} at step {start}")
+    metrics_path = out / METRICS
+    if start == 0 and metrics_path.exists() and acc.is_main_process:
+        metrics_path.unlink()
+
+    rank, world = acc.process_index, acc.num_processes
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+    t0 = time.perf_counter()
+    tokens_at_start = tokens
+    last_loss = float("nan")
+    last_metrics: dict[str, float] = {}
+    model.train()
+    measure_at = max(1, cfg.warmup_steps // 2)
+    step = start
+    while step < cfg.steps:
+        if time_budget_s and step == measure_at and start < measure_at:
+            per_step = (time.perf_counter() - t0) / (step - start)
+            cfg = replace(cfg, steps=max(cfg.warmup_steps + 1, int(time_budget_s / per_step)))
+            if not cfg.checkpoint_every or cfg.checkpoint_every > cfg.steps:
+                cfg = replace(cfg, checkpoint_every=max(1, cfg.steps // 20))
+            bar.total = cfg.steps
+            acc.print(f"time budget {time_budget_s / 60:.1f} min at {per_step:.2f} s/step: {cfg.steps} steps")
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss_sum = 0.0
+        agg: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            batch = data.batch(step * cfg.grad_accum + micro, cfg.batch_size, rank, world)
+            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with acc.autocast():
+                loss, m = loss_fn(model, batch)
+            if not torch.isfinite(loss):
+                ck = latest_checkpoint(out)
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {step}",
+                    hint=f"the last good checkpoint is {ck or 'none (no checkpoint written yet)'}; "
+                    "lower --lr, raise warmup, or check the data for empty or corrupt batches",
+                )
+            acc.backward(loss / cfg.grad_accum)
+            loss_sum += loss.item() / cfg.grad_accum
+            for k, v in m.items():
+                agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
+            tokens += int(batch["input_ids"].numel()) * world
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        last_loss, last_metrics = loss_sum, agg
+        done = step + 1
+        elapsed = time.perf_counter() - t0
+        tok_s = (tokens - tokens_at_start) / max(elapsed, 1e-9)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{tok_s:,.0f}")
+        if acc.is_main_process and (done % cfg.log_every == 0 or done == cfg.steps):
+            rec = {"step": done, "loss": loss_sum, "lr": lr_at(step, cfg), "tokens": tokens, "tok_s": tok_s, **agg}
+            with open(metrics_path, "a") as f:  # one whole line per write
+                f.write(json.dumps(rec) + "\n")
+            if on_log:
+                on_log(rec)
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                _save_checkpoint(out, done, raw, optimizer, cfg, {"tokens": tokens, "loss": loss_sum})
+            acc.wait_for_everyone()
+        step += 1
+    bar.close()
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        _save_checkpoint(out, cfg.steps, raw, optimizer, cfg, {"tokens": tokens, "loss": last_loss})
+    return TrainResult(cfg.steps, tokens, time.perf_counter() - t0, last_loss, last_metrics)
+
+
+def lm_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """Plain next-token cross entropy (labels = -100 are ignored)."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"])
+    return out.loss, {}
