@@ -1,0 +1,55 @@
+"""Architecture adapters: the few hooks pruning (and anything else that edits a model) needs, one module per family.
+
+    >>> from downsize.models.adapters import adapter_for
+    >>> ad = adapter_for(model)                      # looks up model.config.architectures[0]
+    >>> for layer in ad.layers(model):
+    ...     q, k, v, o = ad.attn_projs(layer)        # nn.Linear each
+    ...     gate, up, down = ad.mlp_projs(layer)
+    >>> ad.set_num_layers(model, 4)                  # config fields rewritten with the module list
+
+A new family is one new file that subclasses ``Adapter`` (or ``LlamaLikeAdapter``) and is
+registered with ``@register_adapter("XForCausalLM")``; import it at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from downsize.errors import DownsizeError
+from downsize.models.adapters.base import Adapter, LlamaLikeAdapter
+
+ADAPTERS: dict[str, Adapter] = {}
+
+
+def register_adapter(*architectures: str) -> Callable[[type[Adapter]], type[Adapter]]:
+    """Class decorator: register one adapter instance under each HF architecture name."""
+
+    def wrap(cls: type[Adapter]) -> type[Adapter]:
+        for arch in architectures:
+            if arch in ADAPTERS:
+                raise ValueError(f"architecture {arch!r} already has an adapter ({type(ADAPTERS[arch]).__name__})")
+            ADAPTERS[arch] = cls()
+        return cls
+
+    return wrap
+
+
+def architecture_of(model_or_config) -> str:
+    cfg = getattr(model_or_config, "config", model_or_config)
+    archs = getattr(cfg, "architectures", None) or [type(model_or_config).__name__]
+    return archs[0]
+
+
+def adapter_for(model_or_config) -> Adapter:
+    """The adapter of a model (or config); an unsupported family raises ``DownsizeError`` listing the supported ones."""
+    arch = architecture_of(model_or_config)
+    if arch not in ADAPTERS:
+        raise DownsizeError(f"the architecture {arch!r} has no adapter, so it cannot be pruned or edited",
+                            hint=f"supported: {', '.join(sorted(ADAPTERS))}; a new family is one file in "
+                                 "downsize/models/adapters/")
+    return ADAPTERS[arch]
+
+
+from downsize.models.adapters import llama, qwen2, qwen3  # noqa: E402,F401  (registration side effects)
+
+__all__ = ["ADAPTERS", "Adapter", "LlamaLikeAdapter", "adapter_for", "architecture_of", "register_adapter"]

@@ -1,0 +1,125 @@
+"""Calibration data for pruning, and the layer-by-layer runner that keeps memory near one layer's activations.
+
+    >>> ids = calibration_ids(tok, "zoo:stdlib", n_samples=64, seq_len=256)    # LongTensor (64, 256)
+    >>> runner = LayerRunner(model, adapter, ids, batch_size=8)
+    >>> for i, layer in enumerate(runner.layers):
+    ...     runner.run(i, hooks)          # forward calibration batches through layer i only (stats via hooks)
+    ...     prune_layer(layer)
+    ...     runner.advance(i)             # recompute layer i's outputs with the pruned weights: input of i + 1
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from downsize.errors import DownsizeError
+
+
+def calibration_ids(tokenizer, data: Any, n_samples: int, seq_len: int, seed: int = 0, split: str = "train") -> torch.Tensor:
+    """``n_samples`` random windows of ``seq_len`` tokens (fewer if the data is short) as a LongTensor (N, T).
+
+    ``data`` is a data reference (``zoo:stdlib``, a file, a directory, JSONL), a list of texts, a
+    1-D token array, or a ready (N, T) tensor of token ids.
+    """
+    if torch.is_tensor(data) and data.ndim == 2:
+        if data.numel() == 0:
+            raise DownsizeError("the calibration tensor is empty", hint="give at least one sequence of token ids")
+        return data.long()
+    if isinstance(data, np.ndarray) or (torch.is_tensor(data) and data.ndim == 1):
+        stream = np.asarray(data)
+    elif isinstance(data, (list, tuple)):
+        from downsize.data.packing import tokenize_documents
+
+        texts = [t for t in data if isinstance(t, str) and t.strip()]
+        stream = tokenize_documents(tokenizer, texts) if texts else np.zeros(0, dtype=np.uint32)
+    else:
+        from downsize.data.refs import resolve_data
+
+        ref = resolve_data(str(data))
+        if ref.kind == "stdlib":
+            from downsize.zoo.train import stdlib_stream
+
+            stream = stdlib_stream(tokenizer, split)
+        else:
+            from downsize.data.packing import tokenize_documents
+
+            stream = tokenize_documents(tokenizer, (t for t in ref.texts(None, tokenizer) if t.strip()))
+    if len(stream) < 2:
+        raise DownsizeError(f"the calibration data {data if isinstance(data, str) else type(data).__name__} "
+                            f"has {len(stream)} tokens; pruning needs at least a few hundred",
+                            hint="pass a data reference with text in it, e.g. --calib zoo:stdlib or a folder of your code")
+    seq_len = min(seq_len, len(stream))
+    n_windows = len(stream) // seq_len
+    rng = np.random.default_rng(seed)
+    starts = rng.permutation(n_windows)[:n_samples] * seq_len
+    return torch.from_numpy(np.stack([np.asarray(stream[s : s + seq_len], dtype=np.int64) for s in sorted(starts)]))
+
+
+def batches(ids: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
+    for i in range(0, len(ids), batch_size):
+        yield ids[i : i + batch_size]
+
+
+class _Stop(Exception):
+    pass
+
+
+class LayerRunner:
+    """Feed calibration batches through one decoder layer at a time.
+
+    One forward of the full model records the inputs of layer 0 and the keyword arguments every
+    layer receives (attention mask, rotary position embeddings: shared tensors, so cheap). Then
+    layer ``i`` runs alone on the stored hidden states; ``advance(i)`` replaces them with its
+    outputs. Peak memory: the model plus one copy of the calibration hidden states (N, T, hidden).
+    """
+
+    def __init__(self, model, adapter, ids: torch.Tensor, batch_size: int = 8):
+        self.model, self.adapter = model, adapter
+        self.layers = adapter.layers(model)
+        self.device = next(model.parameters()).device
+        self.hidden: list[torch.Tensor] = []  # per batch: (B, T, hidden)
+        self.kwargs: list[list[dict]] = []  # per batch, per layer
+        for b in batches(ids, batch_size):
+            per_layer: list[dict] = [None] * len(self.layers)  # type: ignore[list-item]
+            handles = []
+
+            def make(i):
+                def pre(mod, args, kwargs):
+                    kw = dict(kwargs)
+                    kw.pop("hidden_states", None)
+                    kw["use_cache"] = False
+                    kw["past_key_values"] = None
+                    per_layer[i] = kw
+                    if i == 0:
+                        self.hidden.append((args[0] if args else kwargs["hidden_states"]).detach())
+                    if i == len(self.layers) - 1:
+                        raise _Stop
+                return pre
+
+            for i, layer in enumerate(self.layers):
+                handles.append(layer.register_forward_pre_hook(make(i), with_kwargs=True))
+            try:
+                with torch.no_grad():
+                    model(input_ids=b.to(self.device), use_cache=False)
+            except _Stop:
+                pass
+            finally:
+                for h in handles:
+                    h.remove()
+            self.kwargs.append(per_layer)
+
+    @torch.no_grad()
+    def forward_layer(self, i: int, hidden: torch.Tensor, kw: dict) -> torch.Tensor:
+        out = self.layers[i](hidden, **kw)
+        return out[0] if isinstance(out, tuple) else out
+
+    @torch.no_grad()
+    def run(self, i: int) -> list[torch.Tensor]:
+        """Outputs of layer ``i`` for every batch (hooks registered by the caller see the inputs)."""
+        return [self.forward_layer(i, h, kws[i]) for h, kws in zip(self.hidden, self.kwargs)]
+
+    def advance(self, i: int) -> None:
+        self.hidden = self.run(i)
