@@ -23,7 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 zoo_app = typer.Typer(no_args_is_help=True, help="The reference zoo: small models trained on the Python standard library.")
 app.add_typer(zoo_app, name="zoo")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _not_built(command: str, issue: str) -> None:
@@ -141,22 +141,58 @@ def export_cmd():
     _not_built("export", "issue #5")
 
 
-@app.command("plan", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def plan_cmd():
+@app.command("plan")
+def plan_cmd(
+    recipe: Optional[Path] = typer.Argument(None, help="recipe YAML; without one, the general pipeline is printed"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. stages.1.distill.steps=50"),
+):
     """Print the steps of a recipe with what each reads, writes and costs."""
-    _not_built("plan", "issue #8")
+    from downsize.pipeline import GENERAL_PIPELINE, plan_recipe
+    from downsize.recipe import load_recipe
+
+    if recipe is None:
+        t = Table("stage", "what it does", title="the downsize pipeline")
+        for name, what in GENERAL_PIPELINE:
+            t.add_row(name, what)
+        console.print(t)
+        return
+    r = load_recipe(recipe, overrides or [])
+    t = Table("stage", "kind", "reads", "writes", "rough cost", title=f"{r.name}: teacher {r.teacher}, data {r.data}")
+    for row in plan_recipe(r):
+        t.add_row(row["stage"], row["kind"], row["reads"], row["writes"], row["cost"])
+    console.print(t)
 
 
-@app.command("validate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def validate_cmd():
+@app.command("validate")
+def validate_cmd(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+):
     """Check a recipe without loading weights; report every error at once."""
-    _not_built("validate", "issue #8")
+    from downsize.recipe import load_recipe
+
+    r = load_recipe(recipe, overrides or [])
+    console.print(f"[green]ok[/green] {recipe}: {len(r.stages)} stages ({', '.join(s.name for s in r.stages)})")
 
 
-@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def run_cmd():
+@app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="recipe YAML"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default: runs/RECIPE_NAME)"),
+    from_stage: Optional[str] = typer.Option(None, "--from", help="rerun this stage and every later one"),
+):
     """Run a recipe (prune → distill → quantize → export → eval) with a manifest and resume."""
-    _not_built("run", "issue #8")
+    import logging
+
+    from downsize.pipeline import run_recipe
+    from downsize.recipe import load_recipe
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    r = load_recipe(recipe, overrides or [])
+    run_dir = out or Path("runs") / r.name
+    run_recipe(r, run_dir, from_stage=from_stage, log=lambda m: console.print(m, markup=False, highlight=False))
+    console.print(f"[green]done[/green]: {run_dir}/report.html, {run_dir}/report.md")
 
 
 def main() -> None:

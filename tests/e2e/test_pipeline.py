@@ -1,0 +1,89 @@
+"""Recipes end to end on a tiny model: validate, plan, run, skip-unchanged, --from, overrides, report."""
+
+import json
+
+import pytest
+import yaml
+
+from downsize.errors import DownsizeError
+from downsize.pipeline import plan_recipe, run_recipe
+from downsize.recipe import RecipeError, load_recipe
+
+
+@pytest.fixture()
+def recipe_file(tmp_path, tiny_model_dir, stdlib_texts):
+    data = tmp_path / "data.txt"
+    data.write_text("\n".join(stdlib_texts[:4])[:20000])
+    raw = {"name": "tiny", "teacher": str(tiny_model_dir), "data": str(data), "seed": 0, "stages": [
+        {"train": {"name": "ce", "steps": 4, "batch_size": 2, "seq_len": 32, "warmup_steps": 1, "checkpoint_every": 2}},
+        {"train": {"name": "ce-more", "input": "ce", "steps": 2, "batch_size": 2, "seq_len": 32, "warmup_steps": 1}},
+        {"eval": {"max_tokens": 512, "seq_len": 32, "speed": False}},
+    ]}
+    p = tmp_path / "recipe.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def test_validate_reports_every_error_with_its_path(tmp_path, tiny_model_dir):
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump({"name": "bad", "teacher": str(tiny_model_dir), "stages": [
+        {"prune": {"method": "wanda"}},
+        {"distill": {"loss": "fkll", "stepz": 3}},
+        {"quantize": {"quant": "Q4_K_X", "input": "later"}},
+        {"frobnicate": {}},
+    ]}))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    errs = e.value.errors
+    assert "stages[1].distill.loss: unknown 'fkll'; choose one of fkl, rkl, jsd, skl, srkl, tvd" in errs
+    assert "stages[1].distill.stepz: unknown setting (not allowed here)" in errs
+    assert any(x.startswith("stages[2].quantize.quant: unknown 'Q4_K_X'") for x in errs)
+    assert any(x.startswith("stages[2].quantize.input: 'later' is not an earlier stage") for x in errs)
+    assert any(x.startswith("stages[3]: unknown stage kind 'frobnicate'") for x in errs)
+    assert "stages[0].prune.sparsity: wanda needs a sparsity ratio or an N:M pattern" in errs
+    assert len(errs) == 6
+
+
+def test_overrides(recipe_file):
+    r = load_recipe(recipe_file, ["stages.0.train.steps=7", "seed=3"])
+    assert r.stages[0].settings.steps == 7 and r.seed == 3
+    with pytest.raises(DownsizeError, match="does not exist in the recipe"):
+        load_recipe(recipe_file, ["stages.9.train.steps=7"])
+    with pytest.raises(DownsizeError, match="is not key=value"):
+        load_recipe(recipe_file, ["steps"])
+
+
+def test_plan_lists_reads_and_writes(recipe_file):
+    rows = plan_recipe(load_recipe(recipe_file))
+    assert [r["reads"] for r in rows] == ["teacher", "ce", "all models"]
+    assert rows[0]["writes"] == "00-ce/output/" and "tokens" in rows[0]["cost"]
+
+
+def test_run_skip_from_and_report(recipe_file, tmp_path):
+    run_dir = tmp_path / "run"
+    logs = []
+    m1 = run_recipe(load_recipe(recipe_file), run_dir, log=logs.append)
+    assert [s["status"] for s in m1["stages"]] == ["done"] * 3
+    assert (run_dir / "00-ce" / "output" / "model.safetensors").exists()
+    rows = m1["stages"][2]["metrics"]["models"]
+    assert set(rows) == {"teacher", "ce", "ce-more"}
+    assert rows["teacher"]["kl_to_teacher"] == pytest.approx(0, abs=1e-6)
+    assert rows["teacher"]["top1_agreement"] == 1.0
+    assert rows["ce"]["perplexity"] < rows["teacher"]["perplexity"]  # training on the data helps
+    html = (run_dir / "report.html").read_text()
+    assert "<svg" in html and "Waterfall" in html and (run_dir / "report.md").exists()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert all(not s["dir"].startswith("/") and (s["output"] is None or not s["output"].startswith("/"))
+               for s in manifest["stages"])
+
+    logs.clear()
+    m2 = run_recipe(load_recipe(recipe_file), run_dir, log=logs.append)
+    assert all(s.get("skipped") for s in m2["stages"]), logs
+
+    logs.clear()
+    m3 = run_recipe(load_recipe(recipe_file), run_dir, from_stage="ce-more", log=logs.append)
+    assert m3["stages"][0].get("skipped") and not m3["stages"][1].get("skipped")
+
+    # a changed setting invalidates that stage and everything that reads it
+    m4 = run_recipe(load_recipe(recipe_file, ["stages.0.train.lr=0.002"]), run_dir, log=logs.append)
+    assert not any(s.get("skipped") for s in m4["stages"])
