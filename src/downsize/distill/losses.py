@@ -1,0 +1,286 @@
+"""Distillation losses: pure functions over student and teacher distributions, fp32, masked, chunked.
+
+    >>> s, t = torch.randn(6, 100), torch.randn(6, 100)            # (N, V) logits, N tokens
+    >>> divergence("jsd", s.log_softmax(-1), t.log_softmax(-1), beta=0.5)   # (N,) per token
+    >>> spec = LossSpec("fkl", temperature=2.0, kd_ratio=0.5)
+    >>> loss, parts = kd_loss(Logits(s), Logits(t), labels, spec)       # scalar, {"kd": .., "ce": ..}
+    >>> loss, parts = kd_loss(Head(h, lm_head.weight), TopK(logp, ids, tail), labels, spec)
+
+Divergences (P = teacher, Q = student; each returns one value per token):
+
+- ``fkl``   forward KL(P || Q) — Hinton et al. 2015, mode covering.
+- ``rkl``   reverse KL(Q || P) — MiniLLM (Gu et al. 2024), mode seeking.
+- ``jsd``   generalised JSD_β = β KL(P || M) + (1-β) KL(Q || M), M = βP + (1-β)Q — GKD (Agarwal et al. 2024).
+- ``skl``   skew KL(P || αP + (1-α)Q) — DistiLLM (Ko et al. 2024).
+- ``srkl``  skew reverse KL(Q || αQ + (1-α)P) — DistiLLM.
+- ``tvd``   total variation ½ Σ |P - Q|.
+
+All inputs are log-probabilities over the same K buckets. For a dense teacher the buckets are the
+vocabulary; for a top-k teacher (offline cache) they are the k cached ids plus one *tail* bucket
+holding the remaining probability (the teacher's tail mass is stored, the student's is
+1 - its mass on the k ids), so no probability is dropped: the loss is the divergence between the
+two distributions coarse-grained to k+1 outcomes, a lower bound of the dense one that becomes exact
+as k grows.
+
+``kd_loss`` never builds the (N, V) fp32 log-probabilities of both models for all tokens at once:
+it walks the valid tokens in chunks, computes logits from hidden states through the LM head chunk
+by chunk when given ``Head`` inputs, and recomputes each chunk in the backward pass
+(activation checkpointing) so memory is O(chunk × V) whatever N is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from downsize.errors import DownsizeError
+
+IGNORE_INDEX = -100
+LOG_FLOOR = -1e4  # log-probabilities are clamped here so that 0 · log 0 is 0, never nan; exp(-1e4) == 0 in fp32
+# 1 - Σ_k p is fp32 rounding noise (~1e-7) when the top k hold almost everything; both tails are floored
+# at the same small mass so that noise cannot weigh as log(1e-7 / 0) in the loss.
+TAIL_FLOOR = math.log(1e-6)
+
+Divergence = Callable[..., torch.Tensor]
+DIVERGENCES: dict[str, Divergence] = {}
+
+
+def register_divergence(name: str):
+    def deco(fn: Divergence) -> Divergence:
+        if name in DIVERGENCES:
+            raise ValueError(f"divergence {name!r} is registered twice")
+        DIVERGENCES[name] = fn
+        return fn
+
+    return deco
+
+
+def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row from log-probabilities (N, K) -> (N,)."""
+    logp, logq = logp.clamp_min(LOG_FLOOR), logq.clamp_min(LOG_FLOOR)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+def _log_mix(logp: torch.Tensor, logq: torch.Tensor, w: float) -> torch.Tensor:
+    """log(w p + (1 - w) q), stably."""
+    return torch.logaddexp(logp + math.log(w), logq + math.log1p(-w))
+
+
+@register_divergence("fkl")
+def forward_kl(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return _kl(t, s)
+
+
+@register_divergence("rkl")
+def reverse_kl(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return _kl(s, t)
+
+
+@register_divergence("jsd")
+def generalized_jsd(s: torch.Tensor, t: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
+    if not 0.0 < beta < 1.0:
+        raise DownsizeError(f"jsd needs 0 < beta < 1, got {beta}", hint="beta -> 0 and -> 1 make JSD vanish; use fkl or rkl for the limits")
+    m = _log_mix(t, s, beta)
+    return beta * _kl(t, m) + (1 - beta) * _kl(s, m)
+
+
+@register_divergence("skl")
+def skew_forward_kl(s: torch.Tensor, t: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    if not 0.0 <= alpha < 1.0:
+        raise DownsizeError(f"skew KL needs 0 <= alpha < 1, got {alpha}", hint="DistiLLM uses alpha=0.1; alpha=0 is plain forward KL")
+    return _kl(t, _log_mix(t, s, alpha) if alpha > 0 else s)
+
+
+@register_divergence("srkl")
+def skew_reverse_kl(s: torch.Tensor, t: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    if not 0.0 <= alpha < 1.0:
+        raise DownsizeError(f"skew reverse KL needs 0 <= alpha < 1, got {alpha}", hint="DistiLLM uses alpha=0.1; alpha=0 is plain reverse KL")
+    return _kl(s, _log_mix(s, t, alpha) if alpha > 0 else t)
+
+
+@register_divergence("tvd")
+def total_variation(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (s.exp() - t.exp()).abs().sum(-1)
+
+
+def divergence(name: str, student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float = 0.5,
+               alpha: float = 0.1) -> torch.Tensor:
+    """Per-token divergence (N,) between log-probabilities (N, K) of student and teacher, in fp32."""
+    if name not in DIVERGENCES:
+        raise DownsizeError(f"unknown distillation loss {name!r}", hint=f"choose one of {', '.join(DIVERGENCES)}")
+    s, t = student_logp.float(), teacher_logp.float()
+    kw = {"jsd": {"beta": beta}, "skl": {"alpha": alpha}, "srkl": {"alpha": alpha}}.get(name, {})
+    return DIVERGENCES[name](s, t, **kw)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """How to compare student and teacher: ``kd_ratio`` · KD + (1 - ``kd_ratio``) · CE(labels)."""
+
+    name: str = "fkl"
+    temperature: float = 1.0
+    kd_ratio: float = 1.0  # 1: pure distillation; 0: plain cross entropy
+    beta: float = 0.5  # jsd
+    alpha: float = 0.1  # skl, srkl
+    chunk_size: int = 1024  # tokens per chunk
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self):
+        if self.name not in DIVERGENCES:
+            raise DownsizeError(f"unknown distillation loss {self.name!r}", hint=f"choose one of {', '.join(DIVERGENCES)}")
+        if self.temperature <= 0:
+            raise DownsizeError(f"temperature must be > 0, got {self.temperature}", hint="1.0 is the model's own distribution; 2.0 softens it")
+        if not 0.0 <= self.kd_ratio <= 1.0:
+            raise DownsizeError(f"kd_ratio must be in [0, 1], got {self.kd_ratio}", hint="1.0 = distillation only, 0.0 = cross entropy only")
+        if self.chunk_size < 1:
+            raise DownsizeError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        divergence(self.name, torch.zeros(1, 2), torch.zeros(1, 2), beta=self.beta, alpha=self.alpha)  # validates beta/alpha
+
+
+# ---- where the logits come from -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Logits:
+    """Dense logits (N, V), already materialised."""
+
+    logits: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.logits.shape[0]
+
+    def select(self, idx: torch.Tensor) -> "Logits":
+        return Logits(self.logits[idx])
+
+    def tensors(self, a: int, b: int) -> tuple:
+        return (self.logits[a:b],)
+
+    @staticmethod
+    def compute(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@dataclass(frozen=True)
+class Head:
+    """Logits computed chunk by chunk from final hidden states (N, H) and the LM head weight (V, H)."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    softcap: float | None = None  # Gemma-2 style final logit soft-capping
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+    def select(self, idx: torch.Tensor) -> "Head":
+        return Head(self.hidden[idx], self.weight, self.bias, self.softcap)
+
+    def tensors(self, a: int, b: int) -> tuple:
+        return (self.hidden[a:b], self.weight, self.bias, self.softcap)
+
+    @staticmethod
+    def compute(h, w, bias, softcap) -> torch.Tensor:
+        logits = F.linear(h, w, bias)  # (n, V)
+        if softcap:
+            logits = torch.tanh(logits.float() / softcap) * softcap
+        return logits
+
+
+@dataclass(frozen=True)
+class TopK:
+    """A sparse teacher: log-probabilities (N, k) of ids (N, k) and log of the tail mass (N,)."""
+
+    logp: torch.Tensor
+    ids: torch.Tensor
+    tail_logp: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.logp.shape[0]
+
+    def select(self, idx: torch.Tensor) -> "TopK":
+        return TopK(self.logp[idx], self.ids[idx], self.tail_logp[idx])
+
+    def tensors(self, a: int, b: int) -> tuple:
+        return (self.logp[a:b], self.ids[a:b], self.tail_logp[a:b])
+
+
+Source = Logits | Head
+
+
+def topk_with_tail(student_logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Student log-probs (n, V) -> (n, k+1): its mass on the teacher's k ids, then log(1 - that mass)."""
+    on_k = student_logp.gather(-1, ids.long())  # (n, k)
+    inside = torch.logsumexp(on_k, dim=-1, keepdim=True).clamp(max=0.0)  # log Σ_k q
+    tail = torch.log((-torch.expm1(inside)).clamp_min(0)).clamp_min(TAIL_FLOOR)  # log(1 - Σ_k q)
+    return torch.cat([on_k, tail], dim=-1)
+
+
+def topk_from_logits(logits: torch.Tensor, k: int, temperature: float = 1.0) -> TopK:
+    """The top-k form of a dense teacher (what the offline cache stores)."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    vals, ids = logp.topk(k, dim=-1)
+    inside = torch.logsumexp(vals, dim=-1).clamp(max=0.0)
+    tail = torch.log((-torch.expm1(inside)).clamp_min(0)).clamp_min(TAIL_FLOOR)
+    return TopK(vals, ids, tail)
+
+
+def _chunk_loss(spec: LossSpec, vocab: int | None, n_s: int, *args):
+    """Sums over one chunk: (kd_sum, ce_sum). ``args`` = student tensors, teacher tensors, labels."""
+    s_args, rest = args[:n_s], args[n_s:]
+    labels = rest[-1]
+    t_args = rest[:-1]
+    s_logits = (Head.compute(*s_args) if n_s == 4 else s_args[0]).float()  # (n, V_s)
+    ce_sum = F.cross_entropy(s_logits, labels, reduction="sum")  # also a metric when kd_ratio == 1
+    if spec.kd_ratio == 0:
+        return s_logits.new_zeros(()), ce_sum
+    T = spec.temperature
+    s_kd = s_logits[:, :vocab] if vocab else s_logits
+    s_logp = F.log_softmax(s_kd / T, dim=-1)
+    if len(t_args) == 3:  # TopK: (logp, ids, tail)
+        t_logp_k, ids, tail = t_args
+        t_logp = torch.cat([t_logp_k.float(), tail.float().unsqueeze(-1)], dim=-1)  # (n, k+1)
+        s_logp = topk_with_tail(s_logp, ids)
+    else:
+        t_logits = (Head.compute(*t_args) if len(t_args) == 4 else t_args[0]).float()
+        t_logits = t_logits[:, :vocab] if vocab else t_logits
+        t_logp = F.log_softmax(t_logits / T, dim=-1)
+    kd = divergence(spec.name, s_logp, t_logp.detach(), beta=spec.beta, alpha=spec.alpha)
+    return kd.sum() * (T * T), ce_sum
+
+
+def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec: LossSpec,
+            vocab: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean over valid tokens of ``kd_ratio``·T²·D(teacher, student) + (1-``kd_ratio``)·CE.
+
+    Shapes: ``student`` and ``teacher`` hold N rows (tokens), ``labels`` is (N,) with
+    ``spec.ignore_index`` for tokens that do not count (already shifted: row i predicts labels[i]).
+    ``vocab``: compare only the first ``vocab`` ids (same tokenizer, different embedding sizes);
+    the cross entropy always uses the student's full vocabulary. Teacher tensors get no gradient.
+    """
+    if len(student) != len(teacher) or len(student) != labels.shape[0]:
+        raise ValueError(f"row counts differ: student {len(student)}, teacher {len(teacher)}, labels {labels.shape[0]}")
+    valid = (labels != spec.ignore_index).nonzero(as_tuple=True)[0]
+    n = int(valid.numel())
+    if n == 0:
+        zero = (student.hidden if isinstance(student, Head) else student.logits).sum() * 0.0
+        return zero, {"kd": 0.0, "ce": 0.0, "tokens": 0}
+    student, teacher, labels = student.select(valid), teacher.select(valid), labels[valid]
+    n_s = 4 if isinstance(student, Head) else 1
+    kd_sum = ce_sum = None
+    grad = torch.is_grad_enabled()
+    for a in range(0, n, spec.chunk_size):
+        b = min(n, a + spec.chunk_size)
+        args = (*student.tensors(a, b), *teacher.tensors(a, b), labels[a:b])
+        if grad:
+            kd_c, ce_c = checkpoint(_chunk_loss, spec, vocab, n_s, *args, use_reentrant=False)
+        else:
+            kd_c, ce_c = _chunk_loss(spec, vocab, n_s, *args)
+        kd_sum = kd_c if kd_sum is None else kd_sum + kd_c
+        ce_sum = ce_c if ce_sum is None else ce_sum + ce_c
+    kd_mean, ce_mean = kd_sum / n, ce_sum / n
+    loss = spec.kd_ratio * kd_mean + (1 - spec.kd_ratio) * ce_mean
+    return loss, {"kd": float(kd_mean.detach()), "ce": float(ce_mean.detach()), "tokens": n}
