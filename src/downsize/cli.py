@@ -167,11 +167,12 @@ def plan_cmd(
 def validate_cmd(
     recipe: Path = typer.Argument(..., help="recipe YAML"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
+    check_refs: bool = typer.Option(True, help="check that model and data references exist here (--no-check-refs for recipes meant for another machine)"),
 ):
     """Check a recipe without loading weights; report every error at once."""
     from downsize.recipe import load_recipe
 
-    r = load_recipe(recipe, overrides or [])
+    r = load_recipe(recipe, overrides or [], check_refs=check_refs)
     console.print(f"[green]ok[/green] {recipe}: {len(r.stages)} stages ({', '.join(s.name for s in r.stages)})")
 
 

@@ -75,7 +75,10 @@ class StageContext:
 
     @property
     def data(self) -> str:
-        return getattr(self.stage.settings, "data", None) or self.recipe.data
+        """The stage's data reference; a stage name stands for that stage's output (e.g. generated JSONL)."""
+        ref = getattr(self.stage.settings, "data", None) or self.recipe.data
+        art = self.artifacts.get(ref)
+        return str(art.path) if art is not None and art.path is not None else ref
 
 
 StageRunner = Callable[[StageContext], Artifact]

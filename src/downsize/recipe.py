@@ -68,7 +68,8 @@ class DistillSettings(TrainSettings):
 
 
 class SftSettings(TrainSettings):
-    data: str = Field(..., description="chat JSONL ({'messages': [...]}) or text")
+    data: str = Field(..., description="chat JSONL ({'messages': [...]}) or text, or the name of a generate stage")
+    student: Optional[str] = None  # the model to fine-tune (a reference or stage name); default: the input model
     lora: Optional[LoraSettings] = None
 
 
@@ -205,8 +206,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
-    """Build a Recipe from parsed YAML, collecting every schema and cross-reference error."""
+def parse_recipe(raw: Any, source: str = "<recipe>", check_refs: bool = True) -> Recipe:
+    """Build a Recipe from parsed YAML, collecting every schema and cross-reference error.
+
+    ``check_refs=False`` skips checking that model and data references exist on this machine
+    (for recipes written for another machine); the schema and stage graph are still checked.
+    """
     errors: list[str] = []
     if not isinstance(raw, dict):
         raise RecipeError(source, ["the recipe must be a mapping with name, teacher, data and stages"])
@@ -238,7 +243,7 @@ def parse_recipe(raw: Any, source: str = "<recipe>") -> Recipe:
         errors += [f"{_loc(err['loc'])}: {_message(err)}" for err in e.errors()]
         recipe = None
     errors += _check_stage_names(named)
-    if recipe is not None:
+    if recipe is not None and check_refs:
         errors += _check_references(recipe)
     if errors:
         raise RecipeError(source, errors)
@@ -287,13 +292,14 @@ def _check_references(recipe: Recipe) -> list[str]:
     stage_names = {"teacher"} | {st.name for st in recipe.stages}
     for st in recipe.stages:
         s, where = st.settings, f"stages[{st.index}].{st.kind}"
-        for field in ("teacher",):
-            if getattr(s, field, None):
-                check_model(f"{where}.{field}", getattr(s, field))
+        teacher = getattr(s, "teacher", None)
+        if teacher and not (isinstance(s, GenerateSettings) and teacher.startswith("openai:")):  # servers are not checked offline
+            check_model(f"{where}.teacher", teacher)
         for field in ("data", "calib", "prompts", "codebase"):
-            if getattr(s, field, None):
-                check_data(f"{where}.{field}", getattr(s, field))
-        if isinstance(s, DistillSettings) and isinstance(s.student, str) and s.student not in stage_names:
+            value = getattr(s, field, None)
+            if value and value not in stage_names:  # a stage name means that stage's output (e.g. generated data)
+                check_data(f"{where}.{field}", value)
+        if isinstance(s, (DistillSettings, SftSettings)) and isinstance(s.student, str) and s.student not in stage_names:
             check_model(f"{where}.student", s.student)
         if isinstance(s, PruneSettings):
             if s.method in ("magnitude", "wanda", "sparsegpt") and s.sparsity is None and s.pattern is None:
@@ -307,7 +313,7 @@ def _check_references(recipe: Recipe) -> list[str]:
     return errors
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_refs: bool = True) -> Recipe:
     path = Path(path)
     if not path.exists():
         raise DownsizeError(f"no recipe at {path}", hint="pass a YAML file, e.g. recipes/quickstart.yaml")
@@ -316,4 +322,4 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except yaml.YAMLError as e:
         raise DownsizeError(f"{path} is not valid YAML: {e}", hint="check indentation and quoting") from None
     raw = apply_overrides(raw, overrides or [])
-    return parse_recipe(raw, str(path))
+    return parse_recipe(raw, str(path), check_refs)

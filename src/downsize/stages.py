@@ -43,6 +43,18 @@ def run_train(ctx: StageContext) -> Artifact:
                                        "wall_s": res.wall_s})
 
 
+@register_stage("prune")
+def run_prune(ctx: StageContext) -> Artifact:
+    from downsize.prune import PruneConfig, prune_ref
+
+    s = ctx.stage.settings
+    cfg = PruneConfig(method=s.method, targets=dict(s.targets), sparsity=s.sparsity, nm=s.pattern,
+                      calib_samples=s.calib_samples, calib_seq_len=s.seq_len, seed=ctx.recipe.seed)
+    out = ctx.stage_dir / "output"
+    report = prune_ref(_ref(ctx.input_model(), ctx), out, cfg, s.calib or ctx.recipe.data)
+    return Artifact("model", out, "", {"params": report["params"], "wall_s": report["wall_s"]})
+
+
 @register_stage("eval")
 def run_eval(ctx: StageContext) -> Artifact:
     """Waterfall metrics of every model so far (or the listed ones) against the teacher."""
