@@ -1,0 +1,212 @@
+"""A read-only tool sandbox over one repository: list files, read a file, search text.
+
+    >>> box = Sandbox("path/to/repo")
+    >>> box.call("read_file", '{"path": "pkg/mod.py"}')        # -> file text (truncated to max_output)
+    >>> box.call("grep", {"pattern": "class .*Protocol"})       # -> "pkg/a.py:12: class Foo(Protocol):"
+    >>> box.call("read_file", {"path": "../etc/passwd"})        # -> "error: ..." (never raises for model input)
+
+Confinement: paths are relative to the root; absolute paths and any ``..`` component are refused;
+the real path (symlinks resolved) must stay inside the root, so a symlink pointing out is refused
+too. Nothing runs a shell or a subprocess. Each call has a wall-time limit (checked between lines
+and files; lines longer than ``max_line`` are skipped by grep so one regex cannot run away on a
+huge line) and an output limit. Model-caused problems come back as ``"error: ..."`` strings, which
+is what the model sees as the tool result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from downsize.errors import DownsizeError
+
+TOOL_LIST_FILES = "list_files"
+TOOL_READ_FILE = "read_file"
+TOOL_GREP = "grep"
+
+# OpenAI tool schemas (the `tools` request field); the agent loop and the stored traces use them.
+TOOL_SCHEMAS: list[dict] = [
+    {"type": "function", "function": {
+        "name": TOOL_LIST_FILES,
+        "description": "List files under a directory of the repository (recursive), one relative path per line.",
+        "parameters": {"type": "object", "properties": {
+            "path": {"type": "string", "description": "directory relative to the repository root; '.' for the root"},
+            "pattern": {"type": "string", "description": "optional glob on the file name, e.g. '*.py'"}},
+            "required": []}}},
+    {"type": "function", "function": {
+        "name": TOOL_READ_FILE,
+        "description": "Read a text file of the repository.",
+        "parameters": {"type": "object", "properties": {
+            "path": {"type": "string", "description": "file path relative to the repository root"}},
+            "required": ["path"]}}},
+    {"type": "function", "function": {
+        "name": TOOL_GREP,
+        "description": "Search files for a regular expression; returns 'path:line: text' for each match.",
+        "parameters": {"type": "object", "properties": {
+            "pattern": {"type": "string", "description": "Python regular expression"},
+            "path": {"type": "string", "description": "file or directory to search, relative to the root; default '.'"}},
+            "required": ["pattern"]}}},
+]
+TOOL_NAMES = tuple(t["function"]["name"] for t in TOOL_SCHEMAS)
+
+
+class ToolError(Exception):
+    """A tool call the sandbox refuses or cannot run; its message goes back to the model."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    max_output: int = 8000  # characters returned per call
+    max_seconds: float = 2.0  # wall time per call
+    max_line: int = 2000  # grep skips longer lines
+    max_pattern: int = 200  # grep refuses longer patterns
+    max_files: int = 2000  # files visited per call
+
+
+class Sandbox:
+    def __init__(self, root: str | os.PathLike, limits: SandboxLimits = SandboxLimits()):
+        root = Path(root)
+        if not root.is_dir():
+            raise DownsizeError(f"the tool sandbox root {root} is not a directory", hint="pass --codebase DIR pointing at a repository")
+        self.root = Path(os.path.realpath(root))
+        self.limits = limits
+        self._tools: dict[str, Callable[..., str]] = {
+            TOOL_LIST_FILES: self.list_files, TOOL_READ_FILE: self.read_file, TOOL_GREP: self.grep}
+
+    # -- confinement -------------------------------------------------------------------------
+    def resolve(self, rel: str | None) -> Path:
+        """Map a model-given relative path to a real path inside the root, or raise ToolError."""
+        rel = "." if rel in (None, "") else str(rel)
+        if "\x00" in rel:
+            raise ToolError("path contains a NUL byte")
+        p = Path(rel)
+        if p.is_absolute():
+            raise ToolError(f"absolute paths are not allowed ({rel!r}); give a path relative to the repository root")
+        if ".." in p.parts:
+            raise ToolError(f"'..' is not allowed in paths ({rel!r})")
+        real = Path(os.path.realpath(self.root / p))
+        if real != self.root and self.root not in real.parents:
+            raise ToolError(f"{rel!r} leads outside the repository (symlink)")
+        if not real.exists():
+            raise ToolError(f"no such file or directory: {rel!r}")
+        return real
+
+    def _rel(self, real: Path) -> str:
+        return real.relative_to(self.root).as_posix()
+
+    def _walk(self, top: Path, deadline: float, state: dict):
+        """Files under top (sorted, hidden entries skipped, symlinks leaving the root skipped).
+
+        Stops at the time or file-count limit, saying so in ``state["stopped"]``.
+        """
+        if top.is_file():
+            yield top
+            return
+        count = 0
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                real = Path(os.path.realpath(path))
+                if self.root not in real.parents or not real.is_file():
+                    continue
+                if count >= self.limits.max_files:
+                    state["stopped"] = f"[stopped after {self.limits.max_files} files]"
+                    return
+                if count and time.monotonic() > deadline:
+                    state["stopped"] = f"[stopped after {self.limits.max_seconds:g} s]"
+                    return
+                count += 1
+                yield path
+
+    def _clip(self, text: str) -> str:
+        n = self.limits.max_output
+        return text if len(text) <= n else text[:n] + f"\n[truncated: {len(text) - n} more characters]"
+
+    # -- tools -------------------------------------------------------------------------------
+    def list_files(self, path: str = ".", pattern: str | None = None) -> str:
+        top = self.resolve(path)
+        deadline = time.monotonic() + self.limits.max_seconds
+        state: dict = {}
+        out = [self._rel(p) for p in self._walk(top, deadline, state) if pattern is None or p.match(pattern)]
+        if "stopped" in state:
+            out.append(state["stopped"])
+        return self._clip("\n".join(out) if out else "(no files)")
+
+    def read_file(self, path: str) -> str:
+        real = self.resolve(path)
+        if not real.is_file():
+            raise ToolError(f"{path!r} is a directory; use list_files")
+        with open(real, "rb") as f:
+            data = f.read(self.limits.max_output * 4 + 1)
+        if b"\x00" in data[:1024]:
+            raise ToolError(f"{path!r} is a binary file")
+        return self._clip(data.decode("utf-8", errors="replace"))
+
+    def grep(self, pattern: str, path: str = ".") -> str:
+        if len(pattern) > self.limits.max_pattern:
+            raise ToolError(f"pattern longer than {self.limits.max_pattern} characters")
+        try:
+            rx = re.compile(pattern)
+        except re.error as e:
+            raise ToolError(f"bad regular expression {pattern!r}: {e}") from None
+        top = self.resolve(path)
+        deadline = time.monotonic() + self.limits.max_seconds
+        hits: list[str] = []
+        size = 0
+        state: dict = {}
+        for f in self._walk(top, deadline, state):
+            try:
+                text = f.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            for i, line in enumerate(text.splitlines(), 1):
+                if len(line) > self.limits.max_line:
+                    continue
+                if rx.search(line):
+                    hit = f"{self._rel(f)}:{i}: {line.strip()}"
+                    hits.append(hit)
+                    size += len(hit) + 1
+                    if size > self.limits.max_output:
+                        return self._clip("\n".join(hits))
+        if "stopped" in state:
+            hits.append(state["stopped"])
+        return self._clip("\n".join(hits) if hits else "(no matches)")
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def call(self, name: str, arguments: str | dict | None) -> str:
+        """Run one tool call; every failure caused by the model's input becomes an ``error:`` result."""
+        fn = self._tools.get(name)
+        if fn is None:
+            return f"error: unknown tool {name!r}; available: {', '.join(self._tools)}"
+        try:
+            args = parse_arguments(arguments)
+            return fn(**args)
+        except ToolError as e:
+            return f"error: {e}"
+        except TypeError as e:  # wrong or missing argument names
+            return f"error: bad arguments for {name}: {e}"
+        except OSError as e:
+            return f"error: {e.strerror or e}"
+
+
+def parse_arguments(arguments: str | dict | None) -> dict[str, Any]:
+    """Tool-call arguments (a JSON string in the OpenAI format, or already a dict) -> dict, or ToolError."""
+    if arguments is None or arguments == "":
+        return {}
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        args = json.loads(arguments)
+    except json.JSONDecodeError as e:
+        raise ToolError(f"arguments are not valid JSON: {e}") from None
+    if not isinstance(args, dict):
+        raise ToolError("arguments must be a JSON object")
+    return args
