@@ -97,8 +97,9 @@ class Adapter:
             self.set_layer_index(layer, new_idx)
         self.decoder(model).layers = new
         cfg = model.config
+        lists = self.per_layer_config_lists(cfg)  # before the count changes: they are found by their length
         setattr(cfg, self.N_LAYERS, len(keep))
-        for key in self.per_layer_config_lists(cfg):
+        for key in lists:
             setattr(cfg, key, [getattr(cfg, key)[i] for i in keep])
 
     def set_layer_index(self, layer, idx: int) -> None:

@@ -1,0 +1,111 @@
+"""Width pruning: zero-importance channels go first and removing them leaves outputs unchanged;
+masking references; GQA grouping; config consistency and reload; budgets and impossible targets."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from downsize.errors import DownsizeError
+from downsize.models.adapters import adapter_for
+from downsize.prune import PruneConfig, prune, save_pruned
+from downsize.prune.importance import width_stats
+from downsize.prune.sizes import model_params
+from downsize.prune.width import head_selection
+
+
+def fwd(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+def test_zero_neurons_heads_channels_are_removed_exactly(family_model, calib_ids, tiny_tokenizer, tmp_path):
+    """Make half the MLP neurons, one KV group and 16 hidden channels dead; width pruning to exactly the
+    live sizes must keep the logits (RMSNorm rescaled by norm_correction) and reload with no custom code."""
+    fam, model = family_model
+    ad = adapter_for(model)
+    dead_ch = torch.arange(0, 64, 4)  # 16 of 64 hidden channels
+    # RMSNorm's eps (1e-6) is not negligible against the tiny init's mean square (~4e-4) and would break
+    # exactness of the sqrt(d/d') rescaling, so the test model uses a negligible one.
+    model.config.rms_norm_eps = 1e-12
+    for mod in model.modules():
+        if hasattr(mod, "variance_epsilon"):
+            mod.variance_epsilon = 1e-12
+    with torch.no_grad():
+        ad.embed(model).weight[:, dead_ch] = 0
+        for layer in ad.layers(model):
+            q, k, v, o = ad.attn_projs(layer)
+            gate, up, down = ad.mlp_projs(layer)
+            up.weight[1::2] = 0  # neurons 1, 3, 5, ... output act(gate) * 0 = 0
+            hd = 16
+            v.weight[hd : 2 * hd] = 0  # KV group 1 (query heads 2, 3) outputs zeros
+            if v.bias is not None:
+                v.bias[hd : 2 * hd] = 0
+            o.weight[dead_ch] = 0
+            down.weight[dead_ch] = 0
+    ref = fwd(model, calib_ids[:2])
+    st = width_stats(model, ad, calib_ids)
+    assert torch.all(st.neurons[0][1::2] == 0) and torch.all(st.neurons[0][0::2] > 0)
+    assert torch.all(st.heads[0][2:] == 0) and torch.all(st.heads[0][:2] > 0)
+    assert torch.all(st.hidden[dead_ch] == 0)
+    m = prune(model, tiny_tokenizer, PruneConfig("width", targets="ffn=64 heads=2 kv_heads=1 hidden=48"), calib_ids)
+    c = m.config
+    assert (c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.hidden_size, c.head_dim) == (64, 2, 1, 48, 16)
+    assert m.prune_report["kept_heads"][0] == [0, 1]
+    torch.testing.assert_close(fwd(m, calib_ids[:2]), ref, rtol=1e-4, atol=1e-4)
+    save_pruned(m, tiny_tokenizer, tmp_path / "w")
+    re = AutoModelForCausalLM.from_pretrained(tmp_path / "w")
+    assert type(re) is type(m) and model_params(re) == model_params(m)
+    torch.testing.assert_close(fwd(re, calib_ids[:2]), ref, rtol=1e-4, atol=1e-4)
+    if fam == "qwen2":
+        assert re.lm_head.weight.data_ptr() == re.model.embed_tokens.weight.data_ptr()
+
+
+def test_mlp_and_heads_equal_masking_reference(family_model, calib_ids, tiny_tokenizer):
+    """Random weights: the sliced model equals the original with the removed neurons and heads masked to zero
+    by hooks (an independent reference of what slicing must do)."""
+    fam, model = family_model
+    ad = adapter_for(model)
+    st = width_stats(model, ad, calib_ids)
+    keep_n = [set(torch.topk(s, 48).indices.tolist()) for s in st.neurons]
+    sel = [head_selection(s, 4, 2, 2, 2)[0].tolist() for s in st.heads]  # one query head per KV group
+    for s, q in zip(st.heads, sel):  # the best head of each group
+        assert q == [int(torch.argmax(s[:2])), 2 + int(torch.argmax(s[2:]))]
+    handles = []
+    for i, layer in enumerate(ad.layers(model)):
+        nmask = torch.tensor([j in keep_n[i] for j in range(128)], dtype=torch.float32)
+        hmask = torch.tensor([h in sel[i] for h in range(4)], dtype=torch.float32).repeat_interleave(16)
+        handles.append(ad.mlp_projs(layer)[2].register_forward_pre_hook(lambda m, a, k=nmask: (a[0] * k,)))
+        handles.append(ad.attn_projs(layer)[3].register_forward_pre_hook(lambda m, a, k=hmask: (a[0] * k,)))
+    ref = fwd(model, calib_ids[:2])
+    for h in handles:
+        h.remove()
+    m = prune(copy.deepcopy(model), tiny_tokenizer, PruneConfig("width", targets="ffn=48 heads=2 kv_heads=2"), calib_ids)
+    torch.testing.assert_close(fwd(m, calib_ids[:2]), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_params_budget(family_model, calib_ids, tiny_tokenizer):
+    fam, model = family_model
+    before = model_params(model)
+    m = prune(model, tiny_tokenizer, PruneConfig("width", targets={"params": 0.6}, round_to=8), calib_ids)
+    after = model_params(m)
+    assert 0.5 < after / before <= 0.6
+    assert m.config.intermediate_size % 8 == 0 and m.config.hidden_size % 8 == 0
+    assert m.prune_report["params"]["after"] == after
+
+
+@pytest.mark.parametrize("targets,msg", [
+    ("heads=6", "larger than"),
+    ("heads=3", "grouped-query"),
+    ("heads=2 kv_heads=2 ffn=129", "larger than"),
+    ("params=0.01", "smallest width"),
+])
+def test_impossible_targets_fail_before_work(family_model, tiny_tokenizer, targets, msg):
+    fam, model = family_model
+    w0 = model.lm_head.weight.clone()
+    with pytest.raises(DownsizeError, match=msg):
+        prune(model, tiny_tokenizer, PruneConfig("width", targets=targets), "/nonexistent/calibration")
+    assert torch.equal(model.lm_head.weight, w0)
