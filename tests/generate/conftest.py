@@ -101,6 +101,8 @@ class TeacherServer:
         self.native_tool_calls = False  # answer with the tool_calls field instead of <tool_call> text
         self.die_after = None  # stop serving after this many good answers
         self.good = 0
+        self.live = 0  # requests being answered right now
+        self.max_live = 0
         self.httpd = None
 
     @property
@@ -124,6 +126,16 @@ class TeacherServer:
                 self.wfile.write(payload)
 
             def do_POST(self):
+                with server.lock:
+                    server.live += 1
+                    server.max_live = max(server.max_live, server.live)
+                try:
+                    self._post()
+                finally:
+                    with server.lock:
+                        server.live -= 1
+
+            def _post(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
                     server.requests += 1
@@ -169,7 +181,7 @@ class TeacherServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def stop(self):
