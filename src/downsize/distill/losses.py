@@ -284,3 +284,39 @@ def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec:
     kd_mean, ce_mean = kd_sum / n, ce_sum / n
     loss = spec.kd_ratio * kd_mean + (1 - spec.kd_ratio) * ce_mean
     return loss, {"kd": float(kd_mean.detach()), "ce": float(ce_mean.detach()), "tokens": n}
+
+
+# ---- cross-tokenizer: Universal Logit Distillation ------------------------------------------------
+
+def uld_distance(student_logp: torch.Tensor, teacher_logp: torch.Tensor) -> torch.Tensor:
+    """ULD (Boizard et al. 2024): L1 between the sorted probability vectors, (n, V_s), (n, V_t) -> (n,).
+
+    Sorting makes the loss independent of which id means what, so the vocabularies may differ;
+    the shorter vector is padded with zeros. It is the Wasserstein-1 distance under a uniform cost.
+    """
+    ps = student_logp.float().exp().sort(dim=-1, descending=True).values
+    pt = teacher_logp.float().exp().sort(dim=-1, descending=True).values
+    v = max(ps.shape[-1], pt.shape[-1])
+    ps = F.pad(ps, (0, v - ps.shape[-1]))
+    pt = F.pad(pt, (0, v - pt.shape[-1]))
+    return (ps - pt).abs().sum(-1)
+
+
+def _uld_chunk(T: float, s_h, s_w, s_b, s_cap, t_h, t_w, t_b, t_cap):
+    s = Head.compute(s_h, s_w, s_b, s_cap).float()
+    t = Head.compute(t_h, t_w, t_b, t_cap).float()
+    return uld_distance(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1).detach()).sum()
+
+
+def uld_loss(student: Head, teacher: Head, temperature: float = 1.0, chunk_size: int = 1024) -> torch.Tensor:
+    """Mean ULD distance over aligned rows (student row i and teacher row i predict the same text), chunked."""
+    n = len(student)
+    if n == 0:
+        return student.hidden.sum() * 0.0
+    total = None
+    for a in range(0, n, chunk_size):
+        b = min(n, a + chunk_size)
+        args = (*student.tensors(a, b), *teacher.tensors(a, b))
+        c = checkpoint(_uld_chunk, temperature, *args, use_reentrant=False) if torch.is_grad_enabled() else _uld_chunk(temperature, *args)
+        total = c if total is None else total + c
+    return total / n

@@ -5,6 +5,8 @@
     >>> # multi-GPU: `accelerate launch -m downsize.cli distill ...` or torchrun; nothing here changes
 
 ``loss_fn(model, batch) -> (loss, metrics)`` is the only thing that differs between uses.
+LoRA is a property of the model, not of the loop: ``apply_lora(model, LoraSpec(r=16))`` before
+``train`` (only the adapters are trainable and checkpointed), ``merge_lora(model)`` after.
 ``data.batch(step, batch_size, rank, world)`` must be a pure function of its arguments, which
 makes resuming exact: a checkpoint stores weights, optimiser, scheduler and RNG, and the data
 position is just the step number.
@@ -69,6 +71,61 @@ class TrainConfig:
 
 class TrainingDiverged(DownsizeError):
     pass
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """Low-rank adapters on the linear layers (PEFT); ``quantize_base="nf4"`` is QLoRA (CUDA + bitsandbytes)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    quantize_base: str | None = None  # None or "nf4"
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise DownsizeError(f"LoRA rank must be >= 1, got {self.r}", hint="typical ranks are 8-64")
+        if self.quantize_base not in (None, "nf4"):
+            raise DownsizeError(f"quantize_base {self.quantize_base!r} is not supported", hint="use None (LoRA) or 'nf4' (QLoRA)")
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+
+def apply_lora(model: torch.nn.Module, spec: LoraSpec) -> torch.nn.Module:
+    """Wrap ``model`` with PEFT LoRA adapters; only the adapters stay trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    targets = [t for t in spec.target_modules if t in present]
+    if not targets:
+        raise DownsizeError(f"none of the LoRA target modules {list(spec.target_modules)} is a linear layer of this model",
+                            hint=f"its linear layers are named {sorted(present)}")
+    if spec.quantize_base:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    cfg = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
+                     bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold LoRA adapters into the base weights and return the plain model (no-op without adapters)."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def _tensorboard(out: Path):
+    """A SummaryWriter under ``out/tensorboard`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -183,6 +240,7 @@ def train(
         metrics_path.unlink()
 
     rank, world = acc.process_index, acc.num_processes
+    tb = _tensorboard(out) if acc.is_main_process else None
     bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
     t0 = time.perf_counter()
     tokens_at_start = tokens
@@ -221,7 +279,13 @@ def train(
                 agg[k] = agg.get(k, 0.0) + v / cfg.grad_accum
             tokens += int(batch["input_ids"].numel()) * world
         if cfg.max_grad_norm > 0:
-            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            if norm is not None and not torch.isfinite(torch.as_tensor(norm)):
+                ck = latest_checkpoint(out)
+                raise TrainingDiverged(
+                    f"the gradient norm became {float(norm)} at step {step} (loss {loss_sum:.4f})",
+                    hint=f"the last good checkpoint is {ck or 'none (no checkpoint written yet)'}; nothing was "
+                    "written after it; lower --lr or raise warmup, then --resume")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         last_loss, last_metrics = loss_sum, agg
@@ -234,6 +298,10 @@ def train(
             rec = {"step": done, "loss": loss_sum, "lr": lr_at(step, cfg), "tokens": tokens, "tok_s": tok_s, **agg}
             with open(metrics_path, "a") as f:  # one whole line per write
                 f.write(json.dumps(rec) + "\n")
+            if tb is not None:
+                for k, v in rec.items():
+                    if k != "step" and isinstance(v, (int, float)):
+                        tb.add_scalar(k, v, done)
             if on_log:
                 on_log(rec)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
@@ -243,6 +311,8 @@ def train(
             acc.wait_for_everyone()
         step += 1
     bar.close()
+    if tb is not None:
+        tb.close()
     acc.wait_for_everyone()
     if acc.is_main_process:
         _save_checkpoint(out, cfg.steps, raw, optimizer, cfg, {"tokens": tokens, "loss": last_loss})

@@ -1,0 +1,264 @@
+"""Where the teacher's distribution comes from: online forward, an offline top-k cache, or sampling.
+
+    >>> h = final_hidden(model, batch)                        # (B, T, H) final hidden states, one forward
+    >>> cache_teacher("zoo:coder-teacher", "zoo:stdlib", "runs/cache", k=32, seq_len=256, windows=512)
+    >>> ds = TopKCacheDataset("runs/cache", seed=0)           # batches carry the teacher's top-k
+    >>> ids = sample(model, prompt_ids, new_tokens=64, generator=g)   # seeded continuation (B, P + 64)
+
+The cache is a directory of safetensors shards (``shard-00000.safetensors``, each written
+atomically) and ``manifest.json`` naming the teacher, data, window length, k, temperature and the
+measured bytes per token. Each position stores the teacher's top-k log-probabilities (fp16), their
+ids (int16 when the vocabulary fits, else int32) and the log of the remaining mass (fp32), so the
+losses see the whole distribution coarse-grained to k+1 outcomes. An interrupted ``cache_teacher``
+continues at the first missing shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from downsize.distill.losses import Head, TopK, topk_from_logits
+from downsize.errors import DownsizeError
+from downsize.io import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+CACHE_FORMAT = 1
+# keys of the cached tensors, and of the batch fields a cached batch carries
+K_INPUT_IDS, K_LOGP, K_IDS, K_TAIL = "input_ids", "teacher_logp", "teacher_ids", "teacher_tail"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP / accelerate wrappers (PEFT models are kept: they forward to the base)."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
+
+
+def lm_head(model: torch.nn.Module) -> Head:
+    """The LM head of a causal LM as a ``Head`` template (hidden filled in later)."""
+    raw = unwrap(model)
+    head = raw.get_output_embeddings()
+    softcap = getattr(raw.config, "final_logit_softcapping", None)
+    return Head(torch.empty(0), head.weight, getattr(head, "bias", None), softcap)
+
+
+def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Final (post-norm) hidden states (B, T, H) from one forward through ``model``.
+
+    ``model`` is called as a whole (so DDP/FSDP hooks run) with ``logits_to_keep=1``, so the LM head
+    runs on one position only; the distillation loss applies the head chunk by chunk itself.
+    """
+    decoder = unwrap(model).get_decoder()
+    got: dict[str, torch.Tensor] = {}
+
+    def hook(_mod, _args, out):
+        got["h"] = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    handle = decoder.register_forward_hook(hook)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
+    finally:
+        handle.remove()
+    return got["h"]
+
+
+@dataclass
+class OnlineTeacher:
+    """The teacher model, run inside the loop without gradients (bf16 weights when ``dtype`` says so)."""
+
+    model: torch.nn.Module
+
+    def __post_init__(self):
+        self.model.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Head:
+        h = final_hidden(self.model, input_ids, attention_mask)  # (B, T, H)
+        tmpl = lm_head(self.model)
+        return Head(h, tmpl.weight, tmpl.bias, tmpl.softcap)
+
+
+@torch.no_grad()
+def sample(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, generator: torch.Generator,
+           temperature: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """Continue ``prompt`` (B, P) by ``new_tokens`` sampled tokens with a KV cache; deterministic for a seeded generator."""
+    raw = unwrap(model)
+    was_training = raw.training
+    raw.eval()
+    out = prompt
+    past = None
+    nxt = prompt
+    try:
+        for _ in range(new_tokens):
+            res = raw(input_ids=nxt, past_key_values=past, use_cache=True, logits_to_keep=1)
+            past = res.past_key_values
+            logits = res.logits[:, -1].float()  # (B, V)
+            if temperature <= 0:
+                tok = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k:
+                    kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = logits.softmax(-1)
+                tok = torch.multinomial(probs.cpu(), 1, generator=generator).to(prompt.device)
+            out = torch.cat([out, tok], dim=1)
+            nxt = tok
+    finally:
+        raw.train(was_training)
+    return out
+
+
+# ---- offline top-k cache ----------------------------------------------------------------------
+
+def _id_dtype(vocab: int) -> torch.dtype:
+    return torch.int16 if vocab <= 32767 else torch.int32
+
+
+def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_len: int = 256, windows: int | None = None,
+                  batch_size: int = 8, temperature: float = 1.0, shard_windows: int = 256, split: str | None = None,
+                  dtype: str = "bf16") -> dict:
+    """Run the teacher once over the first ``windows`` packed windows of ``data``; write the top-k cache.
+
+    ``teacher`` is a model reference (or a ``(model, tokenizer)`` pair); ``data`` a data reference.
+    Returns the manifest (with ``bytes_per_token`` measured from the shard files).
+    """
+    from downsize.distill.train import load_stream
+
+    out = Path(out_dir)
+    if isinstance(teacher, tuple):
+        model, tok = teacher
+        teacher_name = getattr(model.config, "_name_or_path", "model")
+    else:
+        from downsize.models.refs import load_model
+
+        model, tok = load_model(teacher)
+        teacher_name = str(teacher)
+    if dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    model.eval().requires_grad_(False)
+    stream = load_stream(tok, data, split)
+    n_all = (len(stream) - 1) // seq_len
+    n = min(n_all, windows) if windows else n_all
+    if n < 1:
+        raise DownsizeError(f"{data} has {len(stream)} tokens, fewer than one window of {seq_len + 1}",
+                            hint="lower --seq-len or give more data")
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if k > vocab:
+        raise DownsizeError(f"top-k {k} exceeds the teacher vocabulary {vocab}", hint="use k of 16-64")
+    from downsize.data.packing import tokenizer_fingerprint
+
+    meta = {"format": CACHE_FORMAT, "teacher": teacher_name, "data": str(data), "split": split, "seq_len": seq_len,
+            "k": k, "temperature": temperature, "vocab_size": vocab, "windows": n, "shard_windows": shard_windows,
+            "tokenizer": tokenizer_fingerprint(tok), "id_dtype": str(_id_dtype(vocab)).replace("torch.", "")}
+    manifest_path = out / MANIFEST
+    done: list[str] = []
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        same = {key: old.get(key) for key in meta} == meta
+        if not same:
+            raise DownsizeError(f"{out} holds a cache made with other settings ({old.get('teacher')}, k={old.get('k')}, "
+                                f"seq_len={old.get('seq_len')}, windows={old.get('windows')})",
+                                hint="choose another --cache directory or delete this one")
+        done = list(old.get("shards", []))
+    out.mkdir(parents=True, exist_ok=True)
+    id_dtype = _id_dtype(vocab)
+    n_shards = (n + shard_windows - 1) // shard_windows
+    for si in range(len(done), n_shards):
+        a, b = si * shard_windows, min(n, (si + 1) * shard_windows)
+        ids = torch.from_numpy(np.asarray(stream[a * seq_len: b * seq_len], dtype=np.int64)).view(b - a, seq_len)
+        parts: dict[str, list[torch.Tensor]] = {K_LOGP: [], K_IDS: [], K_TAIL: []}
+        for r in range(0, b - a, batch_size):
+            x = ids[r: r + batch_size]
+            with torch.no_grad():
+                logits = model(input_ids=x, use_cache=False).logits[:, :-1]  # (b, T-1, V)
+            top = topk_from_logits(logits.reshape(-1, logits.shape[-1]), k, temperature)
+            shp = (x.shape[0], seq_len - 1)
+            parts[K_LOGP].append(top.logp.view(*shp, k).half())
+            parts[K_IDS].append(top.ids.view(*shp, k).to(id_dtype))
+            parts[K_TAIL].append(top.tail_logp.view(shp).float())
+        tensors = {K_INPUT_IDS: ids.to(torch.int32), **{key: torch.cat(v) for key, v in parts.items()}}
+        name = f"shard-{si:05d}.safetensors"
+        with atomic_path(out / name) as tmp:
+            save_file(tensors, str(tmp))
+        done.append(name)
+        write_json_atomic(manifest_path, {**meta, "shards": done, "complete": len(done) == n_shards})
+        log.info("cached shard %d/%d (%d windows)", si + 1, n_shards, b - a)
+    shard_bytes = sum((out / s).stat().st_size for s in done)
+    # teacher-side bytes only: the input ids are stored too, but training reads those from any cache
+    ids_bytes = n * seq_len * 4
+    per_token = (shard_bytes - ids_bytes) / (n * (seq_len - 1))
+    meta = {**meta, "shards": done, "complete": True, "bytes": shard_bytes, "bytes_per_token": round(per_token, 2),
+            "dense_bf16_bytes_per_token": vocab * 2}
+    write_json_atomic(manifest_path, meta)
+    return meta
+
+
+class TopKCacheDataset:
+    """Batches from a teacher cache: ``input_ids``, ``labels`` and the teacher's top-k per position.
+
+    The window order is the same seeded permutation as ``PackedDataset`` over the cached windows, so
+    an online run over the same windows (``DistillConfig.windows``) sees the same batches.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, seed: int = 0):
+        self.dir = Path(cache_dir)
+        mp = self.dir / MANIFEST
+        if not mp.exists():
+            raise DownsizeError(f"no teacher cache at {self.dir} (no {MANIFEST})",
+                                hint="write one with `downsize distill cache-teacher --teacher T --data D --out DIR`")
+        self.meta = json.loads(mp.read_text())
+        if not self.meta.get("complete"):
+            raise DownsizeError(f"the teacher cache at {self.dir} is incomplete ({len(self.meta.get('shards', []))} shards)",
+                                hint="run the same `downsize distill cache-teacher` command again; it continues where it stopped")
+        self.seed = seed
+        self.seq_len = self.meta["seq_len"]
+        self.n_windows = self.meta["windows"]
+        self.shard_windows = self.meta["shard_windows"]
+        self._open: dict[int, object] = {}
+
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+
+    def _shard(self, i: int):
+        if i not in self._open:
+            self._open[i] = safe_open(str(self.dir / self.meta["shards"][i]), framework="pt")
+        return self._open[i]
+
+    def window(self, w: int) -> dict[str, torch.Tensor]:
+        f = self._shard(w // self.shard_windows)
+        r = w % self.shard_windows
+        return {key: f.get_slice(key)[r: r + 1] for key in (K_INPUT_IDS, K_LOGP, K_IDS, K_TAIL)}
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
+        first = (step * world + rank) * batch_size
+        epoch = first // self.n_windows
+        order = self._order(epoch)
+        rows = []
+        for s in range(first, first + batch_size):
+            e, i = divmod(s, self.n_windows)
+            if e != epoch:
+                epoch, order = e, self._order(e)
+            rows.append(self.window(int(order[i])))
+        out = {key: torch.cat([r[key] for r in rows]) for key in rows[0]}
+        out[K_INPUT_IDS] = out[K_INPUT_IDS].long()
+        out["labels"] = out[K_INPUT_IDS].clone()
+        return out
+
+
+def cached_topk(batch: dict) -> TopK:
+    """The teacher's top-k of a cached batch, flattened to rows (B·(T-1), k)."""
+    logp, ids, tail = batch[K_LOGP], batch[K_IDS], batch[K_TAIL]
+    k = logp.shape[-1]
+    return TopK(logp.reshape(-1, k), ids.reshape(-1, k), tail.reshape(-1))
