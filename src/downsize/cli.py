@@ -117,28 +117,138 @@ def distill_cmd():
     _not_built("distill", "issue #4")
 
 
-@app.command("generate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def generate_cmd():
+@app.command("generate")
+def generate_cmd(
+    teacher: str = typer.Option(..., help="openai:URL#MODEL (Ollama, vLLM, llama.cpp server) or a model reference (zoo:, HF dir, .gguf)"),
+    out: Path = typer.Option(..., help="output chat JSONL (rejected traces go beside it, *.rejected.jsonl); rerun to resume"),
+    prompts: Optional[Path] = typer.Option(None, help="prompt file: JSONL ({prompt|messages, expected?, needs_tools?}) or text, one per line"),
+    codebase: Optional[Path] = typer.Option(None, help="repository: questions filled from it with ast, and the tool sandbox root"),
+    n_codebase: int = typer.Option(100, help="codebase questions to draw from the templates"),
+    n_negative: int = typer.Option(20, help="negative examples that need no tools (arithmetic, general knowledge)"),
+    template: Optional[list[str]] = typer.Option(None, help="only these templates (repeatable)"),
+    seed: int = typer.Option(0),
+    in_flight: int = typer.Option(4, help="requests in flight (endpoint) or the batch size (local model)"),
+    limit: Optional[int] = typer.Option(None, help="at most N prompts"),
+    tools: bool = typer.Option(True, help="agent loop with list_files/read_file/grep when --codebase is given"),
+    max_turns: int = typer.Option(4, help="model turns per trace"),
+    max_tokens: int = typer.Option(256, help="tokens per model turn"),
+    temperature: float = typer.Option(0.0),
+    top_p: float = typer.Option(1.0),
+    top_logprobs: int = typer.Option(0, help="store the top-k logprobs per token (for sparse logit KD)"),
+    timeout: float = typer.Option(120.0, help="seconds per request"),
+    retries: int = typer.Option(6, help="retries on 429/5xx/connection loss/malformed JSON"),
+    as_json: bool = typer.Option(False, "--json"),
+):
     """Generate teacher data: prompts from a codebase, tool-calling traces, any OpenAI-compatible server."""
-    _not_built("generate", "issue #7")
+    from downsize.generate import AgentConfig, GenerateConfig, GenParams, generate
+
+    params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, top_logprobs=top_logprobs,
+                       timeout_s=timeout, max_retries=retries, batch_size=in_flight)
+    cfg = GenerateConfig(teacher=teacher, out=str(out), prompts=str(prompts) if prompts else None,
+                         codebase=str(codebase) if codebase else None, n_codebase=n_codebase, n_negative=n_negative,
+                         templates=tuple(template) if template else None, seed=seed, in_flight=in_flight, limit=limit,
+                         tools=tools, params=params, agent=AgentConfig(max_turns=max_turns))
+    summary = generate(cfg)
+    for line in summary["bad_lines"]:
+        err.print(f"[yellow]skipped[/yellow] {line}", highlight=False)
+    if as_json:
+        console.print_json(json.dumps(summary))
+    else:
+        t = Table("metric", "value")
+        for k in ("tasks", "skipped_done", "written", "rejected", "failed", "remaining", "seconds", "prompts_per_s",
+                  "completion_tok_per_s", "reasons", "out", "rejected_out"):
+            t.add_row(k, str(summary.get(k)))
+        console.print(t)
+    if summary["stopped"]:
+        err.print(f"[red]stopped early:[/red] {summary['stopped']}", highlight=False)
+        raise typer.Exit(1)
 
 
-@app.command("prune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def prune_cmd():
+@app.command("prune")
+def prune_cmd(
+    model: str = typer.Argument(..., help="model reference: HF directory, zoo:NAME, FILE.gguf or ollama:NAME"),
+    method: str = typer.Option(..., help="depth, width, magnitude, wanda, sparsegpt or lowrank"),
+    out: Path = typer.Option(..., help="output directory (a normal Hugging Face model + prune_report.json)"),
+    targets: Optional[str] = typer.Option(None, help="sizes: 'ffn=1024 heads=4 hidden=256', 'params=0.5', 'remove=2', 'rank=64', 'hidden=256'"),
+    sparsity: Optional[float] = typer.Option(None, help="unstructured ratio of zeros, e.g. 0.5"),
+    nm: Optional[str] = typer.Option(None, help="N:M pattern, e.g. 2:4"),
+    calib: str = typer.Option("zoo:stdlib", help="calibration data reference"),
+    calib_samples: int = typer.Option(64, help="calibration sequences"),
+    seq_len: int = typer.Option(256, help="calibration sequence length"),
+    depth_score: str = typer.Option("bi", help="depth: bi (block influence) or ppl (perplexity increase)"),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+):
     """Prune a model: depth, width (Minitron), unstructured/N:M (magnitude, Wanda, SparseGPT), low-rank."""
-    _not_built("prune", "issue #6")
+    from downsize.prune import PruneConfig, prune_ref
+
+    cfg = PruneConfig(method=method, targets=targets, sparsity=sparsity, nm=nm, calib_samples=calib_samples,
+                      calib_seq_len=seq_len, depth_score=depth_score, seed=seed)
+    report = prune_ref(model, out, cfg, calib)
+    if as_json:
+        console.print_json(json.dumps(report))
+        return
+    p = report["params"]
+    console.print(f"[green]wrote[/green] {out}  ({method}: {p['before']:,} → {p['after']:,} parameters, "
+                  f"{p['ratio']:.1%}; {report['wall_s']:.1f} s, peak RSS {report['peak_rss_mib']:.0f} MiB)")
+    if "per_layer" in report:
+        t = Table("layer", *[k for k in report["per_layer"][0] if k != "layer"])
+        for row in report["per_layer"]:
+            t.add_row(str(row["layer"]), *[f"{v:.1%}" for k, v in row.items() if k != "layer"])
+        console.print(t)
+    if report.get("note"):
+        err.print(f"[yellow]note:[/yellow] {report['note']}", highlight=False)
 
 
-@app.command("quantize", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def quantize_cmd():
+
+
+# --- export (issue 5) ---
+export_app = typer.Typer(no_args_is_help=True, help="Export to GGUF and Ollama (Modelfile with a converted chat template).")
+app.add_typer(export_app, name="export")
+
+
+def _print_export(result: dict, as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(result, default=str))
+        return
+    t = Table("field", "value")
+    for k, v in result.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items())
+        t.add_row(k, f"{v:,.4f}" if isinstance(v, float) else str(v))
+    console.print(t)
+
+
+@export_app.command("gguf")
+def export_gguf_cmd(
+    model: str = typer.Argument(..., help="model reference: HF directory or zoo:NAME"),
+    out: Path = typer.Option(..., help="output .gguf file (written atomically)"),
+    quant: str = typer.Option("F16", help="F32, F16, BF16, Q8_0, Q4_0, Q2_K … Q6_K, Q3_K_M, Q4_K_M, Q5_K_M, IQ4_XS …"),
+    imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF) for the low-bit types"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Export a model to GGUF (our converter; K-quants through llama.cpp's quantizer)."""
+    from downsize.export.gguf import export_gguf
+
+    r = export_gguf(model, out, quant, imatrix=imatrix)
+    _print_export({"out": str(r.path), "arch": r.arch, "quant": r.quant, "tensors": r.n_tensors, "params": r.n_params,
+                   "bytes": r.nbytes, "bits_per_weight": 8 * r.nbytes / max(r.n_params, 1), "seconds": r.seconds,
+                   "tokenizer": r.tokenizer}, as_json)
+
+
+@app.command("quantize")
+def quantize_cmd(
+    src: Path = typer.Argument(..., help="input GGUF (F32, F16 or BF16)"),
+    out: Path = typer.Option(..., help="output .gguf file"),
+    quant: str = typer.Option("Q4_K_M", help="target type, e.g. Q4_K_M, Q3_K_M, Q8_0, IQ4_XS"),
+    imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF)"),
+    as_json: bool = typer.Option(False, "--json"),
+):
     """Quantize a GGUF (K-quants with an importance matrix)."""
-    _not_built("quantize", "issue #5")
+    from downsize.export.quantize import quantize_gguf
 
-
-@app.command("export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def export_cmd():
-    """Export to GGUF and Ollama (Modelfile with a converted chat template)."""
-    _not_built("export", "issue #5")
+    _print_export(quantize_gguf(src, out, quant, imatrix=imatrix), as_json)
+# --- end export (issue 5) ---
 
 
 @app.command("plan")

@@ -105,5 +105,7 @@ def prune_ref(model_ref: str, out_dir, cfg: PruneConfig, calib_data_ref="zoo:std
     return model.prune_report
 
 
+ensure_loaded()  # fill METHODS
+
 __all__ = ["DEPTH_SCORES", "METHODS", "PruneConfig", "UNSTRUCTURED", "parse_nm", "parse_targets", "prune", "prune_ref",
            "save_pruned"]

@@ -26,9 +26,9 @@ def parse_targets(text: str | Mapping | None) -> dict[str, float]:
     if text is None:
         return {}
     if isinstance(text, Mapping):
-        return dict(text)
+        text = " ".join(f"{k}={v}" for k, v in text.items())
     out: dict[str, float] = {}
-    for part in text.replace(",", " ").split():
+    for part in str(text).replace(",", " ").split():
         key, sep, val = part.partition("=")
         if not sep or not key or not val:
             raise DownsizeError(f"cannot read target {part!r}", hint="write KEY=VALUE pairs, e.g. 'ffn=1024 heads=4 hidden=256' or 'params=0.5'")
