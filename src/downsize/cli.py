@@ -111,6 +111,34 @@ def eval_cmd(
         console.print(result["sample"]["completion"], markup=False, highlight=False)
 
 
+@app.command("eval-tools")
+def eval_tools_cmd(
+    model: list[str] = typer.Option(..., help="model reference (repeatable: teacher first, then students); openai:URL#MODEL too"),
+    tasks: Path = typer.Option(..., help="JSONL task suite: {prompt, expected, needs_tools} per line"),
+    codebase: Path = typer.Option(..., help="the repository the questions are about (tool sandbox root)"),
+    make_tasks: int = typer.Option(0, help="first write N codebase questions (+ N/4 negatives) with computed answers to --tasks"),
+    max_turns: int = typer.Option(4),
+    max_tokens: int = typer.Option(256),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Tool use %, accuracy %, median seconds per query and peak RAM, side by side per model."""
+    from downsize.eval.tools import compare, make_task_suite
+
+    if make_tasks:
+        n = make_task_suite(codebase, tasks, n=make_tasks, n_negative=max(1, make_tasks // 4))
+        err.print(f"wrote {n} tasks to {tasks}")
+    rows = compare(model, tasks, codebase, max_turns, max_tokens)
+    if as_json:
+        console.print_json(json.dumps([{k: v for k, v in r.items() if k != "rows"} for r in rows]))
+        return
+    fmt = lambda v, f="{:.1f}": "-" if v is None else f.format(v)  # noqa: E731
+    t = Table("model", "tasks", "tool use %", "no tools on negatives %", "accuracy %", "s / query", "peak RAM MiB")
+    for r in rows:
+        t.add_row(r["model"], str(r["tasks"]), fmt(r["tool_use_pct"]), fmt(r["no_tool_on_negative_pct"]),
+                  fmt(r["accuracy_pct"]), fmt(r["median_s"], "{:.2f}"), fmt(r["peak_rss_mb"], "{:.0f}"))
+    console.print(t)
+
+
 @app.command("distill", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def distill_cmd():
     """Distil a teacher into a student (logit KD, offline top-k cache, on-policy GKD)."""

@@ -147,10 +147,13 @@ def register_backend(scheme: str):
 
 
 def open_backend(ref: str, params: GenParams = GenParams()) -> Backend:
-    """``openai:URL#MODEL`` -> endpoint backend; any model reference (zoo:, HF dir, .gguf) -> local."""
+    """``openai:URL#MODEL`` -> endpoint; a GGUF (file or ollama:) -> llama.cpp in this process; else transformers."""
     scheme = ref.split(":", 1)[0] + ":" if ":" in ref else ""
-    factory = BACKENDS.get(scheme, BACKENDS["local"])
-    return factory(ref, params)
+    if scheme in BACKENDS:
+        return BACKENDS[scheme](ref, params)
+    from downsize.models.refs import resolve_model
+
+    return BACKENDS["gguf" if resolve_model(ref).is_gguf else "local"](ref, params)
 
 
 # -- OpenAI-compatible endpoint ----------------------------------------------------------------
@@ -379,3 +382,53 @@ class LocalBackend(Backend):
 @register_backend("local")
 def _local(ref: str, params: GenParams) -> Backend:
     return LocalBackend(ref, params)
+
+
+# -- a GGUF through llama.cpp, in this process -------------------------------------------------
+class LlamaCppBackend(Backend):
+    """llama-cpp-python's chat completion with the GGUF's own chat template; calls are serialised."""
+
+    def __init__(self, ref: str, params: GenParams, n_ctx: int = 2048):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise DownsizeError("GGUF teachers need llama-cpp-python", hint="pip install 'downsize[llama]'") from None
+        from downsize.models.refs import resolve_model
+
+        self.ref = self.name = ref
+        self.params = params
+        self.llm = Llama(model_path=str(resolve_model(ref).path), n_ctx=n_ctx, seed=params.seed, verbose=False,
+                         logits_all=params.top_logprobs > 0)
+        self._lock = threading.Lock()
+        self._stats: Counter = Counter()
+
+    @property
+    def stats(self) -> dict:
+        return dict(self._stats)
+
+    def chat(self, messages: list[dict], tools: list[dict] | None = None) -> ChatResponse:
+        p = self.params
+        t0 = time.perf_counter()
+        with self._lock:
+            out = self.llm.create_chat_completion(
+                messages=messages, tools=tools if p.native_tools else None, max_tokens=p.max_tokens,
+                temperature=p.temperature, top_p=p.top_p, top_k=0 if p.temperature > 0 else 1, min_p=0.0,
+                repeat_penalty=1.0, seed=p.seed, logprobs=p.top_logprobs > 0 or None,
+                top_logprobs=p.top_logprobs or None)
+        self._stats["requests"] += 1
+        choice = out["choices"][0]
+        lp = None
+        raw = (choice.get("logprobs") or {}).get("content") if p.top_logprobs > 0 else None
+        if raw:
+            lp = [{"token": t.get("token"), "logprob": t.get("logprob"),
+                   "top": [[x.get("token"), x.get("logprob")] for x in t.get("top_logprobs") or []]} for t in raw]
+        return ChatResponse(normalise_message(choice.get("message") or {}), lp, out.get("usage") or {},
+                            time.perf_counter() - t0, choice.get("finish_reason"))
+
+    def close(self) -> None:
+        self.llm.close() if hasattr(self.llm, "close") else None
+
+
+@register_backend("gguf")
+def _gguf(ref: str, params: GenParams) -> Backend:
+    return LlamaCppBackend(ref, params)
