@@ -1,0 +1,94 @@
+"""Quantize a GGUF with llama.cpp's own quantizer (through llama-cpp-python's ``llama_model_quantize``),
+optionally guided by an importance matrix (see ``downsize.export.imatrix``).
+
+    >>> quantize_gguf("model-f32.gguf", "model-q4_k_m.gguf", "Q4_K_M", imatrix="model.imatrix.gguf")
+
+Why the library API and not the llama-quantize binary: the wheel already ships libllama with the quantizer,
+so nothing has to be compiled; the importance matrix is handed over in memory as llama-quantize would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from downsize.errors import DownsizeError
+from downsize.io import atomic_path
+
+# Quant type names as llama.cpp's llama-quantize spells them -> llama_ftype.
+QUANT_TYPES: dict[str, int] = {
+    name: int(gguf.LlamaFileType[f"MOSTLY_{name}"]) for name in (
+        "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+        "Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
+        "IQ4_NL", "IQ4_XS", "IQ3_S", "IQ3_M", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M")
+}
+QUANT_TYPES["F32"] = int(gguf.LlamaFileType.ALL_F32)
+# These are only usable with an importance matrix (llama.cpp refuses them otherwise).
+NEEDS_IMATRIX = {"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M"}
+
+
+def _gguf_summary(path: Path) -> dict:
+    r = gguf.GGUFReader(path)
+    arch = r.fields["general.architecture"]
+    arch_name = bytes(arch.parts[arch.data[0]]).decode()
+    n_params = sum(int(np.prod(t.shape)) for t in r.tensors)
+    return {"arch": arch_name, "n_tensors": len(r.tensors), "n_params": n_params}
+
+
+def _imatrix_array(imatrix: dict[str, np.ndarray]):
+    """A NULL-terminated llama_model_imatrix_data array (and the buffers it points into, to keep alive)."""
+    import llama_cpp
+
+    keep = []
+    arr = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
+    for i, (name, values) in enumerate(imatrix.items()):
+        v = np.ascontiguousarray(values, dtype=np.float32)
+        b = name.encode()
+        keep += [v, b]
+        arr[i].name = b
+        arr[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        arr[i].size = v.size
+    arr[len(imatrix)].name = None
+    return arr, keep
+
+
+def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
+                  imatrix: str | os.PathLike | dict | None = None, threads: int | None = None) -> dict:
+    """Quantize GGUF ``src`` to ``out`` (atomic). ``imatrix``: a llama.cpp imatrix file or {tensor: mean x²}."""
+    import llama_cpp
+
+    quant = quant.upper()
+    if quant not in QUANT_TYPES:
+        raise DownsizeError(f"unknown quant type {quant!r}", hint=f"choose one of {', '.join(QUANT_TYPES)}")
+    src = Path(src)
+    if not src.exists():
+        raise DownsizeError(f"no GGUF file at {src}", hint="export one first with `downsize export gguf`")
+    if quant in NEEDS_IMATRIX and imatrix is None:
+        raise DownsizeError(f"{quant} needs an importance matrix", hint="pass --imatrix FILE or --calib DATA")
+    data = None
+    if imatrix is not None:
+        from downsize.export.imatrix import read_imatrix
+
+        data = imatrix if isinstance(imatrix, dict) else read_imatrix(imatrix)
+    t0 = time.perf_counter()
+    with atomic_path(out) as tmp:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = QUANT_TYPES[quant]
+        params.nthread = threads or os.cpu_count() or 1
+        params.allow_requantize = False
+        keep = None
+        if data:
+            arr, keep = _imatrix_array(data)
+            params.imatrix = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+        del keep
+        if rc != 0:
+            raise DownsizeError(f"llama.cpp could not quantize {src} to {quant} (return code {rc})",
+                                hint="quantize from an F32/F16/BF16 GGUF; llama.cpp's log above says which tensor failed")
+    return {"path": Path(out), "quant": quant, "seconds": time.perf_counter() - t0, "imatrix": bool(data),
+            **_gguf_summary(Path(out))}
