@@ -217,7 +217,14 @@ def train(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=1)
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state.get("_mixed_precision", cfg.mixed_precision) != cfg.mixed_precision:
+        # accelerate keeps one global state per process; a second train() call in the same process (a
+        # pipeline, a benchmark) may ask for another precision. The process group itself is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
+    # cpu=True on machines without a GPU is what lets torchrun/accelerate launch run several CPU processes (gloo)
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=1, cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False
@@ -294,6 +301,10 @@ def train(
         tok_s = (tokens - tokens_at_start) / max(elapsed, 1e-9)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum:.4f}", tok_s=f"{tok_s:,.0f}")
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            if world > 1:  # log the global mean, not rank 0's share (every rank takes part)
+                loss_sum = acc.reduce(torch.tensor(loss_sum, device=acc.device), reduction="mean").item()
+                last_loss = loss_sum
         if acc.is_main_process and (done % cfg.log_every == 0 or done == cfg.steps):
             rec = {"step": done, "loss": loss_sum, "lr": lr_at(step, cfg), "tokens": tokens, "tok_s": tok_s, **agg}
             with open(metrics_path, "a") as f:  # one whole line per write
