@@ -41,3 +41,11 @@ def export_family_dir(request, tmp_path_factory, tiny_tokenizer):
     family = request.param
     model = make_tiny_model(family, tiny_tokenizer, **EXPORT_FAMILIES[family])
     return save_tiny(model, tiny_tokenizer, tmp_path_factory.mktemp(f"export_{family}"))
+
+
+@pytest.fixture(scope="session")
+def kquant_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny Llama whose rows are 256 wide, so the K-quants (256-value super-blocks) really apply."""
+    model = make_tiny_model("llama", tiny_tokenizer, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                            num_key_value_heads=2, num_hidden_layers=2)
+    return save_tiny(model, tiny_tokenizer, tmp_path_factory.mktemp("export_kquant"))

@@ -75,6 +75,9 @@ def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
         from downsize.export.imatrix import read_imatrix
 
         data = imatrix if isinstance(imatrix, dict) else read_imatrix(imatrix)
+    from llama_cpp._logger import set_verbose
+
+    set_verbose(False)  # llama.cpp's per-tensor log goes to stderr otherwise
     t0 = time.perf_counter()
     with atomic_path(out) as tmp:
         params = llama_cpp.llama_model_quantize_default_params()

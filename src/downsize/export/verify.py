@@ -40,9 +40,12 @@ def gguf_tokenize(llm, text: str) -> list[int]:
 
 def gguf_logits(llm, ids: list[int]) -> np.ndarray:
     """(T, V) float32 logits of llama.cpp for ``ids`` (one fresh sequence)."""
+    import llama_cpp
+
     llm.reset()
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm._ctx.ctx), True)  # reset() keeps the KV cache
     llm.eval(ids)
-    return np.asarray(llm.scores[: len(ids)], dtype=np.float32)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)  # a copy: scores is overwritten by the next eval
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
