@@ -166,6 +166,8 @@ def build_student(spec: StudentSpec | str | torch.nn.Module, teacher_model, teac
     """Resolve a student spec to (model fp32, tokenizer, description)."""
     from transformers import AutoModelForCausalLM, PretrainedConfig
 
+    if isinstance(spec, tuple):  # (model, tokenizer)
+        return spec[0].float(), spec[1], f"given model ({type(spec[0]).__name__})"
     if isinstance(spec, torch.nn.Module):
         return spec.float(), teacher_tok, f"given model ({type(spec).__name__})"
     if isinstance(spec, PretrainedConfig):
@@ -385,7 +387,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     """Distil ``teacher_ref`` into ``student`` on ``data_ref``; returns the output HF directory.
 
     ``student``: a ``StudentSpec``, a model reference string (or ``teacher:field=value,...``), an
-    ``nn.Module`` or a ``PretrainedConfig``. With ``cfg.cache`` the teacher is read from an offline
+    ``nn.Module`` (sharing the teacher's tokenizer), a ``(model, tokenizer)`` pair or a ``PretrainedConfig``. With ``cfg.cache`` the teacher is read from an offline
     top-k cache (``teacher_ref`` is then only recorded, and may be None).
     """
     from downsize.models.refs import load_model

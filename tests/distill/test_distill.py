@@ -1,0 +1,194 @@
+"""End-to-end distillation on tiny real models: online, offline cache, on-policy, vocab handling, ULD, SFT."""
+
+import json
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from downsize.distill import (DistillConfig, LossSpec, OnPolicy, SFTConfig, StudentSpec, TopKCacheDataset,
+                              assistant_labels, cache_teacher, distill, sft)
+from downsize.distill.losses import IGNORE_INDEX, topk_from_logits, uld_distance
+from downsize.distill.teacher import sample
+from downsize.distill.train import derive_config
+from downsize.distill.vocab import offset_pairs, plan_vocab
+from downsize.errors import DownsizeError
+from downsize.models.refs import load_model
+from downsize.train.loop import LoraSpec, TrainConfig
+
+TC = dict(batch_size=2, warmup_steps=1, progress=False, log_every=1)
+
+
+def _metrics(out):
+    return [json.loads(x) for x in (out.with_name(out.name + ".work") / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_online_distill_writes_hf_dir_with_card(tiny_model_dir, text_data, tmp_path):
+    cfg = DistillConfig(train=TrainConfig(steps=6, lr=3e-3, **TC), loss=LossSpec("fkl", kd_ratio=0.5), seq_len=32,
+                        windows=16)
+    out = distill(str(tiny_model_dir), StudentSpec.derived(num_hidden_layers=1, hidden_size=32), str(text_data), cfg,
+                  tmp_path / "student")
+    for f in ("model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "README.md", "distill_card.json"):
+        assert (out / f).exists(), f
+    card = json.loads((out / "distill_card.json").read_text())
+    assert card["teacher"] == str(tiny_model_dir) and card["data"] == str(text_data)
+    assert card["loss"]["name"] == "fkl" and card["steps"] == 6 and card["tokens"] == 6 * 2 * 32
+    assert {"train_loss", "kd", "ce"} <= set(card["final_metrics"])
+    model, tok = load_model(out)
+    assert model.config.num_hidden_layers == 1 and model.config.hidden_size == 32 and model.config.head_dim == 8
+    m = _metrics(out)
+    assert m[-1]["kd"] < m[0]["kd"]
+
+
+def test_student_spec_parsing_and_refusals():
+    s = StudentSpec.parse("teacher:num_hidden_layers=4,hidden_size=192")
+    assert s.ref is None and dict(s.overrides) == {"num_hidden_layers": 4, "hidden_size": 192}
+    assert StudentSpec.parse("runs/x").ref == "runs/x"
+    from transformers import LlamaConfig
+
+    t = LlamaConfig(hidden_size=384, intermediate_size=1024, num_attention_heads=6, num_key_value_heads=2, num_hidden_layers=6)
+    c = derive_config(t, {"hidden_size": 192, "num_hidden_layers": 4})
+    assert c.intermediate_size == 512 and c.head_dim == 32 and t.hidden_size == 384
+    with pytest.raises(DownsizeError, match="no field"):
+        derive_config(t, {"hidden": 3})
+    with pytest.raises(DownsizeError, match="divisible"):
+        derive_config(t, {"hidden_size": 100})
+
+
+def test_offline_cache_matches_teacher_and_trains_without_it(tiny_model_dir, text_data, tmp_path):
+    teacher, tok = load_model(tiny_model_dir)
+    meta = cache_teacher(str(tiny_model_dir), str(text_data), tmp_path / "cache", k=8, seq_len=32, windows=10,
+                         shard_windows=4, dtype="fp32")
+    assert meta["complete"] and len(meta["shards"]) == 3
+    assert 36 <= meta["bytes_per_token"] < 40  # fp16 values + int16 ids (8 × 4) + fp32 tail (4) + shard headers
+    ds = TopKCacheDataset(tmp_path / "cache", seed=0)
+    b = ds.batch(3, 2)
+    with torch.no_grad():
+        logits = teacher(input_ids=b["input_ids"]).logits[:, :-1]
+    ref = topk_from_logits(logits.reshape(-1, logits.shape[-1]), 8)
+    torch.testing.assert_close(b["teacher_logp"].reshape(-1, 8).float(), ref.logp, atol=2e-3, rtol=1e-3)
+    assert torch.equal(b["teacher_ids"].reshape(-1, 8).long(), ref.ids)
+    torch.testing.assert_close(b["teacher_tail"].reshape(-1), ref.tail_logp, atol=1e-5, rtol=1e-5)
+    # the windows and their order are those of the online run over the same windows
+    from downsize.distill.train import WindowData, load_stream
+
+    online = WindowData(load_stream(tok, str(text_data)), 32, seed=0, windows=10)
+    assert torch.equal(online.batch(3, 2)["input_ids"], b["input_ids"])
+    # an interrupted cache continues at the first missing shard and ends identical
+    first = load_file(str(tmp_path / "cache" / meta["shards"][-1]))
+    (tmp_path / "cache" / meta["shards"][-1]).unlink()
+    man = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    man.update(shards=man["shards"][:-1], complete=False)
+    (tmp_path / "cache" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(DownsizeError, match="incomplete"):
+        TopKCacheDataset(tmp_path / "cache")
+    cache_teacher(str(tiny_model_dir), str(text_data), tmp_path / "cache", k=8, seq_len=32, windows=10, shard_windows=4,
+                  dtype="fp32")
+    again = load_file(str(tmp_path / "cache" / meta["shards"][-1]))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    # offline training: the teacher is never loaded (a bogus reference would fail if it were)
+    cfg = DistillConfig(train=TrainConfig(steps=4, lr=3e-3, **TC), loss=LossSpec("rkl"), cache=str(tmp_path / "cache"),
+                        seq_len=32)
+    student_dir = tmp_path / "s0"
+    out = distill(None, str(tiny_model_dir), str(text_data), cfg, student_dir)
+    card = json.loads((out / "distill_card.json").read_text())
+    assert card["teacher_mode"].startswith("offline") and card["teacher"] == str(tiny_model_dir)
+    assert _metrics(out)[-1]["kd"] >= 0
+
+
+def test_on_policy_samples_from_student_and_is_seeded(tiny_model_dir, text_data, tmp_path, tiny_tokenizer, make_model):
+    m = make_model("llama", tiny_tokenizer, seed=3)
+    prompt = torch.randint(0, 500, (2, 5))
+    a = sample(m, prompt, 7, torch.Generator().manual_seed(1))
+    b = sample(m, prompt, 7, torch.Generator().manual_seed(1))
+    assert a.shape == (2, 12) and torch.equal(a, b) and torch.equal(a[:, :5], prompt)
+    cfg = DistillConfig(train=TrainConfig(steps=3, lr=3e-3, **TC), loss=LossSpec("jsd", beta=0.5), seq_len=32,
+                        windows=8, on_policy=OnPolicy(lmbda=1.0, prompt_len=8, new_tokens=8))
+    out = distill(str(tiny_model_dir), StudentSpec.derived(num_hidden_layers=1), str(text_data), cfg, tmp_path / "gkd")
+    assert all(r.get("on_policy") == 1.0 for r in _metrics(out))
+    cfg2 = DistillConfig(train=TrainConfig(steps=2, **TC), seq_len=32, windows=8,
+                         on_policy=OnPolicy(lmbda=0.0, seq_kd=True, prompt_len=8, new_tokens=8))
+    out2 = distill(str(tiny_model_dir), StudentSpec.derived(num_hidden_layers=1), str(text_data), cfg2, tmp_path / "skd")
+    assert all(r.get("seq_kd") == 1.0 for r in _metrics(out2))
+
+
+def test_vocab_same_tokenizer_padded_rows_aligned_and_logged(tiny_tokenizer, caplog):
+    with caplog.at_level(logging.INFO):
+        plan = plan_vocab(tiny_tokenizer, tiny_tokenizer, len(tiny_tokenizer) + 64, len(tiny_tokenizer))
+    assert plan.shared == len(tiny_tokenizer) and "first" in caplog.text
+    with pytest.raises(DownsizeError, match="vocab-align"):
+        plan_vocab(tiny_tokenizer, tiny_tokenizer, len(tiny_tokenizer) + 64, len(tiny_tokenizer), vocab_align="off")
+    assert plan_vocab(tiny_tokenizer, tiny_tokenizer, 512, 512).shared is None
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer(stdlib_texts, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from downsize.zoo.tokenizer import TokenizerSpec, train_bpe_tokenizer
+
+    tok = train_bpe_tokenizer(stdlib_texts[5:30], TokenizerSpec(vocab_size=400, pretokenizer="qwen2"))
+    d = tmp_path_factory.mktemp("other_tok")
+    tok.save_pretrained(d)
+    return AutoTokenizer.from_pretrained(d)
+
+
+def test_different_tokenizers_error_names_both_and_the_ways_out(tiny_tokenizer, other_tokenizer):
+    with pytest.raises(DownsizeError) as e:
+        plan_vocab(tiny_tokenizer, other_tokenizer, len(tiny_tokenizer), len(other_tokenizer))
+    text = e.value.message + e.value.hint
+    assert "512 tokens" in text and "400 tokens" in text
+    assert "uld" in text and "downsize generate" in text
+    assert plan_vocab(tiny_tokenizer, other_tokenizer, 512, 400, cross_tokenizer="uld").mode == "uld"
+
+
+def test_uld_cross_tokenizer_distillation(tiny_model_dir, other_tokenizer, text_data, tmp_path, make_model):
+    from downsize.distill.losses import Head, uld_loss
+
+    p = torch.randn(4, 30).log_softmax(-1)
+    assert uld_distance(p, p).abs().max() < 1e-6
+    assert uld_distance(p, p[:, torch.randperm(30)]).abs().max() < 1e-6  # ids do not matter, only the shape
+    assert (uld_distance(p, torch.randn(4, 50).log_softmax(-1)) > 0).all()
+    text = "def add(a, b):\n    return a + b\n"
+    teacher, ttok = load_model(tiny_model_dir)
+    t_ids, s_ids, pairs = offset_pairs(text, ttok, other_tokenizer, 64, 64)
+    assert len(pairs) >= 5
+    for ti, si in pairs.tolist():
+        assert ttok.decode(t_ids[: ti + 1]) == other_tokenizer.decode(s_ids[: si + 1])  # same text read so far
+    student = make_model("qwen2", other_tokenizer, num_hidden_layers=1)
+    cfg = DistillConfig(train=TrainConfig(steps=3, lr=3e-3, **TC), loss=LossSpec("fkl", kd_ratio=0.5), seq_len=32,
+                        windows=8, cross_tokenizer="uld")
+    out = distill(str(tiny_model_dir), (student, other_tokenizer), str(text_data), cfg, tmp_path / "uld")
+    m = _metrics(out)
+    assert all(r["aligned"] > 10 and r["kd"] > 0 for r in m)
+    with pytest.raises(DownsizeError, match="different"):
+        distill(str(tiny_model_dir), (make_model("qwen2", other_tokenizer, num_hidden_layers=1), other_tokenizer), str(text_data),
+                DistillConfig(train=TrainConfig(steps=1, **TC), seq_len=32, windows=8), tmp_path / "no")
+
+
+def test_sft_labels_assistant_tokens_only(tiny_tokenizer):
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"},
+            {"role": "user", "content": "bye"}, {"role": "assistant", "content": "goodbye"}]
+    ids, labels = assistant_labels(tiny_tokenizer, msgs)
+    kept = tiny_tokenizer.decode([t for t in labels if t != IGNORE_INDEX])
+    assert kept == "hello there<|im_end|>\ngoodbye<|im_end|>\n"
+    assert "hi" not in kept and "bye<" not in kept.replace("goodbye", "")
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_sft_full_and_lora(tiny_model_dir, chat_jsonl, tmp_path, lora):
+    cfg = SFTConfig(train=TrainConfig(steps=3, lr=5e-3, **TC), max_seq_len=64, lora=LoraSpec(r=4) if lora else None,
+                    save_dtype="float32")
+    out = sft(str(tiny_model_dir), str(chat_jsonl), cfg, tmp_path / "sft")
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    got = load_file(str(out / "model.safetensors"))
+    assert set(got) == set(base)  # merged: plain weights, no adapter tensors
+    changed = [k for k in base if not torch.equal(base[k], got[k])]
+    assert changed and (not lora or all("norm" not in k and "embed" not in k for k in changed))
+    card = json.loads((out / "distill_card.json").read_text())
+    assert card["stage"] == "sft" and card["examples"] == 7 and card["assistant_tokens"] > 20
+    with pytest.raises(DownsizeError, match="assistant"):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
+        sft(str(tiny_model_dir), str(bad), cfg, tmp_path / "sft2")
