@@ -8,7 +8,7 @@ Layout of a run directory (every path inside is relative, so the folder can be c
     manifest.json                 recipe, and per stage: input hash, status, output, metrics, wall time
     recipe.yaml                   the recipe as run (overrides applied)
     00-prune/output/              a Hugging Face model directory
-    01-distill/output/ work/      work/ holds checkpoints; an interrupted stage resumes from them
+    01-distill/output/ output.work/   checkpoints; an interrupted stage resumes from them
     03-quantize/model.gguf
     report.html, report.md        the side-by-side report
 
@@ -72,6 +72,15 @@ class StageContext:
             if a.kind == "gguf":
                 return a
         return None
+
+    @property
+    def output_dir(self) -> Path:
+        return self.stage_dir / "output"
+
+    @property
+    def work_dir(self) -> Path:
+        """Checkpoints of a training stage (the distill/sft convention: OUTPUT.work beside OUTPUT)."""
+        return self.stage_dir / "output.work"
 
     @property
     def data(self) -> str:
@@ -190,7 +199,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = Non
                 shutil.rmtree(sdir)  # inputs changed: stale checkpoints must not be resumed
             sdir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(sdir / "config.json", {"kind": stage.kind, **stage.settings.model_dump(mode="json")})
-            resume = (sdir / "work").exists()
+            resume = (sdir / "output.work").exists()
             log(f"[{stage.index}] {stage.name}: {'resuming' if resume else 'running'} {stage.kind}")
             entry["status"] = "running"
             _write_manifest(run_dir, manifest, entry)

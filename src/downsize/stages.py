@@ -25,7 +25,7 @@ def run_train(ctx: StageContext) -> Artifact:
     from downsize.eval.run import token_stream
     from downsize.data.packing import PackedDataset
     from downsize.models.refs import load_model
-    from downsize.models.save import save_model_dir
+    from downsize.distill.train import save_model
     from downsize.train.loop import TrainConfig, lm_loss, train
 
     s = ctx.stage.settings
@@ -35,12 +35,144 @@ def run_train(ctx: StageContext) -> Artifact:
     cfg = TrainConfig(steps=s.steps, batch_size=s.batch_size, grad_accum=s.grad_accum, lr=s.lr,
                       warmup_steps=s.warmup_steps, mixed_precision=s.mixed_precision, seed=ctx.recipe.seed,
                       checkpoint_every=s.checkpoint_every, progress=False)
-    res = train(model, lm_loss, data, cfg, ctx.stage_dir / "work", resume=ctx.resume)
-    out = save_model_dir(model, tok, ctx.stage_dir / "output", card={
-        "stage": "train", "loss": "cross-entropy", "input": _ref(src, ctx), "data": ctx.data,
-        "steps": res.steps, "tokens": res.tokens, "final_loss": res.final_loss})
+    res = train(model, lm_loss, data, cfg, ctx.work_dir, resume=ctx.resume)
+    out = save_model(model, tok, ctx.output_dir, card={
+        "name": ctx.stage.name, "stage": "train", "loss": "cross-entropy", "input": _ref(src, ctx), "data": ctx.data,
+        "steps": res.steps, "tokens": res.tokens, "final_metrics": {"train_loss": res.final_loss}})
     return Artifact("model", out, "", {"steps": res.steps, "tokens": res.tokens, "final_loss": res.final_loss,
                                        "wall_s": res.wall_s})
+
+
+def _train_config(s, seed: int):
+    from downsize.train.loop import TrainConfig
+
+    return TrainConfig(steps=s.steps, batch_size=s.batch_size, grad_accum=s.grad_accum, lr=s.lr,
+                       warmup_steps=s.warmup_steps, mixed_precision=s.mixed_precision, seed=seed,
+                       checkpoint_every=s.checkpoint_every, progress=False)
+
+
+def _lora(s):
+    from downsize.train.loop import LoraSpec
+
+    if s.lora is None:
+        return None
+    targets = {"target_modules": tuple(s.lora.target_modules)} if s.lora.target_modules else {}
+    return LoraSpec(r=s.lora.r, alpha=s.lora.alpha, dropout=s.lora.dropout,
+                    quantize_base=None if s.lora.quantize_base == "none" else "nf4", **targets)
+
+
+def _card_metrics(out: Path) -> dict:
+    import json
+
+    card = out / "downsize_card.json"
+    return json.loads(card.read_text()).get("final_metrics", {}) if card.exists() else {}
+
+
+@register_stage("distill")
+def run_distill(ctx: StageContext) -> Artifact:
+    """Logit KD from the teacher into the input model (or the stage's `student`)."""
+    from downsize.distill import DistillConfig, LossSpec, OnPolicy, distill
+
+    s = ctx.stage.settings
+    student = s.student if s.student is not None else _ref(ctx.input_model(), ctx)
+    if isinstance(student, str) and student in ctx.artifacts:
+        student = _ref(ctx.artifacts[student], ctx)
+    elif isinstance(student, dict):
+        from downsize.distill import StudentSpec
+
+        student = StudentSpec(overrides={k: v for k, v in student.items() if k != "init"}, seed=ctx.recipe.seed)
+    cache = None
+    teacher = s.teacher or ctx.recipe.teacher
+    loss = LossSpec(s.loss, temperature=s.temperature, kd_ratio=s.kd_ratio, beta=s.beta, alpha=s.alpha)
+    if s.teacher_mode == "offline":
+        from downsize.distill import cache_teacher
+
+        cache = str(ctx.stage_dir / "teacher-cache")
+        cache_teacher(teacher, ctx.data, cache, k=s.top_k, seq_len=s.seq_len,
+                          windows=s.steps * s.batch_size * s.grad_accum, temperature=s.temperature)
+    cfg = DistillConfig(train=_train_config(s, ctx.recipe.seed), loss=loss, seq_len=s.seq_len, cache=cache,
+                        on_policy=OnPolicy(lmbda=s.on_policy) if s.on_policy > 0 else None,
+                        vocab_align=s.vocab_align, lora=_lora(s))
+    out = distill(teacher, student, ctx.data, cfg, ctx.output_dir, resume=ctx.resume)
+    return Artifact("model", out, "", _card_metrics(out))
+
+
+@register_stage("sft")
+@register_stage("lora")
+def run_sft(ctx: StageContext) -> Artifact:
+    """Supervised fine-tuning on chat JSONL (assistant tokens only), full or LoRA; `lora` is SFT with adapters."""
+    from downsize.distill import SFTConfig, sft
+
+    s = ctx.stage.settings
+    base = s.student if s.student is not None else _ref(ctx.input_model(), ctx)
+    if base in ctx.artifacts:
+        base = _ref(ctx.artifacts[base], ctx)
+    lora = _lora(s)
+    if ctx.stage.kind == "lora" and lora is None:
+        from downsize.train.loop import LoraSpec
+
+        lora = LoraSpec()
+    cfg = SFTConfig(train=_train_config(s, ctx.recipe.seed), max_seq_len=s.seq_len, lora=lora)
+    out = sft(base, ctx.data, cfg, ctx.output_dir, resume=ctx.resume)
+    return Artifact("model", out, "", _card_metrics(out))
+
+
+@register_stage("merge")
+def run_merge(ctx: StageContext) -> Artifact:
+    """Fold LoRA adapters into full weights. distill/sft already save merged weights, so an input
+    without adapter files passes through unchanged (and the stage says so)."""
+    src = ctx.input_model()
+    path = src.path
+    if path is not None and (path / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        from downsize.distill.train import save_model
+        from downsize.models.refs import load_tokenizer
+
+        model = AutoPeftModelForCausalLM.from_pretrained(str(path)).merge_and_unload()
+        out = save_model(model, load_tokenizer(str(path)), ctx.output_dir, {"name": ctx.stage.name, "stage": "merge",
+                                                                             "adapter": str(path)})
+        return Artifact("model", out, "", {"merged": True})
+    ctx.log(f"[{ctx.stage.index}] {ctx.stage.name}: {src.path} has no LoRA adapter files; it is already full weights")
+    return Artifact("model", path, "", {"merged": False, "note": "input already held merged weights"})
+
+
+@register_stage("generate")
+def run_generate(ctx: StageContext) -> Artifact:
+    """The teacher writes training data (chat JSONL); resumable: a rerun skips ids already written."""
+    from downsize.generate.backends import GenParams
+    from downsize.generate.run import GenerateConfig, generate
+
+    s = ctx.stage.settings
+    out = ctx.stage_dir / "data.jsonl"
+    cfg = GenerateConfig(teacher=s.teacher or ctx.recipe.teacher, out=str(out), prompts=s.prompts,
+                         codebase=s.codebase, n_codebase=s.n, seed=ctx.recipe.seed, in_flight=s.concurrency,
+                         tools=s.tools, params=GenParams(max_tokens=s.max_new_tokens))
+    summary = generate(cfg)
+    return Artifact("data", out, "", {k: v for k, v in summary.items() if isinstance(v, (int, float, str, dict))})
+
+
+@register_stage("quantize")
+def run_quantize(ctx: StageContext) -> Artifact:
+    """GGUF of the input model at `quant`, with an importance matrix from the calibration data."""
+    from downsize.export.gguf import export_gguf
+
+    s = ctx.stage.settings
+    src = _ref(ctx.input_model(), ctx)
+    imatrix = None
+    if s.imatrix and s.quant not in ("F32", "F16", "BF16", "Q8_0"):
+        from downsize.export.imatrix import ImatrixConfig, compute_imatrix, write_imatrix
+
+        imatrix = ctx.stage_dir / "imatrix.gguf"
+        if not imatrix.exists():
+            n = max(1, s.calib_tokens // 256)
+            write_imatrix(compute_imatrix(src, s.calib or ctx.recipe.data, ImatrixConfig(n_samples=n, seq_len=256,
+                                                                                          seed=ctx.recipe.seed)), imatrix)
+    out = ctx.stage_dir / f"model-{s.quant.lower()}.gguf"
+    res = export_gguf(src, out, s.quant, imatrix=imatrix)
+    size = out.stat().st_size
+    return Artifact("gguf", out, "", {"gguf": str(out.relative_to(ctx.run_dir)), "quant": s.quant, "size_mb": size / 2**20,
+                                      "bits_per_weight": 8 * size / max(1, res.n_params), "imatrix": imatrix is not None})
 
 
 @register_stage("prune")

@@ -87,3 +87,27 @@ def test_run_skip_from_and_report(recipe_file, tmp_path):
     # a changed setting invalidates that stage and everything that reads it
     m4 = run_recipe(load_recipe(recipe_file, ["stages.0.train.lr=0.002"]), run_dir, log=logs.append)
     assert not any(s.get("skipped") for s in m4["stages"])
+
+
+def test_prune_distill_quantize_eval_on_a_tiny_model(tmp_path, tiny_model_dir, stdlib_texts):
+    data = tmp_path / "data.txt"
+    data.write_text("\n".join(stdlib_texts[:4])[:20000])
+    raw = {"name": "tiny-full", "teacher": str(tiny_model_dir), "data": str(data), "stages": [
+        {"prune": {"name": "pruned", "method": "width", "targets": {"ffn": 64}, "calib_samples": 4, "seq_len": 32}},
+        {"distill": {"name": "distilled", "loss": "jsd", "steps": 3, "batch_size": 2, "seq_len": 32, "warmup_steps": 1}},
+        {"quantize": {"name": "q8", "quant": "Q8_0"}},
+        {"eval": {"max_tokens": 256, "seq_len": 32, "speed": True, "samples": True}},
+    ]}
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    m = run_recipe(load_recipe(p), tmp_path / "run", log=lambda s: None)
+    rows = m["stages"][-1]["metrics"]["models"]
+    assert set(rows) == {"teacher", "pruned", "distilled", "q8"}
+    assert rows["pruned"]["params"] < rows["teacher"]["params"]
+    assert rows["q8"]["backend"] == "llama.cpp"
+    # Q8_0 of the distilled model stays close to it: same tokenizer, near-identical distribution
+    assert rows["q8"]["perplexity"] == pytest.approx(rows["distilled"]["perplexity"], rel=0.05)
+    assert rows["q8"]["top1_agreement"] is not None
+    for r in rows.values():
+        assert r["gen_tok_s"] > 0 and r["peak_rss_mb"] > 0
+    assert (tmp_path / "run" / "02-q8" / "model-q8_0.gguf").exists()

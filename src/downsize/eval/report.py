@@ -74,7 +74,7 @@ def _svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel:
 def _loss_curves(run_dir: Path, manifest: dict) -> dict[str, list[tuple[float, float]]]:
     curves = {}
     for st in manifest["stages"]:
-        f = run_dir / st["dir"] / "work" / "metrics.jsonl"
+        f = run_dir / st["dir"] / "output.work" / "metrics.jsonl"
         if f.exists():
             recs = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
             if recs:

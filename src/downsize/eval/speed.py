@@ -75,7 +75,7 @@ def _gguf(path: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
     prompt_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(n_gen):
-        tok = int(llm.scores[llm.n_tokens - 1].argmax()) if llm.context_params.logits_all else llm.sample(temp=0.0)
+        tok = int(llm.scores[llm.n_tokens - 1].argmax())  # greedy; llama.cpp keeps the last row's logits
         llm.eval([tok])
     gen_s = time.perf_counter() - t0
     return {"backend": "llama.cpp", "prompt_tok_s": n_prompt / prompt_s, "gen_tok_s": n_gen / gen_s, "load_s": load_s,
