@@ -139,10 +139,68 @@ def eval_tools_cmd(
     console.print(t)
 
 
-@app.command("distill", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def distill_cmd():
-    """Distil a teacher into a student (logit KD, offline top-k cache, on-policy GKD)."""
-    _not_built("distill", "issue #4")
+@app.command("distill")
+def distill_cmd(
+    teacher: Optional[str] = typer.Option(None, help="teacher model reference (not needed with --cache unless --student is teacher:...)"),
+    student: Optional[str] = typer.Option(None, help="model reference, or teacher:num_hidden_layers=4,hidden_size=192 (teacher config, random init)"),
+    data: str = typer.Option("zoo:stdlib", help="data reference (zoo:stdlib, text file, directory, JSONL)"),
+    out: Optional[Path] = typer.Option(None, help="output HF directory (checkpoints go to OUT.work)"),
+    steps: int = typer.Option(200), batch_size: int = typer.Option(8), grad_accum: int = typer.Option(1),
+    lr: float = typer.Option(1e-3), warmup: int = typer.Option(20, help="warmup steps"),
+    seq_len: int = typer.Option(256), windows: Optional[int] = typer.Option(None, help="use only the first N windows of the data"),
+    loss: str = typer.Option("fkl", help="fkl, rkl, jsd, skl, srkl, tvd"),
+    temperature: float = typer.Option(1.0), kd_ratio: float = typer.Option(1.0, help="weight of KD vs cross entropy (0 = CE only)"),
+    beta: float = typer.Option(0.5, help="jsd β"), alpha: float = typer.Option(0.1, help="skl/srkl α"),
+    chunk_size: int = typer.Option(1024, help="tokens per loss chunk"),
+    teacher_dtype: str = typer.Option("bf16", help="bf16 or fp32 teacher weights"),
+    cache: Optional[Path] = typer.Option(None, help="train from this offline top-k teacher cache"),
+    write_cache: Optional[Path] = typer.Option(None, help="only run the teacher over the data and write a top-k cache here"),
+    top_k: int = typer.Option(32, help="ids per position in the cache"),
+    lmbda: float = typer.Option(0.0, help="on-policy (GKD): probability that a batch is sampled from the student"),
+    seq_kd: bool = typer.Option(False, help="off-policy batches use teacher-sampled continuations (sequence-level KD)"),
+    prompt_len: int = typer.Option(32), new_tokens: int = typer.Option(64),
+    vocab_align: str = typer.Option("auto", help="auto: compare shared ids when embedding sizes differ; off: refuse"),
+    cross_tokenizer: str = typer.Option("error", help="error, or uld for teacher/student with different tokenizers"),
+    lora_r: int = typer.Option(0, help="LoRA rank on the student (0 = full fine-tuning)"), lora_alpha: int = typer.Option(32),
+    qlora: bool = typer.Option(False, help="4-bit NF4 base for LoRA (CUDA + bitsandbytes)"),
+    checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
+    mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
+    resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
+):
+    """Distil a teacher into a student (logit KD, offline top-k cache, on-policy GKD, cross-tokenizer ULD)."""
+    import logging
+
+    import torch
+
+    from downsize.distill import DistillConfig, LossSpec, OnPolicy, cache_teacher, distill
+    from downsize.train.loop import LoraSpec, TrainConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if threads:
+        torch.set_num_threads(threads)
+    if write_cache:
+        if not teacher:
+            raise DownsizeError("--write-cache needs --teacher", hint="e.g. downsize distill --teacher zoo:coder-teacher --write-cache runs/cache")
+        meta = cache_teacher(teacher, data, write_cache, k=top_k, seq_len=seq_len, windows=windows,
+                             batch_size=batch_size, temperature=temperature, dtype=teacher_dtype)
+        console.print(f"[green]wrote[/green] {write_cache}: {meta['windows']} windows × {meta['seq_len']} tokens, "
+                      f"{meta['bytes_per_token']} bytes/token (dense bf16: {meta['dense_bf16_bytes_per_token']})")
+        return
+    if not student or not out:
+        raise DownsizeError("give --student and --out", hint="e.g. --student teacher:num_hidden_layers=4,hidden_size=192 --out runs/student")
+    cfg = DistillConfig(
+        train=TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup,
+                          checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision),
+        loss=LossSpec(loss, temperature=temperature, kd_ratio=kd_ratio, beta=beta, alpha=alpha, chunk_size=chunk_size),
+        seq_len=seq_len, windows=windows, teacher_dtype=teacher_dtype, cache=str(cache) if cache else None,
+        on_policy=OnPolicy(lmbda=lmbda, seq_kd=seq_kd, prompt_len=prompt_len, new_tokens=new_tokens) if (lmbda or seq_kd) else None,
+        vocab_align=vocab_align, cross_tokenizer=cross_tokenizer,
+        lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None)
+    path = distill(teacher, student, data, cfg, out, resume=resume)
+    card = json.loads((path / "distill_card.json").read_text())
+    fm = card["final_metrics"]
+    console.print(f"[green]wrote[/green] {path}: {card['steps']} steps, {card['tokens']:,} tokens, "
+                  + ", ".join(f"{k} {v:.4g}" for k, v in fm.items() if isinstance(v, float)))
 
 
 @app.command("generate")

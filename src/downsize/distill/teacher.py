@@ -217,7 +217,7 @@ class TopKCacheDataset:
         mp = self.dir / MANIFEST
         if not mp.exists():
             raise DownsizeError(f"no teacher cache at {self.dir} (no {MANIFEST})",
-                                hint="write one with `downsize distill cache-teacher --teacher T --data D --out DIR`")
+                                hint="write one with `downsize distill --teacher T --data D --write-cache DIR`")
         self.meta = json.loads(mp.read_text())
         if not self.meta.get("complete"):
             raise DownsizeError(f"the teacher cache at {self.dir} is incomplete ({len(self.meta.get('shards', []))} shards)",

@@ -1,0 +1,32 @@
+"""`downsize distill` end to end through the CLI: write a teacher cache, train from it, clear errors."""
+
+import json
+import subprocess
+import sys
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "downsize.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_cache_then_offline_distill(tiny_model_dir, text_data, tmp_path):
+    r = run_cli("distill", "--teacher", tiny_model_dir, "--data", text_data, "--write-cache", tmp_path / "cache",
+                "--top-k", 8, "--seq-len", 32, "--windows", 8, "--teacher-dtype", "fp32")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "bytes/token" in r.stdout
+    r = run_cli("distill", "--teacher", tiny_model_dir, "--student", "teacher:num_hidden_layers=1,hidden_size=32",
+                "--data", text_data, "--cache", tmp_path / "cache", "--out", tmp_path / "s", "--steps", 3,
+                "--batch-size", 2, "--warmup", 1, "--loss", "srkl", "--kd-ratio", 0.8)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.loads((tmp_path / "s" / "distill_card.json").read_text())
+    assert card["steps"] == 3 and card["loss"]["name"] == "srkl" and card["loss"]["kd_ratio"] == 0.8
+    assert card["student"].startswith("teacher config with num_hidden_layers=1")
+
+
+def test_cli_errors_are_clear(tiny_model_dir, text_data, tmp_path):
+    r = run_cli("distill", "--teacher", tiny_model_dir, "--student", "teacher:num_hidden_layers=1", "--data", text_data,
+                "--out", tmp_path / "x", "--loss", "kl")
+    assert r.returncode == 2 and "choose one of" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("distill", "--student", tiny_model_dir, "--out", tmp_path / "y", "--cache", tmp_path / "nocache")
+    assert r.returncode == 2 and "--write-cache" in r.stderr
