@@ -192,3 +192,11 @@ def test_sft_full_and_lora(tiny_model_dir, chat_jsonl, tmp_path, lora):
         bad = tmp_path / "bad.jsonl"
         bad.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
         sft(str(tiny_model_dir), str(bad), cfg, tmp_path / "sft2")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_qlora_on_cpu_is_refused_with_the_way_out(tiny_model_dir, chat_jsonl, tmp_path):
+    cfg = SFTConfig(train=TrainConfig(steps=1, **TC), lora=LoraSpec(r=4, quantize_base="nf4"))
+    with pytest.raises(DownsizeError, match="CUDA") as e:
+        sft(str(tiny_model_dir), str(chat_jsonl), cfg, tmp_path / "q")
+    assert "--lora-r" in e.value.hint

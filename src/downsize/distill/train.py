@@ -162,8 +162,8 @@ def derive_config(teacher_config, overrides: Mapping[str, Any]):
     return cfg
 
 
-def build_student(spec: StudentSpec | str | torch.nn.Module, teacher_model, teacher_tok):
-    """Resolve a student spec to (model fp32, tokenizer, description)."""
+def build_student(spec: StudentSpec | str | torch.nn.Module, teacher_model, teacher_tok, lora: LoraSpec | None = None):
+    """Resolve a student spec to (model fp32, or NF4 for QLoRA, tokenizer, description)."""
     from transformers import AutoModelForCausalLM, PretrainedConfig
 
     if isinstance(spec, tuple):  # (model, tokenizer)
@@ -176,16 +176,66 @@ def build_student(spec: StudentSpec | str | torch.nn.Module, teacher_model, teac
     if isinstance(spec, str):
         spec = StudentSpec.parse(spec)
     if spec.ref is not None:
-        from downsize.models.refs import load_model
-
-        model, tok = load_model(spec.ref, dtype=torch.float32)
+        model, tok = _load_base(spec.ref, lora)
         return model, tok, spec.ref
+    if lora is not None and lora.quantize_base:
+        raise DownsizeError("QLoRA needs a pretrained student to quantise, not a random-init one",
+                            hint="give --student a model reference, or drop --qlora")
     if teacher_model is None:
         raise DownsizeError("a student derived from the teacher's config needs the teacher model",
                             hint="with an offline cache, give the student as a model reference")
     cfg = derive_config(teacher_model.config, spec.overrides)
     torch.manual_seed(spec.seed)
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32), teacher_tok, spec.describe()
+
+
+def load_nf4(ref: str):
+    """Load a model reference with 4-bit NF4 weights for QLoRA (CUDA + bitsandbytes only)."""
+    if not torch.cuda.is_available():
+        raise DownsizeError("QLoRA (a 4-bit NF4 base, --qlora) needs a CUDA GPU with bitsandbytes; this machine has none",
+                            hint="use LoRA on the full-precision base instead: drop --qlora and keep --lora-r")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise DownsizeError("QLoRA needs the bitsandbytes package", hint="pip install -c constraints.txt bitsandbytes") from None
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from downsize.models.refs import load_tokenizer, resolve_model
+
+    r = resolve_model(ref)
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                           bnb_4bit_use_double_quant=True)
+    model = AutoModelForCausalLM.from_pretrained(str(r.path), quantization_config=q, device_map={"": 0})
+    return model, load_tokenizer(r)
+
+
+def merge_qlora(peft_model, base_ref: str):
+    """Fold QLoRA adapters into a full-precision copy of the base (not into the 4-bit weights, which would
+    round the update away): the adapters are re-attached to the fp32 base and merged there."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    from downsize.models.refs import load_model
+
+    adapters = {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(peft_model).items()}
+    base, _ = load_model(base_ref, dtype=torch.float32)
+    fresh = get_peft_model(base, peft_model.peft_config["default"])
+    set_peft_model_state_dict(fresh, adapters)
+    return fresh.merge_and_unload()
+
+
+def _load_base(ref: str, lora: LoraSpec | None):
+    from downsize.models.refs import load_model
+
+    if lora is not None and lora.quantize_base == "nf4":
+        return load_nf4(ref)
+    return load_model(ref, dtype=torch.float32)
+
+
+def _merge(model, lora: LoraSpec | None, base_ref):
+    model = unwrap(model)
+    if lora is not None and lora.quantize_base == "nf4":
+        return merge_qlora(model, base_ref)
+    return merge_lora(model)
 
 
 # ---- configs --------------------------------------------------------------------------------
@@ -395,7 +445,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     out = Path(out_dir)
     work = out.with_name(out.name + WORK_SUFFIX)
     t0 = time.time()
-    teacher = teacher_tok = None
+    teacher = teacher_tok = gen_config = None
     if cfg.cache:
         data = TopKCacheDataset(cfg.cache, seed=cfg.train.seed)
         meta = data.meta
@@ -421,7 +471,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
             model = AutoModelForCausalLM.from_config(derive_config(tcfg, spec.overrides), dtype=torch.float32)
             tok, student_desc = teacher_tok, spec.describe()
         else:
-            model, tok, student_desc = build_student(student, None, None)
+            model, tok, student_desc = build_student(student, None, None, cfg.lora)
         from downsize.data.packing import tokenizer_fingerprint
 
         if tokenizer_fingerprint(tok) != meta["tokenizer"]:
@@ -436,10 +486,11 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
             raise DownsizeError("no teacher: give a teacher reference or a --cache directory")
         t_model, teacher_tok = load_model(teacher_ref) if not isinstance(teacher_ref, tuple) else teacher_ref
         teacher_name = str(teacher_ref if not isinstance(teacher_ref, tuple) else getattr(t_model.config, "_name_or_path", "model"))
-        model, tok, student_desc = build_student(student, t_model, teacher_tok)
+        model, tok, student_desc = build_student(student, t_model, teacher_tok, cfg.lora)
         if cfg.teacher_dtype == "bf16":
             t_model = t_model.to(torch.bfloat16)
         teacher = OnlineTeacher(t_model)
+        gen_config = t_model.generation_config if t_model.generation_config.eos_token_id is not None else None
         plan = plan_vocab(teacher_tok, tok, t_model.get_output_embeddings().weight.shape[0],
                           model.get_output_embeddings().weight.shape[0], cfg.vocab_align, cfg.cross_tokenizer)
         seq_len = cfg.seq_len
@@ -454,7 +505,8 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     if cfg.on_policy:
         data = _Tagged(data)
     result = train(model, loss_fn, data, cfg.train, work, resume=resume)
-    model = merge_lora(unwrap(model))
+    student_ref = (StudentSpec.parse(student) if isinstance(student, str) else student).ref if isinstance(student, (str, StudentSpec)) else None
+    model = _merge(model, cfg.lora, student_ref)
     final = {"train_loss": result.final_loss, **result.metrics}
     if eval_tokens and isinstance(data_ref, str):
         final.update(_validation(model, tok, data_ref, seq_len, eval_tokens))
@@ -469,7 +521,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
         "wall_time_s": round(time.time() - t0, 1), "final_metrics": final,
         "config": {"train": asdict(cfg.train), "windows": cfg.windows, "split": cfg.split},
     }
-    return save_model(model, tok, out, card, cfg.save_dtype)
+    return save_model(model, tok, out, card, cfg.save_dtype, gen_config if tok is teacher_tok else None)
 
 
 def _validation(model, tok, data_ref: str, seq_len: int, max_tokens: int) -> dict:
@@ -584,7 +636,7 @@ def sft(model_ref, chat_jsonl_ref: str, cfg: SFTConfig, out_dir: str | os.PathLi
         model, tok = model_ref
         name = getattr(model.config, "_name_or_path", "model")
     else:
-        model, tok = load_model(model_ref, dtype=torch.float32)
+        model, tok = _load_base(str(model_ref), cfg.lora)
         name = str(model_ref)
     records = _read_chats(chat_jsonl_ref)
     examples = [assistant_labels(tok, r["messages"], r["tools"], cfg.max_seq_len) for r in records]
@@ -596,6 +648,8 @@ def sft(model_ref, chat_jsonl_ref: str, cfg: SFTConfig, out_dir: str | os.PathLi
     if cfg.lora:
         model = apply_lora(model, cfg.lora)
     result: TrainResult = train(model, sft_loss, data, cfg.train, out.with_name(out.name + WORK_SUFFIX), resume=resume)
+    if not isinstance(model_ref, tuple):
+        model = _merge(model, cfg.lora, str(model_ref))
     card = {"name": out.name, "stage": "sft", "base": name, "data": str(chat_jsonl_ref), "examples": len(examples),
             "assistant_tokens": n_target, "loss": "cross entropy on assistant tokens",
             "lora": asdict(cfg.lora) if cfg.lora else None, "steps": result.steps, "tokens": result.tokens,
