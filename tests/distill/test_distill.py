@@ -200,3 +200,12 @@ def test_qlora_on_cpu_is_refused_with_the_way_out(tiny_model_dir, chat_jsonl, tm
     with pytest.raises(DownsizeError, match="CUDA") as e:
         sft(str(tiny_model_dir), str(chat_jsonl), cfg, tmp_path / "q")
     assert "--lora-r" in e.value.hint
+
+
+def test_padded_student_vocab_is_aligned_end_to_end(tiny_model_dir, tiny_tokenizer, text_data, tmp_path, make_model):
+    student = make_model("llama", tiny_tokenizer, num_hidden_layers=1)
+    student.resize_token_embeddings(len(tiny_tokenizer) + 64)  # 576 rows, 512 tokens
+    cfg = DistillConfig(train=TrainConfig(steps=2, **TC), seq_len=32, windows=8)
+    out = distill(str(tiny_model_dir), student, str(text_data), cfg, tmp_path / "pad")
+    card = json.loads((out / "distill_card.json").read_text())
+    assert "first 512 ids" in card["vocab"] and "576" in card["vocab"]

@@ -268,7 +268,8 @@ def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec:
     if n == 0:
         zero = (student.hidden if isinstance(student, Head) else student.logits).sum() * 0.0
         return zero, {"kd": 0.0, "ce": 0.0, "tokens": 0}
-    student, teacher, labels = student.select(valid), teacher.select(valid), labels[valid]
+    if n < labels.shape[0]:  # gather only the tokens that count (no copy when all do)
+        student, teacher, labels = student.select(valid), teacher.select(valid), labels[valid]
     n_s = 4 if isinstance(student, Head) else 1
     kd_sum = ce_sum = None
     grad = torch.is_grad_enabled()
