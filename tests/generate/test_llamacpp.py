@@ -16,7 +16,6 @@ from downsize.generate.writer import read_jsonl
 from .llamacpp import LlamaServer
 
 pytest.importorskip("llama_cpp")
-pytest.importorskip("downsize.export.gguf")
 FAST = GenParams(max_tokens=12, max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=30)
 
 

@@ -34,7 +34,7 @@ from downsize.generate.agent import AgentConfig, run_agent
 from downsize.generate.backends import OPENAI_SCHEME, GenParams, open_backend
 from downsize.generate.codebase import scan_codebase
 from downsize.generate.prompts import codebase_tasks, load_prompt_file, negative_tasks
-from downsize.generate.sandbox import Sandbox
+from downsize.generate.sandbox import Sandbox, SandboxLimits
 from downsize.generate.validate import answer_matches, final_answer, tool_calls
 
 SUITE_SEED = 1_000_003  # a seed away from generation's default, so the suite is not the training draw
@@ -73,13 +73,13 @@ def _well_formed_calls(trace) -> int:
 
 
 def eval_tools(model: str, tasks_file: str | os.PathLike, codebase: str | os.PathLike, max_turns: int = 4,
-               max_tokens: int = 256, in_flight: int = 1) -> dict:
+               max_tokens: int = 256, in_flight: int = 1, max_output: int = SandboxLimits.max_output) -> dict:
     """Run the agent loop of one model over the suite, in this process; returns the metrics."""
     tasks, problems = load_prompt_file(tasks_file)
     if not tasks:
         raise DownsizeError(f"no tasks in {tasks_file}", hint="make one with `downsize eval-tools --make-tasks` or write JSONL")
     backend = open_backend(model, GenParams(max_tokens=max_tokens, batch_size=in_flight))
-    box = Sandbox(codebase)
+    box = Sandbox(codebase, SandboxLimits(max_output=max_output))
     cfg = AgentConfig(max_turns=max_turns)
     rows = []
     try:
@@ -106,10 +106,10 @@ def eval_tools(model: str, tasks_file: str | os.PathLike, codebase: str | os.Pat
 
 
 def eval_tools_isolated(model: str, tasks_file, codebase, max_turns: int = 4, max_tokens: int = 256,
-                        timeout_s: float | None = None) -> dict:
+                        timeout_s: float | None = None, max_output: int = SandboxLimits.max_output) -> dict:
     """``eval_tools`` in a fresh child process, so its peak RSS belongs to this model alone."""
     cmd = [sys.executable, "-m", "downsize.eval.tools", model, str(tasks_file), str(codebase),
-           "--max-turns", str(max_turns), "--max-tokens", str(max_tokens)]
+           "--max-turns", str(max_turns), "--max-tokens", str(max_tokens), "--max-output", str(max_output)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     if p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
@@ -117,9 +117,10 @@ def eval_tools_isolated(model: str, tasks_file, codebase, max_turns: int = 4, ma
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def compare(models: list[str], tasks_file, codebase, max_turns: int = 4, max_tokens: int = 256) -> list[dict]:
+def compare(models: list[str], tasks_file, codebase, max_turns: int = 4, max_tokens: int = 256,
+            max_output: int = SandboxLimits.max_output) -> list[dict]:
     """One row per model (teacher first, then students), each from its own process."""
-    return [eval_tools_isolated(m, tasks_file, codebase, max_turns, max_tokens) for m in models]
+    return [eval_tools_isolated(m, tasks_file, codebase, max_turns, max_tokens, max_output=max_output) for m in models]
 
 
 def _main(argv=None) -> None:
@@ -129,8 +130,9 @@ def _main(argv=None) -> None:
     ap.add_argument("codebase")
     ap.add_argument("--max-turns", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--max-output", type=int, default=SandboxLimits.max_output)
     a = ap.parse_args(argv)
-    res = eval_tools(a.model, a.tasks, a.codebase, a.max_turns, a.max_tokens)
+    res = eval_tools(a.model, a.tasks, a.codebase, a.max_turns, a.max_tokens, max_output=a.max_output)
     sys.stdout.write(json.dumps(res) + "\n")
 
 

@@ -26,7 +26,7 @@ from downsize.generate.agent import AgentConfig, run_agent
 from downsize.generate.backends import Backend, FatalBackendError, GenParams, UnavailableError, open_backend
 from downsize.generate.codebase import scan_codebase
 from downsize.generate.prompts import Task, codebase_tasks, dedup, load_prompt_file, negative_tasks
-from downsize.generate.sandbox import TOOL_SCHEMAS, Sandbox
+from downsize.generate.sandbox import TOOL_SCHEMAS, Sandbox, SandboxLimits
 from downsize.generate.validate import validate
 from downsize.generate.writer import JsonlAppender
 
@@ -50,6 +50,7 @@ class GenerateConfig:
     tools: bool = True  # agent loop with the sandbox when a codebase is given
     params: GenParams = field(default_factory=GenParams)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
 
 
 def rejected_path(out: str | os.PathLike) -> Path:
@@ -94,7 +95,7 @@ def generate(cfg: GenerateConfig, backend: Backend | None = None,
     if cfg.in_flight < 1:
         raise DownsizeError("--in-flight must be at least 1")
     tasks, problems = build_tasks(cfg)
-    sandbox = Sandbox(cfg.codebase) if (cfg.codebase and cfg.tools) else None
+    sandbox = Sandbox(cfg.codebase, cfg.sandbox) if (cfg.codebase and cfg.tools) else None
     agent_cfg = AgentConfig(cfg.agent.max_turns, cfg.agent.system_prompt, use_tools=sandbox is not None)
     validators = None if sandbox is not None else ["answer"]
     good = JsonlAppender(cfg.out)
