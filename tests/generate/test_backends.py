@@ -91,3 +91,12 @@ def test_refs():
     assert parse_openai_ref("openai:https://h/v1") == ("https://h/v1", None)
     with pytest.raises(DownsizeError, match="openai:URL#MODEL"):
         parse_openai_ref("openai:localhost:8080")
+
+
+def test_slow_server_times_out_and_is_retried(teacher_server):
+    teacher_server.delay_s = 0.4
+    b = _backend(teacher_server, GenParams(max_retries=1, backoff_base_s=0.01, timeout_s=0.1))
+    t0 = time.perf_counter()
+    with pytest.raises(UnavailableError, match="timed out"):
+        b.chat(Q)
+    assert teacher_server.requests == 2 and time.perf_counter() - t0 < 0.4  # the client did not wait the server out
