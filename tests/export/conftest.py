@@ -32,7 +32,14 @@ make_tiny_model, save_tiny = _root.make_tiny_model, _root.save_tiny
 # is not hidden/heads; rows of 64 so Q8_0 and the K-quants (256-wide blocks need hidden 256) apply where noted).
 EXPORT_FAMILIES: dict[str, dict] = {
     "llama": dict(tie_word_embeddings=False),
+    "mistral": dict(tie_word_embeddings=False, head_dim=16),
     "qwen2": dict(tie_word_embeddings=True),
+    "qwen3": dict(tie_word_embeddings=False, head_dim=16),
+    "gemma2": dict(head_dim=16, query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"],
+                   sliding_window=128),
+    "gemma3": dict(head_dim=16, query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"],
+                   sliding_window=128),
+    "phi3": dict(tie_word_embeddings=False, pad_token_id=None),
 }
 
 

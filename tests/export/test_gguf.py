@@ -24,7 +24,7 @@ def test_f32_export_matches_transformers(export_family_dir, tmp_path):
     assert r["tokens_equal"], f"llama.cpp tokenized the mixed text differently from the HF tokenizer: {r}"
     assert r["n_tokens"] > 50
     assert r["max_abs_logit_diff"] < 1e-3, r
-    assert r["top1_agreement"] == 1.0
+    assert r["top1_agreement"] >= 0.99  # random-init logits have near-ties; the max diff above is the real check
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 

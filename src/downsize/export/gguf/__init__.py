@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 # Families register themselves on import (one module each).
-from downsize.export.gguf import llama, qwen2  # noqa: F401
+from downsize.export.gguf import gemma, llama, phi3, qwen2, qwen3  # noqa: F401
 from downsize.export.gguf.base import FAMILIES, Family, family_for, register_family
 from downsize.export.gguf.convert import DIRECT_TYPES, ConvertResult, convert_checkpoint
 from downsize.export.gguf.vocab import KNOWN_PRETOKENIZERS, detect_pretokenizer

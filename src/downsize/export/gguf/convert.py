@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,12 @@ def _encode(t: torch.Tensor, qtype: Q) -> np.ndarray:
     return gguf.quants.quantize(a, qtype)
 
 
+def safe_model_name(name: str) -> str:
+    """general.name, minus the substrings llama.cpp keys tokenizer hacks on (a name containing "phi3" makes it
+    look up SentencePiece tokens like "</s>" and change special-token stripping, breaking byte-level BPE vocabs)."""
+    return re.sub(r"(?i)phi-?3", "phi_3", name)
+
+
 def load_config(root: Path):
     if not (root / "config.json").exists():
         raise DownsizeError(f"{root} has no config.json", hint="point at a Hugging Face model folder")
@@ -124,7 +131,7 @@ def convert_checkpoint(root: Path, out_tmp: Path, quant: str, progress: Callable
     plan = plan_tensors(family, ckpt, want)
 
     w = gguf.GGUFWriter(None, family.arch_name)
-    w.add_name(root.name)
+    w.add_name(safe_model_name(root.name))
     w.add_type(gguf.GGUFType.MODEL)
     family.write_hparams(w)
     w.add_file_type(ftype)
