@@ -58,6 +58,15 @@ def test_svd_mode_reports_and_keeps_dense(tiny_models, tiny_tokenizer, calib_ids
     assert torch.linalg.matrix_rank(q.detach(), rtol=1e-4) == 8  # float32 storage: rank up to rounding
 
 
-def test_pca_slice_refuses_tied_embeddings(tiny_models, tiny_tokenizer, calib_ids):
+def test_pca_slice_refusals(tiny_models, tiny_tokenizer, calib_ids):
+    from transformers import AutoModelForCausalLM
+
+    cfg = copy.deepcopy(tiny_models["llama"].config)
+    cfg.tie_word_embeddings = True
+    tied = AutoModelForCausalLM.from_config(cfg)
     with pytest.raises(DownsizeError, match="untied"):
+        prune(tied, tiny_tokenizer, PruneConfig("lowrank", targets={"hidden": 32}), calib_ids)
+    with pytest.raises(DownsizeError, match="heads x head_dim"):  # llama.cpp's qwen2 graph
         prune(copy.deepcopy(tiny_models["qwen2"]), tiny_tokenizer, PruneConfig("lowrank", targets={"hidden": 32}), calib_ids)
+    with pytest.raises(DownsizeError, match="divisible"):  # LlamaConfig validation
+        prune(copy.deepcopy(tiny_models["llama"]), tiny_tokenizer, PruneConfig("lowrank", targets={"hidden": 50}), calib_ids)

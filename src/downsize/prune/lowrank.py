@@ -41,6 +41,13 @@ def check(model, adapter, cfg) -> None:
         d = adapter.hidden(model.config)
         if not 0 < t["hidden"] <= d or t["hidden"] != int(t["hidden"]):
             raise DownsizeError(f"hidden={t['hidden']} must be a whole number in 1..{d}")
+        h = adapter.heads(model.config)
+        if adapter.hidden_multiple_of_heads and int(t["hidden"]) % h:
+            raise DownsizeError(f"hidden={int(t['hidden'])} is not divisible by the {h} attention heads, which "
+                                f"{model.config.architectures[0]} requires", hint=f"ask for a multiple of {h}")
+        if adapter.attn_width_is_hidden:
+            raise DownsizeError(f"{model.config.architectures[0]} in llama.cpp needs hidden = heads x head_dim, which "
+                                "PCA slicing of the hidden size breaks", hint="use method=width with hidden= and heads= together")
         if adapter.tied(model):
             raise DownsizeError("PCA slicing of the hidden size needs untied embeddings; this model ties its LM head "
                                 "to the embedding", hint="use method=width with hidden=D (channel pruning) instead")

@@ -23,6 +23,8 @@ of the same class:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -76,10 +78,20 @@ def resolve_sizes(model, adapter, cfg) -> dict[str, int]:
         if not free:
             raise DownsizeError("params= needs ffn or hidden left free to resolve", hint="drop ffn= or hidden=, or drop params=")
 
+        tie = adapter.attn_width_is_hidden and "hidden" in free and "heads" not in t
+        hd = adapter.head_dim(c)
+        valid_heads = [h for h in range(1, cur["heads"] + 1)
+                       if _kv_for(h, cur["kv_heads"], group, int(t["kv_heads"]) if "kv_heads" in t else None)]
+
         def at(r: float) -> dict[str, int]:
             s = dict(sizes)
             for k in free:
-                s[k] = min(cur[k], _round(cur[k] * r, cfg.round_to))
+                unit = math.lcm(cfg.round_to, s["heads"]) if k == "hidden" and adapter.hidden_multiple_of_heads else cfg.round_to
+                s[k] = min(cur[k], _round(cur[k] * r, unit))
+            if tie:  # hidden moves in steps of head_dim, together with the head count
+                h = max([v for v in valid_heads if v <= max(1, round(cur["heads"] * r))] or valid_heads[:1])
+                s["heads"], s["hidden"] = h, h * hd
+                s["kv_heads"] = _kv_for(h, cur["kv_heads"], group, int(t["kv_heads"]) if "kv_heads" in t else None)
             return s
 
         def count(s):
@@ -99,10 +111,26 @@ def resolve_sizes(model, adapter, cfg) -> dict[str, int]:
             else:
                 hi = mid
         sizes = at(lo)
+    if adapter.attn_width_is_hidden and sizes["hidden"] != sizes["heads"] * adapter.head_dim(c):
+        hd = adapter.head_dim(c)
+        raise DownsizeError(
+            f"{adapter_name(c)} in llama.cpp needs hidden = heads x head_dim, but the target gives hidden={sizes['hidden']}, "
+            f"heads={sizes['heads']} (head_dim {hd})",
+            hint=f"ask for hidden={sizes['heads'] * hd} with heads={sizes['heads']}, or heads={sizes['hidden'] // hd} "
+                 f"with hidden={sizes['hidden'] // hd * hd}, or use params=F (resolved consistently)")
+    if adapter.hidden_multiple_of_heads and sizes["hidden"] % sizes["heads"]:
+        h = sizes["heads"]
+        raise DownsizeError(f"{adapter_name(c)} needs hidden_size divisible by the head count (transformers refuses to "
+                            f"save or load it otherwise); hidden={sizes['hidden']} with heads={h} is not",
+                            hint=f"ask for hidden={sizes['hidden'] // h * h} or {(sizes['hidden'] // h + 1) * h}")
     for k in ("ffn", "hidden"):
         if sizes[k] < 1:
             raise DownsizeError(f"{k}={sizes[k]} leaves nothing", hint=f"ask for {k} >= 1")
     return sizes
+
+
+def adapter_name(c) -> str:
+    return (getattr(c, "architectures", None) or ["this family"])[0]
 
 
 def _config_fields(adapter, c, s) -> dict:

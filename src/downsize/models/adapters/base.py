@@ -22,6 +22,11 @@ class Adapter:
     HEAD_DIM = "head_dim"
     # families whose norm computes (1 + w) or that scale embeddings would need overrides here
     has_qk_norm = False
+    # llama.cpp builds some families' q and o projections as hidden x hidden, so there
+    # heads * head_dim must stay equal to hidden_size for the model to load (Qwen2)
+    attn_width_is_hidden = False
+    # transformers' LlamaConfig.validate_architecture refuses hidden_size % num_attention_heads != 0 on save and load
+    hidden_multiple_of_heads = False
 
     # -- structure -----------------------------------------------------------------------------
     def decoder(self, model) -> nn.Module:

@@ -6,4 +6,5 @@ from downsize.models.adapters.base import LlamaLikeAdapter
 
 @register_adapter("LlamaForCausalLM", "MistralForCausalLM")
 class LlamaAdapter(LlamaLikeAdapter):
-    pass
+    # LlamaConfig validates hidden_size % num_attention_heads == 0 (MistralConfig does not; kept for both, harmless)
+    hidden_multiple_of_heads = True
