@@ -57,6 +57,9 @@ def job_prune(args: dict) -> dict:
            "wall_s": wall, "peak_rss_mib": peak, "delta_rss_mib": peak - rss0,
            "sparsity": rep.get("mean_linear_sparsity"), "sizes": rep.get("sizes", {}).get("after"),
            "removed_layers": rep.get("removed_layers"), "layers": model.config.num_hidden_layers}
+    if "matrices" in rep:
+        out["lowrank_total"] = len(rep["matrices"])
+        out["lowrank_smaller"] = sum(m["factorised_smaller"] for m in rep["matrices"])
     if args.get("save"):
         save_pruned(model, tok, args["save"])
     return out
@@ -174,6 +177,21 @@ def main() -> None:
     if a.recover_steps:
         print(f"\nrecovery: {next(iter(runs.values()))[0]['recovered']['how']}")
     results["structured"] = {k: v[0] for k, v in runs.items()}
+
+    print("\n## Low-rank (no recovery)\n")
+    print("| method | target | params | val ppl | × dense ppl | note |")
+    print("|---|---|---|---|---|---|")
+    h = width["sizes"]["hidden"] if width.get("sizes") else None
+    lowrank_runs = [("width (Minitron channels), hidden only", {"method": "width", "targets": {"hidden": h}}),
+                    ("lowrank PCA slice (one rotation)", {"method": "lowrank", "targets": {"hidden": h}}),
+                    ("lowrank whitened SVD", {"method": "lowrank", "targets": {"energy": 0.9}})] if h else []
+    for name, cfg in lowrank_runs:
+        r = child(job_prune, {**base, "cfg": {**cfg, **cal}})
+        results[f"lowrank {name}"] = r
+        note = (f"{r['lowrank_smaller']}/{r['lowrank_total']} matrices smaller if factorised; stored dense"
+                if r.get("lowrank_total") else "")
+        print(f"| {name} | {cfg['targets']} | {r['params']:,} | {r['ppl']:.2f} | {r['ppl'] / dense['ppl']:.2f} | {note} |",
+              flush=True)
     results["total_wall_s"] = time.perf_counter() - t_all
     (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\ntotal {results['total_wall_s'] / 60:.1f} min; results in {work / 'results.json'}")
