@@ -334,6 +334,45 @@ def quantize_cmd(
     from downsize.export.quantize import quantize_gguf
 
     _print_export(quantize_gguf(src, out, quant, imatrix=imatrix), as_json)
+@export_app.command("ollama")
+def export_ollama_cmd(
+    model: str = typer.Argument(..., help="model reference: HF directory or zoo:NAME"),
+    name: str = typer.Option(..., help="Ollama model name, e.g. coder-small"),
+    out: Path = typer.Option(Path("ollama"), help="folder for the GGUF and the Modelfile"),
+    quant: str = typer.Option("Q4_K_M", help="GGUF type (see `downsize export gguf --help`)"),
+    imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF) for the low-bit types"),
+    template_style: Optional[str] = typer.Option(None, help="force a chat format: chatml, llama3, mistral, gemma, phi3"),
+    num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the model's context length)"),
+    create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Export to GGUF plus an Ollama Modelfile (TEMPLATE converted from the Jinja chat template)."""
+    from downsize.export.ollama import export_ollama
+
+    r = export_ollama(model, name, out, quant, imatrix=imatrix, template_style=template_style, num_ctx=num_ctx, create=create)
+    _print_export(r, as_json)
+    if not r["created"] and not as_json:
+        console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
+
+
+@app.command("convert")
+def convert_cmd(
+    gguf: Path = typer.Option(..., "--gguf", help="an existing GGUF file"),
+    name: str = typer.Option(..., help="Ollama model name"),
+    out: Optional[Path] = typer.Option(None, help="folder for the Modelfile (default: beside the GGUF)"),
+    template_style: Optional[str] = typer.Option(None, help="force a chat format: chatml, llama3, mistral, gemma, phi3"),
+    adapter: Optional[Path] = typer.Option(None, help="a GGUF LoRA adapter (Modelfile ADAPTER)"),
+    num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the GGUF's context length)"),
+    create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Make an Ollama model (Modelfile with a converted TEMPLATE) from a GGUF you already have."""
+    from downsize.export.ollama import convert_gguf
+
+    r = convert_gguf(gguf, name, out, template_style=template_style, adapter=adapter, num_ctx=num_ctx, create=create)
+    _print_export(r, as_json)
+    if not r["created"] and not as_json:
+        console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
 # --- end export (issue 5) ---
 
 

@@ -1,0 +1,124 @@
+"""Ollama: a GGUF plus a Modelfile whose TEMPLATE is converted from the model's Jinja chat template.
+
+    >>> r = export_ollama("zoo:coder-teacher", "coder-teacher", out_dir="out/ollama", quant="Q4_K_M")
+    >>> r["command"]            # 'ollama create coder-teacher -f out/ollama/Modelfile' (run for you if ollama is on PATH)
+    >>> convert_gguf("model.gguf", "mymodel")        # the same for a GGUF you already have
+
+Everything the Modelfile needs (chat template, BOS/EOS text, context length) is read back from the GGUF,
+so both entry points share one path.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import gguf
+
+from downsize.errors import DownsizeError
+from downsize.export.template import ConvertedTemplate, convert_chat_template, forced_style
+from downsize.io import write_text_atomic
+
+MAX_DEFAULT_CTX = 32768  # a default num_ctx above this costs more KV memory than most users expect
+
+
+def _field(r: gguf.GGUFReader, key: str):
+    f = r.fields.get(key)
+    return None if f is None else f.contents()
+
+
+def gguf_chat_info(path: str | os.PathLike) -> dict:
+    """Chat template, BOS/EOS text, end-of-turn token text and context length from a GGUF's metadata."""
+    r = gguf.GGUFReader(path)
+    arch = _field(r, "general.architecture")
+    tokens = _field(r, "tokenizer.ggml.tokens") or []
+
+    def text(key):
+        i = _field(r, key)
+        return tokens[i] if i is not None and 0 <= i < len(tokens) else ""
+
+    return {"arch": arch, "chat_template": _field(r, "tokenizer.chat_template"),
+            "bos": text("tokenizer.ggml.bos_token_id") if _field(r, "tokenizer.ggml.add_bos_token") else "",
+            "eos": text("tokenizer.ggml.eos_token_id"), "eot": text("tokenizer.ggml.eot_token_id"),
+            "context_length": _field(r, f"{arch}.context_length")}
+
+
+def _q(s: str) -> str:
+    if '"""' in s:
+        raise DownsizeError('the text contains """, which a Modelfile cannot quote', hint="edit the Modelfile by hand")
+    return f'"""{s}"""'
+
+
+def render_modelfile(from_path: str, conv: ConvertedTemplate, stops: list[str], num_ctx: int | None,
+                     system: str | None = None, adapter: str | None = None) -> str:
+    lines = [f"FROM {from_path}"]
+    if adapter:
+        lines.append(f"ADAPTER {adapter}")
+    lines.append(f"TEMPLATE {_q(conv.go_template)}")
+    if system:
+        lines.append(f"SYSTEM {_q(system)}")
+    for s in stops:
+        quoted = _q(s) if (" " in s or '"' in s) else s
+        lines.append(f"PARAMETER stop {quoted}")
+    if num_ctx:
+        lines.append(f"PARAMETER num_ctx {num_ctx}")
+    return "\n".join(lines) + "\n"
+
+
+def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.PathLike | None = None, *,
+                 template_style: str | None = None, system: str | None = None, num_ctx: int | None = None,
+                 adapter: str | os.PathLike | None = None, create: bool = True) -> dict:
+    """Write a Modelfile for ``gguf_file`` (in ``out_dir``, default beside it) and register it with Ollama if present."""
+    gguf_file = Path(gguf_file).resolve()
+    if not gguf_file.exists():
+        raise DownsizeError(f"no GGUF file at {gguf_file}", hint="export one with `downsize export gguf`")
+    if not name or any(c.isspace() for c in name):
+        raise DownsizeError(f"invalid Ollama model name {name!r}", hint="use e.g. coder-small or coder-small:q4")
+    info = gguf_chat_info(gguf_file)
+    conv = (forced_style(template_style, info["eos"]) if template_style else
+            convert_chat_template(info["chat_template"], info["bos"], info["eos"]))
+    stops = list(dict.fromkeys([*conv.stops, *(t for t in (info["eot"], info["eos"]) if t)]))
+    ctx = num_ctx or (min(int(info["context_length"]), MAX_DEFAULT_CTX) if info["context_length"] else None)
+    out_dir = Path(out_dir) if out_dir else gguf_file.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    modelfile = out_dir / "Modelfile"
+    rel = os.path.relpath(gguf_file, out_dir.resolve())
+    from_path = f"./{rel}" if not rel.startswith("..") else str(gguf_file)
+    text = render_modelfile(from_path, conv, stops, ctx, system or conv.default_system,
+                            str(Path(adapter).resolve()) if adapter else None)
+    write_text_atomic(modelfile, text)
+    command = f"ollama create {shlex.quote(name)} -f {shlex.quote(str(modelfile))}"
+    created = False
+    if create and shutil.which("ollama"):
+        p = subprocess.run(["ollama", "create", name, "-f", str(modelfile)], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise DownsizeError(f"`{command}` failed: {(p.stderr or p.stdout).strip()[-500:]}",
+                                hint="is the Ollama server running (`ollama serve`)?")
+        created = True
+    return {"name": name, "gguf": str(gguf_file), "modelfile": str(modelfile), "template_style": conv.style,
+            "stops": stops, "num_ctx": ctx, "default_system": conv.default_system, "command": command, "created": created}
+
+
+def export_ollama(model: str | os.PathLike, name: str, out_dir: str | os.PathLike, quant: str = "Q4_K_M", *,
+                  imatrix: str | os.PathLike | None = None, template_style: str | None = None,
+                  num_ctx: int | None = None, create: bool = True) -> dict:
+    """Export ``model`` to ``out_dir/NAME.QUANT.gguf`` and write the Modelfile beside it."""
+    from downsize.export.gguf import export_gguf
+
+    out_dir = Path(out_dir)
+    safe = name.replace(":", "-").replace("/", "-")
+    g = out_dir / f"{safe}.{quant.lower()}.gguf"
+    # Check the template converts before spending time on the weights.
+    from downsize.models.refs import load_tokenizer
+
+    if not template_style:
+        tok = load_tokenizer(model)
+        bos = tok.bos_token if tok.bos_token and tok("a")["input_ids"][:1] == [tok.bos_token_id] else ""
+        convert_chat_template(tok.chat_template, bos or "", tok.eos_token or "")
+    res = export_gguf(model, g, quant, imatrix=imatrix)
+    out = convert_gguf(g, name, out_dir, template_style=template_style, num_ctx=num_ctx, create=create)
+    out.update(quant=quant, bytes=res.nbytes, params=res.n_params)
+    return out

@@ -1,0 +1,223 @@
+"""Jinja chat template → Ollama (Go text/template) TEMPLATE, by recognising the template's *format*.
+
+We do not translate Jinja syntax. We render the model's own Jinja template on probe conversations and
+compare the text with each known chat format (ChatML/Qwen, Llama 3, Mistral [INST], Gemma, Phi-3); the one
+that reproduces every probe exactly gives a hand-written Go template, its stop tokens and any default system
+prompt. A template that matches none is refused with a hint, never guessed.
+
+    >>> conv = convert_chat_template(tok.chat_template, bos_token="", eos_token="<|endoftext|>")
+    >>> conv.style, conv.stops
+    ('chatml', ('<|im_end|>',))
+    >>> print(conv.go_template)
+
+tests/export/test_ollama.py renders the Go template with Go's text/template and checks it equals the Jinja text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from downsize.errors import DownsizeError
+
+Message = dict  # {"role": ..., "content": ...}
+
+# Probe conversations: (messages, add_generation_prompt). Multi-line content, no surrounding whitespace
+# (some templates trim, which Go text/template cannot); roles as Ollama sends them.
+_S, _U1, _A1, _U2 = "You are a terse assistant.", "What does\nlen([]) return?", "It returns 0.", "And len('ab')?"
+PROBES_WITH_SYSTEM = ([{"role": "system", "content": _S}, {"role": "user", "content": _U1},
+                       {"role": "assistant", "content": _A1}, {"role": "user", "content": _U2}], True)
+PROBES = [
+    ([{"role": "user", "content": _U1}, {"role": "assistant", "content": _A1}, {"role": "user", "content": _U2}], True),
+    ([{"role": "user", "content": _U1}], True),
+    ([{"role": "user", "content": _U1}, {"role": "assistant", "content": _A1}], False),
+]
+
+# Go: `$last` is true on the final message (text/template has no arithmetic; the slice trick is Ollama's own).
+_LAST = "{{- $last := eq (len (slice $.Messages $i)) 1 }}"
+
+
+@dataclass(frozen=True)
+class ChatStyle:
+    name: str
+    render: Callable[[list[Message], bool, str], str]  # (messages, add_generation_prompt, eos) -> text
+    go_template: Callable[[str], str]  # eos -> Go template
+    stops: Callable[[str], tuple[str, ...]]  # eos -> end-of-turn strings
+    system_ok: bool = True  # the format has a place for a system prompt
+
+
+STYLES: dict[str, ChatStyle] = {}
+
+
+def register_style(style: ChatStyle) -> ChatStyle:
+    if style.name in STYLES:
+        raise ValueError(f"chat style {style.name!r} is registered twice")
+    STYLES[style.name] = style
+    return style
+
+
+# ---- ChatML (Qwen, the zoo) ---------------------------------------------------------------------------------
+def _chatml(msgs, gen, eos):
+    s = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs)
+    return s + ("<|im_start|>assistant\n" if gen else "")
+
+
+register_style(ChatStyle(
+    "chatml", _chatml,
+    lambda eos: ("{{- range $i, $m := .Messages }}" + _LAST + "<|im_start|>{{ $m.Role }}\n{{ $m.Content }}"
+                 "{{ range $m.ToolCalls }}<tool_call>{\"name\": \"{{ .Function.Name }}\", \"arguments\": "
+                 "{{ json .Function.Arguments }}}</tool_call>{{ end }}<|im_end|>\n"
+                 "{{ if and $last (ne $m.Role \"assistant\") }}<|im_start|>assistant\n{{ end }}{{- end }}"),
+    lambda eos: ("<|im_end|>",)))
+
+
+# ---- Llama 3 -----------------------------------------------------------------------------------------------
+def _llama3(msgs, gen, eos):
+    s = "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in msgs)
+    return s + ("<|start_header_id|>assistant<|end_header_id|>\n\n" if gen else "")
+
+
+register_style(ChatStyle(
+    "llama3", _llama3,
+    lambda eos: ("{{- range $i, $m := .Messages }}" + _LAST + "<|start_header_id|>{{ $m.Role }}<|end_header_id|>\n\n"
+                 "{{ $m.Content }}<|eot_id|>{{ if and $last (ne $m.Role \"assistant\") }}"
+                 "<|start_header_id|>assistant<|end_header_id|>\n\n{{ end }}{{- end }}"),
+    lambda eos: ("<|eot_id|>",)))
+
+
+# ---- Mistral [INST] (v0.1/v0.2 instruct: no system role) ----------------------------------------------------
+def _mistral(msgs, gen, eos):
+    out = []
+    for m in msgs:
+        if m["role"] == "user":
+            out.append(f"[INST] {m['content']} [/INST]")
+        elif m["role"] == "assistant":
+            out.append(m["content"] + eos)
+    return "".join(out)
+
+
+register_style(ChatStyle(
+    "mistral", _mistral,
+    lambda eos: ("{{- range $i, $m := .Messages }}{{ if eq $m.Role \"user\" }}[INST] {{ $m.Content }} [/INST]"
+                 "{{ else if eq $m.Role \"assistant\" }}{{ $m.Content }}" + eos + "{{ end }}{{- end }}"),
+    lambda eos: (eos, "[INST]"), system_ok=False))
+
+
+# ---- Gemma (2: no system; 3: the system prompt is prefixed to the first user turn) ---------------------------
+def _gemma(msgs, gen, eos):
+    system = next((m["content"] for m in msgs if m["role"] == "system"), None)
+    out, first = [], True
+    for m in msgs:
+        if m["role"] == "system":
+            continue
+        role = "model" if m["role"] == "assistant" else m["role"]
+        prefix = f"{system}\n\n" if first and system else ""
+        first = False
+        out.append(f"<start_of_turn>{role}\n{prefix}{m['content']}<end_of_turn>\n")
+    return "".join(out) + ("<start_of_turn>model\n" if gen else "")
+
+
+register_style(ChatStyle(
+    "gemma", _gemma,
+    lambda eos: ("{{- $system := \"\" }}{{- range .Messages }}{{ if eq .Role \"system\" }}{{ $system = .Content }}{{ end }}{{ end }}"
+                 "{{- $first := true }}"
+                 "{{- range $i, $m := .Messages }}" + _LAST +
+                 "{{- if ne $m.Role \"system\" }}<start_of_turn>{{ if eq $m.Role \"assistant\" }}model{{ else }}{{ $m.Role }}{{ end }}\n"
+                 "{{ if and $first $system }}{{ $system }}\n\n{{ end }}{{ $first = false }}{{ $m.Content }}<end_of_turn>\n{{ end }}"
+                 "{{- if and $last (ne $m.Role \"assistant\") }}<start_of_turn>model\n{{ end }}{{- end }}"),
+    lambda eos: ("<end_of_turn>",)))
+
+
+# ---- Phi-3 ---------------------------------------------------------------------------------------------------
+def _phi3(msgs, gen, eos):
+    s = "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in msgs)
+    return s + ("<|assistant|>\n" if gen else eos)
+
+
+register_style(ChatStyle(
+    "phi3", _phi3,
+    lambda eos: ("{{- range $i, $m := .Messages }}" + _LAST + "<|{{ $m.Role }}|>\n{{ $m.Content }}<|end|>\n"
+                 "{{ if $last }}{{ if ne $m.Role \"assistant\" }}<|assistant|>\n{{ else }}" + eos + "{{ end }}{{ end }}{{- end }}"),
+    lambda eos: ("<|end|>",)))
+
+
+@dataclass(frozen=True)
+class ConvertedTemplate:
+    style: str
+    go_template: str
+    stops: tuple[str, ...]
+    default_system: str | None  # a system prompt the Jinja template inserts when none is given (Modelfile SYSTEM)
+    system_ok: bool
+
+
+def render_jinja(template: str, messages: list[Message], add_generation_prompt: bool, bos_token: str = "",
+                 eos_token: str = "") -> str:
+    """The Jinja chat template rendered as transformers does (same sandbox, filters and globals)."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    out = render_jinja_template([messages], chat_template=template, add_generation_prompt=add_generation_prompt,
+                                bos_token=bos_token, eos_token=eos_token)
+    text = out[0][0] if isinstance(out, tuple) else out
+    return text[0] if isinstance(text, list) else text
+
+
+def _strip_bos(text: str, bos: str) -> str:
+    # llama.cpp adds BOS itself (tokenizer.ggml.add_bos_token), so the Go template must not write it again.
+    return text[len(bos):] if bos and text.startswith(bos) else text
+
+
+def convert_chat_template(template: str | None, bos_token: str = "", eos_token: str = "") -> ConvertedTemplate:
+    """Recognise ``template``'s format among STYLES; refuse with a hint when none reproduces it exactly."""
+    if not template:
+        raise DownsizeError("the model has no chat template", hint="set tokenizer.chat_template, or pass --template-style NAME "
+                                                                  f"({', '.join(STYLES)}) to force one")
+    try:
+        renders = [(_strip_bos(render_jinja(template, m, g, bos_token, eos_token), bos_token), m, g) for m, g in PROBES]
+    except Exception as e:  # noqa: BLE001 — a template that fails on a plain conversation is unusable
+        raise DownsizeError(f"the chat template fails on a plain user/assistant conversation: {e}",
+                            hint="fix the template or pass --template-style to force a format") from None
+    try:
+        m, g = PROBES_WITH_SYSTEM
+        with_system = _strip_bos(render_jinja(template, m, g, bos_token, eos_token), bos_token)
+    except Exception:  # noqa: BLE001 — e.g. Gemma 2 / Mistral v0.1 raise "System role not supported"
+        with_system = None
+    for style in STYLES.values():
+        matched, default_system = True, None
+        for text, msgs, gen in renders:
+            want = style.render(msgs, gen, eos_token)
+            if text == want:
+                continue
+            # A template that inserts a default system prompt when none is given (Qwen2.5's "You are Qwen…").
+            if style.system_ok and default_system is None:
+                for cand in _default_system_candidates(style, text, msgs, gen, eos_token):
+                    default_system = cand
+                    break
+            if default_system is None or text != style.render([{"role": "system", "content": default_system}, *msgs], gen, eos_token):
+                matched = False
+                break
+        if not matched:
+            continue
+        if with_system is not None and style.system_ok and with_system != style.render(PROBES_WITH_SYSTEM[0], True, eos_token):
+            continue
+        return ConvertedTemplate(style.name, style.go_template(eos_token), style.stops(eos_token), default_system,
+                                 style.system_ok and with_system is not None)
+    raise DownsizeError("the chat template matches none of the formats downsize converts for Ollama "
+                        f"({', '.join(STYLES)})",
+                        hint="write the Modelfile TEMPLATE by hand (see docs/export.md), or pass --template-style NAME "
+                             "to force a format you have checked")
+
+
+def _default_system_candidates(style: ChatStyle, text: str, msgs, gen, eos):
+    """System prompts D such that the style renders [system D] + msgs as ``text`` (found by the style's own prefix)."""
+    marker = "\x00SYSTEM\x00"
+    skeleton = style.render([{"role": "system", "content": marker}, *msgs], gen, eos)
+    head, _, tail = skeleton.partition(marker)
+    if head and text.startswith(head) and text.endswith(tail) and len(text) >= len(head) + len(tail):
+        yield text[len(head): len(text) - len(tail)]
+
+
+def forced_style(name: str, eos_token: str) -> ConvertedTemplate:
+    if name not in STYLES:
+        raise DownsizeError(f"unknown chat template style {name!r}", hint=f"choose one of {', '.join(STYLES)}")
+    s = STYLES[name]
+    return ConvertedTemplate(s.name, s.go_template(eos_token), s.stops(eos_token), None, s.system_ok)

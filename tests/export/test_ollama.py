@@ -1,0 +1,156 @@
+"""Ollama export: the Jinja chat template converted to a Go TEMPLATE, checked by rendering it with Go's own
+text/template (tests/export/gorender, compiled here) against the Jinja rendering of the original template."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from downsize.errors import DownsizeError
+from downsize.export.template import PROBES, PROBES_WITH_SYSTEM, convert_chat_template, render_jinja
+from downsize.zoo.tokenizer import CHATML_TEMPLATE
+
+GO_SRC = Path(__file__).parent / "gorender" / "main.go"
+
+# Chat templates as the model families ship them (tokenizer_config.json), shortened to their message logic.
+QWEN25 = (
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if not (message.role == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+LLAMA3 = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+MISTRAL = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+GEMMA2 = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}"
+    "{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+GEMMA3 = (
+    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}{%- if (message['role'] == 'assistant') -%}{%- set role = \"model\" -%}{%- else -%}"
+    "{%- set role = message['role'] -%}{%- endif -%}{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\\n'}}{%- endif -%}"
+)
+PHI3 = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}"
+    "{% elif message['role'] == 'user' %}{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'assistant' %}"
+    "{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+ALPACA = "{% for m in messages %}### {{ m['role'] }}:\\n{{ m['content'] }}\\n\\n{% endfor %}### Response:\\n"
+
+CASES = {  # name -> (template, bos, eos, style, default system, system supported)
+    "zoo-chatml": (CHATML_TEMPLATE, "", "<|endoftext|>", "chatml", None, True),
+    "qwen2.5": (QWEN25, "", "<|im_end|>", "chatml", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", True),
+    "llama3": (LLAMA3, "<|begin_of_text|>", "<|eot_id|>", "llama3", None, True),
+    "mistral": (MISTRAL, "<s>", "</s>", "mistral", None, False),
+    "gemma2": (GEMMA2, "<bos>", "<eos>", "gemma", None, False),
+    "gemma3": (GEMMA3, "<bos>", "<eos>", "gemma", None, True),
+    "phi3": (PHI3, "", "<|endoftext|>", "phi3", None, True),
+}
+
+EXTRA = [  # more conversations: unicode, code, blank lines, a longer exchange
+    ([{"role": "user", "content": "def f(x):\n    return x * 2\n\n# explain ü 日本 😀"},
+      {"role": "assistant", "content": "It doubles x.\n\nExample: f(2) == 4"},
+      {"role": "user", "content": "And f('ab')?"}, {"role": "assistant", "content": "'abab'"},
+      {"role": "user", "content": "ok"}], True),
+]
+
+
+@pytest.fixture(scope="module")
+def gorender(tmp_path_factory):
+    go = shutil.which("go") or ("/usr/lib/go/bin/go" if Path("/usr/lib/go/bin/go").exists() else None)
+    if go is None:
+        pytest.skip("Go is not installed (apt-get install golang-go)")
+    exe = tmp_path_factory.mktemp("go") / "gorender"
+    subprocess.run([go, "build", "-o", str(exe), str(GO_SRC)], check=True, capture_output=True,
+                   env={"GOCACHE": str(exe.parent / "cache"), "HOME": str(exe.parent), "PATH": "/usr/bin:/bin",
+                        "GO111MODULE": "off"})
+
+    def render(template: str, messages: list[dict]) -> str:
+        tfile = exe.parent / "t.tmpl"
+        tfile.write_text(template)
+        p = subprocess.run([str(exe), str(tfile)], input=json.dumps({"messages": messages}), capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    return render
+
+
+def _ollama_messages(msgs, conv):
+    """What Ollama passes to the template: the Modelfile SYSTEM prepended when the request has none."""
+    if conv.default_system and not any(m["role"] == "system" for m in msgs):
+        return [{"role": "system", "content": conv.default_system}, *msgs]
+    return msgs
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_go_template_renders_like_jinja(case, gorender):
+    template, bos, eos, style, default_system, system_ok = CASES[case]
+    conv = convert_chat_template(template, bos, eos)
+    assert conv.style == style and conv.default_system == default_system and conv.system_ok == system_ok
+    convs = list(PROBES) + EXTRA + ([PROBES_WITH_SYSTEM] if system_ok else [])
+    for msgs, gen in convs:
+        jinja = render_jinja(template, msgs, gen, bos, eos)
+        jinja = jinja[len(bos):] if bos and jinja.startswith(bos) else jinja
+        go = gorender(conv.go_template, _ollama_messages(msgs, conv))
+        assert go == jinja, (case, msgs)
+
+
+def test_unknown_template_is_refused_with_a_hint():
+    with pytest.raises(DownsizeError, match="matches none of the formats") as e:
+        convert_chat_template(ALPACA, "", "</s>")
+    assert "--template-style" in e.value.hint
+    with pytest.raises(DownsizeError, match="no chat template"):
+        convert_chat_template(None)
+
+
+def test_export_ollama_writes_gguf_and_modelfile(tiny_model_dir, tmp_path, gorender, monkeypatch):
+    from downsize.export.ollama import convert_gguf, export_ollama
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no ollama binary: the command is returned, not run
+    r = export_ollama(tiny_model_dir, "tiny-coder", tmp_path / "ol", quant="Q8_0")
+    mf = Path(r["modelfile"]).read_text()
+    assert mf.startswith("FROM ./tiny-coder.q8_0.gguf\n")
+    assert "PARAMETER stop <|im_end|>" in mf and "PARAMETER stop <|endoftext|>" in mf
+    assert "PARAMETER num_ctx 256" in mf
+    assert r["created"] is False and r["command"] == f"ollama create tiny-coder -f {tmp_path / 'ol' / 'Modelfile'}"
+    template = mf.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    msgs, gen = PROBES[0]
+    assert gorender(template, msgs) == render_jinja(CHATML_TEMPLATE, msgs, gen, "", "<|endoftext|>")
+    # `downsize convert --gguf FILE --name NAME` path: the same Modelfile from the GGUF alone.
+    r2 = convert_gguf(r["gguf"], "tiny-coder", tmp_path / "ol2")
+    assert Path(r2["modelfile"]).read_text().replace(f"FROM {r['gguf']}", "FROM ./tiny-coder.q8_0.gguf") == mf
+
+
+def test_cli_convert(tiny_model_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from downsize.cli import app
+    from downsize.export.gguf import export_gguf
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    g = tmp_path / "m.gguf"
+    export_gguf(tiny_model_dir, g, "F16")
+    r = CliRunner().invoke(app, ["convert", "--gguf", str(g), "--name", "tiny", "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["template_style"] == "chatml" and Path(info["modelfile"]).exists()
