@@ -56,7 +56,8 @@ def job_prune(args: dict) -> dict:
     out = {"ppl": _ppl(model, tok, args["max_tokens"]), "params": sum(p.numel() for p in model.parameters()),
            "wall_s": wall, "peak_rss_mib": peak, "delta_rss_mib": peak - rss0,
            "sparsity": rep.get("mean_linear_sparsity"), "sizes": rep.get("sizes", {}).get("after"),
-           "removed_layers": rep.get("removed_layers"), "layers": model.config.num_hidden_layers}
+           "removed_layers": rep.get("removed_layers"), "layers": model.config.num_hidden_layers,
+           "hidden": model.config.hidden_size, "heads": model.config.num_attention_heads}
     if "matrices" in rep:
         out["lowrank_total"] = len(rep["matrices"])
         out["lowrank_smaller"] = sum(m["factorised_smaller"] for m in rep["matrices"])
@@ -181,10 +182,12 @@ def main() -> None:
     print("\n## Low-rank (no recovery)\n")
     print("| method | target | params | val ppl | × dense ppl | note |")
     print("|---|---|---|---|---|---|")
-    h = width["sizes"]["hidden"] if width.get("sizes") else None
+    h = width["hidden"]
+    if h >= dense["hidden"]:  # the budget did not touch hidden: compare at 3/4 of it (a multiple of the head count)
+        h = dense["hidden"] * 3 // 4 // dense["heads"] * dense["heads"]
     lowrank_runs = [("width (Minitron channels), hidden only", {"method": "width", "targets": {"hidden": h}}),
                     ("lowrank PCA slice (one rotation)", {"method": "lowrank", "targets": {"hidden": h}}),
-                    ("lowrank whitened SVD", {"method": "lowrank", "targets": {"energy": 0.9}})] if h else []
+                    ("lowrank whitened SVD", {"method": "lowrank", "targets": {"energy": 0.9}})]
     for name, cfg in lowrank_runs:
         r = child(job_prune, {**base, "cfg": {**cfg, **cal}})
         results[f"lowrank {name}"] = r

@@ -97,9 +97,15 @@ def save_pruned(model, tokenizer, out_dir, report: dict | None = None, dtype: to
 
 def prune_ref(model_ref: str, out_dir, cfg: PruneConfig, calib_data_ref="zoo:stdlib", dtype=None) -> dict:
     """Load a model reference, prune it, save it; returns the report (the CLI and recipe runner call this)."""
-    from downsize.models.refs import load_model
+    import json
 
-    model, tok = load_model(model_ref)
+    from downsize.models.refs import load_model, resolve_model
+
+    ref = resolve_model(model_ref)
+    if dtype is None and not ref.is_gguf:  # save in the source checkpoint's float type (pruning runs in fp32)
+        src = json.loads((ref.path / "config.json").read_text())
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(src.get("dtype") or src.get("torch_dtype")))
+    model, tok = load_model(ref)
     prune(model, tok, cfg, calib_data_ref)
     save_pruned(model, tok, out_dir, model.prune_report, dtype)
     return model.prune_report

@@ -116,8 +116,9 @@ def resolve_sizes(model, adapter, cfg) -> dict[str, int]:
         raise DownsizeError(
             f"{adapter_name(c)} in llama.cpp needs hidden = heads x head_dim, but the target gives hidden={sizes['hidden']}, "
             f"heads={sizes['heads']} (head_dim {hd})",
-            hint=f"ask for hidden={sizes['heads'] * hd} with heads={sizes['heads']}, or heads={sizes['hidden'] // hd} "
-                 f"with hidden={sizes['hidden'] // hd * hd}, or use params=F (resolved consistently)")
+            hint="pairs that work: " + ", ".join(f"heads={h} hidden={h * hd}" for h in range(1, cur["heads"] + 1)
+                                                 if _kv_for(h, cur["kv_heads"], group, None))
+                 + "; or use params=F (resolved consistently)")
     if adapter.hidden_multiple_of_heads and sizes["hidden"] % sizes["heads"]:
         h = sizes["heads"]
         raise DownsizeError(f"{adapter_name(c)} needs hidden_size divisible by the head count (transformers refuses to "
