@@ -1,0 +1,89 @@
+"""Per-export report: size, bits per weight, perplexity delta and KL against the unquantized HF model,
+measured with the GGUF running in llama.cpp on the same token windows as the HF model.
+
+    >>> rows = quant_report(["m-f32.gguf", "m-q4_k_m.gguf"], "zoo:coder-teacher", data="zoo:stdlib", max_tokens=16384)
+    >>> rows[1]["ppl_delta_pct"], rows[1]["kl"], rows[1]["bits_per_weight"]
+
+Windows are non-overlapping ``seq_len`` slices of the validation stream (downsize.eval.perplexity.windows), so
+``ppl_ref`` equals ``downsize eval``'s perplexity on the same tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+
+from downsize.export.verify import _log_softmax, gguf_logits, load_llama
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    data: str = "zoo:stdlib"
+    split: str = "validation"
+    seq_len: int = 256
+    max_tokens: int = 16384
+
+
+def gguf_size(path: str | os.PathLike) -> dict:
+    """File bytes, weight bytes and parameters of a GGUF; bits/weight over all tensors (as llama.cpp reports BPW)."""
+    r = gguf.GGUFReader(path)
+    n = sum(int(np.prod(t.shape)) for t in r.tensors)
+    nbytes = sum(int(t.n_bytes) for t in r.tensors)
+    ft = r.fields.get("general.file_type")
+    return {"file_bytes": Path(path).stat().st_size, "tensor_bytes": nbytes, "params": n,
+            "bits_per_weight": 8 * nbytes / max(n, 1),
+            "file_type": gguf.LlamaFileType(ft.contents()).name if ft is not None else "?"}
+
+
+def _stream(tok, cfg: ReportConfig) -> np.ndarray:
+    from downsize.data.refs import resolve_data
+
+    ref = resolve_data(cfg.data)
+    if ref.kind == "stdlib":
+        from downsize.zoo.train import stdlib_stream
+
+        s = stdlib_stream(tok, cfg.split)
+    else:
+        from downsize.data.packing import tokenize_documents
+
+        s = tokenize_documents(tok, (t for t in ref.texts(None, tok) if t.strip()))
+    return np.asarray(s[: cfg.max_tokens], dtype=np.int64)
+
+
+def quant_report(gguf_paths: list[str | os.PathLike], model_ref, cfg: ReportConfig = ReportConfig()) -> list[dict]:
+    """One row per GGUF: size, BPW, perplexity vs the HF model, delta, KL(HF ‖ GGUF), top-1 agreement."""
+    from downsize.eval.perplexity import windows
+    from downsize.models.refs import load_model
+
+    model, tok = load_model(model_ref, dtype=torch.float32)
+    model.eval()
+    stream = _stream(tok, cfg)
+    spans = windows(stream, cfg.seq_len)
+    ref_lp = []
+    with torch.no_grad():
+        for s, e in spans:
+            ref_lp.append(_log_softmax(model(torch.from_numpy(stream[s:e])[None]).logits[0].float().numpy()))
+    ref_nll = sum(-lp[np.arange(e - s - 1), stream[s + 1:e]].sum() for lp, (s, e) in zip(ref_lp, spans))
+    n_pred = sum(e - s - 1 for s, e in spans)
+    ppl_ref = float(np.exp(ref_nll / n_pred))
+    rows = []
+    for path in gguf_paths:
+        llm = load_llama(path, n_ctx=cfg.seq_len)
+        nll = kl = agree = 0.0
+        for lp, (s, e) in zip(ref_lp, spans):
+            ids = stream[s:e].tolist()
+            gl = _log_softmax(gguf_logits(llm, ids))
+            nll += -gl[np.arange(e - s - 1), stream[s + 1:e]].sum()
+            kl += float((np.exp(lp) * (lp - gl)).sum(-1).sum())
+            agree += float((lp.argmax(-1) == gl.argmax(-1)).sum())
+        n_pos = sum(e - s for s, e in spans)
+        ppl = float(np.exp(nll / n_pred))
+        del llm
+        rows.append({"gguf": str(path), **gguf_size(path), "tokens": n_pred, "ppl_ref": ppl_ref, "ppl": ppl,
+                     "ppl_delta_pct": 100 * (ppl / ppl_ref - 1), "kl": kl / n_pos, "top1_agreement": agree / n_pos})
+    return rows
