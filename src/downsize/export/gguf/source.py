@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,8 @@ class TensorMeta:
     shape: tuple[int, ...]
     dtype: torch.dtype
     file: Path
+    start: int = 0  # absolute byte offset of the data in ``file``
+    end: int = 0
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Checkpoint:
                                     hint="the file is truncated or corrupt; re-save or re-download it") from None
             except OSError as e:
                 raise DownsizeError(f"cannot read {path}: {e}", hint="check the file's permissions and that it is complete") from None
+        for f in files:
+            _fill_offsets(root / f, tensors)
         if not tensors:
             raise DownsizeError(f"the checkpoint in {root} holds no tensors", hint="re-save the model with save_pretrained")
         return cls(root, tensors)
@@ -85,15 +90,38 @@ class Checkpoint:
         return list(self.tensors)
 
     def get(self, name: str) -> torch.Tensor:
+        """Read one tensor with a plain file read (not a memory map), so the process's resident memory holds only
+        the tensors being converted, not every page of the checkpoint it has touched."""
         meta = self.tensors[name]
         h = self._handles.get(meta.file)
         if h is None:
-            h = self._handles[meta.file] = safe_open(meta.file, framework="pt")
-        try:
-            return h.get_tensor(name)
-        except SafetensorError as e:
-            raise DownsizeError(f"reading {name!r} from {meta.file} failed: {e}",
-                                hint="the file is truncated or corrupt; re-save or re-download it") from None
+            h = self._handles[meta.file] = open(meta.file, "rb")
+        h.seek(meta.start)
+        buf = bytearray(meta.end - meta.start)
+        if h.readinto(buf) != len(buf):
+            raise DownsizeError(f"{meta.file} ends before tensor {name!r}",
+                                hint="the file is truncated; re-save or re-download it")
+        if not buf:
+            return torch.zeros(meta.shape, dtype=meta.dtype)
+        return torch.frombuffer(buf, dtype=meta.dtype).reshape(meta.shape)
 
     def close(self) -> None:
+        for h in self._handles.values():
+            h.close()
         self._handles.clear()
+
+
+def _fill_offsets(path: Path, tensors: dict[str, TensorMeta]) -> None:
+    """Absolute data offsets from the safetensors header (8-byte length, JSON, then the data block)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    size = path.stat().st_size
+    for name, info in header.items():
+        if name == "__metadata__" or name not in tensors:
+            continue
+        a, b = info["data_offsets"]
+        tensors[name].start, tensors[name].end = 8 + n + a, 8 + n + b
+        if tensors[name].end > size:
+            raise DownsizeError(f"{path} is truncated: tensor {name!r} ends at byte {tensors[name].end} of {size}",
+                                hint="re-save or re-download the file")
