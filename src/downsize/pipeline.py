@@ -164,7 +164,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = Non
     """Execute ``recipe`` into ``run_dir``; returns the manifest."""
     import downsize.stages  # noqa: F401  (registers the stage runners)
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     if recipe.threads:
         import torch

@@ -175,6 +175,41 @@ def run_quantize(ctx: StageContext) -> Artifact:
                                       "bits_per_weight": 8 * size / max(1, res.n_params), "imatrix": imatrix is not None})
 
 
+@register_stage("export")
+def run_export(ctx: StageContext) -> Artifact:
+    """A GGUF plus an Ollama Modelfile (TEMPLATE converted from the chat template); `ollama create` when installed.
+
+    Reads the latest GGUF of the run (or `input`); with none, converts the input model at `quant`.
+    The GGUF is hard-linked into this stage's folder so the Modelfile's FROM stays relative and
+    the run directory can be copied elsewhere.
+    """
+    import os
+
+    from downsize.export.ollama import convert_gguf, export_ollama
+
+    s = ctx.stage.settings
+    name = s.model_name or ctx.recipe.name
+    src = ctx.artifacts[s.input] if s.input else (ctx.latest_gguf() if s.quant is None else None)
+    if src is not None and src.kind == "gguf":
+        local = ctx.stage_dir / f"{name.replace(':', '-').replace('/', '-')}.gguf"
+        if not local.exists():
+            try:
+                os.link(src.path, local)
+            except OSError:
+                import shutil
+
+                shutil.copy2(src.path, local)
+        info = convert_gguf(local, name, ctx.stage_dir, create=s.format == "ollama")
+    else:
+        info = export_ollama(_ref(ctx.input_model(), ctx), name, ctx.stage_dir, s.quant or "Q4_K_M",
+                             create=s.format == "ollama")
+    gguf, modelfile = Path(info["gguf"]), Path(info["modelfile"]).relative_to(ctx.run_dir)
+    return Artifact("gguf", gguf, "", {"gguf": str(gguf.relative_to(ctx.run_dir)), "modelfile": str(modelfile),
+                                       "template_style": info["template_style"], "stops": info["stops"],
+                                       "ollama_name": name, "ollama_command": f"ollama create {name} -f {modelfile}",
+                                       "ollama_created": info["created"]})
+
+
 @register_stage("prune")
 def run_prune(ctx: StageContext) -> Artifact:
     from downsize.prune import PruneConfig, prune_ref
@@ -194,7 +229,14 @@ def run_eval(ctx: StageContext) -> Artifact:
     from downsize.eval.speed import measure_speed
 
     s = ctx.stage.settings
-    names = s.models or [n for n, a in ctx.artifacts.items() if a.kind in ("model", "gguf")]
+    names, seen = s.models, set()
+    if not names:  # every model of the run once (an export re-uses the quantize stage's GGUF, a merge may pass through)
+        names = []
+        for n, a in ctx.artifacts.items():
+            key = a.path.resolve() if a.path else n
+            if a.kind in ("model", "gguf") and key not in seen:
+                seen.add(key)
+                names.append(n)
     models = {n: _ref(ctx.artifacts[n], ctx) for n in names}
     if "teacher" not in models:
         models = {"teacher": ctx.recipe.teacher, **models}

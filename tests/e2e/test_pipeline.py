@@ -96,13 +96,14 @@ def test_prune_distill_quantize_eval_on_a_tiny_model(tmp_path, tiny_model_dir, s
         {"prune": {"name": "pruned", "method": "width", "targets": {"ffn": 64}, "calib_samples": 4, "seq_len": 32}},
         {"distill": {"name": "distilled", "loss": "jsd", "steps": 3, "batch_size": 2, "seq_len": 32, "warmup_steps": 1}},
         {"quantize": {"name": "q8", "quant": "Q8_0"}},
+        {"export": {"name": "ollama", "format": "ollama", "model_name": "tiny-kd"}},
         {"eval": {"max_tokens": 256, "seq_len": 32, "speed": True, "samples": True}},
     ]}
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(raw))
     m = run_recipe(load_recipe(p), tmp_path / "run", log=lambda s: None)
     rows = m["stages"][-1]["metrics"]["models"]
-    assert set(rows) == {"teacher", "pruned", "distilled", "q8"}
+    assert set(rows) == {"teacher", "pruned", "distilled", "q8"}  # the export's GGUF is q8's, measured once
     assert rows["pruned"]["params"] < rows["teacher"]["params"]
     assert rows["q8"]["backend"] == "llama.cpp"
     # Q8_0 of the distilled model stays close to it: same tokenizer, near-identical distribution
@@ -111,3 +112,9 @@ def test_prune_distill_quantize_eval_on_a_tiny_model(tmp_path, tiny_model_dir, s
     for r in rows.values():
         assert r["gen_tok_s"] > 0 and r["peak_rss_mb"] > 0
     assert (tmp_path / "run" / "02-q8" / "model-q8_0.gguf").exists()
+    export = m["stages"][3]["metrics"]
+    modelfile = (tmp_path / "run" / export["modelfile"]).read_text()
+    assert modelfile.startswith("FROM ./tiny-kd.gguf") and "TEMPLATE" in modelfile and "<|im_end|>" in modelfile
+    assert export["ollama_command"] == "ollama create tiny-kd -f 03-ollama/Modelfile"
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "ollama create tiny-kd" in report and "| q8 | llama.cpp |" in report

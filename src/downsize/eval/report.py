@@ -104,6 +104,8 @@ def write_report(run_dir: Path, recipe, manifest: dict) -> tuple[Path, Path]:
     svg_size = _svg_lines(size_pts, "perplexity against size on disk", "MB", "perplexity (log)", logy=True,
                           points_only=True) if size_pts else ""
     usage = _usage(run_dir, manifest)
+    if usage:
+        usage = [f"cd {run_dir.name}   # the run directory; paths below are relative to it", *usage]
 
     # Markdown twin
     md = [f"# downsize report: {recipe.name}", "", recipe.description or "", "",
