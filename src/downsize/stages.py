@@ -233,7 +233,7 @@ def run_eval(ctx: StageContext) -> Artifact:
     if not names:  # every model of the run once (an export re-uses the quantize stage's GGUF, a merge may pass through)
         names = []
         for n, a in ctx.artifacts.items():
-            key = a.path.resolve() if a.path else n
+            key = (a.path.stat().st_dev, a.path.stat().st_ino) if a.path and a.path.is_file() else (a.path or n)
             if a.kind in ("model", "gguf") and key not in seen:
                 seen.add(key)
                 names.append(n)
