@@ -20,7 +20,7 @@ setup: $(BIN)/.installed
 
 demo: setup
 	$(BIN)/downsize zoo list
-	$(BIN)/downsize eval zoo:coder-teacher --data zoo:stdlib
+	$(BIN)/downsize run recipes/quickstart.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q tests
