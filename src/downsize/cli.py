@@ -355,6 +355,19 @@ def export_ollama_cmd(
         console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
 
 
+@export_app.command("lora")
+def export_lora_cmd(
+    adapter: Path = typer.Argument(..., help="PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)"),
+    base: str = typer.Option(..., help="the base model it was trained on: HF directory or zoo:NAME"),
+    out: Path = typer.Option(..., help="output GGUF adapter (use with `downsize convert --adapter` or llama.cpp --lora)"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Export a LoRA adapter as a GGUF adapter (Ollama ADAPTER, llama.cpp --lora)."""
+    from downsize.export.lora import export_lora_gguf
+
+    _print_export(export_lora_gguf(adapter, base, out), as_json)
+
+
 @app.command("convert")
 def convert_cmd(
     gguf: Path = typer.Option(..., "--gguf", help="an existing GGUF file"),

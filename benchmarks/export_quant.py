@@ -1,0 +1,83 @@
+"""Perplexity lost per quant type on a zoo model, with and without an importance matrix, beside llama.cpp's
+published deltas for Llama-3-8B (tools/quantize/quantize.cpp) as a reference for the shape of the curve.
+
+Each GGUF runs in llama.cpp (llama-cpp-python); the reference is the F32 HF model in transformers on the same
+validation windows. The importance matrix is computed from the *train* split (disjoint from the evaluation).
+
+    .venv/bin/python benchmarks/export_quant.py                     # zoo:coder-teacher, 16384 validation tokens
+    .venv/bin/python benchmarks/export_quant.py --model zoo:coder-teacher-qwen --max-tokens 8192
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from downsize.export.gguf import export_gguf
+from downsize.export.imatrix import ImatrixConfig, compute_imatrix, write_imatrix
+from downsize.export.report import ReportConfig, quant_report
+
+# llama-quantize's own table: added perplexity at Llama-3-8B (absolute, wikitext); F16/BF16 are at Mistral-7B.
+LLAMA3_8B_DELTA = {"Q8_0": 0.0026, "Q6_K": 0.0217, "Q5_K_M": 0.0569, "Q4_K_M": 0.1754, "Q4_0": 0.4685,
+                   "Q3_K_M": 0.6569, "Q2_K": 3.5199}
+TYPES = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
+IMATRIX_TYPES = ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="zoo:coder-teacher")
+    ap.add_argument("--max-tokens", type=int, default=16384)
+    ap.add_argument("--calib-samples", type=int, default=64)
+    ap.add_argument("--json-out", type=Path, default=None)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="export_quant_"))
+    try:
+        t0 = time.perf_counter()
+        im = compute_imatrix(args.model, "zoo:stdlib", ImatrixConfig(n_samples=args.calib_samples, seq_len=256, split="train"))
+        imf = write_imatrix(im, work / "imatrix.gguf")
+        t_im = time.perf_counter() - t0
+        paths, labels = [], []
+        for q in ["F32", *TYPES]:
+            p = work / f"{q}.gguf"
+            export_gguf(args.model, p, q)
+            paths.append(p)
+            labels.append((q, False))
+        for q in IMATRIX_TYPES:
+            p = work / f"{q}-imatrix.gguf"
+            export_gguf(args.model, p, q, imatrix=imf)
+            paths.append(p)
+            labels.append((q, True))
+        t1 = time.perf_counter()
+        rows = quant_report(paths, args.model, ReportConfig(max_tokens=args.max_tokens))
+        t_eval = time.perf_counter() - t1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for r, (q, imx) in zip(rows, labels):
+        r.update(quant=q, imatrix=imx, gguf=Path(r["gguf"]).name)
+    print(f"{args.model}: {rows[0]['tokens']} validation tokens, HF F32 perplexity {rows[0]['ppl_ref']:.4f}; "
+          f"imatrix from {im.chunk_count}x{im.chunk_size} train tokens in {t_im:.0f} s; evaluation {t_eval:.0f} s")
+    print(f"{'type':<8} {'imatrix':<7} {'MB':>7} {'bpw':>6} {'ppl':>9} {'Δppl':>8} {'Δ%':>7} {'KL':>8} {'top1':>6}  Llama-3-8B Δppl")
+    base = {r["quant"]: r for r in rows if not r["imatrix"]}
+    for r in rows:
+        ref = LLAMA3_8B_DELTA.get(r["quant"])
+        print(f"{r['quant']:<8} {'yes' if r['imatrix'] else 'no':<7} {r['file_bytes'] / 2**20:7.2f} {r['bits_per_weight']:6.2f} "
+              f"{r['ppl']:9.4f} {r['ppl'] - r['ppl_ref']:+8.4f} {r['ppl_delta_pct']:+7.3f} {r['kl']:8.5f} {r['top1_agreement']:6.3f}  "
+              f"{'+%.4f' % ref if ref is not None and not r['imatrix'] else ''}")
+    print("\nimportance matrix effect (perplexity lost, no imatrix -> imatrix):")
+    for r in rows:
+        if r["imatrix"] and r["quant"] in base:
+            b = base[r["quant"]]
+            lost_b, lost_i = b["ppl"] - b["ppl_ref"], r["ppl"] - r["ppl_ref"]
+            print(f"  {r['quant']:<7} Δppl {lost_b:+.4f} -> {lost_i:+.4f} ({(1 - lost_i / lost_b) * 100 if lost_b else 0:+.0f}% of the loss "
+                  f"removed), KL {b['kl']:.5f} -> {r['kl']:.5f}")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

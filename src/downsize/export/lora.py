@@ -1,0 +1,83 @@
+"""LoRA adapters (PEFT) → GGUF LoRA adapters for llama.cpp / Ollama (Modelfile ADAPTER).
+
+    >>> export_lora_gguf("runs/x/adapter", base="zoo:coder-teacher", out="adapter.gguf")
+    >>> convert_gguf("teacher-f16.gguf", "coder-lora", adapter="adapter.gguf")     # FROM base + ADAPTER
+
+Tensor names follow the base model's GGUF names with ``.lora_a``/``.lora_b`` suffixes; the family adapter's
+per-tensor transform (Llama's q/k row permutation) is applied to B, whose rows are the output features.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+
+from downsize.errors import DownsizeError
+from downsize.io import atomic_path
+
+_PEFT_NAME = re.compile(r"^(?:base_model\.model\.)?(?P<mod>.+)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$")
+
+
+def export_lora_gguf(adapter_dir: str | os.PathLike, base, out: str | os.PathLike) -> dict:
+    """Write the PEFT adapter in ``adapter_dir`` (for base model ``base``) as a GGUF LoRA adapter at ``out``."""
+    from safetensors.torch import load_file
+
+    from downsize.export.gguf import family_for
+    from downsize.export.gguf.convert import load_config
+    from downsize.models.refs import resolve_model
+
+    adapter_dir = Path(adapter_dir)
+    cfg_path, w_path = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
+    if not cfg_path.exists() or not w_path.exists():
+        raise DownsizeError(f"{adapter_dir} is not a PEFT adapter (needs adapter_config.json and adapter_model.safetensors)",
+                            hint="save the adapter with model.save_pretrained(dir) from PEFT")
+    acfg = json.loads(cfg_path.read_text())
+    if acfg.get("peft_type", "LORA") != "LORA":
+        raise DownsizeError(f"adapter type {acfg.get('peft_type')} is not LoRA", hint="only LoRA adapters export to GGUF")
+    if acfg.get("use_dora") or acfg.get("use_rslora"):
+        raise DownsizeError("DoRA / rsLoRA adapters have no llama.cpp equivalent", hint="merge the adapter into the model and export that")
+    ref = resolve_model(base)
+    if ref.is_gguf:
+        raise DownsizeError("the base must be the Hugging Face model the adapter was trained on", hint="pass its folder or zoo:NAME")
+    family = family_for(load_config(ref.path))
+    tensors = load_file(w_path)
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for name, t in tensors.items():
+        m = _PEFT_NAME.match(name)
+        if not m:
+            raise DownsizeError(f"adapter tensor {name!r} is not a LoRA A/B matrix",
+                                hint="adapters with modules_to_save or embedding LoRA must be merged and exported whole")
+        pairs.setdefault(m["mod"] + ".weight", {})[m["ab"]] = t
+    w = gguf.GGUFWriter(None, family.arch_name)
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    r = int(acfg.get("r", 8))
+    alpha = float(acfg.get("lora_alpha", r))
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    n = 0
+    for hf_name, ab in sorted(pairs.items()):
+        if set(ab) != {"A", "B"}:
+            raise DownsizeError(f"{hf_name} has only lora_{''.join(ab)}", hint="the adapter file is incomplete")
+        gname = family.tensor_name(hf_name)
+        if gname is None:
+            raise DownsizeError(f"LoRA on {hf_name} has no counterpart in the GGUF model", hint="merge the adapter and export the model")
+        a = ab["A"].to(torch.float32)  # (r, in)
+        b = family.transform(hf_name, ab["B"].to(torch.float32))  # (out, r); rows permuted like the base weight
+        w.add_tensor(gname + ".lora_a", np.ascontiguousarray(a.numpy()))
+        w.add_tensor(gname + ".lora_b", np.ascontiguousarray(b.numpy()))
+        n += 1
+    if n == 0:
+        raise DownsizeError(f"{adapter_dir} holds no LoRA weights", hint="check the adapter was saved after training")
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        w.write_header_to_file(tmp)
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    return {"out": str(out), "arch": family.arch_name, "pairs": n, "r": r, "alpha": alpha, "bytes": out.stat().st_size}
