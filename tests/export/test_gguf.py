@@ -63,3 +63,20 @@ def test_cli_export_gguf(tiny_model_dir, tmp_path):
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
     assert info["quant"] == "Q8_0" and out.stat().st_size == info["bytes"]
+
+
+@pytest.mark.parametrize("name", ["coder-teacher", "coder-teacher-qwen"])
+def test_zoo_model_exports_and_matches(name, tmp_path, stdlib_texts):
+    from downsize.errors import DownsizeError
+    from downsize.models.refs import resolve_model
+
+    try:
+        resolve_model(f"zoo:{name}")
+    except DownsizeError:
+        pytest.skip(f"zoo:{name} is not trained in this checkout")
+    out = tmp_path / f"{name}.gguf"
+    res = export_gguf(f"zoo:{name}", out, "F32")
+    assert res.tokenizer["pre"] == ("qwen2" if name.endswith("qwen") else "llama-bpe")
+    r = compare_with_hf(out, f"zoo:{name}", [MIXED_TEXT, stdlib_texts[0][:2000]])
+    assert r["tokens_equal"], r
+    assert r["max_abs_logit_diff"] < 2e-3 and r["top1_agreement"] >= 0.99, r

@@ -73,7 +73,7 @@ def quant_report(gguf_paths: list[str | os.PathLike], model_ref, cfg: ReportConf
     ppl_ref = float(np.exp(ref_nll / n_pred))
     rows = []
     for path in gguf_paths:
-        llm = load_llama(path, n_ctx=cfg.seq_len)
+        llm = load_llama(path, n_ctx=cfg.seq_len, f32_kv=False)  # as users run it
         nll = kl = agree = 0.0
         for lp, (s, e) in zip(ref_lp, spans):
             ids = stream[s:e].tolist()

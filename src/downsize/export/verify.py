@@ -26,12 +26,15 @@ MIXED_TEXT = (
 )
 
 
-def load_llama(path: str | os.PathLike, n_ctx: int = 512, threads: int | None = None):
+def load_llama(path: str | os.PathLike, n_ctx: int = 512, threads: int | None = None, f32_kv: bool = True):
+    """llama.cpp with all logits kept; ``f32_kv`` keeps the KV cache in F32 (llama.cpp's default F16 cache alone
+    moves a trained model's logits by ~1e-2, which would hide conversion errors of that size)."""
     import llama_cpp
 
+    kv = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if f32_kv else {}
     with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         return llama_cpp.Llama(str(path), n_ctx=n_ctx, logits_all=True, verbose=False,
-                               n_threads=threads or min(4, os.cpu_count() or 1), n_batch=n_ctx)
+                               n_threads=threads or min(4, os.cpu_count() or 1), n_batch=n_ctx, **kv)
 
 
 def gguf_tokenize(llm, text: str) -> list[int]:
