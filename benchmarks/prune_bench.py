@@ -125,6 +125,8 @@ def main() -> None:
     ap.add_argument("--remove-layers", type=int, default=3, help="depth pruning target; width is matched to its size")
     ap.add_argument("--recover-steps", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--patterns", default="0.5,2:4,4:8", help="sparsity patterns: ratios and/or N:M, comma-separated")
+    ap.add_argument("--sections", default="sparse,structured,lowrank", help="which parts to run")
     ap.add_argument("--out", default=None, help="keep pruned models and results here (default: a temp dir)")
     a = ap.parse_args()
     work = Path(a.out or tempfile.mkdtemp(prefix="prune-bench-"))
@@ -138,17 +140,23 @@ def main() -> None:
     results["dense"] = dense
     print(f"dense teacher: ppl {dense['ppl']:.3f}, {dense['params']:,} params (first {a.max_tokens} validation tokens)",
           flush=True)
-    print("\n## Unstructured and N:M sparsity (all decoder linears; embeddings and LM head dense)\n")
-    print("| method | pattern | sparsity | val ppl | × dense ppl | prune wall s | peak RSS MiB | Δ RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for pattern in ({"sparsity": 0.5}, {"nm": "2:4"}, {"nm": "4:8"}):
+    sections = set(a.sections.split(","))
+    patterns = [{"nm": p} if ":" in p else {"sparsity": float(p)} for p in a.patterns.split(",")] if "sparse" in sections else []
+    if patterns:
+        print("\n## Unstructured and N:M sparsity (all decoder linears; embeddings and LM head dense)\n")
+        print("| method | pattern | sparsity | val ppl | × dense ppl | prune wall s | peak RSS MiB | Δ RSS MiB |")
+        print("|---|---|---|---|---|---|---|---|")
+    for pattern in patterns:
         for method in ("magnitude", "wanda", "sparsegpt"):
             r = child(job_prune, {**base, "cfg": {"method": method, **pattern, **cal}})
             results[f"{method} {pattern}"] = r
-            print(f"| {method} | {pattern.get('nm') or '50%'} | {r['sparsity']:.1%} | {r['ppl']:.3f} | "
+            print(f"| {method} | {pattern.get('nm') or format(pattern['sparsity'], '.0%')} | {r['sparsity']:.1%} | {r['ppl']:.3f} | "
                   f"{r['ppl'] / dense['ppl']:.2f} | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} | {r['delta_rss_mib']:.0f} |",
                   flush=True)
 
+    if not sections & {"structured", "lowrank"}:
+        _finish(results, work, t_all)
+        return
     print(f"\n## Width vs depth to the same parameter count (depth: remove {a.remove_layers} layers)\n")
     runs = {}
     depth = child(job_prune, {**base, "cfg": {"method": "depth", "targets": {"remove": a.remove_layers}, **cal},
@@ -195,6 +203,10 @@ def main() -> None:
                 if r.get("lowrank_total") else "")
         print(f"| {name} | {cfg['targets']} | {r['params']:,} | {r['ppl']:.2f} | {r['ppl'] / dense['ppl']:.2f} | {note} |",
               flush=True)
+    _finish(results, work, t_all)
+
+
+def _finish(results: dict, work: Path, t_all: float) -> None:
     results["total_wall_s"] = time.perf_counter() - t_all
     (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\ntotal {results['total_wall_s'] / 60:.1f} min; results in {work / 'results.json'}")
