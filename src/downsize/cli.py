@@ -311,15 +311,17 @@ def export_gguf_cmd(
     out: Path = typer.Option(..., help="output .gguf file (written atomically)"),
     quant: str = typer.Option("F16", help="F32, F16, BF16, Q8_0, Q4_0, Q2_K … Q6_K, Q3_K_M, Q4_K_M, Q5_K_M, IQ4_XS …"),
     imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF) for the low-bit types"),
+    calib: Optional[str] = typer.Option(None, help="compute the importance matrix from this data reference (e.g. zoo:stdlib)"),
+    report: bool = typer.Option(False, help="measure perplexity delta, KL and top-1 against the HF model in llama.cpp"),
+    report_data: str = typer.Option("zoo:stdlib", help="data reference for --report (validation split of zoo:stdlib)"),
+    report_tokens: int = typer.Option(8192, help="tokens evaluated by --report"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Export a model to GGUF (our converter; K-quants through llama.cpp's quantizer)."""
-    from downsize.export.gguf import export_gguf
+    from downsize.export.api import export_with_report
 
-    r = export_gguf(model, out, quant, imatrix=imatrix)
-    _print_export({"out": str(r.path), "arch": r.arch, "quant": r.quant, "tensors": r.n_tensors, "params": r.n_params,
-                   "bytes": r.nbytes, "bits_per_weight": 8 * r.nbytes / max(r.n_params, 1), "seconds": r.seconds,
-                   "tokenizer": r.tokenizer}, as_json)
+    _print_export(export_with_report(model, out, quant, imatrix=imatrix, calib=calib, report=report,
+                                     report_data=report_data, report_tokens=report_tokens), as_json)
 
 
 @app.command("quantize")

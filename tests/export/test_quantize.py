@@ -83,3 +83,23 @@ def test_iq_types_need_an_imatrix(kquant_model_dir, imatrix_file, tmp_path):
     assert not (tmp_path / "iq2.gguf").exists()
     r = quantize_gguf(f16, tmp_path / "iq2.gguf", "IQ2_XS", imatrix=imatrix_file[0])
     assert "IQ2_XS" in set(_types(r["path"]).values())
+
+
+def test_cli_export_with_calib_and_report(kquant_model_dir, stdlib_texts, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from downsize.cli import app
+
+    data = tmp_path / "calib.txt"
+    data.write_text("\n\n".join(stdlib_texts[:5]))
+    out = tmp_path / "m-q4_k_m.gguf"
+    r = CliRunner().invoke(app, ["export", "gguf", str(kquant_model_dir), "--out", str(out), "--quant", "Q4_K_M",
+                                 "--calib", str(data), "--report", "--report-data", str(data), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output[r.output.index("{"):])  # llama.cpp's quantizer prints fallback warnings on stdout
+    assert info["imatrix"] and (tmp_path / "m-q4_k_m.imatrix.gguf").exists()
+    rep = info["report"]
+    assert 4.0 < rep["bits_per_weight"] < 8.0 and rep["kl"] > 0 and rep["tokens"] > 100
+    assert abs(rep["ppl_delta_pct"]) < 10
