@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=24)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--n-zoo", type=int, default=40, help="prompts for the zoo teacher through llama.cpp (+1/4 negatives)")
     ap.add_argument("--workdir", default=None)
     a = ap.parse_args()
     work = Path(a.workdir or tempfile.mkdtemp(prefix="gen-e2e-"))
@@ -62,7 +63,7 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         s1 = generate(GenerateConfig(teacher=srv.ref, out=str(work / "zoo-traces.jsonl"), codebase=a.codebase,
-                                     n_codebase=40, n_negative=10, in_flight=1, agent=agent, sandbox=limits,
+                                     n_codebase=a.n_zoo, n_negative=max(1, a.n_zoo // 4), in_flight=1, agent=agent, sandbox=limits,
                                      params=GenParams(max_tokens=a.max_tokens)))
         print(f"[1] zoo teacher via llama.cpp: {s1['tasks']} prompts, accepted {s1['written']}, rejected {s1['rejected']}, "
               f"reasons {s1['reasons']}, {time.perf_counter() - t0:.1f} s")
