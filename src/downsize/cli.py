@@ -39,11 +39,13 @@ def zoo_list(as_json: bool = typer.Option(False, "--json", help="print JSON inst
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    t = Table("name", "architecture", "params", "vocab", "val ppl", "test ppl", "trained", "status")
+    t = Table()
+    for col in ("name", "arch", "params", "vocab", "val ppl", "test ppl", "trained", "status"):
+        t.add_column(col, no_wrap=True)
     for r in rows:
-        t.add_row(r["name"], r.get("architecture", "-"), f"{r['parameters'] / 1e6:.1f}M" if r.get("parameters") else "-",
-                  str(r.get("vocab_size", "-")), f"{r['val_ppl']:.2f}" if r.get("val_ppl") else "-",
-                  f"{r['test_ppl']:.2f}" if r.get("test_ppl") else "-",
+        t.add_row(r["name"], r.get("architecture", "-").replace("ForCausalLM", ""),
+                  f"{r['parameters'] / 1e6:.1f}M" if r.get("parameters") else "-", str(r.get("vocab_size", "-")),
+                  f"{r['val_ppl']:.2f}" if r.get("val_ppl") else "-", f"{r['test_ppl']:.2f}" if r.get("test_ppl") else "-",
                   f"{r['wall_min']:.0f} min" if r.get("wall_min") else "-", r["status"])
     console.print(t)
 

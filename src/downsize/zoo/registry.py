@@ -16,7 +16,7 @@ def list_zoo() -> list[dict]:
             continue
         path = zoo_path(name)
         card = load_card(path)
-        row = {"name": name, "path": str(path), "status": "installed" if card else "missing (train with `downsize zoo train`)"}
+        row = {"name": name, "path": str(path), "status": "ok" if card else "missing: `downsize zoo train NAME`"}
         if card:
             row.update(architecture=card["architecture"], parameters=card["parameters"],
                        vocab_size=card["tokenizer"]["vocab_size"], val_ppl=card["eval"]["validation"]["perplexity"],
