@@ -153,7 +153,7 @@ def distill_cmd(
     loss: str = typer.Option("fkl", help="fkl, rkl, jsd, skl, srkl, tvd"),
     temperature: float = typer.Option(1.0), kd_ratio: float = typer.Option(1.0, help="weight of KD vs cross entropy (0 = CE only)"),
     beta: float = typer.Option(0.5, help="jsd β"), alpha: float = typer.Option(0.1, help="skl/srkl α"),
-    chunk_size: int = typer.Option(1024, help="tokens per loss chunk"),
+    chunk_size: int = typer.Option(256, help="tokens per loss chunk"),
     teacher_dtype: str = typer.Option("bf16", help="bf16 or fp32 teacher weights"),
     cache: Optional[Path] = typer.Option(None, help="train from this offline top-k teacher cache"),
     write_cache: Optional[Path] = typer.Option(None, help="only run the teacher over the data and write a top-k cache here"),

@@ -127,7 +127,7 @@ class LossSpec:
     kd_ratio: float = 1.0  # 1: pure distillation; 0: plain cross entropy
     beta: float = 0.5  # jsd
     alpha: float = 0.1  # skl, srkl
-    chunk_size: int = 1024  # tokens per chunk
+    chunk_size: int = 256  # tokens per chunk: bounds the (chunk, V) fp32 temporaries of the loss
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self):
