@@ -96,7 +96,8 @@ def test_cli_export_with_calib_and_report(kquant_model_dir, stdlib_texts, tmp_pa
     data.write_text("\n\n".join(stdlib_texts[:5]))
     out = tmp_path / "m-q4_k_m.gguf"
     r = CliRunner().invoke(app, ["export", "gguf", str(kquant_model_dir), "--out", str(out), "--quant", "Q4_K_M",
-                                 "--calib", str(data), "--report", "--report-data", str(data), "--json"])
+                                 "--calib", str(data), "--report", "--report-data", str(data),
+                                 "--report-tokens", "1024", "--json"])
     assert r.exit_code == 0, r.output
     info = json.loads(r.output[r.output.index("{"):])  # llama.cpp's quantizer prints fallback warnings on stdout
     assert info["imatrix"] and (tmp_path / "m-q4_k_m.imatrix.gguf").exists()
