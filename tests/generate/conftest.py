@@ -9,7 +9,6 @@ the client's retry and resume paths through the network stack, not through a moc
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import threading
@@ -117,6 +116,7 @@ class TeacherServer:
                 pass
 
             def _send(self, code, payload: bytes, headers=()):
+                self._done()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -129,9 +129,16 @@ class TeacherServer:
                 with server.lock:
                     server.live += 1
                     server.max_live = max(server.max_live, server.live)
+                self._counted = True
                 try:
                     self._post()
                 finally:
+                    self._done()
+
+            def _done(self):
+                # before the answer leaves: once the client has it, it may send the next request at once
+                if getattr(self, "_counted", False):
+                    self._counted = False
                     with server.lock:
                         server.live -= 1
 
@@ -149,6 +156,7 @@ class TeacherServer:
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 if fault == "drop":
+                    self._done()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 if fault == "fail_500":

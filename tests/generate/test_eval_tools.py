@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from downsize.cli import app
-from downsize.eval.tools import eval_tools, eval_tools_isolated, make_task_suite
+from downsize.eval.tools import eval_tools, make_task_suite
 from downsize.generate.writer import read_jsonl
 
 

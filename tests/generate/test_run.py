@@ -9,8 +9,6 @@ import pytest
 
 from downsize.generate import GenerateConfig, GenParams, generate
 from downsize.generate.backends import FatalBackendError
-from downsize.generate.codebase import scan_codebase
-from downsize.generate.prompts import codebase_tasks
 from downsize.generate.run import rejected_path
 from downsize.generate.writer import read_jsonl
 
@@ -112,8 +110,8 @@ def test_4xx_stops_the_run_and_writes_nothing(teacher_server, tmp_path, codebase
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_in_flight_limit_is_respected(teacher_server, tmp_path, codebase, n):
-    teacher_server.delay_s = 0.03
-    generate(_cfg(teacher_server, tmp_path, codebase, n_codebase=12, n_negative=4, in_flight=n))
+    teacher_server.delay_s = 0.15  # long enough for N requests to overlap even on a loaded machine
+    generate(_cfg(teacher_server, tmp_path, codebase, n_codebase=6, n_negative=3, in_flight=n))
     assert teacher_server.max_live == n
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 
 from downsize.generate.writer import JsonlAppender, read_jsonl
 
