@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=24)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-seq-len", type=int, default=768)
     ap.add_argument("--n-zoo", type=int, default=40, help="prompts for the zoo teacher through llama.cpp (+1/4 negatives)")
     ap.add_argument("--workdir", default=None)
     a = ap.parse_args()
@@ -83,8 +85,8 @@ def main() -> None:
         student = work / "student-sft"
         if not (student / "config.json").exists():
             t0 = time.perf_counter()
-            sft(a.student, str(traces), SFTConfig(train=TrainConfig(steps=a.steps, batch_size=8, lr=5e-4, warmup_steps=10,
-                                                                    log_every=25, progress=False), max_seq_len=768,
+            sft(a.student, str(traces), SFTConfig(train=TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=5e-4, warmup_steps=10,
+                                                                    log_every=25, progress=False), max_seq_len=a.max_seq_len,
                                                   save_dtype="float32"), student)
             print(f"SFT: {a.steps} steps in {time.perf_counter() - t0:.1f} s")
         rows = compare([ref, a.student, str(student)], suite, a.codebase, max_turns=3, max_tokens=a.max_tokens,
