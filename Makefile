@@ -8,7 +8,7 @@ PIPC   := $(PIP) install -c constraints.txt
 # Portable llama.cpp build (the wheel is cached by pip and reused).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean system-deps
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,19 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 setup: $(BIN)/.installed
 
+# System programs some tests use: Go (renders converted Ollama templates with text/template) and headless
+# Chromium (renders report.html). Installed when missing and apt-get is usable; the tests skip without them.
+system-deps:
+	@command -v go >/dev/null && command -v chromium >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go chromium >/dev/null) || \
+	    echo "note: golang-go/chromium not installed; the tests that need them will skip"; }
+
 demo: setup
 	$(BIN)/downsize zoo list
 	$(BIN)/downsize run recipes/quickstart.yaml
 
-test: setup
+test: setup system-deps
 	$(BIN)/python -m pytest -q tests
 
 clean:
