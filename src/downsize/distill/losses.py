@@ -24,8 +24,8 @@ as k grows.
 
 ``kd_loss`` never builds the (N, V) fp32 log-probabilities of both models for all tokens at once:
 it walks the valid tokens in chunks, computes logits from hidden states through the LM head chunk
-by chunk when given ``Head`` inputs, and recomputes each chunk in the backward pass
-(activation checkpointing) so memory is O(chunk × V) whatever N is.
+by chunk when given ``Head`` inputs, and takes each chunk's gradient as soon as its loss is known
+(then frees it), so memory is O(chunk × V) whatever N is and no logits are recomputed.
 """
 
 from __future__ import annotations
@@ -228,28 +228,46 @@ def topk_from_logits(logits: torch.Tensor, k: int, temperature: float = 1.0) -> 
     return TopK(vals, ids, tail)
 
 
-def _chunk_loss(spec: LossSpec, vocab: int | None, n_s: int, *args):
-    """Sums over one chunk: (kd_sum, ce_sum). ``args`` = student tensors, teacher tensors, labels."""
-    s_args, rest = args[:n_s], args[n_s:]
-    labels = rest[-1]
-    t_args = rest[:-1]
-    s_logits = (Head.compute(*s_args) if n_s == 4 else s_args[0]).float()  # (n, V_s)
+def _teacher_logp(spec: LossSpec, vocab: int | None, t_args: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Teacher log-probabilities of one chunk, no gradient: (n, V) dense, or (n, k+1) and the ids for TopK."""
+    with torch.no_grad():
+        if len(t_args) == 3:  # TopK: (logp, ids, tail)
+            logp_k, ids, tail = t_args
+            return torch.cat([logp_k.float(), tail.float().unsqueeze(-1)], dim=-1), ids  # (n, k+1)
+        t_logits = (Head.compute(*t_args) if len(t_args) == 4 else t_args[0]).float()
+        t_logits = t_logits[:, :vocab] if vocab else t_logits
+        return F.log_softmax(t_logits / spec.temperature, dim=-1), None
+
+
+def _student_chunk(spec: LossSpec, vocab: int | None, s_logits: torch.Tensor, t_logp: torch.Tensor | None,
+                   ids: torch.Tensor | None, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over one chunk: (kd_sum, ce_sum), differentiable in the student's logits (n, V_s)."""
+    s_logits = s_logits.float()
     ce_sum = F.cross_entropy(s_logits, labels, reduction="sum")  # also a metric when kd_ratio == 1
-    if spec.kd_ratio == 0:
+    if t_logp is None:
         return s_logits.new_zeros(()), ce_sum
     T = spec.temperature
     s_kd = s_logits[:, :vocab] if vocab else s_logits
     s_logp = F.log_softmax(s_kd / T, dim=-1)
-    if len(t_args) == 3:  # TopK: (logp, ids, tail)
-        t_logp_k, ids, tail = t_args
-        t_logp = torch.cat([t_logp_k.float(), tail.float().unsqueeze(-1)], dim=-1)  # (n, k+1)
+    if ids is not None:
         s_logp = topk_with_tail(s_logp, ids)
-    else:
-        t_logits = (Head.compute(*t_args) if len(t_args) == 4 else t_args[0]).float()
-        t_logits = t_logits[:, :vocab] if vocab else t_logits
-        t_logp = F.log_softmax(t_logits / T, dim=-1)
-    kd = divergence(spec.name, s_logp, t_logp.detach(), beta=spec.beta, alpha=spec.alpha)
+    kd = divergence(spec.name, s_logp, t_logp, beta=spec.beta, alpha=spec.alpha)
     return kd.sum() * (T * T), ce_sum
+
+
+class _WithGrads(torch.autograd.Function):
+    """A scalar whose gradients with respect to ``inputs`` were already computed in the forward pass;
+    the backward pass only scales them by the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, n_inputs: int, *tensors: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(*tensors[n_inputs:])
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        grads = ctx.saved_tensors
+        return (None, None, *(g.to(x.dtype) * x for x in grads), *(None for _ in grads))
 
 
 def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec: LossSpec,
@@ -260,6 +278,11 @@ def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec:
     ``spec.ignore_index`` for tokens that do not count (already shifted: row i predicts labels[i]).
     ``vocab``: compare only the first ``vocab`` ids (same tokenizer, different embedding sizes);
     the cross entropy always uses the student's full vocabulary. Teacher tensors get no gradient.
+
+    When gradients are on, each chunk's gradient with respect to the student's rows (hidden states or
+    logits) and the LM head is taken right after its forward and the chunk's graph is freed (as fused
+    linear-cross-entropy kernels do): memory stays O(chunk × V) and nothing is recomputed, so each LM
+    head, the student's and the teacher's, is applied once per token in the forward pass.
     """
     if len(student) != len(teacher) or len(student) != labels.shape[0]:
         raise ValueError(f"row counts differ: student {len(student)}, teacher {len(teacher)}, labels {labels.shape[0]}")
@@ -270,21 +293,37 @@ def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec:
         return zero, {"kd": 0.0, "ce": 0.0, "tokens": 0}
     if n < labels.shape[0]:  # gather only the tokens that count (no copy when all do)
         student, teacher, labels = student.select(valid), teacher.select(valid), labels[valid]
-    n_s = 4 if isinstance(student, Head) else 1
-    kd_sum = ce_sum = None
+    compute = Head.compute if isinstance(student, Head) else Logits.compute
+    rows, *whole = student.tensors(0, n)  # rows are chunked, the LM head (weight, bias, softcap) is whole
     grad = torch.is_grad_enabled()
+    # Inputs that get a gradient: detached leaves for the chunk graphs, gradients gathered here.
+    leaves = [x.detach().requires_grad_() if grad and torch.is_tensor(x) and x.requires_grad else x for x in whole]
+    g_rows = torch.empty_like(rows) if grad and rows.requires_grad else None
+    g_whole = [torch.zeros_like(x) if torch.is_tensor(x) and x.requires_grad else None for x in leaves]
+    kd_sum = ce_sum = rows.new_zeros((), dtype=torch.float32)
     for a in range(0, n, spec.chunk_size):
         b = min(n, a + spec.chunk_size)
-        args = (*student.tensors(a, b), *teacher.tensors(a, b), labels[a:b])
-        if grad:
-            kd_c, ce_c = checkpoint(_chunk_loss, spec, vocab, n_s, *args, use_reentrant=False)
-        else:
-            kd_c, ce_c = _chunk_loss(spec, vocab, n_s, *args)
-        kd_sum = kd_c if kd_sum is None else kd_sum + kd_c
-        ce_sum = ce_c if ce_sum is None else ce_sum + ce_c
+        t_logp, ids = _teacher_logp(spec, vocab, teacher.tensors(a, b)) if spec.kd_ratio > 0 else (None, None)
+        r = rows[a:b].detach().requires_grad_(g_rows is not None)
+        with torch.enable_grad() if grad else torch.no_grad():
+            kd_c, ce_c = _student_chunk(spec, vocab, compute(r, *leaves), t_logp, ids, labels[a:b])
+            total = (spec.kd_ratio * kd_c + (1 - spec.kd_ratio) * ce_c) / n
+        wrt = ([r] if g_rows is not None else []) + [x for x, g in zip(leaves, g_whole) if g is not None]
+        if grad and wrt:
+            with torch.autocast(r.device.type, enabled=False):
+                gs = list(torch.autograd.grad(total, wrt))
+            if g_rows is not None:
+                g_rows[a:b] = gs.pop(0)
+            for g, d in zip((g for g in g_whole if g is not None), gs):
+                g += d
+        kd_sum, ce_sum = kd_sum + kd_c.detach(), ce_sum + ce_c.detach()
     kd_mean, ce_mean = kd_sum / n, ce_sum / n
     loss = spec.kd_ratio * kd_mean + (1 - spec.kd_ratio) * ce_mean
-    return loss, {"kd": float(kd_mean.detach()), "ce": float(ce_mean.detach()), "tokens": n}
+    inputs = ([rows] if g_rows is not None else []) + [x for x, g in zip(whole, g_whole) if g is not None]
+    if inputs:
+        grads = ([g_rows] if g_rows is not None else []) + [g for g in g_whole if g is not None]
+        loss = _WithGrads.apply(loss, len(inputs), *inputs, *grads)
+    return loss, {"kd": float(kd_mean), "ce": float(ce_mean), "tokens": n}
 
 
 # ---- cross-tokenizer: Universal Logit Distillation ------------------------------------------------
