@@ -86,26 +86,41 @@ def zoo_train(
 @app.command("eval")
 def eval_cmd(
     model: str = typer.Argument(..., help="model reference: HF directory, zoo:NAME, FILE.gguf or ollama:NAME"),
+    teacher: Optional[str] = typer.Option(None, help="also compare with this model: KL(teacher || model) and top-1 agreement (same tokenizer)"),
     data: str = typer.Option("zoo:stdlib", help="data reference: zoo:stdlib, a text file, a directory or JSONL"),
     split: Optional[str] = typer.Option(None, help="train, validation, test or all (default: validation for zoo:stdlib, all otherwise)"),
     seq_len: int = typer.Option(256, help="window length for perplexity"),
     batch_size: int = typer.Option(8),
-    max_tokens: Optional[int] = typer.Option(None, help="evaluate only the first N tokens"),
-    sample: bool = typer.Option(True, help="show a sample completion"),
+    max_tokens: Optional[int] = typer.Option(None, help="evaluate only the first N tokens (default: all; 32768 when comparing or for a GGUF)"),
+    speed: bool = typer.Option(False, help="also measure prompt/generation tokens/s and peak RAM (fresh process; llama.cpp for GGUF)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for --speed"),
+    sample: bool = typer.Option(True, help="show a sample completion (HF models)"),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Perplexity of a model on a data reference (token-weighted, exact, batch-size independent)."""
+    """Perplexity (token-weighted, exact), KL and top-1 agreement with a teacher, size, speed and RAM of a model."""
     from downsize.eval.run import evaluate
 
     result = evaluate(model, data, split=split, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens,
-                      sample=sample, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"))
+                      sample=sample, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"), teacher=teacher,
+                      speed=speed, threads=threads)
     if as_json:
         console.print_json(json.dumps(result))
         return
-    t = Table("metric", "value")
-    for k in ("model", "data", "parameters", "tokens", "perplexity", "nll"):
-        v = result[k]
-        t.add_row(k, f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
+    cols = ["metric", model] + ([teacher] if teacher else [])
+    t = Table(*cols)
+    fmt = lambda v: "–" if v is None else f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
+    rows = [("backend", "backend", None), ("parameters", "parameters", "teacher_parameters"),
+            ("size on disk MB", "size_mb", "teacher_size_mb"), ("tokens", "tokens", None),
+            ("perplexity", "perplexity", "teacher_perplexity"), ("KL(teacher || model)", "kl_to_teacher", None),
+            ("top-1 agreement", "top1_agreement", None)]
+    for label, key, tkey in rows:
+        if key in result:
+            t.add_row(label, fmt(result[key]), *([fmt(result.get(tkey)) if tkey else ""] if teacher else []))
+    for label, key in (("prompt tokens/s", "prompt_tok_s"), ("generation tokens/s", "gen_tok_s"), ("peak RSS MB", "peak_rss_mb")):
+        if "speed" in result:
+            t.add_row(label, fmt(result["speed"][key]),
+                      *([fmt(result["teacher_speed"][key]) if "teacher_speed" in result else ""] if teacher else []))
+    console.print(f"data: {result['data']}, windows of {result['seq_len']}")
     console.print(t)
     if result.get("sample"):
         console.print("[bold]sample completion[/bold]")

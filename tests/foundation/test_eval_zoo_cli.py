@@ -88,3 +88,27 @@ def test_cli_eval_on_a_text_file(tiny_model_dir, tmp_path):
 
     res = json.loads(out.stdout)
     assert res["tokens"] > 50 and res["perplexity"] > 1
+
+
+def test_cli_eval_gguf_against_its_hf_teacher_with_speed(tiny_model_dir, tmp_path):
+    """The F32 GGUF runs in llama.cpp: same perplexity as the HF model it came from, KL ~ 0, top-1 ~ 100 %,
+    and --speed reports tokens/s and peak RSS of both from fresh processes."""
+    import json
+
+    from downsize.export.gguf import export_gguf
+
+    gguf = tmp_path / "tiny-f32.gguf"
+    export_gguf(str(tiny_model_dir), gguf, "F32")
+    data = tmp_path / "d.txt"
+    data.write_text("class Stack:\n    def push(self, x):\n        self.items.append(x)\n" * 30)
+    out = run_cli("eval", str(gguf), "--teacher", str(tiny_model_dir), "--data", str(data), "--seq-len", "64",
+                  "--speed", "--threads", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["backend"] == "llama.cpp" and r["tokens"] > 100
+    assert abs(r["perplexity"] - r["teacher_perplexity"]) / r["teacher_perplexity"] < 1e-3
+    assert 0 <= r["kl_to_teacher"] < 1e-4 and r["top1_agreement"] > 0.98
+    assert r["size_mb"] > 0 and r["parameters"] > 0
+    for s in (r["speed"], r["teacher_speed"]):
+        assert s["prompt_tok_s"] > 0 and s["gen_tok_s"] > 0 and s["peak_rss_mb"] >= s["base_rss_mb"] > 0
+    assert r["speed"]["backend"] == "llama.cpp" and r["teacher_speed"]["backend"] == "transformers"

@@ -1,6 +1,14 @@
-"""``downsize eval MODEL --data D``: perplexity of any model reference on any data reference.
+"""``downsize eval MODEL [--teacher T] --data D [--speed]``: metrics of any model reference on any data.
 
-    >>> evaluate("zoo:coder-teacher", "zoo:stdlib")["perplexity"]
+    >>> evaluate("zoo:coder-teacher", "zoo:stdlib")["perplexity"]            # exact, streamed, HF model
+    >>> r = evaluate("student.gguf", teacher="zoo:coder-teacher", speed=True)  # the GGUF runs in llama.cpp
+    >>> r["kl_to_teacher"], r["top1_agreement"], r["speed"]["gen_tok_s"], r["speed"]["peak_rss_mb"]
+
+An HF model alone gets the exact token-weighted perplexity over the whole split (``max_tokens`` to
+cut it). With a teacher, or for a GGUF file, every model is run on the same windows of the teacher's
+token stream (GGUF files in llama.cpp itself, not dequantised): perplexity, KL(teacher || model) and
+top-1 agreement, over the first ``max_tokens`` tokens (32768 unless given). ``speed`` measures
+prompt and generation tokens/s and peak RSS of the model (and of the teacher) in fresh processes.
 """
 
 from __future__ import annotations
@@ -35,10 +43,49 @@ def sample_completion(model, tokenizer, prompt: str = SAMPLE_PROMPT, max_new_tok
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
+COMPARE_TOKENS = 32768  # default token budget when models are compared window by window
+
+
 def evaluate(model_ref: str, data_ref: str = "zoo:stdlib", split: str | None = None, seq_len: int = 256,
              batch_size: int = 8, max_tokens: int | None = None, sample: bool = False,
-             warn: Callable[[str], None] | None = None) -> dict:
+             warn: Callable[[str], None] | None = None, teacher: str | None = None, speed: bool = False,
+             threads: int | None = None) -> dict:
     ref = resolve_model(model_ref)
+    if teacher is not None or ref.is_gguf:
+        result = _compare(model_ref, teacher, data_ref, split, seq_len, max_tokens or COMPARE_TOKENS)
+    else:
+        result = _exact(ref, model_ref, data_ref, split, seq_len, batch_size, max_tokens, sample, warn)
+    if speed:
+        from downsize.eval.speed import measure_speed
+
+        result["speed"] = measure_speed(model_ref, threads=threads)
+        if teacher is not None:
+            result["teacher_speed"] = measure_speed(teacher, threads=threads)
+    return result
+
+
+def _compare(model_ref: str, teacher: str | None, data_ref: str, split: str | None, seq_len: int,
+             max_tokens: int) -> dict:
+    from downsize.eval.compare import compare_models
+
+    models = {"model": model_ref} | ({"teacher": teacher} if teacher is not None else {})
+    rows = compare_models(models, teacher="teacher" if teacher is not None else "model", data=data_ref,
+                          split=split, seq_len=seq_len, max_tokens=max_tokens)
+    m = rows["model"]
+    split = split or resolve_data(data_ref).default_split
+    result = {"model": model_ref, "data": f"{data_ref} ({split})", "backend": m["backend"], "parameters": m["params"],
+              "size_mb": m["size_mb"], "tokens": m["tokens"], "perplexity": m["perplexity"], "seq_len": seq_len}
+    if teacher is not None:
+        t = rows["teacher"]
+        result.update(teacher=teacher, teacher_perplexity=t["perplexity"], teacher_parameters=t["params"],
+                      teacher_size_mb=t["size_mb"], kl_to_teacher=m["kl_to_teacher"], top1_agreement=m["top1_agreement"])
+    return result
+
+
+def _exact(ref, model_ref: str, data_ref: str, split: str | None, seq_len: int, batch_size: int,
+           max_tokens: int | None, sample: bool, warn: Callable[[str], None] | None) -> dict:
+    from downsize.eval.compare import size_on_disk_mb
+
     model, tok = load_model(ref)
     model.eval()
     data = resolve_data(data_ref)
@@ -53,7 +100,8 @@ def evaluate(model_ref: str, data_ref: str = "zoo:stdlib", split: str | None = N
     split = split or data.default_split
     stream = token_stream(tok, data_ref, split)
     r = perplexity(model, stream, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens)
-    result = {"model": model_ref, "data": f"{data_ref} ({split})", "parameters": sum(p.numel() for p in model.parameters()),
+    result = {"model": model_ref, "data": f"{data_ref} ({split})", "backend": "transformers",
+              "parameters": sum(p.numel() for p in model.parameters()), "size_mb": round(size_on_disk_mb(ref.path), 2),
               "tokens": r.tokens, "perplexity": r.perplexity, "nll": r.nll, "seq_len": seq_len}
     if sample:
         result["sample"] = {"prompt": SAMPLE_PROMPT, "completion": sample_completion(model, tok)}

@@ -68,7 +68,7 @@ def _gguf(path: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
     llm = Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_threads=threads or os.cpu_count(), verbose=False)
     load_s = time.perf_counter() - t0
     ids = _prompt_ids(lambda s: llm.tokenize(s.encode(), add_bos=False, special=False), n_prompt)
-    llm.eval(ids[:8])
+    llm.eval(ids)  # warm up with the same batch shape: llama.cpp sizes its compute buffers on the first big batch
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(ids)
