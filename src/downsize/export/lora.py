@@ -67,10 +67,11 @@ def export_lora_gguf(adapter_dir: str | os.PathLike, base, out: str | os.PathLik
         gname = family.tensor_name(hf_name)
         if gname is None:
             raise DownsizeError(f"LoRA on {hf_name} has no counterpart in the GGUF model", hint="merge the adapter and export the model")
-        a = ab["A"].to(torch.float32)  # (r, in)
-        b = family.transform(hf_name, ab["B"].to(torch.float32))  # (out, r); rows permuted like the base weight
-        w.add_tensor(gname + ".lora_a", np.ascontiguousarray(a.numpy()))
-        w.add_tensor(gname + ".lora_b", np.ascontiguousarray(b.numpy()))
+        a = ab["A"].to(torch.float32).numpy()  # (r, in)
+        b = ab["B"].to(torch.float32).numpy()  # (out, r); rows permuted like the base weight
+        b = family.transform(hf_name, b, b.shape)
+        w.add_tensor(gname + ".lora_a", np.ascontiguousarray(a))
+        w.add_tensor(gname + ".lora_b", np.ascontiguousarray(b))
         n += 1
     if n == 0:
         raise DownsizeError(f"{adapter_dir} holds no LoRA weights", hint="check the adapter was saved after training")

@@ -1,7 +1,10 @@
 """Architecture families for the GGUF converter: a registry of small adapters, one module per family.
 
 A family says which GGUF architecture it writes, its hyper-parameters, how Hugging Face tensor names map
-to llama.cpp's, and any per-tensor transform (Llama's q/k permutation, Gemma's norm offset).
+to llama.cpp's, and any per-tensor transform (Llama's q/k permutation, Gemma's norm offset). Transforms work on
+numpy arrays, a block of rows at a time: ``row_group`` says how many rows must be transformed together (1 for
+row-local transforms, the rows of one head for Llama's permutation), so the converter can stream any tensor.
+Each family module also registers the transformers config defaults of its model types (see config.py).
 
     @register_family("LlamaForCausalLM", "MistralForCausalLM")
     class Llama(Family):
@@ -14,7 +17,6 @@ from typing import Iterator
 
 import gguf
 import numpy as np
-import torch
 
 from downsize.errors import DownsizeError
 
@@ -34,8 +36,8 @@ def register_family(*architectures: str):
     return deco
 
 
-def family_for(cfg) -> "Family":
-    archs = getattr(cfg, "architectures", None) or []
+def check_architecture(archs: list) -> None:
+    """Refuse a config whose ``architectures[0]`` no family handles (before anything else is read)."""
     if not archs:
         raise DownsizeError("config.json names no architecture (the 'architectures' field is empty)",
                             hint=f"add e.g. \"architectures\": [\"LlamaForCausalLM\"]; supported: {', '.join(sorted(FAMILIES))}")
@@ -43,7 +45,13 @@ def family_for(cfg) -> "Family":
     if arch not in FAMILIES:
         raise DownsizeError(f"architecture {arch!r} is not supported by the GGUF exporter",
                             hint=f"supported: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[arch](cfg)
+
+
+def family_for(cfg) -> "Family":
+    """The family adapter for a config (config.HFConfig or a transformers config)."""
+    archs = getattr(cfg, "architectures", None) or []
+    check_architecture(archs)
+    return FAMILIES[archs[0]](cfg)
 
 
 def rope_theta(cfg, layer_type: str | None = None, default: float = 10000.0) -> float:
@@ -142,9 +150,18 @@ class Family:
                                      "check config.json 'architectures' matches the weights")
         return name
 
-    def transform(self, hf_name: str, t: torch.Tensor) -> torch.Tensor:
-        """Per-tensor change of layout or value on the way to llama.cpp (identity by default)."""
-        return t
+    def row_group(self, hf_name: str, shape: tuple[int, ...]) -> int | None:
+        """How many consecutive rows (first dimension) ``transform`` must see together: 1 when it is row-local
+        (the default), a fixed group for a permutation within groups of rows, None when it needs the whole tensor."""
+        return 1
+
+    def transform(self, hf_name: str, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Per-tensor change of layout or value on the way to llama.cpp (identity by default).
+
+        rows: a block of whole ``row_group``s of the tensor ``hf_name`` whose full shape is ``shape`` (the whole
+        tensor when rows.shape == shape), as float32/float16; returns the block transformed, same shape.
+        """
+        return rows
 
     def extra_tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         """Tensors llama.cpp wants that the checkpoint does not hold (small, computed from the config)."""

@@ -1,7 +1,14 @@
 """The streaming HF → GGUF writer: plan every tensor from the safetensors headers, write the header, then
-read, transform, convert and write one tensor at a time. Peak memory is about the largest tensor (in F32).
+read, transform, convert and write each tensor a block of rows at a time, in numpy (no torch, no transformers).
+
+Working memory is a block of at most ``block_bytes`` (16 MiB of float32 by default) and its encoded copy,
+whatever the tensor size: a 152064 x 5120 embedding streams in 16 MiB pieces instead of 3 GiB of float32. A
+family transform that must see several rows together (Llama's q/k permutation: the rows of one head) gets whole
+groups; one that needs the whole tensor (``row_group`` None) gets the whole tensor. Q8_0 quantizes 32-value blocks
+within a row, so it streams too. The file is byte-identical whatever the block size.
 
     >>> result = convert_checkpoint(Path("model_dir"), Path("out.gguf"), "F16")
+    >>> result.n_tensors, result.nbytes
 """
 
 from __future__ import annotations
@@ -12,16 +19,16 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import gguf
 import numpy as np
-import torch
-from transformers import AutoConfig
 
 from downsize.errors import DownsizeError
-from downsize.export.gguf.base import Family, family_for
-from downsize.export.gguf.source import Checkpoint
+from downsize.export.gguf.base import Family, check_architecture, family_for
+from downsize.export.gguf.config import HFConfig
+from downsize.export.gguf.config import load_config as _load_config
+from downsize.export.gguf.source import Checkpoint, to_float
 from downsize.export.gguf.vocab import write_tokenizer
 
 log = logging.getLogger(__name__)
@@ -72,14 +79,18 @@ def _nbytes(shape: tuple[int, ...], qtype: Q) -> int:
         int(math.prod(shape)) * (4 if qtype == Q.F32 else 2)
 
 
-def _encode(t: torch.Tensor, qtype: Q) -> np.ndarray:
-    # F32/F16 are cast by torch straight from the source dtype (no float32 intermediate for bf16 -> f16, and
-    # torch's vectorised casts are several times faster than numpy's float16 conversion).
+# float32 bytes per block of rows converted at once; bounds the working set whatever the tensor size.
+BLOCK_BYTES = 16 << 20
+
+
+def _encode(x: np.ndarray, qtype: Q) -> np.ndarray:
+    """Float rows (float32, or float16/float64 as stored) -> the bytes of ``qtype`` (IEEE round-to-nearest-even casts;
+    BF16 and Q8_0 by gguf's reference quantizers, as before)."""
     if qtype == Q.F32:
-        return np.ascontiguousarray(t.to(torch.float32).numpy())
+        return np.ascontiguousarray(x, dtype=np.float32)
     if qtype == Q.F16:
-        return np.ascontiguousarray(t.to(torch.float16).numpy())
-    return gguf.quants.quantize(t.to(torch.float32).numpy(), qtype)
+        return np.ascontiguousarray(x, dtype=np.float16)
+    return gguf.quants.quantize(np.asarray(x, dtype=np.float32), qtype)
 
 
 def safe_model_name(name: str) -> str:
@@ -88,14 +99,46 @@ def safe_model_name(name: str) -> str:
     return re.sub(r"(?i)phi-?3", "phi_3", name)
 
 
-def load_config(root: Path):
-    if not (root / "config.json").exists():
-        raise DownsizeError(f"{root} has no config.json", hint="point at a Hugging Face model folder")
-    try:
-        return AutoConfig.from_pretrained(str(root), trust_remote_code=False)
-    except (ValueError, KeyError, OSError) as e:
-        raise DownsizeError(f"cannot read {root / 'config.json'}: {e}",
-                            hint="the exporter supports transformers' built-in architectures only (trust_remote_code is off)") from None
+def load_config(root: Path) -> HFConfig:
+    """config.json with transformers' defaults for its model type (config.py); unsupported architectures refused."""
+    return _load_config(Path(root), check_architecture)
+
+
+class _TensorData:
+    """Writes the tensor-data section after gguf's header/KV/tensor-info phases, one tensor in pieces at a time,
+    with the same alignment padding as GGUFWriter.write_tensor_data (so the file is byte-identical)."""
+
+    def __init__(self, fout: BinaryIO, alignment: int):
+        self.fout, self.alignment = fout, alignment
+        self._left: int | None = None  # bytes still due for the open tensor; None between tensors
+        self._nbytes = 0
+
+    def _pad(self, n: int) -> None:
+        pad = -n % self.alignment
+        if pad:
+            self.fout.write(bytes(pad))
+
+    def begin(self, nbytes: int) -> None:
+        if self._left is not None:
+            raise RuntimeError("begin() before the previous tensor ended")
+        self._pad(self.fout.tell())
+        self._left, self._nbytes = nbytes, nbytes
+
+    def write(self, arr: np.ndarray) -> None:
+        if self._left is None:
+            raise RuntimeError("write() outside begin()/end()")
+        if arr.nbytes > self._left:
+            raise RuntimeError(f"tensor data overflows its planned size ({self._nbytes} bytes)")
+        self.fout.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+        self._left -= arr.nbytes
+
+    def end(self) -> None:
+        if self._left is None:
+            raise RuntimeError("end() without begin()")
+        if self._left:
+            raise RuntimeError(f"tensor data is {self._left} bytes short of its planned {self._nbytes}")
+        self._pad(self._nbytes)
+        self._left = None
 
 
 def plan_tensors(family: Family, ckpt: Checkpoint, want: Q) -> list[PlannedTensor]:
@@ -119,12 +162,31 @@ def plan_tensors(family: Family, ckpt: Checkpoint, want: Q) -> list[PlannedTenso
     return plan
 
 
-def convert_checkpoint(root: Path, out_tmp: Path, quant: str, progress: Callable[[str], None] | None = None) -> ConvertResult:
-    """Write ``root`` (an HF folder) as GGUF type ``quant`` (one of DIRECT_TYPES) to ``out_tmp`` (not atomic itself)."""
+def _row_blocks(family: Family, p: PlannedTensor, block_bytes: int):
+    """(r0, r1) row ranges of one tensor: about ``block_bytes`` of float32 each, whole ``row_group``s."""
+    shape = p.shape
+    rows = shape[0] if shape else 1
+    group = family.row_group(p.hf_name, shape) if len(shape) > 1 else None
+    if group is None:
+        yield 0, rows
+        return
+    row_f32 = 4 * math.prod(shape[1:])
+    step = max(1, block_bytes // max(row_f32 * group, 1)) * group
+    for r0 in range(0, rows, step):
+        yield r0, min(rows, r0 + step)
+
+
+def convert_checkpoint(root: Path, out_tmp: Path, quant: str, progress: Callable[[str], None] | None = None, *,
+                       block_bytes: int = BLOCK_BYTES) -> ConvertResult:
+    """Write ``root`` (an HF folder) as GGUF type ``quant`` (one of DIRECT_TYPES) to ``out_tmp`` (not atomic itself).
+
+    ``block_bytes``: float32 bytes of rows converted at once (the output does not depend on it).
+    """
     if quant not in DIRECT_TYPES:
         raise DownsizeError(f"the converter writes {', '.join(DIRECT_TYPES)} directly, not {quant}",
                             hint="other types are made by llama.cpp's quantizer from an F32/F16 export (export_gguf does this)")
     t0 = time.perf_counter()
+    root = Path(root)
     cfg = load_config(root)
     family = family_for(cfg)
     ckpt = Checkpoint.open(root)
@@ -143,20 +205,21 @@ def convert_checkpoint(root: Path, out_tmp: Path, quant: str, progress: Callable
     w.write_header_to_file(out_tmp)
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
+    data = _TensorData(w.fout[0], w.data_alignment)
     n_params = 0
     try:
         for i, p in enumerate(plan):
+            data.begin(p.nbytes)
             if p.data is not None:
-                arr = p.data
+                data.write(p.data)
             else:
-                t = family.transform(p.hf_name, ckpt.get(p.hf_name))
-                arr = _encode(t, p.qtype)
-                del t
-            if arr.nbytes != p.nbytes:
-                raise RuntimeError(f"{p.gguf_name}: planned {p.nbytes} bytes, encoded {arr.nbytes}")
-            w.write_tensor_data(arr)
+                dtype = ckpt.tensors[p.hf_name].dtype
+                for r0, r1 in _row_blocks(family, p, block_bytes):
+                    x = to_float(ckpt.read_rows(p.hf_name, r0, r1), dtype)
+                    data.write(_encode(family.transform(p.hf_name, x, p.shape), p.qtype))
+                    del x
+            data.end()
             n_params += math.prod(p.shape)
-            del arr
             if progress:
                 progress(f"[{i + 1}/{len(plan)}] {p.gguf_name} {p.qtype.name} {p.shape}")
     finally:

@@ -9,11 +9,14 @@ are scaled by sqrt(hidden) inside llama.cpp, as in HF. Sliding-window layers are
 
 from __future__ import annotations
 
+import copy
+
 import gguf
-import torch
+import numpy as np
 
 from downsize.errors import DownsizeError
 from downsize.export.gguf.base import Family, register_family, rope_scaling, rope_theta
+from downsize.export.gguf.config import register_model_type, standardize_rope
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 
@@ -43,10 +46,10 @@ class _Gemma(Family):
             w.add_sliding_window(int(c.sliding_window))
             w.add_sliding_window_pattern([t == SLIDING for t in types])
 
-    def transform(self, hf_name: str, t: torch.Tensor) -> torch.Tensor:
+    def transform(self, hf_name: str, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         if hf_name.endswith("norm.weight"):
-            return t.to(torch.float32) + 1.0
-        return t
+            return rows.astype(np.float32, copy=False) + 1.0  # float32 + a Python scalar stays float32
+        return rows
 
 
 @register_family("Gemma2ForCausalLM")
@@ -72,3 +75,48 @@ class Gemma3(_Gemma):
             raise DownsizeError(f"Gemma 3 rope scaling {rs['rope_type']!r} is not supported", hint="supported: linear")
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(float(rs["factor"]))
+
+
+# ---- transformers' Gemma2Config / Gemma3TextConfig: defaults and post-init rules for the fields read above ----
+def _gemma2_post_init(c: dict) -> None:
+    if c.get("layer_types") is None:
+        c["layer_types"] = [SLIDING if (i + 1) % 2 else FULL for i in range(c["num_hidden_layers"])]
+
+
+def _gemma3_post_init(c: dict) -> None:
+    if c.get("use_bidirectional_attention"):
+        c["sliding_window"] = c["sliding_window"] // 2 + 1
+    pattern = c.get("sliding_window_pattern", 6)
+    if c.get("layer_types") is None:
+        c["layer_types"] = [SLIDING if (i + 1) % pattern else FULL for i in range(c["num_hidden_layers"])]
+
+
+def _gemma3_rope(c: dict) -> None:
+    """Gemma3TextConfig.convert_rope_params_to_dict: one RoPE dict per attention type; legacy rope_scaling applies
+    to the global (full-attention) layers, rope_local_base_freq is the sliding layers' base."""
+    rope_scaling = c.pop("rope_scaling", None)
+    rp = copy.deepcopy(c.get("rope_parameters"))
+    if rp is None:
+        rp = {SLIDING: {"rope_type": "default"}, FULL: {"rope_type": "default"}}
+    if rope_scaling is not None:
+        rp[FULL].update(rope_scaling)
+    if rp.get(FULL) is None:
+        rp[FULL] = {"rope_type": "default"}
+    rp[FULL].setdefault("rope_theta", c.pop("rope_theta", 1_000_000.0))
+    if rp.get(SLIDING) is None:
+        rp[SLIDING] = {"rope_type": "default"}
+    rp[SLIDING].setdefault("rope_theta", c.pop("rope_local_base_freq", 10_000.0))
+    c["rope_parameters"] = standardize_rope(c, rp)
+
+
+_GEMMA_COMMON = dict(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+                     num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1,
+                     bos_token_id=2, tie_word_embeddings=True, rope_parameters=None, query_pre_attn_scalar=256,
+                     sliding_window=4096, layer_types=None)
+register_model_type("gemma2", dict(_GEMMA_COMMON, vocab_size=256000, max_position_embeddings=8192,
+                                   final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
+                    post_init=_gemma2_post_init)
+register_model_type("gemma3_text", dict(_GEMMA_COMMON, vocab_size=262_208, max_position_embeddings=131_072,
+                                        final_logit_softcapping=None, attn_logit_softcapping=None,
+                                        use_bidirectional_attention=False),
+                    post_init=_gemma3_post_init, rope=_gemma3_rope)

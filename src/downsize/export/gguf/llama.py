@@ -10,17 +10,23 @@ from typing import Iterator
 
 import gguf
 import numpy as np
-import torch
 
+from downsize.errors import DownsizeError
 from downsize.export.gguf.base import Family, register_family, rope_scaling, rope_theta
+from downsize.export.gguf.config import head_dim_from_sizes, kv_heads_default, register_model_type
 
 
-def permute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
+def permute_qk_rows(w: np.ndarray, head_rows: int) -> np.ndarray:
     """HF stores q/k with rotary halves split ([x0..x_{d/2}, y0..]); llama.cpp's NORM RoPE wants pairs interleaved.
 
-    w: (n_head * head_dim, ...) -> same shape, rows reordered within each head.
+    w: (k * head_rows, ...) -- whole heads of ``head_rows`` rows each -> same shape, rows reordered within each head.
     """
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return w.reshape(-1, 2, head_rows // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """``permute_qk_rows`` for a whole q/k weight of ``n_head`` heads: (n_head * head_dim, ...)."""
+    return permute_qk_rows(w, w.shape[0] // n_head)
 
 
 def llama3_rope_factors(cfg, head_dim: int) -> np.ndarray:
@@ -48,13 +54,44 @@ def llama3_rope_factors(cfg, head_dim: int) -> np.ndarray:
 class Llama(Family):
     gguf_arch = gguf.MODEL_ARCH.LLAMA
 
-    def transform(self, hf_name: str, t: torch.Tensor) -> torch.Tensor:
+    def _heads(self, hf_name: str) -> int | None:
         if ".self_attn.q_proj." in hf_name:
-            return permute_qk(t, self.n_head)
+            return self.n_head
         if ".self_attn.k_proj." in hf_name:
-            return permute_qk(t, self.n_kv)
-        return t
+            return self.n_kv
+        return None
+
+    def row_group(self, hf_name: str, shape: tuple[int, ...]) -> int | None:
+        heads = self._heads(hf_name)
+        if heads is None:
+            return 1
+        if shape[0] % heads or (shape[0] // heads) % 2:
+            raise DownsizeError(f"{hf_name} has {shape[0]} rows, not {heads} heads of an even head size",
+                                hint="config.json's head counts do not match the checkpoint's q/k weights")
+        return shape[0] // heads  # the rows of one head: the permutation never crosses heads
+
+    def transform(self, hf_name: str, rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        heads = self._heads(hf_name)
+        return rows if heads is None else permute_qk_rows(rows, shape[0] // heads)
 
     def extra_tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         if rope_scaling(self.cfg).get("rope_type") == "llama3":
             yield gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(self.cfg, self.head_dim)
+
+
+def _llama_post_init(c: dict) -> None:
+    head_dim_from_sizes(c)
+    kv_heads_default(c)
+
+
+# transformers' LlamaConfig / MistralConfig defaults for the fields the families read.
+register_model_type("llama", dict(
+    vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=None, max_position_embeddings=2048, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2,
+    pad_token_id=None, tie_word_embeddings=False, rope_parameters=None, head_dim=None),
+    post_init=_llama_post_init)
+register_model_type("mistral", dict(
+    vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=None, max_position_embeddings=4096 * 32, rms_norm_eps=1e-6, bos_token_id=1,
+    eos_token_id=2, pad_token_id=None, tie_word_embeddings=False, rope_parameters=None, sliding_window=4096),
+    post_init=_llama_post_init)

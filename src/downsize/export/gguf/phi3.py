@@ -6,6 +6,7 @@ partial rotary dimension; LongRoPE factors as rope_factors_long/short tensors).
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Iterator
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from downsize.errors import DownsizeError
 from downsize.export.gguf.base import Family, register_family, rope_scaling
+from downsize.export.gguf.config import DEFAULT_ROPE_THETA, kv_heads_default, register_model_type, standardize_rope
 
 
 @register_family("Phi3ForCausalLM")
@@ -53,3 +55,24 @@ class Phi3(Family):
                     raise DownsizeError(f"rope_scaling.{key} has {f.size} values, expected {self.rot_dim // 2}",
                                         hint="the config's longrope factors do not match its rotary dimension")
                 yield gguf.TENSOR_NAMES[t] + ".weight", f
+
+
+def _phi3_rope(c: dict) -> None:
+    """Phi3Config.convert_rope_params_to_dict: partial_rotary_factor joins the rope dict, and the old LongRoPE
+    names ``su`` and ``yarn`` mean ``longrope``."""
+    rope_scaling = c.pop("rope_scaling", None)
+    rp = copy.deepcopy(rope_scaling or c.get("rope_parameters")) or {}
+    rp.setdefault("rope_theta", c.pop("rope_theta", DEFAULT_ROPE_THETA))
+    rp.setdefault("partial_rotary_factor", c.get("partial_rotary_factor", 1.0))
+    standardize_rope(c, rp)
+    if rp.get("rope_type") in ("su", "yarn"):
+        rp["rope_type"] = "longrope"
+    c["rope_parameters"] = rp
+
+
+# transformers' Phi3Config defaults for the fields read above.
+register_model_type("phi3", dict(
+    vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=None, max_position_embeddings=4096, original_max_position_embeddings=4096, rms_norm_eps=1e-5,
+    tie_word_embeddings=False, rope_parameters=None, bos_token_id=1, eos_token_id=32000, pad_token_id=32000,
+    sliding_window=None), post_init=kv_heads_default, rope=_phi3_rope)

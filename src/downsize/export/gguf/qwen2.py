@@ -8,8 +8,26 @@ from __future__ import annotations
 import gguf
 
 from downsize.export.gguf.base import Family, register_family
+from downsize.export.gguf.config import kv_heads_default, register_model_type
 
 
 @register_family("Qwen2ForCausalLM")
 class Qwen2(Family):
     gguf_arch = gguf.MODEL_ARCH.QWEN2
+
+
+def qwen_post_init(c: dict) -> None:
+    """Qwen2Config/Qwen3Config.__post_init__: the sliding window only when enabled, per-layer attention types."""
+    c["sliding_window"] = c.get("sliding_window") if c.get("use_sliding_window") else None
+    kv_heads_default(c)
+    if c.get("layer_types") is None:
+        c["layer_types"] = ["sliding_attention" if c["sliding_window"] is not None and i >= c["max_window_layers"]
+                            else "full_attention" for i in range(c["num_hidden_layers"])]
+
+
+# transformers' Qwen2Config defaults for the fields the families read.
+register_model_type("qwen2", dict(
+    vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=32, max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
+    rope_parameters=None, use_sliding_window=False, sliding_window=4096, max_window_layers=28, layer_types=None,
+    pad_token_id=None, bos_token_id=None, eos_token_id=None), post_init=qwen_post_init)

@@ -8,8 +8,18 @@ from __future__ import annotations
 import gguf
 
 from downsize.export.gguf.base import Family, register_family
+from downsize.export.gguf.config import register_model_type
+from downsize.export.gguf.qwen2 import qwen_post_init
 
 
 @register_family("Qwen3ForCausalLM")
 class Qwen3(Family):
     gguf_arch = gguf.MODEL_ARCH.QWEN3
+
+
+# transformers' Qwen3Config defaults for the fields the families read (head_dim 128 unless the config says).
+register_model_type("qwen3", dict(
+    vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=32, head_dim=128, max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
+    rope_parameters=None, use_sliding_window=False, sliding_window=4096, max_window_layers=28, layer_types=None,
+    pad_token_id=None, bos_token_id=None, eos_token_id=None), post_init=qwen_post_init)

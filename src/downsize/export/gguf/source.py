@@ -1,37 +1,69 @@
-"""Read a Hugging Face checkpoint one tensor at a time (safetensors, single file or sharded).
+"""Read a Hugging Face checkpoint (safetensors, single file or sharded) as numpy, a block of rows at a time.
 
-    ckpt = Checkpoint.open(Path("model_dir"))      # validates every shard and header up front
+The safetensors header (8-byte little-endian length, then JSON: name -> dtype, shape, data_offsets) is parsed
+here and the data read with plain file reads: no torch, no memory map, so the process's resident memory holds
+only the rows being converted, not every page of the checkpoint it has touched.
+
+    ckpt = Checkpoint.open(Path("model_dir"))        # validates every shard and header up front
     for name in ckpt.names():
-        t = ckpt.get(name)                       # one tensor in memory at a time (memory-mapped read)
+        meta = ckpt.tensors[name]                   # shape, dtype ("BF16", "F16", ...), file, byte range
+        rows = ckpt.read_rows(name, 0, 64)          # (64, *shape[1:]) in the stored dtype (bf16 as uint16 bits)
+        x = to_float(rows, meta.dtype)              # float32 for bf16 (exact), the stored float type otherwise
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError, safe_open
+import numpy as np
 
 from downsize.errors import DownsizeError
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+MAX_HEADER_BYTES = 100 << 20  # the safetensors format's own limit
 
-_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-           "I64": torch.int64, "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+# safetensors dtype -> numpy storage type. BF16 has no numpy type: it is kept as its uint16 bit pattern.
+DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+}
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> float32, exactly: bf16 is the upper half of an IEEE float32."""
+    out = np.empty(bits.shape, dtype=np.uint32)
+    np.left_shift(bits, 16, out=out, dtype=np.uint32)
+    return out.view(np.float32)
+
+
+def to_float(a: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored values as a float array for the family transforms and the encoders: BF16 -> float32 (exact);
+    F32/F16/F64 as stored; integer and bool tensors -> float32."""
+    if dtype == "BF16":
+        return bf16_to_f32(a)
+    if a.dtype.kind == "f":
+        return a
+    return a.astype(np.float32)
 
 
 @dataclass
 class TensorMeta:
     name: str
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype: str  # safetensors dtype name: "BF16", "F16", "F32", ...
     file: Path
     start: int = 0  # absolute byte offset of the data in ``file``
     end: int = 0
+
+    @property
+    def row_nbytes(self) -> int:
+        """Bytes of one row (one index of the first dimension); a 1-D tensor's rows are its elements."""
+        return math.prod(self.shape[1:]) * DTYPES[self.dtype].itemsize
 
 
 @dataclass
@@ -46,10 +78,10 @@ class Checkpoint:
         if (root / SAFETENSORS_INDEX).exists():
             try:
                 weight_map = json.loads((root / SAFETENSORS_INDEX).read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                files = sorted(set(weight_map.values()))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
                 raise DownsizeError(f"{root / SAFETENSORS_INDEX} is not a valid shard index ({type(e).__name__}: {e})",
                                     hint="re-save the model with save_pretrained") from None
-            files = sorted(set(weight_map.values()))
             missing = [f for f in files if not (root / f).exists()]
             if missing:
                 raise DownsizeError(f"the checkpoint in {root} is sharded into {len(files)} files and "
@@ -65,23 +97,9 @@ class Checkpoint:
                                 hint="point at the folder that holds the model's safetensors files")
         tensors: dict[str, TensorMeta] = {}
         for f in files:
-            path = root / f
-            try:
-                with safe_open(path, framework="pt") as h:
-                    for name in h.keys():
-                        sl = h.get_slice(name)
-                        dt = sl.get_dtype()
-                        if dt not in _DTYPES:
-                            raise DownsizeError(f"tensor {name!r} in {path} has dtype {dt}, which the exporter cannot read",
-                                                hint="save the model in float32, float16 or bfloat16")
-                        tensors[name] = TensorMeta(name, tuple(sl.get_shape()), _DTYPES[dt], path)
-            except SafetensorError as e:
-                raise DownsizeError(f"{path} is not a readable safetensors file: {e}",
-                                    hint="the file is truncated or corrupt; re-save or re-download it") from None
-            except OSError as e:
-                raise DownsizeError(f"cannot read {path}: {e}", hint="check the file's permissions and that it is complete") from None
-        for f in files:
-            _fill_offsets(root / f, tensors)
+            # Names in sorted order within each file (as safetensors' safe_open lists them): the GGUF tensor order.
+            for meta in sorted(read_header(root / f), key=lambda m: m.name):
+                tensors[meta.name] = meta
         if not tensors:
             raise DownsizeError(f"the checkpoint in {root} holds no tensors", hint="re-save the model with save_pretrained")
         return cls(root, tensors)
@@ -89,21 +107,29 @@ class Checkpoint:
     def names(self) -> list[str]:
         return list(self.tensors)
 
-    def get(self, name: str) -> torch.Tensor:
-        """Read one tensor with a plain file read (not a memory map), so the process's resident memory holds only
-        the tensors being converted, not every page of the checkpoint it has touched."""
+    def read_rows(self, name: str, r0: int, r1: int) -> np.ndarray:
+        """Rows [r0, r1) of tensor ``name`` (first dimension), in the stored dtype, as a fresh array."""
         meta = self.tensors[name]
+        rows = meta.shape[0] if meta.shape else 1
+        if not 0 <= r0 <= r1 <= rows:
+            raise IndexError(f"rows [{r0}, {r1}) of {name} with {rows} rows")
+        shape = (r1 - r0, *meta.shape[1:]) if meta.shape else ()
+        out = np.empty(shape, dtype=DTYPES[meta.dtype])
+        if out.nbytes == 0:
+            return out
         h = self._handles.get(meta.file)
         if h is None:
             h = self._handles[meta.file] = open(meta.file, "rb")
-        h.seek(meta.start)
-        buf = bytearray(meta.end - meta.start)
-        if h.readinto(buf) != len(buf):
-            raise DownsizeError(f"{meta.file} ends before tensor {name!r}",
+        h.seek(meta.start + r0 * meta.row_nbytes)
+        if h.readinto(memoryview(out.reshape(-1)).cast("B")) != out.nbytes:
+            raise DownsizeError(f"{meta.file} ends inside tensor {name!r}",
                                 hint="the file is truncated; re-save or re-download it")
-        if not buf:
-            return torch.zeros(meta.shape, dtype=meta.dtype)
-        return torch.frombuffer(buf, dtype=meta.dtype).reshape(meta.shape)
+        return out
+
+    def get(self, name: str) -> np.ndarray:
+        """The whole tensor in the stored dtype (small tensors; large ones are read with ``read_rows``)."""
+        meta = self.tensors[name]
+        return self.read_rows(name, 0, meta.shape[0] if meta.shape else 1)
 
     def close(self) -> None:
         for h in self._handles.values():
@@ -111,17 +137,46 @@ class Checkpoint:
         self._handles.clear()
 
 
-def _fill_offsets(path: Path, tensors: dict[str, TensorMeta]) -> None:
-    """Absolute data offsets from the safetensors header (8-byte length, JSON, then the data block)."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-    size = path.stat().st_size
+def read_header(path: Path) -> list[TensorMeta]:
+    """Every tensor of one safetensors file, validated: known dtype, byte range = shape x item size, inside the file."""
+    def corrupt(why: str) -> DownsizeError:
+        return DownsizeError(f"{path} is not a readable safetensors file: {why}",
+                             hint="the file is truncated or corrupt; re-save or re-download it")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise corrupt(f"it is {size} bytes long, shorter than the 8-byte header length")
+            n = struct.unpack("<Q", head)[0]
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise corrupt(f"its header claims {n} bytes and the file has {size}")
+            raw = f.read(n)
+    except OSError as e:
+        raise DownsizeError(f"cannot read {path}: {e}", hint="check the file's permissions and that it is complete") from None
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise corrupt(f"the JSON header does not parse ({e})") from None
+    if not isinstance(header, dict):
+        raise corrupt("the JSON header is not an object")
+    base = 8 + n
+    out = []
     for name, info in header.items():
-        if name == "__metadata__" or name not in tensors:
+        if name == "__metadata__":
             continue
-        a, b = info["data_offsets"]
-        tensors[name].start, tensors[name].end = 8 + n + a, 8 + n + b
-        if tensors[name].end > size:
-            raise DownsizeError(f"{path} is truncated: tensor {name!r} ends at byte {tensors[name].end} of {size}",
-                                hint="re-save or re-download the file")
+        try:
+            dt, shape, (a, b) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
+            a, b = int(a), int(b)
+        except (KeyError, TypeError, ValueError) as e:
+            raise corrupt(f"the entry of tensor {name!r} is malformed ({type(e).__name__}: {e})") from None
+        if dt not in DTYPES:
+            raise DownsizeError(f"tensor {name!r} in {path} has dtype {dt}, which the exporter cannot read",
+                                hint="save the model in float32, float16 or bfloat16")
+        if min(shape, default=0) < 0 or not 0 <= a <= b or b - a != math.prod(shape) * DTYPES[dt].itemsize:
+            raise corrupt(f"tensor {name!r} ({dt}, shape {list(shape)}) has data offsets [{a}, {b}] that do not match its size")
+        if base + b > size:
+            raise corrupt(f"tensor {name!r} ends at byte {base + b} of {size} (the file is truncated)")
+        out.append(TensorMeta(name, shape, dt, path, base + a, base + b))
+    return out

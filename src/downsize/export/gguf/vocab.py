@@ -1,5 +1,7 @@
 """Tokenizer metadata for GGUF: byte-level BPE vocab and merges, the llama.cpp pre-tokenizer detected from the
 tokenizer's own regex (not a hash of known vocabularies), special tokens, BOS/EOS/EOT/pad and the chat template.
+The tokenizer is loaded as transformers would run it, without transformers for tokenizer.json folders
+(see tokenizer.py).
 
     >>> detect_pretokenizer(json.load(open("tokenizer.json")))
     'llama-bpe'
@@ -14,6 +16,7 @@ from pathlib import Path
 import gguf
 
 from downsize.errors import DownsizeError
+from downsize.export.gguf.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -88,29 +91,12 @@ def detect_pretokenizer(tokenizer_json: dict) -> str:
                              "with one of those regexes, or add the new pre-tokenizer to llama.cpp")
 
 
-def _load_hf_tokenizer(root: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(root), trust_remote_code=False)
-
-
 def write_tokenizer(w: gguf.GGUFWriter, root: Path, cfg) -> dict:
     """Write tokenizer.* keys for the tokenizer in ``root``; returns a summary (model, pre, special ids)."""
-    root = Path(root)
-    if not any((root / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
-        raise DownsizeError(f"{root} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json)",
-                            hint="copy the tokenizer of the model it came from into the folder (tokenizer.save_pretrained)")
-    try:
-        tok = _load_hf_tokenizer(root)
-    except (OSError, ValueError, json.JSONDecodeError) as e:
-        raise DownsizeError(f"the tokenizer in {root} does not load: {e}",
-                            hint="re-save it with tokenizer.save_pretrained") from None
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is None:
-        raise DownsizeError(f"the tokenizer in {root} is a slow (Python) tokenizer", hint="save a fast tokenizer (tokenizer.json)")
+    tok = load_tokenizer(Path(root), cfg)
     # The tokenizer as transformers really runs it: for some model types (e.g. qwen2) transformers replaces the
     # pre-tokenizer of tokenizer.json with the family's own, and the GGUF must split text the way HF does.
-    tj = json.loads(backend.to_str())
+    tj = json.loads(tok.backend.to_str())
     model = tj.get("model", {})
     if model.get("type") != "BPE":
         raise DownsizeError(f"tokenizer model type {model.get('type')!r} is not supported",
@@ -138,12 +124,12 @@ def write_tokenizer(w: gguf.GGUFWriter, root: Path, cfg) -> dict:
     w.add_token_types([int(t) for t in types])
     w.add_token_merges(merges)
 
-    ids = {k: getattr(tok, f"{k}_token_id", None) for k in ("bos", "eos", "pad", "unk")}
+    ids = {k: tok.token_id(tok.special.get(f"{k}_token")) for k in ("bos", "eos", "pad", "unk")}
     eos_cfg = getattr(cfg, "eos_token_id", None)
     if ids["eos"] is None and eos_cfg is not None:
         ids["eos"] = eos_cfg[0] if isinstance(eos_cfg, list) else eos_cfg
-    probe = tok("a", add_special_tokens=True)["input_ids"]
-    plain = tok("a", add_special_tokens=False)["input_ids"]
+    probe = tok.encode("a", add_special_tokens=True)
+    plain = tok.encode("a", add_special_tokens=False)
     add_bos = ids["bos"] is not None and len(probe) > len(plain) and probe[0] == ids["bos"]
     add_eos = ids["eos"] is not None and len(probe) > len(plain) and probe[-1] == ids["eos"]
     if ids["bos"] is None:  # llama.cpp falls back to a fixed id for BPE; point it at EOS, never added
@@ -167,4 +153,4 @@ def write_tokenizer(w: gguf.GGUFWriter, root: Path, cfg) -> dict:
     if template:
         w.add_chat_template(template)
     return {"model": "gpt2", "pre": pre, "n_tokens": n, "add_bos": add_bos, "eot": eot, **ids,
-            "chat_template": bool(template)}
+            "chat_template": bool(template), "loaded_with": tok.how}
