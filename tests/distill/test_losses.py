@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from downsize.distill.losses import (DIVERGENCES, IGNORE_INDEX, Head, Logits, LossSpec, TopK, divergence, kd_loss,
-                                     topk_from_logits)
+from downsize.distill import losses
+from downsize.distill.losses import (DIVERGENCE_GRADS, DIVERGENCES, IGNORE_INDEX, Head, Logits, LossSpec, TopK, divergence,
+                                     kd_loss, topk_from_logits)
 from downsize.errors import DownsizeError
 
 
@@ -159,3 +160,29 @@ def test_bad_specs_say_how_to_fix():
         LossSpec("jsd", beta=1.0)
     with pytest.raises(DownsizeError, match="kd_ratio"):
         LossSpec("fkl", kd_ratio=1.5)
+
+
+@pytest.mark.parametrize("name", sorted(DIVERGENCE_GRADS))
+@pytest.mark.parametrize("T,ratio,vocab,softcap", [(1.0, 1.0, None, None), (2.0, 0.4, 48, None), (1.0, 0.0, None, 30.0),
+                                                   (0.7, 0.8, None, 5.0)])
+def test_closed_form_gradient_equals_autograd(monkeypatch, name, T, ratio, vocab, softcap):
+    """The closed-form path (no autograd graph over the (N, V) temporaries) gives the loss and gradients of
+    the generic autograd path, with temperature, CE mixing, vocabulary alignment and logit soft-capping."""
+    h_s, w_s, t, labels = _inputs(seed=3)
+    spec = LossSpec(name, temperature=T, kd_ratio=ratio, chunk_size=8)
+    for autocast in (False, True):  # under bf16 autocast the logits are bf16; the loss must still be fp32
+        results = []
+        for grads in (dict(DIVERGENCE_GRADS), {}):
+            monkeypatch.setattr(losses, "DIVERGENCE_GRADS", grads)
+            h, w = h_s.detach().clone().requires_grad_(), w_s.detach().clone().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss, parts = kd_loss(Head(h, w, None, softcap), Logits(t[:, :vocab] if vocab else t), labels, spec,
+                                      vocab=vocab)
+            loss.backward()
+            results.append((loss.item(), parts, h.grad, w.grad))
+        (l1, p1, gh1, gw1), (l2, p2, gh2, gw2) = results
+        assert l1 == pytest.approx(l2, rel=1e-5) and p1["ce"] == pytest.approx(p2["ce"], rel=1e-5)
+        assert p1["kd"] == pytest.approx(p2["kd"], rel=1e-5, abs=1e-7)
+        tol = dict(rtol=2e-2, atol=1e-4) if autocast else dict(rtol=1e-4, atol=1e-6)  # bf16 backward matmuls
+        torch.testing.assert_close(gh1, gh2, **tol)
+        torch.testing.assert_close(gw1, gw2, **tol)

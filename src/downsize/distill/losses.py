@@ -118,6 +118,43 @@ def divergence(name: str, student_logp: torch.Tensor, teacher_logp: torch.Tensor
     return DIVERGENCES[name](s, t, **kw)
 
 
+
+# Closed-form gradients: fn(s, t) -> (value (N,), d value / d u) where s = log_softmax(u) is the student's
+# tempered log-probabilities and t the teacher's, both (N, K). With one of these the loss needs no autograd
+# graph over the (N, V) temporaries: a few passes over the chunk instead of a dozen (the fused-kernel idea).
+DIVERGENCE_GRADS: dict[str, Callable] = {}
+
+
+def register_divergence_grad(name: str):
+    def deco(fn: Callable) -> Callable:
+        if name in DIVERGENCE_GRADS:
+            raise ValueError(f"divergence gradient {name!r} is registered twice")
+        if name not in DIVERGENCES:
+            raise ValueError(f"no divergence {name!r} to give a gradient to")
+        DIVERGENCE_GRADS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_divergence_grad("fkl")
+def forward_kl_grad(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # KL(P || Q) = Σ p (log p - log q);  d/du = q - p
+    s, t = s.clamp_min(LOG_FLOOR), t.clamp_min(LOG_FLOOR)
+    p = t.exp()
+    value = torch.linalg.vecdot(p, t) - torch.linalg.vecdot(p, s)
+    return value, s.exp().sub_(p)
+
+
+@register_divergence_grad("rkl")
+def reverse_kl_grad(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # KL(Q || P) = Σ q (log q - log p);  d/du = q ⊙ (log q - log p - KL)
+    s, t = s.clamp_min(LOG_FLOOR), t.clamp_min(LOG_FLOOR)
+    q = s.exp()
+    diff = s - t
+    value = torch.linalg.vecdot(q, diff)
+    return value, diff.sub_(value[:, None]).mul_(q)
+
 @dataclass(frozen=True)
 class LossSpec:
     """How to compare student and teacher: ``kd_ratio`` · KD + (1 - ``kd_ratio``) · CE(labels)."""
@@ -255,6 +292,27 @@ def _student_chunk(spec: LossSpec, vocab: int | None, s_logits: torch.Tensor, t_
     return kd.sum() * (T * T), ce_sum
 
 
+
+def _analytic_chunk(spec: LossSpec, vocab: int | None, z: torch.Tensor, t_logp: torch.Tensor | None,
+                    labels: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(kd_sum, ce_sum, d loss / d z) of one chunk from the student's logits ``z`` (n, V_s) by closed form;
+    the loss is ``scale`` · (kd_ratio · kd_sum + (1 - kd_ratio) · ce_sum)."""
+    T, ratio = spec.temperature, spec.kd_ratio
+    s = z.float()
+    ls1 = F.log_softmax(s, dim=-1)  # (n, V_s)
+    ce_sum = -ls1.gather(1, labels[:, None]).sum()
+    g = ls1.exp().mul_(1 - ratio)  # d CE / d z = softmax - one-hot
+    g[torch.arange(len(labels)), labels] -= 1 - ratio
+    kd_sum = s.new_zeros(())
+    if t_logp is not None:
+        s_kd = s[:, :vocab] if vocab else s
+        ls = ls1 if T == 1 and s_kd is s else F.log_softmax(s_kd / T, dim=-1)
+        value, g_u = DIVERGENCE_GRADS[spec.name](ls, t_logp)
+        kd_sum = value.sum() * (T * T)
+        (g[:, :vocab] if vocab else g).add_(g_u, alpha=ratio * T)  # T² · (d/du) · (du/dz = 1/T)
+    return kd_sum, ce_sum, g.mul_(scale)
+
+
 class _WithGrads(torch.autograd.Function):
     """A scalar whose gradients with respect to ``inputs`` were already computed in the forward pass;
     the backward pass only scales them by the incoming gradient."""
@@ -300,18 +358,26 @@ def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec:
     leaves = [x.detach().requires_grad_() if grad and torch.is_tensor(x) and x.requires_grad else x for x in whole]
     g_rows = torch.empty_like(rows) if grad and rows.requires_grad else None
     g_whole = [torch.zeros_like(x) if torch.is_tensor(x) and x.requires_grad else None for x in leaves]
+    # A dense teacher and a divergence with a closed-form gradient: the loss itself needs no autograd graph.
+    analytic = grad and not isinstance(teacher, TopK) and (spec.kd_ratio == 0 or spec.name in DIVERGENCE_GRADS)
     kd_sum = ce_sum = rows.new_zeros((), dtype=torch.float32)
     for a in range(0, n, spec.chunk_size):
         b = min(n, a + spec.chunk_size)
         t_logp, ids = _teacher_logp(spec, vocab, teacher.tensors(a, b)) if spec.kd_ratio > 0 else (None, None)
         r = rows[a:b].detach().requires_grad_(g_rows is not None)
-        with torch.enable_grad() if grad else torch.no_grad():
-            kd_c, ce_c = _student_chunk(spec, vocab, compute(r, *leaves), t_logp, ids, labels[a:b])
-            total = (spec.kd_ratio * kd_c + (1 - spec.kd_ratio) * ce_c) / n
         wrt = ([r] if g_rows is not None else []) + [x for x, g in zip(leaves, g_whole) if g is not None]
+        with torch.enable_grad() if grad else torch.no_grad():
+            z = compute(r, *leaves)  # (n, V_s) student logits of the chunk
+            if analytic:
+                with torch.autocast(z.device.type, enabled=False):  # fp32 reductions (vecdot is autocast to bf16)
+                    kd_c, ce_c, g_z = _analytic_chunk(spec, vocab, z.detach(), t_logp, labels[a:b], 1.0 / n)
+                total, outs = z, g_z.to(z.dtype)
+            else:
+                kd_c, ce_c = _student_chunk(spec, vocab, z, t_logp, ids, labels[a:b])
+                total, outs = (spec.kd_ratio * kd_c + (1 - spec.kd_ratio) * ce_c) / n, None
         if grad and wrt:
             with torch.autocast(r.device.type, enabled=False):
-                gs = list(torch.autograd.grad(total, wrt))
+                gs = list(torch.autograd.grad(total, wrt, grad_outputs=outs))
             if g_rows is not None:
                 g_rows[a:b] = gs.pop(0)
             for g, d in zip((g for g in g_whole if g is not None), gs):
