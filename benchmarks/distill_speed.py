@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 STUDENT = "teacher:num_hidden_layers=4,hidden_size=160,num_attention_heads=5,num_key_value_heads=1"
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 
 
 def linear_params(model) -> int:
@@ -159,11 +160,16 @@ def main():
         meta = cache_teacher(args.teacher, args.data, Path(tmp) / "cache", k=args.top_k, seq_len=args.seq_len,
                              windows=windows, batch_size=args.batch_size, split="train")
         cache_s = time.perf_counter() - t
-        for mode in ("online", "offline", "trl"):
+        # "trl+malloc": TRL with the same glibc malloc thresholds downsize's loop sets for itself (see
+        # downsize.train.loop.tune_cpu_allocator), given through the environment: how much is the allocator alone.
+        for label, mode, env in (("online", "online", {}), ("offline", "offline", {}), ("trl", "trl", {}),
+                                 ("trl+malloc", "trl", MALLOC_ENV)):
             cmd = [sys.executable, __file__, "--mode", mode, "--teacher", args.teacher, "--data", args.data,
                    "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
                    "--threads", str(args.threads), "--cache", str(Path(tmp) / "cache"), "--windows", str(windows)]
-            r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            r = subprocess.run(cmd, capture_output=True, text=True,
+                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **env})
+            mode = label
             line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
             if r.returncode or not line:
                 results[mode] = {"error": r.stderr[-1500:]}

@@ -40,6 +40,34 @@ class BatchSource(Protocol):
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]: ...
 
 
+# glibc malloc serves blocks above its mmap threshold (128 KiB, raised dynamically only up to the size of
+# the last block freed) from fresh mmaps, so every step's multi-MiB temporaries (logits chunks, activations)
+# are page-faulted in and zeroed anew: on CPU that cost more than the arithmetic on them (measured: the
+# distillation loss 140 -> 88 ms a step). Serving them from the heap and not trimming it reuses the pages.
+_MALLOC_MMAP_THRESHOLD = 32 * 2**20  # glibc's ceiling for this setting on 64-bit
+_MALLOC_TRIM_THRESHOLD = 2**30
+_allocator_tuned = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Set glibc's malloc thresholds once per process (Linux/glibc only; False elsewhere or when they were
+    given by the user through MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_)."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, _MALLOC_MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, _MALLOC_TRIM_THRESHOLD)
+    except (OSError, AttributeError):
+        return False
+    _allocator_tuned = bool(ok)
+    return _allocator_tuned
+
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int
@@ -217,6 +245,8 @@ def train(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not torch.cuda.is_available():
+        tune_cpu_allocator()
     from accelerate.state import AcceleratorState
 
     if AcceleratorState._shared_state.get("_mixed_precision", cfg.mixed_precision) != cfg.mixed_precision:
