@@ -4,9 +4,9 @@
     >>> export_gguf("zoo:coder-teacher", "teacher-f32.gguf", quant="F32")
     >>> export_gguf("runs/x/student", "student-q4_k_m.gguf", quant="Q4_K_M", imatrix="student.imatrix.gguf")
 
-F32/F16/BF16/Q8_0 are written directly, streaming one tensor at a time; the other types (Q4_0, the K-quants,
-IQ4) are made by llama.cpp's own quantizer from an F32/F16/BF16 intermediate. Output is atomic: on any
-error no partial file is left.
+F32/F16/BF16/Q8_0 are written directly, streaming a block of rows at a time in numpy, without importing torch
+or transformers (convert.py); the other types (Q4_0, the K-quants, IQ4) are made by llama.cpp's own quantizer
+from an F32/F16/BF16 intermediate. Output is atomic: on any error no partial file is left.
 """
 
 from __future__ import annotations

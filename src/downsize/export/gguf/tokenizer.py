@@ -293,7 +293,11 @@ def _load_fast(root: Path, cfg) -> LoadedTokenizer:
             init.setdefault("pad_token", minimal.padding["pad_token"])
         how = f"{TOKENIZER_JSON} (Qwen2Tokenizer)"
     else:
-        backend = Tokenizer.from_file(str(root / TOKENIZER_JSON))
+        try:
+            backend = Tokenizer.from_file(str(root / TOKENIZER_JSON))
+        except Exception as e:  # the tokenizers library raises a bare Exception for a file it cannot parse
+            raise DownsizeError(f"{root / TOKENIZER_JSON} does not load: {e}",
+                                hint="the file is truncated or not a tokenizers file; re-save it with tokenizer.save_pretrained") from None
         if backend.padding is not None:
             init.setdefault("pad_token", backend.padding["pad_token"])
     if post_processor is not None:
