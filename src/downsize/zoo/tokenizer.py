@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 # Pre-tokenizer regexes, keyed by the name llama.cpp gives them (tokenizer.ggml.pre).
 PRETOKENIZER_REGEX = {
@@ -58,7 +57,7 @@ class TokenizerSpec:
     min_frequency: int = 2
 
 
-def train_bpe_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> PreTrainedTokenizerFast:
+def train_bpe_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> "PreTrainedTokenizerFast":
     """Train a byte-level BPE with the spec's llama.cpp-known pre-tokenizer and the zoo's special tokens."""
     regex = PRETOKENIZER_REGEX[spec.pretokenizer]
     tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
@@ -77,6 +76,8 @@ def train_bpe_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> PreTrained
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    from transformers import PreTrainedTokenizerFast  # only when training: zoo:NAME lookups stay light
+
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS,
