@@ -13,7 +13,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIPC) -q torch==2.13.0
-	$(PIPC) -q -e '.[test,llama]'
+	$(PIPC) -q -e '.[test,llama,lm-eval]'
 	touch $@
 
 setup: $(BIN)/.installed

@@ -95,14 +95,26 @@ def eval_cmd(
     speed: bool = typer.Option(False, help="also measure prompt/generation tokens/s and peak RAM (fresh process; llama.cpp for GGUF)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for --speed"),
     sample: bool = typer.Option(True, help="show a sample completion (HF models)"),
+    lm_eval: Optional[str] = typer.Option(None, "--lm-eval", help="lm-evaluation-harness tasks, comma-separated "
+                                          "(built in: stdlib_next_line; yours: --lm-eval-include)"),
+    lm_eval_include: Optional[Path] = typer.Option(None, help="folder of lm-eval task YAMLs (local data files)"),
+    lm_eval_limit: Optional[int] = typer.Option(None, help="at most N documents per lm-eval task"),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Perplexity (token-weighted, exact), KL and top-1 agreement with a teacher, size, speed and RAM of a model."""
+    """Perplexity (token-weighted, exact), KL and top-1 agreement with a teacher, size, speed and RAM of a model;
+    lm-evaluation-harness tasks on local data."""
     from downsize.eval.run import evaluate
 
     result = evaluate(model, data, split=split, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens,
                       sample=sample, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"), teacher=teacher,
                       speed=speed, threads=threads)
+    if lm_eval:
+        from downsize.eval.harness import run_lm_eval
+
+        tasks = [t.strip() for t in lm_eval.split(",") if t.strip()]
+        result["lm_eval"] = run_lm_eval(model, tasks, include=lm_eval_include, limit=lm_eval_limit)
+        if teacher:
+            result["teacher_lm_eval"] = run_lm_eval(teacher, tasks, include=lm_eval_include, limit=lm_eval_limit)
     if as_json:
         console.print_json(json.dumps(result))
         return
@@ -120,6 +132,12 @@ def eval_cmd(
         if "speed" in result:
             t.add_row(label, fmt(result["speed"][key]),
                       *([fmt(result["teacher_speed"][key]) if "teacher_speed" in result else ""] if teacher else []))
+    for task, metrics in result.get("lm_eval", {}).items():
+        for k in ("acc", "acc_norm", "exact_match"):
+            if k in metrics:
+                tm = result.get("teacher_lm_eval", {}).get(task, {})
+                cell = lambda m: f"{m[k]:.4f} ± {m.get(k + '_stderr', 0):.4f}" if k in m else "–"  # noqa: E731
+                t.add_row(f"lm-eval {task} {k}", cell(metrics), *([cell(tm)] if teacher else []))
     console.print(f"data: {result['data']}, windows of {result['seq_len']}")
     console.print(t)
     if result.get("sample"):
