@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from downsize.eval.speed import peak_rss_mb
 
 STUDENT = "teacher:num_hidden_layers=4,hidden_size=160,num_attention_heads=5,num_key_value_heads=1"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
@@ -41,10 +42,6 @@ def matmul_rate(threads: int, n: int = 1024, reps: int = 20) -> float:
     for _ in range(reps):
         a @ b
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _student_and_data(args):
@@ -95,7 +92,7 @@ def _summary(args, marks, n_s, teacher_flops_per_token) -> dict:
     (s0, t0), (s1, t1) = marks[1], marks[-1]
     tokens = (s1 - s0) * args.batch_size * args.seq_len
     tok_s = tokens / (t1 - t0)
-    return {"tok_s": tok_s, "peak_rss_mib": peak_rss_mib(), "sec_per_step": (t1 - t0) / (s1 - s0),
+    return {"tok_s": tok_s, "peak_rss_mib": peak_rss_mb(), "sec_per_step": (t1 - t0) / (s1 - s0),
             "flops": tok_s * (6 * n_s + teacher_flops_per_token)}
 
 

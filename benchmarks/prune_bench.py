@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ def job_prune(args: dict) -> dict:
     """Child: load, prune (or not), measure perplexity, optionally save."""
     import torch
 
+    from downsize.eval.speed import peak_rss_mb
     from downsize.models.refs import load_model
     from downsize.prune import PruneConfig, prune, save_pruned
 
@@ -52,7 +52,7 @@ def job_prune(args: dict) -> dict:
         prune(model, tok, PruneConfig(**args["cfg"]), "zoo:stdlib")
         rep = model.prune_report
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     out = {"ppl": _ppl(model, tok, args["max_tokens"]), "params": sum(p.numel() for p in model.parameters()),
            "wall_s": wall, "peak_rss_mib": peak, "delta_rss_mib": peak - rss0,
            "sparsity": rep.get("mean_linear_sparsity"), "sizes": rep.get("sizes", {}).get("after"),

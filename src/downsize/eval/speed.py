@@ -21,8 +21,22 @@ import time
 PROMPT = "import os\nimport sys\n\n\ndef main(argv):\n    \"\"\"Parse the arguments and run.\"\"\"\n"
 
 
-def _rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM belongs to the address space, which exec replaces; ru_maxrss is kept
+    across exec on Linux, so a child would report its parent's peak at fork time."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def default_threads() -> int:
+    """Threads for both backends alike: OMP_NUM_THREADS when set, else the CPUs this process may use."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else len(os.sched_getaffinity(0))
 
 
 def _prompt_ids(tokenize, n: int) -> list[int]:
@@ -37,9 +51,8 @@ def _hf(ref: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
 
     from downsize.models.refs import load_model
 
-    if threads:
-        torch.set_num_threads(threads)
-    base = _rss_mb()
+    torch.set_num_threads(threads or default_threads())
+    base = peak_rss_mb()
     t0 = time.perf_counter()
     model, tok = load_model(ref)
     model.eval()
@@ -57,15 +70,16 @@ def _hf(ref: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
             past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
         gen_s = time.perf_counter() - t0
     return {"backend": "transformers", "prompt_tok_s": n_prompt / prompt_s, "gen_tok_s": n_gen / gen_s,
-            "load_s": load_s, "peak_rss_mb": _rss_mb(), "base_rss_mb": base, "threads": torch.get_num_threads()}
+            "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "threads": torch.get_num_threads()}
 
 
 def _gguf(path: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
     from llama_cpp import Llama
 
-    base = _rss_mb()
+    base = peak_rss_mb()
     t0 = time.perf_counter()
-    llm = Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_threads=threads or os.cpu_count(), verbose=False)
+    threads = threads or default_threads()
+    llm = Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_threads=threads, n_threads_batch=threads, verbose=False)
     load_s = time.perf_counter() - t0
     ids = _prompt_ids(lambda s: llm.tokenize(s.encode(), add_bos=False, special=False), n_prompt)
     llm.eval(ids)  # warm up with the same batch shape: llama.cpp sizes its compute buffers on the first big batch
@@ -79,7 +93,7 @@ def _gguf(path: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
         llm.eval([tok])
     gen_s = time.perf_counter() - t0
     return {"backend": "llama.cpp", "prompt_tok_s": n_prompt / prompt_s, "gen_tok_s": n_gen / gen_s, "load_s": load_s,
-            "peak_rss_mb": _rss_mb(), "base_rss_mb": base, "threads": threads or os.cpu_count()}
+            "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "threads": threads}
 
 
 def measure_speed(ref: str, prompt_tokens: int = 128, gen_tokens: int = 64, threads: int | None = None,

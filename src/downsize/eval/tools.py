@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from downsize.errors import DownsizeError
+from downsize.eval.speed import peak_rss_mb
 from downsize.generate.agent import AgentConfig, run_agent
 from downsize.generate.backends import OPENAI_SCHEME, GenParams, open_backend
 from downsize.generate.codebase import scan_codebase
@@ -95,7 +95,7 @@ def eval_tools(model: str, tasks_file: str | os.PathLike, codebase: str | os.Pat
     pos = [r for r in rows if r["needs_tools"]]
     neg = [r for r in rows if r["needs_tools"] is False]
     pct = lambda xs: round(100.0 * sum(xs) / len(xs), 1) if xs else None  # noqa: E731
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     return {"model": model, "tasks": len(rows), "bad_lines": problems,
             "tool_use_pct": pct([r["good_calls"] > 0 for r in pos]),
             "no_tool_on_negative_pct": pct([r["tool_calls"] == 0 for r in neg]),

@@ -15,7 +15,6 @@ not empty. Structured results (depth, width, lowrank hidden=D) are plain models 
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from pathlib import Path
 
@@ -31,7 +30,9 @@ REPORT_FILE = "prune_report.json"
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from downsize.eval.speed import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def prune(model, tokenizer, cfg: PruneConfig, calib_data_ref="zoo:stdlib"):
