@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Turn a large language model into a smaller one that keeps its skill and runs in llama.cpp or Ollama.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The reference zoo: small models trained on the Python standard library.")
 app.add_typer(zoo_app, name="zoo")
-console = Console()
+# Tables are never cut to fit: a narrow or absent terminal (a pipe, CI logs) gets at least 120 columns.
+console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
 err = Console(stderr=True, soft_wrap=True)
 
 
