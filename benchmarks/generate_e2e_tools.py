@@ -35,11 +35,23 @@ from downsize.generate import AgentConfig, GenerateConfig, GenParams, generate  
 from downsize.generate.sandbox import SandboxLimits  # noqa: E402
 from downsize.train.loop import TrainConfig  # noqa: E402
 
-class _Skip(Exception):
-    pass
-
-
 MAX_OUTPUT = 400  # characters per tool result: keeps traces inside the student's trained context
+
+
+def zoo_teacher_step(a, work: Path, agent: AgentConfig, limits: SandboxLimits) -> None:
+    gguf = work / "teacher-f16.gguf"
+    if not gguf.exists():
+        export_gguf(a.student, gguf, quant="F16")
+    srv = LlamaServer(gguf, n_ctx=2048, threads=2, log=work / "server.log").start()
+    try:
+        t0 = time.perf_counter()
+        s1 = generate(GenerateConfig(teacher=srv.ref, out=str(work / "zoo-traces.jsonl"), codebase=a.codebase,
+                                     n_codebase=a.n_zoo, n_negative=max(1, a.n_zoo // 4), in_flight=1, agent=agent, sandbox=limits,
+                                     params=GenParams(max_tokens=a.max_tokens)))
+        print(f"[1] zoo teacher via llama.cpp: {s1['tasks']} prompts, accepted {s1['written']}, rejected {s1['rejected']}, "
+              f"reasons {s1['reasons']}, {time.perf_counter() - t0:.1f} s")
+    finally:
+        srv.stop()
 
 
 def main() -> None:
@@ -62,24 +74,10 @@ def main() -> None:
     agent = AgentConfig(max_turns=3)
 
     # 1. the zoo teacher through llama.cpp (--n-zoo 0 skips it)
-    gguf = work / "teacher-f16.gguf"
-    if a.n_zoo and not gguf.exists():
-        export_gguf(a.student, gguf, quant="F16")
-    srv = LlamaServer(gguf, n_ctx=2048, threads=2, log=work / "server.log").start() if a.n_zoo else None
-    try:
-        if srv is None:
-            raise _Skip
-        t0 = time.perf_counter()
-        s1 = generate(GenerateConfig(teacher=srv.ref, out=str(work / "zoo-traces.jsonl"), codebase=a.codebase,
-                                     n_codebase=a.n_zoo, n_negative=max(1, a.n_zoo // 4), in_flight=1, agent=agent, sandbox=limits,
-                                     params=GenParams(max_tokens=a.max_tokens)))
-        print(f"[1] zoo teacher via llama.cpp: {s1['tasks']} prompts, accepted {s1['written']}, rejected {s1['rejected']}, "
-              f"reasons {s1['reasons']}, {time.perf_counter() - t0:.1f} s")
-    except _Skip:
+    if a.n_zoo:
+        zoo_teacher_step(a, work, agent, limits)
+    else:
         print("[1] zoo teacher via llama.cpp: skipped (--n-zoo 0)")
-    finally:
-        if srv is not None:
-            srv.stop()
 
     # 2. the rule-based tool agent -> traces -> SFT -> eval
     bot = TeacherServer().start()
