@@ -6,6 +6,7 @@ validation windows. The importance matrix is computed from the *train* split (di
 
     .venv/bin/python benchmarks/export_quant.py                     # zoo:coder-teacher, 16384 validation tokens
     .venv/bin/python benchmarks/export_quant.py --model zoo:coder-teacher-qwen --max-tokens 8192
+    .venv/bin/python benchmarks/export_quant.py --types Q4_K_M,Q3_K_M --imatrix-types Q4_K_M,Q3_K_M --max-tokens 65536
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ def main() -> None:
     ap.add_argument("--model", default="zoo:coder-teacher")
     ap.add_argument("--max-tokens", type=int, default=16384)
     ap.add_argument("--calib-samples", type=int, default=64)
+    ap.add_argument("--types", default=",".join(TYPES), help="quant types without an imatrix (F32 always runs)")
+    ap.add_argument("--imatrix-types", default=",".join(IMATRIX_TYPES), help="quant types with the importance matrix")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
+    types = [t for t in args.types.split(",") if t and t != "F32"]
+    imatrix_types = [t for t in args.imatrix_types.split(",") if t]
     work = Path(tempfile.mkdtemp(prefix="export_quant_"))
     try:
         t0 = time.perf_counter()
@@ -42,12 +47,12 @@ def main() -> None:
         imf = write_imatrix(im, work / "imatrix.gguf")
         t_im = time.perf_counter() - t0
         paths, labels = [], []
-        for q in ["F32", *TYPES]:
+        for q in ["F32", *types]:
             p = work / f"{q}.gguf"
             export_gguf(args.model, p, q)
             paths.append(p)
             labels.append((q, False))
-        for q in IMATRIX_TYPES:
+        for q in imatrix_types:
             p = work / f"{q}-imatrix.gguf"
             export_gguf(args.model, p, q, imatrix=imf)
             paths.append(p)
