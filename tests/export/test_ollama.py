@@ -154,3 +154,35 @@ def test_cli_convert(tiny_model_dir, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
     assert info["template_style"] == "chatml" and Path(info["modelfile"]).exists()
+
+
+def _ollama_stand_in(bin_dir: Path, log: Path, rc: int) -> None:
+    """An executable named `ollama` that records how it was called and what the Modelfile's FROM points at.
+    Ollama itself cannot run here; this checks the calling contract (`ollama create NAME -f MODELFILE`)."""
+    bin_dir.mkdir()
+    exe = bin_dir / "ollama"
+    exe.write_text(f"""#!/bin/sh
+echo "$@" > {log}
+mf="$4"; from=$(sed -n 's/^FROM //p' "$mf"); cd "$(dirname "$mf")" && test -s "$from" && echo "from-ok" >> {log}
+if [ {rc} -ne 0 ]; then echo "Error: could not connect to ollama app, is it running?" >&2; fi
+exit {rc}
+""")
+    exe.chmod(0o755)
+
+
+def test_ollama_create_runs_when_ollama_is_on_path(tiny_model_dir, tmp_path, monkeypatch):
+    from downsize.errors import DownsizeError
+    from downsize.export.ollama import convert_gguf, export_ollama
+
+    log = tmp_path / "calls.txt"
+    _ollama_stand_in(tmp_path / "bin", log, rc=0)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    r = export_ollama(tiny_model_dir, "tiny-coder", tmp_path / "ol", quant="Q8_0")
+    assert r["created"] is True
+    assert log.read_text().splitlines() == [f"create tiny-coder -f {tmp_path / 'ol' / 'Modelfile'}", "from-ok"]
+    # a failing `ollama create` (server not running) is a clear error that says what to do
+    _ollama_stand_in(tmp_path / "bin2", tmp_path / "calls2.txt", rc=1)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin2'}:/usr/bin:/bin")
+    with pytest.raises(DownsizeError, match="could not connect") as e:
+        convert_gguf(r["gguf"], "tiny-coder", tmp_path / "ol3")
+    assert "ollama serve" in e.value.hint
