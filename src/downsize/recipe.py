@@ -119,7 +119,13 @@ class EvalSettings(_Settings):
     seq_len: int = Field(256, ge=8)
     speed: bool = True
     samples: bool = True
+    # Tool use (eval-tools) of the same models: a JSONL suite, or "auto" for questions made from `codebase`
+    # with answers computed from it, leaving out the ids a generate stage of this run trained on.
     tool_tasks: Optional[str] = None
+    codebase: Optional[str] = None  # default: the codebase of the run's generate stage
+    tool_suite: int = Field(20, ge=1)  # codebase questions in an "auto" suite (plus a quarter as many negatives)
+    tool_max_turns: int = Field(4, ge=1)
+    tool_max_tokens: int = Field(256, ge=8)
 
 
 STAGE_SETTINGS: dict[str, type[_Settings]] = {

@@ -251,7 +251,35 @@ def run_eval(ctx: StageContext) -> Artifact:
     metrics = {"models": rows}
     if s.samples:
         metrics["samples"] = _samples(models)
+    if s.tool_tasks:
+        metrics["tools"] = _tool_eval(ctx, models)
     return Artifact("metrics", None, "", metrics)
+
+
+def _tool_eval(ctx: StageContext, models: dict[str, str]) -> dict[str, dict]:
+    """eval-tools over the same models; "teacher" is the generate stage's teacher (the model that wrote the
+    traces, e.g. an Ollama/vLLM endpoint) when the run has one."""
+    from downsize.errors import DownsizeError
+    from downsize.eval.tools import compare, make_task_suite
+
+    s = ctx.stage.settings
+    gens = [st for st in ctx.recipe.stages if st.kind == "generate"]
+    codebase = s.codebase or next((g.settings.codebase for g in gens if g.settings.codebase), None)
+    if codebase is None:
+        raise DownsizeError(f"stage {ctx.stage.name}: tool_tasks needs the repository the questions are about",
+                            hint="set eval.codebase, or give the run a generate stage with a codebase")
+    tasks = s.tool_tasks
+    if tasks == "auto":
+        traces = [ctx.artifacts[g.name].path for g in gens if g.name in ctx.artifacts]
+        tasks = ctx.stage_dir / "tool_tasks.jsonl"
+        n = make_task_suite(codebase, tasks, n=s.tool_suite, n_negative=max(1, s.tool_suite // 4),
+                            exclude=traces[0] if traces else None)
+        ctx.log(f"[{ctx.stage.index}] {ctx.stage.name}: {n} tool-use tasks from {codebase} (disjoint from the traces)")
+    refs = dict(models)
+    if gens and "teacher" in refs:
+        refs["teacher"] = gens[0].settings.teacher or ctx.recipe.teacher
+    rows = compare(list(refs.values()), tasks, codebase, s.tool_max_turns, s.tool_max_tokens)
+    return {n: {k: v for k, v in r.items() if k != "rows"} for n, r in zip(refs, rows)}
 
 
 SAMPLE_PROMPTS = ("def read_config(path):\n    \"\"\"Read a configuration file and return a dict.\"\"\"\n",
@@ -303,5 +331,7 @@ def estimate_stage(recipe: Recipe, stage: Stage) -> str:
     if stage.kind in ("quantize", "export"):
         return f"streams ~{params * 2 / 2**20:.0f} MB of weights"
     if stage.kind == "eval":
-        return f"{s.max_tokens} tokens per model" + (", speed in a child process" if s.speed else "")
+        return (f"{s.max_tokens} tokens per model" + (", speed in a child process" if s.speed else "")
+                + (f", tool use on {s.tool_tasks if s.tool_tasks != 'auto' else f'{s.tool_suite} codebase questions'}"
+                   if s.tool_tasks else ""))
     return "-"

@@ -22,6 +22,12 @@ COLUMNS = [("params", "params", lambda v: f"{v / 1e6:.2f}M"), ("size_mb", "MB", 
            ("top1_agreement", "top-1 agree", lambda v: f"{100 * v:.1f}%"), ("prompt_tok_s", "prompt tok/s", lambda v: f"{v:,.0f}"),
            ("gen_tok_s", "gen tok/s", lambda v: f"{v:,.1f}"), ("peak_rss_mb", "peak RSS MB", lambda v: f"{v:,.0f}")]
 
+# The table a user planning a 30B -> 7B tool-use distillation tracks (see downsize.eval.tools).
+TOOL_COLUMNS = [("tasks", "tasks", str), ("tool_use_pct", "tool use %", lambda v: f"{v:.1f}"),
+                ("no_tool_on_negative_pct", "no tools on negatives %", lambda v: f"{v:.1f}"),
+                ("accuracy_pct", "accuracy %", lambda v: f"{v:.1f}"), ("median_s", "s / query", lambda v: f"{v:.2f}"),
+                ("peak_rss_mb", "peak RAM MB", lambda v: f"{v:,.0f}")]
+
 
 def _fmt(row: dict, key: str, f) -> str:
     v = row.get(key)
@@ -97,6 +103,7 @@ def _usage(run_dir: Path, manifest: dict) -> list[str]:
 def write_report(run_dir: Path, recipe, manifest: dict) -> tuple[Path, Path]:
     evals = [st for st in manifest["stages"] if st["kind"] == "eval" and st.get("metrics", {}).get("models")]
     rows: dict[str, dict] = evals[-1]["metrics"]["models"] if evals else {}
+    tools: dict[str, dict] = evals[-1]["metrics"].get("tools", {}) if evals else {}
     samples: dict = evals[-1]["metrics"].get("samples", {}) if evals else {}
     curves = _loss_curves(run_dir, manifest)
     size_pts = {n: [(r["size_mb"], r["perplexity"])] for n, r in rows.items() if r.get("size_mb") and r.get("perplexity")}
@@ -118,6 +125,11 @@ def write_report(run_dir: Path, recipe, manifest: dict) -> tuple[Path, Path]:
                "|---|---|" + "---|" * len(COLUMNS)]
         for n, r in rows.items():
             md.append(f"| {n} | {r.get('backend', '')} | " + " | ".join(_fmt(r, k, f) for k, _, f in COLUMNS) + " |")
+    if tools:
+        md += ["", "## Tool use", "", "| model | " + " | ".join(c[1] for c in TOOL_COLUMNS) + " |",
+               "|---|" + "---|" * len(TOOL_COLUMNS)]
+        for n, r in tools.items():
+            md.append(f"| {n} | " + " | ".join(_fmt(r, k, f) for k, _, f in TOOL_COLUMNS) + " |")
     if samples:
         md += ["", "## Sample completions", ""]
         for prompt, outs in samples.items():
@@ -136,6 +148,11 @@ def write_report(run_dir: Path, recipe, manifest: dict) -> tuple[Path, Path]:
         body = "".join(f"<tr><td>{esc(n)}</td><td>{esc(r.get('backend', ''))}</td>"
                        + "".join(f"<td>{esc(_fmt(r, k, f))}</td>" for k, _, f in COLUMNS) + "</tr>" for n, r in rows.items())
         table = f"<h2>Waterfall</h2><table><tr><th>model</th><th>backend</th>{head}</tr>{body}</table>"
+    if tools:
+        head = "".join(f"<th>{esc(c[1])}</th>" for c in TOOL_COLUMNS)
+        body = "".join(f"<tr><td>{esc(n)}</td>" + "".join(f"<td>{esc(_fmt(r, k, f))}</td>" for k, _, f in TOOL_COLUMNS)
+                       + "</tr>" for n, r in tools.items())
+        table += f"<h2>Tool use</h2><table><tr><th>model</th>{head}</tr>{body}</table>"
     stages = "".join(f"<tr><td>{st['index']}</td><td>{esc(st['name'])}</td><td>{esc(st['kind'])}</td>"
                      f"<td>{'skipped (unchanged)' if st.get('skipped') else esc(str(st.get('status')))}</td><td>{st.get('wall_s', '–')}</td></tr>"
                      for st in manifest["stages"])
