@@ -13,18 +13,10 @@ import pytest
 import torch
 
 from downsize.data.stdlib import StdlibCorpus
-from downsize.models.arch import build_config
 from downsize.zoo.tokenizer import TokenizerSpec, train_bpe_tokenizer
+from tiny_models import TINY_FAMILIES, make_tiny_model, save_tiny
 
 torch.set_num_threads(int(os.environ.get("DOWNSIZE_TEST_THREADS", "2")))
-
-# Small enough to build in milliseconds, real enough for every code path (GQA, several layers).
-TINY_SHAPES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=256)
-TINY_FAMILIES = {
-    "llama": dict(tie_word_embeddings=False),
-    "qwen2": dict(tie_word_embeddings=True),
-}
 
 
 def pytest_addoption(parser):
@@ -54,21 +46,6 @@ def tiny_tokenizer(tmp_path_factory, stdlib_texts):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
-
-
-def make_tiny_model(family: str, tokenizer, seed: int = 0, **overrides):
-    from transformers import AutoModelForCausalLM
-
-    fields = {**TINY_SHAPES, **TINY_FAMILIES.get(family, {}), **overrides}
-    cfg = build_config(family, vocab_size=len(tokenizer), tokenizer=tokenizer, **fields)
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-
-
-def save_tiny(model, tokenizer, path):
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")

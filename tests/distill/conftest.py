@@ -1,27 +1,13 @@
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-
-
-def root_conftest():
-    """tests/conftest.py as a module (this file is also called conftest, so a plain import finds itself)."""
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve() == ROOT_CONFTEST:
-            return mod
-    spec = importlib.util.spec_from_file_location("downsize_tests_root_conftest", ROOT_CONFTEST)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tiny_models import make_tiny_model
 
 
 @pytest.fixture(scope="session")
 def make_model():
-    return root_conftest().make_tiny_model
+    return make_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -144,7 +144,6 @@ def test_different_tokenizers_error_names_both_and_the_ways_out(tiny_tokenizer, 
 
 
 def test_uld_cross_tokenizer_distillation(tiny_model_dir, other_tokenizer, text_data, tmp_path, make_model):
-    from downsize.distill.losses import Head, uld_loss
 
     p = torch.randn(4, 30).log_softmax(-1)
     assert uld_distance(p, p).abs().max() < 1e-6

@@ -5,28 +5,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+from tiny_models import make_tiny_model, save_tiny
 
-
-def _root_conftest():
-    """tests/conftest.py as a module (this file is also called conftest, so a plain import would find itself)."""
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve() == ROOT_CONFTEST:
-            return mod
-    spec = importlib.util.spec_from_file_location("downsize_tests_root_conftest", ROOT_CONFTEST)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_root = _root_conftest()
-make_tiny_model, save_tiny = _root.make_tiny_model, _root.save_tiny
 
 # family -> config overrides on top of tests/conftest.py TINY_SHAPES (head_dim explicit where the family's default
 # is not hidden/heads; rows of 64 so Q8_0 and the K-quants (256-wide blocks need hidden 256) apply where noted).

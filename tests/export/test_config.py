@@ -15,7 +15,9 @@ from downsize.export.gguf import family_for
 from downsize.export.gguf.convert import load_config
 from downsize.models.arch import build_config
 
-from .conftest import EXPORT_FAMILIES, _root
+from tiny_models import TINY_SHAPES
+
+from .conftest import EXPORT_FAMILIES
 
 LF = [1.0, 1.5, 2.0, 3.0]
 
@@ -67,7 +69,7 @@ VARIANTS = {  # name -> (family, edit of the config.json transformers saves)
 
 
 def _write_config(family: str, edit, path):
-    fields = {**_root.TINY_SHAPES, **EXPORT_FAMILIES[family]}
+    fields = {**TINY_SHAPES, **EXPORT_FAMILIES[family]}
     cfg = build_config(family, vocab_size=512, eos_token_id=0, bos_token_id=0, **fields)
     cfg.save_pretrained(path)
     if edit is not None:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from downsize.export.gguf.convert import DIRECT_TYPES, convert_checkpoint
 from downsize.export.gguf.source import Checkpoint
 
-from .conftest import make_tiny_model, save_tiny
+from tiny_models import make_tiny_model, save_tiny
 
 
 def _sha(path) -> str:

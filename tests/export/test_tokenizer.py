@@ -15,7 +15,7 @@ from downsize.export.gguf.tokenizer import SPECIAL_TOKENS_ATTRIBUTES, load_token
 from downsize.export.verify import MIXED_TEXT
 from downsize.models.arch import build_config
 
-from .conftest import _root
+from tiny_models import TINY_SHAPES
 
 POST_BOS = {"type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
@@ -111,7 +111,7 @@ def _folder(tiny_model_dir, tmp_path, family, edit):
     d.mkdir()
     for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(tiny_model_dir / f, d / f)
-    build_config(family, vocab_size=512, **_root.TINY_SHAPES).save_pretrained(d)
+    build_config(family, vocab_size=512, **TINY_SHAPES).save_pretrained(d)
     if edit is not None:
         edit(d)
     return d

@@ -12,7 +12,7 @@ from downsize.export.gguf.vocab import DIGIT_REGEX, KNOWN_PRETOKENIZERS, detect_
 from downsize.export.verify import MIXED_TEXT, gguf_tokenize, load_llama
 from downsize.zoo.tokenizer import CHATML_TEMPLATE, EOS, IM_END, IM_START, PAD, SPECIAL_TOKENS
 
-from .conftest import make_tiny_model, save_tiny
+from tiny_models import make_tiny_model, save_tiny
 
 
 def _pre_tokenizer(regexes: tuple[str, ...]):

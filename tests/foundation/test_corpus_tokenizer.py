@@ -1,6 +1,5 @@
 """zoo:stdlib corpus determinism and split stability; tokenizer round trip."""
 
-import numpy as np
 import pytest
 
 from downsize.data.stdlib import SPLITS, StdlibCorpus, corpus_warning, split_of

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from conftest import make_tiny_model, save_tiny
+from tiny_models import make_tiny_model, save_tiny
 from downsize.pipeline import run_recipe
 from downsize.recipe import load_recipe
 

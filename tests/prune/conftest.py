@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from downsize.data.packing import tokenize_documents
 
-ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-
-
-def _root_conftest():
-    """tests/conftest.py as a module (this file is also called conftest, so a plain import would find itself)."""
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve() == ROOT_CONFTEST:
-            return mod
-    spec = importlib.util.spec_from_file_location("downsize_tests_root_conftest", ROOT_CONFTEST)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_root = _root_conftest()
-TINY_FAMILIES, make_tiny_model, save_tiny = _root.TINY_FAMILIES, _root.make_tiny_model, _root.save_tiny
+from tiny_models import TINY_FAMILIES, make_tiny_model
 
 
 @pytest.fixture(scope="session")

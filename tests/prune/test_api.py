@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from downsize.cli import app
 from downsize.errors import DownsizeError
-from downsize.models.adapters import ADAPTERS, adapter_for, register_adapter
+from downsize.models.adapters import ADAPTERS, register_adapter
 from downsize.models.adapters.base import LlamaLikeAdapter
 from downsize.prune import METHODS, PruneConfig, parse_targets, prune
 

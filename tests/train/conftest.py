@@ -1,29 +1,14 @@
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from downsize.data.packing import tokenize_documents
 
-ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-
-
-def root_conftest():
-    """tests/conftest.py as a module (this file is also called conftest, so a plain import finds itself)."""
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve() == ROOT_CONFTEST:
-            return mod
-    spec = importlib.util.spec_from_file_location("downsize_tests_root_conftest", ROOT_CONFTEST)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tiny_models import make_tiny_model
 
 
 @pytest.fixture(scope="session")
 def make_model():
-    return root_conftest().make_tiny_model
+    return make_tiny_model
 
 
 @pytest.fixture(scope="session")

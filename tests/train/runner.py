@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 def main(argv):
     from transformers import AutoTokenizer
 
-    from conftest import make_tiny_model
+    from tiny_models import make_tiny_model
     from downsize.data.packing import PackedDataset
     from downsize.train.loop import LoraSpec, TrainConfig, apply_lora, lm_loss, train
 

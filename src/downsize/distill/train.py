@@ -628,7 +628,6 @@ _SFT_SPEC = LossSpec("fkl", kd_ratio=0.0)
 
 def sft(model_ref, chat_jsonl_ref: str, cfg: SFTConfig, out_dir: str | os.PathLike, resume: bool = False) -> Path:
     """Supervised fine-tuning on chat JSONL: loss on assistant tokens only, full or LoRA (merged on save)."""
-    from downsize.models.refs import load_model
 
     out = Path(out_dir)
     t0 = time.time()

@@ -10,9 +10,12 @@ exported GGUF splits text exactly as the Hugging Face tokenizer does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 # Pre-tokenizer regexes, keyed by the name llama.cpp gives them (tokenizer.ggml.pre).
 PRETOKENIZER_REGEX = {
