@@ -49,7 +49,7 @@ class LoraSettings(BaseModel):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: Optional[list[str]] = None
-    quantize_base: Literal["none", "4bit", "8bit"] = "none"  # QLoRA when not none
+    quantize_base: Literal["none", "nf4", "4bit"] = "none"  # QLoRA (4-bit NF4 base, CUDA) when not none; 4bit = nf4
 
 
 class DistillSettings(TrainSettings):
