@@ -83,8 +83,8 @@ def _loss_curves(run_dir: Path, manifest: dict) -> dict[str, list[tuple[float, f
         f = run_dir / st["dir"] / "output.work" / "metrics.jsonl"
         if f.exists():
             recs = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-            if recs:
-                curves[st["name"]] = [(r["step"], r["loss"]) for r in recs]
+            if recs:  # the cross entropy on the data where logged (a distill stage's loss is its KD loss, not comparable)
+                curves[st["name"]] = [(r["step"], r.get("ce", r["loss"])) for r in recs]
     return curves
 
 
@@ -107,7 +107,7 @@ def write_report(run_dir: Path, recipe, manifest: dict) -> tuple[Path, Path]:
     samples: dict = evals[-1]["metrics"].get("samples", {}) if evals else {}
     curves = _loss_curves(run_dir, manifest)
     size_pts = {n: [(r["size_mb"], r["perplexity"])] for n, r in rows.items() if r.get("size_mb") and r.get("perplexity")}
-    svg_loss = _svg_lines(curves, "training loss per stage", "step", "loss") if curves else ""
+    svg_loss = _svg_lines(curves, "training cross entropy per stage", "step", "cross entropy (nats/token)") if curves else ""
     svg_size = _svg_lines(size_pts, "perplexity against size on disk", "MB", "perplexity (log)", logy=True,
                           points_only=True) if size_pts else ""
     usage = _usage(run_dir, manifest)
