@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from downsize.models.adapters import adapter_for
 from downsize.prune import PruneConfig, prune, save_pruned
+from downsize.models.compat import CACHE_ARG, kv_cache
 
 
 def fwd(model, ids, **kw):
@@ -83,5 +84,5 @@ def test_removal_equals_skipping(tiny_tokenizer, calib_ids):
     with torch.no_grad():
         full = m(input_ids=ids, use_cache=False).logits[:, -1]
         out = m(input_ids=ids[:, :-1], use_cache=True)
-        step = m(input_ids=ids[:, -1:], past_key_values=out.past_key_values, use_cache=True).logits[:, -1]
+        step = m(input_ids=ids[:, -1:], **{CACHE_ARG: kv_cache(out)}, use_cache=True).logits[:, -1]
     torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)

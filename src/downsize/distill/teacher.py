@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from downsize.distill.losses import Head, TopK, topk_from_logits
 from downsize.errors import DownsizeError
 from downsize.io import atomic_path, write_json_atomic
+from downsize.models.compat import CACHE_ARG, kv_cache
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ def sample(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, genera
     nxt = prompt
     try:
         for _ in range(new_tokens):
-            res = raw(input_ids=nxt, past_key_values=past, use_cache=True, logits_to_keep=1)
-            past = res.past_key_values
+            res = raw(input_ids=nxt, **{CACHE_ARG: past}, use_cache=True, logits_to_keep=1)
+            past = kv_cache(res)
             logits = res.logits[:, -1].float()  # (B, V)
             if temperature <= 0:
                 tok = logits.argmax(-1, keepdim=True)

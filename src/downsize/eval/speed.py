@@ -49,6 +49,7 @@ def _prompt_ids(tokenize, n: int) -> list[int]:
 def _hf(ref: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
     import torch
 
+    from downsize.models.compat import CACHE_ARG, kv_cache
     from downsize.models.refs import load_model
 
     torch.set_num_threads(threads or default_threads())
@@ -63,11 +64,11 @@ def _hf(ref: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
         t0 = time.perf_counter()
         out = model(ids, use_cache=True)
         prompt_s = time.perf_counter() - t0
-        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        past, nxt = kv_cache(out), out.logits[:, -1:].argmax(-1)
         t0 = time.perf_counter()
         for _ in range(n_gen):
-            out = model(nxt, past_key_values=past, use_cache=True)
-            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            out = model(nxt, **{CACHE_ARG: past}, use_cache=True)
+            past, nxt = kv_cache(out), out.logits[:, -1:].argmax(-1)
         gen_s = time.perf_counter() - t0
     return {"backend": "transformers", "prompt_tok_s": n_prompt / prompt_s, "gen_tok_s": n_gen / gen_s,
             "load_s": load_s, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "threads": torch.get_num_threads()}

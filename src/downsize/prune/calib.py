@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from downsize.errors import DownsizeError
+from downsize.models.compat import CACHE_ARG
 
 
 def calibration_ids(tokenizer, data: Any, n_samples: int, seq_len: int, seed: int = 0, split: str = "train") -> torch.Tensor:
@@ -91,7 +92,7 @@ class LayerRunner:
                     kw = dict(kwargs)
                     kw.pop("hidden_states", None)
                     kw["use_cache"] = False
-                    kw["past_key_values"] = None
+                    kw[CACHE_ARG] = None
                     per_layer[i] = kw
                     if i == 0:
                         self.hidden.append((args[0] if args else kwargs["hidden_states"]).detach())
