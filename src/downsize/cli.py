@@ -240,6 +240,44 @@ def distill_cmd(
                   + ", ".join(f"{k} {v:.4g}" for k, v in fm.items() if isinstance(v, float)))
 
 
+@app.command("sft")
+def sft_cmd(
+    model: str = typer.Option(..., help="the student to fine-tune: HF directory, zoo:NAME, FILE.gguf"),
+    data: str = typer.Option(..., help="chat JSONL ({'messages': [...], 'tools': [...]}), e.g. from `downsize generate`"),
+    out: Path = typer.Option(..., help="output HF directory (LoRA merged; checkpoints go to OUT.work)"),
+    steps: int = typer.Option(100), batch_size: int = typer.Option(4), grad_accum: int = typer.Option(1),
+    lr: float = typer.Option(2e-4), warmup: int = typer.Option(10, help="warmup steps"),
+    max_seq_len: int = typer.Option(1024, help="conversations are cut to this many tokens"),
+    logprob_kd: float = typer.Option(0.0, help="weight of forward KL to the teacher's stored top-k logprobs "
+                                     "(data written with --top-logprobs); 0 = cross entropy only"),
+    lora_r: int = typer.Option(0, help="LoRA rank (0 = full fine-tuning)"), lora_alpha: int = typer.Option(32),
+    qlora: bool = typer.Option(False, help="4-bit NF4 base for LoRA (CUDA + bitsandbytes)"),
+    checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
+    mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
+    resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
+):
+    """Fine-tune on chat data (loss on assistant tokens only), full or LoRA; text KD from teacher-written traces,
+    plus logit KD where the teacher's top-k logprobs were stored."""
+    import logging
+
+    import torch
+
+    from downsize.distill import SFTConfig, sft
+    from downsize.train.loop import LoraSpec, TrainConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = SFTConfig(train=TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup,
+                                      checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision),
+                    max_seq_len=max_seq_len, logprob_kd=logprob_kd,
+                    lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None)
+    path = sft(model, data, cfg, out, resume=resume)
+    card = json.loads((path / "distill_card.json").read_text())
+    console.print(f"[green]wrote[/green] {path}: {card['examples']} conversations, {card['assistant_tokens']:,} assistant "
+                  f"tokens, {card['steps']} steps, loss {card['final_metrics']['train_loss']:.4g}")
+
+
 @app.command("generate")
 def generate_cmd(
     teacher: str = typer.Option(..., help="openai:URL#MODEL (Ollama, vLLM, llama.cpp server) or a model reference (zoo:, HF dir, .gguf)"),

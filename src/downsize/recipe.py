@@ -71,6 +71,7 @@ class SftSettings(TrainSettings):
     data: str = Field(..., description="chat JSONL ({'messages': [...]}) or text, or the name of a generate stage")
     student: Optional[str] = None  # the model to fine-tune (a reference or stage name); default: the input model
     lora: Optional[LoraSettings] = None
+    logprob_kd: float = Field(0.0, ge=0, le=1)  # weight of KL to the teacher's stored top-k (generate.top_logprobs)
 
 
 class PruneSettings(_Settings):
@@ -91,6 +92,7 @@ class GenerateSettings(_Settings):
     n: int = Field(100, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     concurrency: int = Field(4, ge=1)
+    top_logprobs: int = Field(0, ge=0, le=20)  # store the teacher's top-k per token: sft.logprob_kd can then use it
     seed: int = 0
 
 

@@ -112,7 +112,7 @@ def run_sft(ctx: StageContext) -> Artifact:
         from downsize.train.loop import LoraSpec
 
         lora = LoraSpec()
-    cfg = SFTConfig(train=_train_config(s, ctx.recipe.seed), max_seq_len=s.seq_len, lora=lora)
+    cfg = SFTConfig(train=_train_config(s, ctx.recipe.seed), max_seq_len=s.seq_len, lora=lora, logprob_kd=s.logprob_kd)
     out = sft(base, ctx.data, cfg, ctx.output_dir, resume=ctx.resume)
     return Artifact("model", out, "", _card_metrics(out))
 
@@ -147,7 +147,7 @@ def run_generate(ctx: StageContext) -> Artifact:
     out = ctx.stage_dir / "data.jsonl"
     cfg = GenerateConfig(teacher=s.teacher or ctx.recipe.teacher, out=str(out), prompts=s.prompts,
                          codebase=s.codebase, n_codebase=s.n, seed=ctx.recipe.seed, in_flight=s.concurrency,
-                         tools=s.tools, params=GenParams(max_tokens=s.max_new_tokens))
+                         tools=s.tools, params=GenParams(max_tokens=s.max_new_tokens, top_logprobs=s.top_logprobs))
     summary = generate(cfg)
     return Artifact("data", out, "", {k: v for k, v in summary.items() if isinstance(v, (int, float, str, dict))})
 

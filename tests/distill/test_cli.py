@@ -30,3 +30,18 @@ def test_cli_errors_are_clear(tiny_model_dir, text_data, tmp_path):
     assert r.returncode == 2 and "choose one of" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("distill", "--student", tiny_model_dir, "--out", tmp_path / "y", "--cache", tmp_path / "nocache")
     assert r.returncode == 2 and "--write-cache" in r.stderr
+
+
+def test_cli_sft_lora_on_chat_jsonl(tiny_model_dir, tmp_path):
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                                                      {"role": "assistant", "content": f"{i + 1}"}]}) + "\n"
+                             for i in range(8)))
+    r = run_cli("sft", "--model", tiny_model_dir, "--data", chats, "--out", tmp_path / "s", "--steps", 3,
+                "--batch-size", 2, "--warmup", 1, "--lora-r", 4, "--max-seq-len", 128)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.loads((tmp_path / "s" / "distill_card.json").read_text())
+    assert card["stage"] == "sft" and card["examples"] == 8 and card["steps"] == 3 and card["lora"]["r"] == 4
+    assert (tmp_path / "s" / "model.safetensors").exists() and not (tmp_path / "s" / "adapter_config.json").exists()
+    r = run_cli("sft", "--model", tiny_model_dir, "--data", chats, "--out", tmp_path / "k", "--logprob-kd", 0.5)
+    assert r.returncode == 2 and "--top-logprobs" in r.stderr and "Traceback" not in r.stderr

@@ -87,3 +87,51 @@ def test_server_killed_mid_run_then_restarted(llama_server, tmp_path, codebase):
     assert s["tasks"] == result["tasks"] >= 30
     assert len(ids) == len(set(ids)) == s["tasks"]  # nothing lost, nothing doubled
     assert all(r["messages"][0]["role"] == "system" and r["tools"] for r in _records(cfg))
+
+
+def test_stored_logprobs_feed_logit_kd(tmp_path):
+    """One teacher pass serves text KD and logit KD: a llama.cpp server's top-k logprobs, stored with the data,
+    become the SFT loss's soft targets. The server runs the zoo teacher (F32 GGUF), so a student with the same
+    weights must start at KL ~ 0 on the teacher's tokens, and a student with other weights must not."""
+    from downsize.distill import SFTConfig, sft
+    from downsize.errors import DownsizeError
+    from downsize.export.gguf import export_gguf
+    from downsize.models.refs import load_tokenizer
+    from downsize.train.loop import TrainConfig
+    from tiny_models import make_tiny_model, save_tiny
+
+    gguf = tmp_path / "teacher-f32.gguf"
+    export_gguf("zoo:coder-teacher", gguf, quant="F32")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"def {name}(path):"}) + "\n"
+                               for name in ("read_config", "parse_args", "load_table", "main", "walk", "copy_tree")))
+    data = tmp_path / "kd.jsonl"
+    srv = LlamaServer(gguf, log=tmp_path / "server.log").start()
+    try:
+        generate(GenerateConfig(teacher=srv.ref, out=str(data), prompts=str(prompts), n_negative=0, in_flight=2,
+                                params=GenParams(max_tokens=32, top_logprobs=5, max_retries=1)))
+    finally:
+        srv.stop()
+    tok = load_tokenizer("zoo:coder-teacher")
+    other = save_tiny(make_tiny_model("llama", tok, seed=7), tok, tmp_path / "other")
+
+    def first_step(student, name):
+        out = tmp_path / name
+        sft(student, str(data), SFTConfig(train=TrainConfig(steps=1, batch_size=6, lr=1e-9, warmup_steps=0, progress=False,
+                                                            log_every=1, mixed_precision="no"), max_seq_len=1024,
+                                          logprob_kd=0.5), out)
+        (m,) = [json.loads(x) for x in (out.with_name(out.name + ".work") / "metrics.jsonl").read_text().splitlines()]
+        return m, json.loads((out / "distill_card.json").read_text())
+
+    same, card = first_step("zoo:coder-teacher", "same")
+    # the assistant tokens are the teacher's own (plus each turn's end-of-turn tokens, which have no logprobs)
+    assert same["kd_tokens"] >= same["assistant_tokens"] - 3 * 6, same
+    assert same["kd"] < 1e-4, same  # the student's own distribution over the teacher's top 5 + tail
+    assert "forward KL to the teacher's stored top-k" in card["loss"]
+    diff, _ = first_step(str(other), "other")
+    assert diff["kd_tokens"] == same["kd_tokens"] and diff["kd"] > 0.1, diff
+    # data without stored logprobs: asking for logit KD is a clear error
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]}) + "\n")
+    with pytest.raises(DownsizeError, match="stored top-k logprobs"):
+        sft("zoo:coder-teacher", str(plain), SFTConfig(train=TrainConfig(steps=1), logprob_kd=0.5), tmp_path / "x")

@@ -251,18 +251,20 @@ Source = Logits | Head
 def topk_with_tail(student_logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Student log-probs (n, V) -> (n, k+1): its mass on the teacher's k ids, then log(1 - that mass)."""
     on_k = student_logp.gather(-1, ids.long())  # (n, k)
-    inside = torch.logsumexp(on_k, dim=-1, keepdim=True).clamp(max=0.0)  # log Σ_k q
-    tail = torch.log((-torch.expm1(inside)).clamp_min(0)).clamp_min(TAIL_FLOOR)  # log(1 - Σ_k q)
-    return torch.cat([on_k, tail], dim=-1)
+    return torch.cat([on_k, tail_logp(on_k).unsqueeze(-1)], dim=-1)
+
+
+def tail_logp(logp_k: torch.Tensor) -> torch.Tensor:
+    """log(1 - Σ_k p) of k log-probabilities (..., k) -> (...), floored at TAIL_FLOOR."""
+    inside = torch.logsumexp(logp_k, dim=-1).clamp(max=0.0)  # log Σ_k p
+    return torch.log((-torch.expm1(inside)).clamp_min(0)).clamp_min(TAIL_FLOOR)
 
 
 def topk_from_logits(logits: torch.Tensor, k: int, temperature: float = 1.0) -> TopK:
     """The top-k form of a dense teacher (what the offline cache stores)."""
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
     vals, ids = logp.topk(k, dim=-1)
-    inside = torch.logsumexp(vals, dim=-1).clamp(max=0.0)
-    tail = torch.log((-torch.expm1(inside)).clamp_min(0)).clamp_min(TAIL_FLOOR)
-    return TopK(vals, ids, tail)
+    return TopK(vals, ids, tail_logp(vals))
 
 
 def _teacher_logp(spec: LossSpec, vocab: int | None, t_args: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:

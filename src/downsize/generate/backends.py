@@ -50,6 +50,10 @@ class GenParams:
     top_p: float = 1.0
     seed: int = 0
     top_logprobs: int = 0  # store the k most likely tokens per position (0: off)
+    # llama.cpp servers (llama-cpp-python, Ollama) apply a repeat penalty of 1.1 unless told otherwise and report
+    # log-probabilities after it, which are then not the model's distribution; with top_logprobs on, downsize asks
+    # for 1.0 unless a value is given here.
+    repeat_penalty: float | None = None
     timeout_s: float = 120.0  # per request
     max_retries: int = 6
     backoff_base_s: float = 0.5
@@ -197,6 +201,8 @@ class OpenAIBackend(Backend):
         if p.top_logprobs > 0:
             body["logprobs"] = True
             body["top_logprobs"] = p.top_logprobs
+        if p.repeat_penalty is not None or p.top_logprobs > 0:
+            body["repeat_penalty"] = p.repeat_penalty if p.repeat_penalty is not None else 1.0
         return json.dumps(body).encode()
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
