@@ -361,8 +361,6 @@ def prune_cmd(
         err.print(f"[yellow]note:[/yellow] {report['note']}", highlight=False)
 
 
-
-
 # --- export (issue 5) ---
 export_app = typer.Typer(no_args_is_help=True, help="Export to GGUF and Ollama (Modelfile with a converted chat template).")
 app.add_typer(export_app, name="export")
@@ -411,6 +409,8 @@ def quantize_cmd(
     from downsize.export.quantize import quantize_gguf
 
     _print_export(quantize_gguf(src, out, quant, imatrix=imatrix), as_json)
+
+
 @export_app.command("ollama")
 def export_ollama_cmd(
     model: str = typer.Argument(..., help="model reference: HF directory or zoo:NAME"),

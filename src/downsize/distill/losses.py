@@ -118,7 +118,6 @@ def divergence(name: str, student_logp: torch.Tensor, teacher_logp: torch.Tensor
     return DIVERGENCES[name](s, t, **kw)
 
 
-
 # Closed-form gradients: fn(s, t) -> (value (N,), d value / d u) where s = log_softmax(u) is the student's
 # tempered log-probabilities and t the teacher's, both (N, K). With one of these the loss needs no autograd
 # graph over the (N, V) temporaries: a few passes over the chunk instead of a dozen (the fused-kernel idea).
@@ -154,6 +153,7 @@ def reverse_kl_grad(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, tor
     diff = s - t
     value = torch.linalg.vecdot(q, diff)
     return value, diff.sub_(value[:, None]).mul_(q)
+
 
 @dataclass(frozen=True)
 class LossSpec:
@@ -292,7 +292,6 @@ def _student_chunk(spec: LossSpec, vocab: int | None, s_logits: torch.Tensor, t_
         s_logp = topk_with_tail(s_logp, ids)
     kd = divergence(spec.name, s_logp, t_logp, beta=spec.beta, alpha=spec.alpha)
     return kd.sum() * (T * T), ce_sum
-
 
 
 def _analytic_chunk(spec: LossSpec, vocab: int | None, z: torch.Tensor, t_logp: torch.Tensor | None,

@@ -68,6 +68,7 @@ def tune_cpu_allocator() -> bool:
     _allocator_tuned = bool(ok)
     return _allocator_tuned
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int
