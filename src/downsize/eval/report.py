@@ -22,6 +22,7 @@ COLUMNS = [("params", "params", lambda v: f"{v / 1e6:.2f}M"), ("size_mb", "MB", 
            ("top1_agreement", "top-1 agree", lambda v: f"{100 * v:.1f}%"), ("prompt_tok_s", "prompt tok/s", lambda v: f"{v:,.0f}"),
            ("gen_tok_s", "gen tok/s", lambda v: f"{v:,.1f}"), ("peak_rss_mb", "peak RSS MB", lambda v: f"{v:,.0f}")]
 
+WATERFALL_COLUMNS = [("backend", "backend", str), *COLUMNS]
 # The table a user planning a 30B -> 7B tool-use distillation tracks (see downsize.eval.tools).
 TOOL_COLUMNS = [("tasks", "tasks", str), ("tool_use_pct", "tool use %", lambda v: f"{v:.1f}"),
                 ("no_tool_on_negative_pct", "no tools on negatives %", lambda v: f"{v:.1f}"),
@@ -32,6 +33,19 @@ TOOL_COLUMNS = [("tasks", "tasks", str), ("tool_use_pct", "tool use %", lambda v
 def _fmt(row: dict, key: str, f) -> str:
     v = row.get(key)
     return "–" if v is None else f(v)
+
+
+def _md_table(title: str, rows: dict[str, dict], columns: list) -> list[str]:
+    out = ["", f"## {title}", "", "| model | " + " | ".join(c[1] for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    return out + [f"| {n} | " + " | ".join(_fmt(r, k, f) for k, _, f in columns) + " |" for n, r in rows.items()]
+
+
+def _html_table(title: str, rows: dict[str, dict], columns: list) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(c[1])}</th>" for c in columns)
+    body = "".join(f"<tr><td>{esc(n)}</td>" + "".join(f"<td>{esc(_fmt(r, k, f))}</td>" for k, _, f in columns) + "</tr>"
+                   for n, r in rows.items())
+    return f"<h2>{esc(title)}</h2><table><tr><th>model</th>{head}</tr>{body}</table>"
 
 
 def _svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str,
@@ -121,15 +135,9 @@ def write_report(run_dir: Path, recipe, manifest: dict) -> tuple[Path, Path]:
     for st in manifest["stages"]:
         md.append(f"| {st['index']} | {st['name']} | {st['kind']} | {'skipped (unchanged)' if st.get('skipped') else st.get('status')} | {st.get('wall_s', '–')} |")
     if rows:
-        md += ["", "## Waterfall", "", "| model | backend | " + " | ".join(c[1] for c in COLUMNS) + " |",
-               "|---|---|" + "---|" * len(COLUMNS)]
-        for n, r in rows.items():
-            md.append(f"| {n} | {r.get('backend', '')} | " + " | ".join(_fmt(r, k, f) for k, _, f in COLUMNS) + " |")
+        md += _md_table("Waterfall", rows, WATERFALL_COLUMNS)
     if tools:
-        md += ["", "## Tool use", "", "| model | " + " | ".join(c[1] for c in TOOL_COLUMNS) + " |",
-               "|---|" + "---|" * len(TOOL_COLUMNS)]
-        for n, r in tools.items():
-            md.append(f"| {n} | " + " | ".join(_fmt(r, k, f) for k, _, f in TOOL_COLUMNS) + " |")
+        md += _md_table("Tool use", tools, TOOL_COLUMNS)
     if samples:
         md += ["", "## Sample completions", ""]
         for prompt, outs in samples.items():
@@ -142,17 +150,8 @@ def write_report(run_dir: Path, recipe, manifest: dict) -> tuple[Path, Path]:
     write_text_atomic(md_path, "\n".join(md) + "\n")
 
     esc = html.escape
-    table = ""
-    if rows:
-        head = "".join(f"<th>{esc(c[1])}</th>" for c in COLUMNS)
-        body = "".join(f"<tr><td>{esc(n)}</td><td>{esc(r.get('backend', ''))}</td>"
-                       + "".join(f"<td>{esc(_fmt(r, k, f))}</td>" for k, _, f in COLUMNS) + "</tr>" for n, r in rows.items())
-        table = f"<h2>Waterfall</h2><table><tr><th>model</th><th>backend</th>{head}</tr>{body}</table>"
-    if tools:
-        head = "".join(f"<th>{esc(c[1])}</th>" for c in TOOL_COLUMNS)
-        body = "".join(f"<tr><td>{esc(n)}</td>" + "".join(f"<td>{esc(_fmt(r, k, f))}</td>" for k, _, f in TOOL_COLUMNS)
-                       + "</tr>" for n, r in tools.items())
-        table += f"<h2>Tool use</h2><table><tr><th>model</th>{head}</tr>{body}</table>"
+    table = (_html_table("Waterfall", rows, WATERFALL_COLUMNS) if rows else "") + \
+        (_html_table("Tool use", tools, TOOL_COLUMNS) if tools else "")
     stages = "".join(f"<tr><td>{st['index']}</td><td>{esc(st['name'])}</td><td>{esc(st['kind'])}</td>"
                      f"<td>{'skipped (unchanged)' if st.get('skipped') else esc(str(st.get('status')))}</td><td>{st.get('wall_s', '–')}</td></tr>"
                      for st in manifest["stages"])
