@@ -61,16 +61,16 @@ def next_line_docs(split: str = "test", max_docs: int | None = None, seed: int =
             start = max(node.lineno - 1, target - CONTEXT_LINES)
             indent = len(line) - len(line.lstrip())
             items.append((rel, target, "".join(lines[start:target]), line, indent))
-    by_indent: dict[int, list[str]] = {}
+    by_indent: dict[int, dict[str, None]] = {}  # distinct lines per indentation, in first-seen order
     for it in items:
-        by_indent.setdefault(it[4], []).append(it[3])
+        by_indent.setdefault(it[4], {})[it[3]] = None
     rng = random.Random(seed)
     order = list(range(len(items)))
     rng.shuffle(order)
     docs = []
     for i in order:
         rel, target, context, line, indent = items[i]
-        pool = [x for x in dict.fromkeys(by_indent[indent]) if x != line]
+        pool = [x for x in by_indent[indent] if x != line]
         if len(pool) < N_CHOICES - 1:
             continue
         choices = rng.sample(pool, N_CHOICES - 1) + [line]
