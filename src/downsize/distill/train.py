@@ -677,7 +677,6 @@ def make_sft_loss(logprob_kd: float = 0.0):
     return sft_loss
 
 
-sft_loss = make_sft_loss()
 _SFT_SPEC = LossSpec("fkl", kd_ratio=0.0)
 
 
