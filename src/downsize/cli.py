@@ -388,13 +388,14 @@ def export_gguf_cmd(
     report: bool = typer.Option(False, help="measure perplexity delta, KL and top-1 against the HF model in llama.cpp"),
     report_data: str = typer.Option("zoo:stdlib", help="data reference for --report (validation split of zoo:stdlib)"),
     report_tokens: int = typer.Option(8192, help="tokens evaluated by --report"),
+    rescale: bool = typer.Option(True, help="undo the shrinkage of llama.cpp's block fits (row scales against the float model); --no-rescale keeps llama.cpp's bytes"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Export a model to GGUF (our converter; K-quants through llama.cpp's quantizer)."""
     from downsize.export.api import export_with_report
 
     _print_export(export_with_report(model, out, quant, imatrix=imatrix, calib=calib, report=report,
-                                     report_data=report_data, report_tokens=report_tokens), as_json)
+                                     report_data=report_data, report_tokens=report_tokens, rescale=rescale), as_json)
 
 
 @app.command("quantize")
@@ -403,12 +404,13 @@ def quantize_cmd(
     out: Path = typer.Option(..., help="output .gguf file"),
     quant: str = typer.Option("Q4_K_M", help="target type, e.g. Q4_K_M, Q3_K_M, Q8_0, IQ4_XS"),
     imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF)"),
+    rescale: bool = typer.Option(True, help="undo the shrinkage of llama.cpp's block fits (row scales against the float model); --no-rescale keeps llama.cpp's bytes"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Quantize a GGUF (K-quants with an importance matrix)."""
     from downsize.export.quantize import quantize_gguf
 
-    _print_export(quantize_gguf(src, out, quant, imatrix=imatrix), as_json)
+    _print_export(quantize_gguf(src, out, quant, imatrix=imatrix, rescale=rescale), as_json)
 
 
 @export_app.command("ollama")
@@ -421,12 +423,14 @@ def export_ollama_cmd(
     template_style: Optional[str] = typer.Option(None, help="force a chat format: chatml, llama3, mistral, gemma, phi3"),
     num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the model's context length)"),
     create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
+    rescale: bool = typer.Option(True, help="undo the shrinkage of llama.cpp's block fits (row scales against the float model); --no-rescale keeps llama.cpp's bytes"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Export to GGUF plus an Ollama Modelfile (TEMPLATE converted from the Jinja chat template)."""
     from downsize.export.ollama import export_ollama
 
-    r = export_ollama(model, name, out, quant, imatrix=imatrix, template_style=template_style, num_ctx=num_ctx, create=create)
+    r = export_ollama(model, name, out, quant, imatrix=imatrix, template_style=template_style, num_ctx=num_ctx, create=create,
+                      rescale=rescale)
     _print_export(r, as_json)
     if not r["created"] and not as_json:
         console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)

@@ -103,6 +103,7 @@ class MergeSettings(_Settings):
 class QuantizeSettings(_Settings):
     quant: Literal[QUANT_TYPES] = "Q4_K_M"  # type: ignore[valid-type]
     imatrix: bool = True
+    rescale: bool = True  # undo the shrinkage of llama.cpp's block fits (downsize.export.rescale)
     calib: Optional[str] = None
     calib_tokens: int = Field(16384, ge=256)
 

@@ -169,10 +169,11 @@ def run_quantize(ctx: StageContext) -> Artifact:
             write_imatrix(compute_imatrix(src, s.calib or ctx.recipe.data, ImatrixConfig(n_samples=n, seq_len=256,
                                                                                           seed=ctx.recipe.seed)), imatrix)
     out = ctx.stage_dir / f"model-{s.quant.lower()}.gguf"
-    res = export_gguf(src, out, s.quant, imatrix=imatrix)
+    res = export_gguf(src, out, s.quant, imatrix=imatrix, rescale=s.rescale)
     size = out.stat().st_size
     return Artifact("gguf", out, "", {"gguf": str(out.relative_to(ctx.run_dir)), "quant": s.quant, "size_mb": size / 2**20,
-                                      "bits_per_weight": 8 * size / max(1, res.n_params), "imatrix": imatrix is not None})
+                                      "bits_per_weight": 8 * size / max(1, res.n_params), "imatrix": imatrix is not None,
+                                      "rescaled": res.rescale is not None})
 
 
 @register_stage("export")

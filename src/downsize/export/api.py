@@ -11,7 +11,7 @@ from pathlib import Path
 
 def export_with_report(model, out: str | os.PathLike, quant: str = "F16", *, imatrix=None, calib: str | None = None,
                        calib_samples: int = 64, report: bool = False, report_data: str = "zoo:stdlib",
-                       report_tokens: int = 8192) -> dict:
+                       report_tokens: int = 8192, rescale: bool = True) -> dict:
     from downsize.export.gguf import export_gguf
 
     out = Path(out)
@@ -22,10 +22,12 @@ def export_with_report(model, out: str | os.PathLike, quant: str = "F16", *, ima
         imatrix = write_imatrix(compute_imatrix(model, calib, ImatrixConfig(n_samples=calib_samples)),
                                 out.with_name(out.stem + ".imatrix.gguf"))
         result["imatrix_file"] = str(imatrix)
-    r = export_gguf(model, out, quant, imatrix=imatrix)
+    r = export_gguf(model, out, quant, imatrix=imatrix, rescale=rescale)
     result.update({"out": str(r.path), "arch": r.arch, "quant": r.quant, "tensors": r.n_tensors, "params": r.n_params,
                    "bytes": r.nbytes, "bits_per_weight": 8 * r.nbytes / max(r.n_params, 1), "seconds": r.seconds,
                    "imatrix": imatrix is not None, "tokenizer": r.tokenizer})
+    if r.rescale is not None:
+        result["rescale"] = r.rescale
     if report:
         from downsize.export.report import ReportConfig, quant_report
 

@@ -104,7 +104,7 @@ def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.Path
 
 def export_ollama(model: str | os.PathLike, name: str, out_dir: str | os.PathLike, quant: str = "Q4_K_M", *,
                   imatrix: str | os.PathLike | None = None, template_style: str | None = None,
-                  num_ctx: int | None = None, create: bool = True) -> dict:
+                  num_ctx: int | None = None, create: bool = True, rescale: bool = True) -> dict:
     """Export ``model`` to ``out_dir/NAME.QUANT.gguf`` and write the Modelfile beside it."""
     from downsize.export.gguf import export_gguf
 
@@ -118,7 +118,7 @@ def export_ollama(model: str | os.PathLike, name: str, out_dir: str | os.PathLik
         tok = load_tokenizer(model)
         bos = tok.bos_token if tok.bos_token and tok("a")["input_ids"][:1] == [tok.bos_token_id] else ""
         convert_chat_template(tok.chat_template, bos or "", tok.eos_token or "")
-    res = export_gguf(model, g, quant, imatrix=imatrix)
+    res = export_gguf(model, g, quant, imatrix=imatrix, rescale=rescale)
     out = convert_gguf(g, name, out_dir, template_style=template_style, num_ctx=num_ctx, create=create)
     out.update(quant=quant, bytes=res.nbytes, params=res.n_params)
     return out

@@ -3,6 +3,9 @@ optionally guided by an importance matrix (see ``downsize.export.imatrix``).
 
     >>> quantize_gguf("model-f32.gguf", "model-q4_k_m.gguf", "Q4_K_M", imatrix="model.imatrix.gguf")
 
+By default the quantized rows are then rescaled against the float source (``downsize.export.rescale``), which
+undoes the shrinkage of llama.cpp's least-squares block fits; ``rescale=False`` keeps llama.cpp's bytes.
+
 Why the library API and not the llama-quantize binary: the wheel already ships libllama with the quantizer,
 so nothing has to be compiled; the importance matrix is handed over in memory as llama-quantize would.
 """
@@ -58,8 +61,12 @@ def _imatrix_array(imatrix: dict[str, np.ndarray]):
 
 
 def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
-                  imatrix: str | os.PathLike | dict | None = None, threads: int | None = None) -> dict:
-    """Quantize GGUF ``src`` to ``out`` (atomic). ``imatrix``: a llama.cpp imatrix file or {tensor: mean x²}."""
+                  imatrix: str | os.PathLike | dict | None = None, threads: int | None = None,
+                  rescale: bool = True) -> dict:
+    """Quantize GGUF ``src`` to ``out`` (atomic). ``imatrix``: a llama.cpp imatrix file or {tensor: mean x²}.
+
+    ``rescale``: make every quantized row unbiased against ``src`` (see ``downsize.export.rescale``).
+    """
     import llama_cpp
 
     quant = quant.upper()
@@ -79,6 +86,7 @@ def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
 
     set_verbose(False)  # llama.cpp's per-tensor log goes to stderr otherwise
     t0 = time.perf_counter()
+    stats = None
     with atomic_path(out) as tmp:
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = QUANT_TYPES[quant]
@@ -93,5 +101,9 @@ def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
         if rc != 0:
             raise DownsizeError(f"llama.cpp could not quantize {src} to {quant} (return code {rc})",
                                 hint="quantize from an F32/F16/BF16 GGUF; llama.cpp's log above says which tensor failed")
+        if rescale and quant not in ("F32", "F16", "BF16"):
+            from downsize.export.rescale import rescale_rows
+
+            stats = rescale_rows(src, tmp).as_dict()
     return {"path": Path(out), "quant": quant, "seconds": time.perf_counter() - t0, "imatrix": bool(data),
-            **_gguf_summary(Path(out))}
+            "rescale": stats, **_gguf_summary(Path(out))}

@@ -27,6 +27,7 @@ class ReportConfig:
     split: str = "validation"
     seq_len: int = 256
     max_tokens: int = 16384
+    per_window: bool = False  # add each window's summed NLL ("window_nll") to the rows, for paired comparisons
 
 
 def gguf_size(path: str | os.PathLike) -> dict:
@@ -74,16 +75,18 @@ def quant_report(gguf_paths: list[str | os.PathLike], model_ref, cfg: ReportConf
     rows = []
     for path in gguf_paths:
         llm = load_llama(path, n_ctx=cfg.seq_len, f32_kv=False)  # as users run it
-        nll = kl = agree = 0.0
+        kl = agree = 0.0
+        window_nll = []
         for lp, (s, e) in zip(ref_lp, spans):
             ids = stream[s:e].tolist()
             gl = _log_softmax(gguf_logits(llm, ids))
-            nll += -gl[np.arange(e - s - 1), stream[s + 1:e]].sum()
+            window_nll.append(float(-gl[np.arange(e - s - 1), stream[s + 1:e]].sum()))
             kl += float((np.exp(lp) * (lp - gl)).sum(-1).sum())
             agree += float((lp.argmax(-1) == gl.argmax(-1)).sum())
         n_pos = sum(e - s for s, e in spans)
-        ppl = float(np.exp(nll / n_pred))
+        ppl = float(np.exp(sum(window_nll) / n_pred))
         del llm
         rows.append({"gguf": str(path), **gguf_size(path), "tokens": n_pred, "ppl_ref": ppl_ref, "ppl": ppl,
-                     "ppl_delta_pct": 100 * (ppl / ppl_ref - 1), "kl": kl / n_pos, "top1_agreement": agree / n_pos})
+                     "ppl_delta_pct": 100 * (ppl / ppl_ref - 1), "kl": kl / n_pos, "top1_agreement": agree / n_pos,
+                     **({"window_nll": window_nll} if cfg.per_window else {})})
     return rows

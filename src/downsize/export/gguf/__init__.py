@@ -36,10 +36,12 @@ def _intermediate_type(root: Path) -> str:
 
 
 def export_gguf(model: str | os.PathLike, out: str | os.PathLike, quant: str = "F16", *,
-                imatrix: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None) -> ConvertResult:
+                imatrix: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
+                rescale: bool = True) -> ConvertResult:
     """Export a model reference (HF folder, zoo:NAME) to ``out`` as GGUF of type ``quant``; atomic.
 
-    ``imatrix`` (a llama.cpp imatrix GGUF, see export.imatrix) guides the low-bit quant types.
+    ``imatrix`` (a llama.cpp imatrix GGUF, see export.imatrix) guides the low-bit quant types. ``rescale``
+    undoes the shrinkage of llama.cpp's block fits on the types it quantizes (export.rescale).
     """
     from downsize.errors import DownsizeError
     from downsize.export.quantize import QUANT_TYPES, quantize_gguf
@@ -55,8 +57,9 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, quant: str = "
     if ref.is_gguf:
         if quant in DIRECT_TYPES and quant not in QUANT_TYPES:
             raise DownsizeError(f"{ref.path} is already a GGUF file", hint="use `downsize quantize` to change its type")
-        r = quantize_gguf(ref.path, out, quant, imatrix=imatrix)
-        return ConvertResult(out, r["arch"], quant, r["n_tensors"], r["n_params"], out.stat().st_size, r["seconds"], {})
+        r = quantize_gguf(ref.path, out, quant, imatrix=imatrix, rescale=rescale)
+        return ConvertResult(out, r["arch"], quant, r["n_tensors"], r["n_params"], out.stat().st_size, r["seconds"], {},
+                             r["rescale"])
     if quant in DIRECT_TYPES and imatrix is None:
         with atomic_path(out) as tmp:
             res = convert_checkpoint(ref.path, tmp, quant, progress)
@@ -67,6 +70,6 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, quant: str = "
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as d:
         mid = Path(d) / f"base-{base.lower()}.gguf"
         res = convert_checkpoint(ref.path, mid, base, progress)
-        r = quantize_gguf(mid, out, quant, imatrix=imatrix)  # atomic itself
+        r = quantize_gguf(mid, out, quant, imatrix=imatrix, rescale=rescale)  # atomic itself
     return ConvertResult(out, res.arch, quant, res.n_tensors, res.n_params, out.stat().st_size,
-                         res.seconds + r["seconds"], res.tokenizer)
+                         res.seconds + r["seconds"], res.tokenizer, r["rescale"])

@@ -63,6 +63,7 @@ class ConvertResult:
     nbytes: int
     seconds: float
     tokenizer: dict
+    rescale: dict | None = None  # row-rescale statistics when llama.cpp quantized it (export.rescale)
 
 
 def _pick_type(family: Family, gguf_name: str, shape: tuple[int, ...], want: Q) -> Q:
