@@ -104,3 +104,16 @@ def test_cli_export_with_calib_and_report(kquant_model_dir, stdlib_texts, tmp_pa
     rep = info["report"]
     assert 4.0 < rep["bits_per_weight"] < 8.0 and rep["kl"] > 0 and rep["tokens"] > 100
     assert abs(rep["ppl_delta_pct"]) < 10
+
+
+def test_imatrix_entries_follow_llama_imatrix(export_family_dir, stdlib_texts):
+    """Entries for every blk.* matmul and an untied output.weight; none for a tied embedding (llama-imatrix's set)."""
+    import json
+
+    im = compute_imatrix(export_family_dir, stdlib_texts[:4], ImatrixConfig(n_samples=2, seq_len=32, batch_size=2))
+    cfg = json.loads((export_family_dir / "config.json").read_text())
+    tied = cfg.get("tie_word_embeddings", True)
+    assert "token_embd.weight" not in im.sums
+    assert ("output.weight" in im.sums) is (not tied)
+    assert all(k.startswith("blk.") for k in im.sums if k != "output.weight")
+    assert any(".ffn_down." in k for k in im.sums) and any(".attn_output." in k for k in im.sums)
