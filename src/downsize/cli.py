@@ -378,6 +378,10 @@ def _print_export(result: dict, as_json: bool) -> None:
     console.print(t)
 
 
+_RESCALE_HELP = ("undo the shrinkage of llama.cpp's block fits (row scales against the float model); "
+                 "--no-rescale keeps llama.cpp's bytes")
+
+
 @export_app.command("gguf")
 def export_gguf_cmd(
     model: str = typer.Argument(..., help="model reference: HF directory or zoo:NAME"),
@@ -388,7 +392,7 @@ def export_gguf_cmd(
     report: bool = typer.Option(False, help="measure perplexity delta, KL and top-1 against the HF model in llama.cpp"),
     report_data: str = typer.Option("zoo:stdlib", help="data reference for --report (validation split of zoo:stdlib)"),
     report_tokens: int = typer.Option(8192, help="tokens evaluated by --report"),
-    rescale: bool = typer.Option(True, help="undo the shrinkage of llama.cpp's block fits (row scales against the float model); --no-rescale keeps llama.cpp's bytes"),
+    rescale: bool = typer.Option(True, help=_RESCALE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Export a model to GGUF (our converter; K-quants through llama.cpp's quantizer)."""
@@ -404,7 +408,7 @@ def quantize_cmd(
     out: Path = typer.Option(..., help="output .gguf file"),
     quant: str = typer.Option("Q4_K_M", help="target type, e.g. Q4_K_M, Q3_K_M, Q8_0, IQ4_XS"),
     imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF)"),
-    rescale: bool = typer.Option(True, help="undo the shrinkage of llama.cpp's block fits (row scales against the float model); --no-rescale keeps llama.cpp's bytes"),
+    rescale: bool = typer.Option(True, help=_RESCALE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Quantize a GGUF (K-quants with an importance matrix)."""
@@ -423,7 +427,7 @@ def export_ollama_cmd(
     template_style: Optional[str] = typer.Option(None, help="force a chat format: chatml, llama3, mistral, gemma, phi3"),
     num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the model's context length)"),
     create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
-    rescale: bool = typer.Option(True, help="undo the shrinkage of llama.cpp's block fits (row scales against the float model); --no-rescale keeps llama.cpp's bytes"),
+    rescale: bool = typer.Option(True, help=_RESCALE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Export to GGUF plus an Ollama Modelfile (TEMPLATE converted from the Jinja chat template)."""

@@ -1,9 +1,10 @@
 """Importance matrix for llama.cpp's low-bit quantizers, computed from calibration data on the HF model.
 
 For every linear layer llama.cpp quantizes, the importance of input column j is E[x_j²] over calibration
-tokens (what llama.cpp's ``llama-imatrix`` accumulates; a tied embedding/output matrix gets no entry, as there). We hook the inputs of the model's ``nn.Linear``
-modules in PyTorch, name each by its GGUF tensor (the family adapter's name map), and write llama.cpp's
-imatrix GGUF format (``<tensor>.in_sum2`` and ``<tensor>.counts``), which ``llama-quantize --imatrix`` reads too.
+tokens (what llama.cpp's ``llama-imatrix`` accumulates; a tied embedding/output matrix gets no entry, as
+there). We hook the inputs of the model's ``nn.Linear`` modules in PyTorch, name each by its GGUF tensor (the
+family adapter's name map), and write llama.cpp's imatrix GGUF format (``<tensor>.in_sum2`` and
+``<tensor>.counts``), which ``llama-quantize --imatrix`` reads too.
 
     >>> im = compute_imatrix("zoo:coder-teacher", "zoo:stdlib", ImatrixConfig(n_samples=64, seq_len=256))
     >>> write_imatrix(im, "teacher.imatrix.gguf")
