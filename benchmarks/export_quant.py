@@ -21,25 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from downsize.export.gguf import export_gguf
 from downsize.export.imatrix import ImatrixConfig, compute_imatrix, write_imatrix
-from downsize.export.report import ReportConfig, quant_report
+from downsize.export.report import ReportConfig, paired_nll_delta, quant_report
 
 # llama-quantize's own table: added perplexity at Llama-3-8B (absolute, wikitext); F16/BF16 are at Mistral-7B.
 LLAMA3_8B_DELTA = {"Q8_0": 0.0026, "Q6_K": 0.0217, "Q5_K_M": 0.0569, "Q4_K_M": 0.1754, "Q4_0": 0.4685,
                    "Q3_K_M": 0.6569, "Q2_K": 3.5199}
 TYPES = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
 IMATRIX_TYPES = ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS"]
-
-
-def _paired(a: dict, b: dict, n_pred: int, seed: int = 0) -> tuple[float, float, float]:
-    """Mean NLL/token of b minus a over the same windows, with a 95 % bootstrap interval over windows."""
-    d = np.asarray(b["window_nll"]) - np.asarray(a["window_nll"])
-    rng = np.random.default_rng(seed)
-    boot = [d[rng.integers(0, len(d), len(d))].sum() / n_pred for _ in range(2000)]
-    return d.sum() / n_pred, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
 def main() -> None:
@@ -101,7 +91,7 @@ def main() -> None:
         for rs in (False, True):
             b, i = by[(q, False, rs)], by[(q, True, rs)]
             lost_b, lost_i = b["ppl"] - b["ppl_ref"], i["ppl"] - i["ppl_ref"]
-            d, lo, hi = _paired(b, i, n_pred)
+            d, lo, hi = paired_nll_delta(b, i)
             print(f"  {q:<7} {'rescaled' if rs else 'llama.cpp':<9} Δppl {lost_b:+.4f} -> {lost_i:+.4f} "
                   f"({(1 - lost_i / lost_b) * 100 if lost_b else 0:+.0f}% of the loss removed), KL {b['kl']:.5f} -> {i['kl']:.5f}, "
                   f"ΔNLL {d:+.5f} [{lo:+.5f}, {hi:+.5f}]")
@@ -109,7 +99,7 @@ def main() -> None:
     for (q, imx, rs), r in by.items():
         if rs and (q, imx, False) in by:
             b = by[(q, imx, False)]
-            d, lo, hi = _paired(b, r, n_pred)
+            d, lo, hi = paired_nll_delta(b, r)
             print(f"  {q:<7} imatrix {'yes' if imx else 'no ':<3} Δppl {b['ppl'] - b['ppl_ref']:+.4f} -> {r['ppl'] - r['ppl_ref']:+.4f}, "
                   f"KL {b['kl']:.5f} -> {r['kl']:.5f}, ΔNLL {d:+.5f} [{lo:+.5f}, {hi:+.5f}]")
     if args.json_out:

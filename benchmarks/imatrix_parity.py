@@ -32,7 +32,7 @@ import numpy as np
 from downsize.export.gguf import export_gguf
 from downsize.export.imatrix import ImatrixConfig, compute_imatrix, read_imatrix, write_imatrix
 from downsize.export.quantize import quantize_gguf
-from downsize.export.report import ReportConfig, quant_report
+from downsize.export.report import ReportConfig, paired_nll_delta, quant_report
 
 
 def main() -> None:
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--types", default="Q4_K_M,Q3_K_M,Q2_K")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     args = ap.parse_args()
+    types = [t for t in args.types.split(",") if t]
     from downsize.models.refs import load_model
     from downsize.prune.calib import calibration_ids
 
@@ -76,7 +77,7 @@ def main() -> None:
               f"mean ratio {min(ratio):.4f}–{max(ratio):.4f}")
 
         rows, labels = [f32], [("F32", "-", False)]
-        for q in [t for t in args.types.split(",") if t]:
+        for q in types:
             mine = work / f"{q}-api.gguf"
             quantize_gguf(f32, mine, q, imatrix=theirs_f, rescale=False, threads=args.threads)
             ref = work / f"{q}-llama-quantize.gguf"
@@ -101,14 +102,13 @@ def main() -> None:
     print(f"\nperplexity lost in llama.cpp, {n_pred} validation tokens (HF F32 perplexity {rep[0]['ppl_ref']:.4f}):")
     by = {lab: r for lab, r in zip(labels, rep)}
     rng = np.random.default_rng(0)
-    for q in [t for t in args.types.split(",") if t]:
+    for q in types:
         for rs in (False, True):
             o, t = by[(q, "ours", rs)], by[(q, "llama-imatrix", rs)]
-            d = np.asarray(o["window_nll"]) - np.asarray(t["window_nll"])
-            boot = [d[rng.integers(0, len(d), len(d))].sum() / n_pred for _ in range(2000)]
+            d, lo, hi = paired_nll_delta(t, o, rng=rng)  # one generator for all rows, as first run
             print(f"  {q:<7} {'rescaled ' if rs else 'llama.cpp'}  ours Δppl {o['ppl'] - o['ppl_ref']:+.4f} KL {o['kl']:.5f} | "
                   f"llama-imatrix Δppl {t['ppl'] - t['ppl_ref']:+.4f} KL {t['kl']:.5f} | ΔNLL ours − theirs "
-                  f"{d.sum() / n_pred:+.5f} [{np.percentile(boot, 2.5):+.5f}, {np.percentile(boot, 97.5):+.5f}]")
+                  f"{d:+.5f} [{lo:+.5f}, {hi:+.5f}]")
 
 
 if __name__ == "__main__":

@@ -149,3 +149,21 @@ def test_cli_no_rescale_keeps_llama_cpp_bytes(f16_gguf, tmp_path):
     assert r.exit_code == 0, r.output
     info = json.loads(r.output[r.output.index("{"):])
     assert info["rescale"]["tensors"] > 0 and out.read_bytes() != plain.read_bytes()
+
+
+def test_paired_nll_delta_matches_a_naive_bootstrap():
+    from downsize.export.report import paired_nll_delta
+
+    rng = np.random.default_rng(3)
+    a = {"tokens": 600, "window_nll": list(rng.uniform(50, 60, size=6))}
+    b = {"tokens": 600, "window_nll": [x + 0.5 for x in a["window_nll"]]}
+    d, lo, hi = paired_nll_delta(a, b)
+    assert d == pytest.approx(3.0 / 600) and lo == pytest.approx(d) and hi == pytest.approx(d)  # constant shift
+    b["window_nll"][0] += 6.0
+    d, lo, hi = paired_nll_delta(a, b)
+    gen = np.random.default_rng(0)
+    diffs = [y - x for x, y in zip(a["window_nll"], b["window_nll"])]
+    boot = sorted(sum(diffs[j] for j in gen.integers(0, 6, 6)) / 600 for _ in range(2000))
+    assert d == pytest.approx(9.0 / 600)
+    assert lo == pytest.approx(np.percentile(boot, 2.5)) and hi == pytest.approx(np.percentile(boot, 97.5))
+    assert lo < d < hi

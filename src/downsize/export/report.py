@@ -90,3 +90,14 @@ def quant_report(gguf_paths: list[str | os.PathLike], model_ref, cfg: ReportConf
                      "ppl_delta_pct": 100 * (ppl / ppl_ref - 1), "kl": kl / n_pos, "top1_agreement": agree / n_pos,
                      **({"window_nll": window_nll} if cfg.per_window else {})})
     return rows
+
+
+def paired_nll_delta(a: dict, b: dict, *, rng: np.random.Generator | None = None,
+                     n_boot: int = 2000) -> tuple[float, float, float]:
+    """NLL per token of row ``b`` minus row ``a`` over the same windows (rows from ``quant_report`` with
+    ``per_window=True``), with a 95 % bootstrap interval that resamples windows: (delta, low, high)."""
+    d = np.asarray(b["window_nll"]) - np.asarray(a["window_nll"])
+    n_pred = a["tokens"]
+    rng = np.random.default_rng(0) if rng is None else rng
+    boot = [d[rng.integers(0, len(d), len(d))].sum() / n_pred for _ in range(n_boot)]
+    return float(d.sum() / n_pred), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))

@@ -63,8 +63,8 @@ class RescaleStats:
 
     def as_dict(self) -> dict:
         return {"tensors": self.tensors, "rows": self.rows, "rows_skipped": self.rows_skipped,
-                "alpha_mean": self.alpha_mean, "alpha_min": self.alpha_min if self.rows else 1.0,
-                "alpha_max": self.alpha_max if self.rows else 1.0, "per_type": dict(self.per_type)}
+                "alpha_mean": self.alpha_mean, "alpha_min": self.alpha_min if self.rows > self.rows_skipped else 1.0,
+                "alpha_max": self.alpha_max if self.rows > self.rows_skipped else 1.0, "per_type": dict(self.per_type)}
 
 
 def row_alpha(w: np.ndarray, q: np.ndarray) -> np.ndarray:
