@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import torch
 
-from downsize.models.arch import build_config
+from downsize.models.arch import arch_configs, build_config
 
 # Small enough to build in milliseconds, real enough for every code path (GQA, several layers).
 TINY_SHAPES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=256)
-TINY_FAMILIES = {
-    "llama": dict(tie_word_embeddings=False),
-    "qwen2": dict(tie_word_embeddings=True),
-}
+# The families pruning supports (a pruning adapter in their downsize.families module); each family's own tiny
+# overrides come from its module (register_arch_config(..., tiny=...)).
+TINY_FAMILIES = {key: arch_configs()[key].tiny for key in ("llama", "qwen2")}
 
 
 def make_tiny_model(family: str, tokenizer, seed: int = 0, **overrides):
     from transformers import AutoModelForCausalLM
 
-    fields = {**TINY_SHAPES, **TINY_FAMILIES.get(family, {}), **overrides}
+    fields = {**TINY_SHAPES, **arch_configs()[family].tiny, **overrides}
     cfg = build_config(family, vocab_size=len(tokenizer), tokenizer=tokenizer, **fields)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)

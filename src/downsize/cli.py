@@ -11,10 +11,11 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from downsize.errors import DownsizeError, NotBuiltYet
@@ -85,69 +86,6 @@ def zoo_train(
     console.print(f"[green]wrote[/green] {dest}")
 
 
-@app.command("eval")
-def eval_cmd(
-    model: str = typer.Argument(..., help="model reference: HF directory, zoo:NAME, FILE.gguf or ollama:NAME"),
-    teacher: Optional[str] = typer.Option(None, help="also compare with this model: KL(teacher || model) and top-1 agreement (same tokenizer)"),
-    data: str = typer.Option("zoo:stdlib", help="data reference: zoo:stdlib, a text file, a directory or JSONL"),
-    split: Optional[str] = typer.Option(None, help="train, validation, test or all (default: validation for zoo:stdlib, all otherwise)"),
-    seq_len: int = typer.Option(256, help="window length for perplexity"),
-    batch_size: int = typer.Option(8),
-    max_tokens: Optional[int] = typer.Option(None, help="evaluate only the first N tokens (default: all; 32768 when comparing or for a GGUF)"),
-    speed: bool = typer.Option(False, help="also measure prompt/generation tokens/s and peak RAM (fresh process; llama.cpp for GGUF)"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for --speed"),
-    sample: bool = typer.Option(True, help="show a sample completion (HF models)"),
-    lm_eval: Optional[str] = typer.Option(None, "--lm-eval", help="lm-evaluation-harness tasks, comma-separated "
-                                          "(built in: stdlib_next_line; yours: --lm-eval-include)"),
-    lm_eval_include: Optional[Path] = typer.Option(None, help="folder of lm-eval task YAMLs (local data files)"),
-    lm_eval_limit: Optional[int] = typer.Option(None, help="at most N documents per lm-eval task"),
-    as_json: bool = typer.Option(False, "--json"),
-):
-    """Perplexity (token-weighted, exact), KL and top-1 agreement with a teacher, size, speed and RAM of a model;
-    lm-evaluation-harness tasks on local data."""
-    from downsize.eval.run import evaluate
-
-    result = evaluate(model, data, split=split, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens,
-                      sample=sample, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"), teacher=teacher,
-                      speed=speed, threads=threads)
-    if lm_eval:
-        from downsize.eval.harness import run_lm_eval
-
-        tasks = [t.strip() for t in lm_eval.split(",") if t.strip()]
-        result["lm_eval"] = run_lm_eval(model, tasks, include=lm_eval_include, limit=lm_eval_limit)
-        if teacher:
-            result["teacher_lm_eval"] = run_lm_eval(teacher, tasks, include=lm_eval_include, limit=lm_eval_limit)
-    if as_json:
-        console.print_json(json.dumps(result))
-        return
-    cols = ["metric", model] + ([teacher] if teacher else [])
-    t = Table(*cols)
-    fmt = lambda v: "–" if v is None else f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
-    rows = [("backend", "backend", None), ("parameters", "parameters", "teacher_parameters"),
-            ("size on disk MB", "size_mb", "teacher_size_mb"), ("tokens", "tokens", None),
-            ("perplexity", "perplexity", "teacher_perplexity"), ("KL(teacher || model)", "kl_to_teacher", None),
-            ("top-1 agreement", "top1_agreement", None)]
-    for label, key, tkey in rows:
-        if key in result:
-            t.add_row(label, fmt(result[key]), *([fmt(result.get(tkey)) if tkey else ""] if teacher else []))
-    for label, key in (("prompt tokens/s", "prompt_tok_s"), ("generation tokens/s", "gen_tok_s"), ("peak RSS MB", "peak_rss_mb")):
-        if "speed" in result:
-            t.add_row(label, fmt(result["speed"][key]),
-                      *([fmt(result["teacher_speed"][key]) if "teacher_speed" in result else ""] if teacher else []))
-    for task, metrics in result.get("lm_eval", {}).items():
-        for k in ("acc", "acc_norm", "exact_match"):
-            if k in metrics:
-                tm = result.get("teacher_lm_eval", {}).get(task, {})
-                cell = lambda m: f"{m[k]:.4f} ± {m.get(k + '_stderr', 0):.4f}" if k in m else "–"  # noqa: E731
-                t.add_row(f"lm-eval {task} {k}", cell(metrics), *([cell(tm)] if teacher else []))
-    console.print(f"data: {result['data']}, windows of {result['seq_len']}")
-    console.print(t)
-    if result.get("sample"):
-        console.print("[bold]sample completion[/bold]")
-        console.print(result["sample"]["prompt"], end="", style="dim", markup=False, highlight=False)
-        console.print(result["sample"]["completion"], markup=False, highlight=False)
-
-
 @app.command("eval-tools")
 def eval_tools_cmd(
     model: list[str] = typer.Option(..., help="model reference (repeatable: teacher first, then students); openai:URL#MODEL too"),
@@ -176,191 +114,6 @@ def eval_tools_cmd(
     console.print(t)
 
 
-@app.command("distill")
-def distill_cmd(
-    teacher: Optional[str] = typer.Option(None, help="teacher model reference (not needed with --cache unless --student is teacher:...)"),
-    student: Optional[str] = typer.Option(None, help="model reference, or teacher:num_hidden_layers=4,hidden_size=192 (teacher config, random init)"),
-    data: str = typer.Option("zoo:stdlib", help="data reference (zoo:stdlib, text file, directory, JSONL)"),
-    out: Optional[Path] = typer.Option(None, help="output HF directory (checkpoints go to OUT.work)"),
-    steps: int = typer.Option(200), batch_size: int = typer.Option(8), grad_accum: int = typer.Option(1),
-    lr: float = typer.Option(1e-3), warmup: int = typer.Option(20, help="warmup steps"),
-    seq_len: int = typer.Option(256), windows: Optional[int] = typer.Option(None, help="use only the first N windows of the data"),
-    loss: str = typer.Option("fkl", help="fkl, rkl, jsd, skl, srkl, tvd"),
-    temperature: float = typer.Option(1.0), kd_ratio: float = typer.Option(1.0, help="weight of KD vs cross entropy (0 = CE only)"),
-    beta: float = typer.Option(0.5, help="jsd β"), alpha: float = typer.Option(0.1, help="skl/srkl α"),
-    chunk_size: int = typer.Option(256, help="tokens per loss chunk"),
-    teacher_dtype: str = typer.Option("bf16", help="bf16 or fp32 teacher weights"),
-    cache: Optional[Path] = typer.Option(None, help="train from this offline top-k teacher cache"),
-    write_cache: Optional[Path] = typer.Option(None, help="only run the teacher over the data and write a top-k cache here"),
-    top_k: int = typer.Option(32, help="ids per position in the cache"),
-    lmbda: float = typer.Option(0.0, help="on-policy (GKD): probability that a batch is sampled from the student"),
-    seq_kd: bool = typer.Option(False, help="off-policy batches use teacher-sampled continuations (sequence-level KD)"),
-    prompt_len: int = typer.Option(32), new_tokens: int = typer.Option(64),
-    vocab_align: str = typer.Option("auto", help="auto: compare shared ids when embedding sizes differ; off: refuse"),
-    cross_tokenizer: str = typer.Option("error", help="error, or uld for teacher/student with different tokenizers"),
-    lora_r: int = typer.Option(0, help="LoRA rank on the student (0 = full fine-tuning)"), lora_alpha: int = typer.Option(32),
-    qlora: bool = typer.Option(False, help="4-bit NF4 base for LoRA (CUDA + bitsandbytes)"),
-    checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
-    mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
-    resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
-):
-    """Distil a teacher into a student (logit KD, offline top-k cache, on-policy GKD, cross-tokenizer ULD)."""
-    import logging
-
-    import torch
-
-    from downsize.distill import DistillConfig, LossSpec, OnPolicy, cache_teacher, distill
-    from downsize.train.loop import LoraSpec, TrainConfig
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if threads:
-        torch.set_num_threads(threads)
-    if write_cache:
-        if not teacher:
-            raise DownsizeError("--write-cache needs --teacher", hint="e.g. downsize distill --teacher zoo:coder-teacher --write-cache runs/cache")
-        meta = cache_teacher(teacher, data, write_cache, k=top_k, seq_len=seq_len, windows=windows,
-                             batch_size=batch_size, temperature=temperature, dtype=teacher_dtype)
-        console.print(f"[green]wrote[/green] {write_cache}: {meta['windows']} windows × {meta['seq_len']} tokens, "
-                      f"{meta['bytes_per_token']} bytes/token (dense bf16: {meta['dense_bf16_bytes_per_token']})")
-        return
-    if not student or not out:
-        raise DownsizeError("give --student and --out", hint="e.g. --student teacher:num_hidden_layers=4,hidden_size=192 --out runs/student")
-    cfg = DistillConfig(
-        train=TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup,
-                          checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision),
-        loss=LossSpec(loss, temperature=temperature, kd_ratio=kd_ratio, beta=beta, alpha=alpha, chunk_size=chunk_size),
-        seq_len=seq_len, windows=windows, teacher_dtype=teacher_dtype, cache=str(cache) if cache else None,
-        on_policy=OnPolicy(lmbda=lmbda, seq_kd=seq_kd, prompt_len=prompt_len, new_tokens=new_tokens) if (lmbda or seq_kd) else None,
-        vocab_align=vocab_align, cross_tokenizer=cross_tokenizer,
-        lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None)
-    path = distill(teacher, student, data, cfg, out, resume=resume)
-    card = json.loads((path / "distill_card.json").read_text())
-    fm = card["final_metrics"]
-    console.print(f"[green]wrote[/green] {path}: {card['steps']} steps, {card['tokens']:,} tokens, "
-                  + ", ".join(f"{k} {v:.4g}" for k, v in fm.items() if isinstance(v, float)))
-
-
-@app.command("sft")
-def sft_cmd(
-    model: str = typer.Option(..., help="the student to fine-tune: HF directory, zoo:NAME, FILE.gguf"),
-    data: str = typer.Option(..., help="chat JSONL ({'messages': [...], 'tools': [...]}), e.g. from `downsize generate`"),
-    out: Path = typer.Option(..., help="output HF directory (LoRA merged; checkpoints go to OUT.work)"),
-    steps: int = typer.Option(100), batch_size: int = typer.Option(4), grad_accum: int = typer.Option(1),
-    lr: float = typer.Option(2e-4), warmup: int = typer.Option(10, help="warmup steps"),
-    max_seq_len: int = typer.Option(1024, help="conversations are cut to this many tokens"),
-    logprob_kd: float = typer.Option(0.0, help="weight of forward KL to the teacher's stored top-k logprobs "
-                                     "(data written with --top-logprobs); 0 = cross entropy only"),
-    lora_r: int = typer.Option(0, help="LoRA rank (0 = full fine-tuning)"), lora_alpha: int = typer.Option(32),
-    qlora: bool = typer.Option(False, help="4-bit NF4 base for LoRA (CUDA + bitsandbytes)"),
-    checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
-    mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
-    resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
-):
-    """Fine-tune on chat data (loss on assistant tokens only), full or LoRA; text KD from teacher-written traces,
-    plus logit KD where the teacher's top-k logprobs were stored."""
-    import logging
-
-    import torch
-
-    from downsize.distill import SFTConfig, sft
-    from downsize.train.loop import LoraSpec, TrainConfig
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = SFTConfig(train=TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup,
-                                      checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision),
-                    max_seq_len=max_seq_len, logprob_kd=logprob_kd,
-                    lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None)
-    path = sft(model, data, cfg, out, resume=resume)
-    card = json.loads((path / "distill_card.json").read_text())
-    console.print(f"[green]wrote[/green] {path}: {card['examples']} conversations, {card['assistant_tokens']:,} assistant "
-                  f"tokens, {card['steps']} steps, loss {card['final_metrics']['train_loss']:.4g}")
-
-
-@app.command("generate")
-def generate_cmd(
-    teacher: str = typer.Option(..., help="openai:URL#MODEL (Ollama, vLLM, llama.cpp server) or a model reference (zoo:, HF dir, .gguf)"),
-    out: Path = typer.Option(..., help="output chat JSONL (rejected traces go beside it, *.rejected.jsonl); rerun to resume"),
-    prompts: Optional[Path] = typer.Option(None, help="prompt file: JSONL ({prompt|messages, expected?, needs_tools?}) or text, one per line"),
-    codebase: Optional[Path] = typer.Option(None, help="repository: questions filled from it with ast, and the tool sandbox root"),
-    n_codebase: int = typer.Option(100, help="codebase questions to draw from the templates"),
-    n_negative: int = typer.Option(20, help="negative examples that need no tools (arithmetic, general knowledge)"),
-    template: Optional[list[str]] = typer.Option(None, help="only these templates (repeatable)"),
-    seed: int = typer.Option(0),
-    in_flight: int = typer.Option(4, help="requests in flight (endpoint) or the batch size (local model)"),
-    limit: Optional[int] = typer.Option(None, help="at most N prompts"),
-    tools: bool = typer.Option(True, help="agent loop with list_files/read_file/grep when --codebase is given"),
-    max_turns: int = typer.Option(4, help="model turns per trace"),
-    max_tokens: int = typer.Option(256, help="tokens per model turn"),
-    temperature: float = typer.Option(0.0),
-    top_p: float = typer.Option(1.0),
-    top_logprobs: int = typer.Option(0, help="store the top-k logprobs per token (for sparse logit KD)"),
-    timeout: float = typer.Option(120.0, help="seconds per request"),
-    retries: int = typer.Option(6, help="retries on 429/5xx/connection loss/malformed JSON"),
-    as_json: bool = typer.Option(False, "--json"),
-):
-    """Generate teacher data: prompts from a codebase, tool-calling traces, any OpenAI-compatible server."""
-    from downsize.generate import AgentConfig, GenerateConfig, GenParams, generate
-
-    params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, top_logprobs=top_logprobs,
-                       timeout_s=timeout, max_retries=retries, batch_size=in_flight)
-    cfg = GenerateConfig(teacher=teacher, out=str(out), prompts=str(prompts) if prompts else None,
-                         codebase=str(codebase) if codebase else None, n_codebase=n_codebase, n_negative=n_negative,
-                         templates=tuple(template) if template else None, seed=seed, in_flight=in_flight, limit=limit,
-                         tools=tools, params=params, agent=AgentConfig(max_turns=max_turns))
-    summary = generate(cfg)
-    for line in summary["bad_lines"]:
-        err.print(f"[yellow]skipped[/yellow] {line}", highlight=False)
-    if as_json:
-        console.print_json(json.dumps(summary))
-    else:
-        t = Table("metric", "value")
-        for k in ("tasks", "skipped_done", "written", "rejected", "failed", "remaining", "seconds", "prompts_per_s",
-                  "completion_tok_per_s", "reasons", "out", "rejected_out"):
-            t.add_row(k, str(summary.get(k)))
-        console.print(t)
-    if summary["stopped"]:
-        err.print(f"[red]stopped early:[/red] {summary['stopped']}", highlight=False)
-        raise typer.Exit(1)
-
-
-@app.command("prune")
-def prune_cmd(
-    model: str = typer.Argument(..., help="model reference: HF directory, zoo:NAME, FILE.gguf or ollama:NAME"),
-    method: str = typer.Option(..., help="depth, width, magnitude, wanda, sparsegpt or lowrank"),
-    out: Path = typer.Option(..., help="output directory (a normal Hugging Face model + prune_report.json)"),
-    targets: Optional[str] = typer.Option(None, help="sizes: 'ffn=1024 heads=4 hidden=256', 'params=0.5', 'remove=2', 'rank=64', 'hidden=256'"),
-    sparsity: Optional[float] = typer.Option(None, help="unstructured ratio of zeros, e.g. 0.5"),
-    nm: Optional[str] = typer.Option(None, help="N:M pattern, e.g. 2:4"),
-    calib: str = typer.Option("zoo:stdlib", help="calibration data reference"),
-    calib_samples: int = typer.Option(64, help="calibration sequences"),
-    seq_len: int = typer.Option(256, help="calibration sequence length"),
-    depth_score: str = typer.Option("bi", help="depth: bi (block influence) or ppl (perplexity increase)"),
-    seed: int = typer.Option(0),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-):
-    """Prune a model: depth, width (Minitron), unstructured/N:M (magnitude, Wanda, SparseGPT), low-rank."""
-    from downsize.prune import PruneConfig, prune_ref
-
-    cfg = PruneConfig(method=method, targets=targets, sparsity=sparsity, nm=nm, calib_samples=calib_samples,
-                      calib_seq_len=seq_len, depth_score=depth_score, seed=seed)
-    report = prune_ref(model, out, cfg, calib)
-    if as_json:
-        console.print_json(json.dumps(report))
-        return
-    p = report["params"]
-    console.print(f"[green]wrote[/green] {out}  ({method}: {p['before']:,} → {p['after']:,} parameters, "
-                  f"{p['ratio']:.1%}; {report['wall_s']:.1f} s, peak RSS {report['peak_rss_mib']:.0f} MiB)")
-    if "per_layer" in report:
-        t = Table("layer", *[k for k in report["per_layer"][0] if k != "layer"])
-        for row in report["per_layer"]:
-            t.add_row(str(row["layer"]), *[f"{v:.1%}" for k, v in row.items() if k != "layer"])
-        console.print(t)
-    if report.get("note"):
-        err.print(f"[yellow]note:[/yellow] {report['note']}", highlight=False)
-
-
 # --- export (issue 5) ---
 export_app = typer.Typer(no_args_is_help=True, help="Export to GGUF and Ollama (Modelfile with a converted chat template).")
 app.add_typer(export_app, name="export")
@@ -382,26 +135,6 @@ _RESCALE_HELP = ("undo the shrinkage of llama.cpp's block fits (row scales again
                  "--no-rescale keeps llama.cpp's bytes")
 
 
-@export_app.command("gguf")
-def export_gguf_cmd(
-    model: str = typer.Argument(..., help="model reference: HF directory or zoo:NAME"),
-    out: Path = typer.Option(..., help="output .gguf file (written atomically)"),
-    quant: str = typer.Option("F16", help="F32, F16, BF16, Q8_0, Q4_0, Q2_K … Q6_K, Q3_K_M, Q4_K_M, Q5_K_M, IQ4_XS …"),
-    imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF) for the low-bit types"),
-    calib: Optional[str] = typer.Option(None, help="compute the importance matrix from this data reference (e.g. zoo:stdlib)"),
-    report: bool = typer.Option(False, help="measure perplexity delta, KL and top-1 against the HF model in llama.cpp"),
-    report_data: str = typer.Option("zoo:stdlib", help="data reference for --report (validation split of zoo:stdlib)"),
-    report_tokens: int = typer.Option(8192, help="tokens evaluated by --report"),
-    rescale: bool = typer.Option(True, help=_RESCALE_HELP),
-    as_json: bool = typer.Option(False, "--json"),
-):
-    """Export a model to GGUF (our converter; K-quants through llama.cpp's quantizer)."""
-    from downsize.export.api import export_with_report
-
-    _print_export(export_with_report(model, out, quant, imatrix=imatrix, calib=calib, report=report,
-                                     report_data=report_data, report_tokens=report_tokens, rescale=rescale), as_json)
-
-
 @app.command("quantize")
 def quantize_cmd(
     src: Path = typer.Argument(..., help="input GGUF (F32, F16 or BF16)"),
@@ -415,29 +148,6 @@ def quantize_cmd(
     from downsize.export.quantize import quantize_gguf
 
     _print_export(quantize_gguf(src, out, quant, imatrix=imatrix, rescale=rescale), as_json)
-
-
-@export_app.command("ollama")
-def export_ollama_cmd(
-    model: str = typer.Argument(..., help="model reference: HF directory or zoo:NAME"),
-    name: str = typer.Option(..., help="Ollama model name, e.g. coder-small"),
-    out: Path = typer.Option(Path("ollama"), help="folder for the GGUF and the Modelfile"),
-    quant: str = typer.Option("Q4_K_M", help="GGUF type (see `downsize export gguf --help`)"),
-    imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF) for the low-bit types"),
-    template_style: Optional[str] = typer.Option(None, help="force a chat format: chatml, llama3, mistral, gemma, phi3"),
-    num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the model's context length)"),
-    create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
-    rescale: bool = typer.Option(True, help=_RESCALE_HELP),
-    as_json: bool = typer.Option(False, "--json"),
-):
-    """Export to GGUF plus an Ollama Modelfile (TEMPLATE converted from the Jinja chat template)."""
-    from downsize.export.ollama import export_ollama
-
-    r = export_ollama(model, name, out, quant, imatrix=imatrix, template_style=template_style, num_ctx=num_ctx, create=create,
-                      rescale=rescale)
-    _print_export(r, as_json)
-    if not r["created"] and not as_json:
-        console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
 
 
 @export_app.command("lora")
@@ -527,6 +237,301 @@ def run_cmd(
     run_dir = out or Path("runs") / r.name
     run_recipe(r, run_dir, from_stage=from_stage, log=lambda m: console.print(m, markup=False, highlight=False))
     console.print(f"[green]done[/green]: {run_dir}/report.html, {run_dir}/report.md")
+
+
+# --- the stage commands: options generated from the stage configs (downsize.stages), so the CLI, the recipe
+# schema and the Python API take the same fields with the same defaults ------------------------------------------
+from downsize.cli_options import command, config_from_options, config_parameters  # noqa: E402
+
+_OUT_DIR = "output directory (a Hugging Face model; checkpoints go to OUT.work)"
+
+
+def _common(out_help: str | None, *, resume: bool = False, out_required: bool = True) -> list:
+    """The options of a command that are not settings of the work: where it writes, seed, threads, --json."""
+    import inspect
+
+    P = inspect.Parameter
+    params = []
+    if out_help:
+        params.append(P("out", P.KEYWORD_ONLY, annotation=Path if out_required else Optional[Path],
+                        default=typer.Option(... if out_required else None, help=out_help, rich_help_panel="Output")))
+    params.append(P("seed", P.KEYWORD_ONLY, annotation=int, default=typer.Option(0, help="random seed",
+                                                                                 rich_help_panel="Output")))
+    if resume:
+        params.append(P("resume", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+            False, help="continue from OUT.work/checkpoints", rich_help_panel="Output")))
+    params.append(P("threads", P.KEYWORD_ONLY, annotation=Optional[int], default=typer.Option(
+        None, help="torch CPU threads (default: torch's choice)", rich_help_panel="Output")))
+    params.append(P("as_json", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+        False, "--json", help="print the result as JSON", rich_help_panel="Output")))
+    return params
+
+
+def _context(values: dict, out: Path | None, model: str | None = None, teacher: str | None = None,
+             data: str | None = None):
+    import logging
+
+    from downsize.stages import Artifact, StageContext
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if values.get("threads"):
+        import torch
+
+        torch.set_num_threads(values["threads"])
+    return StageContext(out=Path(out) if out else Path("."), teacher=teacher, data=data or "zoo:stdlib",
+                        seed=values.get("seed", 0), artifacts={"teacher": Artifact("model", None)},
+                        input_model=model, resume=values.get("resume", False),
+                        log=lambda m: err.print(m, markup=False, highlight=False))
+
+
+# Earlier spellings of options, still accepted (the first spelling is the field's own name).
+_ALIASES = {"warmup_steps": ["--warmup-steps", "--warmup"]}
+
+
+def _stage_command(app_, name: str, kind: str, run: Callable, *, arguments: dict[str, str] | None = None,
+                   exclude: tuple[str, ...] = (), aliases: dict[str, list[str]] | None = None, extra: list | None = None,
+                   doc: str | None = None, examples: tuple[str, ...] = ()):
+    from downsize.stages import STAGES
+
+    spec = STAGES[kind]
+    aliases = {**_ALIASES, **(aliases or {})}
+    params = config_parameters(spec.config, exclude=exclude, arguments=arguments, aliases=aliases) + (extra or [])
+    params.sort(key=lambda p: p.default.default is not ... if isinstance(p.default, typer.models.ArgumentInfo) else 2)
+    text = (doc or spec.summary) + ("\n\nExamples:\n\n" + "\n\n".join(f"  $ {e}" for e in examples) if examples else "")
+    app_.command(name)(command(lambda **v: run(spec, v), params, text))
+
+
+def _model_arg(help_="model reference: HF directory, zoo:NAME, FILE.gguf or ollama:NAME"):
+    import inspect
+
+    return inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                             default=typer.Argument(..., help=help_, show_default=False))
+
+
+def _print_model_result(art, cfg_kind: str) -> None:
+    from downsize.distill.train import read_card
+
+    card = read_card(art.path)
+    fm = card.get("final_metrics", {})
+    bits = [f"{card['steps']} steps" if "steps" in card else None,
+            f"{card['tokens']:,} tokens" if "tokens" in card else None,
+            *(f"{k} {v:.4g}" for k, v in fm.items() if isinstance(v, float))]
+    console.print(f"[green]wrote[/green] {escape(str(art.path))}: " + ", ".join(b for b in bits if b))
+
+
+def _run_training(spec, v: dict) -> None:
+    from downsize.stages import run_stage
+
+    cfg = config_from_options(spec.config, v)
+    if spec.kind in ("sft", "lora") and not cfg.student:
+        raise DownsizeError("give --student: the model to fine-tune", hint="e.g. --student runs/student")
+    ctx = _context(v, v["out"], teacher=getattr(cfg, "teacher", None), data=cfg.data)
+    art = run_stage(spec.kind, ctx, cfg)
+    if v["as_json"]:
+        from downsize.distill.train import read_card
+
+        console.print_json(json.dumps(read_card(art.path), default=str))
+    else:
+        _print_model_result(art, spec.kind)
+
+
+def _run_distill(spec, v: dict) -> None:
+    if v.get("write_cache"):
+        from downsize.distill import cache_teacher
+
+        cfg = config_from_options(spec.config, v)
+        if not cfg.teacher:
+            raise DownsizeError("--write-cache needs --teacher",
+                                hint="e.g. downsize distill --teacher zoo:coder-teacher --write-cache runs/cache")
+        meta = cache_teacher(cfg.teacher, cfg.data or "zoo:stdlib", v["write_cache"], k=cfg.top_k, seq_len=cfg.seq_len,
+                             windows=cfg.windows, batch_size=cfg.batch_size, temperature=cfg.temperature,
+                             dtype=cfg.teacher_dtype)
+        console.print(f"[green]wrote[/green] {escape(str(v['write_cache']))}: {meta['windows']} windows × "
+                      f"{meta['seq_len']} tokens, {meta['bytes_per_token']} bytes/token "
+                      f"(dense bf16: {meta['dense_bf16_bytes_per_token']})")
+        return
+    if not v.get("out") or not v.get("student"):
+        raise DownsizeError("give --student and --out",
+                            hint="e.g. --student teacher:num_hidden_layers=4,hidden_size=192 --out runs/student")
+    _run_training(spec, v)
+
+
+def _extra_write_cache() -> list:
+    import inspect
+
+    return [inspect.Parameter("write_cache", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                              default=typer.Option(None, help="only run the teacher over the data and write a top-k "
+                                                              "cache here (then train with --cache)",
+                                                   rich_help_panel="Output"))]
+
+
+def _run_prune(spec, v: dict) -> None:
+    from downsize.stages import run_stage
+
+    cfg = config_from_options(spec.config, v)
+    art = run_stage("prune", _context(v, v["out"], model=v["model"], data=cfg.calib), cfg)
+    report = json.loads((art.path / "prune_report.json").read_text())
+    if v["as_json"]:
+        console.print_json(json.dumps(report))
+        return
+    p = report["params"]
+    console.print(f"[green]wrote[/green] {escape(str(art.path))}  ({cfg.method}: {p['before']:,} → {p['after']:,} "
+                  f"parameters, {p['ratio']:.1%}; {report['wall_s']:.1f} s, peak RSS {report['peak_rss_mib']:.0f} MiB)")
+    if "per_layer" in report:
+        t = Table("layer", *[k for k in report["per_layer"][0] if k != "layer"])
+        for row in report["per_layer"]:
+            t.add_row(str(row["layer"]), *[f"{v:.1%}" for k, v in row.items() if k != "layer"])
+        console.print(t)
+    if report.get("note"):
+        err.print(f"[yellow]note:[/yellow] {escape(report['note'])}", highlight=False)
+
+
+def _run_generate(spec, v: dict) -> None:
+    from downsize.stages import run_stage
+
+    cfg = config_from_options(spec.config, v)
+    if not cfg.teacher:
+        raise DownsizeError("give --teacher", hint="e.g. --teacher openai:http://127.0.0.1:11434/v1#qwen3-coder:30b")
+    art = run_stage("generate", _context(v, v["out"], teacher=cfg.teacher), cfg)
+    summary = art.metrics
+    for line in summary.get("bad_lines", []):
+        err.print(f"[yellow]skipped[/yellow] {escape(str(line))}", highlight=False)
+    if v["as_json"]:
+        console.print_json(json.dumps(summary))
+    else:
+        t = Table("metric", "value")
+        for k in ("tasks", "skipped_done", "written", "rejected", "failed", "remaining", "seconds", "prompts_per_s",
+                  "completion_tok_per_s", "reasons", "out", "rejected_out"):
+            t.add_row(k, escape(str(summary.get(k))))
+        console.print(t)
+    if summary.get("stopped"):
+        err.print(f"[red]stopped early:[/red] {escape(str(summary['stopped']))}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _run_quantize(spec, v: dict) -> None:
+    from downsize.stages.quantize import quantize_model
+
+    cfg = config_from_options(spec.config, v)
+    ctx = _context(v, v["out"], model=v["model"], data=cfg.calib)
+    _print_export(quantize_model(ctx, cfg, v["model"], v["out"]), v["as_json"])
+
+
+def _run_export(spec, v: dict) -> None:
+    from downsize.stages import run_stage
+
+    cfg = config_from_options(spec.config, v)
+    art = run_stage("export", _context(v, v["out"], model=v["model"], data=cfg.calib), cfg)
+    _print_export(art.metrics, v["as_json"])
+    if not art.metrics["ollama_created"] and not v["as_json"]:
+        console.print(f"ollama is not on PATH; register the model with:\n  {art.metrics['ollama_command']}",
+                      markup=False, highlight=False)
+
+
+def _run_eval(spec, v: dict) -> None:
+    from downsize.eval.run import evaluate
+
+    cfg = config_from_options(spec.config, v)
+    if len(cfg.models or []) != 1:
+        raise DownsizeError("give one model to evaluate (and --teacher to compare)",
+                            hint="several models side by side: a recipe with an eval stage (`downsize run`)")
+    model = cfg.models[0]
+    result = evaluate(model, cfg.data or "zoo:stdlib", split=cfg.split, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
+                      max_tokens=cfg.max_tokens, sample=cfg.samples, teacher=cfg.teacher, speed=cfg.speed,
+                      threads=v.get("threads"), warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"))
+    if cfg.lm_eval:
+        from downsize.eval.harness import run_lm_eval
+
+        result["lm_eval"] = run_lm_eval(model, cfg.lm_eval, include=cfg.lm_eval_include, limit=cfg.lm_eval_limit)
+        if cfg.teacher:
+            result["teacher_lm_eval"] = run_lm_eval(cfg.teacher, cfg.lm_eval, include=cfg.lm_eval_include,
+                                                    limit=cfg.lm_eval_limit)
+    if cfg.tool_tasks:
+        from downsize.stages.eval import tool_eval
+
+        ctx = _context(v, None, teacher=cfg.teacher)
+        ctx.out = Path(cfg.tool_tasks).with_name("metrics.json") if cfg.tool_tasks != "auto" else Path("metrics.json")
+        result["tools"] = tool_eval(ctx, cfg, {"model": model, **({"teacher": cfg.teacher} if cfg.teacher else {})})
+    if v["as_json"]:
+        console.print_json(json.dumps(result))
+        return
+    _print_eval(result, model, cfg.teacher)
+
+
+def _print_eval(result: dict, model: str, teacher: str | None) -> None:
+    cols = ["metric", model] + ([teacher] if teacher else [])
+    t = Table(*[escape(c) for c in cols])
+    fmt = lambda v: "–" if v is None else f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
+    rows = [("backend", "backend", "teacher_backend"), ("parameters", "parameters", "teacher_parameters"),
+            ("size on disk MB", "size_mb", "teacher_size_mb"), ("tokens", "tokens", None),
+            ("perplexity", "perplexity", "teacher_perplexity"), ("KL(teacher || model)", "kl_to_teacher", None),
+            ("top-1 agreement", "top1_agreement", None)]
+    for label, key, tkey in rows:
+        if key in result:
+            t.add_row(label, fmt(result[key]), *([fmt(result.get(tkey)) if tkey else ""] if teacher else []))
+    for label, key in (("prompt tokens/s", "prompt_tok_s"), ("generation tokens/s", "gen_tok_s"), ("peak RSS MB", "peak_rss_mb")):
+        if "speed" in result:
+            t.add_row(label, fmt(result["speed"][key]),
+                      *([fmt(result["teacher_speed"][key]) if "teacher_speed" in result else ""] if teacher else []))
+    for task, metrics in result.get("lm_eval", {}).items():
+        for k in ("acc", "acc_norm", "exact_match"):
+            if k in metrics:
+                tm = result.get("teacher_lm_eval", {}).get(task, {})
+                cell = lambda m: f"{m[k]:.4f} ± {m.get(k + '_stderr', 0):.4f}" if k in m else "–"  # noqa: E731
+                t.add_row(f"lm-eval {task} {k}", cell(metrics), *([cell(tm)] if teacher else []))
+    for name, r in result.get("tools", {}).items():
+        t.add_row(f"tool use % ({name})", fmt(r.get("tool_use_pct")), *([""] if teacher else []))
+        t.add_row(f"tool accuracy % ({name})", fmt(r.get("accuracy_pct")), *([""] if teacher else []))
+    console.print(f"data: {escape(str(result['data']))}, windows of {result['seq_len']}")
+    console.print(t)
+    if result.get("sample"):
+        console.print("[bold]sample completion[/bold]")
+        console.print(result["sample"]["prompt"], end="", style="dim", markup=False, highlight=False)
+        console.print(result["sample"]["completion"], markup=False, highlight=False)
+
+
+_stage_command(app, "distill", "distill", _run_distill, extra=_common(_OUT_DIR, resume=True, out_required=False)
+               + _extra_write_cache(),
+               examples=("downsize distill --teacher zoo:coder-teacher --student teacher:num_hidden_layers=4,"
+                         "hidden_size=192 --steps 200 --out runs/student",
+                         "downsize distill --teacher zoo:coder-teacher --student runs/pruned --loss jsd --beta 0.5 "
+                         "--lmbda 0.5 --out runs/gkd"))
+_stage_command(app, "train", "train", _run_training, extra=_common(_OUT_DIR, resume=True),
+               arguments={}, doc="Train a model with plain next-token cross entropy (the no-teacher baseline).",
+               examples=("downsize train --data zoo:stdlib --steps 100 --out runs/ce  # needs a student: see recipes",))
+_stage_command(app, "sft", "sft", _run_training, aliases={"student": ["--student", "--model"]}, extra=_common(_OUT_DIR + "; LoRA merged", resume=True),
+               examples=("downsize sft --student runs/student --data traces.jsonl --lora-r 16 --out runs/tuned",
+                         "downsize sft --student runs/student --data traces.jsonl --logprob-kd 0.5 --out runs/tuned"))
+_stage_command(app, "generate", "generate", _run_generate,
+               aliases={"concurrency": ["--concurrency", "--in-flight"], "templates": ["--templates", "--template"],
+                        "max_new_tokens": ["--max-new-tokens", "--max-tokens"]},
+               extra=_common("output chat JSONL (rejected traces go beside it, *.rejected.jsonl); rerun to resume"),
+               examples=("downsize generate --teacher openai:http://127.0.0.1:11434/v1#qwen3-coder:30b --codebase "
+                         "./repo --out traces.jsonl",
+                         "downsize generate --teacher zoo:coder-teacher --prompts prompts.txt --out data.jsonl"))
+_stage_command(app, "prune", "prune", _run_prune, extra=[_model_arg()] + _common(
+    "output directory (a normal Hugging Face model + prune_report.json)"),
+               examples=("downsize prune zoo:coder-teacher --method width --targets 'ffn=512 heads=4 hidden=256' "
+                         "--out pruned/",
+                         "downsize prune zoo:coder-teacher --method sparsegpt --nm 2:4 --out sparse/"))
+_stage_command(export_app, "gguf", "quantize", _run_quantize,
+               extra=[_model_arg("model reference: HF directory or zoo:NAME")] + _common("output .gguf file (atomic)"),
+               doc="Export a model to GGUF (our converter; K-quants through llama.cpp's quantizer).",
+               examples=("downsize export gguf runs/student --quant Q4_K_M --out student-q4_k_m.gguf",
+                         "downsize export gguf zoo:coder-teacher --quant F16 --out teacher-f16.gguf"))
+_stage_command(export_app, "ollama", "export", _run_export, aliases={"model_name": ["--model-name", "--name"]},
+               extra=[_model_arg("model reference: HF directory or zoo:NAME")]
+               + _common("folder for the GGUF and the Modelfile"),
+               doc="Export to GGUF plus an Ollama Modelfile (template converted from the Jinja chat template).",
+               examples=("downsize export ollama runs/student --name coder-mini --out ollama/",
+                         "downsize export ollama runs/student --name coder-mini --quant Q5_K_M --out ollama/"))
+_stage_command(app, "eval", "eval", _run_eval, aliases={"samples": ["--samples", "--sample"]}, arguments={"models": "the model to evaluate: HF directory, zoo:NAME, "
+                                                                    "FILE.gguf or ollama:NAME"},
+               extra=_common(None),
+               doc="Perplexity (token-weighted, exact), KL and top-1 agreement with a teacher, size, speed and RAM "
+                   "of a model; tool use; lm-evaluation-harness tasks on local data.",
+               examples=("downsize eval zoo:coder-teacher --data zoo:stdlib",
+                         "downsize eval student-q4_k_m.gguf --teacher zoo:coder-teacher --speed"))
 
 
 def main() -> None:

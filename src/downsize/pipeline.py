@@ -31,76 +31,14 @@ import yaml
 
 from downsize.errors import DownsizeError
 from downsize.io import write_json_atomic, write_text_atomic
-from downsize.recipe import GGUF_PRODUCING, MODEL_PRODUCING, Recipe, Stage
+from downsize.recipe import Recipe, Stage
+from downsize.stages import STAGES, Artifact, StageContext
 
 log = logging.getLogger("downsize.pipeline")
 MANIFEST = "manifest.json"
-
-
-@dataclass
-class Artifact:
-    """What a stage produced: a model directory, a GGUF file, or only metrics."""
-
-    kind: str  # "model" | "gguf" | "data" | "metrics"
-    path: Path | None
-    hash: str
-    metrics: dict = field(default_factory=dict)
-
-
-@dataclass
-class StageContext:
-    recipe: Recipe
-    stage: Stage
-    run_dir: Path
-    stage_dir: Path
-    artifacts: dict[str, Artifact]  # by stage name, plus "teacher"
-    resume: bool
-    log: Callable[[str], None]
-
-    def input_model(self) -> Artifact:
-        """The artifact this stage reads: its `input`, else the latest model the run produced, else the teacher."""
-        name = self.stage.settings.input
-        if name:
-            return self.artifacts[name]
-        for a in reversed(list(self.artifacts.values())):
-            if a.kind == "model":
-                return a
-        return self.artifacts["teacher"]
-
-    def latest_gguf(self) -> Artifact | None:
-        for a in reversed(list(self.artifacts.values())):
-            if a.kind == "gguf":
-                return a
-        return None
-
-    @property
-    def output_dir(self) -> Path:
-        return self.stage_dir / "output"
-
-    @property
-    def work_dir(self) -> Path:
-        """Checkpoints of a training stage (the distill/sft convention: OUTPUT.work beside OUTPUT)."""
-        return self.stage_dir / "output.work"
-
-    @property
-    def data(self) -> str:
-        """The stage's data reference; a stage name stands for that stage's output (e.g. generated JSONL)."""
-        ref = getattr(self.stage.settings, "data", None) or self.recipe.data
-        art = self.artifacts.get(ref)
-        return str(art.path) if art is not None and art.path is not None else ref
-
-
-StageRunner = Callable[[StageContext], Artifact]
-STAGE_RUNNERS: dict[str, StageRunner] = {}
-
-
-def register_stage(kind: str):
-    def deco(fn: StageRunner) -> StageRunner:
-        if kind in STAGE_RUNNERS:
-            raise ValueError(f"stage runner {kind!r} registered twice")
-        STAGE_RUNNERS[kind] = fn
-        return fn
-    return deco
+RECIPE_AS_RUN = "recipe.yaml"
+STAGE_CONFIG = "config.json"
+STAGE_METRICS = "metrics.json"
 
 
 def ref_hash(ref: str) -> str:
@@ -160,10 +98,8 @@ def load_manifest(run_dir: Path) -> dict:
 
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = None,
-               log: Callable[[str], None] = log.info, only_plan: bool = False) -> dict:
+               log: Callable[[str], None] = log.info, progress: bool = True) -> dict:
     """Execute ``recipe`` into ``run_dir``; returns the manifest."""
-    import downsize.stages  # noqa: F401  (registers the stage runners)
-
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     if recipe.threads:
@@ -175,7 +111,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = Non
         raise DownsizeError(f"--from {from_stage!r} is not a stage of {recipe.name}", hint=f"choose one of {', '.join(names)}")
     old = load_manifest(run_dir)
     old_stages = {s["name"]: s for s in old.get("stages", [])}
-    write_text_atomic(run_dir / "recipe.yaml", yaml.safe_dump(_recipe_as_yaml(recipe), sort_keys=False))
+    write_text_atomic(run_dir / RECIPE_AS_RUN, yaml.safe_dump(_recipe_as_yaml(recipe), sort_keys=False))
     manifest = {"recipe": recipe.name, "teacher": recipe.teacher, "data": recipe.data, "seed": recipe.seed,
                 "stages": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     data_hash = ref_hash(recipe.data)
@@ -198,18 +134,22 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = Non
 
                 shutil.rmtree(sdir)  # inputs changed: stale checkpoints must not be resumed
             sdir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(sdir / "config.json", {"kind": stage.kind, **stage.settings.model_dump(mode="json")})
-            resume = (sdir / "output.work").exists()
-            log(f"[{stage.index}] {stage.name}: {'resuming' if resume else 'running'} {stage.kind}")
+            write_json_atomic(sdir / STAGE_CONFIG, {"kind": stage.kind, **stage.settings.model_dump(mode="json")})
+            spec = STAGES[stage.kind]
+            out = sdir / spec.output_name(stage.settings) if spec.output_name(stage.settings) else sdir
+            ctx = StageContext(out=out, teacher=recipe.teacher, data=recipe.data, seed=recipe.seed,
+                               artifacts=artifacts, input_name=stage.settings.input, progress=progress, log=log,
+                               stage_name=stage.name, stage_dir=sdir, run_dir=run_dir, recipe=recipe)
+            ctx.resume = ctx.work_dir.exists()
+            log(f"[{stage.index}] {stage.name}: {'resuming' if ctx.resume else 'running'} {stage.kind}")
             entry["status"] = "running"
             _write_manifest(run_dir, manifest, entry)
             t0 = time.time()
-            ctx = StageContext(recipe, stage, run_dir, sdir, artifacts, resume, log)
-            art = STAGE_RUNNERS[stage.kind](ctx)
+            art = spec.run(ctx, stage.settings)
             art.hash = h
             entry.update(status="done", wall_s=round(time.time() - t0, 1), output_kind=art.kind,
                          output=str(art.path.relative_to(run_dir)) if art.path else None, metrics=art.metrics)
-            write_json_atomic(sdir / "metrics.json", art.metrics)
+            write_json_atomic(sdir / STAGE_METRICS, art.metrics)
             manifest["stages"].append(entry)
         _write_manifest(run_dir, manifest, None)
         artifacts[stage.name] = art
@@ -239,20 +179,29 @@ def _recipe_as_yaml(recipe: Recipe) -> dict:
 
 
 def plan_recipe(recipe: Recipe) -> list[dict]:
-    """What each stage reads and writes, and a rough cost, without loading weights."""
-    from downsize.stages import estimate_stage
+    """What each stage reads and writes, and a rough cost, from the configs alone (no weights are loaded)."""
+    from downsize.models.arch import config_params
 
+    params = config_params(recipe.teacher)
     rows = []
-    produced = {"teacher": recipe.teacher}
-    latest = "teacher"
+    latest_model, latest_gguf = "teacher", None
     for st in recipe.stages:
-        src = st.settings.input or latest
-        out = f"{stage_dir_name(st)}/" + ("output/" if st.kind in MODEL_PRODUCING else "model.gguf" if st.kind in GGUF_PRODUCING else "metrics.json")
-        rows.append({"stage": f"{st.index}: {st.name}", "kind": st.kind, "reads": src if st.kind != "eval" else "all models",
-                     "writes": out, "cost": estimate_stage(recipe, st)})
-        produced[st.name] = out
-        if st.kind in MODEL_PRODUCING:
-            latest = st.name
+        spec = STAGES[st.kind]
+        s = st.settings
+        if st.kind == "eval":
+            reads = ", ".join(s.models) if s.models else "every model so far"
+        elif st.kind == "export" and s.input is None and s.quant is None and latest_gguf:
+            reads = latest_gguf  # the run's latest GGUF, as run_export does
+        else:
+            reads = s.input or latest_model
+        name = spec.output_name(s)
+        rows.append({"stage": f"{st.index}: {st.name}", "kind": st.kind, "reads": reads,
+                     "writes": f"{stage_dir_name(st)}/{name}" if name else f"{stage_dir_name(st)}/",
+                     "cost": spec.estimate(s, params) if spec.estimate else "-"})
+        if spec.produces == "model":
+            latest_model = st.name
+        if spec.produces == "gguf":
+            latest_gguf = st.name
     return rows
 
 

@@ -18,133 +18,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from downsize.errors import DownsizeError
-
-LOSSES = ("fkl", "rkl", "jsd", "skl", "srkl", "tvd")
-PRUNE_METHODS = ("depth", "width", "magnitude", "wanda", "sparsegpt", "lowrank")
-QUANT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M",
-               "Q5_K_S", "Q5_K_M", "Q6_K")
+from downsize.stages.base import StageConfig
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: Optional[str] = Field(None, description="stage name used by later stages' `input`; default: the kind")
-    input: Optional[str] = Field(None, description="the stage (or 'teacher') whose model this stage reads; default: the latest model")
+def stage_configs() -> dict[str, type]:
+    """Stage kind -> its config class: the recipe schema is the stages' own configs (downsize.stages)."""
+    from downsize.stages import STAGES
 
-
-class TrainSettings(_Settings):
-    steps: int = Field(100, ge=1)
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    seq_len: int = Field(256, ge=8)
-    lr: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(10, ge=0)
-    mixed_precision: Literal["bf16", "no"] = "bf16"
-    checkpoint_every: int = Field(50, ge=0)
-    data: Optional[str] = None
-
-
-class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: Optional[list[str]] = None
-    quantize_base: Literal["none", "nf4", "4bit"] = "none"  # QLoRA (4-bit NF4 base, CUDA) when not none; 4bit = nf4
-
-
-class DistillSettings(TrainSettings):
-    teacher: Optional[str] = None  # default: the recipe's teacher
-    student: Optional[Union[str, dict[str, Any]]] = None  # default: the input model; or {init: random, ...overrides}
-    loss: Literal[LOSSES] = "fkl"  # type: ignore[valid-type]
-    temperature: float = Field(1.0, gt=0)
-    kd_ratio: float = Field(1.0, ge=0, le=1)
-    beta: float = Field(0.5, ge=0, le=1)  # generalized JSD
-    alpha: float = Field(0.1, ge=0, le=1)  # skew KL
-    teacher_mode: Literal["online", "offline"] = "online"
-    top_k: int = Field(64, ge=1)
-    on_policy: float = Field(0.0, ge=0, le=1)  # lambda of GKD
-    vocab_align: Literal["auto", "off"] = "auto"
-    lora: Optional[LoraSettings] = None
-
-
-class SftSettings(TrainSettings):
-    data: str = Field(..., description="chat JSONL ({'messages': [...]}) or text, or the name of a generate stage")
-    student: Optional[str] = None  # the model to fine-tune (a reference or stage name); default: the input model
-    lora: Optional[LoraSettings] = None
-    logprob_kd: float = Field(0.0, ge=0, le=1)  # weight of KL to the teacher's stored top-k (generate.top_logprobs)
-
-
-class PruneSettings(_Settings):
-    method: Literal[PRUNE_METHODS] = "width"  # type: ignore[valid-type]
-    targets: dict[str, Union[int, float, str]] = Field(default_factory=dict)  # ffn=, heads=, hidden=, layers=, params=
-    sparsity: Optional[float] = Field(None, gt=0, lt=1)
-    pattern: Optional[str] = Field(None, pattern=r"^\d+:\d+$")
-    calib: Optional[str] = None  # default: the recipe's data
-    calib_samples: int = Field(32, ge=1)
-    seq_len: int = Field(256, ge=8)
-
-
-class GenerateSettings(_Settings):
-    teacher: Optional[str] = None
-    prompts: Optional[str] = None
-    codebase: Optional[str] = None
-    tools: bool = False
-    n: int = Field(100, ge=1)
-    max_new_tokens: int = Field(256, ge=1)
-    concurrency: int = Field(4, ge=1)
-    top_logprobs: int = Field(0, ge=0, le=20)  # store the teacher's top-k per token: sft.logprob_kd can then use it
-    seed: int = 0
-
-
-class MergeSettings(_Settings):
-    pass
-
-
-class QuantizeSettings(_Settings):
-    quant: Literal[QUANT_TYPES] = "Q4_K_M"  # type: ignore[valid-type]
-    imatrix: bool = True
-    rescale: bool = True  # undo the shrinkage of llama.cpp's block fits (downsize.export.rescale)
-    calib: Optional[str] = None
-    calib_tokens: int = Field(16384, ge=256)
-
-
-class ExportSettings(_Settings):
-    format: Literal["ollama", "gguf"] = "ollama"
-    model_name: Optional[str] = None  # the Ollama model name; default: the recipe's name
-    quant: Optional[Literal[QUANT_TYPES]] = None  # type: ignore[valid-type]
-
-
-class EvalSettings(_Settings):
-    models: Optional[list[str]] = None  # stage names and 'teacher'; default: every model the run produced
-    data: Optional[str] = None
-    split: Optional[str] = None
-    max_tokens: int = Field(32768, ge=256)
-    seq_len: int = Field(256, ge=8)
-    speed: bool = True
-    samples: bool = True
-    # Tool use (eval-tools) of the same models: a JSONL suite, or "auto" for questions made from `codebase`
-    # with answers computed from it, leaving out the ids a generate stage of this run trained on.
-    tool_tasks: Optional[str] = None
-    codebase: Optional[str] = None  # default: the codebase of the run's generate stage
-    tool_suite: int = Field(20, ge=1)  # codebase questions in an "auto" suite (plus a quarter as many negatives)
-    tool_max_turns: int = Field(4, ge=1)
-    tool_max_tokens: int = Field(256, ge=8)
-
-
-STAGE_SETTINGS: dict[str, type[_Settings]] = {
-    "prune": PruneSettings, "distill": DistillSettings, "train": TrainSettings, "sft": SftSettings,
-    "lora": SftSettings, "generate": GenerateSettings, "merge": MergeSettings, "quantize": QuantizeSettings,
-    "export": ExportSettings, "eval": EvalSettings,
-}
-MODEL_PRODUCING = {"prune", "distill", "train", "sft", "lora", "merge"}
-GGUF_PRODUCING = {"quantize", "export"}
+    return {kind: spec.config for kind, spec in STAGES.items()}
 
 
 class Stage(BaseModel):
     model_config = ConfigDict(frozen=True)
     index: int
     kind: str
-    settings: _Settings
+    settings: StageConfig
 
     @property
     def name(self) -> str:
@@ -184,6 +72,23 @@ def _loc(loc: tuple) -> str:
     return out
 
 
+def _did_you_mean(word: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _located(prefix: str, err: dict, model: type) -> str:
+    """One pydantic error as ``path: message``; a misspelt key gets the closest field name."""
+    loc = _loc(err["loc"])
+    where = ".".join(p for p in (prefix, loc) if p)
+    msg = _message(err)
+    if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+        msg += _did_you_mean(err["loc"][0], model.model_fields)
+    return f"{where}: {msg}" if where else msg
+
+
 def _message(err: dict) -> str:
     if err["type"] == "literal_error":
         expected = [e.strip().strip("'") for e in err["ctx"]["expected"].replace(" or ", ", ").split(",")]
@@ -192,26 +97,76 @@ def _message(err: dict) -> str:
         return "unknown setting (not allowed here)"
     if err["type"] == "missing":
         return "required setting is missing"
-    return err["msg"]
+    msg = err["msg"]
+    return msg.removeprefix("Value error, ")  # a config's own rule (StageConfig.problems)
+
+
+def _stage_path(raw: dict, parts: list[str]) -> list[str]:
+    """``distilled.steps`` / ``distill.steps`` / ``stages.1.steps`` -> ``stages.1.distill.steps``."""
+    stages = raw.get("stages") if isinstance(raw, dict) else None
+    if not isinstance(stages, list):
+        return parts
+    entries = [(i, *next(iter(st.items()))) for i, st in enumerate(stages) if isinstance(st, dict) and len(st) == 1]
+    if parts[0] == "stages" and len(parts) > 2 and parts[1].isdigit():
+        for i, kind, _ in entries:
+            if i == int(parts[1]) and parts[2] != kind:
+                return ["stages", parts[1], kind, *parts[2:]]
+        return parts
+    if parts[0] in raw or parts[0] == "stages":
+        return parts
+    by_name = [(i, kind) for i, kind, st in entries if (st or {}).get("name", kind) == parts[0]]
+    by_kind = [(i, kind) for i, kind, _ in entries if kind == parts[0]]
+    match = by_name or (by_kind if len(by_kind) == 1 else [])
+    if match:
+        i, kind = match[0]
+        return ["stages", str(i), kind, *parts[1:]]
+    return parts
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """``key=value`` overrides with dotted paths (``stages.1.distill.steps=50``); values are parsed as YAML."""
+    """``key=value`` overrides, values parsed as YAML: ``distilled.steps=300`` (a stage by name, or by kind when
+    it is the only one of its kind), ``teacher=zoo:coder-teacher``, or the full path ``stages.1.distill.steps=50``."""
+    if not isinstance(raw, dict):
+        raise DownsizeError("the recipe is empty or not a mapping, so overrides cannot apply",
+                            hint="a recipe is a YAML mapping with name, teacher, data and stages")
+    names = [str((next(iter(st.values())) or {}).get("name", next(iter(st)))) for st in raw.get("stages") or []
+             if isinstance(st, dict) and len(st) == 1 and isinstance(next(iter(st.values())), (dict, type(None)))]
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise DownsizeError(f"override {item!r} is not key=value", hint="e.g. stages.1.distill.steps=50 or teacher=zoo:coder-teacher")
+            raise DownsizeError(f"override {item!r} is not key=value",
+                                hint="e.g. distilled.steps=50, stages.1.distill.steps=50 or teacher=zoo:coder-teacher")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise DownsizeError(f"override {item!r}: the value is not valid YAML ({e.problem})",
+                                hint="quote strings with special characters, e.g. key='a: b'") from None
+        parts = _stage_path(raw, key.split("."))
         node: Any = raw
-        parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
-            nxt = int(part) if isinstance(node, list) and part.isdigit() else part
-            try:
-                node = node[nxt]
-            except (KeyError, IndexError, TypeError):
-                raise DownsizeError(f"override {item!r}: {'.'.join(parts[:i + 1])} does not exist in the recipe",
-                                    hint="check the path against the YAML; list indices count from 0") from None
+            where = ".".join(parts[:i + 1])
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                child = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                child = node[part]
+                if child is None:  # `merge:` written with no settings
+                    child = node[part] = {}
+            else:
+                raise DownsizeError(f"override {item!r}: {where} does not exist in the recipe"
+                                    + (_did_you_mean(part, [*raw, *names]) if i == 0 else ""),
+                                    hint="name a stage (e.g. distilled.steps=50), a top-level key, or the full "
+                                         "path; list indices count from 0")
+            if not isinstance(child, (dict, list)):
+                raise DownsizeError(f"override {item!r}: {where} is a value ({child!r}), not a mapping, so it has "
+                                    f"no {parts[i + 1]!r}", hint=f"override it as a whole: {where}=...")
+            node = child
         last = parts[-1]
-        node[int(last) if isinstance(node, list) and last.isdigit() else last] = yaml.safe_load(value)
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise DownsizeError(f"override {item!r}: {last!r} is not an index of that list (0..{len(node) - 1})")
+            node[int(last)] = parsed
+        else:
+            node[last] = parsed
     return raw
 
 
@@ -235,21 +190,25 @@ def parse_recipe(raw: Any, source: str = "<recipe>", check_refs: bool = True) ->
             errors.append(f"stages[{i}]: must be a one-key mapping like {{distill: {{...}}}}")
             continue
         (kind, settings), = item.items()
-        if kind not in STAGE_SETTINGS:
-            errors.append(f"stages[{i}]: unknown stage kind {kind!r}; choose one of {', '.join(STAGE_SETTINGS)}")
+        configs = stage_configs()
+        if kind not in configs:
+            errors.append(f"stages[{i}]: unknown stage kind {kind!r}; choose one of {', '.join(configs)}"
+                          + _did_you_mean(kind, configs))
             continue
         named.append((i, kind, settings if isinstance(settings, dict) else {}))
+        if settings is not None and not isinstance(settings, dict):
+            errors.append(f"stages[{i}].{kind}: settings must be a mapping, got {type(settings).__name__} {settings!r}")
+            continue
         try:
-            stages.append(Stage(index=i, kind=kind, settings=STAGE_SETTINGS[kind](**(settings or {}))))
+            stages.append(Stage(index=i, kind=kind, settings=configs[kind](**(settings or {}))))
         except ValidationError as e:
-            errors += [f"stages[{i}].{kind}.{_loc(err['loc'])}: {_message(err)}" for err in e.errors()]
-        except TypeError:
-            errors.append(f"stages[{i}].{kind}: settings must be a mapping")
+            errors += [_located(f"stages[{i}].{kind}", err, configs[kind]) for err in e.errors()]
     top = {k: v for k, v in raw.items() if k != "stages"}
     try:
-        recipe = Recipe(**top, stages=stages or [Stage(index=0, kind="eval", settings=EvalSettings())], source=source)
+        recipe = Recipe(**top, stages=stages or [Stage(index=0, kind="eval", settings=stage_configs()["eval"]())],
+                        source=source)
     except ValidationError as e:
-        errors += [f"{_loc(err['loc'])}: {_message(err)}" for err in e.errors()]
+        errors += [_located("", err, Recipe) for err in e.errors()]
         recipe = None
     errors += _check_stage_names(named)
     if recipe is not None and check_refs:
@@ -302,23 +261,15 @@ def _check_references(recipe: Recipe) -> list[str]:
     for st in recipe.stages:
         s, where = st.settings, f"stages[{st.index}].{st.kind}"
         teacher = getattr(s, "teacher", None)
-        if teacher and not (isinstance(s, GenerateSettings) and teacher.startswith("openai:")):  # servers are not checked offline
+        if teacher and not teacher.startswith("openai:"):  # servers are not checked offline
             check_model(f"{where}.teacher", teacher)
         for field in ("data", "calib", "prompts", "codebase"):
             value = getattr(s, field, None)
             if value and value not in stage_names:  # a stage name means that stage's output (e.g. generated data)
                 check_data(f"{where}.{field}", value)
-        if isinstance(s, (DistillSettings, SftSettings)) and isinstance(s.student, str) and s.student not in stage_names:
-            check_model(f"{where}.student", s.student)
-        if isinstance(s, PruneSettings):
-            if s.method in ("magnitude", "wanda", "sparsegpt") and s.sparsity is None and s.pattern is None:
-                errors.append(f"{where}.sparsity: {s.method} needs a sparsity ratio or an N:M pattern")
-            if s.method in ("width", "depth", "lowrank") and not s.targets:
-                errors.append(f"{where}.targets: {s.method} needs targets, e.g. {{ffn: 512, hidden: 256}} or {{params: 0.5}}")
-            if s.pattern:
-                n, m = map(int, s.pattern.split(":"))
-                if not 0 < n < m:
-                    errors.append(f"{where}.pattern: N:M needs 0 < N < M, got {s.pattern}")
+        student = getattr(s, "student", None)
+        if isinstance(student, str) and student not in stage_names and not student.startswith("teacher:"):
+            check_model(f"{where}.student", student)
     return errors
 
 

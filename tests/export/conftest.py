@@ -7,22 +7,13 @@ from __future__ import annotations
 
 import pytest
 
+from downsize.models.arch import arch_configs
 from tiny_models import make_tiny_model, save_tiny
 
 
-# family -> config overrides on top of tests/conftest.py TINY_SHAPES (head_dim explicit where the family's default
-# is not hidden/heads; rows of 64 so Q8_0 and the K-quants (256-wide blocks need hidden 256) apply where noted).
-EXPORT_FAMILIES: dict[str, dict] = {
-    "llama": dict(tie_word_embeddings=False),
-    "mistral": dict(tie_word_embeddings=False, head_dim=16),
-    "qwen2": dict(tie_word_embeddings=True),
-    "qwen3": dict(tie_word_embeddings=False, head_dim=16),
-    "gemma2": dict(head_dim=16, query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"],
-                   sliding_window=128),
-    "gemma3": dict(head_dim=16, query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"],
-                   sliding_window=128),
-    "phi3": dict(tie_word_embeddings=False, pad_token_id=None),
-}
+# Every family the GGUF exporter supports, with the tiny-model overrides its module declares (head_dim explicit where
+# the family's default is not hidden/heads; rows of 64 so Q8_0 applies). A new family file is picked up here.
+EXPORT_FAMILIES: dict[str, dict] = {key: spec.tiny for key, spec in arch_configs().items()}
 
 
 @pytest.fixture(scope="session", params=sorted(EXPORT_FAMILIES))

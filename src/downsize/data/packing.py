@@ -64,6 +64,32 @@ def cached_stream(tokenizer, key: str, docs_fn) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
+class WindowSchedule:
+    """Which windows batch ``step`` holds: a seeded permutation of the windows per epoch, so a batch is a pure
+    function of (seed, step, rank, world) and resuming at a step is exact. Shared by every dataset of windows
+    (packed token streams, offline teacher caches), so the same seed gives the same batches in both."""
+
+    def __init__(self, n_windows: int, seed: int = 0):
+        self.n_windows = n_windows
+        self.seed = seed
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+
+    def windows(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> list[int]:
+        """Window indices of batch ``step`` for process ``rank`` of ``world`` (the global batch is batch_size * world)."""
+        first = (step * world + rank) * batch_size
+        epoch = first // self.n_windows
+        order = self.order(epoch)
+        out = []
+        for s in range(first, first + batch_size):
+            e, i = divmod(s, self.n_windows)
+            if e != epoch:
+                epoch, order = e, self.order(e)
+            out.append(int(order[i]))
+        return out
+
+
 class PackedDataset:
     """Non-overlapping windows of ``seq_len`` tokens (+1 for the shifted label) over a token stream."""
 
@@ -74,21 +100,11 @@ class PackedDataset:
         self.n_windows = (len(stream) - 1) // seq_len
         if self.n_windows < 1:
             raise ValueError(f"the data has {len(stream)} tokens, fewer than one window of {seq_len + 1}")
-
-    def _order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+        self.schedule = WindowSchedule(self.n_windows, seed)
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
         """Batch ``step`` for process ``rank`` of ``world``: the global batch is batch_size * world."""
-        first = (step * world + rank) * batch_size
-        epoch = first // self.n_windows
-        order = self._order(epoch)
-        rows = []
-        for s in range(first, first + batch_size):
-            e, i = divmod(s, self.n_windows)
-            if e != epoch:
-                epoch, order = e, self._order(e)
-            start = int(order[i]) * self.seq_len
-            rows.append(np.asarray(self.stream[start : start + self.seq_len], dtype=np.int64))
+        rows = [np.asarray(self.stream[w * self.seq_len: w * self.seq_len + self.seq_len], dtype=np.int64)
+                for w in self.schedule.windows(step, batch_size, rank, world)]
         ids = torch.from_numpy(np.stack(rows))  # (B, T)
         return {"input_ids": ids, "labels": ids.clone()}

@@ -1,16 +1,33 @@
 """Distillation: losses, teachers (online, offline top-k cache, on-policy), vocabulary alignment, SFT.
 
-    >>> from downsize.distill import distill, DistillConfig, StudentSpec
-    >>> distill("zoo:coder-teacher", StudentSpec(overrides={"num_hidden_layers": 4, "hidden_size": 192}),
-    ...         "zoo:stdlib", DistillConfig(loss="fkl", steps=200), "runs/student")
+    >>> from downsize.distill import LossSpec
+    >>> LossSpec("jsd", beta=0.3).hyper()["beta"]
+    0.3
+
+The stage and its one config are ``downsize.stages.distill`` (``DistillStage``); this package is the
+engine: ``losses`` (pure functions), ``teacher`` (online teacher, offline top-k cache), ``vocab``
+(alignment), ``train`` (the KD and SFT runs on the one training loop). Names are imported on first
+use, so reading a loss name or a config does not import the whole engine.
 """
 
-from downsize.distill.losses import DIVERGENCES, LossSpec, kd_loss
-from downsize.distill.teacher import TopKCacheDataset, cache_teacher
-from downsize.distill.train import (DistillConfig, OnPolicy, SFTConfig, StudentSpec, assistant_labels, distill,
-                                    save_model, sft)
-from downsize.train.loop import LoraSpec, TrainConfig
+from __future__ import annotations
 
-__all__ = ["DIVERGENCES", "DistillConfig", "LoraSpec", "LossSpec", "OnPolicy", "SFTConfig", "StudentSpec",
-           "TopKCacheDataset", "TrainConfig", "assistant_labels", "cache_teacher", "distill", "kd_loss", "save_model",
-           "sft"]
+import importlib
+
+_NAMES = {
+    "DIVERGENCES": "losses", "LossSpec": "losses", "kd_loss": "losses",
+    "TopKCacheDataset": "teacher", "cache_teacher": "teacher",
+    "DistillConfig": "train", "OnPolicy": "train", "SFTConfig": "train", "StudentSpec": "train",
+    "assistant_labels": "train", "distill": "train", "save_model": "train", "sft": "train",
+}
+_LOOP = {"LoraSpec", "TrainConfig"}
+
+__all__ = sorted([*_NAMES, *_LOOP])
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"downsize.distill.{_NAMES[name]}"), name)
+    if name in _LOOP:
+        return getattr(importlib.import_module("downsize.train.loop"), name)
+    raise AttributeError(f"module 'downsize.distill' has no attribute {name!r}")

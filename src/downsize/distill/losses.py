@@ -30,8 +30,10 @@ by chunk when given ``Head`` inputs, and takes each chunk's gradient as soon as 
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -108,14 +110,16 @@ def total_variation(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return 0.5 * (s.exp() - t.exp()).abs().sum(-1)
 
 
-def divergence(name: str, student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float = 0.5,
-               alpha: float = 0.1) -> torch.Tensor:
-    """Per-token divergence (N,) between log-probabilities (N, K) of student and teacher, in fp32."""
+def divergence(name: str, student_logp: torch.Tensor, teacher_logp: torch.Tensor, **hyper: float) -> torch.Tensor:
+    """Per-token divergence (N,) between log-probabilities (N, K) of student and teacher, in fp32.
+
+    ``hyper`` may hold every loss's hyperparameters (``LossSpec.hyper()``); each divergence takes its own."""
     if name not in DIVERGENCES:
         raise DownsizeError(f"unknown distillation loss {name!r}", hint=f"choose one of {', '.join(DIVERGENCES)}")
     s, t = student_logp.float(), teacher_logp.float()
-    kw = {"jsd": {"beta": beta}, "skl": {"alpha": alpha}, "srkl": {"alpha": alpha}}.get(name, {})
-    return DIVERGENCES[name](s, t, **kw)
+    fn = DIVERGENCES[name]
+    kw = {k: v for k, v in hyper.items() if k in inspect.signature(fn).parameters}
+    return fn(s, t, **kw)
 
 
 # Closed-form gradients: fn(s, t) -> (value (N,), d value / d u) where s = log_softmax(u) is the student's
@@ -159,13 +163,20 @@ def reverse_kl_grad(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, tor
 class LossSpec:
     """How to compare student and teacher: ``kd_ratio`` · KD + (1 - ``kd_ratio``) · CE(labels)."""
 
+    # Each field's ``help`` is its documentation everywhere: the distill stage's config (recipe field, CLI option)
+    # is generated from the fields here, so a new loss hyperparameter is added in this file only.
     name: str = "fkl"
-    temperature: float = 1.0
-    kd_ratio: float = 1.0  # 1: pure distillation; 0: plain cross entropy
-    beta: float = 0.5  # jsd
-    alpha: float = 0.1  # skl, srkl
-    chunk_size: int = 256  # tokens per chunk: bounds the (chunk, V) fp32 temporaries of the loss
+    temperature: float = field(default=1.0, metadata={"help": "softmax temperature of both models in the KD term"})
+    kd_ratio: float = field(default=1.0, metadata={"help": "weight of KD vs cross entropy on the labels (1 = KD only, 0 = CE only)"})
+    beta: float = field(default=0.5, metadata={"help": "jsd: β of the generalised JSD (0 < β < 1)"})
+    alpha: float = field(default=0.1, metadata={"help": "skl/srkl: skew α (0 <= α < 1)"})
+    chunk_size: int = field(default=256, metadata={"help": "tokens per loss chunk: bounds the (chunk, vocab) fp32 temporaries"})
     ignore_index: int = IGNORE_INDEX
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, "dataclasses.Field"]:
+        """The tunable fields (all but the loss name and the ignore index), for configs built from this one."""
+        return {f.name: f for f in dataclasses.fields(cls) if "help" in f.metadata}
 
     def __post_init__(self):
         if self.name not in DIVERGENCES:
@@ -176,7 +187,10 @@ class LossSpec:
             raise DownsizeError(f"kd_ratio must be in [0, 1], got {self.kd_ratio}", hint="1.0 = distillation only, 0.0 = cross entropy only")
         if self.chunk_size < 1:
             raise DownsizeError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        divergence(self.name, torch.zeros(1, 2), torch.zeros(1, 2), beta=self.beta, alpha=self.alpha)  # validates beta/alpha
+        divergence(self.name, torch.zeros(1, 2), torch.zeros(1, 2), **self.hyper())  # the divergence checks its own
+
+    def hyper(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.hyperparameters()}
 
 
 # ---- where the logits come from -----------------------------------------------------------------
@@ -290,7 +304,7 @@ def _student_chunk(spec: LossSpec, vocab: int | None, s_logits: torch.Tensor, t_
     s_logp = F.log_softmax(s_kd / T, dim=-1)
     if ids is not None:
         s_logp = topk_with_tail(s_logp, ids)
-    kd = divergence(spec.name, s_logp, t_logp, beta=spec.beta, alpha=spec.alpha)
+    kd = divergence(spec.name, s_logp, t_logp, **spec.hyper())
     return kd.sum() * (T * T), ce_sum
 
 

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from downsize.distill.losses import Head, TopK, topk_from_logits
 from downsize.errors import DownsizeError
 from downsize.io import atomic_path, write_json_atomic
-from downsize.models.compat import CACHE_ARG, kv_cache
+from downsize.data.packing import WindowSchedule
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ class OnlineTeacher:
 def sample(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, generator: torch.Generator,
            temperature: float = 1.0, top_k: int = 0) -> torch.Tensor:
     """Continue ``prompt`` (B, P) by ``new_tokens`` sampled tokens with a KV cache; deterministic for a seeded generator."""
+    from downsize.models.compat import CACHE_ARG, kv_cache  # imports transformers: only when sampling
+
     raw = unwrap(model)
     was_training = raw.training
     raw.eval()
@@ -228,9 +230,7 @@ class TopKCacheDataset:
         self.n_windows = self.meta["windows"]
         self.shard_windows = self.meta["shard_windows"]
         self._open: dict[int, object] = {}
-
-    def _order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+        self.schedule = WindowSchedule(self.n_windows, seed)
 
     def _shard(self, i: int):
         if i not in self._open:
@@ -243,15 +243,7 @@ class TopKCacheDataset:
         return {key: f.get_slice(key)[r: r + 1] for key in (K_INPUT_IDS, K_LOGP, K_IDS, K_TAIL)}
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
-        first = (step * world + rank) * batch_size
-        epoch = first // self.n_windows
-        order = self._order(epoch)
-        rows = []
-        for s in range(first, first + batch_size):
-            e, i = divmod(s, self.n_windows)
-            if e != epoch:
-                epoch, order = e, self._order(e)
-            rows.append(self.window(int(order[i])))
+        rows = [self.window(w) for w in self.schedule.windows(step, batch_size, rank, world)]
         out = {key: torch.cat([r[key] for r in rows]) for key in rows[0]}
         out[K_INPUT_IDS] = out[K_INPUT_IDS].long()
         out["labels"] = out[K_INPUT_IDS].clone()

@@ -49,19 +49,10 @@ _WIDTH_DERIVED = ("head_dim",)
 # ---- data -----------------------------------------------------------------------------------
 
 def load_stream(tokenizer, data: str, split: str | None = None) -> np.ndarray:
-    """Token stream of a data reference (documents + EOS), cached on disk per tokenizer."""
-    from downsize.data.packing import cached_stream
-    from downsize.data.refs import resolve_data
+    """The training stream of a data reference (downsize.data.stream, purpose "train")."""
+    from downsize.data.stream import token_stream
 
-    ref = resolve_data(data)
-    if ref.kind == "stdlib":
-        from downsize.zoo.train import stdlib_stream
-
-        return stdlib_stream(tokenizer, split or "train")
-    split = split or "all"
-    st = ref.path.stat()
-    key = "data-" + hashlib.sha256(f"{ref.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{split}".encode()).hexdigest()[:16]
-    return cached_stream(tokenizer, key, lambda: ref.texts(split, tokenizer))
+    return token_stream(tokenizer, data, "train", split)
 
 
 class WindowData:
@@ -399,6 +390,12 @@ def make_uld_loss(cfg: DistillConfig, teacher: OnlineTeacher, teacher_tok, stude
 
 
 # ---- output ---------------------------------------------------------------------------------
+
+def read_card(out: str | os.PathLike) -> dict:
+    """The card a distill/sft/train output carries (``CARD_JSON``), or {} when it has none."""
+    p = Path(out) / CARD_JSON
+    return json.loads(p.read_text()) if p.exists() else {}
+
 
 def save_model(model, tokenizer, out: Path, card: dict, save_dtype: str = "bfloat16", generation_config=None) -> Path:
     """Write a complete HF directory atomically: weights, config, tokenizer, generation config, card."""

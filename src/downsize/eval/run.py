@@ -17,7 +17,6 @@ from typing import Callable
 
 import torch
 
-from downsize.data.packing import tokenize_documents
 from downsize.data.refs import resolve_data
 from downsize.eval.perplexity import perplexity
 from downsize.models.refs import load_model, resolve_model
@@ -26,14 +25,10 @@ SAMPLE_PROMPT = "def read_config(path):\n    \"\"\"Read a configuration file and
 
 
 def token_stream(tokenizer, data_ref: str, split: str | None = None):
-    """The token stream of a data reference's split (zoo:stdlib streams are cached on disk)."""
-    data = resolve_data(data_ref)
-    split = split or data.default_split
-    if data.kind == "stdlib":
-        from downsize.zoo.train import stdlib_stream
+    """The evaluation stream of a data reference (downsize.data.stream, purpose "eval")."""
+    from downsize.data.stream import token_stream as stream
 
-        return stdlib_stream(tokenizer, split)
-    return tokenize_documents(tokenizer, data.texts(split, tokenizer))
+    return stream(tokenizer, data_ref, "eval", split)
 
 
 def sample_completion(model, tokenizer, prompt: str = SAMPLE_PROMPT, max_new_tokens: int = 48, seed: int = 0) -> str:
@@ -77,7 +72,8 @@ def _compare(model_ref: str, teacher: str | None, data_ref: str, split: str | No
               "size_mb": m["size_mb"], "tokens": m["tokens"], "perplexity": m["perplexity"], "seq_len": seq_len}
     if teacher is not None:
         t = rows["teacher"]
-        result.update(teacher=teacher, teacher_perplexity=t["perplexity"], teacher_parameters=t["params"],
+        result.update(teacher=teacher, teacher_backend=t["backend"], teacher_perplexity=t["perplexity"],
+                      teacher_parameters=t["params"],
                       teacher_size_mb=t["size_mb"], kl_to_teacher=m["kl_to_teacher"], top1_agreement=m["top1_agreement"])
     return result
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+IMATRIX_SEQ_LEN = 256  # calibration window of the importance matrix (llama-imatrix's -c default is 512)
 
-def export_with_report(model, out: str | os.PathLike, quant: str = "F16", *, imatrix=None, calib: str | None = None,
-                       calib_samples: int = 64, report: bool = False, report_data: str = "zoo:stdlib",
+
+def export_with_report(model, out: str | os.PathLike, quant: str, *, imatrix=None, calib: str | None = None,
+                       calib_tokens: int = 16384, seed: int = 0, report: bool = False, report_data: str = "zoo:stdlib",
                        report_tokens: int = 8192, rescale: bool = True) -> dict:
+    """Export ``model`` as GGUF ``quant``; with ``calib`` (and no ``imatrix`` file) the importance matrix is
+    computed first from ``calib_tokens`` tokens of it, in windows of 256, and kept beside the output."""
     from downsize.export.gguf import export_gguf
 
     out = Path(out)
@@ -19,8 +23,10 @@ def export_with_report(model, out: str | os.PathLike, quant: str = "F16", *, ima
     if calib and imatrix is None:
         from downsize.export.imatrix import ImatrixConfig, compute_imatrix, write_imatrix
 
-        imatrix = write_imatrix(compute_imatrix(model, calib, ImatrixConfig(n_samples=calib_samples)),
-                                out.with_name(out.stem + ".imatrix.gguf"))
+        imatrix = out.with_name(out.stem + ".imatrix.gguf")
+        if not imatrix.exists():  # a rerun (a resumed recipe) keeps the matrix it already computed
+            cfg = ImatrixConfig(n_samples=max(1, calib_tokens // IMATRIX_SEQ_LEN), seq_len=IMATRIX_SEQ_LEN, seed=seed)
+            write_imatrix(compute_imatrix(model, calib, cfg), imatrix)
         result["imatrix_file"] = str(imatrix)
     r = export_gguf(model, out, quant, imatrix=imatrix, rescale=rescale)
     result.update({"out": str(r.path), "arch": r.arch, "quant": r.quant, "tensors": r.n_tensors, "params": r.n_params,

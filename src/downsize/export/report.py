@@ -42,18 +42,9 @@ def gguf_size(path: str | os.PathLike) -> dict:
 
 
 def _stream(tok, cfg: ReportConfig) -> np.ndarray:
-    from downsize.data.refs import resolve_data
+    from downsize.data.stream import token_stream
 
-    ref = resolve_data(cfg.data)
-    if ref.kind == "stdlib":
-        from downsize.zoo.train import stdlib_stream
-
-        s = stdlib_stream(tok, cfg.split)
-    else:
-        from downsize.data.packing import tokenize_documents
-
-        s = tokenize_documents(tok, (t for t in ref.texts(None, tok) if t.strip()))
-    return np.asarray(s[: cfg.max_tokens], dtype=np.int64)
+    return np.asarray(token_stream(tok, cfg.data, "eval", cfg.split)[: cfg.max_tokens], dtype=np.int64)
 
 
 def quant_report(gguf_paths: list[str | os.PathLike], model_ref, cfg: ReportConfig = ReportConfig()) -> list[dict]:

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from downsize.errors import DownsizeError
-from downsize.models.compat import CACHE_ARG
 
 
 def calibration_ids(tokenizer, data: Any, n_samples: int, seq_len: int, seed: int = 0, split: str = "train") -> torch.Tensor:
@@ -37,17 +36,9 @@ def calibration_ids(tokenizer, data: Any, n_samples: int, seq_len: int, seed: in
         texts = [t for t in data if isinstance(t, str) and t.strip()]
         stream = tokenize_documents(tokenizer, texts) if texts else np.zeros(0, dtype=np.uint32)
     else:
-        from downsize.data.refs import resolve_data
+        from downsize.data.stream import token_stream
 
-        ref = resolve_data(str(data))
-        if ref.kind == "stdlib":
-            from downsize.zoo.train import stdlib_stream
-
-            stream = stdlib_stream(tokenizer, split)
-        else:
-            from downsize.data.packing import tokenize_documents
-
-            stream = tokenize_documents(tokenizer, (t for t in ref.texts(None, tokenizer) if t.strip()))
+        stream = token_stream(tokenizer, str(data), "calib", split if split != "train" else None)
     if len(stream) < 2:
         raise DownsizeError(f"the calibration data {data if isinstance(data, str) else type(data).__name__} "
                             f"has {len(stream)} tokens; pruning needs at least a few hundred",
@@ -92,6 +83,8 @@ class LayerRunner:
                     kw = dict(kwargs)
                     kw.pop("hidden_states", None)
                     kw["use_cache"] = False
+                    from downsize.models.compat import CACHE_ARG  # imports transformers: only when run
+
                     kw[CACHE_ARG] = None
                     per_layer[i] = kw
                     if i == 0:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from downsize.data.packing import PackedDataset, cache_dir, cached_stream
+from downsize.data.packing import PackedDataset, cache_dir
 from downsize.data.stdlib import StdlibCorpus
 from downsize.io import atomic_dir, write_json_atomic, write_text_atomic
 from downsize.models.arch import build_config
@@ -29,10 +29,11 @@ from downsize.zoo.tokenizer import IM_END, train_bpe_tokenizer
 QUICK_EVAL_TOKENS = 16384
 
 
-def stdlib_stream(tokenizer, split: str, corpus: StdlibCorpus | None = None):
-    corpus = corpus or StdlibCorpus.local()
-    key = f"stdlib-{corpus.fingerprint[:16]}-{split}"
-    return cached_stream(tokenizer, key, lambda: (t for _, t in corpus.documents(split)))
+def stdlib_stream(tokenizer, split: str):
+    """A split of zoo:stdlib as a token stream (downsize.data.stream)."""
+    from downsize.data.stream import token_stream
+
+    return token_stream(tokenizer, "zoo:stdlib", split=split)
 
 
 def train_zoo_model(name: str, steps: int | None, out: Path, seed: int = 0, threads: int | None = None,
@@ -67,7 +68,7 @@ def train_zoo_model(name: str, steps: int | None, out: Path, seed: int = 0, thre
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    stream = stdlib_stream(tok, "train", corpus)
+    stream = stdlib_stream(tok, "train")
     data = PackedDataset(stream, seq_len=spec.seq_len, seed=seed)
 
     config = build_config(spec.arch, vocab_size=len(tok), tokenizer=tok, **spec.model)
@@ -86,9 +87,9 @@ def train_zoo_model(name: str, steps: int | None, out: Path, seed: int = 0, thre
     model = model.to(torch.bfloat16).to(torch.float32)
 
     model.eval()
-    ppl = {split: perplexity(model, stdlib_stream(tok, split, corpus), seq_len=spec.seq_len,
+    ppl = {split: perplexity(model, stdlib_stream(tok, split), seq_len=spec.seq_len,
                              batch_size=eval_batch_size) for split in ("validation", "test")}
-    quick = perplexity(model, stdlib_stream(tok, "validation", corpus), seq_len=spec.seq_len,
+    quick = perplexity(model, stdlib_stream(tok, "validation"), seq_len=spec.seq_len,
                        batch_size=eval_batch_size, max_tokens=QUICK_EVAL_TOKENS)
     im_end = tok.convert_tokens_to_ids(IM_END)
     gen = GenerationConfig(eos_token_id=[tok.eos_token_id, im_end], pad_token_id=tok.pad_token_id,

@@ -1,4 +1,4 @@
-"""Hugging Face → GGUF export, our own converter on the ``gguf`` package (one module per family).
+"""Hugging Face → GGUF export, our own converter on the ``gguf`` package (one module per family, in downsize.families).
 
     >>> from downsize.export.gguf import export_gguf
     >>> export_gguf("zoo:coder-teacher", "teacher-f32.gguf", quant="F32")
@@ -16,8 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-# Families register themselves on import (one module each).
-from downsize.export.gguf import gemma, llama, phi3, qwen2, qwen3  # noqa: F401
+# Families register themselves from their own modules (downsize.families), loaded on first use.
 from downsize.export.gguf.base import FAMILIES, Family, family_for, register_family
 from downsize.export.gguf.convert import DIRECT_TYPES, ConvertResult, convert_checkpoint
 from downsize.export.gguf.vocab import KNOWN_PRETOKENIZERS, detect_pretokenizer

@@ -19,18 +19,17 @@ import gguf
 import numpy as np
 
 from downsize.errors import DownsizeError
+from downsize.registry import Registry
 
-FAMILIES: dict[str, type["Family"]] = {}
+FAMILIES: Registry[type["Family"]] = Registry("GGUF family")
 
 
 def register_family(*architectures: str):
-    """Register a Family class for one or more ``config.architectures[0]`` names."""
+    """Register a Family class for one or more ``config.architectures[0]`` names (in its downsize.families module)."""
 
     def deco(cls: type[Family]) -> type[Family]:
         for a in architectures:
-            if a in FAMILIES:
-                raise ValueError(f"architecture {a!r} is registered twice ({FAMILIES[a].__name__}, {cls.__name__})")
-            FAMILIES[a] = cls
+            FAMILIES.add(a, cls)
         return cls
 
     return deco
@@ -38,6 +37,9 @@ def register_family(*architectures: str):
 
 def check_architecture(archs: list) -> None:
     """Refuse a config whose ``architectures[0]`` no family handles (before anything else is read)."""
+    from downsize.families import load_families
+
+    load_families()
     if not archs:
         raise DownsizeError("config.json names no architecture (the 'architectures' field is empty)",
                             hint=f"add e.g. \"architectures\": [\"LlamaForCausalLM\"]; supported: {', '.join(sorted(FAMILIES))}")

@@ -163,6 +163,9 @@ def load_config(root: Path, check_architecture: Callable[[list], None] | None = 
                             hint="re-save the model with save_pretrained")
     if check_architecture is not None:
         check_architecture(raw.get("architectures") or [])
+    from downsize.families import load_families
+
+    load_families()
     mt = MODEL_TYPES.get(raw.get("model_type"))
     if mt is None:
         raise DownsizeError(f"cannot read {path}: model_type {raw.get('model_type')!r} is not one of the built-in "

@@ -7,8 +7,8 @@
     ...     gate, up, down = ad.mlp_projs(layer)
     >>> ad.set_num_layers(model, 4)                  # config fields rewritten with the module list
 
-A new family is one new file that subclasses ``Adapter`` (or ``LlamaLikeAdapter``) and is
-registered with ``@register_adapter("XForCausalLM")``; import it at the bottom of this module.
+A family's adapter lives in its family module (``downsize.families.X``): a subclass of ``Adapter``
+(or ``LlamaLikeAdapter``) registered with ``@register_adapter("XForCausalLM")``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Callable
 
 from downsize.errors import DownsizeError
+from downsize.registry import Registry
 from downsize.models.adapters.base import Adapter, LlamaLikeAdapter
 
-ADAPTERS: dict[str, Adapter] = {}
+ADAPTERS: Registry[Adapter] = Registry("model adapter", Adapter)
 
 
 def register_adapter(*architectures: str) -> Callable[[type[Adapter]], type[Adapter]]:
@@ -26,9 +27,7 @@ def register_adapter(*architectures: str) -> Callable[[type[Adapter]], type[Adap
 
     def wrap(cls: type[Adapter]) -> type[Adapter]:
         for arch in architectures:
-            if arch in ADAPTERS:
-                raise ValueError(f"architecture {arch!r} already has an adapter ({type(ADAPTERS[arch]).__name__})")
-            ADAPTERS[arch] = cls()
+            ADAPTERS.add(arch, cls())
         return cls
 
     return wrap
@@ -42,14 +41,15 @@ def architecture_of(model_or_config) -> str:
 
 def adapter_for(model_or_config) -> Adapter:
     """The adapter of a model (or config); an unsupported family raises ``DownsizeError`` listing the supported ones."""
+    from downsize.families import load_families
+
+    load_families()
     arch = architecture_of(model_or_config)
     if arch not in ADAPTERS:
         raise DownsizeError(f"the architecture {arch!r} has no adapter, so it cannot be pruned or edited",
-                            hint=f"supported: {', '.join(sorted(ADAPTERS))}; a new family is one file in "
-                                 "downsize/models/adapters/")
+                            hint=f"supported: {', '.join(sorted(ADAPTERS))}; a family is one file in "
+                                 "downsize/families/")
     return ADAPTERS[arch]
 
-
-from downsize.models.adapters import llama, qwen2, qwen3  # noqa: E402,F401  (registration side effects)
 
 __all__ = ["ADAPTERS", "Adapter", "LlamaLikeAdapter", "adapter_for", "architecture_of", "register_adapter"]

@@ -6,8 +6,11 @@ place and then call the ``set_*`` hooks, which rewrite the matching config field
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where weights are edited, so family modules load without it
+    import torch
+    from torch import nn
 
 
 class Adapter:
@@ -96,6 +99,8 @@ class Adapter:
 
     def set_layers(self, model, keep: list[int]) -> None:
         """Keep decoder layers ``keep`` (in order); renumber their cache indices; rewrite per-layer config lists."""
+        from torch import nn
+
         old = self.layers(model)
         new = nn.ModuleList([old[i] for i in keep])
         for new_idx, layer in enumerate(new):
@@ -150,9 +155,10 @@ class LlamaLikeAdapter(Adapter):
     """Llama, Mistral, Qwen2, Qwen3: RMSNorm pre-norm blocks, RoPE GQA attention, SiLU-gated MLP."""
 
 
-@torch.no_grad()
 def slice_linear(lin: nn.Linear, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Linear:
     """Keep rows ``out_idx`` and columns ``in_idx`` of a linear layer, in place (bias follows the rows)."""
+    from torch import nn
+
     w = lin.weight.data
     if out_idx is not None:
         w = w.index_select(0, out_idx.to(w.device))

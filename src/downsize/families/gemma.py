@@ -17,6 +17,7 @@ import numpy as np
 from downsize.errors import DownsizeError
 from downsize.export.gguf.base import Family, register_family, rope_scaling, rope_theta
 from downsize.export.gguf.config import register_model_type, standardize_rope
+from downsize.models.arch import register_arch_config
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 
@@ -120,3 +121,10 @@ register_model_type("gemma3_text", dict(_GEMMA_COMMON, vocab_size=262_208, max_p
                                         final_logit_softcapping=None, attn_logit_softcapping=None,
                                         use_bidirectional_attention=False),
                     post_init=_gemma3_post_init, rope=_gemma3_rope)
+
+
+# ---- configs downsize builds (random-init students) and the tiny test models (no pruning adapter yet) -----------
+
+_TINY_GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, layer_types=[SLIDING, FULL], sliding_window=128)
+register_arch_config("gemma2", "gemma2", "Gemma2ForCausalLM", tiny=_TINY_GEMMA)
+register_arch_config("gemma3", "gemma3_text", "Gemma3ForCausalLM", tiny=_TINY_GEMMA)

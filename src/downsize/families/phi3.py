@@ -16,6 +16,7 @@ import numpy as np
 from downsize.errors import DownsizeError
 from downsize.export.gguf.base import Family, register_family, rope_scaling
 from downsize.export.gguf.config import DEFAULT_ROPE_THETA, kv_heads_default, register_model_type, standardize_rope
+from downsize.models.arch import register_arch_config
 
 
 @register_family("Phi3ForCausalLM")
@@ -76,3 +77,8 @@ register_model_type("phi3", dict(
     num_key_value_heads=None, max_position_embeddings=4096, original_max_position_embeddings=4096, rms_norm_eps=1e-5,
     tie_word_embeddings=False, rope_parameters=None, bos_token_id=1, eos_token_id=32000, pad_token_id=32000,
     sliding_window=None), post_init=kv_heads_default, rope=_phi3_rope)
+
+
+# ---- configs downsize builds (random-init students) and the tiny test models (no pruning adapter yet) -----------
+
+register_arch_config("phi3", "phi3", "Phi3ForCausalLM", tiny=dict(tie_word_embeddings=False, pad_token_id=None))

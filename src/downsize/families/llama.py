@@ -14,6 +14,9 @@ import numpy as np
 from downsize.errors import DownsizeError
 from downsize.export.gguf.base import Family, register_family, rope_scaling, rope_theta
 from downsize.export.gguf.config import head_dim_from_sizes, kv_heads_default, register_model_type
+from downsize.models.adapters import register_adapter
+from downsize.models.adapters.base import LlamaLikeAdapter
+from downsize.models.arch import register_arch_config
 
 
 def permute_qk_rows(w: np.ndarray, head_rows: int) -> np.ndarray:
@@ -95,3 +98,17 @@ register_model_type("mistral", dict(
     num_key_value_heads=8, head_dim=None, max_position_embeddings=4096 * 32, rms_norm_eps=1e-6, bos_token_id=1,
     eos_token_id=2, pad_token_id=None, tie_word_embeddings=False, rope_parameters=None, sliding_window=4096),
     post_init=_llama_post_init)
+
+
+# ---- pruning and editing (downsize.models.adapters) ------------------------------------------------------------
+
+@register_adapter("LlamaForCausalLM", "MistralForCausalLM")
+class LlamaAdapter(LlamaLikeAdapter):
+    # LlamaConfig validates hidden_size % num_attention_heads == 0 (MistralConfig does not; kept for both, harmless)
+    hidden_multiple_of_heads = True
+
+
+# ---- configs downsize builds (zoo training, random-init students) and the tiny test models ---------------------
+
+register_arch_config("llama", "llama", "LlamaForCausalLM", tiny=dict(tie_word_embeddings=False))
+register_arch_config("mistral", "mistral", "MistralForCausalLM", tiny=dict(tie_word_embeddings=False, head_dim=16))

@@ -9,6 +9,9 @@ import gguf
 
 from downsize.export.gguf.base import Family, register_family
 from downsize.export.gguf.config import kv_heads_default, register_model_type
+from downsize.models.adapters import register_adapter
+from downsize.models.adapters.base import LlamaLikeAdapter
+from downsize.models.arch import register_arch_config
 
 
 @register_family("Qwen2ForCausalLM")
@@ -31,3 +34,17 @@ register_model_type("qwen2", dict(
     num_key_value_heads=32, max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
     rope_parameters=None, use_sliding_window=False, sliding_window=4096, max_window_layers=28, layer_types=None,
     pad_token_id=None, bos_token_id=None, eos_token_id=None), post_init=qwen_post_init)
+
+
+# ---- pruning and editing (downsize.models.adapters) ------------------------------------------------------------
+
+@register_adapter("Qwen2ForCausalLM")
+class Qwen2Adapter(LlamaLikeAdapter):
+    # llama.cpp's qwen2 graph creates attn_q / attn_output as (n_embd, n_embd): pruned models must keep
+    # heads * head_dim == hidden_size or llama.cpp refuses the GGUF ("tensor 'blk.0.attn_q.weight' has wrong shape").
+    attn_width_is_hidden = True
+
+
+# ---- configs downsize builds (zoo training, random-init students) and the tiny test models ---------------------
+
+register_arch_config("qwen2", "qwen2", "Qwen2ForCausalLM", tiny=dict(tie_word_embeddings=True))

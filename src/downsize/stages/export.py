@@ -1,0 +1,78 @@
+"""The ``export`` stage (``downsize export ollama``): a GGUF plus an Ollama Modelfile whose template is converted
+from the model's chat template; ``ollama create`` when Ollama is installed.
+
+    $ downsize export ollama runs/student --name coder-mini --out ollama/
+    >>> ExportStage(model_name="coder-mini").quant is None       # in a recipe: reuse the run's latest GGUF
+    True
+
+In a recipe the stage reads the latest GGUF of the run (or its `input`); with `quant` set, or with no
+GGUF before it, it converts the input model at `quant` (Q4_K_M by default). The GGUF is hard-linked into
+the stage's folder so the Modelfile's FROM stays relative and the run directory can be copied elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Literal, Optional
+
+from downsize.export.quantize import QUANT_TYPES
+from downsize.stages.base import Artifact, Field, StageContext, stage
+from downsize.stages.quantize import QuantizeStage, quantize_model
+
+DEFAULT_QUANT = "Q4_K_M"
+MODELFILE = "Modelfile"
+
+
+class ExportStage(QuantizeStage):
+    model_name: Optional[str] = Field(None, description="the Ollama model name, e.g. coder-mini; default: the "
+                                                        "recipe's name")
+    quant: Optional[Literal[tuple(QUANT_TYPES)]] = Field(  # type: ignore[valid-type]
+        None, description=f"GGUF type; default: the run's latest GGUF, else {DEFAULT_QUANT}")
+    template_style: Optional[str] = Field(None, description="force a chat format instead of converting the "
+                                                            "model's chat template")
+    num_ctx: Optional[int] = Field(None, ge=1, description="PARAMETER num_ctx (default: the model's context length)")
+    create: bool = Field(True, description="run `ollama create` when ollama is on PATH")
+
+
+def gguf_name(model_name: str, quant: str) -> str:
+    return f"{model_name.replace(':', '-').replace('/', '-')}.{quant.lower()}.gguf"
+
+
+def _link(src: Path, dest: Path) -> None:
+    if dest.exists():
+        return
+    try:
+        os.link(src, dest)
+    except OSError:  # another filesystem
+        shutil.copy2(src, dest)
+
+
+@stage("export", ExportStage, produces="gguf", output=lambda cfg: "",
+       estimate=lambda cfg, params: "a Modelfile" + ("" if cfg.quant is None else f" and a {cfg.quant} GGUF"))
+def run_export(ctx: StageContext, cfg: ExportStage) -> Artifact:
+    """A GGUF plus an Ollama Modelfile (template converted from the chat template); `ollama create` when installed."""
+    from downsize.errors import DownsizeError
+    from downsize.export.ollama import convert_gguf
+
+    name = cfg.model_name or (ctx.recipe.name if ctx.recipe is not None else None)
+    if not name:
+        raise DownsizeError("the export needs an Ollama model name", hint="pass --model-name, e.g. coder-mini")
+    out_dir = ctx.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = ctx.artifacts.get(cfg.input) if cfg.input else (ctx.latest_gguf() if cfg.quant is None else None)
+    if src is not None and src.kind == "gguf":
+        gguf = out_dir / gguf_name(name, Path(src.path).stem.rsplit("-", 1)[-1])
+        _link(Path(src.path), gguf)
+    else:
+        quant = cfg.quant or DEFAULT_QUANT
+        gguf = out_dir / gguf_name(name, quant)
+        quantize_model(ctx, cfg.model_copy(update={"quant": quant}), ctx.input_ref(), gguf)
+    info = convert_gguf(gguf, name, out_dir, template_style=cfg.template_style, num_ctx=cfg.num_ctx, create=cfg.create)
+    base = ctx.run_dir or Path.cwd()
+    modelfile = Path(os.path.relpath(info["modelfile"], base))
+    return Artifact("gguf", gguf, "", {"gguf": os.path.relpath(gguf, base), "modelfile": str(modelfile),
+                                       "template_style": info["template_style"], "stops": info["stops"],
+                                       "ollama_name": name, "ollama_command": f"ollama create {name} -f {modelfile}",
+                                       "ollama_created": info["created"]})
