@@ -499,7 +499,7 @@ _stage_command(app, "distill", "distill", _run_distill, extra=_common(_OUT_DIR, 
 _stage_command(app, "train", "train", _run_training, extra=_common(_OUT_DIR, resume=True),
                arguments={}, doc="Train a model with plain next-token cross entropy (the no-teacher baseline).",
                examples=("downsize train --data zoo:stdlib --steps 100 --out runs/ce  # needs a student: see recipes",))
-_stage_command(app, "sft", "sft", _run_training, aliases={"student": ["--student", "--model"]}, extra=_common(_OUT_DIR + "; LoRA merged", resume=True),
+_stage_command(app, "sft", "sft", _run_training, aliases={"student": ["--student", "--model"], "seq_len": ["--seq-len", "--max-seq-len"]}, extra=_common(_OUT_DIR + "; LoRA merged", resume=True),
                examples=("downsize sft --student runs/student --data traces.jsonl --lora-r 16 --out runs/tuned",
                          "downsize sft --student runs/student --data traces.jsonl --logprob-kd 0.5 --out runs/tuned"))
 _stage_command(app, "generate", "generate", _run_generate,

@@ -36,11 +36,15 @@ def test_validate_reports_every_error_with_its_path(tmp_path, tiny_model_dir):
         load_recipe(p)
     errs = e.value.errors
     assert "stages[1].distill.loss: unknown 'fkll'; choose one of fkl, rkl, jsd, skl, srkl, tvd" in errs
-    assert "stages[1].distill.stepz: unknown setting (not allowed here)" in errs
+    assert "stages[1].distill.stepz: unknown setting (not allowed here) (did you mean 'steps'?)" in errs
     assert any(x.startswith("stages[2].quantize.quant: unknown 'Q4_K_X'") for x in errs)
     assert any(x.startswith("stages[2].quantize.input: 'later' is not an earlier stage") for x in errs)
     assert any(x.startswith("stages[3]: unknown stage kind 'frobnicate'") for x in errs)
-    assert "stages[0].prune.sparsity: wanda needs a sparsity ratio or an N:M pattern" in errs
+    # the prune stage's own rule (the engine's check, so validate and run agree), also with --no-check-refs
+    assert "stages[0].prune: wanda needs exactly one of sparsity and nm (e.g. --sparsity 0.5 or --nm 2:4)" in errs
+    with pytest.raises(RecipeError) as e2:
+        load_recipe(p, check_refs=False)
+    assert "stages[0].prune: wanda needs exactly one of sparsity and nm (e.g. --sparsity 0.5 or --nm 2:4)" in e2.value.errors
     assert len(errs) == 6
 
 
@@ -55,8 +59,8 @@ def test_overrides(recipe_file):
 
 def test_plan_lists_reads_and_writes(recipe_file):
     rows = plan_recipe(load_recipe(recipe_file))
-    assert [r["reads"] for r in rows] == ["teacher", "ce", "all models"]
-    assert rows[0]["writes"] == "00-ce/output/" and "tokens" in rows[0]["cost"]
+    assert [r["reads"] for r in rows] == ["teacher", "ce", "every model so far"]
+    assert rows[0]["writes"] == "00-ce/output" and "tokens" in rows[0]["cost"]
 
 
 def test_run_skip_from_and_report(recipe_file, tmp_path):
@@ -64,6 +68,8 @@ def test_run_skip_from_and_report(recipe_file, tmp_path):
     logs = []
     m1 = run_recipe(load_recipe(recipe_file), run_dir, log=logs.append)
     assert [s["status"] for s in m1["stages"]] == ["done"] * 3
+    # every stage's metrics reach the manifest (the training stages' from their output card)
+    assert all(s["metrics"] for s in m1["stages"]) and m1["stages"][0]["metrics"]["train_loss"] > 0
     assert (run_dir / "00-ce" / "output" / "model.safetensors").exists()
     rows = m1["stages"][2]["metrics"]["models"]
     assert set(rows) == {"teacher", "ce", "ce-more"}
@@ -96,12 +102,14 @@ def test_prune_distill_quantize_eval_on_a_tiny_model(tmp_path, tiny_model_dir, s
         {"prune": {"name": "pruned", "method": "width", "targets": {"ffn": 64}, "calib_samples": 4, "seq_len": 32}},
         {"distill": {"name": "distilled", "loss": "jsd", "steps": 3, "batch_size": 2, "seq_len": 32, "warmup_steps": 1}},
         {"quantize": {"name": "q8", "quant": "Q8_0"}},
-        {"export": {"name": "ollama", "format": "ollama", "model_name": "tiny-kd"}},
+        {"export": {"name": "ollama", "model_name": "tiny-kd"}},
         {"eval": {"max_tokens": 256, "seq_len": 32, "speed": True, "samples": True}},
     ]}
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(raw))
     m = run_recipe(load_recipe(p), tmp_path / "run", log=lambda s: None)
+    assert all(s["metrics"] for s in m["stages"])  # prune, distill (its card), quantize, export, eval
+    assert m["stages"][1]["metrics"]["train_loss"] > 0
     rows = m["stages"][-1]["metrics"]["models"]
     assert set(rows) == {"teacher", "pruned", "distilled", "q8"}  # the export's GGUF is q8's, measured once
     assert rows["pruned"]["params"] < rows["teacher"]["params"]
@@ -114,7 +122,7 @@ def test_prune_distill_quantize_eval_on_a_tiny_model(tmp_path, tiny_model_dir, s
     assert (tmp_path / "run" / "02-q8" / "model-q8_0.gguf").exists()
     export = m["stages"][3]["metrics"]
     modelfile = (tmp_path / "run" / export["modelfile"]).read_text()
-    assert modelfile.startswith("FROM ./tiny-kd.gguf") and "TEMPLATE" in modelfile and "<|im_end|>" in modelfile
+    assert modelfile.startswith("FROM ./tiny-kd.q8_0.gguf") and "TEMPLATE" in modelfile and "<|im_end|>" in modelfile
     assert export["ollama_command"] == "ollama create tiny-kd -f 03-ollama/Modelfile"
     report = (tmp_path / "run" / "report.md").read_text()
     assert "ollama create tiny-kd" in report and "| q8 | llama.cpp |" in report

@@ -17,7 +17,7 @@ def test_tool_use_recipe_end_to_end(tmp_path, tiny_tokenizer, codebase, teacher_
                                tmp_path / "student")
     endpoint = f"openai:{teacher_server.url}#rule-agent"
     raw = {"name": "tools-tiny", "teacher": str(tiny_model_dir), "data": str(codebase), "seed": 0, "stages": [
-        {"generate": {"name": "traces", "teacher": endpoint, "codebase": str(codebase), "tools": True, "n": 12,
+        {"generate": {"name": "traces", "teacher": endpoint, "codebase": str(codebase), "tools": True, "n_codebase": 12,
                       "concurrency": 2}},
         {"lora": {"name": "student-lora", "student": str(tiny_model_dir), "data": "traces", "steps": 3,
                   "batch_size": 2, "seq_len": 1536, "warmup_steps": 1, "lora": {"r": 4, "alpha": 8}}},
