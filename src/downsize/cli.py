@@ -3,6 +3,10 @@
     $ downsize --help
     $ downsize zoo list
     $ downsize eval zoo:coder-teacher --data zoo:stdlib
+
+Why this module is long: it is the one place that turns results into what a person reads (tables, summaries,
+errors) for every command. The options themselves are not written here: the stage commands' options are
+generated from the stage configs (downsize.cli_options).
 """
 
 from __future__ import annotations

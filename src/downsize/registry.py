@@ -81,6 +81,9 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._entries)
 
+    def values(self) -> list[T]:
+        return [self.get(n) for n in self._entries]
+
     def items(self) -> list[tuple[str, T]]:
         return [(n, self.get(n)) for n in self._entries]
 

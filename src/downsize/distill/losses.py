@@ -26,6 +26,10 @@ as k grows.
 it walks the valid tokens in chunks, computes logits from hidden states through the LM head chunk
 by chunk when given ``Head`` inputs, and takes each chunk's gradient as soon as its loss is known
 (then frees it), so memory is O(chunk × V) whatever N is and no logits are recomputed.
+
+Why this module is long: the divergences, their closed-form gradients, the loss spec whose fields are the
+stage's loss settings, and the chunked loss that uses all three are one unit; a new loss (function, gradient,
+hyperparameter) is added here and nowhere else.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from downsize.errors import DownsizeError
+from downsize.registry import Registry
 
 IGNORE_INDEX = -100
 LOG_FLOOR = -1e4  # log-probabilities are clamped here so that 0 · log 0 is 0, never nan; exp(-1e4) == 0 in fp32
@@ -49,17 +54,11 @@ LOG_FLOOR = -1e4  # log-probabilities are clamped here so that 0 · log 0 is 0, 
 TAIL_FLOOR = math.log(1e-6)
 
 Divergence = Callable[..., torch.Tensor]
-DIVERGENCES: dict[str, Divergence] = {}
+DIVERGENCES: Registry[Divergence] = Registry("distillation loss")
 
 
 def register_divergence(name: str):
-    def deco(fn: Divergence) -> Divergence:
-        if name in DIVERGENCES:
-            raise ValueError(f"divergence {name!r} is registered twice")
-        DIVERGENCES[name] = fn
-        return fn
-
-    return deco
+    return DIVERGENCES.register(name)
 
 
 def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
@@ -125,17 +124,14 @@ def divergence(name: str, student_logp: torch.Tensor, teacher_logp: torch.Tensor
 # Closed-form gradients: fn(s, t) -> (value (N,), d value / d u) where s = log_softmax(u) is the student's
 # tempered log-probabilities and t the teacher's, both (N, K). With one of these the loss needs no autograd
 # graph over the (N, V) temporaries: a few passes over the chunk instead of a dozen (the fused-kernel idea).
-DIVERGENCE_GRADS: dict[str, Callable] = {}
+DIVERGENCE_GRADS: Registry[Callable] = Registry("divergence gradient")
 
 
 def register_divergence_grad(name: str):
     def deco(fn: Callable) -> Callable:
-        if name in DIVERGENCE_GRADS:
-            raise ValueError(f"divergence gradient {name!r} is registered twice")
         if name not in DIVERGENCES:
             raise ValueError(f"no divergence {name!r} to give a gradient to")
-        DIVERGENCE_GRADS[name] = fn
-        return fn
+        return DIVERGENCE_GRADS.add(name, fn)
 
     return deco
 

@@ -14,6 +14,9 @@ The local backend gathers concurrent ``chat`` calls from those threads into one 
 per ``generate`` (up to ``batch_size``), so agent loops stay sequential code while the model sees
 batches. Both return top-k logprobs per generated token when ``top_logprobs > 0`` (the local one
 with token ids, so the same data feeds sparse logit KD with the teacher's tokenizer).
+
+Why this module is long: the three backends (endpoint, local transformers, local llama.cpp) share the message
+normalisation, the tool-call parsing and the backend registry; each is a screen of code on its own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from downsize.errors import DownsizeError
+from downsize.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -138,16 +142,11 @@ class Backend:
         return {}
 
 
-BACKENDS: dict[str, Callable[[str, GenParams], Backend]] = {}
+BACKENDS: Registry[Callable[[str, GenParams], Backend]] = Registry("teacher backend")
 
 
 def register_backend(scheme: str):
-    def deco(fn):
-        if scheme in BACKENDS:
-            raise ValueError(f"backend scheme {scheme!r} is already registered")
-        BACKENDS[scheme] = fn
-        return fn
-    return deco
+    return BACKENDS.register(scheme)
 
 
 def open_backend(ref: str, params: GenParams = GenParams()) -> Backend:

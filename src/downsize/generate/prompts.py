@@ -24,6 +24,7 @@ from typing import Callable
 
 from downsize.errors import DownsizeError
 from downsize.generate.codebase import CodebaseFacts
+from downsize.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,11 @@ def make_task(prompt: str | list[dict], *, kind: str = KIND_FILE, needs_tools: b
 
 # -- codebase templates ------------------------------------------------------------------------
 Fill = tuple[str, tuple[str, ...]]  # (question, expected strings)
-TEMPLATES: dict[str, Callable[[CodebaseFacts], list[Fill]]] = {}
+TEMPLATES: Registry[Callable[[CodebaseFacts], list[Fill]]] = Registry("question template")
 
 
 def register_template(name: str):
-    def deco(fn):
-        if name in TEMPLATES:
-            raise ValueError(f"template {name!r} is already registered")
-        TEMPLATES[name] = fn
-        return fn
-    return deco
+    return TEMPLATES.register(name)
 
 
 @register_template("subclasses")

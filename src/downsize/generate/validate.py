@@ -21,19 +21,15 @@ from typing import Callable
 from downsize.generate.agent import Trace
 from downsize.generate.prompts import Task
 from downsize.generate.sandbox import TOOL_SCHEMAS
+from downsize.registry import Registry
 
 Validator = Callable[[Task, Trace], "str | None"]
-VALIDATORS: dict[str, Validator] = {}
+VALIDATORS: Registry[Validator] = Registry("validator")
 _REQUIRED = {t["function"]["name"]: tuple(t["function"]["parameters"].get("required", ())) for t in TOOL_SCHEMAS}
 
 
 def register_validator(name: str):
-    def deco(fn):
-        if name in VALIDATORS:
-            raise ValueError(f"validator {name!r} is already registered")
-        VALIDATORS[name] = fn
-        return fn
-    return deco
+    return VALIDATORS.register(name)
 
 
 def final_answer(trace: Trace) -> str:

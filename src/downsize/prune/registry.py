@@ -1,11 +1,12 @@
 """The registry of prune methods: ``@register_method("wanda", targets=())``; a miss lists what exists."""
 
 from __future__ import annotations
+from downsize.registry import Registry
 
 from dataclasses import dataclass
 from typing import Callable
 
-METHODS: dict[str, "Method"] = {}
+METHODS: Registry["Method"] = Registry("prune method")
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,7 @@ class Method:
 def register_method(name: str, check: Callable, targets: tuple[str, ...] = (), structured: bool = False,
                     needs_calib: bool = True):
     def wrap(fn):
-        if name in METHODS:
-            raise ValueError(f"prune method {name!r} is registered twice")
-        METHODS[name] = Method(name, fn, check, targets, structured, needs_calib)
+        METHODS.add(name, Method(name, fn, check, targets, structured, needs_calib))
         return fn
 
     return wrap

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from downsize.zoo.tokenizer import TokenizerSpec
+from downsize.registry import Registry
 
 MODELS_DIR = Path(__file__).parent / "models"
 
@@ -27,14 +28,11 @@ class ZooSpec:
     description: str = ""
 
 
-ZOO: dict[str, ZooSpec] = {}
+ZOO: Registry[ZooSpec] = Registry("zoo model", ZooSpec)
 
 
 def register(spec: ZooSpec) -> ZooSpec:
-    if spec.name in ZOO:
-        raise ValueError(f"zoo model {spec.name!r} is registered twice")
-    ZOO[spec.name] = spec
-    return spec
+    return ZOO.add(spec.name, spec)
 
 
 register(
