@@ -51,6 +51,7 @@ def evaluate(model_ref: str, data_ref: str = "zoo:stdlib", split: str | None = N
              warn: Callable[[str], None] | None = None, teacher: str | None = None, speed: bool = False,
              threads: int | None = None) -> dict:
     ref = resolve_model(model_ref)
+    resolve_data(data_ref)  # a missing dataset or unusable column fails before any model loads
     if teacher is not None or ref.is_gguf:
         result = _compare(model_ref, teacher, data_ref, split, seq_len, max_tokens or COMPARE_TOKENS)
     else:
