@@ -255,3 +255,29 @@ def test_cli_eval_through_the_cache(hf_home, tiny_model_dir, tmp_path):
                        timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "hf download Org/Absent" in p.stderr
+
+
+def test_no_network_falls_back_to_the_cache(hf_home, tiny_model_dir, monkeypatch):
+    """Downloads on, but the Hub unreachable (a closed local port as the endpoint): the cache answers."""
+    import huggingface_hub.constants
+
+    from downsize.models.refs import check_model_ref
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    snap = add_model_dir(hf_home / "hub", "Org/Tiny", tiny_model_dir)
+    assert resolve_model("Org/Tiny").path == snap
+    add_hub_repo(hf_home / "hub", "Org/ConfigOnly", {"config.json": (tiny_model_dir / "config.json").read_bytes()})
+    check_model_ref("Org/ConfigOnly")  # online validate checks the config alone
+    with pytest.raises(DownsizeError) as e:
+        resolve_model("Org/Absent")
+    assert "the Hub could not be reached" in e.value.message and "hf download Org/Absent" in e.value.hint
+
+
+def test_offline_validate_needs_the_weights(hf_home, tiny_model_dir):
+    from downsize.models.refs import check_model_ref
+
+    add_hub_repo(hf_home / "hub", "Org/ConfigOnly", {"config.json": (tiny_model_dir / "config.json").read_bytes()})
+    with pytest.raises(DownsizeError, match="no safetensors weights"):
+        check_model_ref("Org/ConfigOnly")

@@ -169,6 +169,21 @@ def resolve_model(ref: str | os.PathLike) -> ModelRef:
     return _resolve_path(ref)
 
 
+def check_model_ref(ref: str | os.PathLike) -> None:
+    """Raise DownsizeError unless ``ref`` resolves, downloading nothing big: online, a Hub id is checked by its
+    config.json alone (the weights come when a stage needs them), so `downsize validate` never pulls weights;
+    offline it must be fully in the cache."""
+    from downsize.models.hub import hub_offline, parse_hub_id
+
+    ref = str(ref)
+    local = Path(ref).expanduser().exists()
+    hub = parse_hub_id(ref) if ref.startswith("hf:") or (":" not in ref and not local) else None
+    if hub is not None and not hub_offline():
+        model_config(ref)
+    else:
+        resolve_model(ref)
+
+
 def model_config(ref: str | os.PathLike) -> dict:
     """The config.json of a model reference without touching its weights: a Hub id reads config.json from the
     cache (or downloads that file alone); a folder, a config.json file or a zoo model reads the file."""
