@@ -141,6 +141,8 @@ def eval_cmd(
                 cell = lambda m: f"{m[k]:.4f} ± {m.get(k + '_stderr', 0):.4f}" if k in m else "–"  # noqa: E731
                 t.add_row(f"lm-eval {task} {k}", cell(metrics), *([cell(tm)] if teacher else []))
     console.print(f"data: {result['data']}, windows of {result['seq_len']}")
+    if result.get("vocab"):
+        console.print(f"vocabulary: {result['vocab']}", markup=False, highlight=False)
     console.print(t)
     if result.get("sample"):
         console.print("[bold]sample completion[/bold]")

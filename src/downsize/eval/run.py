@@ -79,7 +79,8 @@ def _compare(model_ref: str, teacher: str | None, data_ref: str, split: str | No
     if teacher is not None:
         t = rows["teacher"]
         result.update(teacher=teacher, teacher_perplexity=t["perplexity"], teacher_parameters=t["params"],
-                      teacher_size_mb=t["size_mb"], kl_to_teacher=m["kl_to_teacher"], top1_agreement=m["top1_agreement"])
+                      teacher_size_mb=t["size_mb"], kl_to_teacher=m["kl_to_teacher"], top1_agreement=m["top1_agreement"],
+                      vocab=m["vocab"])
     return result
 
 
