@@ -187,7 +187,8 @@ def compare_models(models: dict[str, str], teacher: str, data: str = "zoo:stdlib
                              f"compared on the {len(sel_ids[n]):,} token ids")
             sel = sel_ids[n]  # KL and top-1 over the ids both vocabularies hold
             tp, mp = (t_logp, F.log_softmax(logits, -1)) if sel is None else (restrict(t_logits, sel), restrict(logits, sel))
-            a["kl"] += (tp.exp() * (tp - mp)).sum(-1).double().sum().item()
+            # KL >= 0 per position; fp32 rounding of two equal distributions can give -1e-9, which is noise
+            a["kl"] += (tp.exp() * (tp - mp)).double().sum(-1).clamp_min(0).sum().item()
             a["agree"] += int((mp.argmax(-1) == tp.argmax(-1)).sum())
     out = {}
     for n, r in runners.items():
