@@ -309,8 +309,27 @@ def _samples(models: dict[str, str], max_new_tokens: int = 40) -> dict:
     return out
 
 
-def estimate_stage(recipe: Recipe, stage: Stage) -> str:
-    """A rough cost line for `downsize plan` (from the teacher's config; no weights loaded)."""
+def estimate_stage(recipe: Recipe, stage: Stage, device=None) -> str:
+    """A rough cost line for `downsize plan` (from the teacher's config; no weights loaded), with the stage's
+    peak memory on ``device`` (a downsize.models.memory.Device or "cuda:80x2"; default: what torch sees)."""
+    line = _cost_line(recipe, stage)
+    try:
+        from downsize.models.memory import plan_memory
+
+        est = {e.stage: e for e in plan_memory(recipe, device or _plan_device())}[stage.name]
+        line += f"; memory: {est.line()}" + (f"; try: {est.suggestions[0]}" if est.suggestions else "")
+    except Exception as e:  # plan prints whatever it can; a config that cannot be read is reported, not raised
+        line += f"; memory: unknown ({getattr(e, 'message', e)})"
+    return line
+
+
+def _plan_device():
+    from downsize.models.memory import Device
+
+    return Device.detect()
+
+
+def _cost_line(recipe: Recipe, stage: Stage) -> str:
     import json
 
     from downsize.models.refs import resolve_model
