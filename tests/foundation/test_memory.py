@@ -140,3 +140,14 @@ def test_estimate_is_within_1_5x_of_a_measured_distill_step(tmp_path, tiny_token
     print(f"measured {measured / 2**20:.0f} MiB, estimated {predicted / 2**20:.0f} MiB "
           f"({ {k: round(v / 2**20) for k, v in est.parts.items()} })")
     assert 1 / 1.5 < measured / predicted < 1.5
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import downsize.models.hub
+    import downsize.models.memory
+
+    for mod in (downsize.models.memory, downsize.models.hub):
+        r = doctest.testmod(mod)
+        assert r.failed == 0 and r.attempted > 0, mod.__name__

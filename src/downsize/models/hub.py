@@ -4,7 +4,7 @@
     >>> hub = parse_hub_id("Qwen/Qwen2.5-0.5B-Instruct@main")
     >>> hub.repo_id, hub.revision
     ('Qwen/Qwen2.5-0.5B-Instruct', 'main')
-    >>> path = hub_snapshot(hub, HUB_MODEL_FILES)      # doctest: +SKIP  (needs the cache or the network)
+    >>> path = hub_snapshot(hub, HUB_MODEL_FILES)  # the cache, or the network: not run here  # doctest: +SKIP
 
 Online, only the files a causal LM needs are downloaded (safetensors weights and their index, config,
 generation config, tokenizer and chat template files; never ``*.py``, so remote code cannot arrive with a

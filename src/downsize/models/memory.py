@@ -10,7 +10,8 @@
     >>> est = estimate_stage_memory("distill", {"batch_size": 2, "seq_len": 2048}, student, teacher, Device.parse("cuda:80"))
     >>> est.fits, sorted(est.parts)[:3]
     (False, ['activations', 'grads', 'kd_logits'])
-    >>> est.suggestions[0]   # e.g. "teacher_mode: offline -> 51.0 GiB, fits"
+    >>> est.suggestions[0]
+    'teacher on a server (vLLM/llama.cpp serving logprobs; no teacher weights here) -> 71.1 GiB, fits'
 
 ``plan_memory(recipe, device)`` walks a recipe (configs from Hub ids via the cache or a config.json-only
 download, local folders or config.json files) and returns one ``MemoryEstimate`` per stage.
