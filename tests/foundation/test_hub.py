@@ -281,3 +281,14 @@ def test_offline_validate_needs_the_weights(hf_home, tiny_model_dir):
     add_hub_repo(hf_home / "hub", "Org/ConfigOnly", {"config.json": (tiny_model_dir / "config.json").read_bytes()})
     with pytest.raises(DownsizeError, match="no safetensors weights"):
         check_model_ref("Org/ConfigOnly")
+
+
+def test_with_column_folds_the_setting_into_the_reference(hf_home, tmp_path):
+    from downsize.data.refs import with_column
+
+    add_cached_dataset(hf_home / "datasets", "Org/cols2", {"train": [{"body": "x", "text": "y"}]}, tmp_path / "src")
+    ref = with_column("Org/cols2:train", "body")
+    assert ref == "Org/cols2:train#body" and next(resolve_data(ref).records())["text"] == "x"
+    assert with_column("Org/cols2", None) == "Org/cols2"
+    with pytest.raises(DownsizeError, match="already names a column"):
+        with_column("Org/cols2#text", "body")

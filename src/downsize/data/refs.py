@@ -208,6 +208,17 @@ _HUB_DATA = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A
                        r"(?:#(?P<col>[A-Za-z0-9._-]+))?$")
 
 
+def with_column(ref: str, column: str | None) -> str:
+    """``ref`` with a ``data_column`` setting folded in (``Org/Name:train`` + ``body`` -> ``Org/Name:train#body``),
+    so a recipe field or ``--data-column`` travels with the reference through every stage."""
+    if not column:
+        return ref
+    if "#" in ref.rpartition("/")[2]:
+        raise DownsizeError(f"{ref} already names a column; the data_column setting ({column!r}) would be a second",
+                            hint="keep one: the #column in the reference or the setting")
+    return f"{ref}#{column}"
+
+
 def parse_hub_data(ref: str) -> HubData | None:
     """``[hf:]Org/Name[@rev][:split]`` / ``[...][:config:split]`` / ``[...]#column`` -> HubData; else None."""
     spec = ref[len(HUB_DATA_PREFIX):] if ref.startswith(HUB_DATA_PREFIX) else ref
