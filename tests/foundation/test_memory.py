@@ -151,3 +151,15 @@ def test_docstring_examples_run():
     for mod in (downsize.models.memory, downsize.models.hub):
         r = doctest.testmod(mod)
         assert r.failed == 0 and r.attempted > 0, mod.__name__
+
+
+def test_cli_plan_prints_memory_for_32b_to_3b_without_weights(tmp_path):
+    home = tmp_path / "hf"
+    add_hub_repo(home / "hub", "Qwen/Qwen2.5-32B-Instruct", {"config.json": json.dumps(QWEN25_32B).encode()})
+    add_hub_repo(home / "hub", "Qwen/Qwen2.5-3B-Instruct", {"config.json": json.dumps(QWEN25_3B).encode()})
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "400"}
+    env.pop("HF_HUB_CACHE", None)
+    p = subprocess.run([sys.executable, "-m", "downsize.cli", "plan", str(REPO / "recipes" / "qwen2.5-32b-to-3b-ollama.yaml")],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("memory: peak") == 6 and "unknown" not in p.stdout

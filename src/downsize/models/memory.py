@@ -451,14 +451,16 @@ def plan_memory(recipe, device: Device | str = "cpu", config_of: Callable[[str],
             models = {n: by_stage[n] for n in names if n in by_stage}
         est = estimate_stage_memory(st.kind, s, model[0], t_shape, device, name=st.name, models=models)
         out.append(est)
+        if st.kind in ("eval", "generate") or (st.kind == "export" and not _get(s, "quant", None) and
+                                                any(f != "hf" for _, f in by_stage.values())):
+            continue  # no new model: data, metrics, or the export re-uses the latest GGUF (the eval stage dedupes it)
         result = model
         if st.kind == "prune":
             result = (_pruned(model[0], s), "hf")
         elif st.kind in ("quantize", "export"):
             result = (model[0], _get(s, "quant", None) or "Q4_K_M")
-        if st.kind != "eval":
-            by_stage[st.name] = result
-            current = result if st.kind not in ("quantize", "export") else current
+        by_stage[st.name] = result
+        current = result if st.kind not in ("quantize", "export") else current
     return out
 
 
