@@ -292,3 +292,42 @@ def test_with_column_folds_the_setting_into_the_reference(hf_home, tmp_path):
     assert with_column("Org/cols2", None) == "Org/cols2"
     with pytest.raises(DownsizeError, match="already names a column"):
         with_column("Org/cols2#text", "body")
+
+
+def test_recipe_runs_on_hub_ids(hf_home, tiny_model_dir, tmp_path):
+    """A whole recipe whose teacher and data are Hub ids, run offline through the caches."""
+    import yaml
+
+    from downsize.pipeline import run_recipe
+    from downsize.recipe import load_recipe
+
+    add_model_dir(hf_home / "hub", "Org/Tiny", tiny_model_dir)
+    texts = [f"def g{i}(a, b):\n    return a * {i} + b\n" for i in range(40)]
+    add_cached_dataset(hf_home / "datasets", "Org/tiny_code2", {"train": [{"content": t} for t in texts]},
+                       tmp_path / "src")
+    p = tmp_path / "recipe.yaml"
+    p.write_text(yaml.safe_dump({"name": "hub", "teacher": "Org/Tiny", "data": "Org/tiny_code2", "stages": [
+        {"train": {"name": "ce", "steps": 2, "batch_size": 2, "seq_len": 32, "warmup_steps": 0, "checkpoint_every": 0,
+                   "mixed_precision": "no"}},
+        {"eval": {"max_tokens": 512, "seq_len": 32, "speed": False, "samples": False}}]}))
+    recipe = load_recipe(p)  # references checked: both resolve offline
+    run_dir = tmp_path / "run"
+    m = run_recipe(recipe, run_dir, log=lambda m: None)
+    assert [s["status"] for s in m["stages"]] == ["done", "done"]
+    rows = m["stages"][1]["metrics"]["models"]
+    assert set(rows) == {"teacher", "ce"} and rows["ce"]["perplexity"] < rows["teacher"]["perplexity"]
+    assert rows["ce"]["vocab"].startswith("same vocabulary")
+    again = run_recipe(load_recipe(p), run_dir, log=lambda m: None)  # Hub refs hash stably: nothing reruns
+    assert all(s.get("skipped") for s in again["stages"])
+
+
+def test_sft_on_a_hub_chat_dataset(hf_home, tiny_model_dir, tmp_path):
+    from downsize.distill import SFTConfig, sft
+    from downsize.train.loop import TrainConfig
+
+    add_cached_dataset(hf_home / "datasets", "Org/tiny_chat2", {"train": CHATS}, tmp_path / "src")
+    cfg = SFTConfig(train=TrainConfig(steps=2, lr=5e-3, batch_size=2, warmup_steps=0, checkpoint_every=0,
+                                      mixed_precision="no", progress=False), max_seq_len=64, save_dtype="float32")
+    out = sft(str(tiny_model_dir), "Org/tiny_chat2:train", cfg, tmp_path / "sft")
+    card = json.loads((out / "distill_card.json").read_text())
+    assert card["examples"] == len(CHATS) and card["assistant_tokens"] > 10
