@@ -87,9 +87,10 @@ def zoo_train(
 
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Argument(..., help="model reference: HF directory, zoo:NAME, FILE.gguf or ollama:NAME"),
+    model: str = typer.Argument(..., help="model reference: Hub id Org/Name[@rev], HF directory, zoo:NAME, FILE.gguf or ollama:NAME"),
     teacher: Optional[str] = typer.Option(None, help="also compare with this model: KL(teacher || model) and top-1 agreement (same tokenizer)"),
-    data: str = typer.Option("zoo:stdlib", help="data reference: zoo:stdlib, a text file, a directory or JSONL"),
+    data: str = typer.Option("zoo:stdlib", help="data reference: zoo:stdlib, a text file, a directory, JSONL or a Hub dataset Org/Name[:split]"),
+    data_column: Optional[str] = typer.Option(None, help="the Hub dataset column to read (text or chat); same as DATA#COLUMN"),
     split: Optional[str] = typer.Option(None, help="train, validation, test or all (default: validation for zoo:stdlib, all otherwise)"),
     seq_len: int = typer.Option(256, help="window length for perplexity"),
     batch_size: int = typer.Option(8),
@@ -105,8 +106,10 @@ def eval_cmd(
 ):
     """Perplexity (token-weighted, exact), KL and top-1 agreement with a teacher, size, speed and RAM of a model;
     lm-evaluation-harness tasks on local data."""
+    from downsize.data.refs import with_column
     from downsize.eval.run import evaluate
 
+    data = with_column(data, data_column)
     result = evaluate(model, data, split=split, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens,
                       sample=sample, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"), teacher=teacher,
                       speed=speed, threads=threads)

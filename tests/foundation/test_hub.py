@@ -244,7 +244,8 @@ def test_cli_eval_through_the_cache(hf_home, tiny_model_dir, tmp_path):
     local = tmp_path / "local.jsonl"
     local.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "downsize.cli", "eval", "Org/Tiny", "--data", "Org/tiny_code", "--json", "--no-sample"]
+    cmd = [sys.executable, "-m", "downsize.cli", "eval", "Org/Tiny", "--data", "Org/tiny_code", "--data-column", "text",
+           "--json", "--no-sample"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)

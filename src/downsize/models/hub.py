@@ -95,15 +95,25 @@ def _repo_url(hub: HubId, repo_type: str) -> str:
     return f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{hub.repo_id}"
 
 
+_SNAPSHOTS: dict[tuple, Path] = {}  # one Hub round trip per snapshot and process (a command resolves a ref often)
+
+
 def hub_snapshot(hub: HubId, patterns: tuple[str, ...] | None, repo_type: str = "model") -> Path:
     """The local snapshot folder of ``hub`` holding ``patterns`` (None = every file): cache first when
     offline, else downloaded (missing files only). Raises DownsizeError with the fix for every failure."""
+    offline = hub_offline()
+    cache = hub_cache_dir()
+    key = (hub, tuple(patterns or ()), repo_type, str(cache), offline)
+    if key not in _SNAPSHOTS or not _SNAPSHOTS[key].is_dir():
+        _SNAPSHOTS[key] = _snapshot(hub, patterns, repo_type, offline, cache)
+    return _SNAPSHOTS[key]
+
+
+def _snapshot(hub: HubId, patterns: tuple[str, ...] | None, repo_type: str, offline: bool, cache: Path) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
-    offline = hub_offline()
-    cache = hub_cache_dir()
     what = "dataset" if repo_type == "dataset" else "model"
     cmd = download_command(hub, patterns or (), repo_type)
     try:
