@@ -332,3 +332,38 @@ def test_sft_on_a_hub_chat_dataset(hf_home, tiny_model_dir, tmp_path):
     out = sft(str(tiny_model_dir), "Org/tiny_chat2:train", cfg, tmp_path / "sft")
     card = json.loads((out / "distill_card.json").read_text())
     assert card["examples"] == len(CHATS) and card["assistant_tokens"] > 10
+
+
+def test_download_takes_only_the_needed_files_and_sends_hf_token(hf_home, tiny_model_dir, monkeypatch):
+    """Online: a Hub-protocol server on 127.0.0.1 (tests/hub_server.py) serves a repo with extras; only the
+    model's files are downloaded, HF_TOKEN is sent, then the same id resolves offline from what was cached."""
+    import huggingface_hub.constants
+
+    from hub_server import HubServer
+
+    files = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()}
+    extras = {"pytorch_model.bin": b"pickle!", "modeling_evil.py": b"import os", "README.md": b"# card",
+              "original/consolidated.00.pth": b"x" * 100}
+    with HubServer({"Org/Remote": {**files, **extras}}, gated={"Org/Gated"}) as hub:
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        ref = resolve_model("Org/Remote")
+        assert hub.fetched("Org/Remote") == set(files)  # no pickles, no code, no card, no originals
+        assert {p.name for p in ref.path.iterdir()} == set(files)
+        repo_calls = [auth for _, path, auth in hub.requests if "Org/Remote" in path]
+        assert repo_calls and all(auth == "Bearer hf_test_token" for auth in repo_calls)
+        model, _ = load_model("Org/Remote")
+        local, _ = load_model(tiny_model_dir)
+        assert torch.equal(_logits(model), _logits(local))
+        with pytest.raises(DownsizeError) as e:
+            resolve_model("Org/Gated")
+        assert "is gated" in e.value.message and "HF_TOKEN" in e.value.hint
+        with pytest.raises(DownsizeError, match="no Hub model Org/Nope .or it is private."):
+            resolve_model("Org/Nope")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the server is gone: the cache answers
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert resolve_model("Org/Remote").path == ref.path
