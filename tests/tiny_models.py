@@ -23,7 +23,8 @@ def make_tiny_model(family: str, tokenizer, seed: int = 0, **overrides):
     from transformers import AutoModelForCausalLM
 
     fields = {**TINY_SHAPES, **arch_configs()[family].tiny, **overrides}
-    cfg = build_config(family, vocab_size=len(tokenizer), tokenizer=tokenizer, **fields)
+    fields.setdefault("vocab_size", len(tokenizer))  # more rows than tokens = a padded embedding, as Qwen2.5's
+    cfg = build_config(family, tokenizer=tokenizer, **fields)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
 

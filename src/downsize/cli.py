@@ -191,9 +191,11 @@ def convert_cmd(
 @app.command("plan")
 def plan_cmd(
     recipe: Optional[Path] = typer.Argument(None, help="recipe YAML; without one, the general pipeline is printed"),
-    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. stages.1.distill.steps=50"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. distilled.steps=50"),
+    device: Optional[str] = typer.Option(None, help="memory plan for this device: cpu, cpu:24, cuda:80 or cuda:80x8 "
+                                                    "(GiB per device; default: this machine)"),
 ):
-    """Print the steps of a recipe with what each reads, writes and costs."""
+    """Print the steps of a recipe with what each reads, writes, costs and needs in memory (configs only)."""
     from downsize.pipeline import GENERAL_PIPELINE, plan_recipe
     from downsize.recipe import load_recipe
 
@@ -203,10 +205,11 @@ def plan_cmd(
             t.add_row(name, what)
         console.print(t)
         return
-    r = load_recipe(recipe, overrides or [])
-    t = Table("stage", "kind", "reads", "writes", "rough cost", title=f"{r.name}: teacher {r.teacher}, data {r.data}")
-    for row in plan_recipe(r):
-        t.add_row(row["stage"], row["kind"], row["reads"], row["writes"], row["cost"])
+    r = load_recipe(recipe, overrides or [], check_refs=False)  # a plan is for recipes whose weights are not here yet
+    t = Table("stage", "kind", "reads", "writes", "rough cost", "peak memory",
+              title=escape(f"{r.name}: teacher {r.teacher}, data {r.data}"))
+    for row in plan_recipe(r, device):
+        t.add_row(*(escape(str(row[k])) for k in ("stage", "kind", "reads", "writes", "cost", "memory")))
     console.print(t)
 
 
@@ -305,7 +308,7 @@ def _stage_command(app_, name: str, kind: str, run: Callable, *, arguments: dict
     app_.command(name)(command(lambda **v: run(spec, v), params, text))
 
 
-def _model_arg(help_="model reference: HF directory, zoo:NAME, FILE.gguf or ollama:NAME"):
+def _model_arg(help_="model reference: Hub id Org/Name[@rev], HF directory, zoo:NAME, FILE.gguf or ollama:NAME"):
     import inspect
 
     return inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, annotation=str,
@@ -440,7 +443,9 @@ def _run_eval(spec, v: dict) -> None:
         raise DownsizeError("give one model to evaluate (and --teacher to compare)",
                             hint="several models side by side: a recipe with an eval stage (`downsize run`)")
     model = cfg.models[0]
-    result = evaluate(model, cfg.data or "zoo:stdlib", split=cfg.split, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
+    from downsize.data.refs import with_column
+
+    result = evaluate(model, with_column(cfg.data or "zoo:stdlib", cfg.data_column), split=cfg.split, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
                       max_tokens=cfg.max_tokens, sample=cfg.samples, teacher=cfg.teacher, speed=cfg.speed,
                       threads=v.get("threads"), warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"))
     if cfg.lm_eval:
@@ -487,6 +492,8 @@ def _print_eval(result: dict, model: str, teacher: str | None) -> None:
         t.add_row(f"tool use % ({name})", fmt(r.get("tool_use_pct")), *([""] if teacher else []))
         t.add_row(f"tool accuracy % ({name})", fmt(r.get("accuracy_pct")), *([""] if teacher else []))
     console.print(f"data: {escape(str(result['data']))}, windows of {result['seq_len']}")
+    if result.get("vocab"):
+        console.print(f"vocabulary: {escape(str(result['vocab']))}")
     console.print(t)
     if result.get("sample"):
         console.print("[bold]sample completion[/bold]")

@@ -178,11 +178,19 @@ def _recipe_as_yaml(recipe: Recipe) -> dict:
             "stages": [{s.kind: s.settings.model_dump(mode="json", exclude_none=True)} for s in recipe.stages]}
 
 
-def plan_recipe(recipe: Recipe) -> list[dict]:
-    """What each stage reads and writes, and a rough cost, from the configs alone (no weights are loaded)."""
+def plan_recipe(recipe: Recipe, device=None) -> list[dict]:
+    """What each stage reads and writes, a rough cost and its peak memory on ``device`` (a
+    ``downsize.models.memory.Device``, "cuda:80x2", or what this machine has), from the configs alone: no
+    weights are loaded, and Hub ids need only their config.json."""
     from downsize.models.arch import config_params
+    from downsize.models.memory import Device, plan_memory
 
     params = config_params(recipe.teacher)
+    try:
+        memory = {e.stage: e for e in plan_memory(recipe, device or Device.detect())}
+        memory_error = None
+    except DownsizeError as e:  # plan prints what it can; a config that cannot be read is reported, not raised
+        memory, memory_error = {}, e.message
     rows = []
     latest_model, latest_gguf = "teacher", None
     for st in recipe.stages:
@@ -197,12 +205,19 @@ def plan_recipe(recipe: Recipe) -> list[dict]:
         name = spec.output_name(s)
         rows.append({"stage": f"{st.index}: {st.name}", "kind": st.kind, "reads": reads,
                      "writes": f"{stage_dir_name(st)}/{name}" if name else f"{stage_dir_name(st)}/",
-                     "cost": spec.estimate(s, params) if spec.estimate else "-"})
+                     "cost": spec.estimate(s, params) if spec.estimate else "-",
+                     "memory": _memory_line(memory.get(st.name), memory_error)})
         if spec.produces == "model":
             latest_model = st.name
         if spec.produces == "gguf":
             latest_gguf = st.name
     return rows
+
+
+def _memory_line(est, error: str | None) -> str:
+    if est is None:
+        return f"unknown ({error})" if error else "-"
+    return est.line() + (f"; try: {est.suggestions[0]}" if est.suggestions else "")
 
 
 GENERAL_PIPELINE = [

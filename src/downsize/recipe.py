@@ -239,21 +239,21 @@ def _check_stage_names(named: list[tuple[int, str, dict]]) -> list[str]:
 def _check_references(recipe: Recipe) -> list[str]:
     """Model/data references and stage inputs, checked without loading any weights."""
     from downsize.data.refs import resolve_data
-    from downsize.models.refs import resolve_model
+    from downsize.models.refs import check_model_ref
 
     errors = []
 
     def check_model(where: str, ref: str):
         try:
-            resolve_model(ref)
+            check_model_ref(ref)
         except DownsizeError as e:
-            errors.append(f"{where}: {e.message}")
+            errors.append(f"{where}: {e.message}" + (f" (fix: {e.hint})" if e.hint else ""))
 
     def check_data(where: str, ref: str):
         try:
             resolve_data(ref)
         except DownsizeError as e:
-            errors.append(f"{where}: {e.message}")
+            errors.append(f"{where}: {e.message}" + (f" (fix: {e.hint})" if e.hint else ""))
 
     check_model("teacher", recipe.teacher)
     check_data("data", recipe.data)

@@ -108,8 +108,8 @@ def test_path_errors(tmp_path):
     bad.write_bytes(b"NOPE" + b"\0" * 16)
     with pytest.raises(DownsizeError, match="not a GGUF file"):
         resolve_model(str(bad))
-    with pytest.raises(DownsizeError, match="unknown model reference scheme 'hf'"):
-        resolve_model("hf:meta-llama/Llama-3")
+    with pytest.raises(DownsizeError, match="unknown model reference scheme 's3'"):
+        resolve_model("s3:meta-llama/Llama-3")  # hf: is a scheme now (tests/foundation/test_hub.py)
 
 
 def test_missing_tokenizer(tmp_path, tiny_model_dir):

@@ -144,8 +144,11 @@ def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_le
         model, tok = teacher
         teacher_name = getattr(model.config, "_name_or_path", "model")
     else:
+        from downsize.data.refs import resolve_data
         from downsize.models.refs import load_model
 
+        if isinstance(data, str):
+            resolve_data(data)  # fail on bad data before the teacher loads
         model, tok = load_model(teacher)
         teacher_name = str(teacher)
     if dtype == "bf16":

@@ -445,12 +445,15 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     ``nn.Module`` (sharing the teacher's tokenizer), a ``(model, tokenizer)`` pair or a ``PretrainedConfig``. With ``cfg.cache`` the teacher is read from an offline
     top-k cache (``teacher_ref`` is then only recorded, and may be None).
     """
+    from downsize.data.refs import resolve_data
     from downsize.models.refs import load_model
 
     out = Path(out_dir)
     work = out.with_name(out.name + WORK_SUFFIX)
     t0 = time.time()
     teacher = teacher_tok = gen_config = None
+    if not cfg.cache and isinstance(data_ref, str):
+        resolve_data(data_ref)  # a missing dataset or unusable column fails here, before any model loads
     if cfg.cache:
         data = TopKCacheDataset(cfg.cache, seed=cfg.train.seed)
         meta = data.meta
@@ -545,6 +548,12 @@ def _read_chats(chat_jsonl_ref: str) -> list[dict]:
     from downsize.data.refs import resolve_data
 
     ref = resolve_data(chat_jsonl_ref)
+    if ref.kind == "hub":  # a Hub chat dataset: its rows as messages (the split in the reference, else all)
+        out = [{"messages": r["messages"], "tools": None, "logprobs": None} for r in ref.records() if "messages" in r]
+        if not out:
+            raise DownsizeError(f"{chat_jsonl_ref} holds no chat rows (its column reads as plain text)",
+                                hint="name its chat column with #COLUMN, e.g. Org/Name:train#messages")
+        return out
     if ref.kind != "jsonl":
         raise DownsizeError(f"SFT needs chat JSONL, got {ref.kind} data at {chat_jsonl_ref}",
                             hint='one JSON object per line: {"messages": [{"role": "user", "content": ...}, ...], "tools": [...]}')
@@ -682,13 +691,13 @@ def sft(model_ref, chat_jsonl_ref: str, cfg: SFTConfig, out_dir: str | os.PathLi
 
     out = Path(out_dir)
     t0 = time.time()
+    records = _read_chats(chat_jsonl_ref)  # bad data fails before the model loads
     if isinstance(model_ref, tuple):
         model, tok = model_ref
         name = getattr(model.config, "_name_or_path", "model")
     else:
         model, tok = _load_base(str(model_ref), cfg.lora)
         name = str(model_ref)
-    records = _read_chats(chat_jsonl_ref)
     table = None
     if cfg.logprob_kd:
         from downsize.distill.logprobs import require_logprobs, token_table

@@ -46,6 +46,7 @@ def evaluate(model_ref: str, data_ref: str = "zoo:stdlib", split: str | None = N
              warn: Callable[[str], None] | None = None, teacher: str | None = None, speed: bool = False,
              threads: int | None = None) -> dict:
     ref = resolve_model(model_ref)
+    resolve_data(data_ref)  # a missing dataset or unusable column fails before any model loads
     if teacher is not None or ref.is_gguf:
         result = _compare(model_ref, teacher, data_ref, split, seq_len, max_tokens or COMPARE_TOKENS)
     else:
@@ -73,8 +74,8 @@ def _compare(model_ref: str, teacher: str | None, data_ref: str, split: str | No
     if teacher is not None:
         t = rows["teacher"]
         result.update(teacher=teacher, teacher_backend=t["backend"], teacher_perplexity=t["perplexity"],
-                      teacher_parameters=t["params"],
-                      teacher_size_mb=t["size_mb"], kl_to_teacher=m["kl_to_teacher"], top1_agreement=m["top1_agreement"])
+                      teacher_parameters=t["params"], teacher_size_mb=t["size_mb"], kl_to_teacher=m["kl_to_teacher"],
+                      top1_agreement=m["top1_agreement"], vocab=m["vocab"])
     return result
 
 

@@ -5,7 +5,9 @@ measured with the GGUF running in llama.cpp on the same token windows as the HF 
     >>> rows[1]["ppl_delta_pct"], rows[1]["kl"], rows[1]["bits_per_weight"]
 
 Windows are non-overlapping ``seq_len`` slices of the validation stream (downsize.eval.perplexity.windows), so
-``ppl_ref`` equals ``downsize eval``'s perplexity on the same tokens.
+``ppl_ref`` equals ``downsize eval``'s perplexity on the same tokens. KL and top-1 are taken over the ids the
+GGUF's and the tokenizer's vocabularies share (``downsize.eval.compare.match_vocab``: a GGUF lists the
+embedding's padding rows as tokens), renormalised there; ``vocab`` in each row says which.
 """
 
 from __future__ import annotations
@@ -63,22 +65,29 @@ def quant_report(gguf_paths: list[str | os.PathLike], model_ref, cfg: ReportConf
     ref_nll = sum(-lp[np.arange(e - s - 1), stream[s + 1:e]].sum() for lp, (s, e) in zip(ref_lp, spans))
     n_pred = sum(e - s - 1 for s, e in spans)
     ppl_ref = float(np.exp(ref_nll / n_pred))
+    from downsize.eval.compare import gguf_vocab, match_vocab
+
     rows = []
     for path in gguf_paths:
+        match = match_vocab(gguf_vocab(path), tok.get_vocab(), f"the GGUF {path}", f"the tokenizer of {model_ref}")
+        sel = match.ids
         llm = load_llama(path, n_ctx=cfg.seq_len, f32_kv=False)  # as users run it
         kl = agree = 0.0
         window_nll = []
         for lp, (s, e) in zip(ref_lp, spans):
             ids = stream[s:e].tolist()
-            gl = _log_softmax(gguf_logits(llm, ids))
+            raw = gguf_logits(llm, ids)
+            gl = _log_softmax(raw)
             window_nll.append(float(-gl[np.arange(e - s - 1), stream[s + 1:e]].sum()))
-            kl += float((np.exp(lp) * (lp - gl)).sum(-1).sum())
-            agree += float((lp.argmax(-1) == gl.argmax(-1)).sum())
+            rp, gp = (lp, gl) if sel is None else (_log_softmax(lp[:, sel]), _log_softmax(raw[:, sel]))
+            kl += float((np.exp(rp) * (rp - gp)).sum(-1).sum())
+            agree += float((rp.argmax(-1) == gp.argmax(-1)).sum())
         n_pos = sum(e - s for s, e in spans)
         ppl = float(np.exp(sum(window_nll) / n_pred))
         del llm
         rows.append({"gguf": str(path), **gguf_size(path), "tokens": n_pred, "ppl_ref": ppl_ref, "ppl": ppl,
                      "ppl_delta_pct": 100 * (ppl / ppl_ref - 1), "kl": kl / n_pos, "top1_agreement": agree / n_pos,
+                     "vocab": match.message,
                      **({"window_nll": window_nll} if cfg.per_window else {})})
     return rows
 

@@ -51,28 +51,14 @@ def build_config(arch: str, vocab_size: int, tokenizer=None, **fields) -> Pretra
     return cfg
 
 
-def params_from_config(cfg: dict) -> int:
-    """Parameter count of a decoder-only transformer from its config.json fields (no weights read)."""
-    h, layers, vocab = cfg.get("hidden_size", 0), cfg.get("num_hidden_layers", 0), cfg.get("vocab_size", 0)
-    ff = cfg.get("intermediate_size", 0)
-    heads = cfg.get("num_attention_heads", 1) or 1
-    kv = cfg.get("num_key_value_heads", heads) or heads
-    head_dim = cfg.get("head_dim") or (h // heads if heads else 0)
-    attn = h * heads * head_dim * 2 + h * kv * head_dim * 2  # q, o and k, v
-    mlp = 3 * h * ff  # gate, up, down
-    embed = vocab * h * (1 if cfg.get("tie_word_embeddings") else 2)
-    return layers * (attn + mlp + 2 * h) + embed + h
-
 
 def config_params(ref: str) -> int:
-    """Parameters of a model reference from its config alone; 0 when it cannot be read here."""
-    import json
-
+    """Parameters of a model reference from its config alone (a Hub id needs only config.json); 0 when unreadable."""
     from downsize.errors import DownsizeError
-    from downsize.models.refs import resolve_model
+    from downsize.models.memory import ModelShape
+    from downsize.models.refs import model_config
 
     try:
-        m = resolve_model(ref)
-        return 0 if m.is_gguf else params_from_config(json.loads((m.path / "config.json").read_text()))
-    except (DownsizeError, OSError, ValueError):
+        return ModelShape.from_config(model_config(ref)).params
+    except (DownsizeError, OSError, ValueError, KeyError):
         return 0

@@ -4,8 +4,14 @@
     >>> resolve_model("./runs/x/student")           # a Hugging Face directory
     >>> resolve_model("model-q8_0.gguf")            # a GGUF file (loaded through transformers, dequantised)
     >>> resolve_model("ollama:qwen2.5-coder:7b")    # the GGUF blob in the local Ollama store
+    >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct")  # a Hub id: the cached (or downloaded) snapshot folder
+    >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775")  # a pinned revision
     >>> model, tok = load_model("zoo:coder-teacher")
+    >>> model_config("Qwen/Qwen2.5-32B-Instruct")["num_hidden_layers"]   # config.json alone, no weights
 
+A local path that exists always wins over a Hub id of the same spelling; ``hf:Org/Name`` forces the Hub.
+Hub snapshots are kind "hf" (a Hugging Face directory) with ``repo_id``/``revision`` set; see
+``downsize.models.hub`` for what is downloaded and how offline mode works.
 Anything else raises ``DownsizeError`` naming what was looked for, where, and what to do.
 """
 
@@ -30,6 +36,8 @@ class ModelRef:
     ref: str  # as the user wrote it
     kind: str  # "hf", "zoo", "gguf"
     path: Path  # a directory for hf/zoo, a file for gguf
+    repo_id: str | None = None  # set for Hub snapshots (kind "hf")
+    revision: str | None = None  # the revision asked for (None = main)
 
     @property
     def is_gguf(self) -> bool:
@@ -100,32 +108,109 @@ def _resolve_path(ref: str) -> ModelRef:
     if not path.exists():
         raise DownsizeError(
             f"no model at {ref!r}: the path does not exist",
-            hint="pass a Hugging Face directory, a .gguf file, zoo:NAME (see `downsize zoo list`) or ollama:NAME[:TAG]",
+            hint="pass a Hugging Face directory, a .gguf file, a Hub id Org/Name[@revision], zoo:NAME "
+                 "(see `downsize zoo list`) or ollama:NAME[:TAG]",
         )
     if path.is_file():
         _check_gguf(path, ref)
         return ModelRef(ref, "gguf", path.resolve())
+    _check_hf_dir(path)
+    return ModelRef(ref, "hf", path.resolve())
+
+
+def _check_hf_dir(path: Path) -> None:
     if not (path / "config.json").exists():
         raise DownsizeError(f"{path} is a directory without config.json, so not a Hugging Face model",
                             hint="point at the folder that holds config.json and the weights (model.safetensors)")
     if not any((path / f).exists() for f in HF_WEIGHT_FILES):
         raise DownsizeError(f"{path} has config.json but no weights ({', '.join(HF_WEIGHT_FILES[:2])})",
                             hint="the save may have been interrupted; save the model again with save_pretrained")
-    return ModelRef(ref, "hf", path.resolve())
 
 
-_SCHEMES = {"zoo": _resolve_zoo, "ollama": _resolve_ollama}
+def _resolve_hub(ref: str, hub) -> ModelRef:
+    """A Hub id -> its snapshot folder (cache or download), checked like any Hugging Face directory."""
+    from downsize.models.hub import HUB_MODEL_FILES, download_command, hub_snapshot
+
+    path = hub_snapshot(hub, HUB_MODEL_FILES)
+    missing = [f for f, ok in (("config.json", (path / "config.json").exists()),
+                               ("safetensors weights", any(path.glob("*.safetensors")))) if not ok]
+    if missing:
+        raise DownsizeError(f"the snapshot of Hub model {hub} at {path} has no {' and no '.join(missing)}",
+                            hint=f"complete it with `{download_command(hub, HUB_MODEL_FILES)}`; downsize reads "
+                                 "safetensors weights only (a repo with only pytorch_model.bin needs converting first)")
+    return ModelRef(ref, "hf", path, repo_id=hub.repo_id, revision=hub.revision)
+
+
+def _resolve_hub_scheme(ref: str, spec: str) -> ModelRef:
+    from downsize.models.hub import parse_hub_id
+
+    hub = parse_hub_id(spec)
+    if hub is None:
+        raise DownsizeError(f"malformed Hub reference {ref!r}", hint="write hf:Org/Name or hf:Org/Name@revision")
+    return _resolve_hub(ref, hub)
+
+
+_SCHEMES = {"zoo": _resolve_zoo, "ollama": _resolve_ollama, "hf": _resolve_hub_scheme}
 
 
 def resolve_model(ref: str | os.PathLike) -> ModelRef:
+    from downsize.models.hub import parse_hub_id
+
     ref = str(ref)
     scheme, sep, rest = ref.partition(":")
     if sep and scheme in _SCHEMES:
         return _SCHEMES[scheme](ref, rest)
     if sep and len(scheme) > 1 and not Path(ref).exists() and "/" not in scheme:
         raise DownsizeError(f"unknown model reference scheme {scheme!r} in {ref!r}",
-                            hint=f"use a path, or one of: {', '.join(s + ':' for s in _SCHEMES)}")
+                            hint=f"use a path, a Hub id Org/Name, or one of: {', '.join(s + ':' for s in _SCHEMES)}")
+    hub = None if Path(ref).expanduser().exists() else parse_hub_id(ref)  # a local folder wins over a Hub id
+    if hub is not None:
+        return _resolve_hub(ref, hub)
     return _resolve_path(ref)
+
+
+def check_model_ref(ref: str | os.PathLike) -> None:
+    """Raise DownsizeError unless ``ref`` resolves, downloading nothing big: online, a Hub id is checked by its
+    config.json alone (the weights come when a stage needs them), so `downsize validate` never pulls weights;
+    offline it must be fully in the cache."""
+    from downsize.models.hub import hub_offline, parse_hub_id
+
+    ref = str(ref)
+    local = Path(ref).expanduser().exists()
+    hub = parse_hub_id(ref) if ref.startswith("hf:") or (":" not in ref and not local) else None
+    if hub is not None and not hub_offline():
+        model_config(ref)
+    else:
+        resolve_model(ref)
+
+
+def model_config(ref: str | os.PathLike) -> dict:
+    """The config.json of a model reference without touching its weights: a Hub id reads config.json from the
+    cache (or downloads that file alone); a folder, a config.json file or a zoo model reads the file."""
+    from downsize.models.hub import HUB_CONFIG_ONLY, hub_snapshot, parse_hub_id
+
+    ref = str(ref)
+    path = Path(ref).expanduser()
+    hub = parse_hub_id(ref) if not path.exists() and (ref.startswith("hf:") or ":" not in ref) else None
+    if path.is_file() and path.name == "config.json":
+        folder = path.parent
+    elif path.is_dir():
+        folder = path
+    elif hub is not None:
+        folder = hub_snapshot(hub, HUB_CONFIG_ONLY)
+    else:
+        r = resolve_model(ref)  # zoo:, ollama:, a .gguf, or the usual error for a missing path
+        if r.is_gguf:
+            raise DownsizeError(f"{ref} is a GGUF file, which has no config.json",
+                                hint="pass the Hugging Face model (folder, Hub id or config.json) it was converted from")
+        folder = r.path
+    cfg_file = folder / "config.json"
+    if not cfg_file.exists():
+        raise DownsizeError(f"{folder} has no config.json", hint="point at the folder that holds config.json")
+    try:
+        return json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise DownsizeError(f"{cfg_file} is not valid JSON ({e.msg})", hint="download or save the config again") from None
 
 
 def load_tokenizer(ref: str | ModelRef, trust_remote_code: bool = False):

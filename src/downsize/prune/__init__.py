@@ -103,6 +103,10 @@ def prune_ref(model_ref: str, out_dir, cfg: PruneConfig, calib_data_ref="zoo:std
     from downsize.models.refs import load_model, resolve_model
 
     ref = resolve_model(model_ref)
+    if isinstance(calib_data_ref, str):
+        from downsize.data.refs import resolve_data
+
+        resolve_data(calib_data_ref)  # fail on bad calibration data before the model loads
     if dtype is None and not ref.is_gguf:  # save in the source checkpoint's float type (pruning runs in fp32)
         src = json.loads((ref.path / "config.json").read_text())
         dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(src.get("dtype") or src.get("torch_dtype")))

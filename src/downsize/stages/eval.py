@@ -24,6 +24,8 @@ class EvalStage(StageConfig):
                                                      "agreement; default: the recipe's teacher")
     data: Optional[str] = Field(None, description="data reference; default: the recipe's data (zoo:stdlib on the "
                                                   "command line)")
+    data_column: Optional[str] = Field(None, description="the Hub dataset column to read (text or chat); same as "
+                                                         "DATA#COLUMN")
     split: Optional[str] = Field(None, description="train, validation, test or all (default: validation for "
                                                    "zoo:stdlib, all otherwise)")
     seq_len: int = Field(256, ge=8, description="window length for perplexity")
@@ -79,7 +81,10 @@ def run_eval(ctx: StageContext, cfg: EvalStage) -> Artifact:
     from downsize.eval.speed import measure_speed
 
     models = _run_models(ctx, cfg)
-    rows = compare_models(models, teacher="teacher", data=ctx.data_ref(cfg.data), split=cfg.split,
+    from downsize.data.refs import with_column
+
+    rows = compare_models(models, teacher="teacher", data=with_column(ctx.data_ref(cfg.data), cfg.data_column),
+                          split=cfg.split,
                           seq_len=cfg.seq_len, max_tokens=cfg.effective_max_tokens())
     if cfg.speed:
         for n, ref in models.items():
