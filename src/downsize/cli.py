@@ -208,9 +208,12 @@ def plan_cmd(
     r = load_recipe(recipe, overrides or [], check_refs=False)  # a plan is for recipes whose weights are not here yet
     t = Table("stage", "kind", "reads", "writes", "rough cost", "peak memory",
               title=escape(f"{r.name}: teacher {r.teacher}, data {r.data}"))
-    for row in plan_recipe(r, device):
+    rows = plan_recipe(r, device)
+    for row in rows:
         t.add_row(*(escape(str(row[k])) for k in ("stage", "kind", "reads", "writes", "cost", "memory")))
     console.print(t)
+    if rows and rows[0]["memory_error"]:
+        err.print(f"[yellow]memory plan unavailable:[/yellow] {escape(rows[0]['memory_error'])}", highlight=False)
 
 
 @app.command("validate")

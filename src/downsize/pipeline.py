@@ -206,7 +206,7 @@ def plan_recipe(recipe: Recipe, device=None) -> list[dict]:
         rows.append({"stage": f"{st.index}: {st.name}", "kind": st.kind, "reads": reads,
                      "writes": f"{stage_dir_name(st)}/{name}" if name else f"{stage_dir_name(st)}/",
                      "cost": spec.estimate(s, params) if spec.estimate else "-",
-                     "memory": _memory_line(memory.get(st.name), memory_error)})
+                     "memory": _memory_line(memory.get(st.name), memory_error), "memory_error": memory_error})
         if spec.produces == "model":
             latest_model = st.name
         if spec.produces == "gguf":
@@ -216,7 +216,7 @@ def plan_recipe(recipe: Recipe, device=None) -> list[dict]:
 
 def _memory_line(est, error: str | None) -> str:
     if est is None:
-        return f"unknown ({error})" if error else "-"
+        return "unknown (see below)" if error else "-"
     return est.line() + (f"; try: {est.suggestions[0]}" if est.suggestions else "")
 
 
