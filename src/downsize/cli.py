@@ -28,6 +28,25 @@ console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
 err = Console(stderr=True, soft_wrap=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from downsize import __version__
+
+        console.print(f"downsize {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="print the version and exit"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show third-party progress bars, warnings and INFO logs "
+                                 "(transformers, gguf, huggingface_hub), hidden by default"),
+) -> None:
+    from downsize.console import quiet_third_party
+
+    quiet_third_party(verbose)
+
+
 def _not_built(command: str, issue: str) -> None:
     raise NotBuiltYet(f"'downsize {command}' is not built yet in this version", hint=f"it is planned ({issue})")
 
