@@ -96,7 +96,8 @@ def fmt_duration(seconds: float | None) -> str:
         return "–"
     s = float(seconds)
     if s < 10:
-        return f"{fmt_sig(s, 2)} s"
+        digits = fmt_sig(s, 2)
+        return (digits.rstrip("0").rstrip(".") if "." in digits else digits) + " s"
     if s < 60:
         return f"{s:.0f} s"
     if s < 3600:

@@ -27,7 +27,7 @@ def test_fmt_rate(x, text):
     assert fmt_rate(x) == text
 
 
-@pytest.mark.parametrize("s,text", [(0.423, "0.42 s"), (45.2, "45 s"), (200, "3 min 20 s"), (180, "3 min"),
+@pytest.mark.parametrize("s,text", [(0.423, "0.42 s"), (0.1, "0.1 s"), (2.0, "2 s"), (45.2, "45 s"), (200, "3 min 20 s"), (180, "3 min"),
                                     (7500, "2 h 05 min")])
 def test_fmt_duration(s, text):
     assert fmt_duration(s) == text
