@@ -139,20 +139,25 @@ def eval_cmd(
     if as_json:
         console.print_json(json.dumps(result))
         return
+    from downsize.console import fmt_mib, fmt_params, fmt_sig
+
     cols = ["metric", model] + ([teacher] if teacher else [])
     t = Table(*cols)
-    fmt = lambda v: "–" if v is None else f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
-    rows = [("backend", "backend", None), ("parameters", "parameters", "teacher_parameters"),
-            ("size on disk MB", "size_mb", "teacher_size_mb"), ("tokens", "tokens", None),
-            ("perplexity", "perplexity", "teacher_perplexity"), ("KL(teacher || model)", "kl_to_teacher", None),
-            ("top-1 agreement", "top1_agreement", None)]
-    for label, key, tkey in rows:
+    plain = lambda v: "–" if v is None else f"{v:,}" if isinstance(v, int) else fmt_sig(v, 5) if isinstance(v, float) else str(v)  # noqa: E731
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    rows = [("backend", "backend", "teacher_backend", str), ("parameters", "parameters", "teacher_parameters", fmt_params),
+            ("size on disk", "size_mb", "teacher_size_mb", fmt_mib), ("tokens", "tokens", None, plain),
+            ("perplexity", "perplexity", "teacher_perplexity", plain), ("KL(teacher || model)", "kl_to_teacher", None, plain),
+            ("top-1 agreement", "top1_agreement", None, pct)]
+    for label, key, tkey, f in rows:
         if key in result:
-            t.add_row(label, fmt(result[key]), *([fmt(result.get(tkey)) if tkey else ""] if teacher else []))
-    for label, key in (("prompt tokens/s", "prompt_tok_s"), ("generation tokens/s", "gen_tok_s"), ("peak RSS MB", "peak_rss_mb")):
+            t.add_row(label, f(result[key]), *([f(result.get(tkey)) if tkey else ""] if teacher else []))
+    # speed is measured per model in its own backend (a GGUF in llama.cpp, an HF directory in transformers): say which
+    for label, key, f in (("speed measured in", "backend", str), ("prompt tokens/s", "prompt_tok_s", fmt_sig),
+                          ("generation tokens/s", "gen_tok_s", fmt_sig), ("peak RSS", "peak_rss_mb", fmt_mib)):
         if "speed" in result:
-            t.add_row(label, fmt(result["speed"][key]),
-                      *([fmt(result["teacher_speed"][key]) if "teacher_speed" in result else ""] if teacher else []))
+            t.add_row(label, f(result["speed"][key]),
+                      *([f(result["teacher_speed"][key]) if "teacher_speed" in result else "–"] if teacher else []))
     for task, metrics in result.get("lm_eval", {}).items():
         for k in ("acc", "acc_norm", "exact_match"):
             if k in metrics:

@@ -77,7 +77,7 @@ def _compare(model_ref: str, teacher: str | None, data_ref: str, split: str | No
               "size_mb": m["size_mb"], "tokens": m["tokens"], "perplexity": m["perplexity"], "seq_len": seq_len}
     if teacher is not None:
         t = rows["teacher"]
-        result.update(teacher=teacher, teacher_perplexity=t["perplexity"], teacher_parameters=t["params"],
+        result.update(teacher=teacher, teacher_backend=t["backend"], teacher_perplexity=t["perplexity"], teacher_parameters=t["params"],
                       teacher_size_mb=t["size_mb"], kl_to_teacher=m["kl_to_teacher"], top1_agreement=m["top1_agreement"])
     return result
 
