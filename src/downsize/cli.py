@@ -402,6 +402,8 @@ def _print_export(result: dict, as_json: bool) -> None:
     console.print(t)
 
 
+_PUSH_HELP = ("also upload the result to this Hugging Face Hub repository (NAMESPACE/NAME) with a generated model "
+              "card; needs HF_TOKEN (or `hf auth login`), HF_ENDPOINT for another Hub")
 _RESCALE_HELP = ("undo the shrinkage of llama.cpp's block fits (row scales against the float model); "
                  "--no-rescale keeps llama.cpp's bytes")
 
@@ -417,13 +419,29 @@ def export_gguf_cmd(
     report_data: str = typer.Option("zoo:stdlib", help="data reference for --report (validation split of zoo:stdlib)"),
     report_tokens: int = typer.Option(8192, help="tokens evaluated by --report"),
     rescale: bool = typer.Option(True, help=_RESCALE_HELP),
+    push_to_hub: Optional[str] = typer.Option(None, help=_PUSH_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Export a model to GGUF (our converter; K-quants through llama.cpp's quantizer)."""
     from downsize.export.api import export_with_report
 
-    _print_export(export_with_report(model, out, quant, imatrix=imatrix, calib=calib, report=report,
-                                     report_data=report_data, report_tokens=report_tokens, rescale=rescale), as_json)
+    result = export_with_report(model, out, quant, imatrix=imatrix, calib=calib, report=report,
+                                report_data=report_data, report_tokens=report_tokens, rescale=rescale)
+    if push_to_hub:
+        result["hub"] = _push(push_to_hub, model, ggufs=[out])
+    _print_export(result, as_json)
+
+
+def _push(repo: str, model: str, ggufs: list, modelfile=None) -> str:
+    """Push the export with a model card from the model directory's downsize card (when it has one)."""
+    from downsize.hub import card_from_model, push_to_hub
+    from downsize.models.refs import resolve_model
+
+    src = resolve_model(model).path
+    card = card_from_model(src if src.is_dir() else None, repo.split("/")[-1])
+    r = push_to_hub(repo, ggufs=ggufs, modelfile=modelfile, card=card)
+    err.print(f"[green]pushed[/green] {len(r['files'])} files to {r['url']} (commit {r['commit'][:10]})", highlight=False)
+    return r["url"]
 
 
 @app.command("quantize")
@@ -452,6 +470,7 @@ def export_ollama_cmd(
     num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the model's context length)"),
     create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
     rescale: bool = typer.Option(True, help=_RESCALE_HELP),
+    push_to_hub: Optional[str] = typer.Option(None, help=_PUSH_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Export to GGUF plus an Ollama Modelfile (TEMPLATE converted from the Jinja chat template)."""
@@ -459,6 +478,8 @@ def export_ollama_cmd(
 
     r = export_ollama(model, name, out, quant, imatrix=imatrix, template_style=template_style, num_ctx=num_ctx, create=create,
                       rescale=rescale)
+    if push_to_hub:
+        r["hub"] = _push(push_to_hub, model, ggufs=[r["gguf"]], modelfile=r["modelfile"])
     _print_export(r, as_json)
     if not r["created"] and not as_json:
         console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
