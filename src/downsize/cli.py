@@ -47,6 +47,10 @@ def _global_options(
     quiet_third_party(verbose)
 
 
+_REPORT_TO_HELP = ("log training metrics to tensorboard (OUT.work/runs/downsize), wandb (pip install wandb; "
+                   "WANDB_MODE=offline works) or both: tensorboard,wandb")
+
+
 def _not_built(command: str, issue: str) -> None:
     raise NotBuiltYet(f"'downsize {command}' is not built yet in this version", hint=f"it is planned ({issue})")
 
@@ -227,6 +231,7 @@ def distill_cmd(
     checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
     mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
+    report_to: Optional[str] = typer.Option(None, help=_REPORT_TO_HELP),
 ):
     """Distil a teacher into a student (logit KD, offline top-k cache, on-policy GKD, cross-tokenizer ULD)."""
     import logging
@@ -251,7 +256,8 @@ def distill_cmd(
         raise DownsizeError("give --student and --out", hint="e.g. --student teacher:num_hidden_layers=4,hidden_size=192 --out runs/student")
     cfg = DistillConfig(
         train=TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup,
-                          checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision),
+                          checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision,
+                          report_to=report_to),
         loss=LossSpec(loss, temperature=temperature, kd_ratio=kd_ratio, beta=beta, alpha=alpha, chunk_size=chunk_size),
         seq_len=seq_len, windows=windows, teacher_dtype=teacher_dtype, cache=str(cache) if cache else None,
         on_policy=OnPolicy(lmbda=lmbda, seq_kd=seq_kd, prompt_len=prompt_len, new_tokens=new_tokens) if (lmbda or seq_kd) else None,
@@ -279,6 +285,7 @@ def sft_cmd(
     checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
     mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
+    report_to: Optional[str] = typer.Option(None, help=_REPORT_TO_HELP),
 ):
     """Fine-tune on chat data (loss on assistant tokens only), full or LoRA; text KD from teacher-written traces,
     plus logit KD where the teacher's top-k logprobs were stored."""
@@ -293,7 +300,8 @@ def sft_cmd(
     if threads:
         torch.set_num_threads(threads)
     cfg = SFTConfig(train=TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup,
-                                      checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision),
+                                      checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision,
+                                      report_to=report_to),
                     max_seq_len=max_seq_len, logprob_kd=logprob_kd,
                     lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None)
     path = sft(model, data, cfg, out, resume=resume)
