@@ -62,10 +62,11 @@ def test_version_matches_the_package_metadata(tmp_path):
 
 
 def test_third_party_output_is_quiet_unless_verbose(tmp_path, tiny_model_dir, stdlib_texts):
-    """transformers draws a 'Loading weights' bar when eval loads a model and gguf logs 'Writing the following
-    files' when export writes one; neither reaches the terminal by default, both do with --verbose."""
+    """transformers draws a 'Loading weights' bar and warns 'Token indices sequence length…' when eval loads a model
+    and tokenizes a long document, gguf logs 'Writing the following files' when export writes one; none of them
+    reaches the terminal by default, all do with --verbose."""
     data = tmp_path / "d.txt"
-    data.write_text(stdlib_texts[0][:4000])
+    data.write_text("\n".join(stdlib_texts[:3])[:15000])  # > the tokenizer's 2048 tokens: "Token indices sequence length…"
     both = lambda r: r.stdout + r.stderr  # noqa: E731
     runs = {}
     for mode, flags in (("quiet", []), ("loud", ["--verbose"])):
@@ -74,8 +75,8 @@ def test_third_party_output_is_quiet_unless_verbose(tmp_path, tiny_model_dir, st
         ex = _cli(*flags, "export", "gguf", str(tiny_model_dir), "--out", f"{mode}.gguf", "--quant", "F32", cwd=tmp_path)
         assert ev.returncode == 0 and ex.returncode == 0, ev.stderr + ex.stderr
         runs[mode] = both(ev) + both(ex)
-    assert "Loading weights" in runs["loud"] and "Writing the following files" in runs["loud"]
-    assert "Loading weights" not in runs["quiet"] and "Writing the following files" not in runs["quiet"]
+    for noise in ("Loading weights", "Writing the following files", "Token indices sequence length"):
+        assert noise in runs["loud"] and noise not in runs["quiet"], noise
     assert "perplexity" in runs["quiet"]  # downsize's own output is still there
     assert (tmp_path / "quiet.gguf").stat().st_size == (tmp_path / "loud.gguf").stat().st_size > 0
 
