@@ -31,7 +31,6 @@ MODELFILE = "Modelfile"
 # Files of a model directory that are not part of the model (training state, our own cards stay: they are small).
 SKIP_SUFFIXES = (".work", ".tmp")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-CARD_KEYS = ("teacher", "data", "stages", "rows", "name")
 TOKEN_HINT = "create a write token at https://huggingface.co/settings/tokens, then `export HF_TOKEN=hf_...` " \
              "(or run `hf auth login`)"
 
