@@ -33,6 +33,48 @@ console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
 err = Console(stderr=True, soft_wrap=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from downsize import __version__
+
+        console.print(f"downsize {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="print the version and exit"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show third-party progress bars, warnings and INFO logs "
+                                 "(transformers, gguf, huggingface_hub), hidden by default"),
+) -> None:
+    from downsize.console import quiet_third_party
+
+    quiet_third_party(verbose)
+
+
+_REPORT_TO_HELP = ("log training metrics to tensorboard (OUT.work/runs/downsize), wandb (pip install wandb; "
+                   "WANDB_MODE=offline works) or both: tensorboard,wandb")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from downsize import __version__
+
+        console.print(f"downsize {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="print the version and exit"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show third-party progress bars, warnings and INFO logs "
+                                 "(transformers, gguf, huggingface_hub), hidden by default"),
+) -> None:
+    from downsize.console import quiet_third_party
+
+    quiet_third_party(verbose)
+
+
 def _not_built(command: str, issue: str) -> None:
     raise NotBuiltYet(f"'downsize {command}' is not built yet in this version", hint=f"it is planned ({issue})")
 
@@ -135,6 +177,8 @@ def _print_export(result: dict, as_json: bool) -> None:
     console.print(t)
 
 
+_PUSH_HELP = ("also upload the result to this Hugging Face Hub repository (NAMESPACE/NAME) with a generated model "
+              "card; needs HF_TOKEN (or `hf auth login`), HF_ENDPOINT for another Hub")
 _RESCALE_HELP = ("undo the shrinkage of llama.cpp's block fits (row scales against the float model); "
                  "--no-rescale keeps llama.cpp's bytes")
 
@@ -471,20 +515,25 @@ def _run_eval(spec, v: dict) -> None:
 
 
 def _print_eval(result: dict, model: str, teacher: str | None) -> None:
+    from downsize.console import fmt_mib, fmt_params, fmt_sig
+
     cols = ["metric", model] + ([teacher] if teacher else [])
     t = Table(*[escape(c) for c in cols])
-    fmt = lambda v: "–" if v is None else f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
-    rows = [("backend", "backend", "teacher_backend"), ("parameters", "parameters", "teacher_parameters"),
-            ("size on disk MB", "size_mb", "teacher_size_mb"), ("tokens", "tokens", None),
-            ("perplexity", "perplexity", "teacher_perplexity"), ("KL(teacher || model)", "kl_to_teacher", None),
-            ("top-1 agreement", "top1_agreement", None)]
-    for label, key, tkey in rows:
+    plain = lambda v: "–" if v is None else f"{v:,}" if isinstance(v, int) else fmt_sig(v, 5) if isinstance(v, float) else str(v)  # noqa: E731
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    rows = [("backend", "backend", "teacher_backend", str), ("parameters", "parameters", "teacher_parameters", fmt_params),
+            ("size on disk", "size_mb", "teacher_size_mb", fmt_mib), ("tokens", "tokens", None, plain),
+            ("perplexity", "perplexity", "teacher_perplexity", plain), ("KL(teacher || model)", "kl_to_teacher", None, plain),
+            ("top-1 agreement", "top1_agreement", None, pct)]
+    for label, key, tkey, f in rows:
         if key in result:
-            t.add_row(label, fmt(result[key]), *([fmt(result.get(tkey)) if tkey else ""] if teacher else []))
-    for label, key in (("prompt tokens/s", "prompt_tok_s"), ("generation tokens/s", "gen_tok_s"), ("peak RSS MB", "peak_rss_mb")):
+            t.add_row(label, f(result[key]), *([f(result.get(tkey)) if tkey else ""] if teacher else []))
+    # speed is measured per model in its own backend (a GGUF in llama.cpp, an HF directory in transformers): say which
+    for label, key, f in (("speed measured in", "backend", str), ("prompt tokens/s", "prompt_tok_s", fmt_sig),
+                          ("generation tokens/s", "gen_tok_s", fmt_sig), ("peak RSS", "peak_rss_mb", fmt_mib)):
         if "speed" in result:
-            t.add_row(label, fmt(result["speed"][key]),
-                      *([fmt(result["teacher_speed"][key]) if "teacher_speed" in result else ""] if teacher else []))
+            t.add_row(label, f(result["speed"][key]),
+                      *([f(result["teacher_speed"][key]) if "teacher_speed" in result else "–"] if teacher else []))
     for task, metrics in result.get("lm_eval", {}).items():
         for k in ("acc", "acc_norm", "exact_match"):
             if k in metrics:

@@ -19,7 +19,7 @@ from typing import Literal, Optional
 
 from downsize.export.quantize import QUANT_TYPES
 from downsize.stages.base import Artifact, Field, StageContext, stage
-from downsize.stages.quantize import QuantizeStage, quantize_model
+from downsize.stages.quantize import QuantizeStage, push, quantize_model
 
 DEFAULT_QUANT = "Q4_K_M"
 MODELFILE = "Modelfile"
@@ -72,7 +72,8 @@ def run_export(ctx: StageContext, cfg: ExportStage) -> Artifact:
     info = convert_gguf(gguf, name, out_dir, template_style=cfg.template_style, num_ctx=cfg.num_ctx, create=cfg.create)
     base = ctx.run_dir or Path.cwd()
     modelfile = Path(os.path.relpath(info["modelfile"], base))
-    return Artifact("gguf", gguf, "", {"gguf": os.path.relpath(gguf, base), "modelfile": str(modelfile),
+    hub = push(ctx, cfg, [gguf], info["modelfile"]) if cfg.push_to_hub else None
+    return Artifact("gguf", gguf, "", {"hub": hub,"gguf": os.path.relpath(gguf, base), "modelfile": str(modelfile),
                                        "template_style": info["template_style"], "stops": info["stops"],
                                        "ollama_name": name, "ollama_command": f"ollama create {name} -f {modelfile}",
                                        "ollama_created": info["created"]})

@@ -32,6 +32,9 @@ class QuantizeStage(StageConfig):
                                             "llama.cpp")
     report_data: Optional[str] = Field(None, description="data for the report; default: like calib")
     report_tokens: int = Field(8192, ge=256, description="tokens evaluated by the report")
+    push_to_hub: Optional[str] = Field(None, description="also upload the result to this Hugging Face Hub repository "
+                                                         "(NAMESPACE/NAME) with a generated model card; needs HF_TOKEN "
+                                                         "(or `hf auth login`), HF_ENDPOINT for another Hub")
 
     @field_validator("imatrix", mode="before")
     @classmethod
@@ -55,6 +58,19 @@ def quantize_model(ctx: StageContext, cfg: QuantizeStage, src: str, out) -> dict
                               report_tokens=cfg.report_tokens, rescale=cfg.rescale)
 
 
+def push(ctx: StageContext, cfg: QuantizeStage, ggufs: list, modelfile=None) -> str:
+    """Upload the stage's files with a model card made from the input model's downsize card (when it has one)."""
+    from pathlib import Path
+
+    from downsize.hub import card_from_model, push_to_hub
+
+    src = Path(ctx.input_ref())
+    card = card_from_model(src if src.is_dir() else None, cfg.push_to_hub.split("/")[-1])
+    r = push_to_hub(cfg.push_to_hub, ggufs=ggufs, modelfile=modelfile, card=card)
+    ctx.log(f"pushed {len(r['files'])} files to {r['url']} (commit {r['commit'][:10]})")
+    return r["url"]
+
+
 def _estimate(cfg: QuantizeStage, params: int) -> str:
     return (f"streams ~{params * 2 / 2**20:.0f} MB of weights"
             + (f"; importance matrix from {cfg.calib_tokens:,} tokens" if cfg.wants_imatrix() else ""))
@@ -69,4 +85,6 @@ def run_quantize(ctx: StageContext, cfg: QuantizeStage) -> Artifact:
                "imatrix": r["imatrix"], "rescaled": "rescale" in r}
     if ctx.run_dir is not None:
         metrics["gguf"] = str(ctx.out.relative_to(ctx.run_dir))
+    if cfg.push_to_hub:
+        metrics["hub"] = push(ctx, cfg, [ctx.out])
     return Artifact("gguf", ctx.out, "", metrics)

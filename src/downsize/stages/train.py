@@ -31,6 +31,9 @@ class TrainFields(StageConfig):
     checkpoint_every: int = Field(50, ge=0, description="steps between checkpoints in OUT.work (0 = only at the end)")
     data: Optional[str] = Field(None, description="data reference or a stage name; default: the recipe's data "
                                                   "(zoo:stdlib on the command line)")
+    report_to: Optional[str] = Field(None, description="log training metrics to tensorboard (OUT.work/runs/downsize), "
+                                                       "wandb (pip install wandb; WANDB_MODE=offline works) or both: "
+                                                       "tensorboard,wandb")
 
     def train_config(self, seed: int, progress: bool = True):
         from downsize.train.loop import TrainConfig
@@ -38,7 +41,7 @@ class TrainFields(StageConfig):
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, grad_accum=self.grad_accum, lr=self.lr,
                            warmup_steps=self.warmup_steps, weight_decay=self.weight_decay,
                            max_grad_norm=self.max_grad_norm, mixed_precision=self.mixed_precision, seed=seed,
-                           checkpoint_every=self.checkpoint_every, progress=progress)
+                           checkpoint_every=self.checkpoint_every, progress=progress, report_to=self.report_to or ())
 
 
 class TrainStage(TrainFields):

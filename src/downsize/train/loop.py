@@ -87,10 +87,14 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     progress: bool = True
+    # experiment trackers through accelerate: () / "none", "tensorboard", "wandb" or "tensorboard,wandb";
+    # TensorBoard event files go to OUT/runs/downsize, W&B runs to OUT/wandb (WANDB_MODE=offline works)
+    report_to: tuple[str, ...] | str = ()
 
     def __post_init__(self):
         if self.steps < 1:
             raise DownsizeError(f"steps must be >= 1, got {self.steps}")
+        object.__setattr__(self, "report_to", parse_report_to(self.report_to))
         if self.mixed_precision not in ("bf16", "no"):
             raise DownsizeError(
                 f"mixed_precision {self.mixed_precision!r} is not supported",
@@ -148,13 +152,33 @@ def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _tensorboard(out: Path):
-    """A SummaryWriter under ``out/tensorboard`` when tensorboard is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard is in downsize's default install; reinstall it: "
+                                           "pip install tensorboard"),
+            "wandb": ("wandb", "W&B is optional: pip install wandb (WANDB_MODE=offline to log without an account)")}
+TRACKER_PROJECT = "downsize"  # accelerate's project name: TensorBoard writes OUT/runs/downsize
+TRACKER_DIR = "runs"
+
+
+def parse_report_to(value) -> tuple[str, ...]:
+    """'tensorboard,wandb' / ['wandb'] / 'none' / None -> a tuple of known tracker names (checked installed)."""
+    import importlib.util
+
+    if value is None:
+        return ()
+    names = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value) if v and v.strip()]
+    names = [n for n in names if n != "none"]
+    for n in names:
+        if n not in TRACKERS:
+            raise DownsizeError(f"unknown tracker {n!r} in report_to", hint=f"choose from {', '.join(TRACKERS)} or none")
+        module, hint = TRACKERS[n]
+        if importlib.util.find_spec(module) is None:
+            raise DownsizeError(f"report_to={n} but the {module} package is not installed", hint=hint)
+    return tuple(dict.fromkeys(names))
+
+
+def _tracker_config(cfg: TrainConfig) -> dict:
+    """The config as hyperparameters trackers accept (TensorBoard's hparams take only scalars and strings)."""
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in asdict(cfg).items()}
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -255,7 +279,12 @@ def train(
         # pipeline, a benchmark) may ask for another precision. The process group itself is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True on machines without a GPU is what lets torchrun/accelerate launch run several CPU processes (gloo)
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=1, cpu=not torch.cuda.is_available())
+    trackers = {"log_with": list(cfg.report_to), "project_dir": str(out / TRACKER_DIR)} if cfg.report_to else {}
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
+                      **trackers)
+    if cfg.report_to:
+        acc.init_trackers(TRACKER_PROJECT, config=_tracker_config(cfg),
+                          init_kwargs={"wandb": {"dir": str(out), "name": out.name}} if "wandb" in cfg.report_to else {})
     torch.manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False
@@ -278,7 +307,6 @@ def train(
         metrics_path.unlink()
 
     rank, world = acc.process_index, acc.num_processes
-    tb = _tensorboard(out) if acc.is_main_process else None
     bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
     t0 = time.perf_counter()
     tokens_at_start = tokens
@@ -340,10 +368,8 @@ def train(
             rec = {"step": done, "loss": loss_sum, "lr": lr_at(step, cfg), "tokens": tokens, "tok_s": tok_s, **agg}
             with open(metrics_path, "a") as f:  # one whole line per write
                 f.write(json.dumps(rec) + "\n")
-            if tb is not None:
-                for k, v in rec.items():
-                    if k != "step" and isinstance(v, (int, float)):
-                        tb.add_scalar(k, v, done)
+            if cfg.report_to:
+                acc.log({k: v for k, v in rec.items() if k != "step" and isinstance(v, (int, float))}, step=done)
             if on_log:
                 on_log(rec)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
@@ -353,8 +379,8 @@ def train(
             acc.wait_for_everyone()
         step += 1
     bar.close()
-    if tb is not None:
-        tb.close()
+    if cfg.report_to:
+        acc.end_training()  # flushes and closes the trackers' files
     acc.wait_for_everyone()
     if acc.is_main_process:
         _save_checkpoint(out, cfg.steps, raw, optimizer, cfg, {"tokens": tokens, "loss": last_loss})
