@@ -3,7 +3,12 @@
     $ downsize zoo list
     $ downsize eval zoo:coder-teacher --data zoo:stdlib
     >>> import downsize
-    >>> downsize.evaluate("zoo:coder-teacher-qwen", "zoo:stdlib", max_tokens=2048)["perplexity"]
+    >>> round(downsize.evaluate("zoo:coder-teacher-qwen", "zoo:stdlib", max_tokens=2048)["perplexity"], 1) > 1
+    True
+    >>> art = downsize.run_stage("prune", model="zoo:coder-teacher-qwen", out="pruned", method="width",
+    ...                          targets="ffn=256", calib_samples=4, seq_len=64)   # the prune stage's own fields
+    >>> art.kind
+    'model'
 
 The names below are the Python API (docs/api.md walks through prune -> distill -> export -> evaluate).
 They are loaded on first use, so ``import downsize`` (and ``downsize --version``) stays fast.
@@ -19,6 +24,8 @@ __version__ = "0.1.0"
 
 # name -> "module:attribute"; one line per public name, documented in docs/api.md
 _API = {
+    "run_stage": "downsize.stages:run_stage",
+    "STAGES": "downsize.stages:STAGES",
     "prune_ref": "downsize.prune:prune_ref",
     "PruneConfig": "downsize.prune:PruneConfig",
     "DistillConfig": "downsize.distill:DistillConfig",

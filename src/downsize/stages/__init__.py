@@ -17,6 +17,10 @@ stage kind is one new module here, listed in ``MODULES``.
 from __future__ import annotations
 
 import importlib
+import logging
+from pathlib import Path
+
+from downsize.errors import DownsizeError
 
 from downsize.stages.base import (ARTIFACT_KINDS, STAGES, Artifact, StageConfig, StageContext, StageSpec,  # noqa: F401
                                   stage)
@@ -25,14 +29,26 @@ __all__ = ["STAGES", "StageSpec", "stage", "Artifact", "StageConfig", "StageCont
 MODULES = ("prune", "distill", "train", "sft", "merge", "generate", "quantize", "export", "eval")
 
 
-def run_stage(kind: str, ctx: StageContext, cfg: StageConfig | None = None, **fields) -> Artifact:
-    """Run one stage outside a recipe: ``cfg`` or its fields as keywords (validated by the stage's config)."""
+def run_stage(kind: str, ctx: StageContext | None = None, cfg: StageConfig | None = None, *,
+              out: str | Path | None = None, model: str | None = None, teacher: str | None = None,
+              data: str | None = None, seed: int = 0, resume: bool = False, **fields) -> Artifact:
+    """Run one stage outside a recipe (the Python API): ``cfg`` or its fields as keywords, validated by the
+    stage's config, the same class the recipe schema and the CLI options come from.
+
+    ``model`` is the input model, ``out`` where the result goes; ``teacher``/``data`` play the recipe's part.
+    """
     spec = STAGES[kind]
     if cfg is None:
         cfg = spec.config(**fields)
     elif fields:
-        cfg = cfg.model_copy(update=fields)
-        cfg = spec.config(**cfg.model_dump())
+        cfg = spec.config(**{**cfg.model_dump(), **fields})
+    if ctx is None:
+        if out is None:
+            raise DownsizeError(f"run_stage({kind!r}) needs out=: where to write the result")
+        ctx = StageContext(out=Path(out), teacher=teacher or getattr(cfg, "teacher", None),
+                           data=data or getattr(cfg, "data", None) or "zoo:stdlib", seed=seed,
+                           artifacts={"teacher": Artifact("model", None)}, input_model=model, resume=resume,
+                           log=logging.getLogger(f"downsize.{kind}").info)
     return spec.run(ctx, cfg)
 
 
