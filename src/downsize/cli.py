@@ -417,6 +417,9 @@ def quantize_cmd(
     _print_export(quantize_gguf(src, out, quant, imatrix=imatrix, rescale=rescale), as_json)
 
 
+_TEMPLATE_FILE_HELP = "a Go TEMPLATE file to write into the Modelfile as is (instead of the translated one)"
+
+
 @export_app.command("ollama")
 def export_ollama_cmd(
     model: str = typer.Argument(..., help="model reference: HF directory or zoo:NAME"),
@@ -428,13 +431,14 @@ def export_ollama_cmd(
     num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the model's context length)"),
     create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
     rescale: bool = typer.Option(True, help=_RESCALE_HELP),
+    template_file: Optional[Path] = typer.Option(None, help=_TEMPLATE_FILE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Export to GGUF plus an Ollama Modelfile (TEMPLATE converted from the Jinja chat template)."""
+    """Export to GGUF plus an Ollama Modelfile (TEMPLATE translated from the Jinja chat template and checked)."""
     from downsize.export.ollama import export_ollama
 
     r = export_ollama(model, name, out, quant, imatrix=imatrix, template_style=template_style, num_ctx=num_ctx, create=create,
-                      rescale=rescale)
+                      rescale=rescale, template_file_path=template_file)
     _print_export(r, as_json)
     if not r["created"] and not as_json:
         console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
@@ -462,12 +466,14 @@ def convert_cmd(
     adapter: Optional[Path] = typer.Option(None, help="a GGUF LoRA adapter (Modelfile ADAPTER)"),
     num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the GGUF's context length)"),
     create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
+    template_file: Optional[Path] = typer.Option(None, help=_TEMPLATE_FILE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Make an Ollama model (Modelfile with a converted TEMPLATE) from a GGUF you already have."""
+    """Make an Ollama model (Modelfile with a translated, checked TEMPLATE) from a GGUF you already have."""
     from downsize.export.ollama import convert_gguf
 
-    r = convert_gguf(gguf, name, out, template_style=template_style, adapter=adapter, num_ctx=num_ctx, create=create)
+    r = convert_gguf(gguf, name, out, template_style=template_style, adapter=adapter, num_ctx=num_ctx, create=create,
+                     template_file_path=template_file)
     _print_export(r, as_json)
     if not r["created"] and not as_json:
         console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
