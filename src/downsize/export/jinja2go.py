@@ -1284,7 +1284,8 @@ class Translator:
         if v.kind == "str":
             self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
             return self.emit(f"{{{{ json {self.go_of(v)} }}}}")
-        if v.kind in ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype"):
+        if v.kind in ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
+                      "tcall", "tcfn", "tcalls"):
             self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
                       "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
             name = _PyJSON(self.defs, indent).template(v.kind, 0)
@@ -1329,8 +1330,9 @@ class _PyJSON:
         """fields: [(json key, Go field, kind, omitempty)] of a struct at depth d."""
         out = ["{{ $f := true }}{"]
         for key, gofield, kind, omit in fields:
+            value = '"function"' if gofield == "__function__" else self.call(kind, d + 1, '.' + gofield)
             item = (f"{{{{ if not $f }}}}{self.sep}{{{{ end }}}}{{{{ $f = false }}}}{_text(self.nl(d + 1))}"
-                    f"{_text(_json_key(key))}: {self.call(kind, d + 1, '.' + gofield)}")
+                    f"{_text(_json_key(key))}: {value}")
             out.append(f"{{{{ if .{gofield} }}}}{item}{{{{ end }}}}" if omit else item)
         out.append(f"{{{{ if not $f }}}}{_text(self.nl(d))}{{{{ end }}}}}}")
         return "".join(out)
@@ -1352,6 +1354,17 @@ class _PyJSON:
                          ("items", "Items", "any", True), ("description", "Description", "str", True),
                          ("enum", "Enum", "list", True), ("properties", "Properties", "props", True),
                          ("required", "Required", "list", True)], d)
+
+    # a tool call as transformers' messages carry it: {"id", "type", "function": {"name", "arguments"}}
+    def b_tcfn(self, d):
+        return self.obj([("name", "Name", "str", False), ("arguments", "Arguments", "args", False)], d)
+
+    def b_tcall(self, d):
+        return self.obj([("id", "ID", "str", True), ("type", "__function__", "str", False),
+                         ("function", "Function", "tcfn", False)], d)
+
+    def b_tcalls(self, d):
+        return self._list(d, "tcall")
 
     def b_str(self, d):
         return "{{ json . }}"

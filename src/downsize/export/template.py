@@ -170,7 +170,7 @@ def _strip_bos(text: str, bos: str) -> str:
 
 
 STYLE_GGUF, STYLE_TRANSLATED, STYLE_FILE = "gguf", "translated", "file"
-OLD_OLLAMA_LOSS = ("an Ollama that predates GGUF chat-template rendering (or runs with OLLAMA_GO_TEMPLATE=1) has no "
+OLD_OLLAMA_LOSS = ("an Ollama that predates GGUF chat-template rendering has no "
                    "TEMPLATE to use: it guesses one from its built-in list by similarity, so the prompt format may "
                    "differ and tool calling is not offered")
 OVERRIDE_HINT = "override with --template-file FILE (a Go TEMPLATE you checked) or --template-style NAME ({})"
