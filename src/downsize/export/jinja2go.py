@@ -154,6 +154,56 @@ def _text(s: str) -> str:
     return s.replace("{{", '{{ "{{" }}')
 
 
+@dataclass(frozen=True)
+class Aff:
+    """An integer known as a linear form of Go ints: lengths of sequences, loop indices, int variables."""
+
+    terms: tuple = ()  # ((Go atom, coefficient), ...)
+    const: int = 0
+    lens: tuple = ()  # ((Go atom, Go sequence), ...) for atoms that are `len SEQ`
+
+    @staticmethod
+    def atom(go, seq=None):
+        return Aff(((go, 1),), 0, ((go, seq),) if seq else ())
+
+    def add(self, o: Aff, sign=1) -> Aff:
+        t = dict(self.terms)
+        for k, c in o.terms:
+            t[k] = t.get(k, 0) + sign * c
+        return Aff(tuple((k, c) for k, c in t.items() if c), self.const + sign * o.const,
+                   tuple(dict([*self.lens, *o.lens]).items()))
+
+    def go(self) -> str:
+        """Go has no arithmetic; the forms chat templates use are lengths of sub-slices."""
+        t, lens = dict(self.terms), dict(self.lens)
+        if not t:
+            return str(self.const)
+        if len(t) == 1:
+            (a, c), = t.items()
+            if c == 1 and self.const == 0:
+                return a
+            if c == 1 and self.const < 0 and a in lens:  # len(SEQ) - k
+                return f"len (slice {lens[a]} {-self.const})"
+        if len(t) == 2 and self.const <= 0:
+            (a, ca), (b, cb) = t.items()
+            if ca == -1:
+                (a, ca), (b, cb) = (b, cb), (a, ca)
+            if ca == 1 and cb == -1 and a in lens:  # len(SEQ) - i - k
+                inner = f"(slice {lens[a]} {b})"
+                return f"len (slice {inner} {-self.const})" if self.const else f"len {inner}"
+        raise Untranslatable("arithmetic on request values that Go cannot express (no + or - in text/template)")
+
+
+def _aff(v) -> Aff | None:
+    if v.is_const and isinstance(v.const, int) and not isinstance(v.const, bool):
+        return Aff((), v.const)
+    if isinstance(v.extra, Aff):
+        return v.extra
+    if v.kind == "int" and v.go and re.fullmatch(r"\$\w+", v.go):
+        return Aff.atom(v.go)
+    return None
+
+
 class _Scope:
     def __init__(self, parent: _Scope | None = None, dot: str | None = None):
         self.vars: dict[str, V] = {}
@@ -182,6 +232,7 @@ class _Loop:
     def __init__(self, seq: V, idx: str, elem: str, seq_go: str):
         self.seq, self.idx, self.elem, self.seq_go = seq, idx, elem, seq_go
         self.prev: str | None = None  # Go var holding the previous element, created on first use
+        self.reversed = False
         self.first_flag: str | None = None
         self.prelude_slot: int | None = None
 
@@ -209,6 +260,17 @@ class Translator:
 
     def emit(self, s: str):
         self.out.append(s)
+
+    def capture(self, fn) -> str:
+        """Run ``fn`` (which emits) and return what it emitted instead: a Go snippet that prints a value."""
+        start = len(self.out)
+        fn()
+        snippet = "".join(self.out[start:])
+        del self.out[start:]
+        return snippet
+
+    def snippet(self, fn) -> V:
+        return V(go=None, kind="out", extra=self.capture(fn))
 
     def note(self, s: str):
         if s not in self.notes:
@@ -240,13 +302,44 @@ class Translator:
         return GoTemplate(go, tuple(self.notes))
 
     def _collect_reads(self, ast):
-        """Names and namespace attributes read anywhere (stores to anything else are dead and skipped)."""
-        for n in ast.find_all(nodes.Name):
-            if n.ctx == "load":
-                self.read_names.add(n.name)
-        for n in ast.find_all(nodes.Getattr):
-            if isinstance(n.node, nodes.Name):
-                self.read_names.add(f"{n.node.name}.{n.attr}")
+        """Names and namespace attributes whose value reaches the output (stores to anything else are skipped).
+
+        Reads inside raise-only `if`s do not count (those checks are dropped), and a store counts only when its
+        target is live: Mistral's `ns.index = ns.index + 1` alternation counter is dead once its check is gone."""
+        direct, stores = set(), []
+
+        def reads(n):
+            out = set()
+            for x in [n, *n.find_all((nodes.Name, nodes.Getattr))]:
+                if isinstance(x, nodes.Name) and x.ctx == "load":
+                    out.add(x.name)
+                elif isinstance(x, nodes.Getattr) and isinstance(x.node, nodes.Name):
+                    out.add(f"{x.node.name}.{x.attr}")
+            return out
+
+        def walk(n):
+            if isinstance(n, nodes.If) and self._raise_only(n):
+                return
+            if isinstance(n, nodes.Assign):
+                t = n.target
+                key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
+                stores.append((key, reads(n.node)))
+                return
+            if isinstance(n, (nodes.Name, nodes.Getattr)):
+                direct.update(reads(n))
+            for c in n.iter_child_nodes():
+                walk(c)
+
+        walk(ast)
+        live = set(direct)
+        changed = True
+        while changed:
+            changed = False
+            for key, rs in stores:
+                if (key is None or key in live) and not rs <= live:
+                    live |= rs
+                    changed = True
+        self.read_names = live
 
     # ---- statements ----------------------------------------------------------------------------------------
     def body(self, stmts, scope):
@@ -296,6 +389,9 @@ class Translator:
         self.print_value(v)
 
     def print_value(self, v: V):
+        if v.kind == "out":  # text only Go's output can produce (tojson, a macro): re-emitted where printed
+            self.emit(v.extra)
+            return
         if v.is_const:
             if isinstance(v.const, (list, dict)):
                 raise Untranslatable("printing a list or dict constant")
@@ -319,7 +415,7 @@ class Translator:
             saved = len(self.out), self.n
             v = self.expr(e.left, scope, probe=True)
             del self.out[saved[0]:]
-            return v.kind in ("str", "ptype", "any") or (v.is_const and isinstance(v.const, str))
+            return v.kind in ("str", "ptype", "any", "out") or (v.is_const and isinstance(v.const, str))
         except Untranslatable:
             del self.out[saved[0]:]
             return True
@@ -432,6 +528,11 @@ class Translator:
             return
         v = self.expr(s.node, scope)
         cur = scope.get(t.name)
+        if v.kind == "out":
+            if cur is not None and cur.go in self.predeclared:
+                raise Untranslatable("assigning printed-only text (tojson, a macro) in a conditional branch")
+            scope.vars[t.name] = v
+            return
         if cur is not None and not cur.is_const and cur.go in self.predeclared:
             self.emit(f"{{{{ {cur.go} = {self.go_of(v)} }}}}")
             if cur.defined and cur.defined.startswith("$"):
@@ -494,7 +595,14 @@ class Translator:
         return [n.attr for n in root.find_all(nodes.NSRef) if n.name == name]
 
     def s_AssignBlock(self, s, scope):
-        raise Untranslatable("{% set x %}…{% endset %} block assignment")
+        if not isinstance(s.target, nodes.Name) or s.filter is not None:
+            raise Untranslatable("{% set x | filter %}…{% endset %} block assignment")
+        if s.target.name not in self.read_names:
+            return
+        cur = scope.get(s.target.name)
+        if cur is not None and cur.go in self.predeclared:
+            raise Untranslatable("{% set x %}…{% endset %} in a conditional branch")
+        scope.vars[s.target.name] = self.snippet(lambda: self.body(s.body, _Scope(scope)))
 
     def s_Macro(self, s, scope):
         self.macros[s.name] = s
@@ -546,6 +654,9 @@ class Translator:
             raise Untranslatable("recursive for loop")
         it = s.iter
         items = False
+        if isinstance(it, nodes.Getitem) and isinstance(it.arg, nodes.Slice) and it.arg.start is None \
+                and it.arg.stop is None and it.arg.step is not None and self.expr(it.arg.step, scope).const == -1:
+            return self.for_reversed(s, self.expr(it.node, scope), scope)
         if isinstance(it, nodes.Filter) and it.name in ("items", "dictsort") and not it.args:
             it, items = it.node, True
         elif isinstance(it, nodes.Call) and isinstance(it.node, nodes.Getattr) and it.node.attr == "items":
@@ -559,10 +670,14 @@ class Translator:
         if seq.kind in MAPS:
             if not (items or isinstance(s.target, nodes.Name)):
                 raise Untranslatable("for loop target over a mapping")
-            if uses_loop and any(isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name) and n.node.name == "loop"
-                                 and n.attr not in ("first",) for n in s.find_all(nodes.Getattr)):
-                raise Untranslatable("loop.last/loop.index over a mapping")
+            attrs = {n.attr for n in s.find_all(nodes.Getattr) if isinstance(n.node, nodes.Name) and n.node.name == "loop"}
+            if attrs - {"first", "last"} or (s.test is not None and attrs):
+                raise Untranslatable("loop.index over a mapping")
             k, v = self.fresh("k"), self.fresh("v")
+            lastkey = None
+            if "last" in attrs:  # Go ranges a map in key order, so the last key is known before the loop
+                lastkey = self.fresh("lastkey")
+                self.emit(f"{{{{ {lastkey} := \"\" }}}}{{{{ range $kk, $_ := {seq.go} }}}}{{{{ {lastkey} = $kk }}}}{{{{ end }}}}")
             inner = _Scope(scope, dot=v)
             if items:
                 if not (isinstance(s.target, nodes.Tuple) and len(s.target.items) == 2):
@@ -576,6 +691,7 @@ class Translator:
             self.emit(f"{{{{ range {k}, {v} := {seq.go} }}}}")
             lp = _Loop(seq, idx="", elem=v, seq_go=seq.go)
             lp.first_flag = first
+            lp.last_test = f"eq {k} {lastkey}" if lastkey else None
             self._loop_body(s, inner, lp, items_filter=s.test)
             self.emit(f"{{{{ {first} = false }}}}{{{{ end }}}}")
             return
@@ -603,6 +719,21 @@ class Translator:
         self.emit("{{ end }}")
         if wrap:
             self.emit("{{ end }}")
+
+    def for_reversed(self, s, seq: V, scope):
+        """`for x in seq[::-1]`: Go ranges forward; element k is index SEQ (len (slice (slice SEQ $k) 1))."""
+        if seq.kind not in SEQ_KINDS or not isinstance(s.target, nodes.Name) or s.test is not None or s.else_:
+            raise Untranslatable("a reversed loop over something other than a list")
+        i, x = self.fresh("i"), self.fresh(s.target.name)
+        g = self.go_of(seq)
+        self.emit(f"{{{{ range {i}, $_ := {g} }}}}{{{{ {x} := index {g} (len (slice (slice {g} {i}) 1)) }}}}")
+        inner = _Scope(scope, dot="")
+        inner.vars[s.target.name] = V(go=x, kind=ELEM[seq.kind])
+        lp = _Loop(seq, idx=i, elem=x, seq_go=g)
+        lp.reversed = True
+        lp.prelude_slot = None
+        self._loop_body(s, inner, lp, items_filter=None)
+        self.emit("{{ end }}")
 
     def _loop_body(self, s, inner, lp, items_filter):
         inner.vars["loop"] = V(const=lp, kind="loop")
@@ -702,11 +833,18 @@ class Translator:
         return bool(x) and x is not UNDEF
 
     def truth(self, v: V) -> str:
+        if v.kind == "out":
+            raise Untranslatable("the truth of text only Go's output can produce (tojson, a macro's output)")
         if v.is_const:
             return "true" if self._truthy_const(v.const) else "false"
         return v.go
 
     def go_of(self, v: V) -> str:
+        if v.kind == "out":
+            raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
+        if v.go is None and isinstance(v.extra, Aff):
+            g = v.extra.go()
+            return g if re.fullmatch(r"[$.\w]+", g) else f"({g})"
         if v.is_const:
             if v.kind == "ns":
                 raise Untranslatable("a namespace used as a value")
@@ -758,7 +896,7 @@ class Translator:
         if isinstance(e.arg, (nodes.Sub, nodes.Add)) and not obj.is_const:
             lp = self._loop_index_arg(e.arg.left, scope)
             r = self.expr(e.arg.right, scope)
-            if lp is not None and r.is_const and r.const == 1 and lp.seq_go == obj.go:
+            if lp is not None and r.is_const and r.const == 1 and lp.seq_go == obj.go and not lp.reversed:
                 if isinstance(e.arg, nodes.Sub):
                     if lp.prev is None:
                         lp.prev = self.fresh("prev")
@@ -812,7 +950,10 @@ class Translator:
                 if isinstance(c, dict):
                     return C(c.get(key.const, UNDEF))
                 if isinstance(c, (list, tuple, str)) and isinstance(key.const, int):
-                    return C(c[key.const]) if -len(c) <= key.const < len(c) else C(UNDEF)
+                    if not -len(c) <= key.const < len(c):
+                        return C(UNDEF)
+                    x = c[key.const]
+                    return x if isinstance(x, V) else C(x)  # an element of a split request string
             except Exception:  # noqa: BLE001
                 pass
             if c is UNDEF or c is None:
@@ -854,6 +995,8 @@ class Translator:
             if key.is_const:
                 return V(go=f"index {self.go_of(obj)} {_go_lit(key.const)}", kind=MAPS[obj.kind])
             return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=MAPS[obj.kind])
+        if obj.kind == "str" and key.is_const and isinstance(key.const, str):
+            return C(UNDEF)  # a string has no such attribute: undefined, as in Jinja
         if obj.kind == "tool" and not key.is_const:
             raise Untranslatable("indexing a tool by a request value")
         if obj.kind in FIELDS and not key.is_const:
@@ -864,15 +1007,19 @@ class Translator:
         if attr == "index0":
             if not lp.idx:
                 raise Untranslatable("loop.index0 over a mapping")
-            return V(go=lp.idx, kind="int")
+            return V(go=lp.idx, kind="int", extra=Aff.atom(lp.idx))
         if attr == "first":
             if lp.first_flag:
                 return V(go=lp.first_flag, kind="bool")
             return V(go=f"eq {lp.idx} 0", kind="bool")
         if attr == "last":
+            if getattr(lp, "last_test", None):
+                return V(go=lp.last_test, kind="bool")
             return V(go=f"eq (len (slice {lp.seq_go} {lp.idx})) 1", kind="bool")
         if attr == "index":
             return V(go=lp.idx, kind="index1")  # only comparisons with constants are supported
+        if attr in ("previtem", "nextitem") and (lp.reversed or lp.prelude_slot is None and attr == "previtem"):
+            raise Untranslatable(f"loop.{attr} in a reversed loop or over a mapping")
         if attr == "previtem":
             if lp.prev is None:
                 lp.prev = self.fresh("prev")
@@ -925,6 +1072,9 @@ class Translator:
             return self.expr(e.expr2, scope) if e.expr2 is not None else C(UNDEF)
         a = self.expr(e.expr1, scope)
         b = self.expr(e.expr2, scope) if e.expr2 is not None else C("")
+        if "out" in (a.kind, b.kind):
+            return V(kind="out", extra=f"{{{{ if {self.truth(t)} }}}}{self.capture(lambda: self.print_value(a))}"
+                                      f"{{{{ else }}}}{self.capture(lambda: self.print_value(b))}{{{{ end }}}}")
         var = self.fresh("cond")
         self.emit(f"{{{{ {var} := {self.go_of(b)} }}}}{{{{ if {self.truth(t)} }}}}{{{{ {var} = {self.go_of(a)} }}}}{{{{ end }}}}")
         return V(go=var, kind=a.kind if a.kind == b.kind else "any")
@@ -977,6 +1127,14 @@ class Translator:
                 raise Untranslatable("comparing a message with a selected one outside its loop")
             return V(go=f"{op} {lp.idx} {ref.go}", kind="bool")
         gop = {"eq": "eq", "ne": "ne", "lt": "lt", "gt": "gt", "lteq": "le", "gteq": "ge"}[op]
+        if a.kind == "int" and b.kind == "int" and _aff(a) is not None and _aff(b) is not None:
+            d = _aff(a).add(_aff(b), -1)  # compare the difference with 0 when one side is a plain atom
+            try:
+                return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
+            except Untranslatable:
+                if len(d.terms) == 1 and d.terms[0][1] == 1:
+                    return V(go=f"{gop} {d.terms[0][0]} {-d.const}", kind="bool")
+                raise
         for v in (a, b):
             if v.is_const and (v.const is None or v.const is UNDEF):
                 # x == none: Ollama's fields are never none; an empty value is the closest
@@ -1050,7 +1208,7 @@ class Translator:
                 return C(py)
             if v.kind == "any":
                 return self.type_test(v, name)
-            if v.kind == "ptype":
+            if v.kind in ("ptype", "out"):
                 return C(name in ("string", "iterable", "sequence"))
             return C(v.kind in kinds[name])
         if name in ("equalto", "eq", "sameas"):
@@ -1091,11 +1249,17 @@ class Translator:
                 return C(fn(a.const, b.const))
             except TypeError:
                 raise Untranslatable(f"{a.const!r} {sym} {b.const!r}") from None
-        if sym == "+" and (a.kind in ("str", "ptype", "any") or b.kind in ("str", "ptype", "any")):
+        if sym == "+" and (a.kind in ("str", "ptype", "any", "out") or b.kind in ("str", "ptype", "any", "out")):
             return self.concat([a, b])
+        fa, fb = _aff(a), _aff(b)
+        if sym in "+-" and fa is not None and fb is not None:
+            f = fa.add(fb, 1 if sym == "+" else -1)
+            return V(go=None, kind="int", extra=f)
         raise Untranslatable(f"arithmetic `{sym}` on request values")
 
     def concat(self, vs):
+        if any(v.kind == "out" for v in vs):
+            return V(kind="out", extra="".join(self.capture(lambda v=v: self.print_value(v)) for v in vs))
         parts = []
         for v in vs:
             if v.is_const and v.const == "":
@@ -1130,6 +1294,8 @@ class Translator:
         name = e.name
         if v.is_const and name not in ("tojson",) and all(a.is_const for a in args) and all(k.is_const for k in kwargs.values()):
             return C(self.const_filter(name, v.const, [a.const for a in args], {k: x.const for k, x in kwargs.items()}))
+        if v.kind == "out" and name in ("string", "list"):
+            return v
         if name in ("trim", "strip") or (name in ("safe",)):
             if name != "safe":
                 self.note("`trim` is not applied: Go templates cannot trim, so content with surrounding whitespace "
@@ -1142,7 +1308,10 @@ class Translator:
                 return V(go=f"index {self.go_of(v)} 0", kind="str")
             raise Untranslatable(f"the string filter on a {v.kind}")
         if name in ("length", "count"):
-            if v.kind in SEQ_KINDS | set(MAPS) | {"str"}:
+            if v.kind in SEQ_KINDS:
+                g = f"len {self.go_of(v)}"
+                return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
+            if v.kind in set(MAPS) | {"str"}:
                 return V(go=f"len {self.go_of(v)}", kind="int")
             raise Untranslatable(f"length of a {v.kind}")
         if name == "default":
@@ -1162,7 +1331,7 @@ class Translator:
         if name == "items" and v.kind in MAPS:
             return v
         if name == "tojson":
-            raise Untranslatable("tojson inside an expression (only printed tojson is translated)")
+            return self.snippet(lambda: self.tojson(e, scope))
         raise Untranslatable(f"the `{name}` filter on a request value")
 
     @staticmethod
@@ -1197,8 +1366,9 @@ class Translator:
                 return self.strftime(fmt.const)
             if f is not None and f.is_const and f.const == "__raise__":
                 return C("")
-            if e.node.name in self.macros:
-                raise Untranslatable(f"the macro {e.node.name}() used as a value (only printed macros are inlined)")
+            if e.node.name in self.macros and f is None:
+                m = self.macros[e.node.name]
+                return self.snippet(lambda: self.inline_macro(m, e, scope))
         raise Untranslatable(f"the call {getattr(e.node, 'name', '?')}()")
 
     def strftime(self, fmt: str) -> V:
@@ -1256,8 +1426,12 @@ class Translator:
             if name == "split" and args and args[0].is_const and args[0].const in THINK_TAGS:
                 self.note("reasoning tags never occur in .Content: Ollama keeps the reasoning in .Thinking")
                 return V(const=[obj], kind="strsplit")
-            if name in ("startswith", "endswith") and args and args[0].is_const:
-                raise Untranslatable(f".{name}({args[0].const!r}) on request text")
+            if name in ("startswith", "endswith") and len(args) == 1 and args[0].is_const and isinstance(args[0].const, str):
+                # byte slices of the string (equal prefixes/suffixes are equal bytes); `and` guards short strings
+                x, lit = self.go_of(obj), args[0].const
+                k = len(lit.encode())
+                part = f"slice {x} 0 {k}" if name == "startswith" else f"slice {x} (len (slice {x} {k}))"
+                return V(go=f"and (ge (len {x}) {k}) (eq ({part}) {_go_lit(lit)})", kind="bool")
         if obj.kind == "strsplit" or (obj.is_const and obj.kind == "list" and obj.const and isinstance(obj.const[0], V)):
             pass
         if name == "get" and obj.kind in FIELDS and args and args[0].is_const:
