@@ -28,10 +28,7 @@ SHIPPED = {
     "phi3.5": "microsoft-Phi-3.5-mini-instruct.jinja",
 }
 NOT_YET = {  # translation refuses these today (construct in the table); the fallback is Ollama's GGUF rendering
-    "qwen3": "messages[::-1] + arithmetic on the index (last-query search)",
-    "qwen3-coder": "tojson inside an expression",
-    "mistral-nemo": "tojson inside an expression (out[:-1])",
-    "mistral-small": "arithmetic + on request values",
+    "mistral-nemo": "slicing tojson output (out[:-1])",
 }
 
 

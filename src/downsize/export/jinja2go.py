@@ -428,7 +428,7 @@ class Translator:
             return
         dyn = []
         for test, body in branches:
-            t = self.expr(test, scope)
+            t = self.cond(test, scope)
             if t.is_const:
                 if self._truthy_const(t.const):
                     if not dyn:
@@ -487,7 +487,8 @@ class Translator:
                 continue
             cur = scope.get(name)
             if cur is not None and not cur.is_const and cur.go and cur.go.startswith("$") and re.fullmatch(r"\$\w+", cur.go):
-                continue  # already a Go variable: branches assign to it
+                self.predeclared.add(cur.go)  # already a Go variable: branches assign to it
+                continue
             var = self.fresh(name)
             if cur is None or (cur.is_const and cur.const is UNDEF):
                 dvar = self.fresh(name + "def")
@@ -529,8 +530,8 @@ class Translator:
         v = self.expr(s.node, scope)
         cur = scope.get(t.name)
         if v.kind == "out":
-            if cur is not None and cur.go in self.predeclared:
-                raise Untranslatable("assigning printed-only text (tojson, a macro) in a conditional branch")
+            # bound in this branch only: Go cannot store output in a variable. Reads after the `if` would see the
+            # predeclared value; the probe check catches a template where that matters.
             scope.vars[t.name] = v
             return
         if cur is not None and not cur.is_const and cur.go in self.predeclared:
@@ -851,11 +852,18 @@ class Translator:
             return _go_lit(v.const)
         return v.go if re.fullmatch(r"[$.\w]+", v.go or "") else f"({v.go})"
 
+    STRUCTS = ("message", "tcall", "tcfn", "tool", "fn", "params")  # never empty: truthy in Jinja and in Go
+
     def expr(self, e, scope, probe=False) -> V:
         m = getattr(self, f"e_{type(e).__name__}", None)
         if m is None:
             raise Untranslatable(f"the expression {type(e).__name__}")
         return m(e, scope)
+
+    def cond(self, e, scope) -> V:
+        """An expression in a truth context: a struct value is statically true."""
+        v = self.expr(e, scope)
+        return C(True) if not v.is_const and v.kind in self.STRUCTS else v
 
     def e_Const(self, e, scope):
         return C(e.value)
@@ -1033,7 +1041,7 @@ class Translator:
 
     # boolean logic: Go's and/or short-circuit and return an operand, like Python's
     def e_And(self, e, scope):
-        a = self.expr(e.left, scope)
+        a = self.cond(e.left, scope)
         if a.is_const:
             return self.expr(e.right, scope) if self._truthy_const(a.const) else a
         b = self.expr(e.right, scope)
@@ -1045,7 +1053,7 @@ class Translator:
         return V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool" if a.kind == b.kind == "bool" else "any")
 
     def e_Or(self, e, scope):
-        a = self.expr(e.left, scope)
+        a = self.cond(e.left, scope)
         if a.is_const:
             return a if self._truthy_const(a.const) else self.expr(e.right, scope)
         b = self.expr(e.right, scope)
@@ -1057,7 +1065,7 @@ class Translator:
         return V(go=f"or {self.go_of(a)} {self.go_of(b)}", kind=kind)
 
     def e_Not(self, e, scope):
-        a = self.expr(e.node, scope)
+        a = self.cond(e.node, scope)
         if a.is_const:
             return C(not self._truthy_const(a.const))
         if a.go.startswith("not ") and re.fullmatch(r"not [$.\w]+", a.go):
@@ -1161,7 +1169,7 @@ class Translator:
             if f is None:
                 return C(False)
             return C(True) if f[2] else V(go=f"{hay.go}.{f[0]}", kind="any")
-        if hay.kind == "str" and needle.is_const and isinstance(needle.const, str):
+        if hay.kind in ("str", "any") and needle.is_const and isinstance(needle.const, str):
             if needle.const in THINK_TAGS:
                 self.note("reasoning tags never occur in .Content: Ollama keeps the reasoning in .Thinking")
                 return C(False)
@@ -1306,6 +1314,9 @@ class Translator:
                 return v
             if v.kind == "ptype":
                 return V(go=f"index {self.go_of(v)} 0", kind="str")
+            if v.kind == "any":
+                self.note("`| string` of a value of unknown type uses Go's formatting")
+                return v
             raise Untranslatable(f"the string filter on a {v.kind}")
         if name in ("length", "count"):
             if v.kind in SEQ_KINDS:
@@ -1459,7 +1470,7 @@ class Translator:
             self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
             return self.emit(f"{{{{ json {self.go_of(v)} }}}}")
         if v.kind in ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
-                      "tcall", "tcfn", "tcalls"):
+                      "tcall", "tcfn", "tcalls", "proplist"):
             self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
                       "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
             name = _PyJSON(self.defs, indent).template(v.kind, 0)
