@@ -125,11 +125,11 @@ def test_translated_template_renders_like_jinja(case, gorender):
 
 
 def test_untranslatable_template_falls_back_to_the_gguf_template():
-    # a `{% set %}…{% endset %}` block has no Go counterpart: no TEMPLATE, Ollama renders the GGUF's chat template
-    src = "{% for m in messages %}{% set x %}[{{ m.role }}]{% endset %}{{ x }}{{ m.content }}{% endfor %}"
+    # Go templates have no substring test: no TEMPLATE, Ollama renders the GGUF's chat template
+    src = "{% for m in messages %}{% if '/no_think' in m.content %}[nt]{% endif %}{{ m.content }}{% endfor %}"
     conv = convert_chat_template(src, "", "</s>")
     assert conv.style == "gguf" and conv.go_template is None
-    assert "set x %}…{% endset" in conv.fallback and "--template-file" in conv.fallback
+    assert "substring test '/no_think'" in conv.fallback and "--template-file" in conv.fallback
     assert "older Ollama" in conv.fallback or "predates" in conv.fallback
 
 
