@@ -109,3 +109,66 @@ def test_shipped_families(family, table):
     assert r.plain_ok, r.failures
     if row["writes_tools"]:
         assert r.tools_ok, r.failures
+
+
+def _template(name):
+    return (llama_cpp_dir() / "models" / "templates" / name).read_text()
+
+
+def test_tool_calling_student_template_is_parsed_by_ollama(table):
+    """The tool-use-30b-to-7b student (Qwen2.5-Coder; its tool section is Qwen2.5-Instruct's): tool definitions
+    reach the prompt, and the TEMPLATE shows Ollama's tools package the `<tool_call>` tag the model writes, so its
+    JSON tool calls are parsed back (Ollama's goTemplateHasToolRoundTrip also needs .Tools, .ToolCalls and a
+    tool-result section, which keeps Ollama on this TEMPLATE rather than the GGUF's)."""
+    import json
+    import re
+
+    from downsize.export.template import convert_chat_template
+
+    conv = convert_chat_template(_template(SHIPPED["qwen2.5"]), "", "<|im_end|>")
+    assert conv.style == "translated" and conv.tools and conv.parser is None
+    assert gocheck.tool_tags([conv.go_template]) == ["<tool_call>"]
+    assert ".Tools" in conv.go_template and ".ToolCalls" in conv.go_template and "tool_response" in conv.go_template
+    prompt, err = gocheck.render_go_batch([conv.go_template], [(0, gocheck.TOOL_PROBES[0])])[0]
+    assert err is None and '"name": "get_weather"' in prompt and '"enum": ["celsius", "fahrenheit"]' in prompt
+    # what the model answers in this format: after the tag, a JSON object with name + arguments
+    answer = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    body = answer.split(conv.tool_tag, 1)[1]
+    call = json.loads(re.search(r"\{.*\}", body, re.S).group(0))
+    assert call == {"name": "get_weather", "arguments": {"city": "Paris"}}
+
+
+def test_qwen3_coder_gets_ollamas_parser(tmp_path):
+    """Qwen3-Coder writes calls as <function=…><parameter=…>, which the template-derived JSON parser cannot read:
+    decided by rendering its tool call, the Modelfile names Ollama's qwen3-coder PARSER beside the TEMPLATE."""
+    from downsize.export.ollama import render_modelfile
+    from downsize.export.template import convert_chat_template
+
+    conv = convert_chat_template(_template(SHIPPED["qwen3-coder"]), "", "<|im_end|>")
+    assert conv.style == "translated" and conv.parser == "qwen3-coder"
+    mf = render_modelfile("./m.gguf", conv, list(conv.stops), 4096)
+    assert "\nPARSER qwen3-coder\n" in mf and 'TEMPLATE """' in mf
+
+
+def test_named_chat_templates_reach_the_gguf(tmp_path, tiny_model_dir):
+    """tokenizer.chat_template and tokenizer.chat_template.<name> are the model's templates byte for byte."""
+    import shutil
+
+    import gguf
+
+    from downsize.export.gguf import export_gguf
+
+    src = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, src)
+    default, tool_use = _template(SHIPPED["qwen2.5"]), _template("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja")
+    (src / "chat_template.jinja").unlink(missing_ok=True)
+    import json
+
+    cfg = json.loads((src / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = [{"name": "default", "template": default}, {"name": "tool_use", "template": tool_use}]
+    (src / "tokenizer_config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "m.gguf"
+    export_gguf(src, out, "F16")
+    r = gguf.GGUFReader(out)
+    assert r.fields["tokenizer.chat_template"].contents() == default
+    assert r.fields["tokenizer.chat_template.tool_use"].contents() == tool_use

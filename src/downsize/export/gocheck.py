@@ -155,6 +155,15 @@ def gorender_exe() -> Path:
 
 def render_go_batch(templates: list[str], cases: list[tuple[int, Probe]]) -> list[tuple[str, str | None]]:
     """Render each (template index, probe) with one gorender process: [(text, error or None)]."""
+    return _gorender(templates, cases)["results"]
+
+
+def tool_tags(templates: list[str]) -> list[str]:
+    """The tool-call tag Ollama's tools package derives from each TEMPLATE ("{" when it finds none)."""
+    return _gorender(templates, [])["tags"]
+
+
+def _gorender(templates, cases) -> dict:
     payload = {"templates": templates,
                "cases": [{"template": i, "messages": ollama_messages(p.messages), "tools": p.tools} for i, p in cases]}
     r = subprocess.run([str(gorender_exe())], input=json.dumps(payload, ensure_ascii=False), capture_output=True,
@@ -162,7 +171,8 @@ def render_go_batch(templates: list[str], cases: list[tuple[int, Probe]]) -> lis
     if r.returncode != 0:
         raise DownsizeError(f"the Go template checker failed: {r.stderr.strip()[-400:]}",
                             hint="report this with the chat template attached")
-    return [(x["out"], x.get("error")) for x in json.loads(r.stdout)]
+    out = json.loads(r.stdout)
+    return {"results": [(x["out"], x.get("error")) for x in out["results"] or []], "tags": out["tags"] or []}
 
 
 @dataclass(frozen=True)

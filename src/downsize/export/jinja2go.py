@@ -48,6 +48,12 @@ class GoTemplate:
     notes: tuple[str, ...] = ()
 
 
+def with_tool_tag(go: str, tag: str) -> str:
+    """Prefix a block that renders nothing but shows Ollama's tools package the tool-call tag: it reads the first
+    text inside the first `if .ToolCalls` (tools/template.go), which a translated template may not start with."""
+    return f"{{{{ if false }}}}{{{{ range .Messages }}}}{{{{ if .ToolCalls }}}}{_text(tag)}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}" + go
+
+
 class _Undef:  # Jinja's Undefined, as a compile-time constant
     def __repr__(self):
         return "Undefined"
@@ -707,7 +713,7 @@ class Translator:
         inner.vars[s.target.name] = V(go=x, kind=ELEM[seq.kind])
         lp = _Loop(seq, idx=i, elem=x, seq_go=seq.go)
         # a loop over a message's tool calls sits inside `if .ToolCalls`: Ollama finds its tool-call tag there
-        wrap = seq.kind == "tcalls" and scope.dot and seq.go == f"{scope.dot}.ToolCalls" or seq.go == ".ToolCalls"
+        wrap = seq.kind == "tcalls" and seq.go == ".ToolCalls"
         if wrap:
             self.emit("{{ if .ToolCalls }}")
         slot = len(self.out)
@@ -980,6 +986,9 @@ class Translator:
             go = f"{base}.{gofield}" if re.fullmatch(r"[$.\w]+", base) else f"({base}).{gofield}"
             if base == "$":
                 go = f"$.{gofield}"
+            elif scope.dot and base == scope.dot and obj.kind == "message":
+                # the range's own element: `.ToolCalls` / `eq .Role "tool"` are what Ollama looks for in a TEMPLATE
+                go = f".{gofield}"
             return V(go=go, kind=kind, defined=None if always else go)
         if obj.kind == "selected" and key.is_const and key.const == -1:
             seq, attr, val = obj.extra

@@ -15,6 +15,7 @@ below (chatml, llama3, mistral, gemma, phi3; no tool calling) and ``--template-f
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -151,6 +152,8 @@ class ConvertedTemplate:
     tools: bool = False  # the TEMPLATE renders .Tools, tool calls and tool results (checked on the probes)
     notes: tuple[str, ...] = ()  # approximations the translation made (e.g. `trim` not applied)
     fallback: str | None = None  # why no TEMPLATE is written, and what an older Ollama loses
+    tool_tag: str | None = None  # the tool-call tag Ollama's tools package derives from the TEMPLATE ("{": bare JSON)
+    parser: str | None = None  # Modelfile PARSER: one of Ollama's built-in output parsers, when the format needs it
 
 
 def render_jinja(template: str, messages: list[Message], add_generation_prompt: bool, bos_token: str = "",
@@ -189,6 +192,41 @@ def _stops_from_probe(template: str, bos: str, eos: str) -> tuple[str, ...]:
     return (m.group(1),) if m and m.group(1) != bos else ((eos,) if eos else ())
 
 
+# Tool-call formats Ollama's generic, template-derived parser (JSON after a tag) cannot read, recognised by how
+# the Jinja template renders the probe's tool call, and the built-in PARSER (model/parsers in Ollama) that reads it.
+PARSER_FORMATS = {
+    "qwen3-coder": ("<function=get_weather>", "<parameter=city>"),
+}
+
+
+def tool_call_format(template: str, bos: str, eos: str) -> tuple[str | None, str | None]:
+    """(tag, parser) for the way ``template`` writes the probe's assistant tool call, decided by rendering it.
+
+    tag: the marker right before the call (``<tool_call>``, ``[TOOL_CALLS]``), or "{" for a bare JSON object;
+    parser: a PARSER_FORMATS name when the call is not JSON. (None, None) when the template writes no tool call."""
+    import re
+
+    from downsize.export.gocheck import TOOL_PROBES, Probe, expected
+
+    call_msgs = TOOL_PROBES[1].messages[:2]
+    text = expected(template, Probe("call", call_msgs, TOOL_PROBES[1].tools), bos, eos)
+    before = expected(template, Probe("ask", call_msgs[:1], TOOL_PROBES[1].tools), bos, eos)
+    if not text or "get_weather" not in text[len(os.path.commonprefix([text, before or ""])):]:
+        return None, None
+    for name, marks in PARSER_FORMATS.items():
+        if all(m in text for m in marks):
+            return "<tool_call>" if "<tool_call>" in text else "{", name
+    start = len(os.path.commonprefix([text, before or ""]))
+    turn = text[start:]
+    m = re.search(r'\{\s*"name"\s*:\s*"get_weather"', turn) or re.search(r"get_weather", turn)
+    head = turn[:m.start()] if m else ""
+    tok = re.search(r"(<[^<>\s]{2,40}>|\[[A-Z_]{2,20}\])[\s\[]*$", head)
+    header_tail = (before or "")[-60:]
+    if tok and tok.group(1) not in header_tail:
+        return tok.group(1), None
+    return "{", None
+
+
 def convert_chat_template(template: str | None, bos_token: str = "", eos_token: str = "") -> ConvertedTemplate:
     """Translate ``template`` to a Go TEMPLATE and check it on the probes; fall back to the GGUF's own template."""
     from downsize.export import gocheck
@@ -219,8 +257,24 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
     if writes_tools and not res.tools_ok:
         return fallback("the translated TEMPLATE renders plain chats exactly but not tools (" +
                         "; ".join(res.failures)[:300] + ")")
-    return ConvertedTemplate(STYLE_TRANSLATED, go.go, stops, None, True, tools=writes_tools and res.tools_ok,
-                             notes=go.notes)
+    notes, text, tag, parser = list(go.notes), go.go, None, None
+    if writes_tools:
+        from downsize.export.jinja2go import with_tool_tag
+
+        tag, parser = tool_call_format(template, bos_token, eos_token)
+        if tag and not parser and gocheck.tool_tags([text])[0] != tag:
+            # the TEMPLATE must show Ollama's parser the tag the model writes before a call
+            text = with_tool_tag(text, tag)
+            if gocheck.tool_tags([text])[0] != tag:
+                notes.append(f"Ollama's tool-call parser will not find the tag {tag!r}: tool calls may come back as text")
+            elif not gocheck.check_templates([(template, text, bos_token, eos_token)])[0].tools_ok:
+                text = go.go
+                notes.append(f"the tool-call tag {tag!r} could not be shown to Ollama's parser")
+        if tag is None:
+            notes.append("the template renders no assistant tool call: Ollama gets tool definitions in the prompt, "
+                         "but the model's tool calls are not parsed")
+    return ConvertedTemplate(STYLE_TRANSLATED, text, stops, None, True, tools=writes_tools and res.tools_ok,
+                             notes=tuple(notes), tool_tag=tag, parser=parser)
 
 
 def recognise_style(template: str | None, bos_token: str = "", eos_token: str = "") -> ConvertedTemplate:

@@ -9,7 +9,7 @@
 //	go build -o gorender main.go
 //	echo '{"templates": ["{{ range .Messages }}{{ .Content }}{{ end }}"],
 //	       "cases": [{"template": 0, "messages": [{"role": "user", "content": "hi"}]}]}' | ./gorender
-//	[{"out":"hi"}]
+//	{"results":[{"out":"hi"}],"tags":["{"]}
 package main
 
 import (
@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"time"
 )
 
@@ -158,6 +159,11 @@ type batch struct {
 	Cases     []renderCase `json:"cases"`
 }
 
+type output struct {
+	Results []result `json:"results"`
+	Tags    []string `json:"tags"` // the tool-call tag Ollama derives from each TEMPLATE ("{": none found)
+}
+
 type result struct {
 	Out   string `json:"out"`
 	Error string `json:"error,omitempty"`
@@ -216,6 +222,104 @@ func render(t *template.Template, c renderCase) (s string, err error) {
 	return b.String(), err
 }
 
+// toolTag: how Ollama's tools package reads a TEMPLATE's tool-call tag — the first non-blank text inside the
+// first `if` whose pipeline names .ToolCalls, cut before any "{" and trimmed; "{" when there is none.
+func toolTag(t *template.Template) string {
+	if t == nil || t.Tree == nil {
+		return "{"
+	}
+	n := findToolCallIf(t.Tree.Root.Nodes)
+	if n == nil {
+		return "{"
+	}
+	tn := firstText(n.List.Nodes)
+	if tn == nil {
+		return "{"
+	}
+	tag, _, _ := strings.Cut(strings.ReplaceAll(string(tn.Text), "\r\n", "\n"), "{")
+	if tag = strings.TrimSpace(tag); tag == "" {
+		return "{"
+	}
+	return tag
+}
+
+func namesToolCalls(n *parse.IfNode) bool {
+	for _, c := range n.Pipe.Cmds {
+		for _, a := range c.Args {
+			if f, ok := a.(*parse.FieldNode); ok {
+				for _, id := range f.Ident {
+					if id == "ToolCalls" {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+func findToolCallIf(nodes []parse.Node) *parse.IfNode {
+	for _, node := range nodes {
+		var lists []*parse.ListNode
+		switch n := node.(type) {
+		case *parse.IfNode:
+			if namesToolCalls(n) {
+				return n
+			}
+			lists = []*parse.ListNode{n.List, n.ElseList}
+		case *parse.ListNode:
+			lists = []*parse.ListNode{n}
+		case *parse.RangeNode:
+			lists = []*parse.ListNode{n.List, n.ElseList}
+		case *parse.WithNode:
+			lists = []*parse.ListNode{n.List, n.ElseList}
+		}
+		for _, l := range lists {
+			if l != nil {
+				if r := findToolCallIf(l.Nodes); r != nil {
+					return r
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func firstText(nodes []parse.Node) *parse.TextNode {
+	for _, node := range nodes {
+		switch n := node.(type) {
+		case *parse.TextNode:
+			if len(bytes.TrimSpace(n.Text)) > 0 {
+				return n
+			}
+		case *parse.ListNode:
+			if t := firstText(n.Nodes); t != nil {
+				return t
+			}
+		case *parse.IfNode, *parse.RangeNode, *parse.WithNode:
+			var b *parse.BranchNode
+			switch x := n.(type) {
+			case *parse.IfNode:
+				b = &x.BranchNode
+			case *parse.RangeNode:
+				b = &x.BranchNode
+			case *parse.WithNode:
+				b = &x.BranchNode
+			}
+			if t := firstText(b.List.Nodes); t != nil {
+				return t
+			}
+			if b.ElseList != nil {
+				if t := firstText(b.ElseList.Nodes); t != nil {
+					return t
+				}
+			}
+			return nil // text after a nested block is not the tag
+		}
+	}
+	return nil
+}
+
 func main() {
 	var in batch
 	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
@@ -226,6 +330,12 @@ func main() {
 	parseErr := make([]error, len(in.Templates))
 	for i, src := range in.Templates {
 		parsed[i], parseErr[i] = template.New("").Option("missingkey=zero").Funcs(funcs).Parse(src)
+	}
+	tags := make([]string, len(in.Templates))
+	for i := range parsed {
+		if parseErr[i] == nil {
+			tags[i] = toolTag(parsed[i])
+		}
 	}
 	out := make([]result, len(in.Cases))
 	for i, c := range in.Cases {
@@ -241,7 +351,7 @@ func main() {
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(out); err != nil {
+	if err := enc.Encode(output{Results: out, Tags: tags}); err != nil {
 		fmt.Fprintln(os.Stderr, "output:", err)
 		os.Exit(3)
 	}
