@@ -51,7 +51,10 @@ class GoTemplate:
 def with_tool_tag(go: str, tag: str) -> str:
     """Prefix a block that renders nothing but shows Ollama's tools package the tool-call tag: it reads the first
     text inside the first `if .ToolCalls` (tools/template.go), which a translated template may not start with."""
-    return f"{{{{ if false }}}}{{{{ range .Messages }}}}{{{{ if .ToolCalls }}}}{_text(tag)}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}" + go
+    marker = f"{{{{ if false }}}}{{{{ range .Messages }}}}{{{{ if .ToolCalls }}}}{_text(tag)}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}"
+    while "{{{" in marker:
+        marker = marker.replace("{{{", '{{ "{" }}{{')
+    return marker + go
 
 
 class _Undef:  # Jinja's Undefined, as a compile-time constant
@@ -1173,6 +1176,12 @@ class Translator:
                 return C(False)
             return V(go="or " + " ".join(f"(eq {self.go_of(needle)} {_go_lit(o)})" for o in opts) if len(opts) > 1
                      else f"eq {self.go_of(needle)} {_go_lit(opts[0])}", kind="bool")
+        if hay.kind in ("strlist", "list") and not needle.is_const or hay.kind == "strlist":
+            # `name in params.required`: a flag set while ranging the list
+            var = self.fresh("in")
+            self.emit(f"{{{{ {var} := false }}}}{{{{ range {self.go_of(hay)} }}}}{{{{ if eq . {self.go_of(needle)} }}}}"
+                      f"{{{{ {var} = true }}}}{{{{ end }}}}{{{{ end }}}}")
+            return V(go=var, kind="bool")
         if hay.kind in FIELDS and needle.is_const:  # 'tool_calls' in message
             f = FIELDS[hay.kind].get(needle.const)
             if f is None:

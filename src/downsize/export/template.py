@@ -217,6 +217,8 @@ def tool_call_format(template: str, bos: str, eos: str) -> tuple[str | None, str
         if all(m in text for m in marks):
             return "<tool_call>" if "<tool_call>" in text else "{", name
     start = len(os.path.commonprefix([text, before or ""]))
+    while start > 0 and text[start - 1] not in "\n>]":  # back to a token boundary (<tool_call> vs <think>)
+        start -= 1
     turn = text[start:]
     m = re.search(r'\{\s*"name"\s*:\s*"get_weather"', turn) or re.search(r"get_weather", turn)
     head = turn[:m.start()] if m else ""
@@ -235,14 +237,16 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
     if not template:
         raise DownsizeError("the model has no chat template", hint="set tokenizer.chat_template, or pass --template-style NAME "
                                                                   f"({', '.join(STYLES)}) to force one")
-    if gocheck.expected(template, gocheck.PLAIN_PROBES[0], bos_token, eos_token) is None:
-        raise DownsizeError("the chat template fails on a plain one-message user conversation",
-                            hint="fix the template or pass --template-style to force a format")
     stops = _stops_from_probe(template, bos_token, eos_token)
     hint = OVERRIDE_HINT.format(", ".join(STYLES))
 
     def fallback(why: str) -> ConvertedTemplate:
         return ConvertedTemplate(STYLE_GGUF, None, stops, None, True, fallback=f"{why}; {OLD_OLLAMA_LOSS}; {hint}")
+
+    if gocheck.expected(template, gocheck.PLAIN_PROBES[0], bos_token, eos_token) is None:
+        # e.g. a tool_use-only template that iterates `tools` unconditionally: nothing to check a TEMPLATE against
+        return fallback("the Jinja template fails on a plain one-message user conversation, so no TEMPLATE can be "
+                        "checked against it")
 
     try:
         go = translate(template, bos_token, eos_token)
@@ -262,7 +266,7 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
         from downsize.export.jinja2go import with_tool_tag
 
         tag, parser = tool_call_format(template, bos_token, eos_token)
-        if tag and not parser and gocheck.tool_tags([text])[0] != tag:
+        if tag and tag != "{" and not parser and gocheck.tool_tags([text])[0] != tag:
             # the TEMPLATE must show Ollama's parser the tag the model writes before a call
             text = with_tool_tag(text, tag)
             if gocheck.tool_tags([text])[0] != tag:
@@ -270,6 +274,9 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
             elif not gocheck.check_templates([(template, text, bos_token, eos_token)])[0].tools_ok:
                 text = go.go
                 notes.append(f"the tool-call tag {tag!r} could not be shown to Ollama's parser")
+        if tag == "{" and gocheck.tool_tags([text])[0] != "{":
+            notes.append(f"Ollama's tool-call parser will look for {gocheck.tool_tags([text])[0]!r} before a call, "
+                         "but the model writes a bare JSON object")
         if tag is None:
             notes.append("the template renders no assistant tool call: Ollama gets tool definitions in the prompt, "
                          "but the model's tool calls are not parsed")
