@@ -207,6 +207,7 @@ def run_export(ctx: StageContext) -> Artifact:
     gguf, modelfile = Path(info["gguf"]), Path(info["modelfile"]).relative_to(ctx.run_dir)
     return Artifact("gguf", gguf, "", {"gguf": str(gguf.relative_to(ctx.run_dir)), "modelfile": str(modelfile),
                                        "template_style": info["template_style"], "stops": info["stops"],
+                                       "tools": info.get("tools"), "template_fallback": info.get("fallback"),
                                        "ollama_name": name, "ollama_command": f"ollama create {name} -f {modelfile}",
                                        "ollama_created": info["created"]})
 

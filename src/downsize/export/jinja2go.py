@@ -719,6 +719,10 @@ class Translator:
         wrap = seq.kind == "tcalls" and seq.go == ".ToolCalls"
         if wrap:
             self.emit("{{ if .ToolCalls }}")
+        if seq.go.startswith("."):  # dot changes inside the range: loop.last etc. need the sequence by name
+            sv = self.fresh("seq")
+            self.emit(f"{{{{ {sv} := {seq.go} }}}}")
+            lp.seq_go = sv
         slot = len(self.out)
         self.emit(f"{{{{ range {i}, {x} := {seq.go} }}}}")
         lp.prelude_slot = slot
@@ -938,6 +942,15 @@ class Translator:
             if start.is_const and stop.is_const and step.is_const:
                 return C(obj.const[slice(start.const, stop.const, step.const)])
             raise Untranslatable("slicing a constant by a request value")
+        if obj.kind == "out" and start.const is None and stop.const == -1 and step.const is None:
+            # `(x | tojson)[:-1]` (Mistral: the call object, reopened to add its id): the object without its "}"
+            m = re.fullmatch(r'(.*)\{\{ template "(pyjson_\w+)" ([^}]+) \}\}', obj.extra, re.S)
+            if m and self.defs.get(m.group(2), "").endswith('}{{ end }}') and not m.group(2).endswith("_open"):
+                name = m.group(2) + "_open"
+                self.defs[name] = self.defs[m.group(2)].replace(f'define "{m.group(2)}"', f'define "{name}"')[
+                    :-len('}{{ end }}')] + "{{ end }}"
+                return V(kind="out", extra=f'{m.group(1)}{{{{ template "{name}" {m.group(3)} }}}}')
+            raise Untranslatable("slicing printed-only text (tojson, a macro's output)")
         if step.const not in (None, 1):
             raise Untranslatable("a slice with a step (e.g. messages[::-1])")
         if obj.kind not in SEQ_KINDS:
