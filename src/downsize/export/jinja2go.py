@@ -75,6 +75,7 @@ class V:
     kind: str = "any"
     defined: str | None = None  # Go bool pipeline telling whether a maybe-set name is defined
     extra: Any = None  # kind "selected": (sequence V, attribute, value); kind "elemidx": the sequence's Go pipeline
+    truthy: str | None = None  # kind "out": a Go pipeline true exactly when the text is non-empty (None: unknown)
 
     @property
     def is_const(self) -> bool:
@@ -237,6 +238,12 @@ class _Scope:
         self.vars[name] = v
 
 
+def scope_items(scope):
+    while scope is not None:
+        yield from scope.vars.items()
+        scope = scope.parent
+
+
 class _Loop:
     def __init__(self, seq: V, idx: str, elem: str, seq_go: str):
         self.seq, self.idx, self.elem, self.seq_go = seq, idx, elem, seq_go
@@ -261,6 +268,9 @@ class Translator:
         self.depth = 0
         self.read_names: set[str] = set()
         self.predeclared: set[str] = set()
+        self.textvars: set[str] = set()  # names / "ns.attr" that hold printed-only text (tojson, macro output)
+        self.acc: str | None = None  # the text namespace attribute a loop is being re-translated to accumulate
+        self.suppress = False
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -278,8 +288,8 @@ class Translator:
         del self.out[start:]
         return snippet
 
-    def snippet(self, fn) -> V:
-        return V(go=None, kind="out", extra=self.capture(fn))
+    def snippet(self, fn, truthy: str | None = None) -> V:
+        return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy)
 
     def note(self, s: str):
         if s not in self.notes:
@@ -288,6 +298,7 @@ class Translator:
     # ---- entry ---------------------------------------------------------------------------------------------
     def run(self, ast: nodes.Template) -> GoTemplate:
         self._collect_reads(ast)
+        self.textvars = self._find_textvars(ast)
         scope = _Scope(dot="$")
         agp = "$agp"
         # Ollama adds the generation prompt exactly when the last message is not the assistant's (else it prefills).
@@ -309,6 +320,62 @@ class Translator:
         while "{{{" in go:
             go = go.replace("{{{", '{{ "{" }}{{')
         return GoTemplate(go, tuple(self.notes))
+
+    @staticmethod
+    def _find_textvars(ast) -> set[str]:
+        """Variables whose value is text only Go's output can produce: kept as Go snippets, never as Go variables
+        (`{% set ns.s = ns.s + (tool | tojson) %}` in a loop becomes the loop itself, re-run where ns.s is printed)."""
+        macros = {m.name for m in ast.find_all(nodes.Macro)}
+        stores = []
+        for a in ast.find_all((nodes.Assign, nodes.AssignBlock)):
+            t = a.target
+            key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
+            if key:
+                stores.append((key, a.node if isinstance(a, nodes.Assign) else None))
+        marked = {k for k, rhs in stores if rhs is None}
+
+        def textish(n):
+            for x in [n, *n.find_all((nodes.Filter, nodes.Call, nodes.Name, nodes.Getattr))]:
+                if isinstance(x, nodes.Filter) and x.name == "tojson" and not isinstance(x.node, nodes.Const):
+                    return True
+                if isinstance(x, nodes.Call) and isinstance(x.node, nodes.Name) and x.node.name in macros:
+                    return True
+                if isinstance(x, nodes.Name) and x.ctx == "load" and x.name in marked:
+                    return True
+                if isinstance(x, nodes.Getattr) and isinstance(x.node, nodes.Name) and f"{x.node.name}.{x.attr}" in marked:
+                    return True
+            return False
+
+        changed = True
+        while changed:
+            changed = False
+            for k, rhs in stores:
+                if k not in marked and rhs is not None and textish(rhs):
+                    marked.add(k)
+                    changed = True
+        return marked
+
+    def as_text(self, v: V) -> V:
+        if v.kind == "out":
+            return v
+        try:
+            t = self.truth(v)
+        except Untranslatable:
+            t = None
+        return V(kind="out", extra=self.capture(lambda: self.print_value(v)), truthy=t)
+
+    def _text_keys_assigned(self, node) -> list[str]:
+        keys = []
+        for a in node.find_all((nodes.Assign, nodes.AssignBlock)):
+            t = a.target
+            key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
+            if key in self.textvars and key not in keys:
+                keys.append(key)
+        return keys
+
+    @staticmethod
+    def _slot(key: str) -> str:
+        return "\0" + key if "." in key else key
 
     def _collect_reads(self, ast):
         """Names and namespace attributes whose value reaches the output (stores to anything else are skipped).
@@ -362,6 +429,8 @@ class Translator:
         m(s, scope)
 
     def s_Output(self, s, scope):
+        if self.suppress:  # re-translating a loop only for what it appends to a text variable
+            return
         for n in s.nodes:
             if isinstance(n, nodes.TemplateData):
                 self.emit(_text(n.data))
@@ -451,13 +520,34 @@ class Translator:
         # names set in a branch must exist before the `if` (Go scopes variables to the block)
         all_bodies = [b for _, b in dyn] + [else_ or []]
         self.predeclare(all_bodies, scope)
+        scopes = []
         for k, (t, body) in enumerate(dyn):
             self.emit(f"{{{{ {'if' if k == 0 else 'else if'} {self.truth(t)} }}}}")
-            self.body(body, _Scope(scope))
+            scopes.append(_Scope(scope))
+            self.body(body, scopes[-1])
         if else_:
             self.emit("{{ else }}")
-            self.body(else_, _Scope(scope))
+            scopes.append(_Scope(scope))
+            self.body(else_, scopes[-1])
         self.emit("{{ end }}")
+        # text variables set in a branch: their value becomes the same if-chain, re-run where they are printed
+        keys = {k for sc in scopes for k in sc.vars if k.lstrip("\0") in self.textvars}
+        for key in sorted(keys):
+            prior = scope.get(key)
+            prior = self.as_text(prior) if prior is not None else V(kind="out", extra="", truthy="false")
+            vals = [self.as_text(sc.vars[key]) if key in sc.vars else prior for sc in scopes]
+            chain = "".join(f"{{{{ {'if' if k == 0 else 'else if'} {self.truth(t)} }}}}{vals[k].extra}"
+                            for k, (t, _) in enumerate(dyn))
+            last = vals[-1] if else_ else prior
+            chain += f"{{{{ else }}}}{last.extra}{{{{ end }}}}"
+            truthy = None
+            if all(x.truthy for x in [*vals[:len(dyn)], last]):  # the same chain as a pipeline
+                conds = [self.truth(t) for t, _ in dyn]
+                terms = [f"(and {' '.join([f'(not ({c}))' for c in conds[:k]] + [f'({conds[k]})', f'({vals[k].truthy})'])})"
+                         for k in range(len(dyn))]
+                terms.append(f"(and {' '.join([f'(not ({c}))' for c in conds] + [f'({last.truthy})'])})")
+                truthy = "or " + " ".join(terms)
+            scope.set(key, V(kind="out", extra=chain, truthy=truthy))
 
     def _raise_only(self, s) -> bool:
         def only_raise(body):
@@ -492,7 +582,7 @@ class Translator:
                     if isinstance(t, nodes.Name) and t.name not in names:
                         names.append(t.name)
         for name in names:
-            if name not in self.read_names:
+            if name not in self.read_names or name in self.textvars:
                 continue
             cur = scope.get(name)
             if cur is not None and not cur.is_const and cur.go and cur.go.startswith("$") and re.fullmatch(r"\$\w+", cur.go):
@@ -524,6 +614,8 @@ class Translator:
                 raise Untranslatable("assignment to an attribute of a non-namespace")
             if key not in self.read_names:
                 return
+            if key in self.textvars:
+                return self.assign_text_attr(key, s.node, scope)
             var = ns.const.get(t.attr)
             v = self.expr(s.node, scope)
             if var is None:  # first assignment outside namespace(): declare at the namespace's level
@@ -535,6 +627,9 @@ class Translator:
         if isinstance(s.node, nodes.Call) and isinstance(s.node.node, nodes.Name) and s.node.node.name == "namespace":
             return self.namespace(t.name, s.node, scope)
         if t.name not in self.read_names:
+            return
+        if t.name in self.textvars:  # kept as is; made text only where branches merge (as_text)
+            scope.vars[t.name] = self.expr(s.node, scope)
             return
         v = self.expr(s.node, scope)
         cur = scope.get(t.name)
@@ -556,6 +651,31 @@ class Translator:
         var = self.fresh(t.name)
         self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
         scope.vars[t.name] = V(go=var, kind=v.kind, extra=v.extra)
+
+    def assign_text_attr(self, key, rhs, scope):
+        if self.acc == key:  # accumulating: the loop keeps only what each iteration appends
+            parts = rhs.nodes if isinstance(rhs, nodes.Concat) else None
+            if parts is None:
+                flat, stack = [], [rhs]
+                while stack:
+                    n = stack.pop()
+                    if isinstance(n, nodes.Add):
+                        stack += [n.right, n.left]
+                    else:
+                        flat.append(n)
+                parts = flat
+            head = parts[0]
+            if not (isinstance(head, nodes.Getattr) and isinstance(head.node, nodes.Name)
+                    and f"{head.node.name}.{head.attr}" == key):
+                raise Untranslatable("text built in a loop other than by appending to itself")
+            saved, self.suppress = self.suppress, False
+            try:
+                for p in parts[1:]:
+                    self.output(p, scope)
+            finally:
+                self.suppress = saved
+            return
+        scope.vars[self._slot(key)] = self.expr(rhs, scope)
 
     def _assigned_kind(self, bodies, name, scope) -> str:
         kinds = set()
@@ -584,6 +704,10 @@ class Translator:
         for kw in call.kwargs:
             key = f"{name}.{kw.key}"
             v = self.expr(kw.value, scope)
+            if key in self.textvars:
+                scope.vars[self._slot(key)] = self.as_text(v)
+                attrs[kw.key] = V(go=None, kind="out", extra="", truthy="false")
+                continue
             var = self.fresh(f"{name}{kw.key}")
             if key in self.read_names:
                 self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
@@ -591,6 +715,11 @@ class Translator:
         # attributes first assigned later (`set ns.x = ...` without a default) get declared now
         scope.vars[name] = V(const=attrs, kind="ns")
         for a in self._ns_attrs_assigned(name):
+            if f"{name}.{a}" in self.textvars:
+                if a not in attrs:
+                    scope.vars[self._slot(f"{name}.{a}")] = V(kind="out", extra="", truthy="false")
+                    attrs[a] = V(go=None, kind="out", extra="", truthy="false")
+                continue
             if a not in attrs:
                 var = self.fresh(f"{name}{a}")
                 if f"{name}.{a}" in self.read_names:
@@ -660,6 +789,21 @@ class Translator:
         return scope
 
     def s_For(self, s, scope):
+        self._for(s, scope)
+        if self.acc is None:
+            for key in self._text_keys_assigned(s):
+                if "." not in key:
+                    continue  # plain names set in a loop body are local to the iteration (Jinja scoping)
+                prior = scope.get(self._slot(key))
+                prior = prior.extra if prior is not None and prior.kind == "out" else ""
+                self.acc, self.suppress = key, True
+                try:
+                    loop = self.capture(lambda: self._for(s, scope))
+                finally:
+                    self.acc, self.suppress = None, False
+                scope.set(self._slot(key), V(kind="out", extra=prior + loop))
+
+    def _for(self, s, scope):
         if s.recursive:
             raise Untranslatable("recursive for loop")
         it = s.iter
@@ -848,7 +992,10 @@ class Translator:
 
     def truth(self, v: V) -> str:
         if v.kind == "out":
-            raise Untranslatable("the truth of text only Go's output can produce (tojson, a macro's output)")
+            declared = set(re.findall(r"(\$\w+) :=", v.extra or ""))
+            if v.truthy is None or any(x in declared for x in re.findall(r"\$\w+", v.truthy)):
+                raise Untranslatable("the truth of text only Go's output can produce (tojson, a macro's output)")
+            return v.truthy
         if v.is_const:
             return "true" if self._truthy_const(v.const) else "false"
         return v.go
@@ -970,6 +1117,10 @@ class Translator:
             if isinstance(c, _Loop):
                 return self.loop_attr(c, key.const)
             if obj.kind == "ns":
+                owner = next((n for n, x in scope_items(scope) if x is obj), None)
+                if owner and f"{owner}.{key.const}" in self.textvars:
+                    tv = scope.get(self._slot(f"{owner}.{key.const}"))
+                    return tv if tv is not None else V(kind="out", extra="", truthy="false")
                 v = c.get(key.const)
                 if v is None:
                     raise Untranslatable(f"namespace attribute {key.const!r} read before it is set")
@@ -1106,7 +1257,10 @@ class Translator:
         a = self.expr(e.expr1, scope)
         b = self.expr(e.expr2, scope) if e.expr2 is not None else C("")
         if "out" in (a.kind, b.kind):
-            return V(kind="out", extra=f"{{{{ if {self.truth(t)} }}}}{self.capture(lambda: self.print_value(a))}"
+            ta, tb = self.as_text(a).truthy, self.as_text(b).truthy
+            return V(kind="out", truthy=f"or (and ({self.truth(t)}) ({ta})) (and (not ({self.truth(t)})) ({tb}))"
+                     if ta and tb else None,
+                     extra=f"{{{{ if {self.truth(t)} }}}}{self.capture(lambda: self.print_value(a))}"
                                       f"{{{{ else }}}}{self.capture(lambda: self.print_value(b))}{{{{ end }}}}")
         var = self.fresh("cond")
         self.emit(f"{{{{ {var} := {self.go_of(b)} }}}}{{{{ if {self.truth(t)} }}}}{{{{ {var} = {self.go_of(a)} }}}}{{{{ end }}}}")
@@ -1298,7 +1452,10 @@ class Translator:
 
     def concat(self, vs):
         if any(v.kind == "out" for v in vs):
-            return V(kind="out", extra="".join(self.capture(lambda v=v: self.print_value(v)) for v in vs))
+            ts = [self.as_text(v).truthy for v in vs]
+            truthy = "true" if "true" in ts else ("or " + " ".join(f"({t})" for t in ts) if all(ts) else None)
+            return V(kind="out", extra="".join(self.capture(lambda v=v: self.print_value(v)) for v in vs),
+                     truthy=truthy)
         parts = []
         for v in vs:
             if v.is_const and v.const == "":
@@ -1373,7 +1530,7 @@ class Translator:
         if name == "items" and v.kind in MAPS:
             return v
         if name == "tojson":
-            return self.snippet(lambda: self.tojson(e, scope))
+            return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
         raise Untranslatable(f"the `{name}` filter on a request value")
 
     @staticmethod
