@@ -358,6 +358,9 @@ class Translator:
     def as_text(self, v: V) -> V:
         if v.kind == "out":
             return v
+        if v.go and any(x in self.predeclared for x in re.findall(r"\$\w+", v.go)):
+            # the snippet is re-run where the text is printed; a variable reassigned in between would differ
+            raise Untranslatable("text built from a variable that branches reassign")
         try:
             t = self.truth(v)
         except Untranslatable:
@@ -629,7 +632,7 @@ class Translator:
         if t.name not in self.read_names:
             return
         if t.name in self.textvars:  # kept as is; made text only where branches merge (as_text)
-            scope.vars[t.name] = self.expr(s.node, scope)
+            scope.vars[t.name] = self.eval_text(s.node, scope)
             return
         v = self.expr(s.node, scope)
         cur = scope.get(t.name)
@@ -675,7 +678,19 @@ class Translator:
             finally:
                 self.suppress = saved
             return
-        scope.vars[self._slot(key)] = self.expr(rhs, scope)
+        scope.vars[self._slot(key)] = self.eval_text(rhs, scope)
+
+    def eval_text(self, rhs, scope) -> V:
+        """The value of a text variable. Go variables the expression needs (a conditional's temporary) are declared
+        inside its snippet, so the snippet stands alone wherever it is printed."""
+        start = len(self.out)
+        v = self.expr(rhs, scope)
+        pre = "".join(self.out[start:])
+        del self.out[start:]
+        if not pre:
+            return v
+        text = self.as_text(v)
+        return V(kind="out", extra=pre + text.extra, truthy=None)
 
     def _assigned_kind(self, bodies, name, scope) -> str:
         kinds = set()
