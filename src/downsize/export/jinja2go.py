@@ -811,12 +811,27 @@ class Translator:
                     continue  # plain names set in a loop body are local to the iteration (Jinja scoping)
                 prior = scope.get(self._slot(key))
                 prior = prior.extra if prior is not None and prior.kind == "out" else ""
+                prior_v = scope.get(self._slot(key))
+                prior_t = self.as_text(prior_v).truthy if prior_v is not None else "false"
                 self.acc, self.suppress = key, True
                 try:
                     loop = self.capture(lambda: self._for(s, scope))
                 finally:
                     self.acc, self.suppress = None, False
-                scope.set(self._slot(key), V(kind="out", extra=prior + loop))
+                # each iteration appends unconditionally: the text is non-empty when it was, or the list is
+                direct = any(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef)
+                             and f"{st.target.name}.{st.target.attr}" == key for st in s.body)
+                seq_t = None
+                if direct and s.test is None:
+                    try:
+                        mark = len(self.out)
+                        sv = self.expr(s.iter, scope)
+                        seq_t = None if len(self.out) != mark or sv.is_const else self.go_of(sv)
+                        del self.out[mark:]
+                    except Untranslatable:
+                        seq_t = None
+                truthy = f"or ({prior_t}) ({seq_t})" if prior_t and seq_t else None
+                scope.set(self._slot(key), V(kind="out", extra=prior + loop, truthy=truthy))
 
     def _for(self, s, scope):
         if s.recursive:
@@ -1632,7 +1647,7 @@ class Translator:
             if fn is None:
                 raise Untranslatable(f"the method .{name}()")
             return C(fn(*[a.const for a in args]))
-        if obj.kind == "str":
+        if obj.kind in ("str", "any", "out"):
             if name in ("strip", "lstrip", "rstrip"):
                 self.note("`strip` is not applied: Go templates cannot trim, so content with surrounding whitespace "
                           "keeps it")
