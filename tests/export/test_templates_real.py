@@ -170,3 +170,13 @@ def test_named_chat_templates_reach_the_gguf(tmp_path, tiny_model_dir):
     r = gguf.GGUFReader(out)
     assert r.fields["tokenizer.chat_template"].contents() == default
     assert r.fields["tokenizer.chat_template.tool_use"].contents() == tool_use
+
+
+def test_module_docstring_examples_run(table):  # `table` skips without Go
+    import doctest
+
+    from downsize.export import jinja2go
+
+    for mod in (jinja2go, gocheck):
+        r = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert r.attempted >= 2 and r.failed == 0, mod.__name__

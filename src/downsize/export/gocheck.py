@@ -1,8 +1,11 @@
 """Render TEMPLATEs with Go's text/template on Ollama's data model, and compare them with the Jinja rendering.
 
-    >>> from downsize.export.gocheck import check_templates, go_available
-    >>> results = check_templates([(jinja_src, go_src, "", "</s>")])   # one `go` process for the whole batch
-    >>> results[0].ok, results[0].failures                               # (True, ()) when every probe matches
+    >>> from downsize.export.gocheck import PLAIN_PROBES, check_templates
+    >>> jinja = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+    >>> go = "{{ range .Messages }}[{{ .Role }}] {{ .Content }}\n{{ end }}"
+    >>> r = check_templates([(jinja, go, "", "</s>")], PLAIN_PROBES)[0]   # one gorender process for the batch
+    >>> r.plain_ok, r.failures
+    (True, ())
 
 The Go side is gorender/main.go (shipped with downsize), built once into ``$DOWNSIZE_CACHE/gorender`` with
 the ``go`` on PATH. The probes (PROBES) are the conversations every TEMPLATE is checked on: three plain chats,

@@ -3,8 +3,8 @@
     >>> from downsize.export.jinja2go import translate
     >>> t = translate("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
     ...               "{% if add_generation_prompt %}<|assistant|>{% endif %}", eos_token="</s>")
-    >>> print(t.go)   # doctest: +ELLIPSIS
-    {{ $agp := true }}...{{ range $i1, $message1 := $.Messages }}<|{{ .Role }}|>{{ .Content }}{{ end }}...
+    >>> print(t.go)
+    {{ $agp := true }}{{ range $.Messages }}{{ $agp = ne .Role "assistant" }}{{ end }}{{ range $i1, $m2 := $.Messages }}<|{{ .Role }}|>{{ .Content }}{{ end }}{{ if $agp }}<|assistant|>{{ end }}
 
 The template is parsed with jinja2 (transformers' environment: trim_blocks, lstrip_blocks, `generation` blocks)
 and *partially evaluated*: everything Ollama's request cannot change (`date_string is defined`, `custom_tools`,
@@ -711,9 +711,6 @@ class Translator:
     def _is_var(self, go: str) -> bool:
         return bool(re.fullmatch(r"\$[A-Za-z]\w*", go)) and go not in ("$",)
 
-    def _declared_outside(self, name, scope) -> bool:
-        return name not in scope.vars or scope.parent is None or True
-
     def namespace(self, name, call, scope):
         attrs = {}
         for kw in call.kwargs:
@@ -740,7 +737,6 @@ class Translator:
                 if f"{name}.{a}" in self.read_names:
                     self.emit(f"{{{{ {var} := \"\" }}}}")
                 attrs[a] = V(go=var, kind="any")
-        self.ns_root = getattr(self, "ns_root", None)
 
     def _ns_attrs_assigned(self, name):
         root = getattr(self, "_ast", None)
@@ -991,9 +987,6 @@ class Translator:
                 inner.vars[s.target.name] = C(key)
             inner.vars["loop"] = C({"index0": n, "index": n + 1, "first": n == 0, "last": n == len(keys) - 1,
                                     "length": len(keys)})
-            inner.vars[f"__field__{key}"] = val
-            self._struct_ctx = getattr(self, "_struct_ctx", {})
-            self._struct_ctx[id(inner)] = (obj, key)
             if s.test is not None:
                 t = self.expr(s.test, inner)
                 if not t.is_const:
@@ -1661,8 +1654,6 @@ class Translator:
                 k = len(lit.encode())
                 part = f"slice {x} 0 {k}" if name == "startswith" else f"slice {x} (len (slice {x} {k}))"
                 return V(go=f"and (ge (len {x}) {k}) (eq ({part}) {_go_lit(lit)})", kind="bool")
-        if obj.kind == "strsplit" or (obj.is_const and obj.kind == "list" and obj.const and isinstance(obj.const[0], V)):
-            pass
         if name == "get" and obj.kind in FIELDS and args and args[0].is_const:
             v = self.getitem(obj, args[0], scope)
             if v.is_const and v.const is UNDEF:
