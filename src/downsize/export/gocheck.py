@@ -1,4 +1,4 @@
-"""Render TEMPLATEs with Go's text/template on Ollama's data model, and compare them with the Jinja rendering.
+r"""Render TEMPLATEs with Go's text/template on Ollama's data model, and compare them with the Jinja rendering.
 
     >>> from downsize.export.gocheck import PLAIN_PROBES, check_templates
     >>> jinja = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}"
