@@ -642,6 +642,8 @@ class Translator:
             scope.vars[t.name] = v
             return
         if cur is not None and not cur.is_const and cur.go in self.predeclared:
+            if v.is_const and v.const == [] and cur.kind in SEQ_KINDS:  # `set tools = []`: an empty slice, same type
+                v = V(go=f"slice {cur.go} 0 0", kind=cur.kind)
             self.emit(f"{{{{ {cur.go} = {self.go_of(v)} }}}}")
             if cur.defined and cur.defined.startswith("$"):
                 self.emit(f"{{{{ {cur.defined} = true }}}}")
