@@ -88,7 +88,8 @@ def test_every_template_is_translated_or_refused_with_the_construct(table):
 
 def test_translated_templates_reproduce_jinja(table):
     bad = {n: r["result"].failures for n, r in table.items()
-           if "result" in r and not (r["result"].plain_ok and (r["result"].tools_ok or not r["writes_tools"]))}
+           if "result" in r and not (r["result"].plain_ok and r["result"].thinking_ok
+                                     and (r["result"].tools_ok or not r["writes_tools"]))}
     assert not bad, bad
 
 

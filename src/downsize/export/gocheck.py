@@ -9,7 +9,7 @@ r"""Render TEMPLATEs with Go's text/template on Ollama's data model, and compare
 
 The Go side is gorender/main.go (shipped with downsize), built once into ``$DOWNSIZE_CACHE/gorender`` with
 the ``go`` on PATH. The probes (PROBES) are the conversations every TEMPLATE is checked on: three plain chats,
-a request with tool definitions, and a tool call + tool result round trip. Tool definitions are written in the
+a request with tool definitions, a tool call + tool result round trip, and an assistant turn with reasoning. Tool definitions are written in the
 field order Ollama itself serializes them (api.Tool), tool-call arguments with sorted keys (Go ranges maps in
 key order), and no text contains <, > or & (Go's json escapes them; Python's does not).
 """
@@ -73,7 +73,12 @@ TOOL_PROBES = (
     Probe("tools", [{"role": "system", "content": _S}, {"role": "user", "content": _WEATHER}], TOOLS),
     Probe("tool call + result", [{"role": "user", "content": _WEATHER}, _CALL, _RESULT], TOOLS),
 )
-PROBES = PLAIN_PROBES + TOOL_PROBES
+# A reasoning turn: the assistant's reasoning (transformers' reasoning_content, Ollama's .Thinking) then its answer.
+THINK_PROBES = (
+    Probe("thinking", [{"role": "user", "content": _U1},
+                       {"role": "assistant", "content": _A1, "reasoning_content": "An empty list has no items."}]),
+)
+PROBES = PLAIN_PROBES + TOOL_PROBES + THINK_PROBES
 
 
 def ollama_messages(messages: list) -> list:
@@ -81,6 +86,8 @@ def ollama_messages(messages: list) -> list:
     out = []
     for m in messages:
         o = {"role": m["role"], "content": m.get("content") or ""}
+        if m.get("reasoning_content"):  # transformers' name; Ollama keeps the reasoning in .Thinking
+            o["thinking"] = m["reasoning_content"]
         if m.get("tool_calls"):
             o["tool_calls"] = [{"id": c.get("id", ""), "function": {"index": i, "name": c["function"]["name"],
                                                                    "arguments": c["function"]["arguments"]}}
@@ -201,6 +208,11 @@ class CheckResult:
     @property
     def tools_ok(self) -> bool:
         return self.ok_for({p.name for p in TOOL_PROBES})
+
+    @property
+    def thinking_ok(self) -> bool:
+        rs = [r for r in self.results if r.probe in {p.name for p in THINK_PROBES}]
+        return all(r.ok or r.skipped for r in rs)
 
     @property
     def failures(self) -> tuple[str, ...]:

@@ -257,6 +257,9 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
     res = gocheck.check_templates([(template, go.go, bos_token, eos_token)])[0]
     if not res.plain_ok:
         return fallback("the translated TEMPLATE does not reproduce the Jinja rendering (" + "; ".join(res.failures)[:300] + ")")
+    if not res.thinking_ok:
+        return fallback("the translated TEMPLATE does not reproduce an assistant turn with reasoning (" +
+                        "; ".join(res.failures)[:300] + ")")
     writes_tools = gocheck.jinja_writes_tools(template, bos_token, eos_token)
     if writes_tools and not res.tools_ok:
         return fallback("the translated TEMPLATE renders plain chats exactly but not tools (" +
