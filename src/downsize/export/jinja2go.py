@@ -598,7 +598,8 @@ class Translator:
                 scope.set(name, V(go=var, kind=self._assigned_kind(bodies, name, scope), defined=dvar))
             else:
                 self.emit(f"{{{{ {var} := {self.go_of(cur)} }}}}")
-                scope.set(name, V(go=var, kind=cur.kind, defined=cur.defined))
+                kind = self._assigned_kind(bodies, name, scope) if cur.is_const and cur.const is None else cur.kind
+                scope.set(name, V(go=var, kind=kind, defined=cur.defined))
             self.predeclared.add(var)
 
     @staticmethod
