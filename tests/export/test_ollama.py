@@ -170,7 +170,7 @@ def test_export_ollama_writes_gguf_and_modelfile(tiny_model_dir, tmp_path, goren
     assert Path(r2["modelfile"]).read_text().replace(f"FROM {r['gguf']}", "FROM ./tiny-coder.q8_0.gguf") == mf
 
 
-def test_cli_convert(tiny_model_dir, tmp_path, monkeypatch):
+def test_cli_convert(tiny_model_dir, tmp_path, monkeypatch, gorender):  # gorender: skips without Go
     from typer.testing import CliRunner
 
     from downsize.cli import app
