@@ -215,3 +215,12 @@ def test_ollama_create_runs_when_ollama_is_on_path(tiny_model_dir, tmp_path, mon
     with pytest.raises(DownsizeError, match="could not connect") as e:
         convert_gguf(r["gguf"], "tiny-coder", tmp_path / "ol3")
     assert "ollama serve" in e.value.hint
+
+
+def test_without_go_the_export_falls_back_and_says_so(monkeypatch):
+    monkeypatch.setattr(gocheck, "go_binary", lambda: None)
+    conv = convert_chat_template(CASES["qwen2.5"][0], "", "<|im_end|>")
+    assert conv.style == "gguf" and conv.go_template is None
+    assert conv.fallback.startswith(gocheck.GO_MISSING) and "--template-file" in conv.fallback
+    with pytest.raises(DownsizeError, match="Go is not installed"):
+        gocheck.gorender_exe()
