@@ -211,21 +211,26 @@ def export_lora_cmd(
     _print_export(export_lora_gguf(adapter, base, out), as_json)
 
 
+_TEMPLATE_FILE_HELP = "a Go TEMPLATE file to write into the Modelfile as is (instead of the translated one)"
+
+
 @app.command("convert")
 def convert_cmd(
     gguf: Path = typer.Option(..., "--gguf", help="an existing GGUF file"),
     name: str = typer.Option(..., help="Ollama model name"),
     out: Optional[Path] = typer.Option(None, help="folder for the Modelfile (default: beside the GGUF)"),
-    template_style: Optional[str] = typer.Option(None, help="force a chat format: chatml, llama3, mistral, gemma, phi3"),
+    template_style: Optional[str] = typer.Option(None, help="force a hand-written chat format instead of the translated TEMPLATE (no tool calling): chatml, llama3, mistral, gemma, phi3"),
     adapter: Optional[Path] = typer.Option(None, help="a GGUF LoRA adapter (Modelfile ADAPTER)"),
     num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the GGUF's context length)"),
     create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
+    template_file: Optional[Path] = typer.Option(None, help=_TEMPLATE_FILE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Make an Ollama model (Modelfile with a converted TEMPLATE) from a GGUF you already have."""
+    """Make an Ollama model (Modelfile with a translated, checked TEMPLATE) from a GGUF you already have."""
     from downsize.export.ollama import convert_gguf
 
-    r = convert_gguf(gguf, name, out, template_style=template_style, adapter=adapter, num_ctx=num_ctx, create=create)
+    r = convert_gguf(gguf, name, out, template_style=template_style, adapter=adapter, num_ctx=num_ctx, create=create,
+                     template_file_path=template_file)
     _print_export(r, as_json)
     if not r["created"] and not as_json:
         console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)

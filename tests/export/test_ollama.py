@@ -1,5 +1,6 @@
-"""Ollama export: the Jinja chat template converted to a Go TEMPLATE, checked by rendering it with Go's own
-text/template (tests/export/gorender, compiled here) against the Jinja rendering of the original template."""
+"""Ollama export: the Jinja chat template translated to a Go TEMPLATE, checked by rendering it with Go's own
+text/template (downsize/export/gorender, built once into the cache) against the Jinja rendering of the original
+template. The hand-written styles (chatml, llama3, …) remain for --template-style and are tested here too."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from downsize.errors import DownsizeError
-from downsize.export.template import PROBES, PROBES_WITH_SYSTEM, convert_chat_template, render_jinja
+from downsize.export import gocheck
+from downsize.export.template import (PROBES, PROBES_WITH_SYSTEM, convert_chat_template, forced_style, recognise_style,
+                                      render_jinja)
 from downsize.zoo.tokenizer import CHATML_TEMPLATE
-
-GO_SRC = Path(__file__).parent / "gorender" / "main.go"
 
 # Chat templates as the model families ship them (tokenizer_config.json), shortened to their message logic.
 QWEN25 = (
@@ -76,21 +77,14 @@ EXTRA = [  # more conversations: unicode, code, blank lines, a longer exchange
 
 
 @pytest.fixture(scope="module")
-def gorender(tmp_path_factory):
-    go = shutil.which("go") or ("/usr/lib/go/bin/go" if Path("/usr/lib/go/bin/go").exists() else None)
-    if go is None:
+def gorender():
+    if not gocheck.go_available():
         pytest.skip("Go is not installed (apt-get install golang-go)")
-    exe = tmp_path_factory.mktemp("go") / "gorender"
-    subprocess.run([go, "build", "-o", str(exe), str(GO_SRC)], check=True, capture_output=True,
-                   env={"GOCACHE": str(exe.parent / "cache"), "HOME": str(exe.parent), "PATH": "/usr/bin:/bin",
-                        "GO111MODULE": "off"})
 
     def render(template: str, messages: list[dict]) -> str:
-        tfile = exe.parent / "t.tmpl"
-        tfile.write_text(template)
-        p = subprocess.run([str(exe), str(tfile)], input=json.dumps({"messages": messages}), capture_output=True, text=True)
-        assert p.returncode == 0, p.stderr
-        return p.stdout
+        (text, err), = gocheck.render_go_batch([template], [(0, gocheck.Probe("t", messages))])
+        assert err is None, err
+        return text
 
     return render
 
@@ -103,9 +97,10 @@ def _ollama_messages(msgs, conv):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_go_template_renders_like_jinja(case, gorender):
+def test_hand_written_styles_render_like_jinja(case, gorender):
+    """The pre-#15 recogniser and its styles (what --template-style NAME writes) still reproduce these formats."""
     template, bos, eos, style, default_system, system_ok = CASES[case]
-    conv = convert_chat_template(template, bos, eos)
+    conv = recognise_style(template, bos, eos)
     assert conv.style == style and conv.default_system == default_system and conv.system_ok == system_ok
     convs = list(PROBES) + EXTRA + ([PROBES_WITH_SYSTEM] if system_ok else [])
     for msgs, gen in convs:
@@ -115,12 +110,45 @@ def test_go_template_renders_like_jinja(case, gorender):
         assert go == jinja, (case, msgs)
 
 
-def test_unknown_template_is_refused_with_a_hint():
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_translated_template_renders_like_jinja(case, gorender):
+    """The default path (#15): the Jinja AST translated to Go, default system prompts inside the TEMPLATE itself."""
+    template, bos, eos, *_ = CASES[case]
+    conv = convert_chat_template(template, bos, eos)
+    assert conv.style == "translated", conv.fallback
+    assert conv.default_system is None  # Qwen2.5's default system prompt lives in the TEMPLATE's else-branch
+    probes = list(gocheck.PLAIN_PROBES) + [gocheck.Probe(f"extra{k}", m) for k, (m, _) in enumerate(EXTRA)]
+    r = gocheck.check_templates([(template, conv.go_template, bos, eos)], probes)[0]
+    assert r.plain_ok and not r.failures, r.failures
+    if case == "qwen2.5":
+        assert conv.stops == ("<|im_end|>",)
+
+
+def test_untranslatable_template_falls_back_to_the_gguf_template():
+    # Go templates have no substring test: no TEMPLATE, Ollama renders the GGUF's chat template
+    src = "{% for m in messages %}{% if '/no_think' in m.content %}[nt]{% endif %}{{ m.content }}{% endfor %}"
+    conv = convert_chat_template(src, "", "</s>")
+    assert conv.style == "gguf" and conv.go_template is None
+    assert "substring test '/no_think'" in conv.fallback and "--template-file" in conv.fallback
+    assert "older Ollama" in conv.fallback or "predates" in conv.fallback
+
+
+def test_alpaca_style_template_is_translated(gorender):
+    # refused by the pre-#15 recogniser; the translator needs no known format
+    conv = convert_chat_template(ALPACA, "", "</s>")
+    assert conv.style == "translated"
+    msgs = PROBES[0][0]
+    assert gorender(conv.go_template, msgs) == render_jinja(ALPACA, msgs, True, "", "</s>")
+
+
+def test_missing_template_is_refused_with_a_hint():
     with pytest.raises(DownsizeError, match="matches none of the formats") as e:
-        convert_chat_template(ALPACA, "", "</s>")
+        recognise_style(ALPACA, "", "</s>")
     assert "--template-style" in e.value.hint
     with pytest.raises(DownsizeError, match="no chat template"):
         convert_chat_template(None)
+    with pytest.raises(DownsizeError, match="unknown chat template style"):
+        forced_style("alpaca", "</s>")
 
 
 def test_export_ollama_writes_gguf_and_modelfile(tiny_model_dir, tmp_path, gorender, monkeypatch):
@@ -134,6 +162,7 @@ def test_export_ollama_writes_gguf_and_modelfile(tiny_model_dir, tmp_path, goren
     assert "PARAMETER num_ctx 256" in mf
     assert r["created"] is False and r["command"] == f"ollama create tiny-coder -f {tmp_path / 'ol' / 'Modelfile'}"
     template = mf.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    assert r["template_style"] == "translated" and r["fallback"] is None
     msgs, gen = PROBES[0]
     assert gorender(template, msgs) == render_jinja(CHATML_TEMPLATE, msgs, gen, "", "<|endoftext|>")
     # `downsize convert --gguf FILE --name NAME` path: the same Modelfile from the GGUF alone.
@@ -141,7 +170,7 @@ def test_export_ollama_writes_gguf_and_modelfile(tiny_model_dir, tmp_path, goren
     assert Path(r2["modelfile"]).read_text().replace(f"FROM {r['gguf']}", "FROM ./tiny-coder.q8_0.gguf") == mf
 
 
-def test_cli_convert(tiny_model_dir, tmp_path, monkeypatch):
+def test_cli_convert(tiny_model_dir, tmp_path, monkeypatch, gorender):  # gorender: skips without Go
     from typer.testing import CliRunner
 
     from downsize.cli import app
@@ -153,7 +182,7 @@ def test_cli_convert(tiny_model_dir, tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["convert", "--gguf", str(g), "--name", "tiny", "--json"])
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
-    assert info["template_style"] == "chatml" and Path(info["modelfile"]).exists()
+    assert info["template_style"] == "translated" and Path(info["modelfile"]).exists()
 
 
 def _ollama_stand_in(bin_dir: Path, log: Path, rc: int) -> None:
@@ -186,3 +215,12 @@ def test_ollama_create_runs_when_ollama_is_on_path(tiny_model_dir, tmp_path, mon
     with pytest.raises(DownsizeError, match="could not connect") as e:
         convert_gguf(r["gguf"], "tiny-coder", tmp_path / "ol3")
     assert "ollama serve" in e.value.hint
+
+
+def test_without_go_the_export_falls_back_and_says_so(monkeypatch):
+    monkeypatch.setattr(gocheck, "go_binary", lambda: None)
+    conv = convert_chat_template(CASES["qwen2.5"][0], "", "<|im_end|>")
+    assert conv.style == "gguf" and conv.go_template is None
+    assert conv.fallback.startswith(gocheck.GO_MISSING) and "--template-file" in conv.fallback
+    with pytest.raises(DownsizeError, match="Go is not installed"):
+        gocheck.gorender_exe()

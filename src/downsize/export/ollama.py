@@ -1,11 +1,13 @@
-"""Ollama: a GGUF plus a Modelfile whose TEMPLATE is converted from the model's Jinja chat template.
+"""Ollama: a GGUF (carrying the model's exact Jinja chat templates) plus a Modelfile with a checked Go TEMPLATE.
 
     >>> r = export_ollama("zoo:coder-teacher", "coder-teacher", out_dir="out/ollama", quant="Q4_K_M")
     >>> r["command"]            # 'ollama create coder-teacher -f out/ollama/Modelfile' (run for you if ollama is on PATH)
     >>> convert_gguf("model.gguf", "mymodel")        # the same for a GGUF you already have
 
 Everything the Modelfile needs (chat template, BOS/EOS text, context length) is read back from the GGUF,
-so both entry points share one path.
+so both entry points share one path. The TEMPLATE is the Jinja template translated to Go and checked on probe
+conversations (downsize.export.template); when it cannot be reproduced the Modelfile has no TEMPLATE and Ollama
+renders the GGUF's own chat template (``r["fallback"]`` says why and what an older Ollama loses).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import gguf
 
 from downsize.errors import DownsizeError
-from downsize.export.template import ConvertedTemplate, convert_chat_template, forced_style
+from downsize.export.template import ConvertedTemplate, convert_chat_template, forced_style, template_file
 from downsize.io import write_text_atomic
 
 MAX_DEFAULT_CTX = 32768  # a default num_ctx above this costs more KV memory than most users expect
@@ -57,7 +59,10 @@ def render_modelfile(from_path: str, conv: ConvertedTemplate, stops: list[str], 
     lines = [f"FROM {from_path}"]
     if adapter:
         lines.append(f"ADAPTER {adapter}")
-    lines.append(f"TEMPLATE {_q(conv.go_template)}")
+    if conv.go_template:  # without one, Ollama renders the GGUF's tokenizer.chat_template itself
+        lines.append(f"TEMPLATE {_q(conv.go_template)}")
+    if conv.parser:  # Ollama's built-in parser for a tool-call format its template-derived parser cannot read
+        lines.append(f"PARSER {conv.parser}")
     if system:
         lines.append(f"SYSTEM {_q(system)}")
     for s in stops:
@@ -70,7 +75,8 @@ def render_modelfile(from_path: str, conv: ConvertedTemplate, stops: list[str], 
 
 def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.PathLike | None = None, *,
                  template_style: str | None = None, system: str | None = None, num_ctx: int | None = None,
-                 adapter: str | os.PathLike | None = None, create: bool = True) -> dict:
+                 adapter: str | os.PathLike | None = None, create: bool = True,
+                 template_file_path: str | os.PathLike | None = None) -> dict:
     """Write a Modelfile for ``gguf_file`` (in ``out_dir``, default beside it) and register it with Ollama if present."""
     gguf_file = Path(gguf_file).resolve()
     if not gguf_file.exists():
@@ -78,8 +84,12 @@ def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.Path
     if not name or any(c.isspace() for c in name):
         raise DownsizeError(f"invalid Ollama model name {name!r}", hint="use e.g. coder-small or coder-small:q4")
     info = gguf_chat_info(gguf_file)
-    conv = (forced_style(template_style, info["eos"]) if template_style else
-            convert_chat_template(info["chat_template"], info["bos"], info["eos"]))
+    if template_file_path:
+        conv = template_file(str(template_file_path), info["eos"])
+    elif template_style:
+        conv = forced_style(template_style, info["eos"])
+    else:
+        conv = convert_chat_template(info["chat_template"], info["bos"], info["eos"])
     stops = list(dict.fromkeys([*conv.stops, *(t for t in (info["eot"], info["eos"]) if t)]))
     ctx = num_ctx or (min(int(info["context_length"]), MAX_DEFAULT_CTX) if info["context_length"] else None)
     out_dir = Path(out_dir) if out_dir else gguf_file.parent
@@ -99,26 +109,29 @@ def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.Path
                                 hint="is the Ollama server running (`ollama serve`)?")
         created = True
     return {"name": name, "gguf": str(gguf_file), "modelfile": str(modelfile), "template_style": conv.style,
-            "stops": stops, "num_ctx": ctx, "default_system": conv.default_system, "command": command, "created": created}
+            "tools": conv.tools, "tool_tag": conv.tool_tag, "parser": conv.parser, "template_notes": list(conv.notes), "fallback": conv.fallback, "stops": stops, "num_ctx": ctx, "default_system": conv.default_system, "command": command, "created": created}
 
 
 def export_ollama(model: str | os.PathLike, name: str, out_dir: str | os.PathLike, quant: str = "Q4_K_M", *,
                   imatrix: str | os.PathLike | None = None, template_style: str | None = None,
-                  num_ctx: int | None = None, create: bool = True, rescale: bool = True) -> dict:
+                  num_ctx: int | None = None, create: bool = True, rescale: bool = True,
+                  template_file_path: str | os.PathLike | None = None) -> dict:
     """Export ``model`` to ``out_dir/NAME.QUANT.gguf`` and write the Modelfile beside it."""
     from downsize.export.gguf import export_gguf
 
     out_dir = Path(out_dir)
     safe = name.replace(":", "-").replace("/", "-")
     g = out_dir / f"{safe}.{quant.lower()}.gguf"
-    # Check the template converts before spending time on the weights.
+    # A model without any chat template is refused before time goes into the weights; every other template
+    # exports (translated to a checked TEMPLATE, or rendered by Ollama from the GGUF).
     from downsize.models.refs import load_tokenizer
 
-    if not template_style:
+    if not (template_style or template_file_path):
         tok = load_tokenizer(model)
-        bos = tok.bos_token if tok.bos_token and tok("a")["input_ids"][:1] == [tok.bos_token_id] else ""
-        convert_chat_template(tok.chat_template, bos or "", tok.eos_token or "")
+        if not tok.chat_template:
+            convert_chat_template(None)
     res = export_gguf(model, g, quant, imatrix=imatrix, rescale=rescale)
-    out = convert_gguf(g, name, out_dir, template_style=template_style, num_ctx=num_ctx, create=create)
+    out = convert_gguf(g, name, out_dir, template_style=template_style, num_ctx=num_ctx, create=create,
+                       template_file_path=template_file_path)
     out.update(quant=quant, bytes=res.nbytes, params=res.n_params)
     return out

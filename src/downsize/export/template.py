@@ -1,20 +1,21 @@
-"""Jinja chat template → Ollama (Go text/template) TEMPLATE, by recognising the template's *format*.
-
-We do not translate Jinja syntax. We render the model's own Jinja template on probe conversations and
-compare the text with each known chat format (ChatML/Qwen, Llama 3, Mistral [INST], Gemma, Phi-3); the one
-that reproduces every probe exactly gives a hand-written Go template, its stop tokens and any default system
-prompt. A template that matches none is refused with a hint, never guessed.
+"""Jinja chat template → Ollama Modelfile TEMPLATE: translated from the template's AST, checked by rendering.
 
     >>> conv = convert_chat_template(tok.chat_template, bos_token="", eos_token="<|endoftext|>")
-    >>> conv.style, conv.stops
-    ('chatml', ('<|im_end|>',))
-    >>> print(conv.go_template)
+    >>> conv.style, conv.tools, conv.stops        # ('translated', True, ('<|im_end|>',))
+    >>> print(conv.go_template)                    # None when style == 'gguf' (see conv.fallback)
 
-tests/export/test_ollama.py renders the Go template with Go's text/template and checks it equals the Jinja text.
+The template is translated to Go text/template (downsize.export.jinja2go) and the result is rendered by Go's
+text/template on Ollama's data model (downsize.export.gocheck) for every probe conversation — plain chats, a
+request with tools, a tool call + tool result — and compared byte for byte with the Jinja rendering. Only a
+TEMPLATE that reproduces every probe is written. Otherwise the export still succeeds with style 'gguf': the
+Modelfile carries no TEMPLATE and current Ollama renders the GGUF's own tokenizer.chat_template; ``fallback``
+says why and what an older Ollama loses. ``--template-style NAME`` forces one of the hand-written STYLES
+below (chatml, llama3, mistral, gemma, phi3; no tool calling) and ``--template-file`` a TEMPLATE you wrote.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -143,11 +144,16 @@ register_style(ChatStyle(
 
 @dataclass(frozen=True)
 class ConvertedTemplate:
-    style: str
-    go_template: str
+    style: str  # 'translated', 'gguf' (no TEMPLATE: Ollama renders the GGUF's chat template), 'file' or a STYLES name
+    go_template: str | None
     stops: tuple[str, ...]
     default_system: str | None  # a system prompt the Jinja template inserts when none is given (Modelfile SYSTEM)
     system_ok: bool
+    tools: bool = False  # the TEMPLATE renders .Tools, tool calls and tool results (checked on the probes)
+    notes: tuple[str, ...] = ()  # approximations the translation made (e.g. `trim` not applied)
+    fallback: str | None = None  # why no TEMPLATE is written, and what an older Ollama loses
+    tool_tag: str | None = None  # the tool-call tag Ollama's tools package derives from the TEMPLATE ("{": bare JSON)
+    parser: str | None = None  # Modelfile PARSER: one of Ollama's built-in output parsers, when the format needs it
 
 
 def render_jinja(template: str, messages: list[Message], add_generation_prompt: bool, bos_token: str = "",
@@ -166,8 +172,123 @@ def _strip_bos(text: str, bos: str) -> str:
     return text[len(bos):] if bos and text.startswith(bos) else text
 
 
+STYLE_GGUF, STYLE_TRANSLATED, STYLE_FILE = "gguf", "translated", "file"
+OLD_OLLAMA_LOSS = ("an Ollama that predates GGUF chat-template rendering has no "
+                   "TEMPLATE to use: it guesses one from its built-in list by similarity, so the prompt format may "
+                   "differ and tool calling is not offered")
+OVERRIDE_HINT = "override with --template-file FILE (a Go TEMPLATE you checked) or --template-style NAME ({})"
+
+
+def _stops_from_probe(template: str, bos: str, eos: str) -> tuple[str, ...]:
+    """The end-of-turn marker the Jinja template writes after an assistant reply (e.g. <|im_end|>, <|eot_id|>)."""
+    import re
+
+    from downsize.export.gocheck import PLAIN_PROBES, expected
+
+    text = expected(template, PLAIN_PROBES[1], bos, eos) or ""
+    answer = PLAIN_PROBES[1].messages[1]["content"]
+    i = text.find(answer)
+    m = re.match(r"\s*(<[^<>\s]{2,40}>|\[/?[A-Z_]{2,20}\])", text[i + len(answer):]) if i >= 0 else None
+    return (m.group(1),) if m and m.group(1) != bos else ((eos,) if eos else ())
+
+
+# Tool-call formats Ollama's generic, template-derived parser (JSON after a tag) cannot read, recognised by how
+# the Jinja template renders the probe's tool call, and the built-in PARSER (model/parsers in Ollama) that reads it.
+PARSER_FORMATS = {
+    "qwen3-coder": ("<function=get_weather>", "<parameter=city>"),
+}
+
+
+def tool_call_format(template: str, bos: str, eos: str) -> tuple[str | None, str | None]:
+    """(tag, parser) for the way ``template`` writes the probe's assistant tool call, decided by rendering it.
+
+    tag: the marker right before the call (``<tool_call>``, ``[TOOL_CALLS]``), or "{" for a bare JSON object;
+    parser: a PARSER_FORMATS name when the call is not JSON. (None, None) when the template writes no tool call."""
+    import re
+
+    from downsize.export.gocheck import TOOL_PROBES, Probe, expected
+
+    call_msgs = TOOL_PROBES[1].messages[:2]
+    text = expected(template, Probe("call", call_msgs, TOOL_PROBES[1].tools), bos, eos)
+    before = expected(template, Probe("ask", call_msgs[:1], TOOL_PROBES[1].tools), bos, eos)
+    if not text or "get_weather" not in text[len(os.path.commonprefix([text, before or ""])):]:
+        return None, None
+    for name, marks in PARSER_FORMATS.items():
+        if all(m in text for m in marks):
+            return "<tool_call>" if "<tool_call>" in text else "{", name
+    start = len(os.path.commonprefix([text, before or ""]))
+    while start > 0 and text[start - 1] not in "\n>]":  # back to a token boundary (<tool_call> vs <think>)
+        start -= 1
+    turn = text[start:]
+    m = re.search(r'\{\s*"name"\s*:\s*"get_weather"', turn) or re.search(r"get_weather", turn)
+    head = turn[:m.start()] if m else ""
+    tok = re.search(r"(<[^<>\s]{2,40}>|\[[A-Z_]{2,20}\])[\s\[]*$", head)
+    header_tail = (before or "")[-60:]
+    if tok and tok.group(1) not in header_tail:
+        return tok.group(1), None
+    return "{", None
+
+
 def convert_chat_template(template: str | None, bos_token: str = "", eos_token: str = "") -> ConvertedTemplate:
-    """Recognise ``template``'s format among STYLES; refuse with a hint when none reproduces it exactly."""
+    """Translate ``template`` to a Go TEMPLATE and check it on the probes; fall back to the GGUF's own template."""
+    from downsize.export import gocheck
+    from downsize.export.jinja2go import Untranslatable, translate
+
+    if not template:
+        raise DownsizeError("the model has no chat template", hint="set tokenizer.chat_template, or pass --template-style NAME "
+                                                                  f"({', '.join(STYLES)}) to force one")
+    stops = _stops_from_probe(template, bos_token, eos_token)
+    hint = OVERRIDE_HINT.format(", ".join(STYLES))
+
+    def fallback(why: str) -> ConvertedTemplate:
+        return ConvertedTemplate(STYLE_GGUF, None, stops, None, True, fallback=f"{why}; {OLD_OLLAMA_LOSS}; {hint}")
+
+    if gocheck.expected(template, gocheck.PLAIN_PROBES[0], bos_token, eos_token) is None:
+        # e.g. a tool_use-only template that iterates `tools` unconditionally: nothing to check a TEMPLATE against
+        return fallback("the Jinja template fails on a plain one-message user conversation, so no TEMPLATE can be "
+                        "checked against it")
+
+    try:
+        go = translate(template, bos_token, eos_token)
+    except Untranslatable as e:
+        return fallback(f"the Jinja construct `{e.construct}` has no Go text/template counterpart")
+    if not gocheck.go_available():
+        return fallback(gocheck.GO_MISSING)
+    res = gocheck.check_templates([(template, go.go, bos_token, eos_token)])[0]
+    if not res.plain_ok:
+        return fallback("the translated TEMPLATE does not reproduce the Jinja rendering (" + "; ".join(res.failures)[:300] + ")")
+    if not res.thinking_ok:
+        return fallback("the translated TEMPLATE does not reproduce an assistant turn with reasoning (" +
+                        "; ".join(res.failures)[:300] + ")")
+    writes_tools = gocheck.jinja_writes_tools(template, bos_token, eos_token)
+    if writes_tools and not res.tools_ok:
+        return fallback("the translated TEMPLATE renders plain chats exactly but not tools (" +
+                        "; ".join(res.failures)[:300] + ")")
+    notes, text, tag, parser = list(go.notes), go.go, None, None
+    if writes_tools:
+        from downsize.export.jinja2go import with_tool_tag
+
+        tag, parser = tool_call_format(template, bos_token, eos_token)
+        if tag and tag != "{" and not parser and gocheck.tool_tags([text])[0] != tag:
+            # the TEMPLATE must show Ollama's parser the tag the model writes before a call
+            text = with_tool_tag(text, tag)
+            if gocheck.tool_tags([text])[0] != tag:
+                notes.append(f"Ollama's tool-call parser will not find the tag {tag!r}: tool calls may come back as text")
+            elif not gocheck.check_templates([(template, text, bos_token, eos_token)])[0].tools_ok:
+                text = go.go
+                notes.append(f"the tool-call tag {tag!r} could not be shown to Ollama's parser")
+        if tag == "{" and gocheck.tool_tags([text])[0] != "{":
+            notes.append(f"Ollama's tool-call parser will look for {gocheck.tool_tags([text])[0]!r} before a call, "
+                         "but the model writes a bare JSON object")
+        if tag is None:
+            notes.append("the template renders no assistant tool call: Ollama gets tool definitions in the prompt, "
+                         "but the model's tool calls are not parsed")
+    return ConvertedTemplate(STYLE_TRANSLATED, text, stops, None, True, tools=writes_tools and res.tools_ok,
+                             notes=tuple(notes), tool_tag=tag, parser=parser)
+
+
+def recognise_style(template: str | None, bos_token: str = "", eos_token: str = "") -> ConvertedTemplate:
+    """The pre-#15 converter: recognise ``template``'s format among STYLES; refuse when none reproduces it."""
     if not template:
         raise DownsizeError("the model has no chat template", hint="set tokenizer.chat_template, or pass --template-style NAME "
                                                                   f"({', '.join(STYLES)}) to force one")
@@ -220,4 +341,17 @@ def forced_style(name: str, eos_token: str) -> ConvertedTemplate:
     if name not in STYLES:
         raise DownsizeError(f"unknown chat template style {name!r}", hint=f"choose one of {', '.join(STYLES)}")
     s = STYLES[name]
-    return ConvertedTemplate(s.name, s.go_template(eos_token), s.stops(eos_token), None, s.system_ok)
+    return ConvertedTemplate(s.name, s.go_template(eos_token), s.stops(eos_token), None, s.system_ok,
+                             notes=(f"forced style {name}: not checked against the model's template",))
+
+
+def template_file(path: str, eos_token: str) -> ConvertedTemplate:
+    """A Go TEMPLATE the user wrote (--template-file), used as is."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise DownsizeError(f"no template file at {p}", hint="pass a file holding a Go text/template TEMPLATE")
+    text = p.read_text()
+    return ConvertedTemplate(STYLE_FILE, text, (eos_token,) if eos_token else (), None, True, tools=".Tools" in text,
+                             notes=(f"TEMPLATE from {p}: not checked",))

@@ -30,8 +30,11 @@ class ExportStage(QuantizeStage):
                                                         "recipe's name")
     quant: Optional[Literal[tuple(QUANT_TYPES)]] = Field(  # type: ignore[valid-type]
         None, description=f"GGUF type; default: the run's latest GGUF, else {DEFAULT_QUANT}")
-    template_style: Optional[str] = Field(None, description="force a chat format instead of converting the "
-                                                            "model's chat template")
+    template_style: Optional[str] = Field(None, description="force a hand-written chat format instead of the "
+                                                            "translated TEMPLATE (no tool calling): chatml, llama3, "
+                                                            "mistral, gemma, phi3")
+    template_file: Optional[str] = Field(None, description="a Go TEMPLATE file to write into the Modelfile as is "
+                                                           "(instead of the translated one)")
     num_ctx: Optional[int] = Field(None, ge=1, description="PARAMETER num_ctx (default: the model's context length)")
     create: bool = Field(True, description="run `ollama create` when ollama is on PATH")
 
@@ -52,7 +55,7 @@ def _link(src: Path, dest: Path) -> None:
 @stage("export", ExportStage, produces="gguf", output=lambda cfg: "",
        estimate=lambda cfg, params: "a Modelfile" + ("" if cfg.quant is None else f" and a {cfg.quant} GGUF"))
 def run_export(ctx: StageContext, cfg: ExportStage) -> Artifact:
-    """A GGUF plus an Ollama Modelfile (template converted from the chat template); `ollama create` when installed."""
+    """A GGUF plus an Ollama Modelfile (TEMPLATE translated from the Jinja chat template and checked); `ollama create` when installed."""
     from downsize.errors import DownsizeError
     from downsize.export.ollama import convert_gguf
 
@@ -69,11 +72,13 @@ def run_export(ctx: StageContext, cfg: ExportStage) -> Artifact:
         quant = cfg.quant or DEFAULT_QUANT
         gguf = out_dir / gguf_name(name, quant)
         quantize_model(ctx, cfg.model_copy(update={"quant": quant}), ctx.input_ref(), gguf)
-    info = convert_gguf(gguf, name, out_dir, template_style=cfg.template_style, num_ctx=cfg.num_ctx, create=cfg.create)
+    info = convert_gguf(gguf, name, out_dir, template_style=cfg.template_style, num_ctx=cfg.num_ctx, create=cfg.create,
+                        template_file_path=cfg.template_file)
     base = ctx.run_dir or Path.cwd()
     modelfile = Path(os.path.relpath(info["modelfile"], base))
     hub = push(ctx, cfg, [gguf], info["modelfile"]) if cfg.push_to_hub else None
     return Artifact("gguf", gguf, "", {"hub": hub,"gguf": os.path.relpath(gguf, base), "modelfile": str(modelfile),
                                        "template_style": info["template_style"], "stops": info["stops"],
+                                       "tools": info.get("tools"), "template_fallback": info.get("fallback"),
                                        "ollama_name": name, "ollama_command": f"ollama create {name} -f {modelfile}",
                                        "ollama_created": info["created"]})

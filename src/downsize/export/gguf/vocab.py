@@ -148,8 +148,12 @@ def write_tokenizer(w: gguf.GGUFWriter, root: Path, cfg) -> dict:
     w.add_add_bos_token(add_bos)
     w.add_add_eos_token(add_eos)
     template = tok.chat_template
-    if isinstance(template, dict):
-        template = template.get("default") or next(iter(template.values()))
+    if isinstance(template, dict) and template:
+        # every named template (tool_use, rag…) as tokenizer.chat_template.<name>, byte for byte; the default one as
+        # tokenizer.chat_template (the first one when none is called "default", as before)
+        default = template.get("default") or next(iter(template.values()))
+        template = [{"name": "default", "template": default},
+                    *({"name": k, "template": v} for k, v in template.items() if k != "default")]
     if template:
         w.add_chat_template(template)
     return {"model": "gpt2", "pre": pre, "n_tokens": n, "add_bos": add_bos, "eot": eot, **ids,

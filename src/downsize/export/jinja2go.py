@@ -1,0 +1,1830 @@
+"""Translate a Jinja chat template (its AST) into an Ollama Go text/template TEMPLATE.
+
+    >>> from downsize.export.jinja2go import translate
+    >>> t = translate("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+    ...               "{% if add_generation_prompt %}<|assistant|>{% endif %}", eos_token="</s>")
+    >>> print(t.go)
+    {{ $agp := true }}{{ range $.Messages }}{{ $agp = ne .Role "assistant" }}{{ end }}{{ range $i1, $m2 := $.Messages }}<|{{ .Role }}|>{{ .Content }}{{ end }}{{ if $agp }}<|assistant|>{{ end }}
+
+The template is parsed with jinja2 (transformers' environment: trim_blocks, lstrip_blocks, `generation` blocks)
+and *partially evaluated*: everything Ollama's request cannot change (`date_string is defined`, `custom_tools`,
+the BOS/EOS text, macro calls, loops over a dict's fixed keys) is computed here, and only what depends on the
+conversation becomes Go. Ollama's data model (template/template.go in github:ollama/ollama) decides the mapping:
+
+- ``messages`` → ``$.Messages`` (Role, Content, Thinking, ToolCalls, ToolName, ToolCallID); ``tools`` → ``$.Tools``;
+  ``add_generation_prompt`` → "the last message is not the assistant's" (how Ollama decides to prefill).
+- ``tojson`` → generated ``define`` blocks that write Python ``json.dumps`` spacing (``", "``, ``": "``, ``indent=N``)
+  for Ollama's tool / argument types; Ollama's own ``json`` function is compact and would differ.
+- ``loop.last`` → ``eq (len (slice SEQ $i)) 1``; ``messages[loop.index0 ± 1]`` → a tracked previous / a shifted slice;
+  ``strftime_now`` → Ollama's ``currentDate`` re-formatted in Go; ``raise_exception`` → nothing (Ollama never raises).
+- Thinking tags inside ``content`` (``'</think>' in content``, ``content.split('</think>')``): Ollama keeps the reasoning in
+  ``.Thinking``, so content holds none and these fold to constants.
+
+Whatever has no Go counterpart (arithmetic on dynamic values, string methods on request text, filters such as
+``selectattr``) raises :class:`Untranslatable` naming the construct; the caller then falls back to the GGUF's own
+chat template. Approximations (``trim`` is the identity: Go templates cannot trim) are listed in ``GoTemplate.notes``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import nodes
+
+
+class Untranslatable(Exception):
+    """A Jinja construct that has no Go text/template counterpart on Ollama's data model."""
+
+    def __init__(self, construct: str):
+        super().__init__(construct)
+        self.construct = construct
+
+
+@dataclass(frozen=True)
+class GoTemplate:
+    go: str
+    notes: tuple[str, ...] = ()
+
+
+def with_tool_tag(go: str, tag: str) -> str:
+    """Prefix a block that renders nothing but shows Ollama's tools package the tool-call tag: it reads the first
+    text inside the first `if .ToolCalls` (tools/template.go), which a translated template may not start with."""
+    marker = f"{{{{ if false }}}}{{{{ range .Messages }}}}{{{{ if .ToolCalls }}}}{_text(tag)}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}"
+    while "{{{" in marker:
+        marker = marker.replace("{{{", '{{ "{" }}{{')
+    return marker + go
+
+
+class _Undef:  # Jinja's Undefined, as a compile-time constant
+    def __repr__(self):
+        return "Undefined"
+
+
+UNDEF = _Undef()
+_NOCONST = object()
+
+
+@dataclass
+class V:
+    """A translated value: a compile-time constant, or a Go pipeline of a known kind."""
+
+    const: Any = _NOCONST
+    go: str | None = None
+    kind: str = "any"
+    defined: str | None = None  # Go bool pipeline telling whether a maybe-set name is defined
+    extra: Any = None  # kind "selected": (sequence V, attribute, value); kind "elemidx": the sequence's Go pipeline
+    truthy: str | None = None  # kind "out": a Go pipeline true exactly when the text is non-empty (None: unknown)
+
+    @property
+    def is_const(self) -> bool:
+        return self.const is not _NOCONST
+
+
+def C(x) -> V:
+    return V(const=x, kind=_kind_of(x))
+
+
+def _kind_of(x) -> str:
+    if isinstance(x, bool):
+        return "bool"
+    if isinstance(x, (int, float)):
+        return "int"
+    if isinstance(x, str):
+        return "str"
+    if x is None:
+        return "none"
+    if isinstance(x, list):
+        return "list"
+    if isinstance(x, dict):
+        return "dict"
+    return "any"
+
+
+# kind -> {jinja key: (Go field, kind, always present)}; the JSON names Ollama's template types carry.
+FIELDS: dict[str, dict[str, tuple[str, str, bool]]] = {
+    "message": {"role": ("Role", "str", True), "content": ("Content", "str", True),
+                "reasoning_content": ("Thinking", "str", False), "thinking": ("Thinking", "str", False),
+                "tool_calls": ("ToolCalls", "tcalls", False), "name": ("ToolName", "str", False),
+                "tool_name": ("ToolName", "str", False), "tool_call_id": ("ToolCallID", "str", False)},
+    "tcall": {"id": ("ID", "str", False), "function": ("Function", "tcfn", True),
+              "name": ("Function.Name", "str", True), "arguments": ("Function.Arguments", "args", True)},
+    "tcfn": {"name": ("Name", "str", True), "arguments": ("Arguments", "args", True)},
+    "tool": {"type": ("Type", "str", True), "function": ("Function", "fn", True)},
+    "fn": {"name": ("Name", "str", True), "description": ("Description", "str", True),
+           "parameters": ("Parameters", "params", True)},
+    "params": {"type": ("Type", "str", True), "$defs": ("Defs", "any", False), "items": ("Items", "any", False),
+               "required": ("Required", "strlist", False), "properties": ("Properties", "props", True)},
+    "property": {"anyOf": ("AnyOf", "proplist", False), "type": ("Type", "ptype", False),
+                 "items": ("Items", "any", False), "description": ("Description", "str", False),
+                 "enum": ("Enum", "list", False), "properties": ("Properties", "props", False),
+                 "required": ("Required", "strlist", False)},
+}
+ELEM = {"messages": "message", "tcalls": "tcall", "tools": "tool", "strlist": "str", "list": "any",
+        "proplist": "property"}
+MAPS = {"props": "property", "args": "any"}  # kind -> value kind
+MAPPING_KINDS = {"message", "tcall", "tcfn", "tool", "fn", "params", "property", "props", "args", "dict"}
+SEQ_KINDS = {"messages", "tcalls", "tools", "strlist", "list", "proplist"}
+THINK_TAGS = ("<think>", "</think>", "<|begin_of_thought|>", "<|end_of_thought|>", "[THINK]", "[/THINK]")
+
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_MONTHS_LONG = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+                "October", "November", "December"]
+
+
+def _go_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t").replace(
+        "\r", "\\r") + '"'
+
+
+def _go_lit(x) -> str:
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, (int, float)):
+        return repr(x)
+    if isinstance(x, str):
+        return _go_str(x)
+    if x is None or x is UNDEF:
+        return '""'
+    raise Untranslatable(f"a {type(x).__name__} constant in a Go expression")
+
+
+def _py_str(x) -> str:
+    """What Jinja prints for a constant."""
+    if x is UNDEF:
+        return ""
+    if isinstance(x, bool):
+        return "True" if x else "False"
+    return str(x)
+
+
+def _text(s: str) -> str:
+    """Literal Go template text (only ``{{`` needs escaping)."""
+    return s.replace("{{", '{{ "{{" }}')
+
+
+@dataclass(frozen=True)
+class Aff:
+    """An integer known as a linear form of Go ints: lengths of sequences, loop indices, int variables."""
+
+    terms: tuple = ()  # ((Go atom, coefficient), ...)
+    const: int = 0
+    lens: tuple = ()  # ((Go atom, Go sequence), ...) for atoms that are `len SEQ`
+
+    @staticmethod
+    def atom(go, seq=None):
+        return Aff(((go, 1),), 0, ((go, seq),) if seq else ())
+
+    def add(self, o: Aff, sign=1) -> Aff:
+        t = dict(self.terms)
+        for k, c in o.terms:
+            t[k] = t.get(k, 0) + sign * c
+        return Aff(tuple((k, c) for k, c in t.items() if c), self.const + sign * o.const,
+                   tuple(dict([*self.lens, *o.lens]).items()))
+
+    def go(self) -> str:
+        """Go has no arithmetic; the forms chat templates use are lengths of sub-slices."""
+        t, lens = dict(self.terms), dict(self.lens)
+        if not t:
+            return str(self.const)
+        if len(t) == 1:
+            (a, c), = t.items()
+            if c == 1 and self.const == 0:
+                return a
+            if c == 1 and self.const < 0 and a in lens:  # len(SEQ) - k
+                return f"len (slice {lens[a]} {-self.const})"
+        if len(t) == 2 and self.const <= 0:
+            (a, ca), (b, cb) = t.items()
+            if ca == -1:
+                (a, ca), (b, cb) = (b, cb), (a, ca)
+            if ca == 1 and cb == -1 and a in lens:  # len(SEQ) - i - k
+                inner = f"(slice {lens[a]} {b})"
+                return f"len (slice {inner} {-self.const})" if self.const else f"len {inner}"
+        raise Untranslatable("arithmetic on request values that Go cannot express (no + or - in text/template)")
+
+
+def _aff(v) -> Aff | None:
+    if v.is_const and isinstance(v.const, int) and not isinstance(v.const, bool):
+        return Aff((), v.const)
+    if isinstance(v.extra, Aff):
+        return v.extra
+    if v.kind == "int" and v.go and re.fullmatch(r"\$\w+", v.go):
+        return Aff.atom(v.go)
+    return None
+
+
+class _Scope:
+    def __init__(self, parent: _Scope | None = None, dot: str | None = None):
+        self.vars: dict[str, V] = {}
+        self.parent = parent
+        self.dot = dot if dot is not None else (parent.dot if parent else None)
+
+    def get(self, name):
+        s = self
+        while s is not None:
+            if name in s.vars:
+                return s.vars[name]
+            s = s.parent
+        return None
+
+    def set(self, name, v):
+        s = self
+        while s is not None:  # assignments in an `if` body change the enclosing scope's name (Jinja semantics)
+            if name in s.vars:
+                s.vars[name] = v
+                return
+            s = s.parent
+        self.vars[name] = v
+
+
+def scope_items(scope):
+    while scope is not None:
+        yield from scope.vars.items()
+        scope = scope.parent
+
+
+class _Loop:
+    def __init__(self, seq: V, idx: str, elem: str, seq_go: str):
+        self.seq, self.idx, self.elem, self.seq_go = seq, idx, elem, seq_go
+        self.prev: str | None = None  # Go var holding the previous element, created on first use
+        self.reversed = False
+        self.first_flag: str | None = None
+        self.prelude_slot: int | None = None
+
+
+class Translator:
+    MAX_INLINE = 12  # macro call depth
+
+    def __init__(self, bos_token: str = "", eos_token: str = "", extra: dict | None = None):
+        self.bos, self.eos = bos_token, eos_token
+        self.extra = extra or {}
+        self.out: list[str] = []
+        self.defs: dict[str, str] = {}
+        self.notes: list[str] = []
+        self.n = 0
+        self.loops: list[_Loop] = []
+        self.macros: dict[str, nodes.Macro] = {}
+        self.depth = 0
+        self.read_names: set[str] = set()
+        self.predeclared: set[str] = set()
+        self.textvars: set[str] = set()  # names / "ns.attr" that hold printed-only text (tojson, macro output)
+        self.acc: str | None = None  # the text namespace attribute a loop is being re-translated to accumulate
+        self.suppress = False
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        self.n += 1
+        return f"${re.sub(r'[^A-Za-z0-9]', '', base) or 'v'}{self.n}"
+
+    def emit(self, s: str):
+        self.out.append(s)
+
+    def capture(self, fn) -> str:
+        """Run ``fn`` (which emits) and return what it emitted instead: a Go snippet that prints a value."""
+        start = len(self.out)
+        fn()
+        snippet = "".join(self.out[start:])
+        del self.out[start:]
+        return snippet
+
+    def snippet(self, fn, truthy: str | None = None) -> V:
+        return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy)
+
+    def note(self, s: str):
+        if s not in self.notes:
+            self.notes.append(s)
+
+    # ---- entry ---------------------------------------------------------------------------------------------
+    def run(self, ast: nodes.Template) -> GoTemplate:
+        self._collect_reads(ast)
+        self.textvars = self._find_textvars(ast)
+        scope = _Scope(dot="$")
+        agp = "$agp"
+        # Ollama adds the generation prompt exactly when the last message is not the assistant's (else it prefills).
+        self.emit("{{ $agp := true }}{{ range $.Messages }}{{ $agp = ne .Role \"assistant\" }}{{ end }}")
+        scope.vars.update({
+            "messages": V(go="$.Messages", kind="messages"),
+            # transformers always passes `tools` (None without tools), so it is defined; Ollama's nil reads as none
+            "tools": V(go="$.Tools", kind="tools"),
+            "add_generation_prompt": V(go=agp, kind="bool"),
+            "bos_token": C(""),  # llama.cpp/Ollama add BOS themselves (tokenizer.ggml.add_bos_token)
+            "eos_token": C(self.eos),
+            "raise_exception": C("__raise__"), "strftime_now": C("__strftime__"), "namespace": C("__ns__"),
+        })
+        for k, v in self.extra.items():
+            scope.vars[k] = C(v)
+        self.body(ast.body, scope)
+        go = "".join(self.defs[k] for k in sorted(self.defs)) + "".join(self.out)
+        # a literal "{" right before an action would be read as part of the "{{" delimiter
+        while "{{{" in go:
+            go = go.replace("{{{", '{{ "{" }}{{')
+        return GoTemplate(go, tuple(self.notes))
+
+    @staticmethod
+    def _find_textvars(ast) -> set[str]:
+        """Variables whose value is text only Go's output can produce: kept as Go snippets, never as Go variables
+        (`{% set ns.s = ns.s + (tool | tojson) %}` in a loop becomes the loop itself, re-run where ns.s is printed)."""
+        macros = {m.name for m in ast.find_all(nodes.Macro)}
+        stores = []
+        for a in ast.find_all((nodes.Assign, nodes.AssignBlock)):
+            t = a.target
+            key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
+            if key:
+                stores.append((key, a.node if isinstance(a, nodes.Assign) else None))
+        marked = {k for k, rhs in stores if rhs is None}
+
+        def textish(n):
+            for x in [n, *n.find_all((nodes.Filter, nodes.Call, nodes.Name, nodes.Getattr))]:
+                if isinstance(x, nodes.Filter) and x.name == "tojson" and not isinstance(x.node, nodes.Const):
+                    return True
+                if isinstance(x, nodes.Call) and isinstance(x.node, nodes.Name) and x.node.name in macros:
+                    return True
+                if isinstance(x, nodes.Name) and x.ctx == "load" and x.name in marked:
+                    return True
+                if isinstance(x, nodes.Getattr) and isinstance(x.node, nodes.Name) and f"{x.node.name}.{x.attr}" in marked:
+                    return True
+            return False
+
+        changed = True
+        while changed:
+            changed = False
+            for k, rhs in stores:
+                if k not in marked and rhs is not None and textish(rhs):
+                    marked.add(k)
+                    changed = True
+        return marked
+
+    def as_text(self, v: V) -> V:
+        if v.kind == "out":
+            return v
+        if v.go and any(x in self.predeclared for x in re.findall(r"\$\w+", v.go)):
+            # the snippet is re-run where the text is printed; a variable reassigned in between would differ
+            raise Untranslatable("text built from a variable that branches reassign")
+        try:
+            t = self.truth(v)
+        except Untranslatable:
+            t = None
+        return V(kind="out", extra=self.capture(lambda: self.print_value(v)), truthy=t)
+
+    def _text_keys_assigned(self, node) -> list[str]:
+        keys = []
+        for a in node.find_all((nodes.Assign, nodes.AssignBlock)):
+            t = a.target
+            key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
+            if key in self.textvars and key not in keys:
+                keys.append(key)
+        return keys
+
+    @staticmethod
+    def _slot(key: str) -> str:
+        return "\0" + key if "." in key else key
+
+    def _collect_reads(self, ast):
+        """Names and namespace attributes whose value reaches the output (stores to anything else are skipped).
+
+        Reads inside raise-only `if`s do not count (those checks are dropped), and a store counts only when its
+        target is live: Mistral's `ns.index = ns.index + 1` alternation counter is dead once its check is gone."""
+        direct, stores = set(), []
+
+        def reads(n):
+            out = set()
+            for x in [n, *n.find_all((nodes.Name, nodes.Getattr))]:
+                if isinstance(x, nodes.Name) and x.ctx == "load":
+                    out.add(x.name)
+                elif isinstance(x, nodes.Getattr) and isinstance(x.node, nodes.Name):
+                    out.add(f"{x.node.name}.{x.attr}")
+            return out
+
+        def walk(n):
+            if isinstance(n, nodes.If) and self._raise_only(n):
+                return
+            if isinstance(n, nodes.Assign):
+                t = n.target
+                key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
+                stores.append((key, reads(n.node)))
+                return
+            if isinstance(n, (nodes.Name, nodes.Getattr)):
+                direct.update(reads(n))
+            for c in n.iter_child_nodes():
+                walk(c)
+
+        walk(ast)
+        live = set(direct)
+        changed = True
+        while changed:
+            changed = False
+            for key, rs in stores:
+                if (key is None or key in live) and not rs <= live:
+                    live |= rs
+                    changed = True
+        self.read_names = live
+
+    # ---- statements ----------------------------------------------------------------------------------------
+    def body(self, stmts, scope):
+        for s in stmts:
+            self.stmt(s, scope)
+
+    def stmt(self, s, scope):
+        m = getattr(self, f"s_{type(s).__name__}", None)
+        if m is None:
+            raise Untranslatable(f"{{% {type(s).__name__.lower()} %}}")
+        m(s, scope)
+
+    def s_Output(self, s, scope):
+        if self.suppress:  # re-translating a loop only for what it appends to a text variable
+            return
+        for n in s.nodes:
+            if isinstance(n, nodes.TemplateData):
+                self.emit(_text(n.data))
+            else:
+                self.output(n, scope)
+
+    def output(self, e, scope):
+        if isinstance(e, (nodes.Add, nodes.Concat)) and self._is_stringy(e, scope):
+            parts = [e.left, e.right] if isinstance(e, nodes.Add) else e.nodes
+            for p in parts:
+                self.output(p, scope)
+            return
+        if isinstance(e, nodes.CondExpr):
+            t = self.expr(e.test, scope)
+            if t.is_const:
+                return self.output(e.expr1 if t.const else e.expr2, scope) if (t.const or e.expr2 is not None) else None
+            self.emit(f"{{{{ if {self.truth(t)} }}}}")
+            self.output(e.expr1, scope)
+            if e.expr2 is not None:
+                self.emit("{{ else }}")
+                self.output(e.expr2, scope)
+            self.emit("{{ end }}")
+            return
+        if isinstance(e, nodes.Call) and isinstance(e.node, nodes.Name):
+            f = scope.get(e.node.name)
+            if f is not None and f.is_const and f.const == "__raise__":
+                self.note("raise_exception() checks are dropped: Ollama renders what the Jinja template refuses")
+                return
+            if e.node.name in self.macros and scope.get(e.node.name) is None:
+                return self.inline_macro(self.macros[e.node.name], e, scope)
+        if isinstance(e, nodes.Filter) and e.name == "tojson":
+            return self.tojson(e, scope)
+        v = self.expr(e, scope)
+        self.print_value(v)
+
+    def print_value(self, v: V):
+        if v.kind == "out":  # text only Go's output can produce (tojson, a macro): re-emitted where printed
+            self.emit(v.extra)
+            return
+        if v.is_const:
+            if isinstance(v.const, (list, dict)):
+                raise Untranslatable("printing a list or dict constant")
+            self.emit(_text(_py_str(v.const)))
+        elif v.kind in ("str", "int"):
+            self.emit(f"{{{{ {v.go} }}}}")
+        elif v.kind == "bool":
+            self.emit(f"{{{{ if {v.go} }}}}True{{{{ else }}}}False{{{{ end }}}}")
+        elif v.kind == "ptype":
+            self.emit(f"{{{{ index {v.go} 0 }}}}")
+        elif v.kind == "any":
+            self.emit(f"{{{{ {v.go} }}}}")
+            self.note("a value of unknown type is printed with Go's formatting")
+        else:
+            raise Untranslatable(f"printing a {v.kind} (Python's str() of a dict/list)")
+
+    def _is_stringy(self, e, scope) -> bool:
+        if isinstance(e, nodes.Concat):
+            return True
+        try:
+            saved = len(self.out), self.n
+            v = self.expr(e.left, scope, probe=True)
+            del self.out[saved[0]:]
+            return v.kind in ("str", "ptype", "any", "out") or (v.is_const and isinstance(v.const, str))
+        except Untranslatable:
+            del self.out[saved[0]:]
+            return True
+
+    def s_If(self, s, scope):
+        branches = [(s.test, s.body)] + [(e.test, e.body) for e in s.elif_]
+        else_ = s.else_
+        if self._raise_only(s):
+            self.note("raise_exception() checks are dropped: Ollama renders what the Jinja template refuses")
+            return
+        dyn = []
+        for test, body in branches:
+            t = self.cond(test, scope)
+            if t.is_const:
+                if self._truthy_const(t.const):
+                    if not dyn:
+                        return self.body(body, scope)
+                    else_ = body
+                    break
+                continue
+            dyn.append((t, body))
+        if not dyn:
+            return self.body(else_ or [], scope)
+        # names set in a branch must exist before the `if` (Go scopes variables to the block)
+        all_bodies = [b for _, b in dyn] + [else_ or []]
+        self.predeclare(all_bodies, scope)
+        scopes = []
+        for k, (t, body) in enumerate(dyn):
+            self.emit(f"{{{{ {'if' if k == 0 else 'else if'} {self.truth(t)} }}}}")
+            scopes.append(_Scope(scope))
+            self.body(body, scopes[-1])
+        if else_:
+            self.emit("{{ else }}")
+            scopes.append(_Scope(scope))
+            self.body(else_, scopes[-1])
+        self.emit("{{ end }}")
+        # text variables set in a branch: their value becomes the same if-chain, re-run where they are printed
+        keys = {k for sc in scopes for k in sc.vars if k.lstrip("\0") in self.textvars}
+        for key in sorted(keys):
+            prior = scope.get(key)
+            prior = self.as_text(prior) if prior is not None else V(kind="out", extra="", truthy="false")
+            vals = [self.as_text(sc.vars[key]) if key in sc.vars else prior for sc in scopes]
+            chain = "".join(f"{{{{ {'if' if k == 0 else 'else if'} {self.truth(t)} }}}}{vals[k].extra}"
+                            for k, (t, _) in enumerate(dyn))
+            last = vals[-1] if else_ else prior
+            chain += f"{{{{ else }}}}{last.extra}{{{{ end }}}}"
+            truthy = None
+            if all(x.truthy for x in [*vals[:len(dyn)], last]):  # the same chain as a pipeline
+                conds = [self.truth(t) for t, _ in dyn]
+                terms = [f"(and {' '.join([f'(not ({c}))' for c in conds[:k]] + [f'({conds[k]})', f'({vals[k].truthy})'])})"
+                         for k in range(len(dyn))]
+                terms.append(f"(and {' '.join([f'(not ({c}))' for c in conds] + [f'({last.truthy})'])})")
+                truthy = "or " + " ".join(terms)
+            scope.set(key, V(kind="out", extra=chain, truthy=truthy))
+
+    def _raise_only(self, s) -> bool:
+        def only_raise(body):
+            calls = 0
+            for st in body:
+                if isinstance(st, nodes.Output):
+                    for n in st.nodes:
+                        if isinstance(n, nodes.TemplateData) and not n.data.strip():
+                            continue
+                        if isinstance(n, nodes.Call) and isinstance(n.node, nodes.Name) and n.node.name == "raise_exception":
+                            calls += 1
+                            continue
+                        return False
+                elif isinstance(st, nodes.If):
+                    if not self._raise_only(st):
+                        return False
+                    calls += 1
+                else:
+                    return False
+            return calls > 0 or not body
+        bodies = [s.body] + [e.body for e in s.elif_] + ([s.else_] if s.else_ else [])
+        return all(only_raise(b) for b in bodies) and any(b for b in bodies)
+
+    def predeclare(self, bodies, scope):
+        names = []
+        for b in bodies:
+            for st in b:
+                for a in ([st] if isinstance(st, (nodes.Assign, nodes.AssignBlock)) else
+                          [x for x in st.find_all((nodes.Assign, nodes.AssignBlock))
+                           if not self._inside_for(st, x)]):
+                    t = a.target
+                    if isinstance(t, nodes.Name) and t.name not in names:
+                        names.append(t.name)
+        for name in names:
+            if name not in self.read_names or name in self.textvars:
+                continue
+            cur = scope.get(name)
+            if cur is not None and not cur.is_const and cur.go and cur.go.startswith("$") and re.fullmatch(r"\$\w+", cur.go):
+                self.predeclared.add(cur.go)  # already a Go variable: branches assign to it
+                continue
+            var = self.fresh(name)
+            if cur is None or (cur.is_const and cur.const is UNDEF):
+                dvar = self.fresh(name + "def")
+                self.emit(f"{{{{ {var} := \"\" }}}}{{{{ {dvar} := false }}}}")
+                scope.set(name, V(go=var, kind=self._assigned_kind(bodies, name, scope), defined=dvar))
+            else:
+                self.emit(f"{{{{ {var} := {self.go_of(cur)} }}}}")
+                kind = self._assigned_kind(bodies, name, scope) if cur.is_const and cur.const is None else cur.kind
+                scope.set(name, V(go=var, kind=kind, defined=cur.defined))
+            self.predeclared.add(var)
+
+    @staticmethod
+    def _inside_for(root, node) -> bool:
+        for f in root.find_all(nodes.For):
+            if any(x is node for x in f.find_all(type(node))):
+                return True
+        return isinstance(root, nodes.For)
+
+    def s_Assign(self, s, scope):
+        t = s.target
+        if isinstance(t, nodes.NSRef):
+            key = f"{t.name}.{t.attr}"
+            ns = scope.get(t.name)
+            if ns is None or ns.kind != "ns":
+                raise Untranslatable("assignment to an attribute of a non-namespace")
+            if key not in self.read_names:
+                return
+            if key in self.textvars:
+                return self.assign_text_attr(key, s.node, scope)
+            var = ns.const.get(t.attr)
+            v = self.expr(s.node, scope)
+            if var is None:  # first assignment outside namespace(): declare at the namespace's level
+                raise Untranslatable(f"namespace attribute {t.attr!r} set without a default")
+            self.emit(f"{{{{ {var.go} = {self.go_of(v)} }}}}")
+            return
+        if not isinstance(t, nodes.Name):
+            raise Untranslatable("tuple assignment")
+        if isinstance(s.node, nodes.Call) and isinstance(s.node.node, nodes.Name) and s.node.node.name == "namespace":
+            return self.namespace(t.name, s.node, scope)
+        if t.name not in self.read_names:
+            return
+        if t.name in self.textvars:  # kept as is; made text only where branches merge (as_text)
+            scope.vars[t.name] = self.eval_text(s.node, scope)
+            return
+        v = self.expr(s.node, scope)
+        cur = scope.get(t.name)
+        if v.kind == "out":
+            # bound in this branch only: Go cannot store output in a variable. Reads after the `if` would see the
+            # predeclared value; the probe check catches a template where that matters.
+            scope.vars[t.name] = v
+            return
+        if cur is not None and not cur.is_const and cur.go in self.predeclared:
+            if v.is_const and v.const == [] and cur.kind in SEQ_KINDS:  # `set tools = []`: an empty slice, same type
+                v = V(go=f"slice {cur.go} 0 0", kind=cur.kind)
+            self.emit(f"{{{{ {cur.go} = {self.go_of(v)} }}}}")
+            if cur.defined and cur.defined.startswith("$"):
+                self.emit(f"{{{{ {cur.defined} = true }}}}")
+            kind = cur.kind if cur.kind == v.kind or (v.is_const and v.const is None) else "any"
+            scope.set(t.name, V(go=cur.go, kind=kind, defined=cur.defined))
+            return
+        if v.is_const or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go) and not self._is_var(v.go)):
+            scope.vars[t.name] = v  # constants and field paths are inlined where used
+            return
+        var = self.fresh(t.name)
+        self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
+        scope.vars[t.name] = V(go=var, kind=v.kind, extra=v.extra)
+
+    def assign_text_attr(self, key, rhs, scope):
+        if self.acc == key:  # accumulating: the loop keeps only what each iteration appends
+            parts = rhs.nodes if isinstance(rhs, nodes.Concat) else None
+            if parts is None:
+                flat, stack = [], [rhs]
+                while stack:
+                    n = stack.pop()
+                    if isinstance(n, nodes.Add):
+                        stack += [n.right, n.left]
+                    else:
+                        flat.append(n)
+                parts = flat
+            head = parts[0]
+            if not (isinstance(head, nodes.Getattr) and isinstance(head.node, nodes.Name)
+                    and f"{head.node.name}.{head.attr}" == key):
+                raise Untranslatable("text built in a loop other than by appending to itself")
+            saved, self.suppress = self.suppress, False
+            try:
+                for p in parts[1:]:
+                    self.output(p, scope)
+            finally:
+                self.suppress = saved
+            return
+        scope.vars[self._slot(key)] = self.eval_text(rhs, scope)
+
+    def eval_text(self, rhs, scope) -> V:
+        """The value of a text variable. Go variables the expression needs (a conditional's temporary) are declared
+        inside its snippet, so the snippet stands alone wherever it is printed."""
+        start = len(self.out)
+        v = self.expr(rhs, scope)
+        pre = "".join(self.out[start:])
+        del self.out[start:]
+        if not pre:
+            return v
+        text = self.as_text(v)
+        return V(kind="out", extra=pre + text.extra, truthy=None)
+
+    def _assigned_kind(self, bodies, name, scope) -> str:
+        kinds = set()
+        for b in bodies:
+            for st in b:
+                for a in ([st] if isinstance(st, nodes.Assign) else list(st.find_all(nodes.Assign))):
+                    if isinstance(a.target, nodes.Name) and a.target.name == name:
+                        try:
+                            saved = len(self.out)
+                            k = self.expr(a.node, scope).kind
+                            del self.out[saved:]
+                        except Untranslatable:
+                            k = "any"
+                        kinds.add(k)
+        kinds.discard("none")
+        return kinds.pop() if len(kinds) == 1 else "any"
+
+    def _is_var(self, go: str) -> bool:
+        return bool(re.fullmatch(r"\$[A-Za-z]\w*", go)) and go not in ("$",)
+
+    def namespace(self, name, call, scope):
+        attrs = {}
+        for kw in call.kwargs:
+            key = f"{name}.{kw.key}"
+            v = self.expr(kw.value, scope)
+            if key in self.textvars:
+                scope.vars[self._slot(key)] = self.as_text(v)
+                attrs[kw.key] = V(go=None, kind="out", extra="", truthy="false")
+                continue
+            var = self.fresh(f"{name}{kw.key}")
+            if key in self.read_names:
+                self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
+            attrs[kw.key] = V(go=var, kind=v.kind)
+        # attributes first assigned later (`set ns.x = ...` without a default) get declared now
+        scope.vars[name] = V(const=attrs, kind="ns")
+        for a in self._ns_attrs_assigned(name):
+            if f"{name}.{a}" in self.textvars:
+                if a not in attrs:
+                    scope.vars[self._slot(f"{name}.{a}")] = V(kind="out", extra="", truthy="false")
+                    attrs[a] = V(go=None, kind="out", extra="", truthy="false")
+                continue
+            if a not in attrs:
+                var = self.fresh(f"{name}{a}")
+                if f"{name}.{a}" in self.read_names:
+                    self.emit(f"{{{{ {var} := \"\" }}}}")
+                attrs[a] = V(go=var, kind="any")
+
+    def _ns_attrs_assigned(self, name):
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return []
+        return [n.attr for n in root.find_all(nodes.NSRef) if n.name == name]
+
+    def s_AssignBlock(self, s, scope):
+        if not isinstance(s.target, nodes.Name) or s.filter is not None:
+            raise Untranslatable("{% set x | filter %}…{% endset %} block assignment")
+        if s.target.name not in self.read_names:
+            return
+        cur = scope.get(s.target.name)
+        if cur is not None and cur.go in self.predeclared:
+            raise Untranslatable("{% set x %}…{% endset %} in a conditional branch")
+        scope.vars[s.target.name] = self.snippet(lambda: self.body(s.body, _Scope(scope)))
+
+    def s_Macro(self, s, scope):
+        self.macros[s.name] = s
+
+    def s_CallBlock(self, s, scope):
+        # transformers' `{% generation %}` block only marks assistant tokens; its body renders as is
+        self.body(s.body, scope)
+
+    def s_ExprStmt(self, s, scope):
+        raise Untranslatable("{% do %} statement")
+
+    def s_Break(self, s, scope):
+        self.emit("{{ break }}")
+
+    def s_Continue(self, s, scope):
+        self.emit("{{ continue }}")
+
+    def inline_macro(self, m: nodes.Macro, call: nodes.Call, scope):
+        if self.depth >= self.MAX_INLINE:
+            raise Untranslatable(f"recursive macro {m.name}()")
+        inner = _Scope(self._global(scope))
+        inner.dot = scope.dot
+        args = [self.expr(a, scope) for a in call.args]
+        kwargs = {k.key: self.expr(k.value, scope) for k in call.kwargs}
+        defaults = dict(zip([a.name for a in m.args][len(m.args) - len(m.defaults):], m.defaults))
+        for i, a in enumerate(m.args):
+            if i < len(args):
+                inner.vars[a.name] = args[i]
+            elif a.name in kwargs:
+                inner.vars[a.name] = kwargs[a.name]
+            elif a.name in defaults:
+                inner.vars[a.name] = self.expr(defaults[a.name], scope)
+            else:
+                inner.vars[a.name] = C(UNDEF)
+        self.depth += 1
+        try:
+            self.body(m.body, inner)
+        finally:
+            self.depth -= 1
+
+    @staticmethod
+    def _global(scope):
+        while scope.parent is not None:
+            scope = scope.parent
+        return scope
+
+    def s_For(self, s, scope):
+        self._for(s, scope)
+        if self.acc is None:
+            for key in self._text_keys_assigned(s):
+                if "." not in key:
+                    continue  # plain names set in a loop body are local to the iteration (Jinja scoping)
+                prior = scope.get(self._slot(key))
+                prior = prior.extra if prior is not None and prior.kind == "out" else ""
+                prior_v = scope.get(self._slot(key))
+                prior_t = self.as_text(prior_v).truthy if prior_v is not None else "false"
+                self.acc, self.suppress = key, True
+                try:
+                    loop = self.capture(lambda: self._for(s, scope))
+                finally:
+                    self.acc, self.suppress = None, False
+                # each iteration appends unconditionally: the text is non-empty when it was, or the list is
+                direct = any(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef)
+                             and f"{st.target.name}.{st.target.attr}" == key for st in s.body)
+                seq_t = None
+                if direct and s.test is None:
+                    try:
+                        mark = len(self.out)
+                        sv = self.expr(s.iter, scope)
+                        seq_t = None if len(self.out) != mark or sv.is_const else self.go_of(sv)
+                        del self.out[mark:]
+                    except Untranslatable:
+                        seq_t = None
+                truthy = f"or ({prior_t}) ({seq_t})" if prior_t and seq_t else None
+                scope.set(self._slot(key), V(kind="out", extra=prior + loop, truthy=truthy))
+
+    def _for(self, s, scope):
+        if s.recursive:
+            raise Untranslatable("recursive for loop")
+        it = s.iter
+        items = False
+        if isinstance(it, nodes.Getitem) and isinstance(it.arg, nodes.Slice) and it.arg.start is None \
+                and it.arg.stop is None and it.arg.step is not None and self.expr(it.arg.step, scope).const == -1:
+            return self.for_reversed(s, self.expr(it.node, scope), scope)
+        if isinstance(it, nodes.Filter) and it.name in ("items", "dictsort") and not it.args:
+            it, items = it.node, True
+        elif isinstance(it, nodes.Call) and isinstance(it.node, nodes.Getattr) and it.node.attr == "items":
+            it, items = it.node.node, True
+        seq = self.expr(it, scope)
+        uses_loop = any(isinstance(n, nodes.Name) and n.name == "loop" for n in s.find_all(nodes.Name))
+        if seq.is_const:
+            return self.for_const(s, seq.const, items, scope)
+        if seq.kind in FIELDS and seq.kind not in ("message",):  # keys of a fixed struct: unroll
+            return self.for_struct(s, seq, items, scope)
+        if seq.kind in MAPS:
+            if not (items or isinstance(s.target, nodes.Name)):
+                raise Untranslatable("for loop target over a mapping")
+            attrs = {n.attr for n in s.find_all(nodes.Getattr) if isinstance(n.node, nodes.Name) and n.node.name == "loop"}
+            if attrs - {"first", "last"} or (s.test is not None and attrs):
+                raise Untranslatable("loop.index over a mapping")
+            k, v = self.fresh("k"), self.fresh("v")
+            lastkey = None
+            if "last" in attrs:  # Go ranges a map in key order, so the last key is known before the loop
+                lastkey = self.fresh("lastkey")
+                self.emit(f"{{{{ {lastkey} := \"\" }}}}{{{{ range $kk, $_ := {seq.go} }}}}{{{{ {lastkey} = $kk }}}}{{{{ end }}}}")
+            inner = _Scope(scope, dot=v)
+            if items:
+                if not (isinstance(s.target, nodes.Tuple) and len(s.target.items) == 2):
+                    raise Untranslatable("items() loop without a (key, value) target")
+                inner.vars[s.target.items[0].name] = V(go=k, kind="str")
+                inner.vars[s.target.items[1].name] = V(go=v, kind=MAPS[seq.kind])
+            else:
+                inner.vars[s.target.name] = V(go=k, kind="str")
+            first = self.fresh("first")
+            self.emit(f"{{{{ {first} := true }}}}")
+            self.emit(f"{{{{ range {k}, {v} := {seq.go} }}}}")
+            lp = _Loop(seq, idx="", elem=v, seq_go=seq.go)
+            lp.first_flag = first
+            lp.last_test = f"eq {k} {lastkey}" if lastkey else None
+            self._loop_body(s, inner, lp, items_filter=s.test)
+            self.emit(f"{{{{ {first} = false }}}}{{{{ end }}}}")
+            return
+        if seq.kind not in SEQ_KINDS:
+            raise Untranslatable(f"for loop over a {seq.kind}")
+        if s.test is not None and uses_loop:
+            raise Untranslatable("filtered for loop that uses loop.*")
+        if not isinstance(s.target, nodes.Name):
+            raise Untranslatable("for loop with a tuple target over a list")
+        i, x = self.fresh("i"), self.fresh(s.target.name)
+        inner = _Scope(scope, dot=x)
+        inner.vars[s.target.name] = V(go=x, kind=ELEM[seq.kind])
+        lp = _Loop(seq, idx=i, elem=x, seq_go=seq.go)
+        # a loop over a message's tool calls sits inside `if .ToolCalls`: Ollama finds its tool-call tag there
+        wrap = seq.kind == "tcalls" and seq.go == ".ToolCalls"
+        if wrap:
+            self.emit("{{ if .ToolCalls }}")
+        if seq.go.startswith("."):  # dot changes inside the range: loop.last etc. need the sequence by name
+            sv = self.fresh("seq")
+            self.emit(f"{{{{ {sv} := {seq.go} }}}}")
+            lp.seq_go = sv
+        slot = len(self.out)
+        self.emit(f"{{{{ range {i}, {x} := {seq.go} }}}}")
+        lp.prelude_slot = slot
+        self._loop_body(s, inner, lp, items_filter=s.test)
+        if s.else_:
+            self.emit("{{ else }}")
+            self.body(s.else_, scope)
+        self.emit("{{ end }}")
+        if wrap:
+            self.emit("{{ end }}")
+
+    def for_reversed(self, s, seq: V, scope):
+        """`for x in seq[::-1]`: Go ranges forward; element k is index SEQ (len (slice (slice SEQ $k) 1))."""
+        if seq.kind not in SEQ_KINDS or not isinstance(s.target, nodes.Name) or s.test is not None or s.else_:
+            raise Untranslatable("a reversed loop over something other than a list")
+        i, x = self.fresh("i"), self.fresh(s.target.name)
+        g = self.go_of(seq)
+        self.emit(f"{{{{ range {i}, $_ := {g} }}}}{{{{ {x} := index {g} (len (slice (slice {g} {i}) 1)) }}}}")
+        inner = _Scope(scope, dot="")
+        inner.vars[s.target.name] = V(go=x, kind=ELEM[seq.kind])
+        lp = _Loop(seq, idx=i, elem=x, seq_go=g)
+        lp.reversed = True
+        lp.prelude_slot = None
+        self._loop_body(s, inner, lp, items_filter=None)
+        self.emit("{{ end }}")
+
+    def _loop_body(self, s, inner, lp, items_filter):
+        inner.vars["loop"] = V(const=lp, kind="loop")
+        self.loops.append(lp)
+        try:
+            if items_filter is not None:
+                t = self.expr(items_filter, inner)
+                if t.is_const:
+                    if not self._truthy_const(t.const):
+                        return
+                    self.body(s.body, inner)
+                else:
+                    self.emit(f"{{{{ if {self.truth(t)} }}}}")
+                    self.body(s.body, _Scope(inner))
+                    self.emit("{{ end }}")
+            else:
+                self.body(s.body, inner)
+        finally:
+            self.loops.pop()
+            if lp.prev:
+                self.emit(f"{{{{ {lp.prev} = {lp.elem} }}}}")
+
+    def for_const(self, s, seq, items, scope):
+        if isinstance(seq, dict):
+            seq = list(seq.items()) if items else list(seq)
+        if not isinstance(seq, (list, tuple, str)):
+            raise Untranslatable("for loop over a constant that is not a list")
+        seq = [x for x in seq]
+        for n, x in enumerate(seq):
+            inner = _Scope(scope)
+            self._bind_target(s.target, C(x) if not isinstance(x, V) else x, inner)
+            inner.vars["loop"] = C({"index0": n, "index": n + 1, "first": n == 0, "last": n == len(seq) - 1,
+                                    "length": len(seq)})
+            if s.test is not None:
+                t = self.expr(s.test, inner)
+                if not t.is_const:
+                    raise Untranslatable("dynamic filter on a constant loop")
+                if not self._truthy_const(t.const):
+                    continue
+            self.body(s.body, inner)
+
+    def for_struct(self, s, obj: V, items, scope):
+        """`for k, v in tool.items()` over one of Ollama's fixed structs: unrolled over its JSON fields in order."""
+        fields = FIELDS[obj.kind]
+        seen = {}
+        for key, (gofield, kind, always) in fields.items():
+            if gofield in seen.values() or key in ("thinking", "tool_name", "name") and obj.kind == "message":
+                continue
+            if obj.kind == "tcall" and key in ("name", "arguments"):
+                continue
+            seen[key] = gofield
+        keys = list(seen)
+        present = {k: fields[k][2] for k in keys}
+        if not all(present.values()) and any(isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name)
+                                             and n.node.name == "loop" for n in s.find_all(nodes.Getattr)):
+            raise Untranslatable(f"loop.* over the optional keys of a {obj.kind}")
+        for n, key in enumerate(keys):
+            gofield, kind, always = fields[key]
+            val = V(go=f"{obj.go}.{gofield}", kind=kind)
+            inner = _Scope(scope)
+            if items:
+                if not (isinstance(s.target, nodes.Tuple) and len(s.target.items) == 2):
+                    raise Untranslatable("items() loop without a (key, value) target")
+                inner.vars[s.target.items[0].name] = C(key)
+                inner.vars[s.target.items[1].name] = val
+            else:
+                inner.vars[s.target.name] = C(key)
+            inner.vars["loop"] = C({"index0": n, "index": n + 1, "first": n == 0, "last": n == len(keys) - 1,
+                                    "length": len(keys)})
+            if s.test is not None:
+                t = self.expr(s.test, inner)
+                if not t.is_const:
+                    raise Untranslatable("dynamic filter on a struct's keys")
+                if not self._truthy_const(t.const):
+                    continue
+            if not always:
+                self.emit(f"{{{{ if {val.go} }}}}")
+            self.body(s.body, inner)
+            if not always:
+                self.emit("{{ end }}")
+
+    def _bind_target(self, target, v, scope):
+        if isinstance(target, nodes.Name):
+            scope.vars[target.name] = v
+        elif isinstance(target, nodes.Tuple) and v.is_const and isinstance(v.const, (list, tuple)):
+            for t, x in zip(target.items, v.const):
+                self._bind_target(t, C(x), scope)
+        else:
+            raise Untranslatable("loop target unpacking")
+
+    # ---- expressions ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _truthy_const(x) -> bool:
+        return bool(x) and x is not UNDEF
+
+    def truth(self, v: V) -> str:
+        if v.kind == "out":
+            declared = set(re.findall(r"(\$\w+) :=", v.extra or ""))
+            if v.truthy is None or any(x in declared for x in re.findall(r"\$\w+", v.truthy)):
+                raise Untranslatable("the truth of text only Go's output can produce (tojson, a macro's output)")
+            return v.truthy
+        if v.is_const:
+            return "true" if self._truthy_const(v.const) else "false"
+        return v.go
+
+    def go_of(self, v: V) -> str:
+        if v.kind == "out":
+            raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
+        if v.go is None and isinstance(v.extra, Aff):
+            g = v.extra.go()
+            return g if re.fullmatch(r"[$.\w]+", g) else f"({g})"
+        if v.is_const:
+            if v.kind == "ns":
+                raise Untranslatable("a namespace used as a value")
+            return _go_lit(v.const)
+        return v.go if re.fullmatch(r"[$.\w]+", v.go or "") else f"({v.go})"
+
+    STRUCTS = ("message", "tcall", "tcfn", "tool", "fn", "params")  # never empty: truthy in Jinja and in Go
+
+    def expr(self, e, scope, probe=False) -> V:
+        m = getattr(self, f"e_{type(e).__name__}", None)
+        if m is None:
+            raise Untranslatable(f"the expression {type(e).__name__}")
+        return m(e, scope)
+
+    def cond(self, e, scope) -> V:
+        """An expression in a truth context: a struct value is statically true."""
+        v = self.expr(e, scope)
+        return C(True) if not v.is_const and v.kind in self.STRUCTS else v
+
+    def e_Const(self, e, scope):
+        return C(e.value)
+
+    def e_TemplateData(self, e, scope):
+        return C(e.data)
+
+    def e_List(self, e, scope):
+        vs = [self.expr(x, scope) for x in e.items]
+        if all(v.is_const for v in vs):
+            return C([v.const for v in vs])
+        raise Untranslatable("a list literal of request values")
+
+    e_Tuple = e_List
+
+    def e_Dict(self, e, scope):
+        vs = [(self.expr(p.key, scope), self.expr(p.value, scope)) for p in e.items]
+        if all(k.is_const and v.is_const for k, v in vs):
+            return C({k.const: v.const for k, v in vs})
+        raise Untranslatable("a dict literal of request values")
+
+    def e_Name(self, e, scope):
+        v = scope.get(e.name)
+        if v is None:
+            if e.name in self.macros:
+                return C(("__macro__", e.name))
+            return C(UNDEF)
+        return v
+
+    def e_Getattr(self, e, scope):
+        return self.getitem(self.expr(e.node, scope), C(e.attr), scope)
+
+    def e_Getitem(self, e, scope):
+        obj = self.expr(e.node, scope)
+        if isinstance(e.arg, nodes.Slice):
+            return self.slice(obj, e.arg, scope)
+        # messages[loop.index0 - 1] / messages[loop.index0 + 1]
+        if isinstance(e.arg, (nodes.Sub, nodes.Add)) and not obj.is_const:
+            lp = self._loop_index_arg(e.arg.left, scope)
+            r = self.expr(e.arg.right, scope)
+            if lp is not None and r.is_const and r.const == 1 and lp.seq_go == obj.go and not lp.reversed:
+                if isinstance(e.arg, nodes.Sub):
+                    if lp.prev is None:
+                        lp.prev = self.fresh("prev")
+                        self.out.insert(lp.prelude_slot, f"{{{{ {lp.prev} := \"\" }}}}")
+                    return V(go=lp.prev, kind=ELEM.get(obj.kind, "any"))
+                return V(go=f"index (slice {obj.go} {lp.idx}) 1", kind=ELEM.get(obj.kind, "any"))
+        return self.getitem(obj, self.expr(e.arg, scope), scope)
+
+    def _loop_index_arg(self, node, scope):
+        if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "loop" \
+                and node.attr == "index0":
+            lv = scope.get("loop")
+            if lv is not None and isinstance(lv.const, _Loop):
+                return lv.const
+        return None
+
+    def slice(self, obj, sl, scope):
+        start = self.expr(sl.start, scope) if sl.start is not None else C(None)
+        stop = self.expr(sl.stop, scope) if sl.stop is not None else C(None)
+        step = self.expr(sl.step, scope) if sl.step is not None else C(None)
+        if obj.is_const:
+            if start.is_const and stop.is_const and step.is_const:
+                return C(obj.const[slice(start.const, stop.const, step.const)])
+            raise Untranslatable("slicing a constant by a request value")
+        if obj.kind == "out" and start.const is None and stop.const == -1 and step.const is None:
+            # `(x | tojson)[:-1]` (Mistral: the call object, reopened to add its id): the object without its "}"
+            m = re.fullmatch(r'(.*)\{\{ template "(pyjson_\w+)" ([^}]+) \}\}', obj.extra, re.S)
+            if m and self.defs.get(m.group(2), "").endswith('}{{ end }}') and not m.group(2).endswith("_open"):
+                name = m.group(2) + "_open"
+                self.defs[name] = self.defs[m.group(2)].replace(f'define "{m.group(2)}"', f'define "{name}"')[
+                    :-len('}{{ end }}')] + "{{ end }}"
+                return V(kind="out", extra=f'{m.group(1)}{{{{ template "{name}" {m.group(3)} }}}}')
+            raise Untranslatable("slicing printed-only text (tojson, a macro's output)")
+        if step.const not in (None, 1):
+            raise Untranslatable("a slice with a step (e.g. messages[::-1])")
+        if obj.kind not in SEQ_KINDS:
+            if obj.kind == "str":
+                raise Untranslatable("slicing request text")
+            raise Untranslatable(f"slicing a {obj.kind}")
+        if not (start.is_const and isinstance(start.const, (int, type(None))) and stop.is_const and stop.const is None):
+            raise Untranslatable("a slice other than seq[n:]")
+        n = start.const or 0
+        if n < 0:
+            raise Untranslatable("a slice from the end (seq[-n:])")
+        return V(go=f"slice {self.go_of(obj)} {n}", kind=obj.kind) if n else obj
+
+    def getitem(self, obj: V, key: V, scope) -> V:
+        if obj.is_const:
+            c = obj.const
+            if isinstance(c, _Loop):
+                return self.loop_attr(c, key.const)
+            if obj.kind == "ns":
+                owner = next((n for n, x in scope_items(scope) if x is obj), None)
+                if owner and f"{owner}.{key.const}" in self.textvars:
+                    tv = scope.get(self._slot(f"{owner}.{key.const}"))
+                    return tv if tv is not None else V(kind="out", extra="", truthy="false")
+                v = c.get(key.const)
+                if v is None:
+                    raise Untranslatable(f"namespace attribute {key.const!r} read before it is set")
+                return v
+            if not key.is_const:
+                raise Untranslatable("indexing a constant by a request value")
+            try:
+                if isinstance(c, dict):
+                    return C(c.get(key.const, UNDEF))
+                if isinstance(c, (list, tuple, str)) and isinstance(key.const, int):
+                    if not -len(c) <= key.const < len(c):
+                        return C(UNDEF)
+                    x = c[key.const]
+                    return x if isinstance(x, V) else C(x)  # an element of a split request string
+            except Exception:  # noqa: BLE001
+                pass
+            if c is UNDEF or c is None:
+                raise Untranslatable("an attribute of an undefined value")
+            return C(UNDEF)
+        if obj.kind in FIELDS and key.is_const:
+            f = FIELDS[obj.kind].get(key.const)
+            if f is None:
+                if obj.kind == "tcall" and key.const == "type":
+                    return C("function")
+                if obj.kind == "tool" and key.const in FIELDS["fn"]:
+                    return C(UNDEF)  # a flat tool: Ollama always nests under .Function
+                return C(UNDEF)
+            gofield, kind, always = f
+            base = obj.go
+            go = f"{base}.{gofield}" if re.fullmatch(r"[$.\w]+", base) else f"({base}).{gofield}"
+            if base == "$":
+                go = f"$.{gofield}"
+            elif scope.dot and base == scope.dot and obj.kind == "message":
+                # the range's own element: `.ToolCalls` / `eq .Role "tool"` are what Ollama looks for in a TEMPLATE
+                go = f".{gofield}"
+            return V(go=go, kind=kind, defined=None if always else go)
+        if obj.kind == "selected" and key.is_const and key.const == -1:
+            seq, attr, val = obj.extra
+            f = FIELDS[ELEM[seq.kind]].get(attr)
+            if f is None:
+                raise Untranslatable(f"selectattr on {attr!r}")
+            var = self.fresh("lastidx")
+            self.emit(f"{{{{ {var} := -1 }}}}{{{{ range $j, $m := {seq.go} }}}}{{{{ if eq $m.{f[0]} {_go_lit(val)} }}}}"
+                      f"{{{{ {var} = $j }}}}{{{{ end }}}}{{{{ end }}}}")
+            return V(go=var, kind="elemidx", extra=seq.go)
+        if obj.kind in SEQ_KINDS and key.is_const and isinstance(key.const, int):
+            k = key.const
+            if k >= 0:
+                return V(go=f"index {self.go_of(obj)} {k}", kind=ELEM[obj.kind])
+            if k == -1:
+                var = self.fresh("lastof")
+                self.emit(f"{{{{ {var} := \"\" }}}}{{{{ range {obj.go} }}}}{{{{ {var} = . }}}}{{{{ end }}}}")
+                return V(go=var, kind=ELEM[obj.kind])
+            raise Untranslatable("seq[-n] with n > 1")
+        if obj.kind in MAPS:
+            if key.is_const:
+                return V(go=f"index {self.go_of(obj)} {_go_lit(key.const)}", kind=MAPS[obj.kind])
+            return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=MAPS[obj.kind])
+        if obj.kind == "str" and key.is_const and isinstance(key.const, str):
+            return C(UNDEF)  # a string has no such attribute: undefined, as in Jinja
+        if obj.kind == "tool" and not key.is_const:
+            raise Untranslatable("indexing a tool by a request value")
+        if obj.kind in FIELDS and not key.is_const:
+            raise Untranslatable(f"indexing a {obj.kind} by a request value")
+        raise Untranslatable(f"[{key.const!r}] of a {obj.kind}")
+
+    def loop_attr(self, lp: _Loop, attr):
+        if attr == "index0":
+            if not lp.idx:
+                raise Untranslatable("loop.index0 over a mapping")
+            return V(go=lp.idx, kind="int", extra=Aff.atom(lp.idx))
+        if attr == "first":
+            if lp.first_flag:
+                return V(go=lp.first_flag, kind="bool")
+            return V(go=f"eq {lp.idx} 0", kind="bool")
+        if attr == "last":
+            if getattr(lp, "last_test", None):
+                return V(go=lp.last_test, kind="bool")
+            return V(go=f"eq (len (slice {lp.seq_go} {lp.idx})) 1", kind="bool")
+        if attr == "index":
+            return V(go=lp.idx, kind="index1")  # only comparisons with constants are supported
+        if attr in ("previtem", "nextitem") and (lp.reversed or lp.prelude_slot is None and attr == "previtem"):
+            raise Untranslatable(f"loop.{attr} in a reversed loop or over a mapping")
+        if attr == "previtem":
+            if lp.prev is None:
+                lp.prev = self.fresh("prev")
+                self.out.insert(lp.prelude_slot, f"{{{{ {lp.prev} := \"\" }}}}")
+            return V(go=lp.prev, kind=ELEM.get(lp.seq.kind, "any"))
+        if attr == "nextitem":
+            return V(go=f"index (slice {lp.seq_go} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"))
+        if attr == "length":
+            return V(go=f"len {lp.seq_go}", kind="int")
+        raise Untranslatable(f"loop.{attr}")
+
+    # boolean logic: Go's and/or short-circuit and return an operand, like Python's
+    def e_And(self, e, scope):
+        a = self.cond(e.left, scope)
+        if a.is_const:
+            return self.expr(e.right, scope) if self._truthy_const(a.const) else a
+        b = self.expr(e.right, scope)
+        if not b.is_const and b.go == a.go:
+            return a
+        if b.is_const:
+            return a if self._truthy_const(b.const) and b.kind == "bool" else (
+                V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool") if self._truthy_const(b.const) else C(False))
+        return V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool" if a.kind == b.kind == "bool" else "any")
+
+    def e_Or(self, e, scope):
+        a = self.cond(e.left, scope)
+        if a.is_const:
+            return a if self._truthy_const(a.const) else self.expr(e.right, scope)
+        b = self.expr(e.right, scope)
+        if b.is_const and not self._truthy_const(b.const):
+            return a
+        if b.is_const:
+            return V(go=f"or {self.go_of(a)} {self.go_of(b)}", kind="any")
+        kind = a.kind if a.kind == b.kind else "any"
+        return V(go=f"or {self.go_of(a)} {self.go_of(b)}", kind=kind)
+
+    def e_Not(self, e, scope):
+        a = self.cond(e.node, scope)
+        if a.is_const:
+            return C(not self._truthy_const(a.const))
+        if a.go.startswith("not ") and re.fullmatch(r"not [$.\w]+", a.go):
+            return V(go=a.go[4:], kind="bool")
+        return V(go=f"not {self.go_of(a)}", kind="bool")
+
+    def e_CondExpr(self, e, scope):
+        t = self.expr(e.test, scope)
+        if t.is_const:
+            if self._truthy_const(t.const):
+                return self.expr(e.expr1, scope)
+            return self.expr(e.expr2, scope) if e.expr2 is not None else C(UNDEF)
+        a = self.expr(e.expr1, scope)
+        b = self.expr(e.expr2, scope) if e.expr2 is not None else C("")
+        if "out" in (a.kind, b.kind):
+            ta, tb = self.as_text(a).truthy, self.as_text(b).truthy
+            return V(kind="out", truthy=f"or (and ({self.truth(t)}) ({ta})) (and (not ({self.truth(t)})) ({tb}))"
+                     if ta and tb else None,
+                     extra=f"{{{{ if {self.truth(t)} }}}}{self.capture(lambda: self.print_value(a))}"
+                                      f"{{{{ else }}}}{self.capture(lambda: self.print_value(b))}{{{{ end }}}}")
+        var = self.fresh("cond")
+        self.emit(f"{{{{ {var} := {self.go_of(b)} }}}}{{{{ if {self.truth(t)} }}}}{{{{ {var} = {self.go_of(a)} }}}}{{{{ end }}}}")
+        return V(go=var, kind=a.kind if a.kind == b.kind else "any")
+
+    def e_Compare(self, e, scope):
+        left = self.expr(e.expr, scope)
+        result = None
+        for op in e.ops:
+            right = self.expr(op.expr, scope)
+            r = self.compare(left, op.op, right)
+            result = r if result is None else self.e_And_vals(result, r)
+            left = right
+        return result
+
+    def e_And_vals(self, a, b):
+        if a.is_const:
+            return b if self._truthy_const(a.const) else a
+        if b.is_const:
+            return a if self._truthy_const(b.const) else b
+        return V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool")
+
+    def compare(self, a: V, op: str, b: V) -> V:
+        if a.is_const and b.is_const and not isinstance(a.const, (_Loop,)) and a.kind != "ns":
+            x, y = a.const, b.const
+            x = None if x is UNDEF else x
+            y = None if y is UNDEF else y
+            try:
+                return C({"eq": lambda: x == y, "ne": lambda: x != y, "lt": lambda: x < y, "gt": lambda: x > y,
+                          "lteq": lambda: x <= y, "gteq": lambda: x >= y,
+                          "in": lambda: x in y if y is not None else False,
+                          "notin": lambda: x not in y if y is not None else True}[op]())
+            except TypeError:
+                raise Untranslatable(f"comparing {x!r} {op} {y!r}") from None
+        if op in ("in", "notin"):
+            r = self.contains(a, b)
+            if op == "notin":
+                return C(not r.const) if r.is_const else V(go=f"not {self.go_of(r)}", kind="bool")
+            return r
+        if a.kind == "index1" or b.kind == "index1":  # loop.index (1-based) against a constant
+            if a.kind == "index1" and b.is_const and isinstance(b.const, int):
+                a, b = V(go=a.go, kind="int"), C(b.const - 1)
+            elif b.kind == "index1" and a.is_const and isinstance(a.const, int):
+                a, b = C(a.const - 1), V(go=b.go, kind="int")
+            else:
+                raise Untranslatable("loop.index in arithmetic")
+        if "elemidx" in (a.kind, b.kind):  # message == selected[-1]: compare positions in the same sequence
+            ref, other = (a, b) if a.kind == "elemidx" else (b, a)
+            lp = next((lp for lp in reversed(self.loops) if lp.elem == other.go and lp.idx), None)
+            if lp is None or lp.seq_go != ref.extra or op not in ("eq", "ne"):
+                raise Untranslatable("comparing a message with a selected one outside its loop")
+            return V(go=f"{op} {lp.idx} {ref.go}", kind="bool")
+        gop = {"eq": "eq", "ne": "ne", "lt": "lt", "gt": "gt", "lteq": "le", "gteq": "ge"}[op]
+        if a.kind == "int" and b.kind == "int" and _aff(a) is not None and _aff(b) is not None:
+            d = _aff(a).add(_aff(b), -1)  # compare the difference with 0 when one side is a plain atom
+            try:
+                return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
+            except Untranslatable:
+                if len(d.terms) == 1 and d.terms[0][1] == 1:
+                    return V(go=f"{gop} {d.terms[0][0]} {-d.const}", kind="bool")
+                raise
+        for v in (a, b):
+            if v.is_const and (v.const is None or v.const is UNDEF):
+                # x == none: Ollama's fields are never none; an empty value is the closest
+                other = b if v is a else a
+                return V(go=f"not {self.go_of(other)}" if op == "eq" else other.go, kind="bool") if op in ("eq", "ne") \
+                    else C(False)
+        if a.kind == "ptype":
+            a = V(go=f"index {self.go_of(a)} 0", kind="str")
+        if b.kind == "ptype":
+            b = V(go=f"index {self.go_of(b)} 0", kind="str")
+        if a.kind in MAPPING_KINDS or b.kind in MAPPING_KINDS or a.kind in SEQ_KINDS or b.kind in SEQ_KINDS:
+            raise Untranslatable(f"comparing a {a.kind} with a {b.kind}")
+        return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
+
+    def contains(self, needle: V, hay: V) -> V:
+        if hay.is_const and isinstance(hay.const, (list, tuple, dict)) and not needle.is_const:
+            opts = list(hay.const)
+            if not opts:
+                return C(False)
+            return V(go="or " + " ".join(f"(eq {self.go_of(needle)} {_go_lit(o)})" for o in opts) if len(opts) > 1
+                     else f"eq {self.go_of(needle)} {_go_lit(opts[0])}", kind="bool")
+        if hay.kind in ("strlist", "list") and not needle.is_const or hay.kind == "strlist":
+            # `name in params.required`: a flag set while ranging the list
+            var = self.fresh("in")
+            self.emit(f"{{{{ {var} := false }}}}{{{{ range {self.go_of(hay)} }}}}{{{{ if eq . {self.go_of(needle)} }}}}"
+                      f"{{{{ {var} = true }}}}{{{{ end }}}}{{{{ end }}}}")
+            return V(go=var, kind="bool")
+        if hay.kind in FIELDS and needle.is_const:  # 'tool_calls' in message
+            f = FIELDS[hay.kind].get(needle.const)
+            if f is None:
+                return C(False)
+            return C(True) if f[2] else V(go=f"{hay.go}.{f[0]}", kind="any")
+        if hay.kind in ("str", "any") and needle.is_const and isinstance(needle.const, str):
+            if needle.const in THINK_TAGS:
+                self.note("reasoning tags never occur in .Content: Ollama keeps the reasoning in .Thinking")
+                return C(False)
+            raise Untranslatable(f"substring test {needle.const!r} in request text")
+        if hay.kind in MAPS and needle.is_const:
+            raise Untranslatable("key test on a request mapping")
+        raise Untranslatable(f"`in` on a {hay.kind}")
+
+    def e_Test(self, e, scope):
+        v = self.expr(e.node, scope)
+        name = e.name
+        if name in ("defined", "undefined"):
+            if v.is_const:
+                d = v.const is not UNDEF
+            elif v.defined:
+                r = V(go=v.defined, kind="bool")
+                return r if name == "defined" else V(go=f"not {v.defined}", kind="bool")
+            else:
+                d = True
+            return C(d if name == "defined" else not d)
+        if name == "none":
+            if v.is_const:
+                return C(v.const is None)
+            if v.defined:  # an optional field: absent in Ollama's data reads as none in the probes' Jinja input
+                return V(go=f"not {v.defined}", kind="bool")
+            if v.kind in ("tools", "any") or v.go in self.predeclared:
+                return V(go=f"not {self.go_of(v)}", kind="bool")
+            return C(False)
+        if name in ("true", "false"):
+            if v.is_const:
+                return C(v.const is (name == "true"))
+            if v.kind == "bool":
+                return V(go=v.go if name == "true" else f"not {v.go}", kind="bool")
+            return C(False)
+        kinds = {"string": {"str"}, "mapping": MAPPING_KINDS, "iterable": SEQ_KINDS | MAPPING_KINDS | {"str"},
+                 "sequence": SEQ_KINDS | {"str"}, "boolean": {"bool"}, "number": {"int"}, "integer": {"int"}}
+        if name in kinds:
+            if v.is_const:
+                c = v.const
+                py = {"string": isinstance(c, str), "mapping": isinstance(c, dict),
+                      "iterable": isinstance(c, (list, tuple, dict, str)), "sequence": isinstance(c, (list, tuple, str)),
+                      "boolean": isinstance(c, bool), "number": isinstance(c, (int, float)) and not isinstance(c, bool),
+                      "integer": isinstance(c, int) and not isinstance(c, bool)}[name]
+                return C(py)
+            if v.kind == "any":
+                return self.type_test(v, name)
+            if v.kind in ("ptype", "out"):
+                return C(name in ("string", "iterable", "sequence"))
+            return C(v.kind in kinds[name])
+        if name in ("equalto", "eq", "sameas"):
+            return self.compare(v, "eq", self.expr(e.args[0], scope))
+        raise Untranslatable(f"the `is {name}` test")
+
+    def type_test(self, v: V, name):
+        """`is string` / `is mapping` on a JSON value of unknown type (tool-call arguments): Go's %T."""
+        t = f"printf \"%T\" {self.go_of(v)}"
+        go = {"string": f"eq ({t}) \"string\"", "mapping": f"eq (printf \"%.3s\" ({t})) \"map\"",
+              "sequence": f"or (eq (printf \"%.2s\" ({t})) \"[]\") (eq ({t}) \"string\")",
+              "iterable": f"or (eq (printf \"%.2s\" ({t})) \"[]\") (eq ({t}) \"string\") (eq (printf \"%.3s\" ({t})) \"map\")",
+              "boolean": f"eq ({t}) \"bool\"", "number": f"eq ({t}) \"float64\"", "integer": f"eq ({t}) \"float64\""}[name]
+        return V(go=go, kind="bool")
+
+    def e_Add(self, e, scope):
+        return self.arith(e, scope, lambda x, y: x + y, "+")
+
+    def e_Sub(self, e, scope):
+        return self.arith(e, scope, lambda x, y: x - y, "-")
+
+    def e_Mul(self, e, scope):
+        return self.arith(e, scope, lambda x, y: x * y, "*")
+
+    def e_Mod(self, e, scope):
+        return self.arith(e, scope, lambda x, y: x % y, "%")
+
+    def e_Div(self, e, scope):
+        return self.arith(e, scope, lambda x, y: x / y, "/")
+
+    def e_FloorDiv(self, e, scope):
+        return self.arith(e, scope, lambda x, y: x // y, "//")
+
+    def arith(self, e, scope, fn, sym):
+        a, b = self.expr(e.left, scope), self.expr(e.right, scope)
+        if a.is_const and b.is_const:
+            try:
+                return C(fn(a.const, b.const))
+            except TypeError:
+                raise Untranslatable(f"{a.const!r} {sym} {b.const!r}") from None
+        if sym == "+" and (a.kind in ("str", "ptype", "any", "out") or b.kind in ("str", "ptype", "any", "out")):
+            return self.concat([a, b])
+        fa, fb = _aff(a), _aff(b)
+        if sym in "+-" and fa is not None and fb is not None:
+            f = fa.add(fb, 1 if sym == "+" else -1)
+            return V(go=None, kind="int", extra=f)
+        raise Untranslatable(f"arithmetic `{sym}` on request values")
+
+    def concat(self, vs):
+        if any(v.kind == "out" for v in vs):
+            ts = [self.as_text(v).truthy for v in vs]
+            truthy = "true" if "true" in ts else ("or " + " ".join(f"({t})" for t in ts) if all(ts) else None)
+            return V(kind="out", extra="".join(self.capture(lambda v=v: self.print_value(v)) for v in vs),
+                     truthy=truthy)
+        parts = []
+        for v in vs:
+            if v.is_const and v.const == "":
+                continue
+            if v.kind == "ptype":
+                v = V(go=f"index {self.go_of(v)} 0", kind="str")
+            if not v.is_const and v.kind not in ("str", "int", "any"):
+                raise Untranslatable(f"string concatenation with a {v.kind}")
+            parts.append(_go_lit(_py_str(v.const)) if v.is_const else self.go_of(v))
+        if all(p.startswith('"') for p in parts):
+            return C("".join(v.const for v in vs if v.is_const))
+        return V(go="print " + " ".join(parts), kind="str") if len(parts) > 1 else V(go=parts[0], kind="str")
+
+    def e_Concat(self, e, scope):
+        vs = [self.expr(n, scope) for n in e.nodes]
+        if all(v.is_const for v in vs):
+            return C("".join(_py_str(v.const) for v in vs))
+        return self.concat([C(_py_str(v.const)) if v.is_const else v for v in vs])
+
+    def e_Neg(self, e, scope):
+        v = self.expr(e.node, scope)
+        if v.is_const:
+            return C(-v.const)
+        raise Untranslatable("negating a request value")
+
+    def e_Filter(self, e, scope):
+        if e.node is None:
+            raise Untranslatable("filter block")
+        v = self.expr(e.node, scope)
+        args = [self.expr(a, scope) for a in e.args]
+        kwargs = {k.key: self.expr(k.value, scope) for k in e.kwargs}
+        name = e.name
+        if v.is_const and name not in ("tojson",) and all(a.is_const for a in args) and all(k.is_const for k in kwargs.values()):
+            return C(self.const_filter(name, v.const, [a.const for a in args], {k: x.const for k, x in kwargs.items()}))
+        if v.kind == "out" and name in ("string", "list"):
+            return v
+        if name in ("trim", "strip") or (name in ("safe",)):
+            if name != "safe":
+                self.note("`trim` is not applied: Go templates cannot trim, so content with surrounding whitespace "
+                          "keeps it")
+            return v
+        if name == "string":
+            if v.kind in ("str", "int"):
+                return v
+            if v.kind == "ptype":
+                return V(go=f"index {self.go_of(v)} 0", kind="str")
+            if v.kind == "any":
+                self.note("`| string` of a value of unknown type uses Go's formatting")
+                return v
+            raise Untranslatable(f"the string filter on a {v.kind}")
+        if name in ("length", "count"):
+            if v.kind in SEQ_KINDS:
+                g = f"len {self.go_of(v)}"
+                return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
+            if v.kind in set(MAPS) | {"str"}:
+                return V(go=f"len {self.go_of(v)}", kind="int")
+            raise Untranslatable(f"length of a {v.kind}")
+        if name == "default":
+            d = args[0] if args else C("")
+            if v.is_const:
+                return d if v.const is UNDEF else v
+            if v.defined:
+                var = self.fresh("dflt")
+                self.emit(f"{{{{ {var} := {self.go_of(d)} }}}}{{{{ if {v.defined} }}}}{{{{ {var} = {self.go_of(v)} }}}}{{{{ end }}}}")
+                return V(go=var, kind=v.kind)
+            return v
+        if name == "list" and v.kind in SEQ_KINDS | {"selected"}:
+            return v
+        if name == "selectattr" and v.kind in SEQ_KINDS and len(args) == 3 and all(a.is_const for a in args) \
+                and args[1].const in ("equalto", "eq", "==") and ELEM[v.kind] in FIELDS:
+            return V(go=v.go, kind="selected", extra=(v, args[0].const, args[2].const))
+        if name == "items" and v.kind in MAPS:
+            return v
+        if name == "tojson":
+            return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
+        raise Untranslatable(f"the `{name}` filter on a request value")
+
+    @staticmethod
+    def const_filter(name, x, args, kwargs):
+        import json as _json
+
+        if x is UNDEF and name not in ("default", "d"):
+            x = ""
+        f = {
+            "trim": lambda: x.strip(), "length": lambda: len(x), "count": lambda: len(x), "string": lambda: _py_str(x),
+            "lower": lambda: x.lower(), "upper": lambda: x.upper(), "list": lambda: list(x), "safe": lambda: x,
+            "default": lambda: (args[0] if args else "") if x is UNDEF else x, "d": lambda: (args[0] if args else "") if x is UNDEF else x,
+            "join": lambda: (args[0] if args else "").join(_py_str(i) for i in x), "int": lambda: int(x),
+            "items": lambda: list(x.items()), "first": lambda: x[0], "last": lambda: x[-1],
+            "tojson": lambda: _json.dumps(x, ensure_ascii=False, indent=kwargs.get("indent")),
+            "capitalize": lambda: x.capitalize(), "title": lambda: x.title(),
+            "replace": lambda: x.replace(args[0], args[1]),
+        }.get(name)
+        if f is None:
+            raise Untranslatable(f"the `{name}` filter")
+        return f()
+
+    def e_Call(self, e, scope):
+        if isinstance(e.node, nodes.Getattr):
+            return self.method(e, scope)
+        if isinstance(e.node, nodes.Name):
+            f = scope.get(e.node.name)
+            if f is not None and f.is_const and f.const == "__strftime__":
+                fmt = self.expr(e.args[0], scope)
+                if not fmt.is_const:
+                    raise Untranslatable("strftime_now with a request format")
+                return self.strftime(fmt.const)
+            if f is not None and f.is_const and f.const == "__raise__":
+                return C("")
+            if e.node.name in self.macros and f is None:
+                m = self.macros[e.node.name]
+                return self.snippet(lambda: self.inline_macro(m, e, scope))
+        raise Untranslatable(f"the call {getattr(e.node, 'name', '?')}()")
+
+    def strftime(self, fmt: str) -> V:
+        """strftime_now(fmt) from Ollama's currentDate (YYYY-MM-DD), re-formatted with slice / if chains."""
+        d = self.fresh("date")
+        self.emit(f"{{{{ {d} := currentDate }}}}")
+        parts, i = [], 0
+        while i < len(fmt):
+            if fmt[i] == "%" and i + 1 < len(fmt):
+                c = fmt[i + 1]
+                i += 2
+                if c == "Y":
+                    parts.append(f"(slice {d} 0 4)")
+                elif c == "m":
+                    parts.append(f"(slice {d} 5 7)")
+                elif c == "d":
+                    parts.append(f"(slice {d} 8 10)")
+                elif c in "bB":
+                    names = _MONTHS if c == "b" else _MONTHS_LONG
+                    mv = self.fresh("month")
+                    chain = "".join(f"{{{{ {'if' if k == 0 else 'else if'} eq (slice {d} 5 7) \"{k + 1:02d}\" }}}}"
+                                    f"{{{{ {mv} = \"{n}\" }}}}" for k, n in enumerate(names)) + "{{ end }}"
+                    self.emit(f"{{{{ {mv} := \"\" }}}}" + chain)
+                    parts.append(mv)
+                elif c == "%":
+                    parts.append('"%"')
+                else:
+                    raise Untranslatable(f"strftime_now('%{c}')")
+            else:
+                j = fmt.find("%", i)
+                j = len(fmt) if j < 0 else j
+                parts.append(_go_str(fmt[i:j]))
+                i = j
+        return V(go="print " + " ".join(parts), kind="str")
+
+    def method(self, e, scope):
+        obj = self.expr(e.node.node, scope)
+        name = e.node.attr
+        args = [self.expr(a, scope) for a in e.args]
+        if obj.is_const and all(a.is_const for a in args):
+            c = obj.const
+            if c is UNDEF:
+                raise Untranslatable(f".{name}() of an undefined value")
+            fn = getattr(c, name, None) if name in ("strip", "lstrip", "rstrip", "split", "startswith", "endswith",
+                                                     "upper", "lower", "replace", "get", "keys", "values", "items",
+                                                     "title", "capitalize", "format", "join") else None
+            if fn is None:
+                raise Untranslatable(f"the method .{name}()")
+            return C(fn(*[a.const for a in args]))
+        if obj.kind in ("str", "any", "out"):
+            if name in ("strip", "lstrip", "rstrip"):
+                self.note("`strip` is not applied: Go templates cannot trim, so content with surrounding whitespace "
+                          "keeps it")
+                return obj
+            if name == "split" and args and args[0].is_const and args[0].const in THINK_TAGS:
+                self.note("reasoning tags never occur in .Content: Ollama keeps the reasoning in .Thinking")
+                return V(const=[obj], kind="strsplit")
+            if name in ("startswith", "endswith") and len(args) == 1 and args[0].is_const and isinstance(args[0].const, str):
+                # byte slices of the string (equal prefixes/suffixes are equal bytes); `and` guards short strings
+                x, lit = self.go_of(obj), args[0].const
+                k = len(lit.encode())
+                part = f"slice {x} 0 {k}" if name == "startswith" else f"slice {x} (len (slice {x} {k}))"
+                return V(go=f"and (ge (len {x}) {k}) (eq ({part}) {_go_lit(lit)})", kind="bool")
+        if name == "get" and obj.kind in FIELDS and args and args[0].is_const:
+            v = self.getitem(obj, args[0], scope)
+            if v.is_const and v.const is UNDEF:
+                return args[1] if len(args) > 1 else C(None)
+            return v
+        if name == "items" and obj.kind in MAPS:
+            return obj
+        raise Untranslatable(f"the method .{name}() on a {obj.kind}")
+
+    # ---- tojson --------------------------------------------------------------------------------------------
+    def tojson(self, e: nodes.Filter, scope):
+        v = self.expr(e.node, scope)
+        kwargs = {k.key: self.expr(k.value, scope) for k in e.kwargs}
+        indent = kwargs.get("indent", self.expr(e.args[0], scope) if e.args else C(None))
+        if not indent.is_const or any(k not in ("indent", "ensure_ascii") for k in kwargs):
+            raise Untranslatable("tojson with options other than indent")
+        indent = indent.const
+        if v.is_const:
+            import json as _json
+
+            return self.emit(_text(_json.dumps(v.const, ensure_ascii=False, indent=indent)))
+        if v.kind == "str":
+            self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
+            return self.emit(f"{{{{ json {self.go_of(v)} }}}}")
+        if v.kind in ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
+                      "tcall", "tcfn", "tcalls", "proplist"):
+            self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
+                      "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
+            name = _PyJSON(self.defs, indent).template(v.kind, 0)
+            return self.emit(f"{{{{ template \"{name}\" {self.go_of(v)} }}}}")
+        raise Untranslatable(f"tojson of a {v.kind}")
+
+
+class _PyJSON:
+    """Go `define` blocks that print Ollama's values the way Python's json.dumps(ensure_ascii=False) does."""
+
+    MAX_DEPTH = 8
+
+    def __init__(self, defs: dict, indent):
+        self.defs, self.indent = defs, indent
+
+    def _n(self, kind, d):
+        return f"pyjson_{kind}_{'c' if self.indent is None else f'i{self.indent}'}_{d}"
+
+    def nl(self, d):
+        return "" if self.indent is None else "\n" + " " * (self.indent * d)
+
+    @property
+    def sep(self):
+        return ", " if self.indent is None else ","
+
+    def template(self, kind, d) -> str:
+        name = self._n(kind, d)
+        if name in self.defs:
+            return name
+        self.defs[name] = ""  # reserve (recursion)
+        if d >= self.MAX_DEPTH:
+            body = "{{ json . }}"
+        else:
+            body = getattr(self, f"b_{kind}")(d)
+        self.defs[name] = f'{{{{ define "{name}" }}}}{body}{{{{ end }}}}'
+        return name
+
+    def call(self, kind, d, go):
+        return f'{{{{ template "{self.template(kind, d)}" {go} }}}}'
+
+    def obj(self, fields, d):
+        """fields: [(json key, Go field, kind, omitempty)] of a struct at depth d."""
+        out = ["{{ $f := true }}{"]
+        for key, gofield, kind, omit in fields:
+            value = '"function"' if gofield == "__function__" else self.call(kind, d + 1, '.' + gofield)
+            item = (f"{{{{ if not $f }}}}{self.sep}{{{{ end }}}}{{{{ $f = false }}}}{_text(self.nl(d + 1))}"
+                    f"{_text(_json_key(key))}: {value}")
+            out.append(f"{{{{ if .{gofield} }}}}{item}{{{{ end }}}}" if omit else item)
+        out.append(f"{{{{ if not $f }}}}{_text(self.nl(d))}{{{{ end }}}}}}")
+        return "".join(out)
+
+    def b_tool(self, d):
+        return self.obj([("type", "Type", "str", False), ("items", "Items", "any", True),
+                         ("function", "Function", "fn", False)], d)
+
+    def b_fn(self, d):
+        return self.obj([("name", "Name", "str", False), ("description", "Description", "str", False),
+                         ("parameters", "Parameters", "params", False)], d)
+
+    def b_params(self, d):
+        return self.obj([("type", "Type", "str", False), ("$defs", "Defs", "any", True), ("items", "Items", "any", True),
+                         ("required", "Required", "list", True), ("properties", "Properties", "props", False)], d)
+
+    def b_property(self, d):
+        return self.obj([("anyOf", "AnyOf", "proplist", True), ("type", "Type", "ptype", True),
+                         ("items", "Items", "any", True), ("description", "Description", "str", True),
+                         ("enum", "Enum", "list", True), ("properties", "Properties", "props", True),
+                         ("required", "Required", "list", True)], d)
+
+    # a tool call as transformers' messages carry it: {"id", "type", "function": {"name", "arguments"}}
+    def b_tcfn(self, d):
+        return self.obj([("name", "Name", "str", False), ("arguments", "Arguments", "args", False)], d)
+
+    def b_tcall(self, d):
+        return self.obj([("id", "ID", "str", True), ("type", "__function__", "str", False),
+                         ("function", "Function", "tcfn", False)], d)
+
+    def b_tcalls(self, d):
+        return self._list(d, "tcall")
+
+    def b_str(self, d):
+        return "{{ json . }}"
+
+    def b_ptype(self, d):
+        return f"{{{{ if eq (len .) 1 }}}}{{{{ json (index . 0) }}}}{{{{ else }}}}{self.call('list', d, '.')}{{{{ end }}}}"
+
+    def _map(self, d, vkind):
+        return (f"{{{{ $f := true }}}}{{{{{{ range $k, $v := . }}}}{{{{ if not $f }}}}{self.sep}{{{{ end }}}}"
+                f"{{{{ $f = false }}}}{_text(self.nl(d + 1))}{{{{ json $k }}}}: {self.call(vkind, d + 1, '$v')}{{{{ end }}}}"
+                f"{{{{ if not $f }}}}{_text(self.nl(d))}{{{{ end }}}}}}")
+
+    def _list(self, d, vkind):
+        return (f"{{{{ $f := true }}}}[{{{{ range . }}}}{{{{ if not $f }}}}{self.sep}{{{{ end }}}}{{{{ $f = false }}}}"
+                f"{_text(self.nl(d + 1))}{self.call(vkind, d + 1, '.')}{{{{ end }}}}{{{{ if not $f }}}}{_text(self.nl(d))}{{{{ end }}}}]")
+
+    def b_props(self, d):
+        return self._map(d, "property")
+
+    def b_args(self, d):
+        return self._map(d, "any")
+
+    def b_tools(self, d):
+        return self._list(d, "tool")
+
+    def b_proplist(self, d):
+        return self._list(d, "property")
+
+    def b_list(self, d):
+        return self._list(d, "any")
+
+    b_strlist = b_list
+
+    def b_any(self, d):
+        t = '(printf "%T" .)'
+        return (f'{{{{ if eq {t} "string" }}}}{{{{ json . }}}}'
+                f'{{{{ else if eq {t} "<nil>" }}}}null'
+                f'{{{{ else if eq {t} "bool" }}}}{{{{ if . }}}}true{{{{ else }}}}false{{{{ end }}}}'
+                f'{{{{ else if eq (printf "%.3s" {t}) "map" }}}}{self.call("args", d, ".")}'
+                f'{{{{ else if eq (printf "%.2s" {t}) "[]" }}}}{self.call("list", d, ".")}'
+                f'{{{{ else }}}}{{{{ json . }}}}{{{{ end }}}}')
+
+
+def _json_key(k: str) -> str:
+    import json as _json
+
+    return _json.dumps(k, ensure_ascii=False)
+
+
+def parse(source: str):
+    """The template's AST, parsed by transformers' own Jinja environment (so `{% generation %}` parses)."""
+    from transformers.utils.chat_template_utils import _cached_compile_jinja_template
+
+    env = _cached_compile_jinja_template(source).environment
+    return env.parse(source)
+
+
+def translate(source: str, bos_token: str = "", eos_token: str = "", extra: dict | None = None) -> GoTemplate:
+    """The Go TEMPLATE for ``source``; raises Untranslatable naming the first construct Go cannot express."""
+    try:
+        ast = parse(source)
+    except Exception as e:  # noqa: BLE001 — a template jinja2 cannot parse
+        raise Untranslatable(f"Jinja syntax error: {e}") from None
+    t = Translator(bos_token, eos_token, extra)
+    t._ast = ast
+    return t.run(ast)
