@@ -4,7 +4,25 @@ Gemma's RMSNorm scales by (1 + w), llama.cpp's by w, so every norm weight is wri
 are scaled by sqrt(hidden) inside llama.cpp, as in HF. Sliding-window layers are written per layer from
 ``config.layer_types``; Gemma 3's local layers use their own RoPE base.
 
-    >>> export_gguf("google/gemma-3-1b-it-dir", "gemma3.gguf")
+    >>> import gguf, numpy as np
+    >>> from transformers import AutoModelForCausalLM
+    >>> from downsize.export.gguf import export_gguf
+    >>> from downsize.models.arch import arch_configs, build_config
+    >>> from downsize.models.refs import load_tokenizer
+    >>> tok = load_tokenizer("zoo:coder-teacher-qwen")          # a random-init 2-layer gemma3 with its tiny test shape:
+    >>> cfg = build_config("gemma3", vocab_size=len(tok), tokenizer=tok, hidden_size=64, intermediate_size=128,
+    ...                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **arch_configs()["gemma3"].tiny)
+    >>> AutoModelForCausalLM.from_config(cfg).save_pretrained("tiny"); _ = tok.save_pretrained("tiny")
+    >>> r = export_gguf("tiny", "gemma3.gguf", quant="F32")
+    >>> r.arch, r.n_tensors
+    ('gemma3', 28)
+    >>> sorted({t.name.split(".", 2)[-1] for t in gguf.GGUFReader("gemma3.gguf").tensors if t.name.startswith("blk.0.")})
+    ['attn_k.weight', 'attn_k_norm.weight', 'attn_norm.weight', 'attn_output.weight', 'attn_q.weight',
+     'attn_q_norm.weight', 'attn_v.weight', 'ffn_down.weight', 'ffn_gate.weight', 'ffn_norm.weight',
+     'ffn_up.weight', 'post_attention_norm.weight', 'post_ffw_norm.weight']
+    >>> w = {t.name: t for t in gguf.GGUFReader("gemma3.gguf").tensors}["blk.0.attn_norm.weight"]
+    >>> float(np.asarray(w.data)[0])      # HF's Gemma norm starts at w = 0 (it scales by 1 + w); llama.cpp's by w
+    1.0
 """
 
 from __future__ import annotations

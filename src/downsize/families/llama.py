@@ -1,6 +1,18 @@
 """Llama and Mistral: GGUF architecture ``llama``; q/k rows permuted for llama.cpp's interleaved RoPE.
 
-    >>> export_gguf("zoo:coder-teacher", "teacher.gguf")      # LlamaForCausalLM
+    >>> import gguf, numpy as np
+    >>> from downsize.export.gguf import export_gguf
+    >>> from downsize.models.refs import load_model
+    >>> r = export_gguf("zoo:coder-teacher", "teacher.gguf", quant="F32")      # LlamaForCausalLM, 15.7M
+    >>> r.arch
+    'llama'
+    >>> model, _ = load_model("zoo:coder-teacher", with_tokenizer=False)
+    >>> q_hf = model.model.layers[0].self_attn.q_proj.weight
+    >>> q_gguf = {t.name: t for t in gguf.GGUFReader("teacher.gguf").tensors}["blk.0.attn_q.weight"].data
+    >>> bool(np.allclose(np.sort(q_hf.detach().numpy(), axis=None), np.sort(q_gguf, axis=None)))   # same values, rows permuted
+    True
+    >>> bool(np.allclose(q_hf.detach().numpy(), q_gguf))
+    False
 """
 
 from __future__ import annotations

@@ -1,7 +1,21 @@
 """Phi-3: GGUF architecture ``phi3`` (fused qkv and gate_up projections kept fused, as llama.cpp reads them;
 partial rotary dimension; LongRoPE factors as rope_factors_long/short tensors).
 
-    >>> export_gguf("microsoft/Phi-3-mini-4k-instruct-dir", "phi3.gguf")
+    >>> import gguf, numpy as np
+    >>> from transformers import AutoModelForCausalLM
+    >>> from downsize.export.gguf import export_gguf
+    >>> from downsize.models.arch import arch_configs, build_config
+    >>> from downsize.models.refs import load_tokenizer
+    >>> tok = load_tokenizer("zoo:coder-teacher-qwen")          # a random-init 2-layer phi3 with its tiny test shape:
+    >>> cfg = build_config("phi3", vocab_size=len(tok), tokenizer=tok, hidden_size=64, intermediate_size=128,
+    ...                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **arch_configs()["phi3"].tiny)
+    >>> AutoModelForCausalLM.from_config(cfg).save_pretrained("tiny"); _ = tok.save_pretrained("tiny")
+    >>> r = export_gguf("tiny", "phi3.gguf", quant="F32")
+    >>> r.arch, r.n_tensors
+    ('phi3', 15)
+    >>> sorted({t.name.split(".", 2)[-1] for t in gguf.GGUFReader("phi3.gguf").tensors if t.name.startswith("blk.0.")})
+    ['attn_norm.weight', 'attn_output.weight', 'attn_qkv.weight', 'ffn_down.weight', 'ffn_norm.weight',
+     'ffn_up.weight']
 """
 
 from __future__ import annotations

@@ -1,6 +1,13 @@
 """Qwen2: GGUF architecture ``qwen2`` (NEOX RoPE, so no q/k permutation; q/k/v biases).
 
-    >>> export_gguf("zoo:coder-teacher-qwen", "qwen.gguf")
+    >>> import gguf
+    >>> from downsize.export.gguf import export_gguf
+    >>> r = export_gguf("zoo:coder-teacher-qwen", "qwen.gguf", quant="F32")
+    >>> r.arch, r.n_params
+    ('qwen2', 4198656)
+    >>> sorted({t.name.split(".", 2)[-1] for t in gguf.GGUFReader("qwen.gguf").tensors if t.name.startswith("blk.0.attn_")})
+    ['attn_k.bias', 'attn_k.weight', 'attn_norm.weight', 'attn_output.weight', 'attn_q.bias', 'attn_q.weight',
+     'attn_v.bias', 'attn_v.weight']
 """
 
 from __future__ import annotations

@@ -1,6 +1,21 @@
 """Qwen3: GGUF architecture ``qwen3`` (NEOX RoPE, per-head q/k RMSNorm, explicit head_dim, no q/k/v biases).
 
-    >>> export_gguf("Qwen/Qwen3-0.6B-dir", "qwen3.gguf")
+    >>> import gguf, numpy as np
+    >>> from transformers import AutoModelForCausalLM
+    >>> from downsize.export.gguf import export_gguf
+    >>> from downsize.models.arch import arch_configs, build_config
+    >>> from downsize.models.refs import load_tokenizer
+    >>> tok = load_tokenizer("zoo:coder-teacher-qwen")          # a random-init 2-layer qwen3 with its tiny test shape:
+    >>> cfg = build_config("qwen3", vocab_size=len(tok), tokenizer=tok, hidden_size=64, intermediate_size=128,
+    ...                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **arch_configs()["qwen3"].tiny)
+    >>> AutoModelForCausalLM.from_config(cfg).save_pretrained("tiny"); _ = tok.save_pretrained("tiny")
+    >>> r = export_gguf("tiny", "qwen3.gguf", quant="F32")
+    >>> r.arch, r.n_tensors
+    ('qwen3', 25)
+    >>> sorted({t.name.split(".", 2)[-1] for t in gguf.GGUFReader("qwen3.gguf").tensors if t.name.startswith("blk.0.")})
+    ['attn_k.weight', 'attn_k_norm.weight', 'attn_norm.weight', 'attn_output.weight', 'attn_q.weight',
+     'attn_q_norm.weight', 'attn_v.weight', 'ffn_down.weight', 'ffn_gate.weight', 'ffn_norm.weight',
+     'ffn_up.weight']
 """
 
 from __future__ import annotations

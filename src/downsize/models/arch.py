@@ -1,7 +1,14 @@
 """Architecture families downsize builds configs for (zoo training, random-init students, tests).
 
-    >>> cfg = build_config("qwen2", vocab_size=4096, hidden_size=256, num_hidden_layers=4)
-    >>> AutoModelForCausalLM.from_config(cfg)
+    >>> from transformers import AutoModelForCausalLM
+    >>> cfg = build_config("qwen2", vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...                    num_attention_heads=4, num_key_value_heads=2)
+    >>> cfg.architectures, cfg.num_hidden_layers
+    (['Qwen2ForCausalLM'], 2)
+    >>> sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())   # a random-init student
+    139840
+    >>> sorted(arch_configs())
+    ['gemma2', 'gemma3', 'llama', 'mistral', 'phi3', 'qwen2', 'qwen3']
 """
 
 from __future__ import annotations
