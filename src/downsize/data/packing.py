@@ -1,8 +1,16 @@
 """Tokenise documents into one stream and cut it into fixed-length training windows.
 
-    >>> stream = tokenize_documents(tok, docs)              # np.uint32 (N,), EOS after each document
-    >>> ds = PackedDataset(stream, seq_len=256, seed=0)
-    >>> ds.batch(step=12, batch_size=8)["input_ids"].shape  # (8, 256); same batch for the same step, always
+    >>> from downsize.models.refs import load_tokenizer
+    >>> tok = load_tokenizer("zoo:coder-teacher-qwen")
+    >>> stream = tokenize_documents(tok, ["def f(x): return x"] * 50)   # np.uint32 (N,), EOS after each document
+    >>> stream.dtype, int(stream[-1]) == tok.eos_token_id
+    (dtype('uint32'), True)
+    >>> ds = PackedDataset(stream, seq_len=16, seed=0)
+    >>> b = ds.batch(step=3, batch_size=4)
+    >>> b["input_ids"].shape                          # (B, T)
+    torch.Size([4, 16])
+    >>> bool((ds.batch(step=3, batch_size=4)["input_ids"] == b["input_ids"]).all())   # the same batch for the same step
+    True
 
 The order of windows is a seeded permutation per epoch, so batch ``i`` is a pure function of
 ``i``: resuming at step ``i`` is exact without saving any iterator state.

@@ -1,11 +1,15 @@
 """Data references, resolved in one place for every command.
 
-    >>> resolve_data("zoo:stdlib").texts("validation")     # the reference corpus split
-    >>> resolve_data("notes.txt").texts()                   # one document
-    >>> resolve_data("src/").texts()                        # every text file below, sorted
-    >>> resolve_data("train.jsonl").records()               # {"text": ...} or {"messages": [...]} per line
-    >>> resolve_data("HuggingFaceH4/ultrachat_200k:train_sft").records()   # a Hub dataset (datasets.load_dataset)
-    >>> resolve_data("hf:Org/Name@v1.0:default:train#content").texts()      # revision, config, split, column
+    >>> import json, pathlib
+    >>> _ = pathlib.Path("notes.txt").write_text("one document")
+    >>> list(resolve_data("notes.txt").texts())                        # one document
+    ['one document']
+    >>> _ = pathlib.Path("train.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "")
+    >>> [r["messages"][0]["content"] for r in resolve_data("train.jsonl").records()]   # {"text": ...} or {"messages": [...]}
+    ['hi']
+    >>> h = parse_hub_data("hf:Org/Name@v1.0:default:train#content")   # a Hub dataset: revision, config, split, column
+    >>> h.repo_id, h.revision, h.config, h.split, h.column
+    ('Org/Name', 'v1.0', 'default', 'train', 'content')
 
 Splits of user data are taken by a hash of each document's id (path or line number), like the
 stdlib corpus, so they are stable; ``split="all"`` (the default for user data) takes everything.

@@ -6,8 +6,13 @@ of its path relative to the stdlib root, so adding or removing files never moves
 between splits.
 
     >>> corpus = StdlibCorpus.local()
-    >>> corpus.manifest()["fingerprint"][:12]           # names exactly what a result was measured on
-    >>> docs = list(corpus.documents("validation"))     # [(relpath, text), ...] in sorted order
+    >>> len(corpus.manifest()["fingerprint"])                         # names exactly what a result was measured on
+    64
+    >>> sorted({f.split for f in corpus.files})
+    ['test', 'train', 'validation']
+    >>> relpath, text = next(corpus.documents("validation"))          # (relpath, text) in sorted order
+    >>> split_of(relpath)
+    'validation'
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
 """The one token stream of a data reference, used by distillation, eval, pruning calibration, the importance
 matrix and zoo training alike.
 
-    >>> stream = token_stream(tok, "zoo:stdlib", purpose="train")     # np.uint32 (N,), EOS after each document
+    >>> from pathlib import Path
+    >>> from downsize.models.refs import load_tokenizer
+    >>> tok = load_tokenizer("zoo:coder-teacher-qwen")
+    >>> Path("notes").mkdir(); _ = Path("notes/a.txt").write_text("hello world" * 10)
+    >>> split_for("zoo:stdlib", "train"), split_for("zoo:stdlib", "eval"), split_for("notes/", "eval")
+    ('train', 'validation', 'all')
     >>> stream = token_stream(tok, "notes/", purpose="eval")           # a folder of text: all of it
+    >>> stream.dtype, int(stream[-1]) == tok.eos_token_id              # np.uint32 (N,), EOS after each document
+    (dtype('uint32'), True)
 
 Which split a purpose reads is decided here, once: data with splits (``zoo:stdlib``) is read from its
 ``train`` split to train or calibrate and from ``validation`` to evaluate; data without splits is read

@@ -1,8 +1,12 @@
 """Append-only JSONL with whole-line writes and resume by id.
 
-    >>> w = JsonlAppender("out.jsonl")        # repairs a torn last line left by a killed run
-    >>> "abc123" in w.ids                      # ids already written (skip them)
-    >>> w.append({"id": "def456", ...})        # one os.write of one complete line, then fsync
+    >>> with JsonlAppender("out.jsonl") as w:
+    ...     w.append({"id": "abc123", "text": "one"})          # one os.write of one complete line, then fsync
+    >>> _ = open("out.jsonl", "a").write('{"id": "torn')        # a killed run leaves a torn last line
+    >>> w = JsonlAppender("out.jsonl")                         # ... which this repairs
+    >>> "abc123" in w.ids, len(read_jsonl("out.jsonl"))        # ids already written (skip them)
+    (True, 1)
+    >>> w.close()
 
 A line is written with a single ``write`` on an ``O_APPEND`` descriptor and flushed to disk before
 ``append`` returns, so a reader never sees half a record from this process. If the process is

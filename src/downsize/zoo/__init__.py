@@ -1,8 +1,10 @@
 """The reference zoo: small models trained by this project on ``zoo:stdlib`` and shipped with it.
 
     >>> from downsize.zoo import ZOO, zoo_path
-    >>> zoo_path("coder-teacher")            # .../downsize/zoo/models/coder-teacher
-    >>> ZOO["coder-teacher"].arch            # 'llama'
+    >>> zoo_path("coder-teacher-qwen").name, sorted(p.name for p in zoo_path("coder-teacher-qwen").iterdir())[:3]
+    ('coder-teacher-qwen', ['README.md', 'chat_template.jinja', 'config.json'])
+    >>> ZOO["coder-teacher"].arch, ZOO["coder-teacher-qwen"].arch
+    ('llama', 'qwen2')
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """What the zoo holds on this installation: ``downsize zoo list``.
 
-    >>> [r["name"] for r in list_zoo()]
+    >>> sorted(r["name"] for r in list_zoo())
+    ['coder-teacher', 'coder-teacher-qwen']
 """
 
 from __future__ import annotations

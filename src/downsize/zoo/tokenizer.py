@@ -3,8 +3,11 @@
 The pre-tokenizer is a regex that llama.cpp knows by name (``llama-bpe`` or ``qwen2``), so an
 exported GGUF splits text exactly as the Hugging Face tokenizer does.
 
-    >>> tok = train_bpe_tokenizer(texts, TokenizerSpec(vocab_size=8192, pretokenizer="llama-bpe"))
-    >>> tok.save_pretrained("out/")
+    >>> texts = ["def add(a, b): return a + b", "def sub(a, b): return a - b"] * 20
+    >>> tok = train_bpe_tokenizer(texts, TokenizerSpec(vocab_size=300, pretokenizer="llama-bpe"))
+    >>> len(tok) <= 300, tok.decode(tok("def add(a, b):")["input_ids"])
+    (True, 'def add(a, b):')
+    >>> _ = tok.save_pretrained("out/")
 """
 
 from __future__ import annotations
