@@ -1,7 +1,15 @@
 """The few places where transformers 5.x versions differ in a way downsize touches.
 
-    >>> out = model(input_ids=ids, **{CACHE_ARG: past}, use_cache=True)
-    >>> past = kv_cache(out)
+    >>> import torch
+    >>> from downsize.models.refs import load_model
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> ids = torch.tensor([tok("def add(a, b):")["input_ids"]])
+    >>> out = model(input_ids=ids, use_cache=True)
+    >>> past = kv_cache(out)                                            # the cache, whatever the version calls it
+    >>> nxt = out.logits[:, -1:].argmax(-1)
+    >>> out = model(input_ids=nxt, **{CACHE_ARG: past}, use_cache=True)
+    >>> out.logits.shape[1], kv_cache(out).get_seq_length() == ids.shape[1] + 1
+    (1, True)
 
 transformers renamed the KV-cache argument and output field from ``past_key_values`` to ``cache``; the old names
 are deprecated (a warning on every call) and are announced to go away in 5.40, while the releases before the

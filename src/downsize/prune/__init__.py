@@ -1,10 +1,15 @@
 """Pruning: depth, width (Minitron), unstructured and N:M (magnitude, Wanda, SparseGPT), low-rank.
 
     >>> from downsize.prune import prune, PruneConfig, save_pruned
-    >>> model, tok = load_model("zoo:coder-teacher")
-    >>> cfg = PruneConfig(method="width", targets={"ffn": 512, "heads": 4, "hidden": 256})
+    >>> from downsize.models.refs import load_model
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")                   # Qwen2, ffn 768, 4 heads, hidden 256
+    >>> cfg = PruneConfig(method="width", targets={"ffn": 256, "heads": 2, "hidden": 128}, calib_samples=4, calib_seq_len=32)
     >>> model = prune(model, tok, cfg, "zoo:stdlib")          # same HF class, consistent config
-    >>> save_pruned(model, tok, "runs/pruned", model.prune_report)
+    >>> c = model.config; c.intermediate_size, c.num_attention_heads, c.hidden_size
+    (256, 2, 128)
+    >>> path = save_pruned(model, tok, "pruned", model.prune_report)
+    >>> sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".safetensors"))[:4]
+    ['config.json', 'generation_config.json', 'model.safetensors', 'prune_report.json']
 
 ``prune`` checks everything it can before it reads calibration data or touches a weight: the
 family has an adapter, the target can be met, N:M divides every width, the calibration data is

@@ -1,11 +1,22 @@
 """Calibration data for pruning, and the layer-by-layer runner that keeps memory near one layer's activations.
 
-    >>> ids = calibration_ids(tok, "zoo:stdlib", n_samples=64, seq_len=256)    # LongTensor (64, 256)
-    >>> runner = LayerRunner(model, adapter, ids, batch_size=8)
+    >>> import torch
+    >>> from downsize.models.adapters import adapter_for
+    >>> from downsize.models.refs import load_model
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> ids = calibration_ids(tok, "zoo:stdlib", n_samples=4, seq_len=32)    # LongTensor (4, 32)
+    >>> ids.shape, ids.dtype
+    (torch.Size([4, 32]), torch.int64)
+    >>> runner = LayerRunner(model, adapter_for(model), ids, batch_size=2)
+    >>> seen = []
+    >>> hook = lambda m, args, out: seen.append(args[0].shape)
     >>> for i, layer in enumerate(runner.layers):
-    ...     runner.run(i, hooks)          # forward calibration batches through layer i only (stats via hooks)
-    ...     prune_layer(layer)
-    ...     runner.advance(i)             # recompute layer i's outputs with the pruned weights: input of i + 1
+    ...     h = layer.mlp.down_proj.register_forward_hook(hook)
+    ...     _ = runner.run(i)                # forward the calibration batches through layer i only (stats via hooks)
+    ...     h.remove()
+    ...     runner.advance(i)             # layer i's outputs (after pruning it) are the input of layer i + 1
+    >>> len(seen), seen[0]               # 4 layers x 2 batches, (B, T, ffn)
+    (8, torch.Size([2, 32, 768]))
 """
 
 from __future__ import annotations

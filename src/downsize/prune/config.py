@@ -1,9 +1,16 @@
 """The one typed config of the prune stage, validated on construction (model-independent checks).
 
-    >>> PruneConfig(method="width", targets=parse_targets("ffn=512 heads=4 hidden=256"))
-    >>> PruneConfig(method="wanda", sparsity=0.5)
-    >>> PruneConfig(method="sparsegpt", nm="2:4")
-    >>> PruneConfig(method="depth", targets={"layers": 2}, depth_score="ppl")
+    >>> PruneConfig(method="width", targets=parse_targets("ffn=512 heads=4 hidden=256")).targets["ffn"]
+    512
+    >>> PruneConfig(method="sparsegpt", nm="2:4").nm, parse_nm("2:4")
+    ('2:4', (2, 4))
+    >>> PruneConfig(method="depth", targets={"layers": 2}, depth_score="ppl").depth_score
+    'ppl'
+    >>> PruneConfig(method="wanda")            # sparsity or nm is required
+    Traceback (most recent call last):
+    ...
+    downsize.errors.DownsizeError: wanda needs exactly one of sparsity and nm
+      hint: e.g. --sparsity 0.5 or --nm 2:4
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """Depth pruning: score every decoder layer on calibration data and remove the least important ones.
 
-    >>> cfg = PruneConfig(method="depth", targets={"remove": 2}, depth_score="bi")
-    >>> model = prune(model, tok, cfg, "zoo:stdlib")     # 6 layers -> 4; config and layer indices rewritten
+    >>> from downsize.models.refs import load_model
+    >>> from downsize.prune import PruneConfig, prune
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> cfg = PruneConfig(method="depth", targets={"remove": 2}, depth_score="bi", calib_samples=4, calib_seq_len=32)
+    >>> model = prune(model, tok, cfg, "zoo:stdlib")     # 4 layers -> 2; config and layer indices rewritten
+    >>> model.config.num_hidden_layers, [l.self_attn.layer_idx for l in model.model.layers]
+    (2, [0, 1])
 
 Scores: ``bi`` is block influence, 1 - cos(input, output) of a layer's hidden states (ShortGPT); a
 layer that barely changes the residual stream scores near 0. ``ppl`` is the calibration

@@ -1,9 +1,18 @@
 """Importance scores from calibration activations: MLP neurons, attention heads, hidden channels, whole layers.
 
+    >>> from downsize.models.adapters import adapter_for
+    >>> from downsize.models.refs import load_model
+    >>> from downsize.prune.calib import calibration_ids
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> adapter = adapter_for(model)
+    >>> ids = calibration_ids(tok, "zoo:stdlib", n_samples=4, seq_len=32)     # LongTensor (4, 32)
     >>> st = width_stats(model, adapter, ids)          # one pass of the calibration set, hooks only
     >>> st.neurons[0].shape, st.heads[0].shape, st.hidden.shape    # (ffn,), (heads,), (hidden,)
-    >>> bi = block_influence(model, adapter, ids)      # (layers,): 1 - mean cos(layer input, layer output)
-    >>> dppl = ppl_increase(model, adapter, ids)       # (layers,): perplexity with layer i removed - base
+    (torch.Size([768]), torch.Size([4]), torch.Size([256]))
+    >>> block_influence(model, adapter, ids).shape     # (layers,): 1 - mean cos(layer input, layer output)
+    torch.Size([4])
+    >>> bool((ppl_increase(model, adapter, ids) > 0).all())   # (layers,): perplexity without layer i - base
+    True
 
 Width scores follow Minitron (Muralidharan et al., 2024, "Compact Language Models via Pruning and
 Knowledge Distillation"): activation magnitudes aggregated over the batch and sequence. Here the

@@ -1,7 +1,20 @@
 """Low-rank: activation-aware SVD of the linear layers, and PCA slicing of the hidden size.
 
-    >>> prune(model, tok, PruneConfig(method="lowrank", targets={"energy": 0.9}), "zoo:stdlib")   # analysis
-    >>> prune(model, tok, PruneConfig(method="lowrank", targets={"hidden": 256}), "zoo:stdlib")  # narrower model
+    >>> from downsize.models.refs import load_model
+    >>> from downsize.prune import PruneConfig, prune
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> cfg = PruneConfig(method="lowrank", targets={"energy": 0.9}, calib_samples=4, calib_seq_len=32)
+    >>> model = prune(model, tok, cfg, "zoo:stdlib")          # analysis: weights written back dense
+    >>> sorted(model.prune_report)[:6]
+    ['architecture', 'calibration', 'config', 'family_allows_factorised', 'matrices', 'method']
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> cfg = PruneConfig(method="lowrank", targets={"hidden": 128}, calib_samples=4, calib_seq_len=32)
+    >>> prune(model, tok, cfg, "zoo:stdlib").config.hidden_size    # PCA hidden slicing: refused where llama.cpp needs it
+    Traceback (most recent call last):
+    ...
+    downsize.errors.DownsizeError: Qwen2ForCausalLM in llama.cpp needs hidden = heads x head_dim, which PCA
+     slicing of the hidden size breaks
+      hint: use method=width with hidden= and heads= together
 
 ``rank=R`` / ``energy=E``: each linear W (out, in) is replaced by its best rank-r approximation
 in the metric of its calibration inputs X (SVD-LLM style whitening: H = X^T X = L L^T, SVD of

@@ -1,7 +1,15 @@
 """Unstructured and N:M sparsity: magnitude, Wanda and SparseGPT, layer by layer.
 
-    >>> prune(model, tok, PruneConfig(method="wanda", sparsity=0.5), "zoo:stdlib")
-    >>> prune(model, tok, PruneConfig(method="sparsegpt", nm="2:4"), "zoo:stdlib")
+    >>> from downsize.models.refs import load_model
+    >>> from downsize.prune import PruneConfig, prune
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> model = prune(model, tok, PruneConfig(method="sparsegpt", nm="2:4", calib_samples=4, calib_seq_len=32), "zoo:stdlib")
+    >>> w = model.model.layers[0].mlp.up_proj.weight                      # (out, in)
+    >>> int((w.reshape(w.shape[0], -1, 4) == 0).sum(-1).min())            # 2 zeros in every 4 inputs
+    2
+    >>> model = prune(model, tok, PruneConfig(method="wanda", sparsity=0.75, calib_samples=4, calib_seq_len=32), "zoo:stdlib")
+    >>> round(float((model.model.layers[1].self_attn.q_proj.weight == 0).float().mean()), 2)
+    0.75
 
 Every linear inside the decoder layers (q, k, v, o, gate, up, down) is pruned; embeddings and LM
 head are not. Calibration activations flow through the model one decoder layer at a time

@@ -1,11 +1,15 @@
 """Architecture adapters: the few hooks pruning (and anything else that edits a model) needs, one module per family.
 
-    >>> from downsize.models.adapters import adapter_for
+    >>> from downsize.models.refs import load_model
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
     >>> ad = adapter_for(model)                      # looks up model.config.architectures[0]
-    >>> for layer in ad.layers(model):
-    ...     q, k, v, o = ad.attn_projs(layer)        # nn.Linear each
-    ...     gate, up, down = ad.mlp_projs(layer)
-    >>> ad.set_num_layers(model, 4)                  # config fields rewritten with the module list
+    >>> q, k, v, o = ad.attn_projs(ad.layers(model)[0])        # nn.Linear each
+    >>> gate, up, down = ad.mlp_projs(ad.layers(model)[0])
+    >>> q.out_features, k.out_features, up.out_features
+    (256, 128, 768)
+    >>> ad.set_layers(model, keep=[0, 3])              # config fields rewritten with the module list
+    >>> len(ad.layers(model)), ad.num_layers(model.config), ad.ffn(model.config), ad.kv_heads(model.config)
+    (2, 2, 768, 2)
 
 A family's adapter lives in its family module (``downsize.families.X``): a subclass of ``Adapter``
 (or ``LlamaLikeAdapter``) registered with ``@register_adapter("XForCausalLM")``.
