@@ -1,8 +1,11 @@
 """Side-by-side metrics of several models against a teacher, on the same token windows.
 
-    >>> rows = compare_models({"teacher": "zoo:coder-teacher", "student": "runs/q/01-distill/output",
-    ...                        "q4": "runs/q/03-quantize/model.gguf"}, teacher="teacher", data="zoo:stdlib")
-    >>> rows["student"]["perplexity"], rows["student"]["kl_to_teacher"], rows["student"]["top1_agreement"]
+    >>> from downsize.export.gguf import export_gguf
+    >>> _ = export_gguf("zoo:coder-teacher-qwen", "q8.gguf", quant="Q8_0")
+    >>> rows = compare_models({"teacher": "zoo:coder-teacher-qwen", "q8": "q8.gguf"}, teacher="teacher",
+    ...                       data="zoo:stdlib", seq_len=128, max_tokens=1024)   # the GGUF runs in llama.cpp
+    >>> rows["teacher"]["kl_to_teacher"], rows["q8"]["top1_agreement"] > 0.95, rows["q8"]["kl_to_teacher"] < 0.01
+    (0.0, True, True)
 
 Every model sees the same windows of the same token stream (the teacher's tokenizer). KL is the
 forward KL(teacher || model) per token in nats, and top-1 agreement the fraction of positions
@@ -14,7 +17,8 @@ embedding rows, so KL and top-1 are taken over the ids both vocabularies hold (r
 shared token has the same id in both, and the row's ``vocab`` says so. Different tokenizers are refused with
 a DownsizeError: the models would not be reading the same token stream.
 
-    >>> match_vocab({"a": 0, "b": 1, "[PAD2]": 2}, {"a": 0, "b": 1}).ids      # -> array([0, 1])
+    >>> match_vocab({"a": 0, "b": 1, "[PAD2]": 2}, {"a": 0, "b": 1}).ids
+    array([0, 1])
 """
 
 from __future__ import annotations

@@ -1,7 +1,15 @@
 """Token-weighted perplexity over a token stream: exact, streamed, independent of the batch size.
 
-    >>> r = perplexity(model, stream, seq_len=256, batch_size=8)
-    >>> r.perplexity, r.tokens
+    >>> from downsize.data.packing import tokenize_documents
+    >>> from downsize.models.refs import load_model
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> stream = tokenize_documents(tok, ["def add(a, b):", "    return a + b"] * 40)
+    >>> r = perplexity(model, stream, seq_len=64, batch_size=2)
+    >>> r8 = perplexity(model, stream, seq_len=64, batch_size=8)
+    >>> r.tokens, round(r.perplexity, 3) == round(r8.perplexity, 3)     # batching does not change the result
+    (511, True)
+    >>> round(r.perplexity, 2)
+    56.84
 
 The stream is cut into non-overlapping windows of ``seq_len`` tokens; in each window every token
 after the first is predicted from the tokens before it in that window. The summed negative

@@ -1,8 +1,8 @@
 """``downsize eval MODEL [--teacher T] --data D [--speed]``: metrics of any model reference on any data.
 
-    >>> evaluate("zoo:coder-teacher", "zoo:stdlib")["perplexity"]            # exact, streamed, HF model
-    >>> r = evaluate("student.gguf", teacher="zoo:coder-teacher", speed=True)  # the GGUF runs in llama.cpp
-    >>> r["kl_to_teacher"], r["top1_agreement"], r["speed"]["gen_tok_s"], r["speed"]["peak_rss_mb"]
+    >>> r = evaluate("zoo:coder-teacher-qwen", "zoo:stdlib", max_tokens=2048)     # exact, streamed, HF model
+    >>> r["tokens"], round(r["perplexity"], 1)
+    (2040, 31.6)
 
 An HF model alone gets the exact token-weighted perplexity over the whole split (``max_tokens`` to
 cut it). With a teacher, or for a GGUF file, every model is run on the same windows of the teacher's

@@ -2,7 +2,11 @@
 
     $ python -m downsize.eval.speed zoo:coder-teacher --prompt-tokens 128 --gen-tokens 64
     {"prompt_tok_s": ..., "gen_tok_s": ..., "peak_rss_mb": ..., "load_s": ..., "backend": "transformers"}
-    >>> measure_speed("out/model-Q4_K_M.gguf")           # llama.cpp for GGUF files
+    >>> from downsize.export.gguf import export_gguf
+    >>> _ = export_gguf("zoo:coder-teacher-qwen", "m-q8_0.gguf", quant="Q8_0")
+    >>> r = measure_speed("m-q8_0.gguf", prompt_tokens=32, gen_tokens=8, threads=1)   # llama.cpp, in a fresh process
+    >>> sorted(r)
+    ['backend', 'base_rss_mb', 'gen_tok_s', 'load_s', 'peak_rss_mb', 'prompt_tok_s', 'threads']
 
 Peak RSS is the whole process's high-water mark (interpreter and libraries included), the number
 a user sees in `top`; the baseline of an empty process is reported beside it as ``base_rss_mb``.

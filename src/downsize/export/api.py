@@ -1,6 +1,9 @@
 """One call for the CLI: export (optionally computing the importance matrix first) and report.
 
-    >>> export_with_report("zoo:coder-teacher", "t-q4_k_m.gguf", "Q4_K_M", calib="zoo:stdlib", report=True)
+    >>> r = export_with_report("zoo:coder-teacher-qwen", "t-q4_k_m.gguf", "Q4_K_M", calib="zoo:stdlib", calib_tokens=1024)
+    >>> sorted(r)
+    ['arch', 'bits_per_weight', 'bytes', 'imatrix', 'imatrix_file', 'out', 'params', 'quant', 'rescale',
+     'seconds', 'tensors', 'tokenizer']
 """
 
 from __future__ import annotations

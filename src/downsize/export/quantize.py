@@ -1,7 +1,11 @@
 """Quantize a GGUF with llama.cpp's own quantizer (through llama-cpp-python's ``llama_model_quantize``),
 optionally guided by an importance matrix (see ``downsize.export.imatrix``).
 
-    >>> quantize_gguf("model-f32.gguf", "model-q4_k_m.gguf", "Q4_K_M", imatrix="model.imatrix.gguf")
+    >>> from downsize.export.gguf import export_gguf
+    >>> _ = export_gguf("zoo:coder-teacher-qwen", "model-f32.gguf", quant="F32")
+    >>> r = quantize_gguf("model-f32.gguf", "model-q4_k_m.gguf", "Q4_K_M")    # llama.cpp's own quantizer
+    >>> sorted(r)
+    ['arch', 'imatrix', 'n_params', 'n_tensors', 'path', 'quant', 'rescale', 'seconds']
 
 By default the quantized rows are then rescaled against the float source (``downsize.export.rescale``), which
 undoes the shrinkage of llama.cpp's least-squares block fits; ``rescale=False`` keeps llama.cpp's bytes.

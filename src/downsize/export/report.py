@@ -1,8 +1,15 @@
 """Per-export report: size, bits per weight, perplexity delta and KL against the unquantized HF model,
 measured with the GGUF running in llama.cpp on the same token windows as the HF model.
 
-    >>> rows = quant_report(["m-f32.gguf", "m-q4_k_m.gguf"], "zoo:coder-teacher", data="zoo:stdlib", max_tokens=16384)
-    >>> rows[1]["ppl_delta_pct"], rows[1]["kl"], rows[1]["bits_per_weight"]
+    >>> from downsize.export.gguf import export_gguf
+    >>> for q in ("F32", "Q4_K_M"):
+    ...     _ = export_gguf("zoo:coder-teacher-qwen", f"m-{q.lower()}.gguf", quant=q)
+    >>> rows = quant_report(["m-f32.gguf", "m-q4_k_m.gguf"], "zoo:coder-teacher-qwen", ReportConfig(max_tokens=1024))
+    >>> sorted(rows[1])
+    ['bits_per_weight', 'file_bytes', 'file_type', 'gguf', 'kl', 'params', 'ppl', 'ppl_delta_pct', 'ppl_ref',
+     'tensor_bytes', 'tokens', 'top1_agreement', 'vocab']
+    >>> rows[1]["ppl_delta_pct"] > rows[0]["ppl_delta_pct"], 4 < rows[1]["bits_per_weight"] < 7
+    (True, True)
 
 Windows are non-overlapping ``seq_len`` slices of the validation stream (downsize.eval.perplexity.windows), so
 ``ppl_ref`` equals ``downsize eval``'s perplexity on the same tokens. KL and top-1 are taken over the ids the

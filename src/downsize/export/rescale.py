@@ -13,8 +13,12 @@ quantized row is unbiased along the original. Every block type here dequantizes 
 the dequantized row by α exactly (up to fp16 rounding of the new scale): the quantized codes, the file
 layout and its size do not change, and llama.cpp loads the file as before.
 
-    >>> stats = rescale_rows("model-bf16.gguf", "model-q4_k_m.gguf")   # patches the second file in place
-    >>> stats.tensors, stats.alpha_mean
+    >>> from downsize.export.gguf import export_gguf
+    >>> _ = export_gguf("zoo:coder-teacher-qwen", "model-f32.gguf", quant="F32")
+    >>> _ = export_gguf("zoo:coder-teacher-qwen", "model-q4_k_m.gguf", quant="Q4_K_M", rescale=False)
+    >>> stats = rescale_rows("model-f32.gguf", "model-q4_k_m.gguf")   # patches the second file in place
+    >>> stats.tensors > 0, 0.9 < stats.alpha_mean < 1.1
+    (True, True)
 
 ``quantize_gguf`` applies it to its temporary output before the atomic rename (``rescale=False`` keeps
 llama.cpp's bytes exactly).

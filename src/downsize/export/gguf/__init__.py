@@ -1,8 +1,11 @@
 """Hugging Face → GGUF export, our own converter on the ``gguf`` package (one module per family, in downsize.families).
 
-    >>> from downsize.export.gguf import export_gguf
-    >>> export_gguf("zoo:coder-teacher", "teacher-f32.gguf", quant="F32")
-    >>> export_gguf("runs/x/student", "student-q4_k_m.gguf", quant="Q4_K_M", imatrix="student.imatrix.gguf")
+    >>> r = export_gguf("zoo:coder-teacher-qwen", "teacher-f32.gguf", quant="F32")      # direct: no llama.cpp needed
+    >>> r.arch, r.quant, r.n_params
+    ('qwen2', 'F32', 4198656)
+    >>> r = export_gguf("zoo:coder-teacher-qwen", "teacher-q4_k_m.gguf", quant="Q4_K_M")   # F32, then llama.cpp quantizes
+    >>> r.quant, r.nbytes < 4 * r.n_params / 2
+    ('Q4_K_M', True)
 
 F32/F16/BF16/Q8_0 are written directly, streaming a block of rows at a time in numpy, without importing torch
 or transformers (convert.py); the other types (Q4_0, the K-quants, IQ4) are made by llama.cpp's own quantizer

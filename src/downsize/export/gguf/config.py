@@ -9,9 +9,11 @@ post-init rules that change them: ``num_key_value_heads``/``head_dim`` derived f
 ``rope_scaling`` (``type`` → ``rope_type``, Phi-3's ``su``/``yarn`` → ``longrope``, Gemma 3's per-layer-type dict)
 into ``rope_parameters``. tests/export/test_config.py checks every family against ``AutoConfig``.
 
-    >>> cfg = load_config(Path("model_dir"))
-    >>> cfg.model_type, cfg.head_dim, cfg.rope_parameters
-    ('llama', 64, {'rope_theta': 10000.0, 'rope_type': 'default'})
+    >>> from downsize.models.refs import resolve_model
+    >>> cfg = load_config(resolve_model("zoo:coder-teacher-qwen").path)
+    >>> cfg.model_type, cfg.num_key_value_heads, cfg.rope_parameters       # defaults and RoPE resolved as transformers does
+    ('qwen2', 2, {'rope_theta': 10000.0, 'rope_type': 'default'})
+    >>> getattr(cfg, "head_dim", None)
 
 Only built-in model types are read (there is no remote code to run): an unknown ``model_type`` is refused, as
 transformers refuses it with ``trust_remote_code`` off.

@@ -7,8 +7,11 @@ family transform that must see several rows together (Llama's q/k permutation: t
 groups; one that needs the whole tensor (``row_group`` None) gets the whole tensor. Q8_0 quantizes 32-value blocks
 within a row, so it streams too. The file is byte-identical whatever the block size.
 
-    >>> result = convert_checkpoint(Path("model_dir"), Path("out.gguf"), "F16")
-    >>> result.n_tensors, result.nbytes
+    >>> from pathlib import Path
+    >>> from downsize.models.refs import resolve_model
+    >>> result = convert_checkpoint(resolve_model("zoo:coder-teacher-qwen").path, Path("out.gguf"), "F16")
+    >>> result.arch, result.n_tensors, result.nbytes == Path("out.gguf").stat().st_size
+    ('qwen2', 50, True)
 """
 
 from __future__ import annotations
