@@ -1,8 +1,17 @@
 """The agent loop in the OpenAI tool-call format: model turn -> tool results -> model turn ... -> answer.
 
-    >>> box = Sandbox("repo")
-    >>> trace = run_agent(backend, box, task, AgentConfig(max_turns=4))
-    >>> trace.messages     # [system, user, assistant{tool_calls}, tool, ..., assistant{content}]
+    >>> from pathlib import Path
+    >>> Path("repo/pkg").mkdir(parents=True)
+    >>> _ = Path("repo/pkg/io.py").write_text("class ParseError(ValueError):\\n    pass\\n"
+    ...                                       "def load(path, mode):\\n    return open(path, mode)\\n")
+    >>> from downsize.generate.backends import GenParams, open_backend
+    >>> from downsize.generate.prompts import make_task
+    >>> from downsize.generate.sandbox import Sandbox
+    >>> backend = open_backend("zoo:coder-teacher-qwen", GenParams(max_tokens=16))   # transformers, local
+    >>> task = make_task("Which class in pkg/io.py derives from ValueError?", kind="codebase", needs_tools=True)
+    >>> trace = run_agent(backend, Sandbox("repo"), task, AgentConfig(max_turns=2))
+    >>> [m["role"] for m in trace.messages][:3], trace.turns >= 1
+    (['system', 'user', 'assistant'], True)
 
 The stored messages are exactly what SFT trains on (chat JSONL): assistant turns with ``tool_calls``
 (``arguments`` a JSON string) and ``tool`` messages with ``tool_call_id``. Tool calls are read from

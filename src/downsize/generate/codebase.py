@@ -1,9 +1,15 @@
 """Facts about a Python codebase, found with ``ast``: classes and their bases, functions and their
 parameters, imports, files. Templates are filled from these facts and their answers computed from them.
 
-    >>> facts = scan_codebase("path/to/repo")
-    >>> facts.subclasses["Exception"]            # ['ParseError', ...] (bases by their last dotted name)
-    >>> facts.functions[0]                        # FunctionFact(name='load', file='pkg/io.py', params=('path', 'mode'))
+    >>> from pathlib import Path
+    >>> Path("repo/pkg").mkdir(parents=True)
+    >>> _ = Path("repo/pkg/io.py").write_text("class ParseError(ValueError):\\n    pass\\n"
+    ...                                       "def load(path, mode):\\n    return open(path, mode)\\n")
+    >>> facts = scan_codebase("repo")
+    >>> facts.subclasses["ValueError"]            # bases by their last dotted name
+    ['ParseError']
+    >>> facts.functions[0]
+    FunctionFact(name='load', file='pkg/io.py', params=('path', 'mode'), cls=None)
 """
 
 from __future__ import annotations

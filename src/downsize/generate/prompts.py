@@ -1,10 +1,22 @@
 """Prompt sources: codebase question templates with computed answers, negatives that need no tools,
 and prompt files. Every task has a stable id (a hash of its content), so reruns skip what is done.
 
-    >>> facts = scan_codebase("repo")
-    >>> tasks = codebase_tasks(facts, n=200, seed=0) + negative_tasks(n=50, seed=0)
-    >>> tasks, problems = load_prompt_file("prompts.jsonl")      # problems: ['line 7: not valid JSON ...']
-    >>> tasks = dedup(tasks)
+    >>> from pathlib import Path
+    >>> Path("repo/pkg").mkdir(parents=True)
+    >>> _ = Path("repo/pkg/io.py").write_text("class ParseError(ValueError):\\n    pass\\n"
+    ...                                       "def load(path, mode):\\n    return open(path, mode)\\n")
+    >>> from downsize.generate.codebase import scan_codebase
+    >>> tasks = codebase_tasks(scan_codebase("repo"), n=3, seed=0) + negative_tasks(n=2, seed=0)
+    >>> [(t.kind, t.needs_tools) for t in tasks]
+    [('codebase', True), ('codebase', True), ('codebase', True), ('negative', False), ('negative', False)]
+    >>> tasks[0].prompt, tasks[0].expected
+    ('Which classes in this codebase subclass ValueError?', ('ParseError',))
+    >>> _ = Path("prompts.jsonl").write_text('{"prompt": "What is 2 + 2?"}\\nnot json\\n')
+    >>> tasks, problems = load_prompt_file("prompts.jsonl")
+    >>> [t.prompt for t in tasks], problems
+    (['What is 2 + 2?'], ['prompts.jsonl line 2: not valid JSON (Expecting value at column 1)'])
+    >>> len(dedup(tasks + tasks))
+    1
 
 A prompt file is JSONL, one object per line: ``{"prompt": "..."}`` or ``{"messages": [...]}``, with
 optional ``id``, ``expected`` (strings that must all appear in the answer), ``needs_tools`` (bool);

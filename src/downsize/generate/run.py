@@ -1,8 +1,21 @@
 """The generation stage: tasks -> teacher (N in flight) -> validators -> resumable chat JSONL.
 
-    >>> cfg = GenerateConfig(teacher="openai:http://127.0.0.1:8080/v1#coder", out="traces.jsonl",
-    ...                      codebase="path/to/repo", n_codebase=200, n_negative=50, in_flight=4)
+    >>> from pathlib import Path
+    >>> Path("repo/pkg").mkdir(parents=True)
+    >>> _ = Path("repo/pkg/io.py").write_text("class ParseError(ValueError):\\n    pass\\n"
+    ...                                       "def load(path, mode):\\n    return open(path, mode)\\n")
+    >>> cfg = GenerateConfig(teacher="zoo:coder-teacher-qwen", out="traces.jsonl", codebase="repo",
+    ...                      n_codebase=2, n_negative=1, params=GenParams(max_tokens=16), agent=AgentConfig(max_turns=1))
     >>> summary = generate(cfg)        # {"written": ..., "rejected": ..., "skipped_done": ..., "reasons": {...}}
+    >>> sorted(summary)
+    ['backend', 'bad_lines', 'completion_tok_per_s', 'completion_tokens', 'failed', 'out', 'prompts_per_s',
+     'reasons', 'rejected', 'rejected_out', 'remaining', 'repaired_bytes', 'seconds', 'skipped_done', 'stopped',
+     'tasks', 'written']
+    >>> summary["written"] + summary["rejected"]
+    3
+    >>> again = generate(cfg)                                           # resumable: a rerun skips what is done
+    >>> again["tasks"], again["skipped_done"], again["written"], summary["written"], summary["rejected"]
+    (3, 3, 0, 0, 3)
 
 Accepted traces go to ``out``; rejected ones, with their reasons, to ``out`` with ``.rejected.jsonl``.
 Both count as done: a rerun of the same command skips every id already in either file, so a run

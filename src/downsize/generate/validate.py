@@ -1,7 +1,17 @@
 """Validators for traces; each returns a reason to reject, or None. All run, all reasons are kept.
 
-    >>> reasons = validate(task, trace)          # [] for a good trace
-    >>> reasons                                  # ['wrong_answer: missing Paris', 'tools_on_negative: 1 tool call(s) ...']
+    >>> from downsize.generate.agent import Trace
+    >>> from downsize.generate.prompts import KIND_NEGATIVE, make_task
+    >>> task = make_task("What is the capital of France?", kind=KIND_NEGATIVE, needs_tools=False, expected=["Paris"])
+    >>> good = Trace([*task.messages, {"role": "assistant", "content": "Paris."}], finished=True)
+    >>> validate(task, good)
+    []
+    >>> call = {"id": "1", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "x"}'}}
+    >>> bad = Trace([*task.messages, {"role": "assistant", "content": "", "tool_calls": [call]},
+    ...              {"role": "tool", "tool_call_id": "1", "content": "none"},
+    ...              {"role": "assistant", "content": "Lyon."}], tool_calls=1, finished=True)
+    >>> validate(task, bad)
+    ['tools_on_negative: 1 tool call(s) for a question that needs none', 'wrong_answer: missing Paris']
 
 Registered validators (``VALIDATORS``):
 - ``well_formed``: every tool call names a known tool with JSON-object arguments holding the required
