@@ -1,7 +1,18 @@
 """Run a recipe: one folder per stage, a manifest of input hashes, skip-if-unchanged and resume.
 
     $ downsize run recipes/quickstart.yaml --out runs/quickstart
-    >>> run_recipe(load_recipe("recipes/quickstart.yaml"), "runs/quickstart")
+    >>> from pathlib import Path
+    >>> from downsize.recipe import parse_recipe
+    >>> recipe = parse_recipe({"name": "demo", "teacher": "zoo:coder-teacher-qwen", "data": "zoo:stdlib", "stages": [
+    ...     {"prune": {"method": "width", "targets": {"ffn": 256}, "calib_samples": 4, "seq_len": 32}}]})
+    >>> manifest = run_recipe(recipe, "runs/q", progress=False)
+    >>> [(s["dir"], s["status"], s["metrics"]["params"]["after"]) for s in manifest["stages"]]
+    [('00-prune', 'done', 2625792)]
+    >>> again = run_recipe(recipe, "runs/q", progress=False)      # same input hash: the stage is skipped
+    >>> again["stages"][0]["wall_s"] == manifest["stages"][0]["wall_s"]
+    True
+    >>> sorted(p.name for p in Path("runs/q").iterdir())
+    ['00-prune', 'manifest.json', 'recipe.yaml', 'report.html', 'report.md']
 
 Layout of a run directory (every path inside is relative, so the folder can be copied elsewhere)::
 

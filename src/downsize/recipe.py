@@ -1,8 +1,18 @@
 """Recipes: one YAML file is one pipeline, parsed into frozen typed configs.
 
     $ downsize validate recipes/quickstart.yaml stages.1.distill.steps=50
-    >>> recipe = load_recipe("recipes/quickstart.yaml", overrides=["stages.1.distill.steps=50"])
-    >>> [s.kind for s in recipe.stages]        # ['prune', 'distill', 'train', 'quantize', 'export', 'eval']
+    >>> raw = {"name": "demo", "teacher": "zoo:coder-teacher-qwen", "data": "zoo:stdlib",
+    ...        "stages": [{"prune": {"method": "width", "targets": {"ffn": 256}}}, {"distill": {"steps": 20}}]}
+    >>> recipe = parse_recipe(apply_overrides(raw, ["stages.1.distill.steps=50"]))
+    >>> [s.kind for s in recipe.stages], recipe.stages[1].settings.steps
+    (['prune', 'distill'], 50)
+    >>> parse_recipe({"name": "bad", "teacher": "zoo:coder-teacher-qwen", "stages": [{"distill": {"loss": "fkll", "stepz": 1}}]})
+    Traceback (most recent call last):
+    ...
+    downsize.recipe.RecipeError: <recipe>: 2 error(s)
+      stages[0].distill.loss: unknown 'fkll'; choose one of fkl, rkl, jsd, skl, srkl, tvd
+      stages[0].distill.stepz: unknown setting (not allowed here) (did you mean 'steps'?)
+      hint: fix each line above (paths point into the YAML); `downsize validate` re-checks without loading weights
 
 A recipe names the teacher, the data and an ordered list of stages, each a one-key mapping
 ``{kind: settings}``. Validation never loads weights and reports every error at once, each

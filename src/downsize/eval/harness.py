@@ -1,8 +1,11 @@
 """Tasks from lm-evaluation-harness, run offline on local data, for any model reference.
 
-    >>> run_lm_eval("zoo:coder-teacher", ["stdlib_next_line"], limit=200)
-    {'stdlib_next_line': {'acc': 0.41, 'acc_stderr': 0.035, 'acc_norm': 0.44, ...}}
-    >>> run_lm_eval("runs/q/01-distill/output", ["my_task"], include="my_tasks/")   # your YAML tasks
+    >>> docs = next_line_docs("test", max_docs=3)          # the built-in task: pick a function's true next line
+    >>> len(docs), sorted(docs[0]), len(docs[0]["choices"])
+    (3, ['answer', 'choices', 'context', 'id'], 4)
+    >>> # lm-eval's own start-up takes about a minute here, so this line is not run (tests/eval/test_lm_eval.py runs it)
+    >>> run_lm_eval("zoo:coder-teacher", ["stdlib_next_line"], limit=200)["stdlib_next_line"]["acc"]  # doctest: +SKIP
+    0.41
 
 The harness is optional (``pip install -c constraints.txt 'downsize[lm-eval]'``); without it this
 module says so and how to install it. Hub datasets are never fetched: ``HF_DATASETS_OFFLINE`` and

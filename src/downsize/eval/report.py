@@ -1,6 +1,11 @@
 """The run report: ``report.html`` and its Markdown twin, written into the run directory.
 
-    >>> write_report(Path("runs/quickstart"), recipe, manifest)      # paths in it relative to the cwd
+    >>> rows = {"teacher": {"size_mb": 30.0, "perplexity": 10.0, "gen_tok_s": 100.0},
+    ...         "q4": {"size_mb": 4.0, "perplexity": 11.2, "gen_tok_s": 310.0, "top1_agreement": 0.9}}
+    >>> headline(rows)
+    'q4 against the teacher: ×7.5 smaller, +12.0 % perplexity, ×3.1 faster, 90.0 % top-1 agreement'
+    >>> svg_bars(rows, "size_mb", "size").startswith("<svg")
+    True
 
 What it shows, top to bottom: a headline (the final model against the teacher: ×N smaller,
 +X % perplexity, ×N faster), the waterfall as four bar charts (size, perplexity, KL to the

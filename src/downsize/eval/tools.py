@@ -2,10 +2,18 @@
 
     $ downsize eval-tools --model openai:http://127.0.0.1:8080/v1#teacher --model runs/student \\
           --tasks tasks.jsonl --codebase ./repo
-    >>> make_task_suite("repo", "tasks.jsonl", n=20, n_negative=5)      # questions with answers from the code
-    >>> eval_tools("zoo:coder-teacher", "tasks.jsonl", "repo")
-    {"model": ..., "tool_use_pct": 0.0, "no_tool_on_negative_pct": 100.0, "accuracy_pct": 0.0,
-     "median_s": 0.41, "peak_rss_mb": 612.3, ...}
+
+    >>> from pathlib import Path
+    >>> Path("repo/pkg").mkdir(parents=True)
+    >>> _ = Path("repo/pkg/io.py").write_text("class ParseError(ValueError):\\n    pass\\n"
+    ...                                       "def load(path, mode):\\n    return open(path, mode)\\n")
+    >>> make_task_suite("repo", "tasks.jsonl", n=2, n_negative=1)      # questions with answers from the code
+    3
+    >>> r = eval_tools("zoo:coder-teacher-qwen", "tasks.jsonl", "repo", max_turns=1, max_tokens=16)
+    >>> sorted(r)[:6]
+    ['accuracy_pct', 'bad_lines', 'median_s', 'model', 'no_tool_on_negative_pct', 'peak_rss_mb']
+    >>> r["no_tool_on_negative_pct"]          # the 4M zoo model never calls a tool
+    100.0
 
 Metrics (the table a user planning a 30B -> 7B tool-use distillation tracks):
 - tool use %: codebase questions where the model made at least one well-formed call to a known tool;
