@@ -1,10 +1,17 @@
 """Push a result to the Hugging Face Hub: the HF model directory, GGUF files and the Modelfile, with a model card.
 
     $ HF_TOKEN=hf_... downsize export ollama runs/q/01-distill/output --name coder-small --push-to-hub me/coder-small
-    >>> push_to_hub("me/coder-small", model_dir="runs/q/01-distill/output",
+
+    >>> info = card_from_model(None, "coder-small")
+    >>> card = render_card("me/coder-small", info, {"coder-small-q4_k_m.gguf": 2_600_000},
+    ...                    {"coder-small-q4_k_m.gguf": "Q4_K_M"})
+    >>> card.splitlines()[0], "ollama" in card
+    ('---', True)
+    >>> # pushing needs a Hub endpoint (the tests point HF_ENDPOINT at a local stand-in), so these lines are not run:
+    >>> push_to_hub("me/coder-small", model_dir="runs/q/01-distill/output",  # doctest: +SKIP
     ...             ggufs=["runs/q/04-export/coder-small.gguf"], modelfile="runs/q/04-export/Modelfile")
     {'url': 'https://huggingface.co/me/coder-small', 'commit': '…', 'files': {'README.md': 2210, ...}}
-    >>> push_run("runs/quickstart", "me/coder-small")      # the latest model, GGUF and Modelfile of a run
+    >>> push_run("runs/quickstart", "me/coder-small")  # doctest: +SKIP
 
 Everything goes up in one commit through ``huggingface_hub`` (``create_repo`` then ``create_commit``, the
 calls ``upload_folder`` makes), so a failed push leaves the repository as it was. The model card

@@ -1,7 +1,15 @@
 """LoRA adapters (PEFT) → GGUF LoRA adapters for llama.cpp / Ollama (Modelfile ADAPTER).
 
-    >>> export_lora_gguf("runs/x/adapter", base="zoo:coder-teacher", out="adapter.gguf")
-    >>> convert_gguf("teacher-f16.gguf", "coder-lora", adapter="adapter.gguf")     # FROM base + ADAPTER
+    >>> import gguf
+    >>> from downsize.models.refs import load_model
+    >>> from downsize.train.loop import LoraSpec, apply_lora
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> apply_lora(model, LoraSpec(r=4)).save_pretrained("adapter")          # a PEFT adapter directory
+    >>> r = export_lora_gguf("adapter", base="zoo:coder-teacher-qwen", out="adapter.gguf")
+    >>> sorted(r)
+    ['alpha', 'arch', 'bytes', 'out', 'pairs', 'r']
+    >>> sorted(t.name for t in gguf.GGUFReader("adapter.gguf").tensors)[:2]
+    ['blk.0.attn_k.weight.lora_a', 'blk.0.attn_k.weight.lora_b']
 
 Tensor names follow the base model's GGUF names with ``.lora_a``/``.lora_b`` suffixes; the family adapter's
 per-tensor transform (Llama's q/k row permutation) is applied to B, whose rows are the output features.
