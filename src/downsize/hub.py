@@ -1,6 +1,7 @@
 """Push a result to the Hugging Face Hub: the HF model directory, GGUF files and the Modelfile, with a model card.
 
-    $ HF_TOKEN=hf_... downsize export ollama runs/q/01-distill/output --name coder-small --push-to-hub me/coder-small
+    $ HF_TOKEN=hf_... downsize export ollama runs/q/01-distill/output --name coder-small --out out/ \\
+          --push-to-hub me/coder-small
 
     >>> info = card_from_model(None, "coder-small")
     >>> card = render_card("me/coder-small", info, {"coder-small-q4_k_m.gguf": 2_600_000},
