@@ -118,7 +118,9 @@ def test_pending_modules_really_have_examples():
 
 
 def test_the_cli_check_catches_mistakes():
-    from typer import TyperException  # the base of click's UsageError / NoSuchOption as typer ships them
+    from typer import (
+        TyperException,  # the base of click's UsageError / NoSuchOption as typer ships them
+    )
 
     check_cli_line("downsize zoo list")
     check_cli_line("HF_TOKEN=x downsize prune zoo:coder-teacher-qwen --method width --out p")
