@@ -26,6 +26,8 @@ app.add_typer(zoo_app, name="zoo")
 # Tables are never cut to fit: a narrow or absent terminal (a pipe, CI logs) gets at least 120 columns.
 console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
 err = Console(stderr=True, soft_wrap=True)
+PRECISION_HELP = "auto (bf16 where the GPU/CPU computes in bf16 natively, else fp32), bf16 or fp32 (also: no)"
+THREADS_HELP = "torch CPU threads (default: the usable cores not busy with other work, at most the physical cores)"
 
 
 def _not_built(command: str, issue: str) -> None:
@@ -189,7 +191,7 @@ def distill_cmd(
     temperature: float = typer.Option(1.0), kd_ratio: float = typer.Option(1.0, help="weight of KD vs cross entropy (0 = CE only)"),
     beta: float = typer.Option(0.5, help="jsd β"), alpha: float = typer.Option(0.1, help="skl/srkl α"),
     chunk_size: int = typer.Option(256, help="tokens per loss chunk"),
-    teacher_dtype: str = typer.Option("bf16", help="bf16 or fp32 teacher weights"),
+    teacher_dtype: str = typer.Option("auto", help="teacher weights: auto (as --precision resolves), bf16 or fp32"),
     cache: Optional[Path] = typer.Option(None, help="train from this offline top-k teacher cache"),
     write_cache: Optional[Path] = typer.Option(None, help="only run the teacher over the data and write a top-k cache here"),
     top_k: int = typer.Option(32, help="ids per position in the cache"),
@@ -201,7 +203,8 @@ def distill_cmd(
     lora_r: int = typer.Option(0, help="LoRA rank on the student (0 = full fine-tuning)"), lora_alpha: int = typer.Option(32),
     qlora: bool = typer.Option(False, help="4-bit NF4 base for LoRA (CUDA + bitsandbytes)"),
     checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
-    mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
+    precision: str = typer.Option("auto", "--precision", "--mixed-precision", help=PRECISION_HELP),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
 ):
     """Distil a teacher into a student (logit KD, offline top-k cache, on-policy GKD, cross-tokenizer ULD)."""
@@ -212,9 +215,10 @@ def distill_cmd(
     from downsize.distill import DistillConfig, LossSpec, OnPolicy, cache_teacher, distill
     from downsize.train.loop import LoraSpec, TrainConfig
 
+    from downsize.hardware import set_threads
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if write_cache:
         if not teacher:
             raise DownsizeError("--write-cache needs --teacher", hint="e.g. downsize distill --teacher zoo:coder-teacher --write-cache runs/cache")
@@ -227,7 +231,7 @@ def distill_cmd(
         raise DownsizeError("give --student and --out", hint="e.g. --student teacher:num_hidden_layers=4,hidden_size=192 --out runs/student")
     cfg = DistillConfig(
         train=TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup,
-                          checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision),
+                          checkpoint_every=checkpoint_every, seed=seed, mixed_precision=precision),
         loss=LossSpec(loss, temperature=temperature, kd_ratio=kd_ratio, beta=beta, alpha=alpha, chunk_size=chunk_size),
         seq_len=seq_len, windows=windows, teacher_dtype=teacher_dtype, cache=str(cache) if cache else None,
         on_policy=OnPolicy(lmbda=lmbda, seq_kd=seq_kd, prompt_len=prompt_len, new_tokens=new_tokens) if (lmbda or seq_kd) else None,
@@ -253,7 +257,8 @@ def sft_cmd(
     lora_r: int = typer.Option(0, help="LoRA rank (0 = full fine-tuning)"), lora_alpha: int = typer.Option(32),
     qlora: bool = typer.Option(False, help="4-bit NF4 base for LoRA (CUDA + bitsandbytes)"),
     checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
-    mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
+    precision: str = typer.Option("auto", "--precision", "--mixed-precision", help=PRECISION_HELP),
+    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
 ):
     """Fine-tune on chat data (loss on assistant tokens only), full or LoRA; text KD from teacher-written traces,
@@ -265,11 +270,12 @@ def sft_cmd(
     from downsize.distill import SFTConfig, sft
     from downsize.train.loop import LoraSpec, TrainConfig
 
+    from downsize.hardware import set_threads
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     cfg = SFTConfig(train=TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup,
-                                      checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision),
+                                      checkpoint_every=checkpoint_every, seed=seed, mixed_precision=precision),
                     max_seq_len=max_seq_len, logprob_kd=logprob_kd,
                     lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None)
     path = sft(model, data, cfg, out, resume=resume)

@@ -38,7 +38,8 @@ class TrainSettings(_Settings):
     seq_len: int = Field(256, ge=8)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(10, ge=0)
-    mixed_precision: Literal["bf16", "no"] = "bf16"
+    # auto: bf16 autocast where the hardware computes in bf16 natively (recent GPUs, avx512_bf16/AMX CPUs), else fp32
+    mixed_precision: Literal["auto", "bf16", "fp32", "no"] = "auto"
     checkpoint_every: int = Field(50, ge=0)
     data: Optional[str] = None
 

@@ -31,7 +31,7 @@ import torch
 
 from downsize.distill.losses import IGNORE_INDEX, Head, LossSpec, TopK, kd_loss, uld_loss
 from downsize.distill.teacher import (OnlineTeacher, TopKCacheDataset, cached_topk, final_hidden, lm_head, sample,
-                                      unwrap)
+                                      teacher_precision, unwrap)
 from downsize.distill.vocab import VocabPlan, offset_pairs, plan_vocab
 from downsize.errors import DownsizeError
 from downsize.io import atomic_dir, write_json_atomic, write_text_atomic
@@ -266,7 +266,7 @@ class DistillConfig:
     seq_len: int = 256
     windows: int | None = None  # use only the first N packed windows of the data (a fixed token pool)
     split: str | None = None  # default: "train" for zoo:stdlib, "all" for user data
-    teacher_dtype: str = "bf16"  # online teacher weights: "bf16" or "fp32"
+    teacher_dtype: str = "auto"  # online teacher weights: "auto" (as the training precision resolves), "bf16", "fp32"
     cache: str | None = None  # a top-k teacher cache directory (offline KD; the teacher is never loaded)
     on_policy: OnPolicy | None = None
     vocab_align: str = "auto"
@@ -276,8 +276,9 @@ class DistillConfig:
     save_dtype: str = "bfloat16"
 
     def __post_init__(self):
-        if self.teacher_dtype not in ("bf16", "fp32"):
-            raise DownsizeError(f"teacher_dtype {self.teacher_dtype!r} not supported", hint="use bf16 or fp32")
+        from downsize.hardware import normalise
+
+        normalise(self.teacher_dtype)
         if self.head not in ("chunked", "logits"):
             raise DownsizeError(f"head {self.head!r} not supported", hint="use chunked (default) or logits (for FSDP)")
         if self.save_dtype not in SAVE_DTYPES:
@@ -454,6 +455,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     work = out.with_name(out.name + WORK_SUFFIX)
     t0 = time.time()
     teacher = teacher_tok = gen_config = None
+    teacher_dtype = cfg.teacher_dtype
     if cfg.cache:
         data = TopKCacheDataset(cfg.cache, seed=cfg.train.seed)
         meta = data.meta
@@ -495,7 +497,8 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
         t_model, teacher_tok = load_model(teacher_ref) if not isinstance(teacher_ref, tuple) else teacher_ref
         teacher_name = str(teacher_ref if not isinstance(teacher_ref, tuple) else getattr(t_model.config, "_name_or_path", "model"))
         model, tok, student_desc = build_student(student, t_model, teacher_tok, cfg.lora)
-        if cfg.teacher_dtype == "bf16":
+        teacher_dtype = teacher_precision(cfg.teacher_dtype, cfg.train.mixed_precision)
+        if teacher_dtype == "bf16":
             t_model = t_model.to(torch.bfloat16)
         teacher = OnlineTeacher(t_model)
         gen_config = t_model.generation_config if t_model.generation_config.eos_token_id is not None else None
@@ -521,7 +524,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     card = {
         "name": out.name, "stage": "distill", "teacher": teacher_name, "student": student_desc,
         "student_parameters": n_params, "data": str(data_ref), "vocab": plan.message,
-        "teacher_mode": "offline cache " + str(cfg.cache) if cfg.cache else "online (" + cfg.teacher_dtype + ")",
+        "teacher_mode": "offline cache " + str(cfg.cache) if cfg.cache else "online (" + teacher_dtype + ")",
         "loss": {k: v for k, v in asdict(cfg.loss).items()},
         "on_policy": asdict(cfg.on_policy) if cfg.on_policy else None,
         "lora": asdict(cfg.lora) if cfg.lora else None,
