@@ -194,8 +194,13 @@ def distill_cmd(
     teacher_dtype: str = typer.Option("auto", help="teacher weights: auto (as --precision resolves), bf16 or fp32"),
     cache: Optional[Path] = typer.Option(None, help="train from this offline top-k teacher cache"),
     write_cache: Optional[Path] = typer.Option(None, help="only run the teacher over the data and write a top-k cache here"),
-    top_k: int = typer.Option(32, help="ids per position in the cache"),
+    top_k: int = typer.Option(32, help="ids per position in the cache, or asked of a server teacher (openai:URL#MODEL)"),
     lmbda: float = typer.Option(0.0, help="on-policy (GKD): probability that a batch is sampled from the student"),
+    on_policy: bool = typer.Option(False, "--on-policy", help="every batch sampled from the student (--lmbda 1 unless given)"),
+    sampled_kl: str = typer.Option("none", help="server teacher: reverse-KL estimator on the sampled token (none, k1, k2, k3)"),
+    sampled_kl_weight: float = typer.Option(0.0, help="server teacher: weight of --sampled-kl against the top-k divergence"),
+    sampled_kl_reward: bool = typer.Option(False, help="server teacher: use the estimator as a reward (REINFORCE), not a loss"),
+    in_flight: int = typer.Option(4, help="server teacher: concurrent scoring requests"),
     seq_kd: bool = typer.Option(False, help="off-policy batches use teacher-sampled continuations (sequence-level KD)"),
     prompt_len: int = typer.Option(32), new_tokens: int = typer.Option(64),
     vocab_align: str = typer.Option("auto", help="auto: compare shared ids when embedding sizes differ; off: refuse"),
@@ -229,7 +234,13 @@ def distill_cmd(
         return
     if not student or not out:
         raise DownsizeError("give --student and --out", hint="e.g. --student teacher:num_hidden_layers=4,hidden_size=192 --out runs/student")
+    from downsize.distill.onpolicy import ServerSpec
+
+    lmbda = lmbda or (1.0 if on_policy else 0.0)
+    server = ServerSpec(top_k=top_k, in_flight=in_flight, sampled_kl=sampled_kl, sampled_kl_weight=sampled_kl_weight,
+                        sampled_kl_reward=sampled_kl_reward) if teacher and teacher.startswith("openai:") else ServerSpec()
     cfg = DistillConfig(
+        server=server,
         train=TrainConfig(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup_steps=warmup,
                           checkpoint_every=checkpoint_every, seed=seed, mixed_precision=precision),
         loss=LossSpec(loss, temperature=temperature, kd_ratio=kd_ratio, beta=beta, alpha=alpha, chunk_size=chunk_size),

@@ -64,6 +64,11 @@ class DistillSettings(TrainSettings):
     teacher_mode: Literal["online", "offline"] = "online"
     top_k: int = Field(64, ge=1)
     on_policy: float = Field(0.0, ge=0, le=1)  # lambda of GKD
+    # a teacher behind a server (teacher: openai:URL#MODEL) scores the batches; top_k is what it is asked for
+    sampled_kl: Literal["none", "k1", "k2", "k3"] = "none"  # reverse-KL estimator on the sampled token
+    sampled_kl_weight: float = Field(0.0, ge=0, le=1)  # its weight against the top-k divergence
+    sampled_kl_reward: bool = False  # the estimator as a REINFORCE reward, not a loss
+    in_flight: int = Field(4, ge=1)  # concurrent scoring requests
     vocab_align: Literal["auto", "off"] = "auto"
     lora: Optional[LoraSettings] = None
 

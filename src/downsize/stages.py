@@ -90,7 +90,11 @@ def run_distill(ctx: StageContext) -> Artifact:
         cache = str(ctx.stage_dir / "teacher-cache")
         cache_teacher(teacher, ctx.data, cache, k=s.top_k, seq_len=s.seq_len,
                           windows=s.steps * s.batch_size * s.grad_accum, temperature=s.temperature)
-    cfg = DistillConfig(train=_train_config(s, ctx.recipe.seed), loss=loss, seq_len=s.seq_len, cache=cache,
+    from downsize.distill.onpolicy import ServerSpec, is_server
+
+    server = ServerSpec(top_k=s.top_k, in_flight=s.in_flight, sampled_kl=s.sampled_kl, sampled_kl_weight=s.sampled_kl_weight,
+                        sampled_kl_reward=s.sampled_kl_reward) if is_server(teacher) else ServerSpec()
+    cfg = DistillConfig(train=_train_config(s, ctx.recipe.seed), loss=loss, seq_len=s.seq_len, cache=cache, server=server,
                         on_policy=OnPolicy(lmbda=s.on_policy) if s.on_policy > 0 else None,
                         vocab_align=s.vocab_align, lora=_lora(s))
     out = distill(teacher, student, ctx.data, cfg, ctx.output_dir, resume=ctx.resume)

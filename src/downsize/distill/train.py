@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from downsize.distill.onpolicy import ServerSpec, is_server
 from downsize.distill.losses import IGNORE_INDEX, Head, LossSpec, TopK, kd_loss, uld_loss
 from downsize.distill.teacher import (OnlineTeacher, TopKCacheDataset, cached_topk, final_hidden, lm_head, sample,
                                       teacher_precision, unwrap)
@@ -274,6 +275,7 @@ class DistillConfig:
     lora: LoraSpec | None = None
     head: str = "chunked"  # "chunked": LM head applied chunk by chunk inside the loss; "logits": the model's logits (FSDP)
     save_dtype: str = "bfloat16"
+    server: ServerSpec = field(default_factory=ServerSpec)  # a teacher behind openai:URL#MODEL (distill.onpolicy)
 
     def __post_init__(self):
         from downsize.hardware import normalise
@@ -491,6 +493,12 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
         shared = min(rows, meta["vocab_size"]) if rows != meta["vocab_size"] else None
         plan = VocabPlan("same", shared, f"cache vocab {meta['vocab_size']}, student {rows}")
         seq_len = meta["seq_len"]
+    elif is_server(teacher_ref):  # the teacher behind a server scores the batches (distill.onpolicy)
+        from downsize.distill.onpolicy import server_setup
+
+        model, tok, student_desc, loss_fn, data = server_setup(teacher_ref, student, data_ref, cfg)
+        teacher_name, teacher_dtype, seq_len = teacher_ref, "server", cfg.seq_len
+        plan = VocabPlan("same", None, "the server's tokenizer matches the student's")
     else:
         if teacher_ref is None:
             raise DownsizeError("no teacher: give a teacher reference or a --cache directory")
@@ -509,7 +517,9 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     n_params = _params(model)
     if cfg.lora:
         model = apply_lora(model, cfg.lora)
-    if plan.mode == "uld":
+    if is_server(teacher_ref):
+        pass
+    elif plan.mode == "uld":
         loss_fn = make_uld_loss(cfg, teacher, teacher_tok, tok)
     else:
         loss_fn = make_kd_loss(cfg, teacher, plan)
@@ -525,6 +535,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
         "name": out.name, "stage": "distill", "teacher": teacher_name, "student": student_desc,
         "student_parameters": n_params, "data": str(data_ref), "vocab": plan.message,
         "teacher_mode": "offline cache " + str(cfg.cache) if cfg.cache else "online (" + teacher_dtype + ")",
+        "server": asdict(cfg.server) if is_server(teacher_ref) else None,
         "loss": {k: v for k, v in asdict(cfg.loss).items()},
         "on_policy": asdict(cfg.on_policy) if cfg.on_policy else None,
         "lora": asdict(cfg.lora) if cfg.lora else None,

@@ -307,11 +307,18 @@ def train(
             g["lr"] = lr_at(step, cfg)
         loss_sum = 0.0
         agg: dict[str, float] = {}
+        tokens_before = tokens
         for micro in range(cfg.grad_accum):
             batch = data.batch(step * cfg.grad_accum + micro, cfg.batch_size, rank, world)
             batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with acc.autocast():
-                loss, m = loss_fn(model, batch)
+            try:
+                with acc.autocast():
+                    loss, m = loss_fn(model, batch)
+            except DownsizeError as e:
+                # a failure that a rerun can get past (a teacher server that went down): keep the steps done so far
+                if getattr(e, "resumable", False) and step > start and acc.is_main_process:
+                    _save_checkpoint(out, step, raw, optimizer, cfg, {"tokens": tokens_before, "loss": last_loss})
+                raise
             if not torch.isfinite(loss):
                 ck = latest_checkpoint(out)
                 raise TrainingDiverged(
