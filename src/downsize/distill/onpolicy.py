@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 SERVER_SCHEME = "openai:"
 SAMPLED_KL = ("none", "k1", "k2", "k3")
+TEXT_KEYED_MARGIN = 8
 # Strings the student's and the server's tokenizers must split alike before any training.
 PROBES = ("def f(x):\n    return x + 1\n", "import os.path\n\nclass A(object):\n    pass", "  \t# comment ünïcode ✓ 😀",
           "1234567890 -> [a, b]; {'k': \"v\"}")
@@ -172,7 +173,10 @@ class ServerTeacher:
     def _request(self, ids: list[int]) -> dict:
         from downsize.generate.backends import UnavailableError
 
-        body = {"prompt": self.tok.decode(ids), "echo": True, "logprobs": self.spec.top_k, "max_tokens": 1,
+        # llama-cpp-python keys its top-k by token text, and pieces of a UTF-8 character all come back as "", which
+        # names no id: ask for a few more, so k nameable ids remain (vLLM caps logprobs, 20 by default: no margin)
+        ask = self.spec.top_k + (TEXT_KEYED_MARGIN if self.dialect == "llama-cpp-python" else 0)
+        body = {"prompt": self.tok.decode(ids), "echo": True, "logprobs": ask, "max_tokens": 1,
                 "temperature": 0.0, "repeat_penalty": 1.0}
         if self.client.model:
             body["model"] = self.client.model
