@@ -254,8 +254,11 @@ def retokenize(tok, ids: torch.Tensor, prompt_len: int, pad_id: int) -> tuple[to
     labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
     for b in range(B):
         prompt = ids[b, :prompt_len].tolist()
-        rest = tok(tok.decode(ids[b, prompt_len:].tolist()), add_special_tokens=False)["input_ids"]
-        row = (prompt + rest)[:T]
+        whole = tok(tok.decode(ids[b].tolist()), add_special_tokens=False)["input_ids"]
+        if whole[:prompt_len] == prompt:  # the server tokenizes the whole text; where it keeps the prompt, so do we
+            row = whole[:T]
+        else:  # a merge across the prompt's end: keep the prompt, the rows after the merge go unscored
+            row = (prompt + tok(tok.decode(ids[b, prompt_len:].tolist()), add_special_tokens=False)["input_ids"])[:T]
         out[b, : len(row)] = torch.tensor(row)
         labels[b, prompt_len: len(row)] = out[b, prompt_len: len(row)]
     return out, labels
