@@ -308,7 +308,7 @@ def _check_references(recipe: Recipe) -> list[str]:
     for st in recipe.stages:
         s, where = st.settings, f"stages[{st.index}].{st.kind}"
         teacher = getattr(s, "teacher", None)
-        if teacher and not (isinstance(s, GenerateSettings) and teacher.startswith("openai:")):  # servers are not checked offline
+        if teacher and not teacher.startswith("openai:"):  # servers (generate, distill) are not checked offline
             check_model(f"{where}.teacher", teacher)
         for field in ("data", "calib", "prompts", "codebase"):
             value = getattr(s, field, None)

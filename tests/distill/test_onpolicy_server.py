@@ -176,3 +176,23 @@ def test_dead_server_stops_with_a_checkpoint_and_resumes(server, student_dir, tm
     finally:
         srv.stop()
     assert (out / "model.safetensors").exists()
+
+
+def test_server_opd_recipe_runs_end_to_end(server, tmp_path):
+    """recipes/server-opd.yaml against the test's server: prune, server OPD (top-k + k3), eval."""
+    import json
+    from pathlib import Path
+
+    from downsize.pipeline import run_recipe
+    from downsize.recipe import load_recipe
+
+    path = Path(__file__).parents[2] / "recipes" / "server-opd.yaml"
+    r = load_recipe(path, [f"stages.1.distill.teacher={server.ref}", "stages.1.distill.steps=2",
+                           "stages.0.prune.calib_samples=8", "stages.2.eval.max_tokens=1024", "stages.2.eval.speed=false",
+                           "stages.2.eval.samples=false"])
+    run_recipe(r, tmp_path / "run")
+    (card_path,) = (tmp_path / "run").rglob("distill_card.json")
+    card = json.loads(card_path.read_text())
+    assert card["teacher"] == server.ref and card["teacher_mode"] == "online (server)"
+    assert card["server"]["sampled_kl"] == "k3" and card["steps"] == 2
+    assert math.isfinite(card["final_metrics"]["sampled_kl"]) and card["final_metrics"]["kd"] > 0
