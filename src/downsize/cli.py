@@ -31,6 +31,8 @@ app.add_typer(zoo_app, name="zoo")
 # Tables are never cut to fit: a narrow or absent terminal (a pipe, CI logs) gets at least 120 columns.
 console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
 err = Console(stderr=True, soft_wrap=True)
+PRECISION_HELP = "auto (bf16 where the GPU/CPU computes in bf16 natively, else fp32), bf16 or fp32 (also: no)"
+THREADS_HELP = "torch CPU threads (default: the usable cores not busy with other work, at most the physical cores)"
 
 
 def _version(value: bool) -> None:
@@ -320,7 +322,8 @@ def _common(out_help: str | None, *, resume: bool = False, out_required: bool = 
         params.append(P("resume", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(
             False, help="continue from OUT.work/checkpoints", rich_help_panel="Output")))
     params.append(P("threads", P.KEYWORD_ONLY, annotation=Optional[int], default=typer.Option(
-        None, help="torch CPU threads (default: torch's choice)", rich_help_panel="Output")))
+        None, help="torch CPU threads (default: the usable cores not busy with other work, at most the physical cores)",
+        rich_help_panel="Output")))
     params.append(P("as_json", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(
         False, "--json", help="print the result as JSON", rich_help_panel="Output")))
     return params
@@ -332,11 +335,10 @@ def _context(values: dict, out: Path | None, model: str | None = None, teacher: 
 
     from downsize.stages import Artifact, StageContext
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if values.get("threads"):
-        import torch
+    from downsize.hardware import set_threads
 
-        torch.set_num_threads(values["threads"])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    set_threads(values.get("threads"))
     return StageContext(out=Path(out) if out else Path("."), teacher=teacher, data=data or "zoo:stdlib",
                         seed=values.get("seed", 0), artifacts={"teacher": Artifact("model", None)},
                         input_model=model, resume=values.get("resume", False),
@@ -344,7 +346,8 @@ def _context(values: dict, out: Path | None, model: str | None = None, teacher: 
 
 
 # Earlier spellings of options, still accepted (the first spelling is the field's own name).
-_ALIASES = {"warmup_steps": ["--warmup-steps", "--warmup"]}
+_ALIASES = {"warmup_steps": ["--warmup-steps", "--warmup"],
+            "mixed_precision": ["--mixed-precision", "--precision"]}
 
 
 def _stage_command(app_, name: str, kind: str, run: Callable, *, arguments: dict[str, str] | None = None,

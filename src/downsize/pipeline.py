@@ -102,10 +102,9 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = Non
     """Execute ``recipe`` into ``run_dir``; returns the manifest."""
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if recipe.threads:
-        import torch
+    from downsize.hardware import set_threads
 
-        torch.set_num_threads(recipe.threads)
+    set_threads(recipe.threads)
     names = [s.name for s in recipe.stages]
     if from_stage is not None and from_stage not in names:
         raise DownsizeError(f"--from {from_stage!r} is not a stage of {recipe.name}", hint=f"choose one of {', '.join(names)}")

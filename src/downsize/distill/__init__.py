@@ -16,7 +16,7 @@ import importlib
 
 _NAMES = {
     "DIVERGENCES": "losses", "LossSpec": "losses", "kd_loss": "losses",
-    "TopKCacheDataset": "teacher", "cache_teacher": "teacher",
+    "ServerSpec": "onpolicy", "TopKCacheDataset": "teacher", "cache_teacher": "teacher",
     "DistillConfig": "train", "OnPolicy": "train", "SFTConfig": "train", "StudentSpec": "train",
     "assistant_labels": "train", "distill": "train", "save_model": "train", "sft": "train",
 }

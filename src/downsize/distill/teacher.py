@@ -74,6 +74,19 @@ def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask
     return got["h"]
 
 
+def teacher_precision(dtype: str = "auto", train_precision: str = "auto") -> str:
+    """"bf16" or "fp32" teacher weights: ``auto`` follows the training precision (itself ``auto``: bf16 only
+    where the hardware computes in it; a bf16 teacher on a CPU without native bf16 is ~10x slower)."""
+    from downsize.hardware import normalise, resolve_precision
+
+    name = normalise(dtype)
+    if name == "auto":
+        p = resolve_precision(train_precision)
+        log.info("teacher weights: %s (%s)", p.name, p.reason)
+        return p.name
+    return name
+
+
 @dataclass
 class OnlineTeacher:
     """The teacher model, run inside the loop without gradients (bf16 weights when ``dtype`` says so)."""
@@ -131,7 +144,7 @@ def _id_dtype(vocab: int) -> torch.dtype:
 
 def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_len: int = 256, windows: int | None = None,
                   batch_size: int = 8, temperature: float = 1.0, shard_windows: int = 256, split: str | None = None,
-                  dtype: str = "bf16") -> dict:
+                  dtype: str = "auto") -> dict:
     """Run the teacher once over the first ``windows`` packed windows of ``data``; write the top-k cache.
 
     ``teacher`` is a model reference (or a ``(model, tokenizer)`` pair); ``data`` a data reference.
@@ -151,7 +164,7 @@ def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_le
             resolve_data(data)  # fail on bad data before the teacher loads
         model, tok = load_model(teacher)
         teacher_name = str(teacher)
-    if dtype == "bf16":
+    if teacher_precision(dtype) == "bf16":
         model = model.to(torch.bfloat16)
     model.eval().requires_grad_(False)
     stream = load_stream(tok, data, split)

@@ -29,9 +29,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from downsize.distill.onpolicy import ServerSpec, is_server
 from downsize.distill.losses import IGNORE_INDEX, Head, LossSpec, TopK, kd_loss, uld_loss
 from downsize.distill.teacher import (OnlineTeacher, TopKCacheDataset, cached_topk, final_hidden, lm_head, sample,
-                                      unwrap)
+                                      teacher_precision, unwrap)
 from downsize.distill.vocab import VocabPlan, offset_pairs, plan_vocab
 from downsize.errors import DownsizeError
 from downsize.io import atomic_dir, write_json_atomic, write_text_atomic
@@ -257,7 +258,7 @@ class DistillConfig:
     seq_len: int = 256
     windows: int | None = None  # use only the first N packed windows of the data (a fixed token pool)
     split: str | None = None  # default: "train" for zoo:stdlib, "all" for user data
-    teacher_dtype: str = "bf16"  # online teacher weights: "bf16" or "fp32"
+    teacher_dtype: str = "auto"  # online teacher weights: "auto" (as the training precision resolves), "bf16", "fp32"
     cache: str | None = None  # a top-k teacher cache directory (offline KD; the teacher is never loaded)
     on_policy: OnPolicy | None = None
     vocab_align: str = "auto"
@@ -265,10 +266,12 @@ class DistillConfig:
     lora: LoraSpec | None = None
     head: str = "chunked"  # "chunked": LM head applied chunk by chunk inside the loss; "logits": the model's logits (FSDP)
     save_dtype: str = "bfloat16"
+    server: ServerSpec = field(default_factory=ServerSpec)  # a teacher behind openai:URL#MODEL (distill.onpolicy)
 
     def __post_init__(self):
-        if self.teacher_dtype not in ("bf16", "fp32"):
-            raise DownsizeError(f"teacher_dtype {self.teacher_dtype!r} not supported", hint="use bf16 or fp32")
+        from downsize.hardware import normalise
+
+        normalise(self.teacher_dtype)
         if self.head not in ("chunked", "logits"):
             raise DownsizeError(f"head {self.head!r} not supported", hint="use chunked (default) or logits (for FSDP)")
         if self.save_dtype not in SAVE_DTYPES:
@@ -454,6 +457,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     teacher = teacher_tok = gen_config = None
     if not cfg.cache and isinstance(data_ref, str):
         resolve_data(data_ref)  # a missing dataset or unusable column fails here, before any model loads
+    teacher_dtype = cfg.teacher_dtype
     if cfg.cache:
         data = TopKCacheDataset(cfg.cache, seed=cfg.train.seed)
         meta = data.meta
@@ -489,13 +493,20 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
         shared = min(rows, meta["vocab_size"]) if rows != meta["vocab_size"] else None
         plan = VocabPlan("same", shared, f"cache vocab {meta['vocab_size']}, student {rows}")
         seq_len = meta["seq_len"]
+    elif is_server(teacher_ref):  # the teacher behind a server scores the batches (distill.onpolicy)
+        from downsize.distill.onpolicy import server_setup
+
+        model, tok, student_desc, loss_fn, data = server_setup(teacher_ref, student, data_ref, cfg)
+        teacher_name, teacher_dtype, seq_len = teacher_ref, "server", cfg.seq_len
+        plan = VocabPlan("same", None, "the server's tokenizer matches the student's")
     else:
         if teacher_ref is None:
             raise DownsizeError("no teacher: give a teacher reference or a --cache directory")
         t_model, teacher_tok = load_model(teacher_ref) if not isinstance(teacher_ref, tuple) else teacher_ref
         teacher_name = str(teacher_ref if not isinstance(teacher_ref, tuple) else getattr(t_model.config, "_name_or_path", "model"))
         model, tok, student_desc = build_student(student, t_model, teacher_tok, cfg.lora)
-        if cfg.teacher_dtype == "bf16":
+        teacher_dtype = teacher_precision(cfg.teacher_dtype, cfg.train.mixed_precision)
+        if teacher_dtype == "bf16":
             t_model = t_model.to(torch.bfloat16)
         teacher = OnlineTeacher(t_model)
         gen_config = t_model.generation_config if t_model.generation_config.eos_token_id is not None else None
@@ -506,7 +517,9 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     n_params = _params(model)
     if cfg.lora:
         model = apply_lora(model, cfg.lora)
-    if plan.mode == "uld":
+    if is_server(teacher_ref):
+        pass
+    elif plan.mode == "uld":
         loss_fn = make_uld_loss(cfg, teacher, teacher_tok, tok)
     else:
         loss_fn = make_kd_loss(cfg, teacher, plan)
@@ -521,7 +534,8 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     card = {
         "name": out.name, "stage": "distill", "teacher": teacher_name, "student": student_desc,
         "student_parameters": n_params, "data": str(data_ref), "vocab": plan.message,
-        "teacher_mode": "offline cache " + str(cfg.cache) if cfg.cache else "online (" + cfg.teacher_dtype + ")",
+        "teacher_mode": "offline cache " + str(cfg.cache) if cfg.cache else "online (" + teacher_dtype + ")",
+        "server": asdict(cfg.server) if is_server(teacher_ref) else None,
         "loss": {k: v for k, v in asdict(cfg.loss).items()},
         "on_policy": asdict(cfg.on_policy) if cfg.on_policy else None,
         "lora": asdict(cfg.lora) if cfg.lora else None,

@@ -15,7 +15,7 @@ from typing import Literal, Optional
 
 from downsize.stages.base import Artifact, Field, StageConfig, StageContext, stage
 
-PRECISIONS = ("bf16", "no")
+PRECISIONS = ("auto", "bf16", "fp32", "no")
 
 
 class TrainFields(StageConfig):
@@ -27,7 +27,8 @@ class TrainFields(StageConfig):
     warmup_steps: int = Field(20, ge=0, description="linear warmup steps")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on norms and biases)")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 = off)")
-    mixed_precision: Literal[PRECISIONS] = Field("bf16", description="bf16 autocast or 'no' (fp32)")  # type: ignore[valid-type]
+    mixed_precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "auto", description="auto (bf16 where the GPU/CPU computes in bf16 natively, else fp32), bf16 or fp32 (also: no)")
     checkpoint_every: int = Field(50, ge=0, description="steps between checkpoints in OUT.work (0 = only at the end)")
     data: Optional[str] = Field(None, description="data reference or a stage name; default: the recipe's data "
                                                   "(zoo:stdlib on the command line)")

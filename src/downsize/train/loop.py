@@ -15,6 +15,7 @@ position is just the step number.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -28,6 +29,8 @@ from safetensors.torch import load_file, save_file
 
 from downsize.errors import DownsizeError
 from downsize.io import atomic_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
 
@@ -81,7 +84,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     max_grad_norm: float = 1.0
-    mixed_precision: str = "bf16"  # "bf16" autocast or "no"
+    mixed_precision: str = "auto"  # "auto": bf16 autocast where the hardware computes in bf16, else fp32; "bf16"; "fp32"/"no"
     seed: int = 0
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2
@@ -95,11 +98,9 @@ class TrainConfig:
         if self.steps < 1:
             raise DownsizeError(f"steps must be >= 1, got {self.steps}")
         object.__setattr__(self, "report_to", parse_report_to(self.report_to))
-        if self.mixed_precision not in ("bf16", "no"):
-            raise DownsizeError(
-                f"mixed_precision {self.mixed_precision!r} is not supported",
-                hint="use 'bf16' (autocast; fast on CPU and GPU) or 'no' (fp32); fp16 is very slow on CPU",
-            )
+        from downsize.hardware import normalise
+
+        normalise(self.mixed_precision)  # refuses anything but auto, bf16, fp32 (or "no")
 
 
 class TrainingDiverged(DownsizeError):
@@ -247,6 +248,7 @@ class TrainResult:
     wall_s: float
     final_loss: float
     metrics: dict[str, float] = field(default_factory=dict)
+    precision: str = ""  # what "auto" resolved to: "bf16" or "fp32"
 
 
 def train(
@@ -268,19 +270,25 @@ def train(
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from downsize.hardware import ensure_threads, resolve_precision
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not torch.cuda.is_available():
         tune_cpu_allocator()
+        ensure_threads()
     from accelerate.state import AcceleratorState
 
-    if AcceleratorState._shared_state.get("_mixed_precision", cfg.mixed_precision) != cfg.mixed_precision:
+    precision = resolve_precision(cfg.mixed_precision)
+    log.info("precision: %s (%s)", precision.name, precision.reason)
+    mixed = precision.autocast
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
         # accelerate keeps one global state per process; a second train() call in the same process (a
         # pipeline, a benchmark) may ask for another precision. The process group itself is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True on machines without a GPU is what lets torchrun/accelerate launch run several CPU processes (gloo)
     trackers = {"log_with": list(cfg.report_to), "project_dir": str(out / TRACKER_DIR)} if cfg.report_to else {}
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
+    acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
                       **trackers)
     if cfg.report_to:
         acc.init_trackers(TRACKER_PROJECT, config=_tracker_config(cfg),
@@ -327,11 +335,18 @@ def train(
             g["lr"] = lr_at(step, cfg)
         loss_sum = 0.0
         agg: dict[str, float] = {}
+        tokens_before = tokens
         for micro in range(cfg.grad_accum):
             batch = data.batch(step * cfg.grad_accum + micro, cfg.batch_size, rank, world)
             batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with acc.autocast():
-                loss, m = loss_fn(model, batch)
+            try:
+                with acc.autocast():
+                    loss, m = loss_fn(model, batch)
+            except DownsizeError as e:
+                # a failure that a rerun can get past (a teacher server that went down): keep the steps done so far
+                if getattr(e, "resumable", False) and step > start and acc.is_main_process:
+                    _save_checkpoint(out, step, raw, optimizer, cfg, {"tokens": tokens_before, "loss": last_loss})
+                raise
             if not torch.isfinite(loss):
                 ck = latest_checkpoint(out)
                 raise TrainingDiverged(
@@ -384,7 +399,7 @@ def train(
     acc.wait_for_everyone()
     if acc.is_main_process:
         _save_checkpoint(out, cfg.steps, raw, optimizer, cfg, {"tokens": tokens, "loss": last_loss})
-    return TrainResult(cfg.steps, tokens, time.perf_counter() - t0, last_loss, last_metrics)
+    return TrainResult(cfg.steps, tokens, time.perf_counter() - t0, last_loss, last_metrics, precision.name)
 
 
 def lm_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:

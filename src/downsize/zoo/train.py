@@ -49,8 +49,9 @@ def train_zoo_model(name: str, steps: int | None, out: Path, seed: int = 0, thre
     from downsize.eval.perplexity import perplexity
 
     spec: ZooSpec = ZOO[name]
-    if threads:
-        torch.set_num_threads(threads)
+    from downsize.hardware import set_threads
+
+    set_threads(threads)
     command = "downsize " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("downsize") else None
     corpus = StdlibCorpus.local()
     work = out.with_name(out.name + ".work")
@@ -105,7 +106,7 @@ def train_zoo_model(name: str, steps: int | None, out: Path, seed: int = 0, thre
             + (f" --threads {threads}" if threads else "") + (f" --batch-size {batch_size}" if batch_size else ""),
             "invoked_as": command,
             "steps": steps, "seq_len": spec.seq_len, "tokens_seen": result.tokens, "wall_time_s": round(wall, 1),
-            "torch_threads": torch.get_num_threads(), "config": asdict(cfg), "final_train_loss": result.final_loss,
+            "torch_threads": torch.get_num_threads(), "precision": result.precision, "config": asdict(cfg), "final_train_loss": result.final_loss,
         },
         "data": {"corpus": "zoo:stdlib", "fingerprint": corpus.fingerprint, "train_tokens": int(len(stream))},
         "eval": {**{split: {"perplexity": r.perplexity, "tokens": r.tokens, "seq_len": spec.seq_len}
@@ -137,7 +138,7 @@ def render_card(card: dict) -> str:
 | training command | `{t['command']}` |
 | steps × batch × seq_len | {t['steps']} × {t['config']['batch_size']} × {t['seq_len']} |
 | tokens seen | {t['tokens_seen']:,} |
-| wall time | {t['wall_time_s'] / 60:.1f} min on {t['torch_threads']} CPU thread(s), bf16 autocast |
+| wall time | {t['wall_time_s'] / 60:.1f} min on {t['torch_threads']} CPU thread(s), {t.get('precision') or 'bf16'} |
 | validation perplexity | {e['validation']['perplexity']:.3f} ({e['validation']['tokens']:,} tokens, windows of {e['validation']['seq_len']}) |
 | test perplexity | {e['test']['perplexity']:.3f} ({e['test']['tokens']:,} tokens) |
 
