@@ -122,15 +122,13 @@ def _hf_runner(name: str, ref: str) -> Runner:
 
 
 def _gguf_runner(name: str, ref: str, n_ctx: int) -> Runner:
-    from llama_cpp import Llama
+    from downsize.models.llamacpp import gguf_logits, open_gguf
 
     path = resolve_model(ref).path
-    llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False)
+    llm = open_gguf(path, n_ctx)  # the F16 KV cache users run with
 
     def logits(ids: list[int]) -> torch.Tensor:
-        llm.reset()
-        llm.eval(ids)
-        return torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
+        return torch.from_numpy(gguf_logits(llm, ids))
 
     from gguf import GGUFReader
 

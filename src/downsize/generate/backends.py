@@ -396,16 +396,12 @@ class LlamaCppBackend(Backend):
     """llama-cpp-python's chat completion with the GGUF's own chat template; calls are serialised."""
 
     def __init__(self, ref: str, params: GenParams, n_ctx: int = 2048):
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise DownsizeError("GGUF teachers need llama-cpp-python", hint="pip install 'downsize[llama]'") from None
+        from downsize.models.llamacpp import open_gguf
         from downsize.models.refs import resolve_model
 
         self.ref = self.name = ref
         self.params = params
-        self.llm = Llama(model_path=str(resolve_model(ref).path), n_ctx=n_ctx, seed=params.seed, verbose=False,
-                         logits_all=params.top_logprobs > 0)
+        self.llm = open_gguf(resolve_model(ref).path, n_ctx, seed=params.seed, logits_all=params.top_logprobs > 0)
         self._lock = threading.Lock()
         self._stats: Counter = Counter()
 

@@ -138,9 +138,9 @@ def sample_completions(models: dict[str, str], max_new_tokens: int = 40) -> dict
     out: dict[str, dict[str, str]] = {p: {} for p in SAMPLE_PROMPTS}
     for n, ref in models.items():
         if resolve_model(ref).is_gguf:
-            from llama_cpp import Llama
+            from downsize.models.llamacpp import open_gguf
 
-            llm = Llama(model_path=str(resolve_model(ref).path), n_ctx=256, verbose=False)
+            llm = open_gguf(resolve_model(ref).path, 256, logits_all=False)
             for p in SAMPLE_PROMPTS:
                 r = llm.create_completion(p, max_tokens=max_new_tokens, temperature=0.0)
                 out[p][n] = r["choices"][0]["text"]
