@@ -64,6 +64,9 @@ DEEPSEEK_LETTERS = (
 CJK = "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
 
 
+FAST = "PreTrainedTokenizerFast"
+
+
 @dataclass(frozen=True)
 class Family:
     """What a model family's tokenizer folder holds beyond the GGUF's tokens: its real tokenizer.json pipeline."""
@@ -75,44 +78,47 @@ class Family:
     prefix_space: bool = True     # (spm) the Prepend("▁") of Llama 2 / Phi-3; Gemma has none
     ignore_merges: bool = False
     bos_added: bool = False       # the post-processor puts BOS in front (Llama 3, Llama 2, DeepSeek, Command-R)
-    config: dict = field(default_factory=dict)  # tokenizer_config.json entries
+    # tokenizer_config.json entries. The tokenizer class is the pass-through one (tokenizer.json as saved) except for
+    # Qwen2, whose AutoTokenizer always rebuilds the pipeline: transformers 5 rebuilds e.g. a declared
+    # LlamaTokenizerFast (DeepSeek's) as SentencePiece, which would test transformers rather than the vocabulary.
+    config: dict = field(default_factory=dict)
     llama_cpp_arch: str | None = None  # the HF architecture llama.cpp's converter needs for this vocabulary
 
 
 FAMILIES: dict[str, Family] = {
-    "gpt-2": Family("llama", GPT2_SPLIT, config={"tokenizer_class": "GPT2Tokenizer", "clean_up_tokenization_spaces": True}),
-    "mpt": Family("llama", GPT2_SPLIT, NFC, config={"tokenizer_class": "GPTNeoXTokenizer", "clean_up_tokenization_spaces": True}),
+    "gpt-2": Family("llama", GPT2_SPLIT, config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": True}),
+    "mpt": Family("llama", GPT2_SPLIT, NFC, config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": True}),
     "llama-bpe": Family("llama", _seq(_split(LLAMA3), BYTES_ONLY), ignore_merges=True, bos_added=True,
-                        config={"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": True}),
+                        config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": True}),
     "qwen2": Family("qwen2", _seq(_split(QWEN2), BYTES_ONLY), NFC,
                     config={"tokenizer_class": "Qwen2Tokenizer", "clean_up_tokenization_spaces": False}),
     "qwen35": Family("qwen3", _seq(_split(QWEN35), BYTES_ONLY),
-                     config={"tokenizer_class": "TokenizersBackend", "clean_up_tokenization_spaces": False}),
+                     config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
     "starcoder": Family("llama", _seq(DIGITS, GPT2_SPLIT),
-                        config={"tokenizer_class": "GPT2Tokenizer", "clean_up_tokenization_spaces": True}),
+                        config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": True}),
     "refact": Family("llama", _seq(DIGITS, GPT2_SPLIT),
-                     config={"tokenizer_class": "GPT2Tokenizer", "clean_up_tokenization_spaces": True}),
+                     config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": True}),
     "command-r": Family("llama", _seq(DIGITS, GPT2_SPLIT), NFC, bos_added=True,
-                        config={"tokenizer_class": "CohereTokenizer", "clean_up_tokenization_spaces": False}),
+                        config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
     "falcon": Family("llama", _seq({"type": "Punctuation", "behavior": "Contiguous"}, GPT2_SPLIT,
                                    {"type": "Digits", "individual_digits": False}, _split("[0-9][0-9][0-9]")),
-                     config={"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": True}),
+                     config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": True}),
     "deepseek-llm": Family("llama", _seq(_split("[\r\n]"), _split(f"\\s?[{DEEPSEEK_LETTERS}]+"),
                                          _split("\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+"),
                                          _split("\\s+$"), _split(CJK), {"type": "Digits", "individual_digits": False},
                                          BYTES_ONLY),
                            bos_added=True,
-                           config={"tokenizer_class": "LlamaTokenizerFast", "clean_up_tokenization_spaces": False}),
+                           config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
     "deepseek-coder": Family("llama", _seq(_split("[\r\n]"), _split("\\s?\\p{L}+"), _split("\\s?\\p{P}+"), _split(CJK),
                                            DIGITS, BYTES_ONLY),
                              bos_added=True,
-                             config={"tokenizer_class": "LlamaTokenizerFast", "clean_up_tokenization_spaces": False}),
+                             config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
     "llama-spm": Family("llama", None, spm=True, bos_added=True,
-                        config={"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}),
+                        config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
     "phi-3": Family("phi3", None, spm=True, bos_added=False,
-                    config={"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}),
+                    config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
     "gemma-4": Family("gemma3", None, spm=True, prefix_space=False, bos_added=False,
-                      config={"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}),
+                      config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
 }
 # bert-bge is a WordPiece encoder vocabulary (BertModel): no decoder family downsize exports uses it.
 NOT_A_SUPPORTED_FAMILY = {"bert-bge": "a WordPiece (BERT encoder) vocabulary; downsize exports decoder LLMs only"}
