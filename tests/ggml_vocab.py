@@ -115,7 +115,7 @@ FAMILIES: dict[str, Family] = {
                              config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
     "llama-spm": Family("llama", None, spm=True, bos_added=True,
                         config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
-    "phi-3": Family("phi3", None, spm=True, bos_added=False,
+    "phi-3": Family("phi3", None, spm=True, bos_added=True,
                     config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
     "gemma-4": Family("gemma3", None, spm=True, prefix_space=False, bos_added=False,
                       config={"tokenizer_class": FAST, "clean_up_tokenization_spaces": False}),
@@ -224,18 +224,13 @@ def tokenizer_json(name: str) -> dict:
     fam, v = FAMILIES[name], read_vocab(name)
     added, vocab = [], {}
     for i, (t, ty) in enumerate(zip(v.tokens, v.types)):
-        if ty == TOKEN_UNUSED and re.fullmatch(r"\[PAD\d+\]", t):
+        if t == f"[PAD{i}]":
             continue  # the converter's padding up to the embedding rows
-        if fam.spm:
-            vocab[t] = i  # SentencePiece keeps control pieces in the model's vocabulary
-            if ty in (TOKEN_CONTROL, TOKEN_UNKNOWN, TOKEN_USER):
-                added.append({"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                              "normalized": ty == TOKEN_USER, "special": ty != TOKEN_USER})
-        elif ty in (TOKEN_CONTROL, TOKEN_USER):
+        # added tokens stay in the model's vocabulary too (as in the original files), so their ids are kept
+        vocab[t] = i
+        if ty in (TOKEN_CONTROL, TOKEN_USER) or (fam.spm and ty == TOKEN_UNKNOWN):
             added.append({"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": ty == TOKEN_CONTROL})
-        else:
-            vocab[t] = i
+                          "normalized": fam.spm and ty == TOKEN_USER, "special": ty != TOKEN_USER})
     if fam.spm:
         merges = [m.split(" ", 1) for m in v.merges] if v.merges else _sp_merges(v.tokens, v.types, v.scores)
         unk = v.tokens[v.special["unk"]] if "unk" in v.special else None
@@ -295,9 +290,10 @@ def write_sentencepiece_model(name: str, dest: Path) -> Path:
     fam, v = FAMILIES[name], read_vocab(name)
     m = pb.ModelProto()
     kinds = {TOKEN_NORMAL: 1, TOKEN_UNKNOWN: 2, TOKEN_CONTROL: 3, TOKEN_USER: 4, TOKEN_BYTE: 6, TOKEN_UNUSED: 5}
-    for t, ty, s in zip(v.tokens, v.types, v.scores):
-        if ty == TOKEN_UNUSED and re.fullmatch(r"\[PAD\d+\]", t):
+    for i, (t, ty, s) in enumerate(zip(v.tokens, v.types, v.scores)):
+        if t == f"[PAD{i}]":  # the converter's padding, at the end: not a piece of the model
             continue
+        assert len(m.pieces) == i, "padding before the last piece would shift the ids"
         p = m.pieces.add()
         p.piece, p.score, p.type = t, float(s), kinds[ty]
     m.trainer_spec.model_type = 2  # BPE

@@ -304,8 +304,11 @@ def _merge_scores(vocab: dict[str, int], merges: list) -> tuple[dict[str, float]
     unmerged = 0
     for piece in vocab:
         for k in range(1, len(piece)):
-            if piece[:k] in vocab and piece[k:] in vocab and (piece[:k], piece[k:]) not in pairs:
-                unmerged += 1
+            left = piece[:k]
+            if left in vocab:
+                right = piece[k:]
+                if right in vocab and (left, right) not in pairs:
+                    unmerged += 1
     return score, unmerged
 
 
@@ -324,9 +327,11 @@ def _write_sentencepiece(w: gguf.GGUFWriter, root: Path, tj: dict, tok, n: int) 
     types = [gguf.TokenType.UNUSED] * n
     unk = tok.token_id(tok.special.get("unk_token"))
     sp_path = root / TOKENIZER_MODEL
+    sp_pieces: dict[int, str] = {}
     if sp_path.exists():
         for i, (piece, score, kind) in enumerate(read_sentencepiece(sp_path)[:n]):
             tokens[i], scores[i], types[i] = piece, score, _SP_TYPES.get(kind, gguf.TokenType.NORMAL)
+            sp_pieces[i] = piece
         how = TOKENIZER_MODEL
     else:
         merge_score, unmerged = _merge_scores(model["vocab"], model.get("merges", []))
@@ -341,6 +346,8 @@ def _write_sentencepiece(w: gguf.GGUFWriter, root: Path, tj: dict, tok, n: int) 
         how = "tokenizer.json merges"
     for content, t in added.items():  # as the converter reads added_tokens_decoder of tokenizer_config.json
         i = t["id"]
+        if sp_pieces.get(i) == content and types[i] in (gguf.TokenType.CONTROL, gguf.TokenType.UNKNOWN):
+            continue  # tokenizer.model's own <s>, </s>, <unk>: its score and type stand
         if i == unk:
             types[i] = gguf.TokenType.UNKNOWN
         elif t.get("special") or _looks_special(content):
