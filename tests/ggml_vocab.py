@@ -230,7 +230,7 @@ def tokenizer_json(name: str) -> dict:
         vocab[t] = i
         if ty in (TOKEN_CONTROL, TOKEN_USER) or (fam.spm and ty == TOKEN_UNKNOWN):
             added.append({"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": fam.spm and ty == TOKEN_USER, "special": ty != TOKEN_USER})
+                          "normalized": ty == TOKEN_USER, "special": ty != TOKEN_USER})
     if fam.spm:
         merges = [m.split(" ", 1) for m in v.merges] if v.merges else _sp_merges(v.tokens, v.types, v.scores)
         unk = v.tokens[v.special["unk"]] if "unk" in v.special else None
