@@ -127,3 +127,23 @@ def test_decoding_keeps_the_space_before_punctuation_when_the_tokenizer_does(cle
     text = "Hello , world ! Is it ? Yes ."
     decoded = _detokenize(llm, llm.tokenize(text.encode(), add_bos=False, special=False))
     assert decoded == (text.replace(" ,", ",").replace(" !", "!").replace(" ?", "?").replace(" .", ".") if clean_up else text)
+
+
+def test_metaspace_form_of_a_sentencepiece_tokenizer_exports_the_same(built, tmp_path):
+    """Mistral v0.3 and transformers 5's LlamaTokenizer spell the "▁" escaping as a Metaspace pre-tokenizer instead
+    of Llama 2's Prepend + Replace normalizer: the same spm vocabulary, the same ids in llama.cpp."""
+    import shutil
+
+    folder, _, _ = built("llama-spm")
+    d = tmp_path / "m"
+    shutil.copytree(folder, d)
+    tj = json.loads((d / "tokenizer.json").read_text())
+    tj["normalizer"] = None
+    tj["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    tj["decoder"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False}
+    (d / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
+    res = export_gguf(d, tmp_path / "m.gguf", "F16")
+    assert res.tokenizer["model"] == "llama"
+    assert read_metadata(tmp_path / "m.gguf")["tokenizer.ggml.add_space_prefix"] is True
+    llm = _vocab_only(tmp_path / "m.gguf")
+    assert not _mismatches(lambda t: llm.tokenize(t.encode("utf-8"), add_bos=False, special=False), load_cases("llama-spm"))
