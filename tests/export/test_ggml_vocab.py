@@ -131,7 +131,8 @@ def test_decoding_keeps_the_space_before_punctuation_when_the_tokenizer_does(cle
 
 def test_metaspace_form_of_a_sentencepiece_tokenizer_exports_the_same(built, tmp_path):
     """Mistral v0.3 and transformers 5's LlamaTokenizer spell the "▁" escaping as a Metaspace pre-tokenizer instead
-    of Llama 2's Prepend + Replace normalizer: the same spm vocabulary, the same ids in llama.cpp."""
+    of Llama 2's Prepend + Replace normalizer: the same spm vocabulary, the same ids in llama.cpp (which always
+    prepends "▁"; tokenizers' Metaspace skips it for text starting with a space, which the export warns about)."""
     import shutil
 
     folder, _, _ = built("llama-spm")

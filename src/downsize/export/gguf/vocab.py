@@ -233,7 +233,12 @@ def _spm_prefix_space(tj: dict) -> bool:
     psteps = (pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]) if pre else []
     for step in psteps:
         if step.get("type") == "Metaspace" and step.get("replacement", SPIECE) == SPIECE and not step.get("split", False):
-            prefix = prefix or step.get("prepend_scheme", "always") in ("always", "first")
+            if step.get("prepend_scheme", "always") in ("always", "first"):
+                prefix = True
+                # tokenizers' Metaspace adds no "▁" to text that already starts with one; llama.cpp always adds it
+                log.warning("the tokenizer's Metaspace pre-tokenizer prepends '▁' only to text not starting with a "
+                            "space; llama.cpp's SentencePiece tokenizer always prepends it (as Llama 2's original "
+                            "tokenizer did), so text that starts with a space tokenizes differently in the GGUF")
         else:
             raise DownsizeError(f"the SentencePiece tokenizer's {step.get('type')} pre-tokenizer cannot be written to GGUF",
                                 hint="llama.cpp's SentencePiece tokenizer splits nothing before merging; it reproduces "
