@@ -18,7 +18,6 @@ downsize; llama.cpp's converter then writes the same -1000 score for every piece
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil

@@ -16,7 +16,6 @@ Used by tests/export/test_ggml_vocab.py and benchmarks/export_tokenizers.py.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
