@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,16 +17,32 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from downsize.errors import DownsizeError, NotBuiltYet
+from downsize.errors import DEBUG_ENV, DownsizeError, NotBuiltYet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn a large language model into a smaller one that keeps its skill and runs in llama.cpp or Ollama.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The reference zoo: small models trained on the Python standard library.")
 app.add_typer(zoo_app, name="zoo")
 # Tables are never cut to fit: a narrow or absent terminal (a pipe, CI logs) gets at least 120 columns.
-console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
-err = Console(stderr=True, soft_wrap=True)
+# markup=False: paths, values and model text are printed as written ("[/x]" in a path is not rich markup).
+console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns), markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def _tag(style: str, word: str, rest: str) -> Text:
+    """``word`` in ``style``, then ``rest`` printed literally."""
+    return Text.assemble((word, style), " " if rest and not rest.startswith(":") else "", rest)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help=f"show the traceback of an error too (or set {DEBUG_ENV}=1)")):
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+_OVERWRITE_HELP = "replace an existing --out that downsize did not write (or of another kind); without it such an --out is refused"
 
 
 def _not_built(command: str, issue: str) -> None:
@@ -70,6 +87,7 @@ def zoo_train(
     seed: int = typer.Option(0),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     resume: bool = typer.Option(False, help="continue from the last checkpoint in OUT.work"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Train a zoo model from scratch on zoo:stdlib (reproducible from the seed)."""
     from downsize.zoo import ZOO, zoo_path
@@ -81,8 +99,8 @@ def zoo_train(
     if (steps is None) == (minutes is None):
         raise DownsizeError("give exactly one of --steps and --minutes", hint="e.g. --steps 2000 or --minutes 60")
     train_zoo_model(name, steps=steps, out=Path(dest), seed=seed, threads=threads, resume=resume, minutes=minutes,
-                    batch_size=batch_size)
-    console.print(f"[green]wrote[/green] {dest}")
+                    batch_size=batch_size, overwrite=overwrite)
+    console.print(_tag("green", "wrote", f"{dest}"))
 
 
 @app.command("eval")
@@ -108,7 +126,7 @@ def eval_cmd(
     from downsize.eval.run import evaluate
 
     result = evaluate(model, data, split=split, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens,
-                      sample=sample, warn=lambda m: err.print(f"[yellow]warning:[/yellow] {m}"), teacher=teacher,
+                      sample=sample, warn=lambda m: err.print(_tag("yellow", "warning:", f"{m}")), teacher=teacher,
                       speed=speed, threads=threads)
     if lm_eval:
         from downsize.eval.harness import run_lm_eval
@@ -143,7 +161,7 @@ def eval_cmd(
     console.print(f"data: {result['data']}, windows of {result['seq_len']}")
     console.print(t)
     if result.get("sample"):
-        console.print("[bold]sample completion[/bold]")
+        console.print(_tag("bold", "sample completion", ""))
         console.print(result["sample"]["prompt"], end="", style="dim", markup=False, highlight=False)
         console.print(result["sample"]["completion"], markup=False, highlight=False)
 
@@ -157,12 +175,13 @@ def eval_tools_cmd(
     max_turns: int = typer.Option(4),
     max_tokens: int = typer.Option(256),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Tool use %, accuracy %, median seconds per query and peak RAM, side by side per model."""
     from downsize.eval.tools import compare, make_task_suite
 
     if make_tasks:
-        n = make_task_suite(codebase, tasks, n=make_tasks, n_negative=max(1, make_tasks // 4))
+        n = make_task_suite(codebase, tasks, n=make_tasks, n_negative=max(1, make_tasks // 4), overwrite=overwrite)
         err.print(f"wrote {n} tasks to {tasks}")
     rows = compare(model, tasks, codebase, max_turns, max_tokens)
     if as_json:
@@ -203,6 +222,7 @@ def distill_cmd(
     checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
     mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Distil a teacher into a student (logit KD, offline top-k cache, on-policy GKD, cross-tokenizer ULD)."""
     import logging
@@ -219,9 +239,9 @@ def distill_cmd(
         if not teacher:
             raise DownsizeError("--write-cache needs --teacher", hint="e.g. downsize distill --teacher zoo:coder-teacher --write-cache runs/cache")
         meta = cache_teacher(teacher, data, write_cache, k=top_k, seq_len=seq_len, windows=windows,
-                             batch_size=batch_size, temperature=temperature, dtype=teacher_dtype)
-        console.print(f"[green]wrote[/green] {write_cache}: {meta['windows']} windows × {meta['seq_len']} tokens, "
-                      f"{meta['bytes_per_token']} bytes/token (dense bf16: {meta['dense_bf16_bytes_per_token']})")
+                             batch_size=batch_size, temperature=temperature, dtype=teacher_dtype, overwrite=overwrite)
+        console.print(_tag("green", "wrote", f"{write_cache}: {meta['windows']} windows × {meta['seq_len']} tokens, "
+                      f"{meta['bytes_per_token']} bytes/token (dense bf16: {meta['dense_bf16_bytes_per_token']})"))
         return
     if not student or not out:
         raise DownsizeError("give --student and --out", hint="e.g. --student teacher:num_hidden_layers=4,hidden_size=192 --out runs/student")
@@ -233,11 +253,11 @@ def distill_cmd(
         on_policy=OnPolicy(lmbda=lmbda, seq_kd=seq_kd, prompt_len=prompt_len, new_tokens=new_tokens) if (lmbda or seq_kd) else None,
         vocab_align=vocab_align, cross_tokenizer=cross_tokenizer,
         lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None)
-    path = distill(teacher, student, data, cfg, out, resume=resume)
+    path = distill(teacher, student, data, cfg, out, resume=resume, overwrite=overwrite)
     card = json.loads((path / "distill_card.json").read_text())
     fm = card["final_metrics"]
-    console.print(f"[green]wrote[/green] {path}: {card['steps']} steps, {card['tokens']:,} tokens, "
-                  + ", ".join(f"{k} {v:.4g}" for k, v in fm.items() if isinstance(v, float)))
+    console.print(_tag("green", "wrote", f"{path}: {card['steps']} steps, {card['tokens']:,} tokens, "
+                  + ", ".join(f"{k} {v:.4g}" for k, v in fm.items() if isinstance(v, float))))
 
 
 @app.command("sft")
@@ -255,6 +275,7 @@ def sft_cmd(
     checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
     mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Fine-tune on chat data (loss on assistant tokens only), full or LoRA; text KD from teacher-written traces,
     plus logit KD where the teacher's top-k logprobs were stored."""
@@ -272,10 +293,10 @@ def sft_cmd(
                                       checkpoint_every=checkpoint_every, seed=seed, mixed_precision=mixed_precision),
                     max_seq_len=max_seq_len, logprob_kd=logprob_kd,
                     lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None)
-    path = sft(model, data, cfg, out, resume=resume)
+    path = sft(model, data, cfg, out, resume=resume, overwrite=overwrite)
     card = json.loads((path / "distill_card.json").read_text())
-    console.print(f"[green]wrote[/green] {path}: {card['examples']} conversations, {card['assistant_tokens']:,} assistant "
-                  f"tokens, {card['steps']} steps, loss {card['final_metrics']['train_loss']:.4g}")
+    console.print(_tag("green", "wrote", f"{path}: {card['examples']} conversations, {card['assistant_tokens']:,} assistant "
+                  f"tokens, {card['steps']} steps, loss {card['final_metrics']['train_loss']:.4g}"))
 
 
 @app.command("generate")
@@ -299,6 +320,8 @@ def generate_cmd(
     timeout: float = typer.Option(120.0, help="seconds per request"),
     retries: int = typer.Option(6, help="retries on 429/5xx/connection loss/malformed JSON"),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help="replace an --out that is not generate's own JSONL (one is resumed); "
+                                   "without it such an --out is refused"),
 ):
     """Generate teacher data: prompts from a codebase, tool-calling traces, any OpenAI-compatible server."""
     from downsize.generate import AgentConfig, GenerateConfig, GenParams, generate
@@ -309,9 +332,9 @@ def generate_cmd(
                          codebase=str(codebase) if codebase else None, n_codebase=n_codebase, n_negative=n_negative,
                          templates=tuple(template) if template else None, seed=seed, in_flight=in_flight, limit=limit,
                          tools=tools, params=params, agent=AgentConfig(max_turns=max_turns))
-    summary = generate(cfg)
+    summary = generate(cfg, overwrite=overwrite)
     for line in summary["bad_lines"]:
-        err.print(f"[yellow]skipped[/yellow] {line}", highlight=False)
+        err.print(_tag("yellow", "skipped", f"{line}"), highlight=False)
     if as_json:
         console.print_json(json.dumps(summary))
     else:
@@ -321,7 +344,7 @@ def generate_cmd(
             t.add_row(k, str(summary.get(k)))
         console.print(t)
     if summary["stopped"]:
-        err.print(f"[red]stopped early:[/red] {summary['stopped']}", highlight=False)
+        err.print(_tag("red", "stopped early:", f"{summary['stopped']}"), highlight=False)
         raise typer.Exit(1)
 
 
@@ -339,26 +362,27 @@ def prune_cmd(
     depth_score: str = typer.Option("bi", help="depth: bi (block influence) or ppl (perplexity increase)"),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Prune a model: depth, width (Minitron), unstructured/N:M (magnitude, Wanda, SparseGPT), low-rank."""
     from downsize.prune import PruneConfig, prune_ref
 
     cfg = PruneConfig(method=method, targets=targets, sparsity=sparsity, nm=nm, calib_samples=calib_samples,
                       calib_seq_len=seq_len, depth_score=depth_score, seed=seed)
-    report = prune_ref(model, out, cfg, calib)
+    report = prune_ref(model, out, cfg, calib, overwrite=overwrite)
     if as_json:
         console.print_json(json.dumps(report))
         return
     p = report["params"]
-    console.print(f"[green]wrote[/green] {out}  ({method}: {p['before']:,} → {p['after']:,} parameters, "
-                  f"{p['ratio']:.1%}; {report['wall_s']:.1f} s, peak RSS {report['peak_rss_mib']:.0f} MiB)")
+    console.print(_tag("green", "wrote", f"{out}  ({method}: {p['before']:,} → {p['after']:,} parameters, "
+                  f"{p['ratio']:.1%}; {report['wall_s']:.1f} s, peak RSS {report['peak_rss_mib']:.0f} MiB)"))
     if "per_layer" in report:
         t = Table("layer", *[k for k in report["per_layer"][0] if k != "layer"])
         for row in report["per_layer"]:
             t.add_row(str(row["layer"]), *[f"{v:.1%}" for k, v in row.items() if k != "layer"])
         console.print(t)
     if report.get("note"):
-        err.print(f"[yellow]note:[/yellow] {report['note']}", highlight=False)
+        err.print(_tag("yellow", "note:", f"{report['note']}"), highlight=False)
 
 
 # --- export (issue 5) ---
@@ -394,12 +418,14 @@ def export_gguf_cmd(
     report_tokens: int = typer.Option(8192, help="tokens evaluated by --report"),
     rescale: bool = typer.Option(True, help=_RESCALE_HELP),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Export a model to GGUF (our converter; K-quants through llama.cpp's quantizer)."""
     from downsize.export.api import export_with_report
 
     _print_export(export_with_report(model, out, quant, imatrix=imatrix, calib=calib, report=report,
-                                     report_data=report_data, report_tokens=report_tokens, rescale=rescale), as_json)
+                                     report_data=report_data, report_tokens=report_tokens, rescale=rescale,
+                                     overwrite=overwrite), as_json)
 
 
 @app.command("quantize")
@@ -410,11 +436,12 @@ def quantize_cmd(
     imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF)"),
     rescale: bool = typer.Option(True, help=_RESCALE_HELP),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Quantize a GGUF (K-quants with an importance matrix)."""
     from downsize.export.quantize import quantize_gguf
 
-    _print_export(quantize_gguf(src, out, quant, imatrix=imatrix, rescale=rescale), as_json)
+    _print_export(quantize_gguf(src, out, quant, imatrix=imatrix, rescale=rescale, overwrite=overwrite), as_json)
 
 
 @export_app.command("ollama")
@@ -429,12 +456,13 @@ def export_ollama_cmd(
     create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
     rescale: bool = typer.Option(True, help=_RESCALE_HELP),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Export to GGUF plus an Ollama Modelfile (TEMPLATE converted from the Jinja chat template)."""
     from downsize.export.ollama import export_ollama
 
     r = export_ollama(model, name, out, quant, imatrix=imatrix, template_style=template_style, num_ctx=num_ctx, create=create,
-                      rescale=rescale)
+                      rescale=rescale, overwrite=overwrite)
     _print_export(r, as_json)
     if not r["created"] and not as_json:
         console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
@@ -446,11 +474,12 @@ def export_lora_cmd(
     base: str = typer.Option(..., help="the base model it was trained on: HF directory or zoo:NAME"),
     out: Path = typer.Option(..., help="output GGUF adapter (use with `downsize convert --adapter` or llama.cpp --lora)"),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Export a LoRA adapter as a GGUF adapter (Ollama ADAPTER, llama.cpp --lora)."""
     from downsize.export.lora import export_lora_gguf
 
-    _print_export(export_lora_gguf(adapter, base, out), as_json)
+    _print_export(export_lora_gguf(adapter, base, out, overwrite=overwrite), as_json)
 
 
 @app.command("convert")
@@ -463,11 +492,13 @@ def convert_cmd(
     num_ctx: Optional[int] = typer.Option(None, help="PARAMETER num_ctx (default: the GGUF's context length)"),
     create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Make an Ollama model (Modelfile with a converted TEMPLATE) from a GGUF you already have."""
     from downsize.export.ollama import convert_gguf
 
-    r = convert_gguf(gguf, name, out, template_style=template_style, adapter=adapter, num_ctx=num_ctx, create=create)
+    r = convert_gguf(gguf, name, out, template_style=template_style, adapter=adapter, num_ctx=num_ctx, create=create,
+                     overwrite=overwrite)
     _print_export(r, as_json)
     if not r["created"] and not as_json:
         console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
@@ -506,7 +537,7 @@ def validate_cmd(
     from downsize.recipe import load_recipe
 
     r = load_recipe(recipe, overrides or [], check_refs=check_refs)
-    console.print(f"[green]ok[/green] {recipe}: {len(r.stages)} stages ({', '.join(s.name for s in r.stages)})")
+    console.print(_tag("green", "ok", f"{recipe}: {len(r.stages)} stages ({', '.join(s.name for s in r.stages)})"))
 
 
 @app.command("run")
@@ -515,6 +546,8 @@ def run_cmd(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/RECIPE_NAME)"),
     from_stage: Optional[str] = typer.Option(None, "--from", help="rerun this stage and every later one"),
+    overwrite: bool = typer.Option(False, help="run in an --out folder that is not a run folder (its files are kept; "
+                                   "without it such a folder is refused)"),
 ):
     """Run a recipe (prune → distill → quantize → export → eval) with a manifest and resume."""
     import logging
@@ -525,18 +558,20 @@ def run_cmd(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     r = load_recipe(recipe, overrides or [])
     run_dir = out or Path("runs") / r.name
-    run_recipe(r, run_dir, from_stage=from_stage, log=lambda m: console.print(m, markup=False, highlight=False))
-    console.print(f"[green]done[/green]: {run_dir}/report.html, {run_dir}/report.md")
+    run_recipe(r, run_dir, from_stage=from_stage, overwrite=overwrite, log=lambda m: console.print(m, markup=False, highlight=False))
+    console.print(_tag("green", "done", f": {run_dir}/report.html, {run_dir}/report.md"))
 
 
-def main() -> None:
-    try:
-        app()
-    except DownsizeError as e:
-        err.print(f"[red]error:[/red] {e.message}", markup=True, highlight=False)
-        if e.hint:
-            err.print(f"  [cyan]hint:[/cyan] {e.hint}", highlight=False)
-        sys.exit(2)
+def main(argv: list[str] | None = None) -> None:
+    """The `downsize` entry point: every error goes through the one boundary (downsize.errors.run_guarded)."""
+    from downsize.errors import run_guarded
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere before "--" (the root option also documents it in --help)
+    cut = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:cut] or None
+    args = [a for i, a in enumerate(args) if not (a == "--debug" and i < cut)]
+    sys.exit(run_guarded(lambda: app(args=args, prog_name="downsize"), debug=debug))
 
 
 if __name__ == "__main__":

@@ -160,12 +160,18 @@ def load_manifest(run_dir: Path) -> dict:
 
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = None,
-               log: Callable[[str], None] = log.info, only_plan: bool = False) -> dict:
-    """Execute ``recipe`` into ``run_dir``; returns the manifest."""
+               log: Callable[[str], None] = log.info, only_plan: bool = False, overwrite: bool = False) -> dict:
+    """Execute ``recipe`` into ``run_dir``; returns the manifest.
+
+    ``run_dir`` must be new, empty or an earlier run folder (which is resumed) unless ``overwrite``.
+    """
     import downsize.stages  # noqa: F401  (registers the stage runners)
+    from downsize.io import KIND_RUN, check_output, mark_dir
 
     run_dir = Path(run_dir).resolve()
+    check_output(run_dir, KIND_RUN, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
+    mark_dir(run_dir, KIND_RUN)
     if recipe.threads:
         import torch
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from downsize.errors import DownsizeError
 from downsize.eval.perplexity import windows
 from downsize.models.refs import load_model, load_tokenizer, resolve_model
 
@@ -60,8 +61,15 @@ def _hf_runner(name: str, ref: str) -> Runner:
 def _gguf_runner(name: str, ref: str, n_ctx: int) -> Runner:
     from llama_cpp import Llama
 
+    from downsize.models.checks import read_gguf
+
     path = resolve_model(ref).path
-    llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False)
+    read_gguf(path)  # a damaged file gets a message, not llama.cpp's "failed to load"
+    try:
+        llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False)
+    except ValueError as e:  # llama.cpp refused it: an architecture or tensor it does not know
+        raise DownsizeError(f"llama.cpp could not load {path}: {e}",
+                            hint="the GGUF is damaged or of an architecture this llama.cpp does not support") from None
 
     def logits(ids: list[int]) -> torch.Tensor:
         llm.reset()
