@@ -345,7 +345,7 @@ def generate_cmd(
         console.print(t)
     if summary["stopped"]:
         err.print(_tag("red", "stopped early:", f"{summary['stopped']}"), highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(2)  # an expected failure (the server), like every other: exit 2
 
 
 @app.command("prune")

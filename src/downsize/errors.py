@@ -13,6 +13,7 @@ rich markup.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -36,6 +37,16 @@ class DownsizeError(Exception):
 
 class NotBuiltYet(DownsizeError):
     """A command the product will have but that this version does not implement."""
+
+
+@contextlib.contextmanager
+def reading(what: object):
+    """Word a decoding failure while reading ``what`` (a path or data reference) as a DownsizeError naming it."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise DownsizeError(f"{what} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
+                            hint="pass text files (UTF-8); binary files and other encodings are not read") from None
 
 
 def debug_enabled() -> bool:

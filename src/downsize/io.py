@@ -182,6 +182,17 @@ def check_parent(path: str | os.PathLike) -> None:
             return
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Create the folder of output ``path`` and prove a file can be made in it (read-only file system, permission),
+    before any work: the OSError it raises is what the error boundary words."""
+    folder = Path(path).parent
+    check_parent(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".downsize-probe-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_output(path: str | os.PathLike, kind: str, overwrite: bool = False) -> None:
     """Raise ``DownsizeError`` unless ``path`` may receive a downsize output of ``kind`` (see the module doc).
 

@@ -211,7 +211,20 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise DownsizeError(f"override {item!r}: {'.'.join(parts[:i + 1])} does not exist in the recipe",
                                     hint="check the path against the YAML; list indices count from 0") from None
         last = parts[-1]
-        node[int(last) if isinstance(node, list) and last.isdigit() else last] = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise DownsizeError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})",
+                                hint="quote it, e.g. key='[text]'") from None
+        if not isinstance(node, (dict, list)):
+            where = ".".join(parts[:-1]) or "the recipe"
+            raise DownsizeError(f"override {item!r}: {where} is {'empty' if node is None else f'the value {node!r}'}, "
+                                "not a mapping or list that can hold a key", hint="check the path against the YAML")
+        try:
+            node[int(last) if isinstance(node, list) and last.isdigit() else last] = parsed
+        except (IndexError, ValueError, TypeError):
+            raise DownsizeError(f"override {item!r}: index {last} is outside the list {'.'.join(parts[:-1])} "
+                                f"({len(node)} items)", hint="list indices count from 0") from None
     return raw
 
 
@@ -327,7 +340,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_refs
     if not path.exists():
         raise DownsizeError(f"no recipe at {path}", hint="pass a YAML file, e.g. recipes/quickstart.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DownsizeError(f"{path} is not a text file (not UTF-8)", hint="pass a YAML recipe, e.g. recipes/quickstart.yaml") from None
     except yaml.YAMLError as e:
         raise DownsizeError(f"{path} is not valid YAML: {e}", hint="check indentation and quoting") from None
     raw = apply_overrides(raw, overrides or [])

@@ -18,6 +18,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from downsize.errors import DownsizeError
 from downsize.io import atomic_path
 
 
@@ -73,7 +74,8 @@ class PackedDataset:
         self.seed = seed
         self.n_windows = (len(stream) - 1) // seq_len
         if self.n_windows < 1:
-            raise ValueError(f"the data has {len(stream)} tokens, fewer than one window of {seq_len + 1}")
+            raise DownsizeError(f"the data has {len(stream)} tokens, fewer than one window of {seq_len + 1}",
+                                hint="give more text (an empty or whitespace-only file has none), or lower --seq-len")
 
     def _order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)

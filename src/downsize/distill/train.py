@@ -61,7 +61,10 @@ def load_stream(tokenizer, data: str, split: str | None = None) -> np.ndarray:
     split = split or "all"
     st = ref.path.stat()
     key = "data-" + hashlib.sha256(f"{ref.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{split}".encode()).hexdigest()[:16]
-    return cached_stream(tokenizer, key, lambda: ref.texts(split, tokenizer))
+    from downsize.errors import reading
+
+    with reading(data):
+        return cached_stream(tokenizer, key, lambda: ref.texts(split, tokenizer))
 
 
 class WindowData:
@@ -558,7 +561,9 @@ def _read_chats(chat_jsonl_ref: str) -> list[dict]:
         raise DownsizeError(f"SFT needs chat JSONL, got {ref.kind} data at {chat_jsonl_ref}",
                             hint='one JSON object per line: {"messages": [{"role": "user", "content": ...}, ...], "tools": [...]}')
     out = []
-    with open(ref.path, encoding="utf-8") as f:
+    from downsize.errors import reading
+
+    with open(ref.path, encoding="utf-8") as f, reading(ref.path):
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -19,21 +19,36 @@ import torch
 
 from downsize.data.packing import tokenize_documents
 from downsize.data.refs import resolve_data
+from downsize.errors import DownsizeError, reading
 from downsize.eval.perplexity import perplexity
 from downsize.models.refs import load_model, resolve_model
 
 SAMPLE_PROMPT = "def read_config(path):\n    \"\"\"Read a configuration file and return a dict.\"\"\"\n"
 
 
+MIN_EVAL_TOKENS = 2  # one prediction needs a context token and a target
+
+
 def token_stream(tokenizer, data_ref: str, split: str | None = None):
-    """The token stream of a data reference's split (zoo:stdlib streams are cached on disk)."""
+    """The token stream of a data reference's split (zoo:stdlib streams are cached on disk); a split with
+    too few tokens to score is a DownsizeError, not a table of nothing."""
     data = resolve_data(data_ref)
     split = split or data.default_split
     if data.kind == "stdlib":
         from downsize.zoo.train import stdlib_stream
 
-        return stdlib_stream(tokenizer, split)
-    return tokenize_documents(tokenizer, data.texts(split, tokenizer))
+        stream = stdlib_stream(tokenizer, split)
+    else:
+        with reading(data_ref):
+            texts = list(data.texts(split, tokenizer))
+        if not any(t.strip() for t in texts if isinstance(t, str)):
+            raise DownsizeError(f"{data_ref} ({split}) holds only whitespace: nothing to evaluate",
+                                hint="pass a file or folder with text in it")
+        stream = tokenize_documents(tokenizer, texts)
+    if len(stream) < MIN_EVAL_TOKENS:
+        raise DownsizeError(f"{data_ref} ({split}) holds {len(stream)} token{'s' if len(stream) != 1 else ''}: nothing to "
+                            "evaluate (the file is empty or only whitespace)", hint="pass a file or folder with text in it")
+    return stream
 
 
 def sample_completion(model, tokenizer, prompt: str = SAMPLE_PROMPT, max_new_tokens: int = 48, seed: int = 0) -> str:

@@ -121,6 +121,10 @@ def eval_tools_isolated(model: str, tasks_file, codebase, max_turns: int = 4, ma
 def compare(models: list[str], tasks_file, codebase, max_turns: int = 4, max_tokens: int = 256,
             max_output: int = SandboxLimits.max_output) -> list[dict]:
     """One row per model (teacher first, then students), each from its own process."""
+    tasks, _ = load_prompt_file(tasks_file)  # bad input is reported here once, not by each child
+    if not tasks:
+        raise DownsizeError(f"no tasks in {tasks_file}", hint="make one with `downsize eval-tools --make-tasks` or write JSONL")
+    Sandbox(codebase)
     return [eval_tools_isolated(m, tasks_file, codebase, max_turns, max_tokens, max_output=max_output) for m in models]
 
 
@@ -133,8 +137,14 @@ def _main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--max-output", type=int, default=SandboxLimits.max_output)
     a = ap.parse_args(argv)
-    res = eval_tools(a.model, a.tasks, a.codebase, a.max_turns, a.max_tokens, max_output=a.max_output)
-    sys.stdout.write(json.dumps(res) + "\n")
+
+    def run() -> None:
+        res = eval_tools(a.model, a.tasks, a.codebase, a.max_turns, a.max_tokens, max_output=a.max_output)
+        sys.stdout.write(json.dumps(res) + "\n")
+
+    from downsize.errors import run_guarded
+
+    sys.exit(run_guarded(run))  # the child's errors reach the parent as messages, not tracebacks
 
 
 if __name__ == "__main__":

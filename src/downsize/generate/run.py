@@ -108,10 +108,11 @@ def generate(cfg: GenerateConfig, backend: Backend | None = None,
     """
     if cfg.in_flight < 1:
         raise DownsizeError("--in-flight must be at least 1")
-    from downsize.io import KIND_JSONL, check_output
+    from downsize.io import KIND_JSONL, check_output, check_writable
 
     for path in (cfg.out, rejected_path(cfg.out)):
         check_output(path, KIND_JSONL, overwrite)
+    check_writable(cfg.out)  # fail now, not after the first answer
     fresh = overwrite and any(not _is_records(p) for p in (Path(cfg.out), rejected_path(cfg.out)))
     tasks, problems = build_tasks(cfg)
     sandbox = Sandbox(cfg.codebase, cfg.sandbox) if (cfg.codebase and cfg.tools) else None

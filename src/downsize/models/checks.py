@@ -160,6 +160,11 @@ def read_gguf(path: Path):
     if size < GGUF_MIN_BYTES:
         raise DownsizeError(f"{path} is {'empty' if size == 0 else f'only {size} bytes'}: not a complete GGUF file",
                             hint="the export or download was interrupted; write or copy it again")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise DownsizeError(f"{path} is not a GGUF file (it starts with {magic!r}, a GGUF file with b'GGUF')",
+                            hint="pass a .gguf file written by llama.cpp, Ollama or `downsize export gguf`")
     try:
         reader = gguf.GGUFReader(path)
     except (ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error, UnicodeDecodeError) as e:

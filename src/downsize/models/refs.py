@@ -136,6 +136,10 @@ def load_tokenizer(ref: str | ModelRef, trust_remote_code: bool = False):
     if not r.is_gguf and not any((r.path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         raise DownsizeError(f"{r.path} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)",
                             hint="copy the tokenizer of the model it came from into the folder (tokenizer.save_pretrained)")
+    if r.is_gguf:
+        from downsize.models.checks import read_gguf
+
+        read_gguf(r.path)
     try:
         if r.is_gguf:
             return AutoTokenizer.from_pretrained(str(r.path.parent), gguf_file=r.path.name, trust_remote_code=trust_remote_code)

@@ -47,7 +47,10 @@ def calibration_ids(tokenizer, data: Any, n_samples: int, seq_len: int, seed: in
         else:
             from downsize.data.packing import tokenize_documents
 
-            stream = tokenize_documents(tokenizer, (t for t in ref.texts(None, tokenizer) if t.strip()))
+            from downsize.errors import reading
+
+            with reading(data):
+                stream = tokenize_documents(tokenizer, (t for t in ref.texts(None, tokenizer) if t.strip()))
     if len(stream) < 2:
         raise DownsizeError(f"the calibration data {data if isinstance(data, str) else type(data).__name__} "
                             f"has {len(stream)} tokens; pruning needs at least a few hundred",
