@@ -128,7 +128,8 @@ def build_env(root: Path) -> Env:
     recipe = root / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"name": "tiny", "teacher": str(model), "data": str(text), "seed": 0, "stages": [
         {"prune": {"name": "pruned", "method": "depth", "targets": {"remove": 1}, "calib_samples": 2}},
-        {"train": {"name": "trained", "input": "pruned", "steps": 1, "batch_size": 1, "seq_len": 32}}]}))
+        {"train": {"name": "trained", "input": "pruned", "steps": 1, "batch_size": 1, "seq_len": 32,
+                   "mixed_precision": "no"}}]}))
     return Env(root, Path(model), gguf, text, chats, recipe)
 
 

@@ -16,8 +16,10 @@ Nothing runs a shell or a subprocess.
 Limits hold within a file, not only between files: files are read line by line (at most
 ``max_line`` bytes of a line are kept; longer lines are skipped by grep, so memory stays bounded
 whatever the file size), the deadline is checked every line, and each regex search runs with the
-``regex`` package's timeout (the time left of the call), so a catastrophic pattern stops at the
-deadline. Model-caused problems come back as ``"error: ..."`` strings, which is what the model sees
+``regex`` package's timeout set to the time left of the call, so a catastrophic pattern stops at the
+deadline. That timeout counts the CPU time of the search: on an idle machine it is the wall time; on
+one shared by busy processes the CPU a search burns stays bounded while its wall time stretches with
+the contention. Model-caused problems come back as ``"error: ..."`` strings, which is what the model sees
 as the tool result.
 """
 
