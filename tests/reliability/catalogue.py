@@ -262,6 +262,15 @@ def _gen(out, *extra) -> list[str]:
             "--timeout", "1", *extra]
 
 
+def _q8(ctx: Ctx) -> Path:
+    """An already quantized GGUF: llama.cpp refuses to quantize it again (its log says why)."""
+    from downsize.export.gguf import export_gguf
+
+    p = ctx.w / "q8.gguf"
+    export_gguf(ctx.env.model, p, "Q8_0")
+    return p
+
+
 def _distill_output(ctx: Ctx) -> Path:
     d = ctx.w / "student"
     d.mkdir()
@@ -389,6 +398,8 @@ def _cases() -> list[Case]:
     add("quantize-requantize", "quantize",
         lambda c: (["quantize", str(c.env.gguf), "--out", str(c.w / "q8.gguf"), "--quant", "Q8_0"],)[0], "", code=0,
         group="gguf")  # control: a good quantize passes (and leaves its output)
+    add("quantize-requantize-refused", "quantize",
+        lambda c: ["quantize", str(_q8(c)), "--out", str(c.w / "q4.gguf"), "--quant", "Q4_0"], "requantiz", group="gguf")
     add("quantize-missing-src", "quantize", lambda c: ["quantize", str(c.w / "none.gguf"), "--out", str(c.w / "q.gguf")],
         "no gguf file", group="gguf")
     add("quantize-src-dir", "quantize", lambda c: ["quantize", str(c.user_dir()), "--out", str(c.w / "q.gguf")],
@@ -633,21 +644,38 @@ def _injected(what: str | None):
 
 
 def _inprocess(argv: list[str], inject: str | None) -> tuple[int, str]:
+    """``downsize.cli.main(argv)`` with stdout and stderr captured; an exception that escapes main (an older
+    downsize without the boundary) is recorded as Python would print it: exit 1 and a traceback."""
+    import inspect
+    import traceback
+
     from downsize import cli
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), _injected(inject):
         try:
-            cli.main(argv)
+            if inspect.signature(cli.main).parameters:
+                cli.main(argv)
+            else:  # before #14 main() read sys.argv
+                saved, sys.argv = sys.argv, ["downsize", *argv]
+                try:
+                    cli.main()
+                finally:
+                    sys.argv = saved
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # noqa: BLE001 - recorded, judged by verdict()
+            traceback.print_exc(file=out)
+            code = 1
     return code, out.getvalue()
 
 
+SRC = Path(os.environ.get("DOWNSIZE_CATALOGUE_SRC") or Path(__file__).resolve().parents[2] / "src")
+
+
 def _subprocess(argv: list[str], cwd: Path) -> tuple[int, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     env.pop("DOWNSIZE_DEBUG", None)
     p = subprocess.run([sys.executable, "-m", "downsize.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True,
                        timeout=300)

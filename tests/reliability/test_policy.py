@@ -181,12 +181,20 @@ def test_rerun_without_resume_refuses_to_drop_a_checkpoint(tmp_path):
     assert not (tmp_path / CHECKPOINTS).exists()
 
 
-def test_generate_failing_before_its_first_record_leaves_no_file(tmp_path):
+def test_generate_failing_before_its_first_request_leaves_no_file(tmp_path):
     from downsize.generate import GenerateConfig, GenParams, generate
 
     p = tmp_path / "p.txt"
     p.write_text("hi\n")
+    for teacher in (str(tmp_path / "no-such-model"), "zoo:no-such-model"):
+        cfg = GenerateConfig(teacher=teacher, out=str(tmp_path / "o.jsonl"), prompts=str(p))
+        with pytest.raises(DownsizeError):
+            generate(cfg)
+    cfg = GenerateConfig(teacher="openai:http://127.0.0.1:9/v1#m", out=str(tmp_path / "o.jsonl"), prompts=str(tmp_path / "none"))
+    with pytest.raises(DownsizeError):
+        generate(cfg)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p.txt"]
     cfg = GenerateConfig(teacher="openai:http://127.0.0.1:9/v1#m", out=str(tmp_path / "o.jsonl"), prompts=str(p),
                          params=GenParams(timeout_s=1, max_retries=0))
-    s = generate(cfg)
-    assert s["stopped"] and not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.rejected.jsonl").exists()
+    assert generate(cfg)["stopped"]  # the request was sent: both files exist, empty
+    assert (tmp_path / "o.jsonl").read_text() == (tmp_path / "o.rejected.jsonl").read_text() == ""

@@ -104,7 +104,9 @@ def generate(cfg: GenerateConfig, backend: Backend | None = None,
     """Run the stage; returns a summary. Raises FatalBackendError on a 4xx (nothing more is sent).
 
     An existing ``cfg.out`` is resumed when it holds generate's records (one JSON object with an id a line);
-    any other existing file is refused unless ``overwrite``, which replaces it at the first record written.
+    any other existing file is refused unless ``overwrite``, which replaces it when the first request is sent.
+    Both files are created then, not before: a run that fails earlier (bad prompts, teacher not loadable)
+    leaves nothing behind.
     """
     if cfg.in_flight < 1:
         raise DownsizeError("--in-flight must be at least 1")
@@ -124,6 +126,8 @@ def generate(cfg: GenerateConfig, backend: Backend | None = None,
     todo = [t for t in tasks if t.id not in done]
     own_backend = backend is None
     backend = backend or open_backend(cfg.teacher, cfg.params)
+    good.create()  # only now: a run that fails before its first request leaves no empty file behind
+    bad.create()
     summary = {"tasks": len(tasks), "skipped_done": len(tasks) - len(todo), "written": 0, "rejected": 0, "failed": 0,
                "bad_lines": problems, "reasons": Counter(), "completion_tokens": 0, "stopped": None,
                "repaired_bytes": good.repaired_bytes + bad.repaired_bytes}

@@ -24,9 +24,9 @@ ID_KEY = "id"
 
 
 class JsonlAppender:
-    """``fresh=True`` ignores what the file holds and replaces it, at the first append (until then it is
-    untouched). The file is created at the first append too, so a run that fails before writing a
-    record leaves no empty file behind."""
+    """``fresh=True`` ignores what the file holds and replaces it when the file is opened for writing (until
+    then it is untouched). The file is created by ``create()`` or the first append, not by the constructor,
+    so a caller that fails before it starts writing leaves no empty file behind."""
 
     def __init__(self, path: str | os.PathLike, fsync: bool = True, fresh: bool = False):
         self.path = Path(path)
@@ -38,6 +38,12 @@ class JsonlAppender:
         self._fd = -1
         if not fresh:
             self._scan()
+
+    def create(self) -> None:
+        """Create (or, with ``fresh``, empty) the file now, before the first record."""
+        with self._lock:
+            if self._fd < 0:
+                self._open()
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
