@@ -15,7 +15,8 @@ How downsize knows it wrote something:
   the card each kind writes: ``prune_report.json``, ``distill_card.json``, ``zoo_card.json``, ``manifest.json``);
 - a file output is recorded in the ledger ``.downsize.json`` of its folder with its size and mtime; it
   counts as downsize's only while both still match, so a file the user edited afterwards is protected too;
-- an appendable JSONL output (``generate``) is recognised by its content: every line a record with an id.
+- an appendable JSONL output (``generate``) is recognised by its content: every line a record with an id;
+- a folder directly inside a run folder (a stage folder) belongs to the run, which was checked itself.
 
 A directory is never replaced by a file, and a replaced file or folder is removed only after its
 successor is complete (a reader sees the old content or the new, never half of one).
@@ -220,6 +221,8 @@ def check_output(path: str | os.PathLike, kind: str, overwrite: bool = False) ->
                             hint=f"nothing was written; {OVERWRITE_HINT} (the file is then replaced by the folder)")
     if overwrite or not any(path.iterdir()):
         return
+    if output_kind(path.parent) == KIND_RUN:
+        return  # a stage folder of a run: the run folder was checked, and everything in it is the run's
     found = output_kind(path)
     if found == kind:
         return

@@ -233,6 +233,9 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _load_checkpoint(path: Path, model, optimizer) -> dict:
+    from downsize.models.checks import check_safetensors
+
+    check_safetensors(path / "trainable.safetensors")  # a damaged checkpoint is named, not a bare SafetensorError
     state = load_file(str(path / "trainable.safetensors"))
     missing = set(_trainable_state(model)) - set(state)
     if missing:
