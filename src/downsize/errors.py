@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sys
 import traceback
 from typing import Callable
@@ -82,6 +83,10 @@ def _known_foreign(e: BaseException) -> tuple[str, str] | None:
     mod = type(e).__module__ or ""
     text = str(e).strip().splitlines()[0] if str(e).strip() else name
     if name == "SafetensorError" or mod.startswith("safetensors"):
+        os_errno = re.search(r"\(os error (\d+)\)", text)  # an I/O failure while writing, not a damaged file
+        if os_errno and int(os_errno.group(1)) in _OS_ERRORS:
+            what, hint = _OS_ERRORS[int(os_errno.group(1))]
+            return f"{what} (while writing a safetensors file)", hint
         return f"a safetensors file is damaged: {text}", "re-save the model (save_pretrained) or copy the file again"
     if name == "UnpicklingError":
         return ("a pickled checkpoint was refused: loading it would run code it carries",

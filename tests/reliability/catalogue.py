@@ -287,6 +287,9 @@ def _checkpointed(ctx: Ctx) -> Path:
     return ctx.w / "s"
 
 
+NOSPACE = "no space left on the device"  # the boundary's words for ENOSPC, however it surfaces
+
+
 def _cases() -> list[Case]:
     C: list[Case] = []
 
@@ -522,12 +525,12 @@ def _cases() -> list[Case]:
 
     # -- the environment: full disk, read-only file system, permission -------------------------
     g = "environment"
-    add("prune-disk-full", "prune", lambda c: _prune(c.env.model, c.w / "mnt" / "o"), "no space left", mount="full",
+    add("prune-disk-full", "prune", lambda c: _prune(c.env.model, c.w / "mnt" / "o"), NOSPACE, mount="full",
         inject="ENOSPC", group=g)
     add("export-gguf-disk-full", "export gguf",
-        lambda c: ["export", "gguf", str(c.env.model), "--out", str(c.w / "mnt" / "o.gguf")], "no space left", mount="full",
+        lambda c: ["export", "gguf", str(c.env.model), "--out", str(c.w / "mnt" / "o.gguf")], NOSPACE, mount="full",
         inject="ENOSPC", group=g)
-    add("distill-disk-full", "distill", lambda c: _distill(c.env.model, c.w / "mnt" / "o"), "no space left", mount="full",
+    add("distill-disk-full", "distill", lambda c: _distill(c.env.model, c.w / "mnt" / "o"), NOSPACE, mount="full",
         inject="ENOSPC", group=g)
     add("prune-read-only", "prune", lambda c: _prune(c.env.model, c.w / "mnt" / "o"), "read-only", mount="ro",
         inject="EROFS", group=g)
