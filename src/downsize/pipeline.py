@@ -98,10 +98,17 @@ def load_manifest(run_dir: Path) -> dict:
 
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = None,
-               log: Callable[[str], None] = log.info, progress: bool = True) -> dict:
-    """Execute ``recipe`` into ``run_dir``; returns the manifest."""
+               log: Callable[[str], None] = log.info, progress: bool = True, overwrite: bool = False) -> dict:
+    """Execute ``recipe`` into ``run_dir``; returns the manifest.
+
+    ``run_dir`` must be new, empty or an earlier run folder (which is resumed) unless ``overwrite``.
+    """
+    from downsize.io import KIND_RUN, check_output, mark_dir
+
     run_dir = Path(run_dir).resolve()
+    check_output(run_dir, KIND_RUN, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
+    mark_dir(run_dir, KIND_RUN)
     from downsize.hardware import set_threads
 
     set_threads(recipe.threads)

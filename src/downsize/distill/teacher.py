@@ -28,8 +28,8 @@ from safetensors.torch import save_file
 
 from downsize.distill.losses import Head, TopK, topk_from_logits
 from downsize.errors import DownsizeError
-from downsize.io import atomic_path, write_json_atomic
 from downsize.data.packing import WindowSchedule
+from downsize.io import KIND_CACHE, atomic_path, check_output, mark_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _id_dtype(vocab: int) -> torch.dtype:
 
 def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_len: int = 256, windows: int | None = None,
                   batch_size: int = 8, temperature: float = 1.0, shard_windows: int = 256, split: str | None = None,
-                  dtype: str = "auto") -> dict:
+                  dtype: str = "auto", overwrite: bool = False) -> dict:
     """Run the teacher once over the first ``windows`` packed windows of ``data``; write the top-k cache.
 
     ``teacher`` is a model reference (or a ``(model, tokenizer)`` pair); ``data`` a data reference.
@@ -153,6 +153,8 @@ def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_le
     from downsize.distill.train import load_stream
 
     out = Path(out_dir)
+    if not (out / MANIFEST).exists():  # a cache folder resumes; anything else must be new, empty or --overwrite
+        check_output(out, KIND_CACHE, overwrite)
     if isinstance(teacher, tuple):
         model, tok = teacher
         teacher_name = getattr(model.config, "_name_or_path", "model")
@@ -183,6 +185,7 @@ def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_le
             "tokenizer": tokenizer_fingerprint(tok), "id_dtype": str(_id_dtype(vocab)).replace("torch.", "")}
     manifest_path = out / MANIFEST
     done: list[str] = []
+
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         same = {key: old.get(key) for key in meta} == meta
@@ -192,6 +195,7 @@ def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_le
                                 hint="choose another --cache directory or delete this one")
         done = list(old.get("shards", []))
     out.mkdir(parents=True, exist_ok=True)
+    mark_dir(out, KIND_CACHE)
     id_dtype = _id_dtype(vocab)
     n_shards = (n + shard_windows - 1) // shard_windows
     for si in range(len(done), n_shards):

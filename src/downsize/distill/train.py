@@ -35,8 +35,8 @@ from downsize.distill.teacher import (OnlineTeacher, TopKCacheDataset, cached_to
                                       teacher_precision, unwrap)
 from downsize.distill.vocab import VocabPlan, offset_pairs, plan_vocab
 from downsize.errors import DownsizeError
-from downsize.io import atomic_dir, write_json_atomic, write_text_atomic
-from downsize.train.loop import LoraSpec, TrainConfig, TrainResult, apply_lora, merge_lora, train
+from downsize.io import KIND_DISTILL, KIND_SFT, atomic_dir, check_output, write_json_atomic, write_text_atomic
+from downsize.train.loop import LoraSpec, TrainConfig, TrainResult, apply_lora, check_fresh_start, merge_lora, train
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,10 @@ def load_stream(tokenizer, data: str, split: str | None = None) -> np.ndarray:
     """The training stream of a data reference (downsize.data.stream, purpose "train")."""
     from downsize.data.stream import token_stream
 
-    return token_stream(tokenizer, data, "train", split)
+    from downsize.errors import reading
+
+    with reading(data):
+        return token_stream(tokenizer, data, "train", split)
 
 
 class WindowData:
@@ -400,8 +403,12 @@ def read_card(out: str | os.PathLike) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def save_model(model, tokenizer, out: Path, card: dict, save_dtype: str = "bfloat16", generation_config=None) -> Path:
-    """Write a complete HF directory atomically: weights, config, tokenizer, generation config, card."""
+def save_model(model, tokenizer, out: Path, card: dict, save_dtype: str = "bfloat16", generation_config=None,
+               overwrite: bool = False) -> Path:
+    """Write a complete HF directory atomically: weights, config, tokenizer, generation config, card.
+
+    ``out`` must be new, empty or a previous output of the same stage unless ``overwrite`` (downsize.io.check_output).
+    """
     from transformers import GenerationConfig
 
     model = merge_lora(unwrap(model))
@@ -412,7 +419,7 @@ def save_model(model, tokenizer, out: Path, card: dict, save_dtype: str = "bfloa
             eos.append(im_end)
         generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
                                              do_sample=True, temperature=0.8, top_p=0.95)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, card.get("stage", KIND_DISTILL), overwrite) as tmp:
         model.to(SAVE_DTYPES[save_dtype]).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         generation_config.save_pretrained(tmp)
@@ -441,7 +448,7 @@ def _params(model) -> int:
 # ---- the stages ------------------------------------------------------------------------------
 
 def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: str | os.PathLike,
-            resume: bool = False, eval_tokens: int | None = 32768) -> Path:
+            resume: bool = False, eval_tokens: int | None = 32768, overwrite: bool = False) -> Path:
     """Distil ``teacher_ref`` into ``student`` on ``data_ref``; returns the output HF directory.
 
     ``student``: a ``StudentSpec``, a model reference string (or ``teacher:field=value,...``), an
@@ -453,6 +460,8 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
 
     out = Path(out_dir)
     work = out.with_name(out.name + WORK_SUFFIX)
+    check_output(out, KIND_DISTILL, overwrite)  # before hours of training, not after
+    check_fresh_start(work, resume, overwrite)
     t0 = time.time()
     teacher = teacher_tok = gen_config = None
     if not cfg.cache and isinstance(data_ref, str):
@@ -543,7 +552,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
         "wall_time_s": round(time.time() - t0, 1), "final_metrics": final,
         "config": {"train": asdict(cfg.train), "windows": cfg.windows, "split": cfg.split},
     }
-    return save_model(model, tok, out, card, cfg.save_dtype, gen_config if tok is teacher_tok else None)
+    return save_model(model, tok, out, card, cfg.save_dtype, gen_config if tok is teacher_tok else None, overwrite)
 
 
 def _validation(model, tok, data_ref: str, seq_len: int, max_tokens: int) -> dict:
@@ -572,7 +581,9 @@ def _read_chats(chat_jsonl_ref: str) -> list[dict]:
         raise DownsizeError(f"SFT needs chat JSONL, got {ref.kind} data at {chat_jsonl_ref}",
                             hint='one JSON object per line: {"messages": [{"role": "user", "content": ...}, ...], "tools": [...]}')
     out = []
-    with open(ref.path, encoding="utf-8") as f:
+    from downsize.errors import reading
+
+    with open(ref.path, encoding="utf-8") as f, reading(ref.path):
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -700,10 +711,13 @@ def make_sft_loss(logprob_kd: float = 0.0):
 _SFT_SPEC = LossSpec("fkl", kd_ratio=0.0)
 
 
-def sft(model_ref, chat_jsonl_ref: str, cfg: SFTConfig, out_dir: str | os.PathLike, resume: bool = False) -> Path:
+def sft(model_ref, chat_jsonl_ref: str, cfg: SFTConfig, out_dir: str | os.PathLike, resume: bool = False,
+        overwrite: bool = False) -> Path:
     """Supervised fine-tuning on chat JSONL: loss on assistant tokens only, full or LoRA (merged on save)."""
 
     out = Path(out_dir)
+    check_output(out, KIND_SFT, overwrite)
+    check_fresh_start(out.with_name(out.name + WORK_SUFFIX), resume, overwrite)
     t0 = time.time()
     records = _read_chats(chat_jsonl_ref)  # bad data fails before the model loads
     if isinstance(model_ref, tuple):
@@ -744,4 +758,4 @@ def sft(model_ref, chat_jsonl_ref: str, cfg: SFTConfig, out_dir: str | os.PathLi
             "lora": asdict(cfg.lora) if cfg.lora else None, "steps": result.steps, "tokens": result.tokens,
             "wall_time_s": round(time.time() - t0, 1), "final_metrics": {"train_loss": result.final_loss, **result.metrics},
             "config": {"train": asdict(cfg.train), "max_seq_len": cfg.max_seq_len}}
-    return save_model(model, tok, out, card, cfg.save_dtype)
+    return save_model(model, tok, out, card, cfg.save_dtype, overwrite=overwrite)

@@ -124,8 +124,15 @@ def _hf_runner(name: str, ref: str) -> Runner:
 def _gguf_runner(name: str, ref: str, n_ctx: int) -> Runner:
     from downsize.models.llamacpp import gguf_logits, open_gguf
 
+    from downsize.models.checks import read_gguf
+
     path = resolve_model(ref).path
-    llm = open_gguf(path, n_ctx)  # the F16 KV cache users run with
+    read_gguf(path)  # a damaged file gets a message, not llama.cpp's "failed to load"
+    try:
+        llm = open_gguf(path, n_ctx)  # the F16 KV cache users run with
+    except ValueError as e:  # llama.cpp refused it: an architecture or tensor it does not know
+        raise DownsizeError(f"llama.cpp could not load {path}: {e}",
+                            hint="the GGUF is damaged or of an architecture this llama.cpp does not support") from None
 
     def logits(ids: list[int]) -> torch.Tensor:
         return torch.from_numpy(gguf_logits(llm, ids))

@@ -149,7 +149,7 @@ def run_distill(ctx: StageContext, cfg: DistillStage) -> Artifact:
         cache = str(ctx.out.with_name(ctx.out.name + ".teacher-cache"))
         cache_teacher(teacher, data, cache, k=cfg.top_k, seq_len=cfg.seq_len,
                       windows=cfg.windows or cfg.steps * cfg.batch_size * cfg.grad_accum,
-                      temperature=cfg.temperature, dtype=cfg.teacher_dtype)
+                      temperature=cfg.temperature, dtype=cfg.teacher_dtype, overwrite=ctx.overwrite)
     out = distill(teacher, _student(ctx, cfg), data, cfg.engine_config(ctx.seed, ctx.progress, cache, teacher), ctx.out,
-                  resume=ctx.resume)
+                  resume=ctx.resume, overwrite=ctx.overwrite)
     return Artifact("model", out, "", read_card(out).get("final_metrics", {}))

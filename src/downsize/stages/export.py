@@ -73,7 +73,7 @@ def run_export(ctx: StageContext, cfg: ExportStage) -> Artifact:
         gguf = out_dir / gguf_name(name, quant)
         quantize_model(ctx, cfg.model_copy(update={"quant": quant}), ctx.input_ref(), gguf)
     info = convert_gguf(gguf, name, out_dir, template_style=cfg.template_style, num_ctx=cfg.num_ctx, create=cfg.create,
-                        template_file_path=cfg.template_file)
+                        template_file_path=cfg.template_file, overwrite=ctx.overwrite)
     base = ctx.run_dir or Path.cwd()
     modelfile = Path(os.path.relpath(info["modelfile"], base))
     hub = push(ctx, cfg, [gguf], info["modelfile"]) if cfg.push_to_hub else None

@@ -44,5 +44,5 @@ def run_sft(ctx: StageContext, cfg: SftStage) -> Artifact:
     base = ctx.resolve(cfg.student) if cfg.student is not None else ctx.input_ref()
     engine = SFTConfig(train=cfg.train_config(ctx.seed, ctx.progress), max_seq_len=cfg.seq_len,
                        lora=cfg.lora.spec() if cfg.lora else None, logprob_kd=cfg.logprob_kd)
-    out = sft(base, ctx.data_ref(cfg.data), engine, ctx.out, resume=ctx.resume)
+    out = sft(base, ctx.data_ref(cfg.data), engine, ctx.out, resume=ctx.resume, overwrite=ctx.overwrite)
     return Artifact("model", out, "", read_card(out).get("final_metrics", {}))

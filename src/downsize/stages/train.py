@@ -72,6 +72,7 @@ def run_train(ctx: StageContext, cfg: TrainStage) -> Artifact:
     final = {"train_loss": res.final_loss}
     out = save_model(model, tok, ctx.out, card={
         "name": ctx.stage_name or "train", "stage": "train", "loss": "cross-entropy", "input": src,
-        "data": ctx.data_ref(cfg.data), "steps": res.steps, "tokens": res.tokens, "final_metrics": final})
+        "data": ctx.data_ref(cfg.data), "steps": res.steps, "tokens": res.tokens, "final_metrics": final},
+        overwrite=ctx.overwrite)
     return Artifact("model", out, "", {"steps": res.steps, "tokens": res.tokens, "final_loss": res.final_loss,
                                        "wall_s": res.wall_s, **final})

@@ -14,6 +14,7 @@ position is just the step number.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from downsize.errors import DownsizeError
-from downsize.io import atomic_dir, write_json_atomic
+from downsize.io import atomic_dir, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,39 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     return path if path.exists() else None
 
 
+def check_fresh_start(out: str | os.PathLike, resume: bool, overwrite: bool = False) -> None:
+    """A run without ``resume`` over a folder that holds a checkpoint would silently throw it away: refuse,
+    unless ``overwrite`` (then the old checkpoints and log are removed and training starts at step 0)."""
+    ck = latest_checkpoint(out)
+    if resume or ck is None:
+        return
+    if not overwrite:
+        step = json.loads((Path(out) / CHECKPOINTS / LATEST).read_text()).get("step")
+        raise DownsizeError(f"{out} holds a checkpoint at step {step} of an earlier run ({ck})",
+                            hint="pass --resume to continue from it, or --overwrite to start again from step 0")
+    shutil.rmtree(Path(out) / CHECKPOINTS, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (Path(out) / METRICS).unlink()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines up to ``step``: a resumed run writes the later ones again (no duplicate lines)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line of a killed run
+    write_text_atomic(path, "".join(kept))
+
+
 def _load_checkpoint(path: Path, model, optimizer) -> dict:
+    from downsize.models.checks import check_safetensors
+
+    check_safetensors(path / "trainable.safetensors")  # a damaged checkpoint is named, not a bare SafetensorError
     state = load_file(str(path / "trainable.safetensors"))
     missing = set(_trainable_state(model)) - set(state)
     if missing:
@@ -313,6 +346,8 @@ def train(
     metrics_path = out / METRICS
     if start == 0 and metrics_path.exists() and acc.is_main_process:
         metrics_path.unlink()
+    elif start and acc.is_main_process:
+        _truncate_log(metrics_path, start)
 
     rank, world = acc.process_index, acc.num_processes
     bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)

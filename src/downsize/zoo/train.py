@@ -19,7 +19,7 @@ import torch
 
 from downsize.data.packing import PackedDataset, cache_dir
 from downsize.data.stdlib import StdlibCorpus
-from downsize.io import atomic_dir, write_json_atomic, write_text_atomic
+from downsize.io import KIND_ZOO, atomic_dir, check_output, write_json_atomic, write_text_atomic
 from downsize.models.arch import build_config
 from downsize.train.loop import TrainConfig, lm_loss, train
 from downsize.zoo import ZOO, ZooSpec
@@ -38,7 +38,7 @@ def stdlib_stream(tokenizer, split: str):
 
 def train_zoo_model(name: str, steps: int | None, out: Path, seed: int = 0, threads: int | None = None,
                     resume: bool = False, eval_batch_size: int = 8, minutes: float | None = None,
-                    batch_size: int | None = None) -> Path:
+                    batch_size: int | None = None, overwrite: bool = False) -> Path:
     """Train zoo model ``name`` and write a complete HF directory to ``out``.
 
     Give ``steps``, or ``minutes`` to resolve the step count from the measured speed (the card
@@ -55,6 +55,10 @@ def train_zoo_model(name: str, steps: int | None, out: Path, seed: int = 0, thre
     command = "downsize " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("downsize") else None
     corpus = StdlibCorpus.local()
     work = out.with_name(out.name + ".work")
+    from downsize.train.loop import check_fresh_start
+
+    check_output(out, KIND_ZOO, overwrite)
+    check_fresh_start(work, resume, overwrite)
     work.mkdir(parents=True, exist_ok=True)
 
     # One tokenizer per (spec, corpus): models with the same spec share it exactly.
@@ -114,7 +118,7 @@ def train_zoo_model(name: str, steps: int | None, out: Path, seed: int = 0, thre
                  "validation_quick": {"perplexity": quick.perplexity, "tokens": quick.tokens, "seq_len": spec.seq_len,
                                       "max_tokens": QUICK_EVAL_TOKENS}},
     }
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, KIND_ZOO, overwrite) as tmp:
         model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         gen.save_pretrained(tmp)
