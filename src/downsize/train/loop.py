@@ -10,6 +10,9 @@ LoRA is a property of the model, not of the loop: ``apply_lora(model, LoraSpec(r
 ``data.batch(step, batch_size, rank, world)`` must be a pure function of its arguments, which
 makes resuming exact: a checkpoint stores weights, optimiser, scheduler and RNG, and the data
 position is just the step number.
+
+Why this module is long: the loop, its checkpoint format and its resume rules (which must agree), LoRA and
+the trackers it drives are the one training engine every stage uses.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@
 The tokenizer is loaded as transformers would run it, without transformers for tokenizer.json folders
 (see tokenizer.py). tests/export/test_ggml_vocab.py checks every llama.cpp test vocabulary end to end.
 
+Why this module is long: the table of llama.cpp's pre-tokenizers with the pipelines that identify them, and the
+SentencePiece and BPE writers that consult it, are one unit that must change together when llama.cpp adds one.
+
     >>> detect_pretokenizer(json.load(open("tokenizer.json")))
     'llama-bpe'
 """
