@@ -203,6 +203,8 @@ def distill_cmd(
     checkpoint_every: int = typer.Option(0), seed: int = typer.Option(0),
     mixed_precision: str = typer.Option("bf16", help="bf16 or no"), threads: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="continue from OUT.work/checkpoints"),
+    val_tokens: int = typer.Option(32768, help="closing validation pass: tokens of zoo:stdlib's validation split (0 = off)"),
+    keep_work: bool = typer.Option(False, help="keep OUT.work/checkpoints after a successful save (default: removed; metrics.jsonl stays)"),
 ):
     """Distil a teacher into a student (logit KD, offline top-k cache, on-policy GKD, cross-tokenizer ULD)."""
     import logging
@@ -232,7 +234,8 @@ def distill_cmd(
         seq_len=seq_len, windows=windows, teacher_dtype=teacher_dtype, cache=str(cache) if cache else None,
         on_policy=OnPolicy(lmbda=lmbda, seq_kd=seq_kd, prompt_len=prompt_len, new_tokens=new_tokens) if (lmbda or seq_kd) else None,
         vocab_align=vocab_align, cross_tokenizer=cross_tokenizer,
-        lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None)
+        lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None,
+        val_tokens=val_tokens, keep_work=keep_work)
     path = distill(teacher, student, data, cfg, out, resume=resume)
     card = json.loads((path / "distill_card.json").read_text())
     fm = card["final_metrics"]

@@ -65,6 +65,8 @@ class DistillSettings(TrainSettings):
     on_policy: float = Field(0.0, ge=0, le=1)  # lambda of GKD
     vocab_align: Literal["auto", "off"] = "auto"
     lora: Optional[LoraSettings] = None
+    val_tokens: int = Field(32768, ge=0, description="closing validation pass on zoo:stdlib's validation split (tokens; 0 = off)")
+    keep_work: bool = Field(False, description="keep the run's .work/checkpoints after a successful save (default: removed)")
 
 
 class SftSettings(TrainSettings):

@@ -92,7 +92,7 @@ def run_distill(ctx: StageContext) -> Artifact:
                           windows=s.steps * s.batch_size * s.grad_accum, temperature=s.temperature)
     cfg = DistillConfig(train=_train_config(s, ctx.recipe.seed), loss=loss, seq_len=s.seq_len, cache=cache,
                         on_policy=OnPolicy(lmbda=s.on_policy) if s.on_policy > 0 else None,
-                        vocab_align=s.vocab_align, lora=_lora(s))
+                        vocab_align=s.vocab_align, lora=_lora(s), val_tokens=s.val_tokens, keep_work=s.keep_work)
     out = distill(teacher, student, ctx.data, cfg, ctx.output_dir, resume=ctx.resume)
     return Artifact("model", out, "", _card_metrics(out))
 

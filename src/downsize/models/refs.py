@@ -140,8 +140,10 @@ def load_tokenizer(ref: str | ModelRef, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(str(r.path), trust_remote_code=trust_remote_code)
 
 
-def load_model(ref: str | ModelRef, dtype=None, trust_remote_code: bool = False, with_tokenizer: bool = True):
-    """Load a causal LM (and its tokenizer) from any model reference; GGUF weights are dequantised."""
+def load_model(ref: str | ModelRef, dtype=None, trust_remote_code: bool = False, with_tokenizer: bool = True,
+               **placement):
+    """Load a causal LM (and its tokenizer) from any model reference; GGUF weights are dequantised.
+    ``placement``: ``device_map``/``max_memory`` for ``from_pretrained`` (see ``models.placement``)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -150,10 +152,10 @@ def load_model(ref: str | ModelRef, dtype=None, trust_remote_code: bool = False,
     try:
         if r.is_gguf:
             model = AutoModelForCausalLM.from_pretrained(str(r.path.parent), gguf_file=r.path.name, dtype=dtype,
-                                                         trust_remote_code=trust_remote_code)
+                                                         trust_remote_code=trust_remote_code, **placement)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(r.path), dtype=dtype, trust_remote_code=trust_remote_code,
-                                                         use_safetensors=None)
+                                                         use_safetensors=None, **placement)
     except DownsizeError:
         raise
     except (OSError, ValueError, KeyError) as e:

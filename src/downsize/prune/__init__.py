@@ -96,17 +96,20 @@ def save_pruned(model, tokenizer, out_dir, report: dict | None = None, dtype: to
     return out
 
 
-def prune_ref(model_ref: str, out_dir, cfg: PruneConfig, calib_data_ref="zoo:stdlib", dtype=None) -> dict:
-    """Load a model reference, prune it, save it; returns the report (the CLI and recipe runner call this)."""
+def prune_ref(model_ref: str, out_dir, cfg: PruneConfig, calib_data_ref="zoo:stdlib", dtype=None,
+              device: str = "auto") -> dict:
+    """Load a model reference, prune it, save it; returns the report (the CLI and recipe runner call this).
+    ``device``: where calibration runs (``models.placement``: the GPU when there is one, else the CPU)."""
     import json
 
-    from downsize.models.refs import load_model, resolve_model
+    from downsize.models.placement import Placement, load_placed
+    from downsize.models.refs import resolve_model
 
     ref = resolve_model(model_ref)
     if dtype is None and not ref.is_gguf:  # save in the source checkpoint's float type (pruning runs in fp32)
         src = json.loads((ref.path / "config.json").read_text())
         dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(src.get("dtype") or src.get("torch_dtype")))
-    model, tok = load_model(ref)
+    model, tok = load_placed(ref, Placement(device, "fp32"))  # scores and slicing run in fp32
     prune(model, tok, cfg, calib_data_ref)
     save_pruned(model, tok, out_dir, model.prune_report, dtype)
     return model.prune_report
