@@ -26,6 +26,8 @@ def test_continue_from_shipped_weights_with_a_fresh_schedule(tmp_path):
     assert t["passes_total"] > t["init_from"]["passes"] > 0.3 and t["steps"] == 4  # v1 of this model saw 0.33 passes
     assert t["schedule"].startswith("fresh linear warmup 2 steps + cosine") and "--init-from zoo:" + NAME in t["command"]
     assert [p["step"] for p in t["validation_curve"]] == [0, 2, 4]
+    assert t["convergence"]["from_step"] == 4  # the first point at >= 75 % of the 4 steps
+    assert "continued from" in (out / "README.md").read_text()
     # step 0 is the shipped model itself: its validation perplexity on the same tokens, before any update
     assert abs(t["validation_curve"][0]["val_perplexity"] - t["validation_curve"][-1]["val_perplexity"]) < 2
     curve = json.loads((out / CURVE_FILE).read_text())

@@ -145,6 +145,7 @@ def train_zoo_model(name: str, steps: int | None, out: Path, seed: int = 0, thre
             "schedule": ("fresh " if source else "") + f"linear warmup {cfg.warmup_steps} steps + cosine to "
                         f"{cfg.min_lr_ratio} x lr {cfg.lr}",
             "validation_curve": curve,
+            "convergence": convergence(curve, steps),
         },
         "data": {"corpus": "zoo:stdlib", "fingerprint": corpus.fingerprint, "train_tokens": int(len(stream))},
         "eval": {**{split: {"perplexity": r.perplexity, "tokens": r.tokens, "seq_len": spec.seq_len}
@@ -234,12 +235,39 @@ def render_card(card: dict) -> str:
 | training command | `{t['command']}` |
 | steps × batch × seq_len | {t['steps']} × {t['config']['batch_size']} × {t['seq_len']} |
 | tokens seen | {t['tokens_seen']:,} |
-| wall time | {t['wall_time_s'] / 60:.1f} min on {t['torch_threads']} CPU thread(s), bf16 autocast |
+| wall time | {t['wall_time_s'] / 60:.1f} min on {_where(t)} |{_continued(t)}
 | validation perplexity | {e['validation']['perplexity']:.3f} ({e['validation']['tokens']:,} tokens, windows of {e['validation']['seq_len']}) |
 | test perplexity | {e['test']['perplexity']:.3f} ({e['test']['tokens']:,} tokens) |
 
-Trained by downsize from random initialisation; reproduce with the command above.
+Trained by downsize (from random initialisation unless continued, see above); reproduce with the command above.
 """
+
+
+def convergence(curve: list[dict], steps: int) -> dict | None:
+    """Issue #17's criterion: the validation perplexity's relative improvement over the last quarter of training."""
+    if len(curve) < 2:
+        return None
+    at = next(p for p in curve if p["step"] >= 0.75 * steps)
+    last = curve[-1]
+    gain = (at["val_perplexity"] - last["val_perplexity"]) / at["val_perplexity"]
+    return {"from_step": at["step"], "to_step": last["step"], "val_perplexity": [at["val_perplexity"], last["val_perplexity"]],
+            "last_quarter_improvement": round(gain, 4), "converged_3pct": gain < 0.03}
+
+
+def _where(t: dict) -> str:
+    prec = "bf16 autocast" if t["config"].get("mixed_precision", "bf16") == "bf16" else "fp32"
+    dev = t.get("device") or "cpu"
+    return (f"{t['torch_threads']} CPU thread(s)" if dev == "cpu" else dev) + f", {prec}"
+
+
+def _continued(t: dict) -> str:
+    src = t.get("init_from")
+    if not src:
+        return ""
+    return (f"\n| continued from | `{src['ref']}` ({src['tokens_seen']:,} tokens, {src['passes']:.2f} passes), "
+            f"{t['schedule']} |\n| passes in total | {t['passes_total']:.2f} ({t['passes']:.2f} in this run) |"
+            + (f"\n| last quarter | validation perplexity {c['val_perplexity'][0]:.3f} -> {c['val_perplexity'][1]:.3f} "
+               f"({c['last_quarter_improvement']:.1%} better) |" if (c := t.get("convergence")) else ""))
 
 
 def load_card(path: Path) -> dict | None:
