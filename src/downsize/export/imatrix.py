@@ -101,10 +101,12 @@ def compute_imatrix(model_ref, data="zoo:stdlib", cfg: ImatrixConfig = ImatrixCo
         handles.append(mod.register_forward_pre_hook(hook))
     if streamed is not None:
         handles += streamed.hooks()
+    # a tied head gets no entry, so its (B, T, V) logits (311 MB per 2 x 256 at V = 152k) need not exist
+    head_kw = {"logits_to_keep": 1} if family.tied else {}
     try:
         with torch.no_grad():
             for i in range(0, ids.shape[0], cfg.batch_size):
-                model(ids[i : i + cfg.batch_size])
+                model(ids[i : i + cfg.batch_size], **head_kw)
     finally:
         for h in handles:
             h.remove()
