@@ -200,6 +200,8 @@ def distill_cmd(
     beta: float = typer.Option(0.5, help="jsd β"), alpha: float = typer.Option(0.1, help="skl/srkl α"),
     chunk_size: int = typer.Option(256, help="tokens per loss chunk"),
     teacher_dtype: str = typer.Option("bf16", help="bf16 or fp32 teacher weights"),
+    teacher_device: str = typer.Option("auto", help="where the teacher runs: auto (the GPU if any, else CPU), cpu, "
+                                       "cuda, cuda:N, other-gpu, shard, offload (docs/gpu.md)"),
     cache: Optional[Path] = typer.Option(None, help="train from this offline top-k teacher cache"),
     write_cache: Optional[Path] = typer.Option(None, help="only run the teacher over the data and write a top-k cache here"),
     top_k: int = typer.Option(32, help="ids per position in the cache"),
@@ -231,7 +233,7 @@ def distill_cmd(
         if not teacher:
             raise DownsizeError("--write-cache needs --teacher", hint="e.g. downsize distill --teacher zoo:coder-teacher --write-cache runs/cache")
         meta = cache_teacher(teacher, data, write_cache, k=top_k, seq_len=seq_len, windows=windows,
-                             batch_size=batch_size, temperature=temperature, dtype=teacher_dtype)
+                             batch_size=batch_size, temperature=temperature, dtype=teacher_dtype, device=teacher_device)
         console.print(f"[green]wrote[/green] {write_cache}: {meta['windows']} windows × {meta['seq_len']} tokens, "
                       f"{meta['bytes_per_token']} bytes/token (dense bf16: {meta['dense_bf16_bytes_per_token']})")
         return
@@ -245,7 +247,7 @@ def distill_cmd(
         on_policy=OnPolicy(lmbda=lmbda, seq_kd=seq_kd, prompt_len=prompt_len, new_tokens=new_tokens) if (lmbda or seq_kd) else None,
         vocab_align=vocab_align, cross_tokenizer=cross_tokenizer,
         lora=LoraSpec(r=lora_r, alpha=lora_alpha, quantize_base="nf4" if qlora else None) if lora_r else None,
-        val_tokens=val_tokens, keep_work=keep_work)
+        val_tokens=val_tokens, keep_work=keep_work, teacher_device=teacher_device)
     path = distill(teacher, student, data, cfg, out, resume=resume)
     card = json.loads((path / "distill_card.json").read_text())
     fm = card["final_metrics"]

@@ -66,6 +66,7 @@ class DistillSettings(TrainSettings):
     vocab_align: Literal["auto", "off"] = "auto"
     lora: Optional[LoraSettings] = None
     val_tokens: int = Field(32768, ge=0, description="closing validation pass on zoo:stdlib's validation split (tokens; 0 = off)")
+    teacher_device: str = Field("auto", description="where the teacher runs (models.placement): auto, cpu, cuda, cuda:N, other-gpu, shard, offload")
     keep_work: bool = Field(False, description="keep the run's .work/checkpoints after a successful save (default: removed)")
 
 

@@ -89,10 +89,11 @@ def run_distill(ctx: StageContext) -> Artifact:
 
         cache = str(ctx.stage_dir / "teacher-cache")
         cache_teacher(teacher, ctx.data, cache, k=s.top_k, seq_len=s.seq_len,
-                          windows=s.steps * s.batch_size * s.grad_accum, temperature=s.temperature)
+                          windows=s.steps * s.batch_size * s.grad_accum, temperature=s.temperature, device=s.teacher_device)
     cfg = DistillConfig(train=_train_config(s, ctx.recipe.seed), loss=loss, seq_len=s.seq_len, cache=cache,
                         on_policy=OnPolicy(lmbda=s.on_policy) if s.on_policy > 0 else None,
-                        vocab_align=s.vocab_align, lora=_lora(s), val_tokens=s.val_tokens, keep_work=s.keep_work)
+                        vocab_align=s.vocab_align, lora=_lora(s), val_tokens=s.val_tokens, keep_work=s.keep_work,
+                        teacher_device=s.teacher_device)
     out = distill(teacher, student, ctx.data, cfg, ctx.output_dir, resume=ctx.resume)
     return Artifact("model", out, "", _card_metrics(out))
 
