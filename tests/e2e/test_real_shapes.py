@@ -61,7 +61,10 @@ def test_imatrix_bounded_by_a_layer(chain):
 def test_llama_cpp_agrees_with_transformers(chain):
     v = chain["verify"]
     assert v["f16"]["tokens_equal"] and v["q4_k_m"]["tokens_equal"]
-    assert v["f16"]["top1_agreement"] > 0.97 and v["q4_k_m"]["top1_agreement"] > 0.5
+    assert v["f16"]["top1_agreement"] > 0.97 and v["f16"]["max_abs_logit_diff"] < 0.05
+    # a random-init model's next-token distribution is nearly flat (perplexity ~ V), so Q4_K_M's top-1 among
+    # near-equal logits is noise (0.48 measured); its KL to the float model is the meaningful figure
+    assert v["q4_k_m"]["kl"] < 0.05
 
 
 def test_modelfile_and_eval(chain):

@@ -83,6 +83,14 @@ def _gguf_runner(name: str, ref: str, n_ctx: int) -> Runner:
                   close=llm.close if hasattr(llm, "close") else (lambda: None))
 
 
+def ids_agree(a: dict[str, int], b: dict[str, int]) -> bool:
+    """Whether two token maps give every shared token the same id and one holds all of the other's tokens: a
+    GGUF carries one entry per embedding row (Qwen2.5: 151,936, padding included) where the Hugging Face
+    tokenizer has 151,665, yet every id they share means the same token."""
+    small, big = (a, b) if len(a) <= len(b) else (b, a)
+    return all(big.get(tok) == i for tok, i in small.items())
+
+
 def make_runner(name: str, ref: str, n_ctx: int) -> Runner:
     return _gguf_runner(name, ref, n_ctx) if resolve_model(ref).is_gguf else _hf_runner(name, ref)
 
@@ -98,21 +106,24 @@ def compare_models(models: dict[str, str], teacher: str, data: str = "zoo:stdlib
     runners = {n: make_runner(n, r, seq_len) for n, r in models.items()}
     t = runners[teacher]
     # GGUF token strings are byte-level encoded like the HF vocab, so the maps compare directly.
-    same_vocab = {n: bool(r.vocab) and r.vocab == t.vocab for n, r in runners.items()}
+    same_vocab = {n: bool(r.vocab) and ids_agree(r.vocab, t.vocab) for n, r in runners.items()}
     acc = {n: {"nll": 0.0, "kl": 0.0, "agree": 0, "n": 0} for n in runners}
     for s, e in spans:
         ids = stream[s:e].tolist()
         tgt = torch.tensor(ids[1:])
         t_logp = F.log_softmax(t.logits(ids)[:-1], -1)
-        t_top = t_logp.argmax(-1)
         for n, r in runners.items():
             logp = t_logp if n == teacher else F.log_softmax(r.logits(ids)[:-1], -1)
             a = acc[n]
             a["nll"] -= logp.gather(-1, tgt[:, None]).double().sum().item()
             a["n"] += len(tgt)
-            if same_vocab[n] and logp.shape[-1] == t_logp.shape[-1]:
-                a["kl"] += (t_logp.exp() * (t_logp - logp)).sum(-1).double().sum().item()
-                a["agree"] += int((logp.argmax(-1) == t_top).sum())
+            if same_vocab[n]:
+                tl, sl = t_logp, logp
+                if sl.shape[-1] != tl.shape[-1]:  # padding rows of one embedding: compare on the shared ids
+                    v = min(sl.shape[-1], tl.shape[-1])
+                    tl, sl = F.log_softmax(tl[:, :v], -1), F.log_softmax(sl[:, :v], -1)
+                a["kl"] += (tl.exp() * (tl - sl)).sum(-1).double().sum().item()
+                a["agree"] += int((sl.argmax(-1) == tl.argmax(-1)).sum())
     out = {}
     for n, r in runners.items():
         a = acc[n]
