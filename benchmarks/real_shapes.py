@@ -78,7 +78,7 @@ def st_init(d: Path, shape: str, a) -> dict:
 
 
 def st_kd_memory(d: Path, shape: str, a) -> dict:
-    """The KD loss's own memory at this vocabulary: forward + backward over 2,048 rows from the LM head, chunked,
+    """The KD loss's own memory at this vocabulary: forward + backward over ``--kd-rows`` rows from the LM head, chunked,
     against what full (rows, V) fp32 logits of student and teacher would take."""
     import torch
 
@@ -86,7 +86,7 @@ def st_kd_memory(d: Path, shape: str, a) -> dict:
     from downsize.eval.speed import peak_rss_mb
     from real_shapes import SHAPES
 
-    n, h, v = 2048, SHAPES[shape]["hidden_size"], SHAPES[shape]["vocab_size"]
+    n, h, v = a.kd_rows, SHAPES[shape]["hidden_size"], SHAPES[shape]["vocab_size"]
     g = torch.Generator().manual_seed(0)
     hs = (torch.randn(n, h, generator=g) * 0.5).requires_grad_(True)
     w_s = (torch.randn(v, h, generator=g) * 0.02).requires_grad_(True)
@@ -249,6 +249,7 @@ def main(argv=None) -> int:
     p.add_argument("--val-tokens", type=int, default=2048)
     p.add_argument("--eval-tokens", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--kd-rows", type=int, default=2048, help="kd_memory: rows (tokens) through the loss")
     p.add_argument("--export-from", default=None, help="model folder to export (default: student, else teacher)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)  # internal: run one stage in this process
