@@ -114,18 +114,29 @@ def zoo_train(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     resume: bool = typer.Option(False, help="continue from the last checkpoint in OUT.work"),
     overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
+    init_from: Optional[str] = typer.Option(None, help="start from these weights (same architecture and tokenizer) "
+                                            "under a fresh warmup + cosine schedule, e.g. zoo:coder-teacher"),
+    passes: Optional[float] = typer.Option(None, help="passes over the train split instead of --steps"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the zoo spec's)"),
+    warmup_steps: Optional[int] = typer.Option(None, help="warmup steps (default: the zoo spec's)"),
+    mixed_precision: Optional[str] = typer.Option(None, help="auto, bf16, fp32 or no (default: auto, bf16 only where the hardware computes in it)"),
+    eval_every: int = typer.Option(0, help="measure validation perplexity every N steps (0 = off); the curve goes into "
+                                   "the card and training_curve.json"),
+    eval_tokens: int = typer.Option(65536, help="validation tokens per point of the --eval-every curve"),
 ):
-    """Train a zoo model from scratch on zoo:stdlib (reproducible from the seed)."""
+    """Train a zoo model on zoo:stdlib: from scratch (reproducible from the seed) or continuing --init-from."""
     from downsize.zoo import ZOO, zoo_path
     from downsize.zoo.train import train_zoo_model
 
     if name not in ZOO:
         raise DownsizeError(f"no zoo model called {name!r}", hint=f"choose one of {', '.join(ZOO)}")
     dest = out or zoo_path(name)
-    if (steps is None) == (minutes is None):
-        raise DownsizeError("give exactly one of --steps and --minutes", hint="e.g. --steps 2000 or --minutes 60")
+    if sum(x is not None for x in (steps, minutes, passes)) != 1:
+        raise DownsizeError("give exactly one of --steps, --passes and --minutes", hint="e.g. --steps 2000, --passes 3 or --minutes 60")
     train_zoo_model(name, steps=steps, out=Path(dest), seed=seed, threads=threads, resume=resume, minutes=minutes,
-                    batch_size=batch_size, overwrite=overwrite)
+                    batch_size=batch_size, overwrite=overwrite, init_from=init_from, passes=passes, lr=lr,
+                    warmup_steps=warmup_steps, mixed_precision=mixed_precision, eval_every=eval_every,
+                    eval_tokens=eval_tokens)
     console.print(_tag("green", "wrote", f"{dest}"))
 
 

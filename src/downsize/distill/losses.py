@@ -375,6 +375,8 @@ def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec:
     for a in range(0, n, spec.chunk_size):
         b = min(n, a + spec.chunk_size)
         t_logp, ids = _teacher_logp(spec, vocab, teacher.tensors(a, b)) if spec.kd_ratio > 0 else (None, None)
+        if t_logp is not None and t_logp.device != rows.device:  # a teacher placed on another device
+            t_logp, ids = t_logp.to(rows.device), None if ids is None else ids.to(rows.device)
         r = rows[a:b].detach().requires_grad_(g_rows is not None)
         wrt = ([r] if g_rows is not None else []) + [x for x, g in zip(leaves, g_whole) if g is not None]
         with torch.enable_grad() if grad else torch.no_grad():

@@ -10,7 +10,8 @@
 
 The output directory is a normal Hugging Face model (safetensors, config, tokenizer, generation
 config) with ``README.md`` and ``distill_card.json`` recording teacher, data, loss, steps, tokens
-and final metrics. Checkpoints live in ``OUT.work/checkpoints``; ``resume=True`` continues exactly.
+and final metrics. Checkpoints live in ``OUT.work/checkpoints``; ``resume=True`` continues exactly; the
+checkpoints are removed once the output is saved (``keep_work=True`` keeps them; ``metrics.jsonl`` stays).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,12 +38,16 @@ from downsize.distill.teacher import (OnlineTeacher, TopKCacheDataset, cached_to
 from downsize.distill.vocab import VocabPlan, offset_pairs, plan_vocab
 from downsize.errors import DownsizeError
 from downsize.io import KIND_DISTILL, KIND_SFT, atomic_dir, check_output, write_json_atomic, write_text_atomic
-from downsize.train.loop import LoraSpec, TrainConfig, TrainResult, apply_lora, check_fresh_start, merge_lora, train
+from downsize.models.placement import Placement, load_placed, place, to_model
+from downsize.train.loop import (CHECKPOINTS, LoraSpec, TrainConfig, TrainResult, apply_lora, check_fresh_start,
+                                 merge_lora, train)
 
 log = logging.getLogger(__name__)
 
 CARD_JSON = "distill_card.json"
 WORK_SUFFIX = ".work"
+VAL_TOKENS = 32768  # default size of the closing validation pass
+VAL_CHUNK_ROWS = 512  # positions per LM-head chunk there: (512, V) fp32 is 311 MB at V = 151,936
 SAVE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 # Student config fields that stop being valid when the width changes and no value is given for them.
 _WIDTH_DERIVED = ("head_dim",)
@@ -262,6 +268,7 @@ class DistillConfig:
     windows: int | None = None  # use only the first N packed windows of the data (a fixed token pool)
     split: str | None = None  # default: "train" for zoo:stdlib, "all" for user data
     teacher_dtype: str = "auto"  # online teacher weights: "auto" (as the training precision resolves), "bf16", "fp32"
+    teacher_device: str = "auto"  # where the teacher runs: models.placement (auto = the student's GPU, else CPU)
     cache: str | None = None  # a top-k teacher cache directory (offline KD; the teacher is never loaded)
     on_policy: OnPolicy | None = None
     vocab_align: str = "auto"
@@ -270,11 +277,16 @@ class DistillConfig:
     head: str = "chunked"  # "chunked": LM head applied chunk by chunk inside the loss; "logits": the model's logits (FSDP)
     save_dtype: str = "bfloat16"
     server: ServerSpec = field(default_factory=ServerSpec)  # a teacher behind openai:URL#MODEL (distill.onpolicy)
+    val_tokens: int = VAL_TOKENS  # closing validation perplexity on this many zoo:stdlib validation tokens; 0 = off
+    keep_work: bool = False  # keep OUT.work/checkpoints after a successful save; by default they are removed
 
     def __post_init__(self):
         from downsize.hardware import normalise
 
         normalise(self.teacher_dtype)
+        if self.val_tokens < 0:
+            raise DownsizeError(f"val_tokens must be >= 0, got {self.val_tokens}", hint="0 turns the validation pass off")
+        Placement(self.teacher_device)  # validates the device
         if self.head not in ("chunked", "logits"):
             raise DownsizeError(f"head {self.head!r} not supported", hint="use chunked (default) or logits (for FSDP)")
         if self.save_dtype not in SAVE_DTYPES:
@@ -376,9 +388,10 @@ def make_uld_loss(cfg: DistillConfig, teacher: OnlineTeacher, teacher_tok, stude
 
         t_ids, t_mask = pad([r[0] for r in rows])
         s_ids, s_mask = pad([r[1] for r in rows])
+        s_ids, s_mask = to_model(s_ids, model), to_model(s_mask, model)
         s_h = final_hidden(model, s_ids, s_mask)  # (B, Ts, H)
         with torch.no_grad():
-            t_h = final_hidden(teacher.model, t_ids, t_mask)
+            t_h = final_hidden(teacher.model, to_model(t_ids, teacher.model), to_model(t_mask, teacher.model))
         ti = torch.cat([r[2][:, 0] + b * t_ids.shape[1] for b, r in enumerate(rows)])
         si = torch.cat([r[2][:, 1] + b * s_ids.shape[1] for b, r in enumerate(rows)])
         s_head, t_head = lm_head(model), lm_head(teacher.model)
@@ -448,15 +461,15 @@ def _params(model) -> int:
 # ---- the stages ------------------------------------------------------------------------------
 
 def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: str | os.PathLike,
-            resume: bool = False, eval_tokens: int | None = 32768, overwrite: bool = False) -> Path:
+            resume: bool = False, eval_tokens: int | None = None, overwrite: bool = False) -> Path:
     """Distil ``teacher_ref`` into ``student`` on ``data_ref``; returns the output HF directory.
 
     ``student``: a ``StudentSpec``, a model reference string (or ``teacher:field=value,...``), an
     ``nn.Module`` (sharing the teacher's tokenizer), a ``(model, tokenizer)`` pair or a ``PretrainedConfig``. With ``cfg.cache`` the teacher is read from an offline
-    top-k cache (``teacher_ref`` is then only recorded, and may be None).
+    top-k cache (``teacher_ref`` is then only recorded, and may be None). ``eval_tokens`` overrides
+    ``cfg.val_tokens`` (the closing validation pass; 0 = off).
     """
     from downsize.data.refs import resolve_data
-    from downsize.models.refs import load_model
 
     out = Path(out_dir)
     work = out.with_name(out.name + WORK_SUFFIX)
@@ -511,12 +524,13 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     else:
         if teacher_ref is None:
             raise DownsizeError("no teacher: give a teacher reference or a --cache directory")
-        t_model, teacher_tok = load_model(teacher_ref) if not isinstance(teacher_ref, tuple) else teacher_ref
+        teacher_dtype = teacher_precision(cfg.teacher_dtype, cfg.train.mixed_precision)
+        where = Placement(cfg.teacher_device, teacher_dtype)  # loaded straight in the dtype and on the device it runs in
+        t_model, teacher_tok = load_placed(teacher_ref, where) if not isinstance(teacher_ref, tuple) else teacher_ref
         teacher_name = str(teacher_ref if not isinstance(teacher_ref, tuple) else getattr(t_model.config, "_name_or_path", "model"))
         model, tok, student_desc = build_student(student, t_model, teacher_tok, cfg.lora)
-        teacher_dtype = teacher_precision(cfg.teacher_dtype, cfg.train.mixed_precision)
-        if teacher_dtype == "bf16":
-            t_model = t_model.to(torch.bfloat16)
+        if isinstance(teacher_ref, tuple):
+            t_model = place(t_model, where)
         teacher = OnlineTeacher(t_model)
         gen_config = t_model.generation_config if t_model.generation_config.eos_token_id is not None else None
         plan = plan_vocab(teacher_tok, tok, t_model.get_output_embeddings().weight.shape[0],
@@ -538,8 +552,9 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
     student_ref = (StudentSpec.parse(student) if isinstance(student, str) else student).ref if isinstance(student, (str, StudentSpec)) else None
     model = _merge(model, cfg.lora, student_ref)
     final = {"train_loss": result.final_loss, **result.metrics}
-    if eval_tokens and isinstance(data_ref, str):
-        final.update(_validation(model, tok, data_ref, seq_len, eval_tokens))
+    val_tokens = cfg.val_tokens if eval_tokens is None else eval_tokens
+    if val_tokens and isinstance(data_ref, str):
+        final.update(_validation(model, tok, data_ref, seq_len, val_tokens))
     card = {
         "name": out.name, "stage": "distill", "teacher": teacher_name, "student": student_desc,
         "student_parameters": n_params, "data": str(data_ref), "vocab": plan.message,
@@ -552,7 +567,18 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
         "wall_time_s": round(time.time() - t0, 1), "final_metrics": final,
         "config": {"train": asdict(cfg.train), "windows": cfg.windows, "split": cfg.split},
     }
-    return save_model(model, tok, out, card, cfg.save_dtype, gen_config if tok is teacher_tok else None, overwrite)
+    path = save_model(model, tok, out, card, cfg.save_dtype, gen_config if tok is teacher_tok else None, overwrite)
+    _drop_work(work, cfg.keep_work)
+    return path
+
+
+def _drop_work(work: Path, keep: bool) -> None:
+    """Remove the finished run's checkpoints (GBs for real shapes: weights + Adam moments) once the output is
+    saved, unless kept; the small metrics log in ``work`` stays, it is the run's training curve."""
+    ckpt = work / CHECKPOINTS
+    if not keep and ckpt.is_dir():
+        shutil.rmtree(ckpt, ignore_errors=True)
+        log.info("removed the finished run's checkpoints %s (keep_work keeps them)", ckpt)
 
 
 def _validation(model, tok, data_ref: str, seq_len: int, max_tokens: int) -> dict:
@@ -561,7 +587,8 @@ def _validation(model, tok, data_ref: str, seq_len: int, max_tokens: int) -> dic
     split = "validation" if data_ref == "zoo:stdlib" else None
     if split is None:
         return {}
-    r = perplexity(model, load_stream(tok, data_ref, split), seq_len=seq_len, batch_size=8, max_tokens=max_tokens)
+    r = perplexity(model, load_stream(tok, data_ref, split), seq_len=seq_len, batch_size=8, max_tokens=max_tokens,
+                   chunk_rows=VAL_CHUNK_ROWS)
     return {"val_perplexity": r.perplexity, "val_tokens": r.tokens}
 
 

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from downsize.errors import DownsizeError
 from downsize.eval.perplexity import windows
-from downsize.models.refs import load_model, load_tokenizer, resolve_model
+from downsize.models.placement import Placement, load_placed, to_model
+from downsize.models.refs import load_tokenizer, resolve_model
 
 LogitsFn = Callable[[list[int]], torch.Tensor]  # token ids of one window -> (T, V) fp32 logits
 
@@ -110,12 +111,12 @@ def size_on_disk_mb(path: Path) -> float:
 
 
 def _hf_runner(name: str, ref: str) -> Runner:
-    model, tok = load_model(ref)
+    model, tok = load_placed(ref, Placement("auto", "fp32"))
     model.eval()
 
     @torch.no_grad()
     def logits(ids: list[int]) -> torch.Tensor:
-        return model(torch.tensor([ids])).logits[0].float()
+        return model(to_model(torch.tensor([ids]), model)).logits[0].float().cpu()
 
     return Runner(name, ref, logits, tok.get_vocab(), sum(p.numel() for p in model.parameters()),
                   size_on_disk_mb(resolve_model(ref).path), "transformers")

@@ -20,7 +20,8 @@ import torch
 from downsize.data.refs import resolve_data
 from downsize.errors import DownsizeError, reading
 from downsize.eval.perplexity import perplexity
-from downsize.models.refs import load_model, resolve_model
+from downsize.models.placement import Placement, load_placed
+from downsize.models.refs import resolve_model
 
 SAMPLE_PROMPT = "def read_config(path):\n    \"\"\"Read a configuration file and return a dict.\"\"\"\n"
 
@@ -97,7 +98,7 @@ def _exact(ref, model_ref: str, data_ref: str, split: str | None, seq_len: int, 
            max_tokens: int | None, sample: bool, warn: Callable[[str], None] | None) -> dict:
     from downsize.eval.compare import size_on_disk_mb
 
-    model, tok = load_model(ref)
+    model, tok = load_placed(ref, Placement("auto", "fp32"))
     model.eval()
     data = resolve_data(data_ref)
     if data.kind == "stdlib" and warn:

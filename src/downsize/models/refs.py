@@ -242,12 +242,14 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:300] if text else ""
 
 
-def load_model(ref: str | ModelRef, dtype=None, trust_remote_code: bool = False, with_tokenizer: bool = True):
+def load_model(ref: str | ModelRef, dtype=None, trust_remote_code: bool = False, with_tokenizer: bool = True,
+               **placement):
     """Load a causal LM (and its tokenizer) from any model reference; GGUF weights are dequantised.
 
     This is the one checked path of every command (downsize.models.checks): the config, the shard index
     and every safetensors header are validated first, pickles load only with weights_only, and code in
-    the model folder never runs unless ``trust_remote_code``.
+    the model folder never runs unless ``trust_remote_code``. ``placement``: ``device_map``/``max_memory``
+    for ``from_pretrained`` (see ``models.placement``).
     """
     import pickle
 
@@ -265,10 +267,10 @@ def load_model(ref: str | ModelRef, dtype=None, trust_remote_code: bool = False,
     try:
         if r.is_gguf:
             model = AutoModelForCausalLM.from_pretrained(str(r.path.parent), gguf_file=r.path.name, dtype=dtype,
-                                                         trust_remote_code=trust_remote_code)
+                                                         trust_remote_code=trust_remote_code, **placement)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(r.path), dtype=dtype, trust_remote_code=trust_remote_code,
-                                                         use_safetensors=None)
+                                                         use_safetensors=None, **placement)
     except DownsizeError:
         raise
     except pickle.UnpicklingError as e:

@@ -101,10 +101,12 @@ def save_pruned(model, tokenizer, out_dir, report: dict | None = None, dtype: to
 
 
 def prune_ref(model_ref: str, out_dir, cfg: PruneConfig, calib_data_ref="zoo:stdlib", dtype=None,
-              overwrite: bool = False) -> dict:
-    """Load a model reference, prune it, save it; returns the report (the CLI and recipe runner call this)."""
+              overwrite: bool = False, device: str = "auto") -> dict:
+    """Load a model reference, prune it, save it; returns the report (the CLI and recipe runner call this).
+    ``device``: where calibration runs (``models.placement``: the GPU when there is one, else the CPU)."""
     from downsize.io import KIND_PRUNE, check_output
-    from downsize.models.refs import load_model, read_config, resolve_model
+    from downsize.models.placement import Placement, load_placed
+    from downsize.models.refs import read_config, resolve_model
 
     check_output(out_dir, KIND_PRUNE, overwrite)  # before any work
     ref = resolve_model(model_ref)
@@ -115,7 +117,7 @@ def prune_ref(model_ref: str, out_dir, cfg: PruneConfig, calib_data_ref="zoo:std
     if dtype is None and not ref.is_gguf:  # save in the source checkpoint's float type (pruning runs in fp32)
         src = read_config(ref.path)
         dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(src.get("dtype") or src.get("torch_dtype")))
-    model, tok = load_model(ref)
+    model, tok = load_placed(ref, Placement(device, "fp32"))  # scores and slicing run in fp32
     prune(model, tok, cfg, calib_data_ref)
     save_pruned(model, tok, out_dir, model.prune_report, dtype, overwrite)
     return model.prune_report

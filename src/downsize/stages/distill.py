@@ -81,6 +81,12 @@ class _DistillFields(TrainFields):
     head: Literal["chunked", "logits"] = Field("chunked", description="chunked: LM head applied inside the chunked "
                                                                        "loss; logits: the model's own logits (FSDP)")
     lora: Optional[LoraFields] = Field(None, description="train LoRA adapters instead of all weights (merged at the end)")
+    teacher_device: str = Field("auto", description="where the teacher runs: auto (the student's GPU, else the CPU), "
+                                                    "cpu, cuda, cuda:N, other-gpu, shard, offload")
+    val_tokens: int = Field(32768, ge=0, description="closing validation pass: tokens of zoo:stdlib's validation split "
+                                                     "(0 = off)")
+    keep_work: bool = Field(False, description="keep OUT.work/checkpoints after a successful save (default: removed; "
+                                               "metrics.jsonl stays)")
 
 
 def _loss_fields() -> dict:
@@ -110,7 +116,8 @@ class DistillStage(create_model("_DistillLoss", __base__=_DistillFields, **_loss
                              windows=self.windows, split=self.split, teacher_dtype=self.teacher_dtype,
                              cache=cache or self.cache, on_policy=on_policy, vocab_align=self.vocab_align,
                              cross_tokenizer=self.cross_tokenizer, lora=self.lora.spec() if self.lora else None,
-                             head=self.head, server=server)
+                             head=self.head, server=server, teacher_device=self.teacher_device,
+                             val_tokens=self.val_tokens, keep_work=self.keep_work)
 
     def problems(self) -> list[str]:
         found = []
@@ -149,7 +156,8 @@ def run_distill(ctx: StageContext, cfg: DistillStage) -> Artifact:
         cache = str(ctx.out.with_name(ctx.out.name + ".teacher-cache"))
         cache_teacher(teacher, data, cache, k=cfg.top_k, seq_len=cfg.seq_len,
                       windows=cfg.windows or cfg.steps * cfg.batch_size * cfg.grad_accum,
-                      temperature=cfg.temperature, dtype=cfg.teacher_dtype, overwrite=ctx.overwrite)
+                      temperature=cfg.temperature, dtype=cfg.teacher_dtype, device=cfg.teacher_device,
+                      overwrite=ctx.overwrite)
     out = distill(teacher, _student(ctx, cfg), data, cfg.engine_config(ctx.seed, ctx.progress, cache, teacher), ctx.out,
                   resume=ctx.resume, overwrite=ctx.overwrite)
     return Artifact("model", out, "", read_card(out).get("final_metrics", {}))
