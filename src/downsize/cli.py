@@ -403,7 +403,7 @@ def _run_training(spec, v: dict) -> None:
     cfg = config_from_options(spec.config, v)
     if spec.kind in ("sft", "lora") and not cfg.student:
         raise DownsizeError("give --student: the model to fine-tune", hint="e.g. --student runs/student")
-    ctx = _context(v, v["out"], teacher=getattr(cfg, "teacher", None), data=cfg.data)
+    ctx = _context(v, v["out"], model=v.get("model"), teacher=getattr(cfg, "teacher", None), data=cfg.data)
     art = run_stage(spec.kind, ctx, cfg)
     if v["as_json"]:
         from downsize.distill.train import read_card
@@ -583,9 +583,9 @@ _stage_command(app, "distill", "distill", _run_distill, extra=_common(_OUT_DIR, 
                          "hidden_size=192 --steps 200 --out runs/student",
                          "downsize distill --teacher zoo:coder-teacher --student runs/pruned --loss jsd --beta 0.5 "
                          "--lmbda 0.5 --out runs/gkd"))
-_stage_command(app, "train", "train", _run_training, extra=_common(_OUT_DIR, resume=True),
-               arguments={}, doc="Train a model with plain next-token cross entropy (the no-teacher baseline).",
-               examples=("downsize train --data zoo:stdlib --steps 100 --out runs/ce  # needs a student: see recipes",))
+_stage_command(app, "train", "train", _run_training, extra=[_model_arg()] + _common(_OUT_DIR, resume=True),
+               doc="Train a model with plain next-token cross entropy (the no-teacher baseline).",
+               examples=("downsize train runs/pruned --data zoo:stdlib --steps 150 --out runs/ce-baseline",))
 _stage_command(app, "sft", "sft", _run_training, aliases={"student": ["--student", "--model"], "seq_len": ["--seq-len", "--max-seq-len"]}, extra=_common(_OUT_DIR + "; LoRA merged", resume=True),
                examples=("downsize sft --student runs/student --data traces.jsonl --lora-r 16 --out runs/tuned",
                          "downsize sft --student runs/student --data traces.jsonl --logprob-kd 0.5 --out runs/tuned"))

@@ -309,6 +309,10 @@ def _cases() -> list[Case]:
     add("distill-write-cache-user-dir", "distill",
         lambda c: ["distill", "--teacher", str(c.env.model), "--write-cache", str(c.user_dir()), "--seq-len", "32",
                    "--windows", "2"], "did not write", group=g)
+    add("train-out-user-dir", "train", lambda c: ["train", str(c.env.model), "--out", str(c.user_dir()), "--steps", "1",
+                                                  "--mixed-precision", "no"], "did not write", group=g)
+    add("train-checkpoint-no-resume", "train", lambda c: ["train", str(c.env.model), "--out", str(_checkpointed(c)),
+                                                          "--steps", "1", "--mixed-precision", "no"], "--resume", group=g)
     add("sft-out-user-dir", "sft", lambda c: _sft(c.env.model, c.env.chats, c.user_dir()), "did not write", group=g)
     add("sft-checkpoint-no-resume", "sft", lambda c: _sft(c.env.model, c.env.chats, _checkpointed(c)), "--resume", group=g)
     add("zoo-train-out-user-dir", "zoo train", lambda c: ["zoo", "train", "coder-teacher", "--steps", "1", "--out",

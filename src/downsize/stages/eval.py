@@ -30,7 +30,7 @@ class EvalStage(StageConfig):
                                                    "zoo:stdlib, all otherwise)")
     seq_len: int = Field(256, ge=8, description="window length for perplexity")
     batch_size: int = Field(8, ge=1, description="windows per forward")
-    max_tokens: Optional[int] = Field(None, ge=256, description=f"evaluate the first N tokens (default: all; "
+    max_tokens: Optional[int] = Field(None, ge=2, description=f"evaluate the first N tokens (default: all; "
                                                                 f"{COMPARE_TOKENS} when comparing models or for a GGUF)")
     speed: bool = Field(False, description="also measure prompt/generation tokens/s and peak RAM (fresh process; "
                                            "llama.cpp for GGUF)")

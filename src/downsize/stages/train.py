@@ -65,6 +65,11 @@ def run_train(ctx: StageContext, cfg: TrainStage) -> Artifact:
     from downsize.models.refs import load_model
     from downsize.train.loop import lm_loss, train
 
+    from downsize.io import KIND_TRAIN, check_output
+    from downsize.train.loop import check_fresh_start
+
+    check_output(ctx.out, KIND_TRAIN, ctx.overwrite)  # before the training, not after
+    check_fresh_start(ctx.work_dir, ctx.resume, ctx.overwrite)
     src = ctx.input_ref()
     model, tok = load_model(src)
     data = PackedDataset(token_stream(tok, ctx.data_ref(cfg.data), "train"), cfg.seq_len, seed=ctx.seed)
