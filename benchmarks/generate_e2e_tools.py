@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "generate"))
 from conftest import TeacherServer  # noqa: E402
 from llamacpp import LlamaServer  # noqa: E402
 
-from downsize.distill.train import SFTConfig, sft  # noqa: E402
+from downsize.distill.sft import SFTConfig, sft  # noqa: E402
 from downsize.eval.tools import compare, make_task_suite  # noqa: E402
 from downsize.export.gguf import export_gguf  # noqa: E402
 from downsize.generate import AgentConfig, GenerateConfig, GenParams, generate  # noqa: E402

@@ -387,7 +387,7 @@ def _model_arg(help_="model reference: Hub id Org/Name[@rev], HF directory, zoo:
 
 
 def _print_model_result(art, cfg_kind: str) -> None:
-    from downsize.distill.train import read_card
+    from downsize.distill.save import read_card
 
     card = read_card(art.path)
     fm = card.get("final_metrics", {})
@@ -406,7 +406,7 @@ def _run_training(spec, v: dict) -> None:
     ctx = _context(v, v["out"], model=v.get("model"), teacher=getattr(cfg, "teacher", None), data=cfg.data)
     art = run_stage(spec.kind, ctx, cfg)
     if v["as_json"]:
-        from downsize.distill.train import read_card
+        from downsize.distill.save import read_card
 
         console.print_json(json.dumps(read_card(art.path), default=str))
     else:
@@ -565,8 +565,8 @@ def _print_eval(result: dict, model: str, teacher: str | None) -> None:
                 cell = lambda m: f"{m[k]:.4f} ± {m.get(k + '_stderr', 0):.4f}" if k in m else "–"  # noqa: E731
                 t.add_row(f"lm-eval {task} {k}", cell(metrics), *([cell(tm)] if teacher else []))
     for name, r in result.get("tools", {}).items():
-        t.add_row(f"tool use % ({name})", fmt(r.get("tool_use_pct")), *([""] if teacher else []))
-        t.add_row(f"tool accuracy % ({name})", fmt(r.get("accuracy_pct")), *([""] if teacher else []))
+        t.add_row(f"tool use % ({name})", plain(r.get("tool_use_pct")), *([""] if teacher else []))
+        t.add_row(f"tool accuracy % ({name})", plain(r.get("accuracy_pct")), *([""] if teacher else []))
     console.print(f"data: {str(result['data'])}, windows of {result['seq_len']}")
     if result.get("vocab"):
         console.print(f"vocabulary: {str(result['vocab'])}")

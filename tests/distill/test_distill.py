@@ -11,7 +11,7 @@ from downsize.distill import (DistillConfig, LossSpec, OnPolicy, SFTConfig, Stud
                               assistant_labels, cache_teacher, distill, sft)
 from downsize.distill.losses import IGNORE_INDEX, topk_from_logits, uld_distance
 from downsize.distill.teacher import sample
-from downsize.distill.train import derive_config
+from downsize.distill.student import derive_config
 from downsize.distill.vocab import offset_pairs, plan_vocab
 from downsize.errors import DownsizeError
 from downsize.models.refs import load_model

@@ -13,7 +13,9 @@ from downsize.distill import DistillConfig, LossSpec, OnPolicy, distill
 from downsize.distill.losses import IGNORE_INDEX, TopK, kd_loss, tail_logp, topk_from_logits
 from downsize.distill.onpolicy import ServerDown, ServerSpec, ServerTeacher, retokenize
 from downsize.distill.teacher import sample
-from downsize.distill.train import WindowData, _student_rows, derive_config, load_stream, save_model
+from downsize.distill.train import WindowData, _student_rows, load_stream
+from downsize.distill.student import derive_config
+from downsize.distill.save import save_model
 from downsize.errors import DownsizeError
 from downsize.models.refs import load_model
 from downsize.train.loop import TrainConfig

@@ -17,8 +17,9 @@ import importlib
 _NAMES = {
     "DIVERGENCES": "losses", "LossSpec": "losses", "kd_loss": "losses",
     "ServerSpec": "onpolicy", "TopKCacheDataset": "teacher", "cache_teacher": "teacher",
-    "DistillConfig": "train", "OnPolicy": "train", "SFTConfig": "train", "StudentSpec": "train",
-    "assistant_labels": "train", "distill": "train", "save_model": "train", "sft": "train",
+    "DistillConfig": "train", "OnPolicy": "train", "distill": "train",
+    "SFTConfig": "sft", "assistant_labels": "sft", "sft": "sft",
+    "StudentSpec": "student", "save_model": "save",
 }
 _LOOP = {"LoraSpec", "TrainConfig"}
 

@@ -266,7 +266,8 @@ def retokenize(tok, ids: torch.Tensor, prompt_len: int, pad_id: int) -> tuple[to
 
 def server_setup(teacher_ref: str, student, data_ref: str, cfg):
     """(student model, tokenizer, description, loss_fn, data) for ``distill`` with a teacher behind a server."""
-    from downsize.distill.train import StudentSpec, WindowData, _Tagged, build_student, load_stream
+    from downsize.distill.student import StudentSpec, build_student
+    from downsize.distill.train import WindowData, _Tagged, load_stream
 
     spec = StudentSpec.parse(student) if isinstance(student, str) else student
     if isinstance(spec, StudentSpec) and spec.ref is None:

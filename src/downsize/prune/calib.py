@@ -37,8 +37,6 @@ def calibration_ids(tokenizer, data: Any, n_samples: int, seq_len: int, seed: in
         stream = tokenize_documents(tokenizer, texts) if texts else np.zeros(0, dtype=np.uint32)
     else:
         from downsize.data.stream import token_stream
-
-        from downsize.data.stream import token_stream
         from downsize.errors import reading
 
         with reading(data):

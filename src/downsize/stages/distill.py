@@ -147,7 +147,7 @@ def _estimate(cfg: DistillStage, params: int) -> str:
 def run_distill(ctx: StageContext, cfg: DistillStage) -> Artifact:
     """Logit KD from the teacher into the input model (or `student`)."""
     from downsize.distill import cache_teacher, distill
-    from downsize.distill.train import read_card
+    from downsize.distill.save import read_card
 
     teacher = ctx.resolve(cfg.teacher) or ctx.teacher
     data = ctx.data_ref(cfg.data)

@@ -39,7 +39,7 @@ class LoraStage(SftStage):
 def run_sft(ctx: StageContext, cfg: SftStage) -> Artifact:
     """Supervised fine-tuning on chat JSONL (assistant tokens only), full or LoRA."""
     from downsize.distill import SFTConfig, sft
-    from downsize.distill.train import read_card
+    from downsize.distill.save import read_card
 
     base = ctx.resolve(cfg.student) if cfg.student is not None else ctx.input_ref()
     engine = SFTConfig(train=cfg.train_config(ctx.seed, ctx.progress), max_seq_len=cfg.seq_len,

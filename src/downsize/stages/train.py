@@ -61,7 +61,7 @@ def run_train(ctx: StageContext, cfg: TrainStage) -> Artifact:
     """Plain next-token cross entropy on the data (the no-distillation baseline)."""
     from downsize.data.packing import PackedDataset
     from downsize.data.stream import token_stream
-    from downsize.distill.train import save_model
+    from downsize.distill.save import save_model
     from downsize.models.refs import load_model
     from downsize.train.loop import lm_loss, train
 
