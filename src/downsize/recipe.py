@@ -12,7 +12,7 @@ with its path in the file: ``stages[2].distill.loss: unknown 'fkll'; choose one 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator

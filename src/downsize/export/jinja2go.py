@@ -28,7 +28,7 @@ chat template. Approximations (``trim`` is the identity: Go templates cannot tri
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import nodes
