@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from downsize.distill.losses import IGNORE_INDEX
-from downsize.distill.sft import assistant_labels
+from downsize.distill.supervised import assistant_labels
 from downsize.generate import GenerateConfig, GenParams, generate
 from downsize.generate.writer import read_jsonl
 

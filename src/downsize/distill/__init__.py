@@ -18,7 +18,7 @@ _NAMES = {
     "DIVERGENCES": "losses", "LossSpec": "losses", "kd_loss": "losses",
     "ServerSpec": "onpolicy", "TopKCacheDataset": "teacher", "cache_teacher": "teacher",
     "DistillConfig": "train", "OnPolicy": "train", "distill": "train",
-    "SFTConfig": "sft", "assistant_labels": "sft", "sft": "sft",
+    "SFTConfig": "supervised", "assistant_labels": "supervised", "sft": "supervised",
     "StudentSpec": "student", "save_model": "save",
 }
 _LOOP = {"LoraSpec", "TrainConfig"}

@@ -11,7 +11,7 @@ The user-facing settings are the distill stage's config (``downsize.stages.disti
 module's ``DistillConfig`` in one place. The output directory is a normal Hugging Face model with
 ``README.md`` and ``distill_card.json`` (``downsize.distill.save``); checkpoints live in
 ``OUT.work/checkpoints``, ``resume=True`` continues exactly, and they are removed once the output is saved
-(``keep_work=True`` keeps them; ``metrics.jsonl`` stays). SFT is ``downsize.distill.sft``, the student
+(``keep_work=True`` keeps them; ``metrics.jsonl`` stays). SFT is ``downsize.distill.supervised``, the student
 ``downsize.distill.student``.
 """
 
