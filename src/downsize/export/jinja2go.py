@@ -164,6 +164,139 @@ def _text(s: str) -> str:
     return s.replace("{{", '{{ "{{" }}')
 
 
+_ASSIGN = re.compile(r"(\$\w+)\s*:?=(?!=)")
+_GO_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`')
+
+
+def _go_actions(snippet: str):
+    """Split generated Go template text into ("text", s) and ("act", pipeline) tokens (string literals may hold }})."""
+    out, i = [], 0
+    while i < len(snippet):
+        j = snippet.find("{{", i)
+        if j < 0:
+            out.append(("text", snippet[i:]))
+            break
+        if j > i:
+            out.append(("text", snippet[i:j]))
+        k = j + 2
+        while True:
+            m = _GO_STRING.search(snippet, k)
+            end = snippet.find("}}", k)
+            if end < 0:
+                return None
+            if m and m.start() < end:
+                k = m.end()
+                continue
+            break
+        out.append(("act", snippet[j + 2:end].strip().strip("-").strip()))
+        i = end + 2
+    return out
+
+
+def _t_or(terms):
+    terms = [t for t in terms if t != "false"]
+    if "true" in terms:
+        return "true"
+    if not terms:
+        return "false"
+    return terms[0] if len(terms) == 1 else "or " + " ".join(f"({t})" for t in terms)
+
+
+def _t_and(terms):
+    terms = [t for t in terms if t != "true"]
+    if "false" in terms:
+        return "false"
+    if not terms:
+        return "true"
+    return terms[0] if len(terms) == 1 else "and " + " ".join(f"({t})" for t in terms)
+
+
+def text_truth(snippet: str, prints: dict) -> str | None:
+    """A Go pipeline true exactly when ``snippet`` (Go template text this module generated) prints something.
+
+    Go cannot capture output in a variable, so Jinja's truth of a macro's output or of a text variable is derived
+    from the snippet's structure: literal text is non-empty, a printed string is as true as the string, an
+    `if` chain is true on a branch whose body prints, a `range` whose body always prints is as true as its list.
+    None where that cannot be known (a value of unknown type, a loop body that prints only sometimes) or where the
+    pipeline would read a variable the snippet itself assigns (it is evaluated before the snippet runs)."""
+    toks = _go_actions(snippet)
+    if toks is None:
+        return None
+    assigned: set[str] = set()
+    pos = 0
+
+    def seq(stop):  # -> (truth, terminator pipeline)
+        nonlocal pos
+        parts = []
+        while pos < len(toks):
+            kind, s = toks[pos]
+            pos += 1
+            if kind == "text":
+                parts.append("true" if s else "false")
+                continue
+            head = s.split(" ", 1)[0]
+            if head in ("end", "else") and stop:
+                return _t_or(parts), s
+            if head == "if":
+                branches, conds = [], []
+                cond = s[3:]
+                while True:
+                    body, term = seq(True)
+                    if body is None:
+                        return None, None
+                    branches.append(_t_and([*(f"not ({c})" for c in conds), cond, body]))
+                    conds.append(cond)
+                    if term == "end":
+                        break
+                    if term.startswith("else if "):
+                        cond = term[8:]
+                    elif term == "else":
+                        cond = "true"
+                    else:
+                        return None, None
+                parts.append(_t_or(branches))
+            elif head == "range":
+                m = re.fullmatch(r"range (?:(\$\w+)(?:, (\$\w+))? := )?(.+)", s)
+                body, term = seq(True)
+                if body is None or m is None:
+                    return None, None
+                if body not in ("true", "false"):
+                    return None, None  # depends on the element: cannot be said before the loop
+                t = _t_and([m.group(3), body])
+                if term == "else":
+                    ebody, term = seq(True)
+                    if ebody is None:
+                        return None, None
+                    t = _t_or([t, _t_and([f"not ({m.group(3)})", ebody])])
+                if term != "end":
+                    return None, None
+                parts.append(t)
+            elif head in ("break", "continue", "with", "define", "block"):
+                return None, None
+            elif head == "template":
+                if not re.match(r'template "pyjson_', s):
+                    return None, None
+                parts.append("true")  # JSON is never empty
+            elif _ASSIGN.match(s):
+                assigned.add(_ASSIGN.match(s).group(1))
+            elif _GO_STRING.fullmatch(s):
+                parts.append("true" if s not in ('""', "``") else "false")
+            elif s.startswith("json "):
+                parts.append("true")
+            elif prints.get(s) is not None:
+                parts.append(prints[s])
+            else:
+                return None, None
+            if parts and parts[-1] is None:
+                return None, None
+        return (_t_or(parts), None) if not stop else (None, None)
+
+    truth, _ = seq(False)
+    if truth is None or any(x in assigned for x in re.findall(r"\$\w+", truth)):
+        return None
+    return truth
+
+
 @dataclass(frozen=True)
 class Aff:
     """An integer known as a linear form of Go ints: lengths of sequences, loop indices, int variables."""
@@ -271,6 +404,7 @@ class Translator:
         self.textvars: set[str] = set()  # names / "ns.attr" that hold printed-only text (tojson, macro output)
         self.acc: str | None = None  # the text namespace attribute a loop is being re-translated to accumulate
         self.suppress = False
+        self.print_truth: dict[str, str | None] = {}  # printed Go pipeline -> truth of what it prints
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -479,15 +613,23 @@ class Translator:
             self.emit(_text(_py_str(v.const)))
         elif v.kind in ("str", "int"):
             self.emit(f"{{{{ {v.go} }}}}")
+            self._printed(v.go, v.go if v.kind == "str" else "true")
         elif v.kind == "bool":
             self.emit(f"{{{{ if {v.go} }}}}True{{{{ else }}}}False{{{{ end }}}}")
         elif v.kind == "ptype":
             self.emit(f"{{{{ index {v.go} 0 }}}}")
+            self._printed(f"index {v.go} 0", f"index {v.go} 0")
         elif v.kind == "any":
             self.emit(f"{{{{ {v.go} }}}}")
             self.note("a value of unknown type is printed with Go's formatting")
         else:
             raise Untranslatable(f"printing a {v.kind} (Python's str() of a dict/list)")
+
+    def _printed(self, go: str, truth: str):
+        """Remember what printing ``go`` says about the output's truth (text_truth reads it back)."""
+        if self.print_truth.get(go, truth) != truth:
+            truth = None  # the same pipeline printed as two kinds: unknown
+        self.print_truth[go] = truth
 
     def _is_stringy(self, e, scope) -> bool:
         if isinstance(e, nodes.Concat):
@@ -1019,9 +1161,12 @@ class Translator:
     def truth(self, v: V) -> str:
         if v.kind == "out":
             declared = set(re.findall(r"(\$\w+) :=", v.extra or ""))
-            if v.truthy is None or any(x in declared for x in re.findall(r"\$\w+", v.truthy)):
+            t = v.truthy
+            if t is None or any(x in declared for x in re.findall(r"\$\w+", t)):
+                t = text_truth(v.extra or "", self.print_truth)
+            if t is None:
                 raise Untranslatable("the truth of text only Go's output can produce (tojson, a macro's output)")
-            return v.truthy
+            return t
         if v.is_const:
             return "true" if self._truthy_const(v.const) else "false"
         return v.go
