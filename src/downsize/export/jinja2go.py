@@ -1165,15 +1165,51 @@ class Translator:
             if t is None or any(x in declared for x in re.findall(r"\$\w+", t)):
                 t = text_truth(v.extra or "", self.print_truth)
             if t is None:
-                raise Untranslatable("the truth of text only Go's output can produce (tojson, a macro's output)")
+                try:
+                    t = self.materialize(v).go
+                except Untranslatable:
+                    raise Untranslatable("the truth of text only Go's output can produce (tojson, a macro's output)") from None
             return t
         if v.is_const:
             return "true" if self._truthy_const(v.const) else "false"
         return v.go
 
+    def materialize(self, v: V) -> V:
+        """Text only Go's output produces (a macro's output, a text variable) as a Go string variable, built where it
+        is needed: every piece the snippet prints is appended with `print`, which concatenates strings as they are.
+        Refused where the snippet runs a define (tojson: a template's output cannot be captured), prints a value of
+        unknown type, or assigns a variable it does not declare (running it twice would change that variable)."""
+        toks = _go_actions(v.extra or "")
+        if toks is None:
+            raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
+        var = self.fresh("text")
+        declared = {m.group(1) for kind, s in toks if kind == "act" for m in [re.match(r"(\$\w+)\s*:=", s)] if m}
+        declared |= {x for kind, s in toks if kind == "act" and s.startswith("range ")
+                     for x in re.findall(r"\$\w+", s.split(":=")[0])}
+        parts = [f'{{{{ {var} := "" }}}}']
+        for kind, s in toks:
+            if kind == "text":
+                if s:
+                    parts.append(f"{{{{ {var} = print {var} {_go_str(s)} }}}}")
+                continue
+            head = s.split(" ", 1)[0]
+            m = _ASSIGN.match(s)
+            if head in ("if", "else", "end", "range", "break", "continue"):
+                parts.append(f"{{{{ {s} }}}}")
+            elif m:
+                if m.group(1) not in declared:
+                    raise Untranslatable("text that sets a variable as it is written, used inside an expression")
+                parts.append(f"{{{{ {s} }}}}")
+            elif _GO_STRING.fullmatch(s) or s.startswith("json ") or self.print_truth.get(s) is not None:
+                parts.append(f"{{{{ {var} = print {var} ({s}) }}}}")
+            else:
+                raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
+        self.emit("".join(parts))
+        return V(go=var, kind="str")
+
     def go_of(self, v: V) -> str:
         if v.kind == "out":
-            raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
+            return self.materialize(v).go
         if v.go is None and isinstance(v.extra, Aff):
             g = v.extra.go()
             return g if re.fullmatch(r"[$.\w]+", g) else f"({g})"
