@@ -76,6 +76,7 @@ class V:
     defined: str | None = None  # Go bool pipeline telling whether a maybe-set name is defined
     extra: Any = None  # kind "selected": (sequence V, attribute, value); kind "elemidx": the sequence's Go pipeline
     truthy: str | None = None  # kind "out": a Go pipeline true exactly when the text is non-empty (None: unknown)
+    dot: str | None = None  # kind "out": what `.` was where the snippet was written (None: unknown)
 
     @property
     def is_const(self) -> bool:
@@ -164,6 +165,7 @@ def _text(s: str) -> str:
     return s.replace("{{", '{{ "{{" }}')
 
 
+_DOT_REF = re.compile(r"(?:^|[\s(])\.[A-Za-z]")
 _ASSIGN = re.compile(r"(\$\w+)\s*:?=(?!=)")
 _GO_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`')
 
@@ -404,6 +406,7 @@ class Translator:
         self.textvars: set[str] = set()  # names / "ns.attr" that hold printed-only text (tojson, macro output)
         self.acc: str | None = None  # the text namespace attribute a loop is being re-translated to accumulate
         self.suppress = False
+        self.cur_dot: str | None = "$"  # what `.` is where Go is being emitted
         self.print_truth: dict[str, str | None] = {}  # printed Go pipeline -> truth of what it prints
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -423,7 +426,11 @@ class Translator:
         return snippet
 
     def snippet(self, fn, truthy: str | None = None) -> V:
-        return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy)
+        return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy, dot=self.cur_dot)
+
+    def _dot_safe(self, v: V, go: str) -> bool:
+        """Go that reads fields of `.` means the same only where `.` is what it was when the snippet was written."""
+        return not _DOT_REF.search(go) or (v.dot is not None and v.dot == self.cur_dot)
 
     def note(self, s: str):
         if s not in self.notes:
@@ -499,7 +506,7 @@ class Translator:
             t = self.truth(v)
         except Untranslatable:
             t = None
-        return V(kind="out", extra=self.capture(lambda: self.print_value(v)), truthy=t)
+        return V(kind="out", extra=self.capture(lambda: self.print_value(v)), truthy=t, dot=self.cur_dot)
 
     def _text_keys_assigned(self, node) -> list[str]:
         keys = []
@@ -563,7 +570,11 @@ class Translator:
         m = getattr(self, f"s_{type(s).__name__}", None)
         if m is None:
             raise Untranslatable(f"{{% {type(s).__name__.lower()} %}}")
-        m(s, scope)
+        saved, self.cur_dot = self.cur_dot, scope.dot
+        try:
+            m(s, scope)
+        finally:
+            self.cur_dot = saved
 
     def s_Output(self, s, scope):
         if self.suppress:  # re-translating a loop only for what it appends to a text variable
@@ -665,16 +676,24 @@ class Translator:
         # names set in a branch must exist before the `if` (Go scopes variables to the block)
         all_bodies = [b for _, b in dyn] + [else_ or []]
         self.predeclare(all_bodies, scope)
-        scopes = []
+        scopes, nested = [], 0
         for k, (t, body) in enumerate(dyn):
-            self.emit(f"{{{{ {'if' if k == 0 else 'else if'} {self.truth(t)} }}}}")
+            mark = len(self.out)
+            test = self.truth(t)
+            pre = "".join(self.out[mark:])
+            del self.out[mark:]
+            if k and pre:  # the test builds text first (materialize): only where the earlier tests failed
+                self.emit(f"{{{{ else }}}}{pre}{{{{ if {test} }}}}")
+                nested += 1
+            else:
+                self.emit(f"{pre}{{{{ {'if' if k == 0 else 'else if'} {test} }}}}")
             scopes.append(_Scope(scope))
             self.body(body, scopes[-1])
         if else_:
             self.emit("{{ else }}")
             scopes.append(_Scope(scope))
             self.body(else_, scopes[-1])
-        self.emit("{{ end }}")
+        self.emit("{{ end }}" * (1 + nested))
         # text variables set in a branch: their value becomes the same if-chain, re-run where they are printed
         keys = {k for sc in scopes for k in sc.vars if k.lstrip("\0") in self.textvars}
         for key in sorted(keys):
@@ -1164,6 +1183,8 @@ class Translator:
             t = v.truthy
             if t is None or any(x in declared for x in re.findall(r"\$\w+", t)):
                 t = text_truth(v.extra or "", self.print_truth)
+                if t is not None and not self._dot_safe(v, t):
+                    t = None
             if t is None:
                 try:
                     t = self.materialize(v).go
@@ -1180,7 +1201,7 @@ class Translator:
         Refused where the snippet runs a define (tojson: a template's output cannot be captured), prints a value of
         unknown type, or assigns a variable it does not declare (running it twice would change that variable)."""
         toks = _go_actions(v.extra or "")
-        if toks is None:
+        if toks is None or not self._dot_safe(v, v.extra or ""):
             raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
         var = self.fresh("text")
         declared = {m.group(1) for kind, s in toks if kind == "act" for m in [re.match(r"(\$\w+)\s*:=", s)] if m}
@@ -1230,7 +1251,8 @@ class Translator:
     def cond(self, e, scope) -> V:
         """An expression in a truth context: a struct value is statically true."""
         v = self.expr(e, scope)
-        return C(True) if not v.is_const and v.kind in self.STRUCTS else v
+        # a variable the branches assign may still hold its first value (none): not statically true
+        return C(True) if not v.is_const and v.kind in self.STRUCTS and v.go not in self.predeclared else v
 
     def e_Const(self, e, scope):
         return C(e.value)
@@ -1277,7 +1299,8 @@ class Translator:
                         lp.prev = self.fresh("prev")
                         self.out.insert(lp.prelude_slot, f"{{{{ {lp.prev} := \"\" }}}}")
                     return V(go=lp.prev, kind=ELEM.get(obj.kind, "any"))
-                return V(go=f"index (slice {obj.go} {lp.idx}) 1", kind=ELEM.get(obj.kind, "any"))
+                return V(go=f"index (slice {obj.go} {lp.idx}) 1", kind=ELEM.get(obj.kind, "any"),
+                         defined=f"(gt (len (slice {obj.go} {lp.idx})) 1)")
         return self.getitem(obj, self.expr(e.arg, scope), scope)
 
     def _loop_index_arg(self, node, scope):
@@ -1417,7 +1440,8 @@ class Translator:
                 self.out.insert(lp.prelude_slot, f"{{{{ {lp.prev} := \"\" }}}}")
             return V(go=lp.prev, kind=ELEM.get(lp.seq.kind, "any"))
         if attr == "nextitem":
-            return V(go=f"index (slice {lp.seq_go} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"))
+            return V(go=f"index (slice {lp.seq_go} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"),
+                     defined=f"(gt (len (slice {lp.seq_go} {lp.idx})) 1)")
         if attr == "length":
             return V(go=f"len {lp.seq_go}", kind="int")
         raise Untranslatable(f"loop.{attr}")
@@ -1428,6 +1452,8 @@ class Translator:
         if a.is_const:
             return self.expr(e.right, scope) if self._truthy_const(a.const) else a
         b = self.expr(e.right, scope)
+        if b.kind == "out":
+            return self._short_circuit(a, b, "and")
         if not b.is_const and b.go == a.go:
             return a
         if b.is_const:
@@ -1440,12 +1466,21 @@ class Translator:
         if a.is_const:
             return a if self._truthy_const(a.const) else self.expr(e.right, scope)
         b = self.expr(e.right, scope)
+        if b.kind == "out":
+            return self._short_circuit(a, b, "or")
         if b.is_const and not self._truthy_const(b.const):
             return a
         if b.is_const:
             return V(go=f"or {self.go_of(a)} {self.go_of(b)}", kind="any")
         kind = a.kind if a.kind == b.kind else "any"
         return V(go=f"or {self.go_of(a)} {self.go_of(b)}", kind=kind)
+
+    def _short_circuit(self, a: V, b: V, op: str) -> V:
+        """`a and TEXT` / `a or TEXT`: the text is built (materialize) only where Python evaluates it."""
+        r = self.fresh(op)
+        self.emit(f"{{{{ {r} := {self.go_of(a)} }}}}{{{{ if {'' if op == 'and' else 'not '}{r} }}}}")
+        self.emit(f"{{{{ {r} = {self.go_of(b)} }}}}{{{{ end }}}}")
+        return V(go=r, kind="any")
 
     def e_Not(self, e, scope):
         a = self.cond(e.node, scope)
@@ -1502,6 +1537,8 @@ class Translator:
                           "notin": lambda: x not in y if y is not None else True}[op]())
             except TypeError:
                 raise Untranslatable(f"comparing {x!r} {op} {y!r}") from None
+        if "folded" in (a.kind, b.kind):
+            return self.casefold_compare(a, op, b)
         if op in ("in", "notin"):
             r = self.contains(a, b)
             if op == "notin":
@@ -1542,6 +1579,36 @@ class Translator:
         if a.kind in MAPPING_KINDS or b.kind in MAPPING_KINDS or a.kind in SEQ_KINDS or b.kind in SEQ_KINDS:
             raise Untranslatable(f"comparing a {a.kind} with a {b.kind}")
         return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
+
+    MAX_CASE_LETTERS = 8  # `x | upper == 'STRING'` lists every spelling of the letters: 2**n comparisons
+
+    def casefold_compare(self, a: V, op: str, b: V) -> V:
+        """`x | upper == 'STRING'` (or `in [...]`) on request text: Go has no case mapping, so x is compared with
+        every ASCII spelling whose upper (lower) case is the constant."""
+        folded, other = (a, b) if a.kind == "folded" else (b, a)
+        base, how = folded.extra
+        if op not in ("eq", "ne", "in", "notin") or not other.is_const or (op in ("in", "notin") and folded is not a):
+            raise Untranslatable(f"the `{how}` filter on a request value")
+        consts = list(other.const) if op in ("in", "notin") else [other.const]
+        spellings = []
+        for c in consts:
+            if not isinstance(c, str) or not c.isascii() or getattr(c, how)() != c:
+                continue  # no string maps to it (or a non-ASCII case mapping): never equal
+            letters = [i for i, ch in enumerate(c) if ch.isalpha()]
+            if len(letters) > self.MAX_CASE_LETTERS:
+                raise Untranslatable(f"the `{how}` filter compared with a long constant")
+            for mask in range(2 ** len(letters)):
+                w = list(c)
+                for bit, i in enumerate(letters):
+                    w[i] = w[i].swapcase() if mask >> bit & 1 else w[i]
+                spellings.append("".join(w))
+        go = self.go_of(base)
+        test = "or " + " ".join(f"(eq {go} {_go_lit(w)})" for w in spellings) if len(spellings) > 1 else (
+            f"eq {go} {_go_lit(spellings[0])}" if spellings else None)
+        positive = op in ("eq", "in")
+        if test is None:
+            return C(not positive)
+        return V(go=test if positive else f"not ({test})", kind="bool")
 
     def contains(self, needle: V, hay: V) -> V:
         if hay.is_const and isinstance(hay.const, (list, tuple, dict)) and not needle.is_const:
@@ -1713,6 +1780,10 @@ class Translator:
                 self.note("`| string` of a value of unknown type uses Go's formatting")
                 return v
             raise Untranslatable(f"the string filter on a {v.kind}")
+        if name in ("upper", "lower") and v.kind in ("str", "ptype"):
+            # only compared with constants (casefold_eq); printing it raises in print_value / go_of
+            base = V(go=f"index {self.go_of(v)} 0", kind="str") if v.kind == "ptype" else v
+            return V(go=None, kind="folded", extra=(base, name))
         if name in ("length", "count"):
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
