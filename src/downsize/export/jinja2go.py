@@ -1272,6 +1272,8 @@ class Translator:
         vs = [(self.expr(p.key, scope), self.expr(p.value, scope)) for p in e.items]
         if all(k.is_const and v.is_const for k, v in vs):
             return C({k.const: v.const for k, v in vs})
+        if all(k.is_const and isinstance(k.const, str) for k, _ in vs) and not any(v.kind == "ns" for _, v in vs):
+            return C({k.const: (v.const if v.is_const else v) for k, v in vs})  # read back by getitem
         raise Untranslatable("a dict literal of request values")
 
     def e_Name(self, e, scope):
@@ -1317,6 +1319,8 @@ class Translator:
         step = self.expr(sl.step, scope) if sl.step is not None else C(None)
         if obj.is_const:
             if start.is_const and stop.is_const and step.is_const:
+                if not isinstance(obj.const, (str, list, tuple)):
+                    raise Untranslatable(f"slicing a {_kind_of(obj.const)} constant")
                 return C(obj.const[slice(start.const, stop.const, step.const)])
             raise Untranslatable("slicing a constant by a request value")
         if obj.kind == "out" and start.const is None and stop.const == -1 and step.const is None:
@@ -1334,6 +1338,8 @@ class Translator:
             if obj.kind == "str":
                 raise Untranslatable("slicing request text")
             raise Untranslatable(f"slicing a {obj.kind}")
+        if stop.is_const and stop.const is None and not start.is_const and start.kind == "int":
+            return V(go=f"slice {self.go_of(obj)} {self.go_of(start)}", kind=obj.kind)  # seq[i:], i a Go int
         if not (start.is_const and isinstance(start.const, (int, type(None))) and stop.is_const and stop.const is None):
             raise Untranslatable("a slice other than seq[n:]")
         n = start.const or 0
@@ -1359,7 +1365,8 @@ class Translator:
                 raise Untranslatable("indexing a constant by a request value")
             try:
                 if isinstance(c, dict):
-                    return C(c.get(key.const, UNDEF))
+                    x = c.get(key.const, UNDEF)
+                    return x if isinstance(x, V) else C(x)
                 if isinstance(c, (list, tuple, str)) and isinstance(key.const, int):
                     if not -len(c) <= key.const < len(c):
                         return C(UNDEF)
@@ -1411,10 +1418,17 @@ class Translator:
             return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=MAPS[obj.kind])
         if obj.kind == "str" and key.is_const and isinstance(key.const, str):
             return C(UNDEF)  # a string has no such attribute: undefined, as in Jinja
+        if obj.kind == "any" and key.is_const and isinstance(key.const, int) and key.const >= 0:
+            return V(go=f"index {self.go_of(obj)} {key.const}", kind="any")  # a JSON list of the request
+        if obj.kind == "any" and key.is_const and isinstance(key.const, str):
+            # a JSON object of the request (a property's `items`): Go's index reads a map's key (zero when absent)
+            return V(go=f"index {self.go_of(obj)} {_go_lit(key.const)}", kind="any")
         if obj.kind == "tool" and not key.is_const:
             raise Untranslatable("indexing a tool by a request value")
         if obj.kind in FIELDS and not key.is_const:
             raise Untranslatable(f"indexing a {obj.kind} by a request value")
+        if not key.is_const:
+            raise Untranslatable(f"indexing a {obj.kind} by a request value other than the loop's neighbours")
         raise Untranslatable(f"[{key.const!r}] of a {obj.kind}")
 
     def loop_attr(self, lp: _Loop, attr):
@@ -1628,7 +1642,7 @@ class Translator:
             if f is None:
                 return C(False)
             return C(True) if f[2] else V(go=f"{hay.go}.{f[0]}", kind="any")
-        if hay.kind in ("str", "any") and needle.is_const and isinstance(needle.const, str):
+        if hay.kind in ("str", "any", "out") and needle.is_const and isinstance(needle.const, str):
             if needle.const in THINK_TAGS:
                 self.note("reasoning tags never occur in .Content: Ollama keeps the reasoning in .Thinking")
                 return C(False)
@@ -1788,7 +1802,7 @@ class Translator:
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
                 return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
-            if v.kind in set(MAPS) | {"str"}:
+            if v.kind in set(MAPS) | {"str", "any"}:  # any: a JSON string, list or object (Go's len takes each)
                 return V(go=f"len {self.go_of(v)}", kind="int")
             raise Untranslatable(f"length of a {v.kind}")
         if name == "default":
