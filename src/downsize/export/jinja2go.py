@@ -432,6 +432,31 @@ class Translator:
         """Go that reads fields of `.` means the same only where `.` is what it was when the snippet was written."""
         return not _DOT_REF.search(go) or (v.dot is not None and v.dot == self.cur_dot)
 
+    def _redot(self, v: V, go: str, action: bool = True) -> str | None:
+        """``go`` read where `.` has changed: its `.Field`s through the variable `.` was (a range's element, or `$`,
+        which stay in scope in the nested loop); None when that is unknown. ``action``: a pipeline, else a snippet."""
+        if self._dot_safe(v, go):
+            return go
+        if v.dot is None or not re.fullmatch(r"\$\w*", v.dot):
+            return None
+        base = v.dot if v.dot != "$" else "$"
+
+        def pipe(p):  # outside Go string literals only
+            out, i = [], 0
+            for m in _GO_STRING.finditer(p):
+                out.append(_DOT_REF.sub(lambda d: d.group(0)[:-2] + base + d.group(0)[-2:], p[i:m.start()]))
+                out.append(m.group(0))
+                i = m.end()
+            out.append(_DOT_REF.sub(lambda d: d.group(0)[:-2] + base + d.group(0)[-2:], p[i:]))
+            return "".join(out)
+
+        if action:
+            return pipe(go)
+        toks = _go_actions(go)
+        if toks is None:
+            return None
+        return "".join(t if k == "text" else f"{{{{ {pipe(t)} }}}}" for k, t in toks)
+
     def note(self, s: str):
         if s not in self.notes:
             self.notes.append(s)
@@ -1183,8 +1208,8 @@ class Translator:
             t = v.truthy
             if t is None or any(x in declared for x in re.findall(r"\$\w+", t)):
                 t = text_truth(v.extra or "", self.print_truth)
-                if t is not None and not self._dot_safe(v, t):
-                    t = None
+                if t is not None:
+                    t = self._redot(v, t)
             if t is None:
                 try:
                     t = self.materialize(v).go
@@ -1201,7 +1226,7 @@ class Translator:
         Refused where the snippet runs a define (tojson: a template's output cannot be captured), prints a value of
         unknown type, or assigns a variable it does not declare (running it twice would change that variable)."""
         toks = _go_actions(v.extra or "")
-        if toks is None or not self._dot_safe(v, v.extra or ""):
+        if toks is None or self._redot(v, v.extra or "", action=False) is None:
             raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
         var = self.fresh("text")
         declared = {m.group(1) for kind, s in toks if kind == "act" for m in [re.match(r"(\$\w+)\s*:=", s)] if m}
@@ -1215,14 +1240,15 @@ class Translator:
                 continue
             head = s.split(" ", 1)[0]
             m = _ASSIGN.match(s)
+            go = self._redot(v, s)
             if head in ("if", "else", "end", "range", "break", "continue"):
-                parts.append(f"{{{{ {s} }}}}")
+                parts.append(f"{{{{ {go} }}}}")
             elif m:
                 if m.group(1) not in declared:
                     raise Untranslatable("text that sets a variable as it is written, used inside an expression")
-                parts.append(f"{{{{ {s} }}}}")
+                parts.append(f"{{{{ {go} }}}}")
             elif _GO_STRING.fullmatch(s) or s.startswith("json ") or self.print_truth.get(s) is not None:
-                parts.append(f"{{{{ {var} = print {var} ({s}) }}}}")
+                parts.append(f"{{{{ {var} = print {var} ({go}) }}}}")
             else:
                 raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
         self.emit("".join(parts))
