@@ -1031,7 +1031,7 @@ class Translator:
         elif isinstance(it, nodes.Call) and isinstance(it.node, nodes.Getattr) and it.node.attr == "items":
             it, items = it.node.node, True
         seq = self.expr(it, scope)
-        uses_loop = any(isinstance(n, nodes.Name) and n.name == "loop" for n in s.find_all(nodes.Name))
+        uses_loop = bool(self._own_loop_attrs(s))
         if seq.is_const:
             return self.for_const(s, seq.const, items, scope)
         if seq.kind in FIELDS and seq.kind not in ("message",):  # keys of a fixed struct: unroll
@@ -1039,7 +1039,7 @@ class Translator:
         if seq.kind in MAPS:
             if not (items or isinstance(s.target, nodes.Name)):
                 raise Untranslatable("for loop target over a mapping")
-            attrs = {n.attr for n in s.find_all(nodes.Getattr) if isinstance(n.node, nodes.Name) and n.node.name == "loop"}
+            attrs = self._own_loop_attrs(s)
             if attrs - {"first", "last"} or (s.test is not None and attrs):
                 raise Untranslatable("loop.index over a mapping")
             k, v = self.fresh("k"), self.fresh("v")
@@ -1092,6 +1092,29 @@ class Translator:
         self.emit("{{ end }}")
         if wrap:
             self.emit("{{ end }}")
+
+    @staticmethod
+    def _own_loop_attrs(s: nodes.For) -> set:
+        """The `loop.X` the loop's body reads of its own loop (a nested for has its own: only its iterable counts);
+        "" stands for `loop` used other than as loop.X."""
+        found = set()
+
+        def walk(n, parent=None):
+            if isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name) and n.node.name == "loop":
+                found.add(n.attr)
+                return
+            if isinstance(n, nodes.Name) and n.name == "loop":
+                found.add("")
+                return
+            if isinstance(n, nodes.For):
+                return walk(n.iter)
+            for c in n.iter_child_nodes():
+                walk(c)
+        for st in s.body:
+            walk(st)
+        if s.test is not None:
+            walk(s.test)
+        return found
 
     def for_reversed(self, s, seq: V, scope):
         """`for x in seq[::-1]`: Go ranges forward; element k is index SEQ (len (slice (slice SEQ $k) 1))."""
@@ -1160,8 +1183,7 @@ class Translator:
             seen[key] = gofield
         keys = list(seen)
         present = {k: fields[k][2] for k in keys}
-        if not all(present.values()) and any(isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name)
-                                             and n.node.name == "loop" for n in s.find_all(nodes.Getattr)):
+        if not all(present.values()) and self._own_loop_attrs(s):
             raise Untranslatable(f"loop.* over the optional keys of a {obj.kind}")
         for n, key in enumerate(keys):
             gofield, kind, always = fields[key]
