@@ -166,6 +166,25 @@ def _text(s: str) -> str:
 
 
 _DOT_REF = re.compile(r"(?:^|[\s(])\.[A-Za-z]")
+def _top_dot_ref(go: str) -> bool:
+    """Whether Go template text reads `.X` outside the ranges it opens (inside them, . is the range's element)."""
+    toks = _go_actions(go)
+    if toks is None:
+        return bool(_DOT_REF.search(go))
+    ranges = []  # a stack: is each open block a range?
+    for k, t in toks:
+        if k == "text":
+            continue
+        head = t.split(" ", 1)[0]
+        if not any(ranges) and _DOT_REF.search(t) and head != "end":
+            return True
+        if head in ("range", "if", "with"):
+            ranges.append(head == "range")
+        elif head == "end" and ranges:
+            ranges.pop()
+    return False
+
+
 _ASSIGN = re.compile(r"(\$\w+)\s*:?=(?!=)")
 _GO_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`')
 
@@ -350,8 +369,9 @@ def _aff(v) -> Aff | None:
 
 
 class _Scope:
-    def __init__(self, parent: _Scope | None = None, dot: str | None = None):
+    def __init__(self, parent: _Scope | None = None, dot: str | None = None, branch: bool = False):
         self.vars: dict[str, V] = {}
+        self.branch = branch  # the body of one branch of an `if`
         self.parent = parent
         self.dot = dot if dot is not None else (parent.dot if parent else None)
 
@@ -406,6 +426,8 @@ class Translator:
         self.textvars: set[str] = set()  # names / "ns.attr" that hold printed-only text (tojson, macro output)
         self.acc: str | None = None  # the text namespace attribute a loop is being re-translated to accumulate
         self.suppress = False
+        self.snap_vars: set[str] = set()  # variables holding a value from before a re-run loop (_restoring)
+        self.top_decls: list[str] = []  # declarations written at the top of the template
         self.cur_dot: str | None = "$"  # what `.` is where Go is being emitted
         self.print_truth: dict[str, str | None] = {}  # printed Go pipeline -> truth of what it prints
 
@@ -428,14 +450,16 @@ class Translator:
     def snippet(self, fn, truthy: str | None = None) -> V:
         return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy, dot=self.cur_dot)
 
-    def _dot_safe(self, v: V, go: str) -> bool:
-        """Go that reads fields of `.` means the same only where `.` is what it was when the snippet was written."""
-        return not _DOT_REF.search(go) or (v.dot is not None and v.dot == self.cur_dot)
+    def _dot_safe(self, v: V, go: str, action: bool = False) -> bool:
+        """Go that reads fields of `.` means the same only where `.` is what it was when the snippet was written.
+        ``action``: ``go`` is a pipeline, else template text."""
+        refs = _DOT_REF.search(go) if action else _top_dot_ref(go)
+        return not refs or (v.dot is not None and v.dot == self.cur_dot)
 
     def _redot(self, v: V, go: str, action: bool = True) -> str | None:
         """``go`` read where `.` has changed: its `.Field`s through the variable `.` was (a range's element, or `$`,
         which stay in scope in the nested loop); None when that is unknown. ``action``: a pipeline, else a snippet."""
-        if self._dot_safe(v, go):
+        if self._dot_safe(v, go, action):
             return go
         if v.dot is None or not re.fullmatch(r"\$\w*", v.dot):
             return None
@@ -455,7 +479,18 @@ class Translator:
         toks = _go_actions(go)
         if toks is None:
             return None
-        return "".join(t if k == "text" else f"{{{{ {pipe(t)} }}}}" for k, t in toks)
+        out, ranges = [], []  # a stack: is each open block a range?
+        for k, t in toks:
+            if k == "text":
+                out.append(_text(t))
+                continue
+            head = t.split(" ", 1)[0]
+            out.append(f"{{{{ {t if any(ranges) else pipe(t)} }}}}")
+            if head in ("range", "if", "with"):
+                ranges.append(head == "range")
+            elif head == "end" and ranges:
+                ranges.pop()
+        return "".join(out)
 
     def note(self, s: str):
         if s not in self.notes:
@@ -481,7 +516,7 @@ class Translator:
         for k, v in self.extra.items():
             scope.vars[k] = C(v)
         self.body(ast.body, scope)
-        go = "".join(self.defs[k] for k in sorted(self.defs)) + "".join(self.out)
+        go = "".join(self.defs[k] for k in sorted(self.defs)) + self.out[0] + "".join(self.top_decls) + "".join(self.out[1:])
         # a literal "{" right before an action would be read as part of the "{{" delimiter
         while "{{{" in go:
             go = go.replace("{{{", '{{ "{" }}{{')
@@ -712,11 +747,11 @@ class Translator:
                 nested += 1
             else:
                 self.emit(f"{pre}{{{{ {'if' if k == 0 else 'else if'} {test} }}}}")
-            scopes.append(_Scope(scope))
+            scopes.append(_Scope(scope, branch=True))
             self.body(body, scopes[-1])
         if else_:
             self.emit("{{ else }}")
-            scopes.append(_Scope(scope))
+            scopes.append(_Scope(scope, branch=True))
             self.body(else_, scopes[-1])
         self.emit("{{ end }}" * (1 + nested))
         # text variables set in a branch: their value becomes the same if-chain, re-run where they are printed
@@ -736,7 +771,11 @@ class Translator:
                          for k in range(len(dyn))]
                 terms.append(f"(and {' '.join([f'(not ({c}))' for c in conds] + [f'({last.truthy})'])})")
                 truthy = "or " + " ".join(terms)
-            scope.set(key, V(kind="out", extra=chain, truthy=truthy))
+            merged = V(kind="out", extra=chain, truthy=truthy)
+            if scope.branch:  # an enclosing `if` merges it again: its branch must see that this one changed it
+                scope.vars[key] = merged
+            else:
+                scope.set(key, merged)
 
     def _raise_only(self, s) -> bool:
         def only_raise(body):
@@ -989,20 +1028,24 @@ class Translator:
         return scope
 
     def s_For(self, s, scope):
+        mark = len(self.out)
+        # the text values before the loop (translating the body re-binds them to one iteration's value)
+        before = {key: scope.get(self._slot(key)) for key in self._text_keys_assigned(s)}
         self._for(s, scope)
         if self.acc is None:
             for key in self._text_keys_assigned(s):
                 if "." not in key:
                     continue  # plain names set in a loop body are local to the iteration (Jinja scoping)
-                prior = scope.get(self._slot(key))
+                prior = before[key]
                 prior = prior.extra if prior is not None and prior.kind == "out" else ""
-                prior_v = scope.get(self._slot(key))
+                prior_v = before[key]
                 prior_t = self.as_text(prior_v).truthy if prior_v is not None else "false"
                 self.acc, self.suppress = key, True
                 try:
                     loop = self.capture(lambda: self._for(s, scope))
                 finally:
                     self.acc, self.suppress = None, False
+                loop = self._restoring(loop, mark)
                 # each iteration appends unconditionally: the text is non-empty when it was, or the list is
                 direct = any(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef)
                              and f"{st.target.name}.{st.target.attr}" == key for st in s.body)
@@ -1017,6 +1060,26 @@ class Translator:
                         seq_t = None
                 truthy = f"or ({prior_t}) ({seq_t})" if prior_t and seq_t else None
                 scope.set(self._slot(key), V(kind="out", extra=prior + loop, truthy=truthy))
+
+    def _restoring(self, loop: str, mark: int) -> str:
+        """The loop re-run where its text is printed also re-runs its assignments (`ns.first = false`): it starts
+        from the values they had before the loop (snapshots taken there, declared at the top so any later block
+        sees them), so each re-run computes the same text and leaves the same values."""
+        inner = set(re.findall(r"(\$\w+)\s*:=", loop))
+        outer = []
+        for m in re.finditer(r"\{\{ (\$\w+) = ", loop):
+            if m.group(1) not in inner and m.group(1) not in outer:
+                outer.append(m.group(1))
+        if not outer:
+            return loop
+        snaps = []
+        for v in outer:
+            sn = self.fresh("snap")
+            self.snap_vars.add(sn)
+            self.top_decls.append(f'{{{{ {sn} := "" }}}}')
+            snaps.append((v, sn))
+        self.out.insert(mark, "".join(f"{{{{ {sn} = {v} }}}}" for v, sn in snaps))
+        return "".join(f"{{{{ {v} = {sn} }}}}" for v, sn in snaps) + loop
 
     def _for(self, s, scope):
         if s.recursive:
@@ -1248,24 +1311,28 @@ class Translator:
         Refused where the snippet runs a define (tojson: a template's output cannot be captured), prints a value of
         unknown type, or assigns a variable it does not declare (running it twice would change that variable)."""
         toks = _go_actions(v.extra or "")
-        if toks is None or self._redot(v, v.extra or "", action=False) is None:
+        redone = self._redot(v, v.extra or "", action=False)
+        if toks is None or redone is None:
             raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
         var = self.fresh("text")
         declared = {m.group(1) for kind, s in toks if kind == "act" for m in [re.match(r"(\$\w+)\s*:=", s)] if m}
         declared |= {x for kind, s in toks if kind == "act" and s.startswith("range ")
                      for x in re.findall(r"\$\w+", s.split(":=")[0])}
-        parts = [f'{{{{ {var} := "" }}}}']
-        for kind, s in toks:
+        # declared at the top: a test the translator re-reads after the block that built it still sees it
+        self.top_decls.append(f'{{{{ {var} := "" }}}}')
+        parts = [f'{{{{ {var} = "" }}}}']
+        for (kind, s), (_, go) in zip(toks, _go_actions(redone)):  # go: s read through the right `.`
             if kind == "text":
                 if s:
                     parts.append(f"{{{{ {var} = print {var} {_go_str(s)} }}}}")
                 continue
             head = s.split(" ", 1)[0]
             m = _ASSIGN.match(s)
-            go = self._redot(v, s)
             if head in ("if", "else", "end", "range", "break", "continue"):
                 parts.append(f"{{{{ {go} }}}}")
             elif m:
+                if re.fullmatch(r"\$\w+ = (\$\w+)", s) and s.split(" = ")[1] in self.snap_vars:
+                    declared.add(m.group(1))  # restored from its snapshot: running the snippet again is harmless
                 if m.group(1) not in declared:
                     raise Untranslatable("text that sets a variable as it is written, used inside an expression")
                 parts.append(f"{{{{ {go} }}}}")
