@@ -915,6 +915,13 @@ class Translator:
         v = self.expr(rhs, scope)
         pre = "".join(self.out[start:])
         del self.out[start:]
+        if not pre and not self.loops and v.kind != "out" and not v.is_const and v.go \
+                and any(x in self.predeclared for x in re.findall(r"\$\w+", v.go)):
+            # it reads a variable a branch reassigns later (`set messages = messages[1:]`): keep today's value
+            snap = self.fresh("snap")
+            self.top_decls.append(f'{{{{ {snap} := "" }}}}')
+            self.emit(f"{{{{ {snap} = {self.go_of(v)} }}}}")
+            return V(go=snap, kind=v.kind)
         if not pre:
             return v
         text = self.as_text(v)
