@@ -1941,6 +1941,9 @@ class Translator:
         if name == "selectattr" and v.kind in SEQ_KINDS and len(args) == 3 and all(a.is_const for a in args) \
                 and args[1].const in ("equalto", "eq", "==") and ELEM[v.kind] in FIELDS:
             return V(go=v.go, kind="selected", extra=(v, args[0].const, args[2].const))
+        if name == "map" and v.kind == "tools" and not args and set(kwargs) == {"attribute"} \
+                and kwargs["attribute"].const == "function":
+            return V(go=v.go, kind="fnlist")  # `tools | map(attribute='function')`: written by tojson only
         if name == "items" and v.kind in MAPS:
             return v
         if name == "tojson":
@@ -2070,7 +2073,7 @@ class Translator:
             self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
             return self.emit(f"{{{{ json {self.go_of(v)} }}}}")
         if v.kind in ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
-                      "tcall", "tcfn", "tcalls", "proplist"):
+                      "tcall", "tcfn", "tcalls", "proplist", "fnlist"):
             self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
                       "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
             name = _PyJSON(self.defs, indent).template(v.kind, 0)
@@ -2174,6 +2177,11 @@ class _PyJSON:
 
     def b_tools(self, d):
         return self._list(d, "tool")
+
+    def b_fnlist(self, d):  # the tools' functions
+        return (f"{{{{ $f := true }}}}[{{{{ range . }}}}{{{{ if not $f }}}}{self.sep}{{{{ end }}}}{{{{ $f = false }}}}"
+                f"{_text(self.nl(d + 1))}{self.call('fn', d + 1, '.Function')}{{{{ end }}}}"
+                f"{{{{ if not $f }}}}{_text(self.nl(d))}{{{{ end }}}}]")
 
     def b_proplist(self, d):
         return self._list(d, "property")
