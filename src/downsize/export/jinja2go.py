@@ -166,6 +166,17 @@ def _text(s: str) -> str:
 
 
 _DOT_REF = re.compile(r"(?:^|[\s(])\.[A-Za-z]")
+def _dot_through(p: str, base: str) -> str:
+    """The Go pipeline ``p`` with its `.Field`s read through ``base`` (the variable `.` was), outside string literals."""
+    out, i = [], 0
+    for m in _GO_STRING.finditer(p):
+        out.append(_DOT_REF.sub(lambda d: d.group(0)[:-2] + base + d.group(0)[-2:], p[i:m.start()]))
+        out.append(m.group(0))
+        i = m.end()
+    out.append(_DOT_REF.sub(lambda d: d.group(0)[:-2] + base + d.group(0)[-2:], p[i:]))
+    return "".join(out)
+
+
 def _top_dot_ref(go: str) -> bool:
     """Whether Go template text reads `.X` outside the ranges it opens (inside them, . is the range's element)."""
     toks = _go_actions(go)
@@ -463,16 +474,8 @@ class Translator:
             return go
         if v.dot is None or not re.fullmatch(r"\$\w*", v.dot):
             return None
-        base = v.dot if v.dot != "$" else "$"
-
-        def pipe(p):  # outside Go string literals only
-            out, i = [], 0
-            for m in _GO_STRING.finditer(p):
-                out.append(_DOT_REF.sub(lambda d: d.group(0)[:-2] + base + d.group(0)[-2:], p[i:m.start()]))
-                out.append(m.group(0))
-                i = m.end()
-            out.append(_DOT_REF.sub(lambda d: d.group(0)[:-2] + base + d.group(0)[-2:], p[i:]))
-            return "".join(out)
+        def pipe(p):
+            return _dot_through(p, v.dot)
 
         if action:
             return pipe(go)
@@ -846,6 +849,8 @@ class Translator:
             if key in self.textvars:
                 return self.assign_text_attr(key, s.node, scope)
             var = ns.const.get(t.attr)
+            if var is not None and (var.is_const or var.kind == "vlist"):
+                raise Untranslatable("a list built in the template other than by one filtered loop")
             v = self.expr(s.node, scope)
             if var is None:  # first assignment outside namespace(): declare at the namespace's level
                 raise Untranslatable(f"namespace attribute {t.attr!r} set without a default")
@@ -955,6 +960,9 @@ class Translator:
                 scope.vars[self._slot(key)] = self.as_text(v)
                 attrs[kw.key] = V(go=None, kind="out", extra="", truthy="false")
                 continue
+            if v.is_const and v.const == []:
+                attrs[kw.key] = v  # filled by a filtered loop, if at all (_collect_list)
+                continue
             var = self.fresh(f"{name}{kw.key}")
             if key in self.read_names:
                 self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
@@ -1010,8 +1018,14 @@ class Translator:
             raise Untranslatable(f"recursive macro {m.name}()")
         inner = _Scope(self._global(scope))
         inner.dot = scope.dot
-        args = [self.expr(a, scope) for a in call.args]
-        kwargs = {k.key: self.expr(k.value, scope) for k in call.kwargs}
+        def pinned(v):  # `.Field` of the caller's `.`: the macro's own loops rebind `.`
+            if v.go and not v.is_const and v.kind != "out" and scope.dot and re.fullmatch(r"\$\w*", scope.dot) \
+                    and _DOT_REF.search(v.go):
+                return V(go=_dot_through(v.go, scope.dot), kind=v.kind, extra=v.extra,
+                         defined=_dot_through(v.defined, scope.dot) if v.defined else None)
+            return v
+        args = [pinned(self.expr(a, scope)) for a in call.args]
+        kwargs = {k.key: pinned(self.expr(k.value, scope)) for k in call.kwargs}
         defaults = dict(zip([a.name for a in m.args][len(m.args) - len(m.defaults):], m.defaults))
         for i, a in enumerate(m.args):
             if i < len(args):
@@ -1034,8 +1048,66 @@ class Translator:
             scope = scope.parent
         return scope
 
+    def _collect_list(self, s, scope) -> bool:
+        """`{% for x in SEQ %}{% if COND %}{% set ns.L = ns.L + [E] %}{% endif %}{% endfor %}` with ns.L = []: Go
+        cannot build a list, so ns.L becomes that comprehension (kind vlist), re-ranged wherever it is read."""
+        def stmts(b):
+            return [st for st in b if not (isinstance(st, nodes.Output) and all(
+                isinstance(n, nodes.TemplateData) and not n.data.strip() for n in st.nodes))]
+        body, cond = stmts(s.body), s.test
+        if len(body) == 1 and isinstance(body[0], nodes.If) and not body[0].elif_ and not body[0].else_:
+            cond = body[0].test if cond is None else nodes.And(cond, body[0].test)
+            body = stmts(body[0].body)
+        if not (len(body) == 1 and isinstance(body[0], nodes.Assign) and isinstance(body[0].target, nodes.NSRef)
+                and isinstance(s.target, nodes.Name)):
+            return False
+        t, rhs = body[0].target, body[0].node
+        if not (isinstance(rhs, nodes.Add) and isinstance(rhs.left, nodes.Getattr) and isinstance(rhs.left.node, nodes.Name)
+                and rhs.left.node.name == t.name and rhs.left.attr == t.attr and isinstance(rhs.right, nodes.List)
+                and len(rhs.right.items) == 1):
+            return False
+        ns = scope.get(t.name)
+        cur = ns.const.get(t.attr) if ns is not None and ns.kind == "ns" else None
+        if cur is None or not (cur.is_const and cur.const == []) or self._own_loop_attrs(s):
+            return False
+        seq = self.expr(s.iter, scope)
+        if seq.is_const or seq.kind not in SEQ_KINDS:
+            return False
+        ns.const[t.attr] = V(go=None, kind="vlist", extra=(s.target.name, seq, cond, rhs.right.items[0], scope))
+        return True
+
+    def range_vlist(self, v: V, inner_fn):
+        """Range a vlist: ``inner_fn(element V, scope)`` emits the body for each element the filter keeps."""
+        name, seq, cond, elem, dscope = v.extra
+        i, x = self.fresh("i"), self.fresh(name)
+        inner = _Scope(dscope, dot=x)
+        inner.vars[name] = V(go=x, kind=ELEM[seq.kind])
+        self.emit(f"{{{{ range {i}, {x} := {self.go_of(seq)} }}}}")
+        saved, self.cur_dot = self.cur_dot, x
+        try:
+            t = self.cond(cond, inner) if cond is not None else C(True)
+            if not t.is_const:
+                self.emit(f"{{{{ if {self.truth(t)} }}}}")
+            if not t.is_const or self._truthy_const(t.const):
+                inner_fn(self.expr(elem, inner), inner)
+            if not t.is_const:
+                self.emit("{{ end }}")
+        finally:
+            self.cur_dot = saved
+        self.emit("{{ end }}")
+
+    def vlist_truth(self, v: V) -> str:
+        flag = self.fresh("any")
+        self.top_decls.append(f"{{{{ {flag} := false }}}}")
+        self.emit(f"{{{{ {flag} = false }}}}")
+        self.range_vlist(v, lambda e, sc: self.emit(f"{{{{ {flag} = true }}}}"))
+        return flag
+
     def s_For(self, s, scope):
+        if self.acc is None and self._collect_list(s, scope):
+            return
         mark = len(self.out)
+        self.emit("")  # the place of the snapshots a re-run takes (_restoring): filled in place
         # the text values before the loop (translating the body re-binds them to one iteration's value)
         before = {key: scope.get(self._slot(key)) for key in self._text_keys_assigned(s)}
         self._for(s, scope)
@@ -1085,7 +1157,7 @@ class Translator:
             self.snap_vars.add(sn)
             self.top_decls.append(f'{{{{ {sn} := "" }}}}')
             snaps.append((v, sn))
-        self.out.insert(mark, "".join(f"{{{{ {sn} = {v} }}}}" for v, sn in snaps))
+        self.out[mark] += "".join(f"{{{{ {sn} = {v} }}}}" for v, sn in snaps)
         return "".join(f"{{{{ {v} = {sn} }}}}" for v, sn in snaps) + loop
 
     def _for(self, s, scope):
@@ -1102,6 +1174,15 @@ class Translator:
             it, items = it.node.node, True
         seq = self.expr(it, scope)
         uses_loop = bool(self._own_loop_attrs(s))
+        if seq.kind == "vlist":
+            if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
+                raise Untranslatable("loop.*, a filter or else on a list built in the template")
+
+            def body(e, sc):
+                inner = _Scope(sc)
+                inner.vars[s.target.name] = e
+                self.body(s.body, inner)
+            return self.range_vlist(seq, body)
         if seq.is_const:
             return self.for_const(s, seq.const, items, scope)
         if seq.kind in FIELDS and seq.kind not in ("message",):  # keys of a fixed struct: unroll
@@ -1153,6 +1234,7 @@ class Translator:
             self.emit(f"{{{{ {sv} := {seq.go} }}}}")
             lp.seq_go = sv
         slot = len(self.out)
+        self.emit("")  # the prelude's place (a previous-element variable): filled in place, so positions hold
         self.emit(f"{{{{ range {i}, {x} := {seq.go} }}}}")
         lp.prelude_slot = slot
         self._loop_body(s, inner, lp, items_filter=s.test)
@@ -1310,6 +1392,8 @@ class Translator:
             return t
         if v.is_const:
             return "true" if self._truthy_const(v.const) else "false"
+        if v.kind == "vlist":
+            return self.vlist_truth(v)
         return v.go
 
     def materialize(self, v: V) -> V:
@@ -1353,6 +1437,8 @@ class Translator:
     def go_of(self, v: V) -> str:
         if v.kind == "out":
             return self.materialize(v).go
+        if v.kind == "vlist":  # only its truth has a Go value (and / or / if); printing or comparing it is refused
+            return self.vlist_truth(v)
         if v.go is None and isinstance(v.extra, Aff):
             g = v.extra.go()
             return g if re.fullmatch(r"[$.\w]+", g) else f"({g})"
@@ -1421,7 +1507,7 @@ class Translator:
                 if isinstance(e.arg, nodes.Sub):
                     if lp.prev is None:
                         lp.prev = self.fresh("prev")
-                        self.out.insert(lp.prelude_slot, f"{{{{ {lp.prev} := \"\" }}}}")
+                        self.out[lp.prelude_slot] += f"{{{{ {lp.prev} := \"\" }}}}"
                     return V(go=lp.prev, kind=ELEM.get(obj.kind, "any"))
                 return V(go=f"index (slice {obj.go} {lp.idx}) 1", kind=ELEM.get(obj.kind, "any"),
                          defined=f"(gt (len (slice {obj.go} {lp.idx})) 1)")
@@ -1573,7 +1659,7 @@ class Translator:
         if attr == "previtem":
             if lp.prev is None:
                 lp.prev = self.fresh("prev")
-                self.out.insert(lp.prelude_slot, f"{{{{ {lp.prev} := \"\" }}}}")
+                self.out[lp.prelude_slot] += f"{{{{ {lp.prev} := \"\" }}}}"
             return V(go=lp.prev, kind=ELEM.get(lp.seq.kind, "any"))
         if attr == "nextitem":
             return V(go=f"index (slice {lp.seq_go} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"),
