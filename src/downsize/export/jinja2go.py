@@ -166,6 +166,17 @@ def _text(s: str) -> str:
 
 
 _DOT_REF = re.compile(r"(?:^|[\s(])\.[A-Za-z]")
+def _holds_v(x) -> bool:
+    """Whether a constant holds translated values (a dict literal of request values)."""
+    if isinstance(x, V):
+        return True
+    if isinstance(x, dict):
+        return any(_holds_v(y) for y in x.values())
+    if isinstance(x, (list, tuple)):
+        return any(_holds_v(y) for y in x)
+    return False
+
+
 def _dot_through(p: str, base: str) -> str:
     """The Go pipeline ``p`` with its `.Field`s read through ``base`` (the variable `.` was), outside string literals."""
     out, i = [], 0
@@ -503,6 +514,8 @@ class Translator:
     def run(self, ast: nodes.Template) -> GoTemplate:
         self._collect_reads(ast)
         self.textvars = self._find_textvars(ast)
+        self.counters_keys = self._find_counters(ast) - self.textvars
+        self.counters: dict[str, str] = {}  # "ns.attr" -> the Go string variable counting it
         scope = _Scope(dot="$")
         agp = "$agp"
         # Ollama adds the generation prompt exactly when the last message is not the assistant's (else it prefills).
@@ -849,6 +862,8 @@ class Translator:
             if key in self.textvars:
                 return self.assign_text_attr(key, s.node, scope)
             var = ns.const.get(t.attr)
+            if key in self.counters:
+                return self.count(key, s.node, scope)
             if var is not None and (var.is_const or var.kind == "vlist"):
                 raise Untranslatable("a list built in the template other than by one filtered loop")
             v = self.expr(s.node, scope)
@@ -887,6 +902,31 @@ class Translator:
         var = self.fresh(t.name)
         self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
         scope.vars[t.name] = V(go=var, kind=v.kind, extra=v.extra)
+
+    MAX_COUNT = 64  # the largest constant a counter starts from or steps by
+
+    def _find_counters(self, ast) -> set[str]:
+        """Namespace attributes only ever set to a small constant or to themselves plus one (tool-call counters)."""
+        sets: dict[str, bool] = {}
+        for a in ast.find_all(nodes.Assign):
+            t = a.target
+            if not isinstance(t, nodes.NSRef):
+                continue
+            key, n = f"{t.name}.{t.attr}", a.node
+            small = lambda c: isinstance(c, nodes.Const) and isinstance(c.value, int) and not isinstance(c.value, bool) \
+                and 0 <= c.value <= self.MAX_COUNT
+            ok = small(n) or (isinstance(n, nodes.Add) and isinstance(n.left, nodes.Getattr)
+                              and isinstance(n.left.node, nodes.Name) and n.left.node.name == t.name
+                              and n.left.attr == t.attr and small(n.right))
+            sets[key] = sets.get(key, True) and ok
+        return {k for k, ok in sets.items() if ok}
+
+    def count(self, key, rhs, scope):
+        var = self.counters[key]
+        if isinstance(rhs, nodes.Const):
+            self.emit(f"{{{{ {var} = {_go_str('x' * rhs.value)} }}}}")
+        elif rhs.right.value:
+            self.emit(f"{{{{ {var} = print {var} {_go_str('x' * rhs.right.value)} }}}}")
 
     def assign_text_attr(self, key, rhs, scope):
         if self.acc == key:  # accumulating: the loop keeps only what each iteration appends
@@ -962,6 +1002,14 @@ class Translator:
                 continue
             if v.is_const and v.const == []:
                 attrs[kw.key] = v  # filled by a filtered loop, if at all (_collect_list)
+                continue
+            if key in self.counters_keys and v.is_const and isinstance(v.const, int) and not isinstance(v.const, bool) \
+                    and 0 <= v.const <= self.MAX_COUNT:
+                # Go has no +: a counter is a string of as many x as its value, read with len, grown with print
+                var = self.fresh(f"{name}{kw.key}")
+                self.emit(f"{{{{ {var} := {_go_str('x' * v.const)} }}}}")
+                self.counters[key] = var
+                attrs[kw.key] = V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
                 continue
             var = self.fresh(f"{name}{kw.key}")
             if key in self.read_names:
@@ -1624,8 +1672,12 @@ class Translator:
             if key.is_const:
                 return V(go=f"index {self.go_of(obj)} {_go_lit(key.const)}", kind=MAPS[obj.kind])
             return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=MAPS[obj.kind])
-        if obj.kind == "str" and key.is_const and isinstance(key.const, str):
+        if obj.kind in ("str", "char") and key.is_const and isinstance(key.const, str):
             return C(UNDEF)  # a string has no such attribute: undefined, as in Jinja
+        if obj.kind == "str" and key.is_const and isinstance(key.const, int):
+            # one character of request text (`content[0].type` of a string content): only its attributes, all
+            # undefined, are read; printing or comparing it (bytes are not characters) is refused
+            return V(go=None, kind="char")
         if obj.kind == "any" and key.is_const and isinstance(key.const, int) and key.const >= 0:
             return V(go=f"index {self.go_of(obj)} {key.const}", kind="any")  # a JSON list of the request
         if obj.kind == "any" and key.is_const and isinstance(key.const, str):
@@ -1802,34 +1854,29 @@ class Translator:
             raise Untranslatable(f"comparing a {a.kind} with a {b.kind}")
         return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
 
-    MAX_CASE_LETTERS = 8  # `x | upper == 'STRING'` lists every spelling of the letters: 2**n comparisons
-
     def casefold_compare(self, a: V, op: str, b: V) -> V:
-        """`x | upper == 'STRING'` (or `in [...]`) on request text: Go has no case mapping, so x is compared with
-        every ASCII spelling whose upper (lower) case is the constant."""
+        """`x | upper == 'STRING'` (or `in [...]`) on request text: Go has no case mapping, so x is compared byte by
+        byte: as long as the constant, each letter in either case (`and` stops before slicing a shorter string)."""
         folded, other = (a, b) if a.kind == "folded" else (b, a)
         base, how = folded.extra
         if op not in ("eq", "ne", "in", "notin") or not other.is_const or (op in ("in", "notin") and folded is not a):
             raise Untranslatable(f"the `{how}` filter on a request value")
         consts = list(other.const) if op in ("in", "notin") else [other.const]
-        spellings = []
+        go = self.go_of(base)
+        tests = []
         for c in consts:
             if not isinstance(c, str) or not c.isascii() or getattr(c, how)() != c:
                 continue  # no string maps to it (or a non-ASCII case mapping): never equal
-            letters = [i for i, ch in enumerate(c) if ch.isalpha()]
-            if len(letters) > self.MAX_CASE_LETTERS:
-                raise Untranslatable(f"the `{how}` filter compared with a long constant")
-            for mask in range(2 ** len(letters)):
-                w = list(c)
-                for bit, i in enumerate(letters):
-                    w[i] = w[i].swapcase() if mask >> bit & 1 else w[i]
-                spellings.append("".join(w))
-        go = self.go_of(base)
-        test = "or " + " ".join(f"(eq {go} {_go_lit(w)})" for w in spellings) if len(spellings) > 1 else (
-            f"eq {go} {_go_lit(spellings[0])}" if spellings else None)
+            chars = []
+            for k, ch in enumerate(c):
+                at = f"(slice {go} {k} {k + 1})"
+                chars.append(f"(or (eq {at} {_go_lit(ch.lower())}) (eq {at} {_go_lit(ch.upper())}))"
+                             if ch.isalpha() else f"(eq {at} {_go_lit(ch)})")
+            tests.append(f"and (eq (len {go}) {len(c.encode())}) {' '.join(chars)}" if chars else f"eq (len {go}) 0")
         positive = op in ("eq", "in")
-        if test is None:
+        if not tests:
             return C(not positive)
+        test = tests[0] if len(tests) == 1 else "or " + " ".join(f"({t})" for t in tests)
         return V(go=test if positive else f"not ({test})", kind="bool")
 
     def contains(self, needle: V, hay: V) -> V:
@@ -1984,6 +2031,8 @@ class Translator:
         args = [self.expr(a, scope) for a in e.args]
         kwargs = {k.key: self.expr(k.value, scope) for k in e.kwargs}
         name = e.name
+        if v.is_const and _holds_v(v.const) and name not in ("default", "d"):
+            raise Untranslatable(f"the `{name}` filter on a dict literal of request values")
         if v.is_const and name not in ("tojson",) and all(a.is_const for a in args) and all(k.is_const for k in kwargs.values()):
             return C(self.const_filter(name, v.const, [a.const for a in args], {k: x.const for k, x in kwargs.items()}))
         if v.kind == "out" and name in ("string", "list"):
@@ -2151,6 +2200,8 @@ class Translator:
         if not indent.is_const or any(k not in ("indent", "ensure_ascii") for k in kwargs):
             raise Untranslatable("tojson with options other than indent")
         indent = indent.const
+        if v.is_const and _holds_v(v.const):
+            raise Untranslatable("tojson of a dict literal of request values")
         if v.is_const:
             import json as _json
 
