@@ -1594,6 +1594,11 @@ class Translator:
             if obj.kind == "str":
                 raise Untranslatable("slicing request text")
             raise Untranslatable(f"slicing a {obj.kind}")
+        fa = _aff(start) if not start.is_const else None
+        if stop.is_const and stop.const is None and fa is not None and len(fa.terms) == 1 and fa.terms[0][1] == 1 \
+                and 0 < fa.const <= 8:
+            # seq[i + k:] (the messages after this one): Go has no +, but slicing twice adds
+            return V(go=f"slice (slice {self.go_of(obj)} {fa.terms[0][0]}) {fa.const}", kind=obj.kind)
         if stop.is_const and stop.const is None and not start.is_const and start.kind == "int":
             return V(go=f"slice {self.go_of(obj)} {self.go_of(start)}", kind=obj.kind)  # seq[i:], i a Go int
         if not (start.is_const and isinstance(start.const, (int, type(None))) and stop.is_const and stop.const is None):
