@@ -1216,6 +1216,9 @@ class Translator:
         if isinstance(it, nodes.Getitem) and isinstance(it.arg, nodes.Slice) and it.arg.start is None \
                 and it.arg.stop is None and it.arg.step is not None and self.expr(it.arg.step, scope).const == -1:
             return self.for_reversed(s, self.expr(it.node, scope), scope)
+        if isinstance(it, nodes.Call) and isinstance(it.node, nodes.Name) and it.node.name == "range" \
+                and scope.get("range") is None:
+            return self.for_range(s, scope)
         if isinstance(it, nodes.Filter) and it.name in ("items", "dictsort") and not it.args:
             it, items = it.node, True
         elif isinstance(it, nodes.Call) and isinstance(it.node, nodes.Getattr) and it.node.attr == "items":
@@ -1315,6 +1318,35 @@ class Translator:
         if s.test is not None:
             walk(s.test)
         return found
+
+    def for_range(self, s, scope):
+        """`for i in range(seq | length)` and `range(seq | length - 1, -1, -1)`: the indices of a sequence, forward
+        or backward (Go ranges the sequence; a backward index is len (slice (slice SEQ $k) 1))."""
+        args = s.iter.args
+        if not isinstance(s.target, nodes.Name) or s.test is not None or s.else_ or s.iter.kwargs \
+                or self._own_loop_attrs(s) or len(args) not in (1, 3):
+            raise Untranslatable("the call range()")
+        lenarg = args[0]
+        back = len(args) == 3
+        if back:
+            if not (isinstance(lenarg, nodes.Sub) and isinstance(lenarg.right, nodes.Const) and lenarg.right.value == 1
+                    and all(isinstance(a, nodes.Neg) and isinstance(a.node, nodes.Const) and a.node.value == 1
+                            or isinstance(a, nodes.Const) and a.value == -1 for a in args[1:])):
+                raise Untranslatable("the call range()")
+            lenarg = lenarg.left
+        if not (isinstance(lenarg, nodes.Filter) and lenarg.name in ("length", "count") and not lenarg.args):
+            raise Untranslatable("the call range()")
+        seq = self.expr(lenarg.node, scope)
+        if seq.is_const or seq.kind not in SEQ_KINDS:
+            raise Untranslatable("the call range()")
+        g, i = self.go_of(seq), self.fresh("i")
+        self.emit(f"{{{{ range {i}, $_ := {g} }}}}")
+        inner = _Scope(scope)
+        inner.vars[s.target.name] = V(go=f"len (slice (slice {g} {i}) 1)", kind="int") if back else \
+            V(go=i, kind="int", extra=Aff.atom(i))
+        inner.vars["loop"] = C(UNDEF)
+        self.body(s.body, inner)
+        self.emit("{{ end }}")
 
     def for_reversed(self, s, seq: V, scope):
         """`for x in seq[::-1]`: Go ranges forward; element k is index SEQ (len (slice (slice SEQ $k) 1))."""
@@ -1664,6 +1696,8 @@ class Translator:
             self.emit(f"{{{{ {var} := -1 }}}}{{{{ range $j, $m := {seq.go} }}}}{{{{ if eq $m.{f[0]} {_go_lit(val)} }}}}"
                       f"{{{{ {var} = $j }}}}{{{{ end }}}}{{{{ end }}}}")
             return V(go=var, kind="elemidx", extra=seq.go)
+        if obj.kind in SEQ_KINDS and not key.is_const and key.kind == "int" and key.go:
+            return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=ELEM[obj.kind])  # an index from range()
         if obj.kind in SEQ_KINDS and key.is_const and isinstance(key.const, int):
             k = key.const
             if k >= 0:
