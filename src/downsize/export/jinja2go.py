@@ -709,6 +709,8 @@ class Translator:
         elif v.kind == "any":
             self.emit(f"{{{{ {v.go} }}}}")
             self.note("a value of unknown type is printed with Go's formatting")
+        elif v.kind == "folded":
+            raise Untranslatable(f"the `{v.extra[1]}` filter on a request value, printed (Go cannot change case)")
         else:
             raise Untranslatable(f"printing a {v.kind} (Python's str() of a dict/list)")
 
