@@ -1268,6 +1268,19 @@ class Translator:
             self._loop_body(s, inner, lp, items_filter=s.test)
             self.emit(f"{{{{ {first} = false }}}}{{{{ end }}}}")
             return
+        if seq.kind == "str" and isinstance(s.target, nodes.Name) and not uses_loop and s.test is None and not s.else_:
+            # the characters of request text (a branch for list contents that Ollama's string content reaches
+            # only when empty): translated once with an element whose attributes are all undefined; a body
+            # that then writes nothing is dropped, anything else is refused
+            inner = _Scope(scope)
+            inner.vars[s.target.name] = V(go=None, kind="char")
+            try:
+                body = self.capture(lambda: self.body(s.body, inner))
+            except Untranslatable:
+                body = None
+            if body == "":
+                return
+            raise Untranslatable("for loop over a str")
         if seq.kind not in SEQ_KINDS:
             raise Untranslatable(f"for loop over a {seq.kind}")
         if s.test is not None and uses_loop:
