@@ -898,7 +898,8 @@ class Translator:
             kind = cur.kind if cur.kind == v.kind or (v.is_const and v.const is None) else "any"
             scope.set(t.name, V(go=cur.go, kind=kind, defined=cur.defined))
             return
-        if v.is_const or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go) and not self._is_var(v.go)):
+        if v.is_const or v.kind == "folded" or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go)
+                                                 and not self._is_var(v.go)):
             scope.vars[t.name] = v  # constants and field paths are inlined where used
             return
         var = self.fresh(t.name)
@@ -1339,8 +1340,22 @@ class Translator:
         or backward (Go ranges the sequence; a backward index is len (slice (slice SEQ $k) 1))."""
         args = s.iter.args
         if not isinstance(s.target, nodes.Name) or s.test is not None or s.else_ or s.iter.kwargs \
-                or self._own_loop_attrs(s) or len(args) not in (1, 3):
+                or self._own_loop_attrs(s) or len(args) not in (1, 2, 3):
             raise Untranslatable("the call range()")
+        if len(args) == 2:  # range(k, seq | length): the index only reads seq[idx], an element of seq[k:]
+            start, lenarg = self.expr(args[0], scope), args[1]
+            if not (isinstance(lenarg, nodes.Filter) and lenarg.name in ("length", "count") and not lenarg.args):
+                raise Untranslatable("the call range()")
+            seq = self.expr(lenarg.node, scope)
+            if seq.is_const or seq.kind not in SEQ_KINDS or not (start.kind == "int" and (start.is_const or start.go)):
+                raise Untranslatable("the call range()")
+            g, j, x = self.go_of(seq), self.fresh("j"), self.fresh("elem")
+            self.emit(f"{{{{ range {j}, {x} := slice {g} {self.go_of(start)} }}}}")
+            inner = _Scope(scope)
+            inner.vars[s.target.name] = V(go=None, kind="seqidx", extra=(g, x))
+            self.body(s.body, inner)
+            self.emit("{{ end }}")
+            return
         lenarg = args[0]
         back = len(args) == 3
         if back:
@@ -1541,6 +1556,8 @@ class Translator:
             if v.kind == "ns":
                 raise Untranslatable("a namespace used as a value")
             return _go_lit(v.const)
+        if v.go is None:
+            raise Untranslatable(f"a {v.kind} used as a Go value")
         return v.go if re.fullmatch(r"[$.\w]+", v.go or "") else f"({v.go})"
 
     STRUCTS = ("message", "tcall", "tcfn", "tool", "fn", "params")  # never empty: truthy in Jinja and in Go
@@ -1711,6 +1728,10 @@ class Translator:
             self.emit(f"{{{{ {var} := -1 }}}}{{{{ range $j, $m := {seq.go} }}}}{{{{ if eq $m.{f[0]} {_go_lit(val)} }}}}"
                       f"{{{{ {var} = $j }}}}{{{{ end }}}}{{{{ end }}}}")
             return V(go=var, kind="elemidx", extra=seq.go)
+        if obj.kind in SEQ_KINDS and key.kind == "seqidx":
+            if key.extra[0] != self.go_of(obj):
+                raise Untranslatable("an index from range() used on another sequence")
+            return V(go=key.extra[1], kind=ELEM[obj.kind])
         if obj.kind in SEQ_KINDS and not key.is_const and key.kind == "int" and key.go:
             return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=ELEM[obj.kind])  # an index from range()
         if obj.kind in SEQ_KINDS and key.is_const and isinstance(key.const, int):
