@@ -956,6 +956,17 @@ class Translator:
             return
         scope.vars[self._slot(key)] = self.eval_text(rhs, scope)
 
+    def _reads_predeclared(self, v: V) -> bool:
+        return v.kind != "out" and not v.is_const and bool(v.go) \
+            and any(x in self.predeclared for x in re.findall(r"\$\w+", v.go))
+
+    def snapshot(self, v: V) -> V:
+        """``v`` as it is now, in a variable declared at the top: text re-run later reads this moment's value."""
+        snap = self.fresh("snap")
+        self.top_decls.append(f'{{{{ {snap} := "" }}}}')
+        self.emit(f"{{{{ {snap} = {self.go_of(v)} }}}}")
+        return V(go=snap, kind=v.kind)
+
     def eval_text(self, rhs, scope) -> V:
         """The value of a text variable. Go variables the expression needs (a conditional's temporary) are declared
         inside its snippet, so the snippet stands alone wherever it is printed."""
@@ -2070,6 +2081,7 @@ class Translator:
 
     def concat(self, vs):
         if any(v.kind == "out" for v in vs):
+            vs = [self.snapshot(v) if self._reads_predeclared(v) else v for v in vs]
             ts = [self.as_text(v).truthy for v in vs]
             truthy = "true" if "true" in ts else ("or " + " ".join(f"({t})" for t in ts) if all(ts) else None)
             return V(kind="out", extra="".join(self.capture(lambda v=v: self.print_value(v)) for v in vs),
