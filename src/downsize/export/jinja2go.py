@@ -19,6 +19,13 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
   ``strftime_now`` → Ollama's ``currentDate`` re-formatted in Go; ``raise_exception`` → nothing (Ollama never raises).
 - Thinking tags inside ``content`` (``'</think>' in content``, ``content.split('</think>')``): Ollama keeps the reasoning in
   ``.Thinking``, so content holds none and these fold to constants.
+- Text only Go's output produces (a macro's output, ``{% set x %}`` blocks, text variables): its truth is derived from
+  the Go it prints (:func:`text_truth`); where an expression needs its value (``.startswith``, ``!= ''``) it is
+  built as a string variable with ``print`` (:meth:`Translator.materialize`; not for tojson, whose ``define`` output
+  cannot be captured). Loops re-run for their text restore the variables they assign from snapshots.
+- Go has no ``+``, no case mapping, no lists: counters are strings of ``x`` (``len`` reads, ``print`` adds),
+  ``x | upper == 'STR'`` compares byte by byte, ``ns.L = ns.L + [e]`` in one filtered loop is a comprehension
+  re-ranged where it is read, ``seq[i + 1:]`` is a slice of a slice, ``range(seq | length)`` ranges seq.
 
 Whatever has no Go counterpart (arithmetic on dynamic values, string methods on request text, filters such as
 ``selectattr``) raises :class:`Untranslatable` naming the construct; the caller then falls back to the GGUF's own
