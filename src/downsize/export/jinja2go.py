@@ -30,6 +30,11 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
 Whatever has no Go counterpart (arithmetic on dynamic values, string methods on request text, filters such as
 ``selectattr``) raises :class:`Untranslatable` naming the construct; the caller then falls back to the GGUF's own
 chat template. Approximations (``trim`` is the identity: Go templates cannot trim) are listed in ``GoTemplate.notes``.
+
+Why this module is long: it is one compiler. Every Jinja node type chat templates use is handled by one visitor
+that shares the translation state (constant folding of what a request cannot change, text variables kept as Go
+snippets, loop re-runs, counters); split by node type, each piece would need all of that state. Each construct is
+pinned by a byte-exact test against Jinja (tests/export/test_jinja2go.py, test_templates_real.py).
 """
 
 from __future__ import annotations
