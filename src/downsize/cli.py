@@ -484,7 +484,7 @@ def _run_generate(spec, v: dict) -> None:
         console.print(t)
     if summary.get("stopped"):
         err.print(_tag("red", "stopped early:", f"{str(summary['stopped'])}"))
-        raise typer.Exit(1)
+        raise typer.Exit(2)
 
 
 def _run_quantize(spec, v: dict) -> None:

@@ -491,8 +491,8 @@ def _cases() -> list[Case]:
     add("quantize-unknown-type", "quantize", lambda c: ["quantize", str(c.env.gguf), "--out", str(c.w / "q.gguf"), "--quant",
                                                         "Q9_Z"], "unknown quant type", group=g)
     add("export-gguf-unknown-type", "export gguf",
-        lambda c: ["export", "gguf", str(c.env.model), "--out", str(c.w / "o.gguf"), "--quant", "Q9"], "unknown quant type",
-        group=g)
+        lambda c: ["export", "gguf", str(c.env.model), "--out", str(c.w / "o.gguf"), "--quant", "Q9"], "'Q9' is not one of",
+        group=g)  # the option's choices are the quantizer's types, so the command line itself names them
     add("prune-unknown-method", "prune", lambda c: ["prune", str(c.env.model), "--method", "chainsaw", "--out",
                                                     str(c.w / "o")], "chainsaw", group=g)
     add("prune-depth-no-target", "prune", lambda c: ["prune", str(c.env.model), "--method", "depth", "--out",
@@ -505,7 +505,7 @@ def _cases() -> list[Case]:
         "fp8", group=g)
     add("distill-zero-steps", "distill", lambda c: _distill(c.env.model, c.w / "o")[:-8] + ["--steps", "0"], "steps", group=g)
     add("generate-in-flight-zero", "generate",
-        lambda c: _gen(c.w / "o.jsonl", "--prompts", str(c.file("p.txt", "hi\n")), "--in-flight", "0"), "in-flight", group=g)
+        lambda c: _gen(c.w / "o.jsonl", "--prompts", str(c.file("p.txt", "hi\n")), "--in-flight", "0"), "greater than or equal to 1", group=g)
     add("zoo-train-steps-and-minutes", "zoo train",
         lambda c: ["zoo", "train", "coder-teacher", "--steps", "1", "--minutes", "1", "--out", str(c.w / "z")], "exactly one",
         group=g)

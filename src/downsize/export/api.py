@@ -21,6 +21,12 @@ def export_with_report(model, out: str | os.PathLike, quant: str, *, imatrix=Non
 
     out = Path(out)
     check_output(out, KIND_GGUF, overwrite)
+    from downsize.models.checks import check_checkpoint
+    from downsize.models.refs import resolve_model
+
+    ref = resolve_model(model)
+    if not ref.is_gguf:  # the same checks and messages as every command, before the importance matrix loads it
+        check_checkpoint(ref.path)
     result: dict = {}
     if calib and imatrix is None:
         from downsize.export.imatrix import ImatrixConfig, compute_imatrix, write_imatrix

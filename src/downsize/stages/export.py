@@ -62,8 +62,12 @@ def run_export(ctx: StageContext, cfg: ExportStage) -> Artifact:
     name = cfg.model_name or (ctx.recipe.name if ctx.recipe is not None else None)
     if not name:
         raise DownsizeError("the export needs an Ollama model name", hint="pass --model-name, e.g. coder-mini")
+    from downsize.io import KIND_OLLAMA, check_output, mark_dir
+
     out_dir = ctx.out
+    check_output(out_dir, KIND_OLLAMA, ctx.overwrite)  # a folder of the user's is not written into
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark_dir(out_dir, KIND_OLLAMA)
     src = ctx.artifacts.get(cfg.input) if cfg.input else (ctx.latest_gguf() if cfg.quant is None else None)
     if src is not None and src.kind == "gguf":
         gguf = out_dir / gguf_name(name, Path(src.path).stem.rsplit("-", 1)[-1])
