@@ -45,7 +45,8 @@ def matmul_rate(threads: int, n: int = 1024, reps: int = 20) -> float:
 
 
 def _student_and_data(args):
-    from downsize.distill.train import StudentSpec, WindowData, build_student, load_stream
+    from downsize.distill.student import StudentSpec, build_student
+    from downsize.distill.train import WindowData, load_stream
     from downsize.models.refs import load_model
 
     teacher, tok = load_model(args.teacher)

@@ -9,7 +9,7 @@ Two teachers, both over the real codebase src/downsize (questions and answers fr
 2. a rule-based tool agent behind a real HTTP server (tests/generate/conftest.py: grep / read_file /
    list_files chosen by the question, answers quoted from the tool output). It stands in for a
    tool-using 30B teacher: it is not a language model, so its row is an upper bound, not a peer model.
-The student is fine-tuned (full SFT, assistant tokens only, downsize.distill.sft) on the accepted traces
+The student is fine-tuned (full SFT, assistant tokens only, downsize.distill.supervised) on the accepted traces
 of teacher 2, then evaluated with the student before SFT on a held-out suite (ids disjoint from training).
 """
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "generate"))
 from conftest import TeacherServer  # noqa: E402
 from llamacpp import LlamaServer  # noqa: E402
 
-from downsize.distill.train import SFTConfig, sft  # noqa: E402
+from downsize.distill.supervised import SFTConfig, sft  # noqa: E402
 from downsize.eval.tools import compare, make_task_suite  # noqa: E402
 from downsize.export.gguf import export_gguf  # noqa: E402
 from downsize.generate import AgentConfig, GenerateConfig, GenParams, generate  # noqa: E402

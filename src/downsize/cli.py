@@ -12,6 +12,7 @@ generated from the stage configs (downsize.cli_options).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -19,18 +20,29 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from downsize.errors import DownsizeError, NotBuiltYet
+from downsize.errors import DEBUG_ENV, DownsizeError, NotBuiltYet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn a large language model into a smaller one that keeps its skill and runs in llama.cpp or Ollama.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The reference zoo: small models trained on the Python standard library.")
 app.add_typer(zoo_app, name="zoo")
 # Tables are never cut to fit: a narrow or absent terminal (a pipe, CI logs) gets at least 120 columns.
-console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
-err = Console(stderr=True, soft_wrap=True)
+# markup=False: paths, values and model text are printed as written ("[/x]" in a path is not rich markup).
+console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns), markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
+
+
+def _tag(style: str, word: str, rest: str) -> Text:
+    """``word`` in ``style``, then ``rest`` printed literally."""
+    return Text.assemble((word, style), " " if rest and not rest.startswith(":") else "", rest)
+
+
+_OVERWRITE_HELP = "replace an existing --out that downsize did not write (or of another kind); without it such an --out is refused"
+PRECISION_HELP = "auto (bf16 where the GPU/CPU computes in bf16 natively, else fp32), bf16 or fp32 (also: no)"
+THREADS_HELP = "torch CPU threads (default: the usable cores not busy with other work, at most the physical cores)"
 
 
 def _version(value: bool) -> None:
@@ -46,33 +58,17 @@ def _global_options(
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="print the version and exit"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show third-party progress bars, warnings and INFO logs "
                                  "(transformers, gguf, huggingface_hub), hidden by default"),
+    debug: bool = typer.Option(False, "--debug", help=f"show the traceback of an error too (or set {DEBUG_ENV}=1)"),
 ) -> None:
     from downsize.console import quiet_third_party
 
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
     quiet_third_party(verbose)
 
 
 _REPORT_TO_HELP = ("log training metrics to tensorboard (OUT.work/runs/downsize), wandb (pip install wandb; "
                    "WANDB_MODE=offline works) or both: tensorboard,wandb")
-
-
-def _version(value: bool) -> None:
-    if value:
-        from downsize import __version__
-
-        console.print(f"downsize {__version__}", markup=False, highlight=False)
-        raise typer.Exit()
-
-
-@app.callback()
-def _global_options(
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="print the version and exit"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="show third-party progress bars, warnings and INFO logs "
-                                 "(transformers, gguf, huggingface_hub), hidden by default"),
-) -> None:
-    from downsize.console import quiet_third_party
-
-    quiet_third_party(verbose)
 
 
 def _not_built(command: str, issue: str) -> None:
@@ -117,19 +113,31 @@ def zoo_train(
     seed: int = typer.Option(0),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     resume: bool = typer.Option(False, help="continue from the last checkpoint in OUT.work"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
+    init_from: Optional[str] = typer.Option(None, help="start from these weights (same architecture and tokenizer) "
+                                            "under a fresh warmup + cosine schedule, e.g. zoo:coder-teacher"),
+    passes: Optional[float] = typer.Option(None, help="passes over the train split instead of --steps"),
+    lr: Optional[float] = typer.Option(None, help="peak learning rate (default: the zoo spec's)"),
+    warmup_steps: Optional[int] = typer.Option(None, help="warmup steps (default: the zoo spec's)"),
+    mixed_precision: Optional[str] = typer.Option(None, help="auto, bf16, fp32 or no (default: auto, bf16 only where the hardware computes in it)"),
+    eval_every: int = typer.Option(0, help="measure validation perplexity every N steps (0 = off); the curve goes into "
+                                   "the card and training_curve.json"),
+    eval_tokens: int = typer.Option(65536, help="validation tokens per point of the --eval-every curve"),
 ):
-    """Train a zoo model from scratch on zoo:stdlib (reproducible from the seed)."""
+    """Train a zoo model on zoo:stdlib: from scratch (reproducible from the seed) or continuing --init-from."""
     from downsize.zoo import ZOO, zoo_path
     from downsize.zoo.train import train_zoo_model
 
     if name not in ZOO:
         raise DownsizeError(f"no zoo model called {name!r}", hint=f"choose one of {', '.join(ZOO)}")
     dest = out or zoo_path(name)
-    if (steps is None) == (minutes is None):
-        raise DownsizeError("give exactly one of --steps and --minutes", hint="e.g. --steps 2000 or --minutes 60")
+    if sum(x is not None for x in (steps, minutes, passes)) != 1:
+        raise DownsizeError("give exactly one of --steps, --passes and --minutes", hint="e.g. --steps 2000, --passes 3 or --minutes 60")
     train_zoo_model(name, steps=steps, out=Path(dest), seed=seed, threads=threads, resume=resume, minutes=minutes,
-                    batch_size=batch_size)
-    console.print(f"[green]wrote[/green] {dest}")
+                    batch_size=batch_size, overwrite=overwrite, init_from=init_from, passes=passes, lr=lr,
+                    warmup_steps=warmup_steps, mixed_precision=mixed_precision, eval_every=eval_every,
+                    eval_tokens=eval_tokens)
+    console.print(_tag("green", "wrote", f"{dest}"))
 
 
 @app.command("eval-tools")
@@ -141,12 +149,13 @@ def eval_tools_cmd(
     max_turns: int = typer.Option(4),
     max_tokens: int = typer.Option(256),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Tool use %, accuracy %, median seconds per query and peak RAM, side by side per model."""
     from downsize.eval.tools import compare, make_task_suite
 
     if make_tasks:
-        n = make_task_suite(codebase, tasks, n=make_tasks, n_negative=max(1, make_tasks // 4))
+        n = make_task_suite(codebase, tasks, n=make_tasks, n_negative=max(1, make_tasks // 4), overwrite=overwrite)
         err.print(f"wrote {n} tasks to {tasks}")
     rows = compare(model, tasks, codebase, max_turns, max_tokens)
     if as_json:
@@ -191,11 +200,12 @@ def quantize_cmd(
     imatrix: Optional[Path] = typer.Option(None, help="llama.cpp importance matrix (GGUF)"),
     rescale: bool = typer.Option(True, help=_RESCALE_HELP),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Quantize a GGUF (K-quants with an importance matrix)."""
     from downsize.export.quantize import quantize_gguf
 
-    _print_export(quantize_gguf(src, out, quant, imatrix=imatrix, rescale=rescale), as_json)
+    _print_export(quantize_gguf(src, out, quant, imatrix=imatrix, rescale=rescale, overwrite=overwrite), as_json)
 
 
 @export_app.command("lora")
@@ -204,11 +214,12 @@ def export_lora_cmd(
     base: str = typer.Option(..., help="the base model it was trained on: HF directory or zoo:NAME"),
     out: Path = typer.Option(..., help="output GGUF adapter (use with `downsize convert --adapter` or llama.cpp --lora)"),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Export a LoRA adapter as a GGUF adapter (Ollama ADAPTER, llama.cpp --lora)."""
     from downsize.export.lora import export_lora_gguf
 
-    _print_export(export_lora_gguf(adapter, base, out), as_json)
+    _print_export(export_lora_gguf(adapter, base, out, overwrite=overwrite), as_json)
 
 
 _TEMPLATE_FILE_HELP = "a Go TEMPLATE file to write into the Modelfile as is (instead of the translated one)"
@@ -225,12 +236,13 @@ def convert_cmd(
     create: bool = typer.Option(True, help="run `ollama create` when ollama is on PATH"),
     template_file: Optional[Path] = typer.Option(None, help=_TEMPLATE_FILE_HELP),
     as_json: bool = typer.Option(False, "--json"),
+    overwrite: bool = typer.Option(False, help=_OVERWRITE_HELP),
 ):
     """Make an Ollama model (Modelfile with a translated, checked TEMPLATE) from a GGUF you already have."""
     from downsize.export.ollama import convert_gguf
 
     r = convert_gguf(gguf, name, out, template_style=template_style, adapter=adapter, num_ctx=num_ctx, create=create,
-                     template_file_path=template_file)
+                     template_file_path=template_file, overwrite=overwrite)
     _print_export(r, as_json)
     if not r["created"] and not as_json:
         console.print(f"ollama is not on PATH; register the model with:\n  {r['command']}", markup=False, highlight=False)
@@ -256,13 +268,13 @@ def plan_cmd(
         return
     r = load_recipe(recipe, overrides or [], check_refs=False)  # a plan is for recipes whose weights are not here yet
     t = Table("stage", "kind", "reads", "writes", "rough cost", "peak memory",
-              title=escape(f"{r.name}: teacher {r.teacher}, data {r.data}"))
+              title=f"{r.name}: teacher {r.teacher}, data {r.data}")
     rows = plan_recipe(r, device)
     for row in rows:
-        t.add_row(*(escape(str(row[k])) for k in ("stage", "kind", "reads", "writes", "cost", "memory")))
+        t.add_row(*(str(row[k]) for k in ("stage", "kind", "reads", "writes", "cost", "memory")))
     console.print(t)
     if rows and rows[0]["memory_error"]:
-        err.print(f"[yellow]memory plan unavailable:[/yellow] {escape(rows[0]['memory_error'])}", highlight=False)
+        err.print(_tag("yellow", "memory plan unavailable:", f"{rows[0]['memory_error']}"))
 
 
 @app.command("validate")
@@ -275,7 +287,7 @@ def validate_cmd(
     from downsize.recipe import load_recipe
 
     r = load_recipe(recipe, overrides or [], check_refs=check_refs)
-    console.print(f"[green]ok[/green] {recipe}: {len(r.stages)} stages ({', '.join(s.name for s in r.stages)})")
+    console.print(_tag("green", "ok", f"{recipe}: {len(r.stages)} stages ({', '.join(s.name for s in r.stages)})"))
 
 
 @app.command("run")
@@ -284,6 +296,8 @@ def run_cmd(
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides"),
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/RECIPE_NAME)"),
     from_stage: Optional[str] = typer.Option(None, "--from", help="rerun this stage and every later one"),
+    overwrite: bool = typer.Option(False, help="run in an --out folder that is not a run folder (its files are kept; "
+                                   "without it such a folder is refused)"),
 ):
     """Run a recipe (prune → distill → quantize → export → eval) with a manifest and resume."""
     import logging
@@ -294,8 +308,9 @@ def run_cmd(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     r = load_recipe(recipe, overrides or [])
     run_dir = out or Path("runs") / r.name
-    run_recipe(r, run_dir, from_stage=from_stage, log=lambda m: console.print(m, markup=False, highlight=False))
-    console.print(f"[green]done[/green]: {run_dir}/report.html, {run_dir}/report.md")
+    run_recipe(r, run_dir, from_stage=from_stage, overwrite=overwrite,
+               log=lambda m: console.print(m, markup=False, highlight=False))
+    console.print(_tag("green", "done", f": {run_dir}/report.html, {run_dir}/report.md"))
 
 
 # --- the stage commands: options generated from the stage configs (downsize.stages), so the CLI, the recipe
@@ -319,8 +334,12 @@ def _common(out_help: str | None, *, resume: bool = False, out_required: bool = 
     if resume:
         params.append(P("resume", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(
             False, help="continue from OUT.work/checkpoints", rich_help_panel="Output")))
+    if out_help:
+        params.append(P("overwrite", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+            False, help=_OVERWRITE_HELP, rich_help_panel="Output")))
     params.append(P("threads", P.KEYWORD_ONLY, annotation=Optional[int], default=typer.Option(
-        None, help="torch CPU threads (default: torch's choice)", rich_help_panel="Output")))
+        None, help="torch CPU threads (default: the usable cores not busy with other work, at most the physical cores)",
+        rich_help_panel="Output")))
     params.append(P("as_json", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(
         False, "--json", help="print the result as JSON", rich_help_panel="Output")))
     return params
@@ -332,19 +351,19 @@ def _context(values: dict, out: Path | None, model: str | None = None, teacher: 
 
     from downsize.stages import Artifact, StageContext
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if values.get("threads"):
-        import torch
+    from downsize.hardware import set_threads
 
-        torch.set_num_threads(values["threads"])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    set_threads(values.get("threads"))
     return StageContext(out=Path(out) if out else Path("."), teacher=teacher, data=data or "zoo:stdlib",
                         seed=values.get("seed", 0), artifacts={"teacher": Artifact("model", None)},
-                        input_model=model, resume=values.get("resume", False),
+                        input_model=model, resume=values.get("resume", False), overwrite=values.get("overwrite", False),
                         log=lambda m: err.print(m, markup=False, highlight=False))
 
 
 # Earlier spellings of options, still accepted (the first spelling is the field's own name).
-_ALIASES = {"warmup_steps": ["--warmup-steps", "--warmup"]}
+_ALIASES = {"warmup_steps": ["--warmup-steps", "--warmup"],
+            "mixed_precision": ["--mixed-precision", "--precision"]}
 
 
 def _stage_command(app_, name: str, kind: str, run: Callable, *, arguments: dict[str, str] | None = None,
@@ -368,14 +387,14 @@ def _model_arg(help_="model reference: Hub id Org/Name[@rev], HF directory, zoo:
 
 
 def _print_model_result(art, cfg_kind: str) -> None:
-    from downsize.distill.train import read_card
+    from downsize.distill.save import read_card
 
     card = read_card(art.path)
     fm = card.get("final_metrics", {})
     bits = [f"{card['steps']} steps" if "steps" in card else None,
             f"{card['tokens']:,} tokens" if "tokens" in card else None,
             *(f"{k} {v:.4g}" for k, v in fm.items() if isinstance(v, float))]
-    console.print(f"[green]wrote[/green] {escape(str(art.path))}: " + ", ".join(b for b in bits if b))
+    console.print(_tag("green", "wrote", f"{art.path}: " + ", ".join(b for b in bits if b)))
 
 
 def _run_training(spec, v: dict) -> None:
@@ -384,10 +403,10 @@ def _run_training(spec, v: dict) -> None:
     cfg = config_from_options(spec.config, v)
     if spec.kind in ("sft", "lora") and not cfg.student:
         raise DownsizeError("give --student: the model to fine-tune", hint="e.g. --student runs/student")
-    ctx = _context(v, v["out"], teacher=getattr(cfg, "teacher", None), data=cfg.data)
+    ctx = _context(v, v["out"], model=v.get("model"), teacher=getattr(cfg, "teacher", None), data=cfg.data)
     art = run_stage(spec.kind, ctx, cfg)
     if v["as_json"]:
-        from downsize.distill.train import read_card
+        from downsize.distill.save import read_card
 
         console.print_json(json.dumps(read_card(art.path), default=str))
     else:
@@ -404,10 +423,10 @@ def _run_distill(spec, v: dict) -> None:
                                 hint="e.g. downsize distill --teacher zoo:coder-teacher --write-cache runs/cache")
         meta = cache_teacher(cfg.teacher, cfg.data or "zoo:stdlib", v["write_cache"], k=cfg.top_k, seq_len=cfg.seq_len,
                              windows=cfg.windows, batch_size=cfg.batch_size, temperature=cfg.temperature,
-                             dtype=cfg.teacher_dtype)
-        console.print(f"[green]wrote[/green] {escape(str(v['write_cache']))}: {meta['windows']} windows × "
+                             dtype=cfg.teacher_dtype, overwrite=v["overwrite"])
+        console.print(_tag("green", "wrote", f"{v['write_cache']}: {meta['windows']} windows × "
                       f"{meta['seq_len']} tokens, {meta['bytes_per_token']} bytes/token "
-                      f"(dense bf16: {meta['dense_bf16_bytes_per_token']})")
+                      f"(dense bf16: {meta['dense_bf16_bytes_per_token']})"))
         return
     if not v.get("out") or not v.get("student"):
         raise DownsizeError("give --student and --out",
@@ -434,15 +453,15 @@ def _run_prune(spec, v: dict) -> None:
         console.print_json(json.dumps(report))
         return
     p = report["params"]
-    console.print(f"[green]wrote[/green] {escape(str(art.path))}  ({cfg.method}: {p['before']:,} → {p['after']:,} "
-                  f"parameters, {p['ratio']:.1%}; {report['wall_s']:.1f} s, peak RSS {report['peak_rss_mib']:.0f} MiB)")
+    console.print(_tag("green", "wrote", f"{art.path}  ({cfg.method}: {p['before']:,} → {p['after']:,} "
+                  f"parameters, {p['ratio']:.1%}; {report['wall_s']:.1f} s, peak RSS {report['peak_rss_mib']:.0f} MiB)"))
     if "per_layer" in report:
         t = Table("layer", *[k for k in report["per_layer"][0] if k != "layer"])
         for row in report["per_layer"]:
             t.add_row(str(row["layer"]), *[f"{v:.1%}" for k, v in row.items() if k != "layer"])
         console.print(t)
     if report.get("note"):
-        err.print(f"[yellow]note:[/yellow] {escape(report['note'])}", highlight=False)
+        err.print(_tag("yellow", "note:", f"{report['note']}"))
 
 
 def _run_generate(spec, v: dict) -> None:
@@ -454,18 +473,18 @@ def _run_generate(spec, v: dict) -> None:
     art = run_stage("generate", _context(v, v["out"], teacher=cfg.teacher), cfg)
     summary = art.metrics
     for line in summary.get("bad_lines", []):
-        err.print(f"[yellow]skipped[/yellow] {escape(str(line))}", highlight=False)
+        err.print(_tag("yellow", "skipped", f"{str(line)}"))
     if v["as_json"]:
         console.print_json(json.dumps(summary))
     else:
         t = Table("metric", "value")
         for k in ("tasks", "skipped_done", "written", "rejected", "failed", "remaining", "seconds", "prompts_per_s",
                   "completion_tok_per_s", "reasons", "out", "rejected_out"):
-            t.add_row(k, escape(str(summary.get(k))))
+            t.add_row(k, str(summary.get(k)))
         console.print(t)
     if summary.get("stopped"):
-        err.print(f"[red]stopped early:[/red] {escape(str(summary['stopped']))}", highlight=False)
-        raise typer.Exit(1)
+        err.print(_tag("red", "stopped early:", f"{str(summary['stopped'])}"))
+        raise typer.Exit(2)
 
 
 def _run_quantize(spec, v: dict) -> None:
@@ -499,7 +518,7 @@ def _run_eval(spec, v: dict) -> None:
 
     result = evaluate(model, with_column(cfg.data or "zoo:stdlib", cfg.data_column), split=cfg.split, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
                       max_tokens=cfg.max_tokens, sample=cfg.samples, teacher=cfg.teacher, speed=cfg.speed,
-                      threads=v.get("threads"), warn=lambda m: err.print(f"[yellow]warning:[/yellow] {escape(m)}"))
+                      threads=v.get("threads"), warn=lambda m: err.print(_tag("yellow", "warning:", f"{m}")))
     if cfg.lm_eval:
         from downsize.eval.harness import run_lm_eval
 
@@ -523,7 +542,7 @@ def _print_eval(result: dict, model: str, teacher: str | None) -> None:
     from downsize.console import fmt_mib, fmt_params, fmt_sig
 
     cols = ["metric", model] + ([teacher] if teacher else [])
-    t = Table(*[escape(c) for c in cols])
+    t = Table(*[c for c in cols])
     plain = lambda v: "–" if v is None else f"{v:,}" if isinstance(v, int) else fmt_sig(v, 5) if isinstance(v, float) else str(v)  # noqa: E731
     pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     rows = [("backend", "backend", "teacher_backend", str), ("parameters", "parameters", "teacher_parameters", fmt_params),
@@ -546,14 +565,14 @@ def _print_eval(result: dict, model: str, teacher: str | None) -> None:
                 cell = lambda m: f"{m[k]:.4f} ± {m.get(k + '_stderr', 0):.4f}" if k in m else "–"  # noqa: E731
                 t.add_row(f"lm-eval {task} {k}", cell(metrics), *([cell(tm)] if teacher else []))
     for name, r in result.get("tools", {}).items():
-        t.add_row(f"tool use % ({name})", fmt(r.get("tool_use_pct")), *([""] if teacher else []))
-        t.add_row(f"tool accuracy % ({name})", fmt(r.get("accuracy_pct")), *([""] if teacher else []))
-    console.print(f"data: {escape(str(result['data']))}, windows of {result['seq_len']}")
+        t.add_row(f"tool use % ({name})", plain(r.get("tool_use_pct")), *([""] if teacher else []))
+        t.add_row(f"tool accuracy % ({name})", plain(r.get("accuracy_pct")), *([""] if teacher else []))
+    console.print(f"data: {str(result['data'])}, windows of {result['seq_len']}")
     if result.get("vocab"):
-        console.print(f"vocabulary: {escape(str(result['vocab']))}")
+        console.print(f"vocabulary: {str(result['vocab'])}")
     console.print(t)
     if result.get("sample"):
-        console.print("[bold]sample completion[/bold]")
+        console.print(Text("sample completion", style="bold"))
         console.print(result["sample"]["prompt"], end="", style="dim", markup=False, highlight=False)
         console.print(result["sample"]["completion"], markup=False, highlight=False)
 
@@ -564,9 +583,9 @@ _stage_command(app, "distill", "distill", _run_distill, extra=_common(_OUT_DIR, 
                          "hidden_size=192 --steps 200 --out runs/student",
                          "downsize distill --teacher zoo:coder-teacher --student runs/pruned --loss jsd --beta 0.5 "
                          "--lmbda 0.5 --out runs/gkd"))
-_stage_command(app, "train", "train", _run_training, extra=_common(_OUT_DIR, resume=True),
-               arguments={}, doc="Train a model with plain next-token cross entropy (the no-teacher baseline).",
-               examples=("downsize train --data zoo:stdlib --steps 100 --out runs/ce  # needs a student: see recipes",))
+_stage_command(app, "train", "train", _run_training, extra=[_model_arg()] + _common(_OUT_DIR, resume=True),
+               doc="Train a model with plain next-token cross entropy (the no-teacher baseline).",
+               examples=("downsize train runs/pruned --data zoo:stdlib --steps 150 --out runs/ce-baseline",))
 _stage_command(app, "sft", "sft", _run_training, aliases={"student": ["--student", "--model"], "seq_len": ["--seq-len", "--max-seq-len"]}, extra=_common(_OUT_DIR + "; LoRA merged", resume=True),
                examples=("downsize sft --student runs/student --data traces.jsonl --lora-r 16 --out runs/tuned",
                          "downsize sft --student runs/student --data traces.jsonl --logprob-kd 0.5 --out runs/tuned"))
@@ -602,14 +621,16 @@ _stage_command(app, "eval", "eval", _run_eval, aliases={"samples": ["--samples",
                          "downsize eval student-q4_k_m.gguf --teacher zoo:coder-teacher --speed"))
 
 
-def main() -> None:
-    try:
-        app()
-    except DownsizeError as e:
-        err.print(f"[red]error:[/red] {e.message}", markup=True, highlight=False)
-        if e.hint:
-            err.print(f"  [cyan]hint:[/cyan] {e.hint}", highlight=False)
-        sys.exit(2)
+def main(argv: list[str] | None = None) -> None:
+    """The `downsize` entry point: every error goes through the one boundary (downsize.errors.run_guarded)."""
+    from downsize.errors import run_guarded
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere before "--" (the root option also documents it in --help)
+    cut = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:cut] or None
+    args = [a for i, a in enumerate(args) if not (a == "--debug" and i < cut)]
+    sys.exit(run_guarded(lambda: app(args=args, prog_name="downsize"), debug=debug))
 
 
 if __name__ == "__main__":

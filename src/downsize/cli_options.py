@@ -20,7 +20,7 @@ import typing
 from typing import Any, Callable, Literal, Optional, Union
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
 from downsize.stages.base import WIRING_FIELDS
@@ -124,7 +124,17 @@ def config_from_options(config: type[BaseModel], values: dict[str, Any], **fixed
         elif key in config.model_fields and v is not None and v != []:
             fields[key] = v
     fields.update(groups)
-    return config(**fields)
+    try:
+        return config(**fields)
+    except ValidationError as e:  # the command line's words for what the config refused
+        from downsize.errors import DownsizeError
+
+        lines = []
+        for err in e.errors():
+            loc = [str(p) for p in err["loc"]]
+            where = ("--" + "-".join(loc).replace("_", "-")) if loc else "options"
+            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        raise DownsizeError("; ".join(lines), hint=f"see `--help` for what each option takes") from None
 
 
 def command(fn: Callable, params: list[inspect.Parameter], doc: str) -> Callable:

@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -109,14 +108,20 @@ def load_manifest(run_dir: Path) -> dict:
 
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = None,
-               log: Callable[[str], None] = log.info, progress: bool = True) -> dict:
-    """Execute ``recipe`` into ``run_dir``; returns the manifest."""
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if recipe.threads:
-        import torch
+               log: Callable[[str], None] = log.info, progress: bool = True, overwrite: bool = False) -> dict:
+    """Execute ``recipe`` into ``run_dir``; returns the manifest.
 
-        torch.set_num_threads(recipe.threads)
+    ``run_dir`` must be new, empty or an earlier run folder (which is resumed) unless ``overwrite``.
+    """
+    from downsize.io import KIND_RUN, check_output, mark_dir
+
+    run_dir = Path(run_dir).resolve()
+    check_output(run_dir, KIND_RUN, overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mark_dir(run_dir, KIND_RUN)
+    from downsize.hardware import set_threads
+
+    set_threads(recipe.threads)
     names = [s.name for s in recipe.stages]
     if from_stage is not None and from_stage not in names:
         raise DownsizeError(f"--from {from_stage!r} is not a stage of {recipe.name}", hint=f"choose one of {', '.join(names)}")

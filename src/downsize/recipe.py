@@ -22,7 +22,7 @@ with its path in the file: ``stages[2].distill.loss: unknown 'fkll'; choose one 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -173,7 +173,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         last = parts[-1]
         if isinstance(node, list):
             if not last.isdigit() or int(last) >= len(node):
-                raise DownsizeError(f"override {item!r}: {last!r} is not an index of that list (0..{len(node) - 1})")
+                raise DownsizeError(f"override {item!r}: index {last} is outside the list {'.'.join(parts[:-1])} "
+                                    f"({len(node)} items)", hint="list indices count from 0")
             node[int(last)] = parsed
         else:
             node[last] = parsed
@@ -288,7 +289,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, check_refs
     if not path.exists():
         raise DownsizeError(f"no recipe at {path}", hint="pass a YAML file, e.g. recipes/quickstart.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DownsizeError(f"{path} is not a text file (not UTF-8)", hint="pass a YAML recipe, e.g. recipes/quickstart.yaml") from None
     except yaml.YAMLError as e:
         raise DownsizeError(f"{path} is not valid YAML: {e}", hint="check indentation and quoting") from None
     raw = apply_overrides(raw, overrides or [])

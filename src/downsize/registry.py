@@ -78,6 +78,9 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def keys(self):  # dict(registry) is a plain copy of its (loaded) entries
+        return self._entries.keys()
+
     def names(self) -> list[str]:
         return list(self._entries)
 

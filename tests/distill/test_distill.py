@@ -11,7 +11,7 @@ from downsize.distill import (DistillConfig, LossSpec, OnPolicy, SFTConfig, Stud
                               assistant_labels, cache_teacher, distill, sft)
 from downsize.distill.losses import IGNORE_INDEX, topk_from_logits, uld_distance
 from downsize.distill.teacher import sample
-from downsize.distill.train import derive_config
+from downsize.distill.student import derive_config
 from downsize.distill.vocab import offset_pairs, plan_vocab
 from downsize.errors import DownsizeError
 from downsize.models.refs import load_model
@@ -208,3 +208,38 @@ def test_padded_student_vocab_is_aligned_end_to_end(tiny_model_dir, tiny_tokeniz
     out = distill(str(tiny_model_dir), student, str(text_data), cfg, tmp_path / "pad")
     card = json.loads((out / "distill_card.json").read_text())
     assert "first 512 ids" in card["vocab"] and "576" in card["vocab"]
+
+
+def test_chunked_perplexity_equals_full_logits(tiny_family_dir, tiny_tokenizer, stdlib_texts):
+    """The validation pass's chunked LM head (a few rows at a time, padding skipped) gives the full-logits NLL."""
+    import numpy as np
+
+    from downsize.data.packing import tokenize_documents
+    from downsize.eval.perplexity import perplexity
+
+    model, _ = load_model(tiny_family_dir)
+    stream = np.asarray(tokenize_documents(tiny_tokenizer, stdlib_texts[:3]))[:1000]  # 1000 = 7 windows + a short one
+    full = perplexity(model, stream, seq_len=128, batch_size=3)
+    for rows in (1, 37, 10_000):
+        r = perplexity(model, stream, seq_len=128, batch_size=3, chunk_rows=rows)
+        assert r.tokens == full.tokens
+        assert abs(r.nll - full.nll) < 1e-5, (rows, r.nll, full.nll)
+
+
+def test_validation_pass_sized_or_off_and_checkpoints_removed(tiny_model_dir, tmp_path):
+    """val_tokens sizes the closing pass (0 = off); a finished run's checkpoints go unless keep_work."""
+    from downsize.train.loop import CHECKPOINTS
+
+    base = dict(train=TrainConfig(steps=2, checkpoint_every=1, **TC), loss=LossSpec("fkl"), seq_len=32, windows=8)
+    out = distill(str(tiny_model_dir), StudentSpec.derived(num_hidden_layers=1), "zoo:stdlib",
+                  DistillConfig(**base, val_tokens=300), tmp_path / "a")
+    fm = json.loads((out / "distill_card.json").read_text())["final_metrics"]
+    assert fm["val_tokens"] == 300 - 10 and fm["val_perplexity"] > 1  # 32-token windows: 9 full + one of 12 (one target fewer each)
+    work = out.with_name(out.name + ".work")
+    assert not (work / CHECKPOINTS).exists() and (work / "metrics.jsonl").exists()
+    out = distill(str(tiny_model_dir), StudentSpec.derived(num_hidden_layers=1), "zoo:stdlib",
+                  DistillConfig(**base, val_tokens=0, keep_work=True), tmp_path / "b")
+    assert "val_perplexity" not in json.loads((out / "distill_card.json").read_text())["final_metrics"]
+    assert any((out.with_name(out.name + ".work") / CHECKPOINTS).glob("step-*"))
+    with pytest.raises(DownsizeError, match="val_tokens"):
+        DistillConfig(val_tokens=-1)

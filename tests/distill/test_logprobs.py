@@ -2,7 +2,7 @@
 the record carries ids (local backend) or token text (endpoints), and mapping stops at an unmappable token."""
 
 from downsize.distill.logprobs import teacher_token_example, token_table
-from downsize.distill.train import _assistant_example
+from downsize.distill.supervised import _assistant_example
 
 MSGS = [{"role": "user", "content": "add two numbers"},
         {"role": "assistant", "content": "def add(a, b):\n    return a + b\n"}]

@@ -69,7 +69,7 @@ def report_run(tmp_path_factory, tiny_model_dir, stdlib_texts):
         {"distill": {"name": "distilled", "steps": 40, **train}},
         {"train": {"name": "short", "steps": 3, **train}},
         {"quantize": {"name": "q8", "quant": "Q8_0", "imatrix": False}},
-        {"export": {"name": "ollama", "format": "gguf", "model_name": "render-small"}},
+        {"export": {"name": "ollama", "model_name": "render-small", "create": False}},
         {"eval": {"max_tokens": 512, "seq_len": 32, "speed": True}}]}
     (home / "r.yaml").write_text(yaml.safe_dump(recipe))
     old = os.getcwd()

@@ -63,7 +63,7 @@ def test_sharded_checkpoint_with_a_missing_shard(tiny_model_dir, tmp_path):
     export_gguf(d, out, "F16")
     assert out.stat().st_size > 0
     (d / "model-00002-of-00002.safetensors").unlink()
-    _expect(d, tmp_path, "1 are missing: model-00002-of-00002")
+    _expect(d, tmp_path, "1 is missing: model-00002-of-00002")
 
 
 def test_corrupt_safetensors_header(tiny_model_dir, tmp_path):
@@ -71,7 +71,7 @@ def test_corrupt_safetensors_header(tiny_model_dir, tmp_path):
     raw = bytearray((d / "model.safetensors").read_bytes())
     raw[8:40] = b"{ this is not json at all !!!!!"  # header length stays, the JSON header is garbage
     (d / "model.safetensors").write_bytes(bytes(raw))
-    _expect(d, tmp_path, "not a readable safetensors file")
+    _expect(d, tmp_path, "is a damaged safetensors file")
 
 
 def test_truncated_safetensors_leaves_no_partial_file(tiny_model_dir, tmp_path):

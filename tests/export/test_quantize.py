@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gguf
 import numpy as np
 import pytest
@@ -117,3 +119,16 @@ def test_imatrix_entries_follow_llama_imatrix(export_family_dir, stdlib_texts):
     assert ("output.weight" in im.sums) is (not tied)
     assert all(k.startswith("blk.") for k in im.sums if k != "output.weight")
     assert any(".ffn_down." in k for k in im.sums) and any(".attn_output." in k for k in im.sums)
+
+
+def test_streamed_imatrix_equals_whole_model(export_family_dir, stdlib_texts):
+    """Layer-by-layer streaming (one decoder layer's weights resident) gives the whole-model statistics."""
+    from downsize.export.imatrix import _StreamedModel
+
+    assert _StreamedModel.open(export_family_dir) is not None  # the family streams, no silent fallback
+    cfg = ImatrixConfig(n_samples=4, seq_len=32, batch_size=2)
+    a = compute_imatrix(export_family_dir, stdlib_texts[:4], cfg)
+    b = compute_imatrix(export_family_dir, stdlib_texts[:4], replace(cfg, stream=False))
+    assert a.sums.keys() == b.sums.keys() and a.counts == b.counts
+    for k in a.sums:
+        np.testing.assert_allclose(a.sums[k], b.sums[k], rtol=1e-5, atol=1e-9)

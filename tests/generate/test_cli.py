@@ -36,5 +36,5 @@ def test_generate_cli_resume_and_errors(teacher_server, codebase, tmp_path):
 
     teacher_server.stop()  # nobody listens any more: stop early, exit 1, say how to resume
     r4 = _run(*args[:3], str(tmp_path / "y.jsonl"), *args[4:], "--retries", "1")
-    assert r4.returncode == 1 and "stopped early" in r4.stderr and "rerun the same command" in r4.stderr
+    assert r4.returncode == 2 and "stopped early" in r4.stderr and "rerun the same command" in r4.stderr
     assert not Path(tmp_path / "y.jsonl").read_text()

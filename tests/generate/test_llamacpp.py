@@ -128,7 +128,7 @@ def test_stored_logprobs_feed_logit_kd(tmp_path):
     assert same["kd_tokens"] >= same["assistant_tokens"] - 3 * 6, same
     assert same["kd"] < 1e-4, same  # the student's own distribution over the teacher's top 5 + tail
     assert "forward KL to the teacher's stored top-k" in card["loss"]
-    diff, _ = first_step(str(other), "other")
+    diff, _ = first_step(str(other), "other-sft")  # not over its own input folder (refused: downsize did not write it)
     assert diff["kd_tokens"] == same["kd_tokens"] and diff["kd"] > 0.1, diff
     # data without stored logprobs: asking for logit KD is a clear error
     plain = tmp_path / "plain.jsonl"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from downsize.distill.train import IGNORE_INDEX, assistant_labels
+from downsize.distill.losses import IGNORE_INDEX
+from downsize.distill.supervised import assistant_labels
 from downsize.generate import GenerateConfig, GenParams, generate
 from downsize.generate.writer import read_jsonl
 

@@ -117,3 +117,52 @@ def test_impossible_targets_fail_before_work(family_model, tiny_tokenizer, targe
     with pytest.raises(DownsizeError, match=msg):
         prune(model, tiny_tokenizer, PruneConfig("width", targets=targets), "/nonexistent/calibration")
     assert torch.equal(model.lm_head.weight, w0)
+
+
+def _meta_model(config):
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+QWEN25_15B = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                  num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)  # Qwen2.5-1.5B's public config
+LLAMA31_8B_2L = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=2, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256, head_dim=128)
+
+
+@pytest.mark.parametrize("cls,fields", [("Qwen2", QWEN25_15B), ("Llama", LLAMA31_8B_2L)])
+def test_budget_sizes_fit_kquant_super_blocks(cls, fields):
+    """params=0.5 on real shapes: every row width is a multiple of 256 (K-quants) and heads group the KV heads;
+    with the alignment off the old rounding to 32 picks widths llama.cpp can only quantize with its fallback."""
+    import transformers
+
+    from downsize.prune.width import resolve_sizes
+
+    config = getattr(transformers, f"{cls}Config")(**fields)
+    config.architectures = [f"{cls}ForCausalLM"]
+    model = _meta_model(config)
+    ad = adapter_for(model)
+    s = resolve_sizes(model, ad, PruneConfig("width", targets={"params": 0.5}))
+    hd = ad.head_dim(config)
+    assert s["ffn"] % 256 == 0 and s["hidden"] % 256 == 0 and s["heads"] * hd % 256 == 0, s
+    assert s["heads"] % s["kv_heads"] == 0 and config.num_key_value_heads % s["kv_heads"] == 0
+    assert s["ffn"] < fields["intermediate_size"] and s["hidden"] < fields["hidden_size"]
+    old = resolve_sizes(model, ad, PruneConfig("width", targets={"params": 0.5}, quant_align=0))
+    if cls == "Qwen2":
+        assert old["ffn"] == 6304  # what issue #19 saw: every ffn_down fell back to Q5_0/Q8_0 in Q4_K_M
+
+
+def test_report_says_which_rows_kquants_cannot_pack(family_model, calib_ids, tiny_tokenizer, caplog):
+    """The tiny models' widths (64, 48) are below one super-block: the report and the log say so."""
+    fam, model = family_model
+    with caplog.at_level("WARNING", logger="downsize.prune.width"):
+        m = prune(model, tiny_tokenizer, PruneConfig("width", targets="ffn=48"), calib_ids)
+    al = m.prune_report["alignment"]
+    assert al["quant_align"] == 256 and al["rows"]["ffn"] == 48
+    assert any("ffn=48 is not a multiple of 256" in n and "ffn_down" in n for n in al["notes"])
+    assert "ffn=48 is not a multiple of 256" in caplog.text
+
+
+def test_quant_align_validated():
+    with pytest.raises(DownsizeError, match="quant_align"):
+        PruneConfig("width", targets="ffn=48", quant_align=-1)

@@ -26,6 +26,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from downsize.errors import DownsizeError
 from downsize.io import atomic_path
 
 
@@ -107,7 +108,8 @@ class PackedDataset:
         self.seed = seed
         self.n_windows = (len(stream) - 1) // seq_len
         if self.n_windows < 1:
-            raise ValueError(f"the data has {len(stream)} tokens, fewer than one window of {seq_len + 1}")
+            raise DownsizeError(f"the data has {len(stream)} tokens, fewer than one window of {seq_len + 1}",
+                                hint="give more text (an empty or whitespace-only file has none), or lower --seq-len")
         self.schedule = WindowSchedule(self.n_windows, seed)
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:

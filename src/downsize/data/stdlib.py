@@ -30,6 +30,7 @@ SPLITS = ("train", "validation", "test")
 # Fractions of the hash space: 90% train, 5% validation, 5% test.
 _SPLIT_BOUNDS = {"train": (0.0, 0.90), "validation": (0.90, 0.95), "test": (0.95, 1.0)}
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+STDLIB_ENV = "DOWNSIZE_STDLIB"
 
 
 def split_of(relpath: str) -> str:
@@ -55,7 +56,9 @@ class StdlibCorpus:
 
     @classmethod
     def local(cls) -> "StdlibCorpus":
-        return cls(Path(sysconfig.get_paths()["stdlib"]))
+        """This interpreter's stdlib, or the folder in ``$DOWNSIZE_STDLIB`` (another Python's stdlib unpacked, e.g. on
+        a GPU machine whose Python differs from the one a zoo model was trained on: same files, same fingerprint)."""
+        return cls(Path(os.environ.get(STDLIB_ENV) or sysconfig.get_paths()["stdlib"]))
 
     @cached_property
     def files(self) -> tuple[FileEntry, ...]:

@@ -16,9 +16,10 @@ import importlib
 
 _NAMES = {
     "DIVERGENCES": "losses", "LossSpec": "losses", "kd_loss": "losses",
-    "TopKCacheDataset": "teacher", "cache_teacher": "teacher",
-    "DistillConfig": "train", "OnPolicy": "train", "SFTConfig": "train", "StudentSpec": "train",
-    "assistant_labels": "train", "distill": "train", "save_model": "train", "sft": "train",
+    "ServerSpec": "onpolicy", "TopKCacheDataset": "teacher", "cache_teacher": "teacher",
+    "DistillConfig": "train", "OnPolicy": "train", "distill": "train",
+    "SFTConfig": "supervised", "assistant_labels": "supervised", "sft": "supervised",
+    "StudentSpec": "student", "save_model": "save",
 }
 _LOOP = {"LoraSpec", "TrainConfig"}
 

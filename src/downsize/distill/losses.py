@@ -375,6 +375,8 @@ def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec:
     for a in range(0, n, spec.chunk_size):
         b = min(n, a + spec.chunk_size)
         t_logp, ids = _teacher_logp(spec, vocab, teacher.tensors(a, b)) if spec.kd_ratio > 0 else (None, None)
+        if t_logp is not None and t_logp.device != rows.device:  # a teacher placed on another device
+            t_logp, ids = t_logp.to(rows.device), None if ids is None else ids.to(rows.device)
         r = rows[a:b].detach().requires_grad_(g_rows is not None)
         wrt = ([r] if g_rows is not None else []) + [x for x, g in zip(leaves, g_whole) if g is not None]
         with torch.enable_grad() if grad else torch.no_grad():
@@ -401,6 +403,72 @@ def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec:
         grads = ([g_rows] if g_rows is not None else []) + [g for g in g_whole if g is not None]
         loss = _WithGrads.apply(loss, len(inputs), *inputs, *grads)
     return loss, {"kd": float(kd_mean), "ce": float(ce_mean), "tokens": n}
+
+
+# ---- the sampled token: reverse-KL estimators (on-policy) ----------------------------------------------
+
+def kl_estimator(student_logp: torch.Tensor, teacher_logp: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-token estimates of KL(Q || P) from one token x ~ Q: log-probs (N,), (N,) -> (N,).
+
+    Schulman, "Approximating KL divergence" (2020), as used by verl: with log r = log p(x) - log q(x),
+    k1 = -log r (unbiased, high variance), k2 = ½ (log r)² (biased, low variance), k3 = (r - 1) - log r
+    (unbiased, low variance, >= 0).
+    """
+    log_r = teacher_logp.float() - student_logp.float()
+    if kind == "k1":
+        return -log_r
+    if kind == "k2":
+        return 0.5 * log_r.square()
+    if kind == "k3":
+        return torch.expm1(log_r.clamp(max=20.0)) - log_r  # r - 1 - log r; clamped: exp overflows in fp32 past ~88
+    raise DownsizeError(f"unknown KL estimator {kind!r}", hint="choose k1, k2 or k3")
+
+
+def sampled_kl_loss(student_logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor, kind: str = "k3",
+                    as_reward: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean over ``mask`` (N,) of a reverse-KL estimator on sampled tokens; ``student_logp`` (N,) carries the gradient.
+
+    As a loss (``as_reward=False``) the estimator itself is minimised; the gradient of k3 is (1 - r) ∇log q
+    and that of k2 is -log r ∇log q, both equal in expectation to a KL gradient (k3: forward KL's, k2:
+    reverse KL's); k1's gradient ∇log q has expectation 0, so k1 is only useful as a reward. As a reward
+    (REINFORCE, the on-policy distillation of Thinking Machines / verl), the advantage log r = log p - log q
+    (detached) weights ∇log q: the expectation is ∇ KL(Q || P). Teacher log-probs get no gradient.
+    """
+    n = int(mask.sum())
+    if n == 0:
+        return student_logp.sum() * 0.0, {"estimate": 0.0, "k1": 0.0}
+    s, t = student_logp[mask].float(), teacher_logp[mask].float().detach()
+    if as_reward:
+        advantage = (t - s).detach()  # log r; reward for the sampled token
+        loss = -(advantage * s).mean()
+        est = kl_estimator(s.detach(), t, kind).mean()
+    else:
+        loss = kl_estimator(s, t, kind).mean()
+        est = loss.detach()
+    return loss, {"estimate": float(est), "k1": float((s.detach() - t).mean())}
+
+
+def _token_logp_chunk(h, w, bias, softcap, labels):
+    z = Head.compute(h, w, bias, softcap).float()
+    return F.log_softmax(z, dim=-1).gather(1, labels[:, None]).squeeze(1)
+
+
+def token_logprobs(student: Source, labels: torch.Tensor, chunk_size: int = 256) -> torch.Tensor:
+    """log q(labels[i] | row i) for every row (N,), 0 where ``labels`` is ignored; differentiable, chunked with
+    recomputation so memory stays O(chunk × V)."""
+    out = []
+    n = len(student)
+    safe = labels.clamp_min(0)
+    for a in range(0, n, chunk_size):
+        b = min(n, a + chunk_size)
+        if isinstance(student, Head):
+            args = (*student.tensors(a, b), safe[a:b])
+            lp = checkpoint(_token_logp_chunk, *args, use_reentrant=False) if torch.is_grad_enabled() else _token_logp_chunk(*args)
+        else:
+            lp = F.log_softmax(student.logits[a:b].float(), -1).gather(1, safe[a:b, None]).squeeze(1)
+        out.append(lp)
+    lp = torch.cat(out) if out else labels.new_zeros(0, dtype=torch.float32)
+    return torch.where(labels != IGNORE_INDEX, lp, torch.zeros_like(lp))
 
 
 # ---- cross-tokenizer: Universal Logit Distillation ------------------------------------------------

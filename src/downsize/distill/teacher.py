@@ -28,8 +28,8 @@ from safetensors.torch import save_file
 
 from downsize.distill.losses import Head, TopK, topk_from_logits
 from downsize.errors import DownsizeError
-from downsize.io import atomic_path, write_json_atomic
 from downsize.data.packing import WindowSchedule
+from downsize.io import KIND_CACHE, atomic_path, check_output, mark_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,19 @@ def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask
     return got["h"]
 
 
+def teacher_precision(dtype: str = "auto", train_precision: str = "auto") -> str:
+    """"bf16" or "fp32" teacher weights: ``auto`` follows the training precision (itself ``auto``: bf16 only
+    where the hardware computes in it; a bf16 teacher on a CPU without native bf16 is ~10x slower)."""
+    from downsize.hardware import normalise, resolve_precision
+
+    name = normalise(dtype)
+    if name == "auto":
+        p = resolve_precision(train_precision)
+        log.info("teacher weights: %s (%s)", p.name, p.reason)
+        return p.name
+    return name
+
+
 @dataclass
 class OnlineTeacher:
     """The teacher model, run inside the loop without gradients (bf16 weights when ``dtype`` says so)."""
@@ -85,7 +98,11 @@ class OnlineTeacher:
 
     @torch.no_grad()
     def head(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Head:
-        h = final_hidden(self.model, input_ids, attention_mask)  # (B, T, H)
+        """The teacher's rows on its own device (the loss moves each chunk's log-probs to the student's)."""
+        from downsize.models.placement import to_model
+
+        mask = None if attention_mask is None else to_model(attention_mask, self.model)
+        h = final_hidden(self.model, to_model(input_ids, self.model), mask)  # (B, T, H)
         tmpl = lm_head(self.model)
         return Head(h, tmpl.weight, tmpl.bias, tmpl.softcap)
 
@@ -95,10 +112,13 @@ def sample(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, genera
            temperature: float = 1.0, top_k: int = 0) -> torch.Tensor:
     """Continue ``prompt`` (B, P) by ``new_tokens`` sampled tokens with a KV cache; deterministic for a seeded generator."""
     from downsize.models.compat import CACHE_ARG, kv_cache  # imports transformers: only when sampling
+    from downsize.models.placement import device_of
 
     raw = unwrap(model)
     was_training = raw.training
     raw.eval()
+    home = prompt.device
+    prompt = prompt.to(device_of(raw))  # the student's batch may be sampled by a teacher on another device
     out = prompt
     past = None
     nxt = prompt
@@ -120,10 +140,22 @@ def sample(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int, genera
             nxt = tok
     finally:
         raw.train(was_training)
-    return out
+    return out.to(home)
 
 
 # ---- offline top-k cache ----------------------------------------------------------------------
+
+@torch.no_grad()
+def _topk_rows(model, x: torch.Tensor, k: int, temperature: float) -> TopK:
+    """Top-k of the teacher at positions 0..T-2 of ``x`` (b, T), one window's rows of logits at a time, on the CPU."""
+    from downsize.models.placement import to_model
+
+    h = final_hidden(model, to_model(x, model))[:, :-1]  # (b, T-1, H)
+    head = lm_head(model)
+    parts = [topk_from_logits(Head.compute(h[i], head.weight, head.bias, head.softcap), k, temperature)
+             for i in range(h.shape[0])]  # (T-1, V) logits per window
+    return TopK(*(torch.cat([getattr(p, f) for p in parts]).cpu() for f in ("logp", "ids", "tail_logp")))
+
 
 def _id_dtype(vocab: int) -> torch.dtype:
     return torch.int16 if vocab <= 32767 else torch.int32
@@ -131,28 +163,33 @@ def _id_dtype(vocab: int) -> torch.dtype:
 
 def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_len: int = 256, windows: int | None = None,
                   batch_size: int = 8, temperature: float = 1.0, shard_windows: int = 256, split: str | None = None,
-                  dtype: str = "bf16") -> dict:
+                  dtype: str = "auto", device: str = "auto", overwrite: bool = False) -> dict:
     """Run the teacher once over the first ``windows`` packed windows of ``data``; write the top-k cache.
 
     ``teacher`` is a model reference (or a ``(model, tokenizer)`` pair); ``data`` a data reference.
-    Returns the manifest (with ``bytes_per_token`` measured from the shard files).
+    Returns the manifest (with ``bytes_per_token`` measured from the shard files). ``device``: where the
+    teacher runs (``models.placement``). The LM head runs ``seq_len - 1`` positions at a time, so at a
+    152k vocabulary no (batch, T, V) logits are ever held.
     """
     from downsize.distill.train import load_stream
 
     out = Path(out_dir)
+    if not (out / MANIFEST).exists():  # a cache folder resumes; anything else must be new, empty or --overwrite
+        check_output(out, KIND_CACHE, overwrite)
+    from downsize.models.placement import Placement, load_placed, place
+
+    where = Placement(device, teacher_precision(dtype))
     if isinstance(teacher, tuple):
         model, tok = teacher
+        model = place(model, where)
         teacher_name = getattr(model.config, "_name_or_path", "model")
     else:
         from downsize.data.refs import resolve_data
-        from downsize.models.refs import load_model
 
         if isinstance(data, str):
             resolve_data(data)  # fail on bad data before the teacher loads
-        model, tok = load_model(teacher)
+        model, tok = load_placed(teacher, where)  # straight in the dtype it runs in
         teacher_name = str(teacher)
-    if dtype == "bf16":
-        model = model.to(torch.bfloat16)
     model.eval().requires_grad_(False)
     stream = load_stream(tok, data, split)
     n_all = (len(stream) - 1) // seq_len
@@ -170,6 +207,7 @@ def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_le
             "tokenizer": tokenizer_fingerprint(tok), "id_dtype": str(_id_dtype(vocab)).replace("torch.", "")}
     manifest_path = out / MANIFEST
     done: list[str] = []
+
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
         same = {key: old.get(key) for key in meta} == meta
@@ -179,6 +217,7 @@ def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_le
                                 hint="choose another --cache directory or delete this one")
         done = list(old.get("shards", []))
     out.mkdir(parents=True, exist_ok=True)
+    mark_dir(out, KIND_CACHE)
     id_dtype = _id_dtype(vocab)
     n_shards = (n + shard_windows - 1) // shard_windows
     for si in range(len(done), n_shards):
@@ -187,9 +226,7 @@ def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_le
         parts: dict[str, list[torch.Tensor]] = {K_LOGP: [], K_IDS: [], K_TAIL: []}
         for r in range(0, b - a, batch_size):
             x = ids[r: r + batch_size]
-            with torch.no_grad():
-                logits = model(input_ids=x, use_cache=False).logits[:, :-1]  # (b, T-1, V)
-            top = topk_from_logits(logits.reshape(-1, logits.shape[-1]), k, temperature)
+            top = _topk_rows(model, x, k, temperature)
             shp = (x.shape[0], seq_len - 1)
             parts[K_LOGP].append(top.logp.view(*shp, k).half())
             parts[K_IDS].append(top.ids.view(*shp, k).to(id_dtype))

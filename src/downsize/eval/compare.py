@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from downsize.errors import DownsizeError
 from downsize.eval.perplexity import windows
-from downsize.models.refs import load_model, load_tokenizer, resolve_model
+from downsize.models.placement import Placement, load_placed, to_model
+from downsize.models.refs import load_tokenizer, resolve_model
 
 LogitsFn = Callable[[list[int]], torch.Tensor]  # token ids of one window -> (T, V) fp32 logits
 
@@ -114,27 +115,32 @@ def size_on_disk_mb(path: Path) -> float:
 
 
 def _hf_runner(name: str, ref: str) -> Runner:
-    model, tok = load_model(ref)
+    model, tok = load_placed(ref, Placement("auto", "fp32"))
     model.eval()
 
     @torch.no_grad()
     def logits(ids: list[int]) -> torch.Tensor:
-        return model(torch.tensor([ids])).logits[0].float()
+        return model(to_model(torch.tensor([ids]), model)).logits[0].float().cpu()
 
     return Runner(name, ref, logits, tok.get_vocab(), sum(p.numel() for p in model.parameters()),
                   size_on_disk_mb(resolve_model(ref).path), "transformers")
 
 
 def _gguf_runner(name: str, ref: str, n_ctx: int) -> Runner:
-    from llama_cpp import Llama
+    from downsize.models.llamacpp import gguf_logits, open_gguf
+
+    from downsize.models.checks import read_gguf
 
     path = resolve_model(ref).path
-    llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False)
+    read_gguf(path)  # a damaged file gets a message, not llama.cpp's "failed to load"
+    try:
+        llm = open_gguf(path, n_ctx)  # the F16 KV cache users run with
+    except ValueError as e:  # llama.cpp refused it: an architecture or tensor it does not know
+        raise DownsizeError(f"llama.cpp could not load {path}: {e}",
+                            hint="the GGUF is damaged or of an architecture this llama.cpp does not support") from None
 
     def logits(ids: list[int]) -> torch.Tensor:
-        llm.reset()
-        llm.eval(ids)
-        return torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
+        return torch.from_numpy(gguf_logits(llm, ids))
 
     from gguf import GGUFReader
 

@@ -14,6 +14,9 @@ waterfall table with those ratios, one loss curve per training stage (a note ins
 plot when a run logged too few points), perplexity against size, sample completions side by
 side, the commands to use the result, and the stages. Charts are inline SVG with a viewBox, so the
 page is self-contained, needs no JavaScript, and scales down to a phone's width.
+
+Why this module is long: the page is one document; its charts, tables and commands share the run's numbers
+and the formatting helpers, and splitting it would pass the same manifest through several modules.
 """
 
 from __future__ import annotations

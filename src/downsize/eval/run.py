@@ -18,17 +18,32 @@ from typing import Callable
 import torch
 
 from downsize.data.refs import resolve_data
+from downsize.errors import DownsizeError, reading
 from downsize.eval.perplexity import perplexity
-from downsize.models.refs import load_model, resolve_model
+from downsize.models.placement import Placement, load_placed
+from downsize.models.refs import resolve_model
 
 SAMPLE_PROMPT = "def read_config(path):\n    \"\"\"Read a configuration file and return a dict.\"\"\"\n"
 
 
-def token_stream(tokenizer, data_ref: str, split: str | None = None):
-    """The evaluation stream of a data reference (downsize.data.stream, purpose "eval")."""
-    from downsize.data.stream import token_stream as stream
+MIN_EVAL_TOKENS = 2  # one prediction needs a context token and a target
 
-    return stream(tokenizer, data_ref, "eval", split)
+
+def token_stream(tokenizer, data_ref: str, split: str | None = None):
+    """The evaluation stream of a data reference (downsize.data.stream, purpose "eval"); a split with too few
+    tokens to score is a DownsizeError, not a table of nothing."""
+    from downsize.data.refs import resolve_data
+    from downsize.data.stream import split_for
+    from downsize.data.stream import token_stream as stream_of
+
+    with reading(data_ref):
+        stream = stream_of(tokenizer, data_ref, "eval", split)
+    if len(stream) < MIN_EVAL_TOKENS:
+        split = split_for(data_ref, "eval", split)
+        resolve_data(data_ref)
+        raise DownsizeError(f"{data_ref} ({split}) holds {len(stream)} token{'s' if len(stream) != 1 else ''}: nothing "
+                            "to evaluate (the file is empty or only whitespace)", hint="pass a file or folder with text in it")
+    return stream
 
 
 def sample_completion(model, tokenizer, prompt: str = SAMPLE_PROMPT, max_new_tokens: int = 48, seed: int = 0) -> str:
@@ -83,7 +98,7 @@ def _exact(ref, model_ref: str, data_ref: str, split: str | None, seq_len: int, 
            max_tokens: int | None, sample: bool, warn: Callable[[str], None] | None) -> dict:
     from downsize.eval.compare import size_on_disk_mb
 
-    model, tok = load_model(ref)
+    model, tok = load_placed(ref, Placement("auto", "fp32"))
     model.eval()
     data = resolve_data(data_ref)
     if data.kind == "stdlib" and warn:

@@ -79,12 +79,11 @@ def _hf(ref: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
 
 
 def _gguf(path: str, n_prompt: int, n_gen: int, threads: int | None) -> dict:
-    from llama_cpp import Llama
+    from downsize.models.llamacpp import open_gguf
 
     base = peak_rss_mb()
     t0 = time.perf_counter()
-    threads = threads or default_threads()
-    llm = Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = open_gguf(path, n_prompt + n_gen + 8, threads=threads or default_threads(), logits_all=False)
     load_s = time.perf_counter() - t0
     ids = _prompt_ids(lambda s: llm.tokenize(s.encode(), add_bos=False, special=False), n_prompt)
     llm.eval(ids)  # warm up with the same batch shape: llama.cpp sizes its compute buffers on the first big batch

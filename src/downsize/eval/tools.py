@@ -49,9 +49,12 @@ SUITE_SEED = 1_000_003  # a seed away from generation's default, so the suite is
 
 
 def make_task_suite(codebase: str | os.PathLike, out: str | os.PathLike, n: int = 20, n_negative: int = 5,
-                    seed: int = SUITE_SEED, exclude: str | os.PathLike | None = None) -> int:
+                    seed: int = SUITE_SEED, exclude: str | os.PathLike | None = None, overwrite: bool = False) -> int:
     """Write a JSONL task suite (questions + expected answers from the code); ids in ``exclude`` (a
     traces file) are left out so training data and the suite do not overlap. Returns the count."""
+    from downsize.io import KIND_JSONL, check_output, write_text_atomic
+
+    check_output(out, KIND_JSONL, overwrite)  # a suite has an id per line, so a previous suite is replaced
     skip: set[str] = set()
     if exclude and Path(exclude).exists():
         with open(exclude, encoding="utf-8") as f:
@@ -59,11 +62,9 @@ def make_task_suite(codebase: str | os.PathLike, out: str | os.PathLike, n: int 
     tasks = codebase_tasks(scan_codebase(codebase), n + len(skip), seed) + negative_tasks(n_negative + len(skip), seed)
     pos = [t for t in tasks if t.needs_tools and t.id not in skip][:n]
     neg = [t for t in tasks if t.needs_tools is False and t.id not in skip][:n_negative]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        for t in pos + neg:
-            f.write(json.dumps({"id": t.id, "prompt": t.prompt, "expected": list(t.expected),
-                                "needs_tools": t.needs_tools, "template": t.template}) + "\n")
+    write_text_atomic(out, "".join(json.dumps({"id": t.id, "prompt": t.prompt, "expected": list(t.expected),
+                                               "needs_tools": t.needs_tools, "template": t.template}) + "\n"
+                                   for t in pos + neg), KIND_JSONL, overwrite)
     return len(pos) + len(neg)
 
 
@@ -128,6 +129,10 @@ def eval_tools_isolated(model: str, tasks_file, codebase, max_turns: int = 4, ma
 def compare(models: list[str], tasks_file, codebase, max_turns: int = 4, max_tokens: int = 256,
             max_output: int = SandboxLimits.max_output) -> list[dict]:
     """One row per model (teacher first, then students), each from its own process."""
+    tasks, _ = load_prompt_file(tasks_file)  # bad input is reported here once, not by each child
+    if not tasks:
+        raise DownsizeError(f"no tasks in {tasks_file}", hint="make one with `downsize eval-tools --make-tasks` or write JSONL")
+    Sandbox(codebase)
     return [eval_tools_isolated(m, tasks_file, codebase, max_turns, max_tokens, max_output=max_output) for m in models]
 
 
@@ -140,8 +145,14 @@ def _main(argv=None) -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--max-output", type=int, default=SandboxLimits.max_output)
     a = ap.parse_args(argv)
-    res = eval_tools(a.model, a.tasks, a.codebase, a.max_turns, a.max_tokens, max_output=a.max_output)
-    sys.stdout.write(json.dumps(res) + "\n")
+
+    def run() -> None:
+        res = eval_tools(a.model, a.tasks, a.codebase, a.max_turns, a.max_tokens, max_output=a.max_output)
+        sys.stdout.write(json.dumps(res) + "\n")
+
+    from downsize.errors import run_guarded
+
+    sys.exit(run_guarded(run))  # the child's errors reach the parent as messages, not tracebacks
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ family adapter's name map), and write llama.cpp's imatrix GGUF format (``<tensor
     >>> write_imatrix(im, "teacher.imatrix.gguf")
     >>> export_gguf("zoo:coder-teacher", "teacher-q4_k_m.gguf", "Q4_K_M", imatrix="teacher.imatrix.gguf")
 
+Memory is bounded by one decoder layer, not the model: the model is built on the meta device, the
+embedding, final norm and LM head are read from the safetensors, and each decoder layer's weights are
+read (in fp32) just before its forward and dropped right after, so a 7B checkpoint needs about one
+layer (0.9 GB fp32) plus the embedding and the calibration activations. ``ImatrixConfig(stream=False)``,
+a GGUF source, or a checkpoint whose tensor names differ from the model's load the whole fp32 model.
+
 Why not build llama-imatrix from the vendored sources: it needs a C++ toolchain and minutes of compile on
 the user's machine, and runs the already-quantizable F32 GGUF; the HF forward pass gives the same statistic
 (inputs of each matmul) on the model we are exporting, with no build step.
@@ -38,6 +44,7 @@ class ImatrixConfig:
     batch_size: int = 8
     split: str = "train"
     seed: int = 0
+    stream: bool = True  # one decoder layer's weights in memory at a time (see the module docstring)
 
 
 @dataclass
@@ -56,10 +63,15 @@ class Imatrix:
 def compute_imatrix(model_ref, data="zoo:stdlib", cfg: ImatrixConfig = ImatrixConfig()) -> Imatrix:
     """Run calibration windows through the HF model and accumulate Σ x² per input column of every linear layer."""
     from downsize.export.gguf import family_for
-    from downsize.models.refs import load_model
+    from downsize.models.refs import load_model, load_tokenizer, resolve_model
     from downsize.prune.calib import calibration_ids
 
-    model, tok = load_model(model_ref, dtype=torch.float32)
+    ref = resolve_model(model_ref) if isinstance(model_ref, (str, os.PathLike)) else model_ref
+    streamed = _StreamedModel.open(ref.path) if cfg.stream and not ref.is_gguf else None
+    if streamed is not None:
+        model, tok = streamed.model, load_tokenizer(ref)
+    else:
+        model, tok = load_model(ref, dtype=torch.float32)
     model.eval()
     family = family_for(model.config)
     ids = calibration_ids(tok, data, cfg.n_samples, cfg.seq_len, seed=cfg.seed, split=cfg.split)  # (N, T)
@@ -87,14 +99,95 @@ def compute_imatrix(model_ref, data="zoo:stdlib", cfg: ImatrixConfig = ImatrixCo
             im.counts[_name] += x.shape[0]
 
         handles.append(mod.register_forward_pre_hook(hook))
+    if streamed is not None:
+        handles += streamed.hooks()
+    # a tied head gets no entry, so its (B, T, V) logits (311 MB per 2 x 256 at V = 152k) need not exist
+    head_kw = {"logits_to_keep": 1} if family.tied else {}
     try:
         with torch.no_grad():
             for i in range(0, ids.shape[0], cfg.batch_size):
-                model(ids[i : i + cfg.batch_size])
+                model(ids[i : i + cfg.batch_size], **head_kw)
     finally:
         for h in handles:
             h.remove()
     return im
+
+
+class _StreamedModel:
+    """A causal LM on the meta device whose decoder layers read their weights from the safetensors files
+    just before their forward and drop them after it (fp32 compute, one layer resident)."""
+
+    def __init__(self, model, layers, prefix: str, where: dict[str, Path]):
+        self.model, self.layers, self.prefix, self.where = model, layers, prefix, where
+
+    @classmethod
+    def open(cls, path: Path) -> "_StreamedModel | None":
+        """None when the checkpoint or the family does not allow it (the caller loads the whole model)."""
+        import logging
+
+        from accelerate import init_empty_weights
+        from safetensors import safe_open
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        log = logging.getLogger(__name__)
+        files = sorted(Path(path).glob("*.safetensors"))
+        if not files:
+            return None
+        config = AutoConfig.from_pretrained(str(path))
+        with init_empty_weights(include_buffers=False):  # parameters on meta; buffers (rotary tables) built for real
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        layers = model.get_decoder().layers
+        prefix = next(n for n, m in model.named_modules() if m is layers) + "."
+        where = {}
+        for f in files:
+            with safe_open(f, "pt") as r:
+                where.update({k: f for k in r.keys()})
+        expected = set(model.state_dict())
+        if not set(where) <= expected | {k for k in where if k.startswith(prefix)}:
+            log.info("imatrix: checkpoint names differ from the model's; loading the whole model")
+            return None
+        self = cls(model, layers, prefix, where)
+        model.load_state_dict(self._read([k for k in where if not k.startswith(prefix)]), strict=False, assign=True)
+        model.tie_weights()
+        outside = [n for n, p in model.named_parameters() if p.is_meta and not n.startswith(prefix)]
+        if outside:
+            log.info("imatrix: %s not in the checkpoint; loading the whole model", ", ".join(outside[:3]))
+            return None
+        return self
+
+    def _read(self, keys) -> dict[str, torch.Tensor]:
+        from safetensors import safe_open
+
+        out = {}
+        by_file: dict[Path, list[str]] = {}
+        for k in keys:
+            by_file.setdefault(self.where[k], []).append(k)
+        for f, ks in by_file.items():
+            with safe_open(f, "pt") as r:  # opened per read, so no mapping of the whole file stays resident
+                out.update({k: r.get_tensor(k).to(torch.float32) for k in ks})
+        return out
+
+    def hooks(self) -> list:
+        handles = []
+        for i, layer in enumerate(self.layers):
+            p = f"{self.prefix}{i}."
+
+            def load(mod, _args, _p=p):
+                sd = self._read([k for k in self.where if k.startswith(_p)])
+                mod.load_state_dict({k[len(_p):]: v for k, v in sd.items()}, strict=True, assign=True)
+
+            def drop(mod, _args, _out):
+                _drop_params(mod)
+
+            handles += [layer.register_forward_pre_hook(load), layer.register_forward_hook(drop)]
+        return handles
+
+
+def _drop_params(module: torch.nn.Module) -> None:
+    """Put ``module``'s parameters back on the meta device (its buffers, e.g. rotary tables, stay)."""
+    for m in module.modules():
+        for n, p in list(m.named_parameters(recurse=False)):
+            setattr(m, n, torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False))
 
 
 def write_imatrix(im: Imatrix, path: str | os.PathLike) -> Path:

@@ -19,16 +19,28 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
   ``strftime_now`` → Ollama's ``currentDate`` re-formatted in Go; ``raise_exception`` → nothing (Ollama never raises).
 - Thinking tags inside ``content`` (``'</think>' in content``, ``content.split('</think>')``): Ollama keeps the reasoning in
   ``.Thinking``, so content holds none and these fold to constants.
+- Text only Go's output produces (a macro's output, ``{% set x %}`` blocks, text variables): its truth is derived from
+  the Go it prints (:func:`text_truth`); where an expression needs its value (``.startswith``, ``!= ''``) it is
+  built as a string variable with ``print`` (:meth:`Translator.materialize`; not for tojson, whose ``define`` output
+  cannot be captured). Loops re-run for their text restore the variables they assign from snapshots.
+- Go has no ``+``, no case mapping, no lists: counters are strings of ``x`` (``len`` reads, ``print`` adds),
+  ``x | upper == 'STR'`` compares byte by byte, ``ns.L = ns.L + [e]`` in one filtered loop is a comprehension
+  re-ranged where it is read, ``seq[i + 1:]`` is a slice of a slice, ``range(seq | length)`` ranges seq.
 
 Whatever has no Go counterpart (arithmetic on dynamic values, string methods on request text, filters such as
 ``selectattr``) raises :class:`Untranslatable` naming the construct; the caller then falls back to the GGUF's own
 chat template. Approximations (``trim`` is the identity: Go templates cannot trim) are listed in ``GoTemplate.notes``.
+
+Why this module is long: it is one compiler. Every Jinja node type chat templates use is handled by one visitor
+that shares the translation state (constant folding of what a request cannot change, text variables kept as Go
+snippets, loop re-runs, counters); split by node type, each piece would need all of that state. Each construct is
+pinned by a byte-exact test against Jinja (tests/export/test_jinja2go.py, test_templates_real.py).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import nodes
@@ -76,6 +88,7 @@ class V:
     defined: str | None = None  # Go bool pipeline telling whether a maybe-set name is defined
     extra: Any = None  # kind "selected": (sequence V, attribute, value); kind "elemidx": the sequence's Go pipeline
     truthy: str | None = None  # kind "out": a Go pipeline true exactly when the text is non-empty (None: unknown)
+    dot: str | None = None  # kind "out": what `.` was where the snippet was written (None: unknown)
 
     @property
     def is_const(self) -> bool:
@@ -164,6 +177,181 @@ def _text(s: str) -> str:
     return s.replace("{{", '{{ "{{" }}')
 
 
+_DOT_REF = re.compile(r"(?:^|[\s(])\.[A-Za-z]")
+def _holds_v(x) -> bool:
+    """Whether a constant holds translated values (a dict literal of request values)."""
+    if isinstance(x, V):
+        return True
+    if isinstance(x, dict):
+        return any(_holds_v(y) for y in x.values())
+    if isinstance(x, (list, tuple)):
+        return any(_holds_v(y) for y in x)
+    return False
+
+
+def _dot_through(p: str, base: str) -> str:
+    """The Go pipeline ``p`` with its `.Field`s read through ``base`` (the variable `.` was), outside string literals."""
+    out, i = [], 0
+    for m in _GO_STRING.finditer(p):
+        out.append(_DOT_REF.sub(lambda d: d.group(0)[:-2] + base + d.group(0)[-2:], p[i:m.start()]))
+        out.append(m.group(0))
+        i = m.end()
+    out.append(_DOT_REF.sub(lambda d: d.group(0)[:-2] + base + d.group(0)[-2:], p[i:]))
+    return "".join(out)
+
+
+def _top_dot_ref(go: str) -> bool:
+    """Whether Go template text reads `.X` outside the ranges it opens (inside them, . is the range's element)."""
+    toks = _go_actions(go)
+    if toks is None:
+        return bool(_DOT_REF.search(go))
+    ranges = []  # a stack: is each open block a range?
+    for k, t in toks:
+        if k == "text":
+            continue
+        head = t.split(" ", 1)[0]
+        if not any(ranges) and _DOT_REF.search(t) and head != "end":
+            return True
+        if head in ("range", "if", "with"):
+            ranges.append(head == "range")
+        elif head == "end" and ranges:
+            ranges.pop()
+    return False
+
+
+_ASSIGN = re.compile(r"(\$\w+)\s*:?=(?!=)")
+_GO_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`')
+
+
+def _go_actions(snippet: str):
+    """Split generated Go template text into ("text", s) and ("act", pipeline) tokens (string literals may hold }})."""
+    out, i = [], 0
+    while i < len(snippet):
+        j = snippet.find("{{", i)
+        if j < 0:
+            out.append(("text", snippet[i:]))
+            break
+        if j > i:
+            out.append(("text", snippet[i:j]))
+        k = j + 2
+        while True:
+            m = _GO_STRING.search(snippet, k)
+            end = snippet.find("}}", k)
+            if end < 0:
+                return None
+            if m and m.start() < end:
+                k = m.end()
+                continue
+            break
+        out.append(("act", snippet[j + 2:end].strip().strip("-").strip()))
+        i = end + 2
+    return out
+
+
+def _t_or(terms):
+    terms = [t for t in terms if t != "false"]
+    if "true" in terms:
+        return "true"
+    if not terms:
+        return "false"
+    return terms[0] if len(terms) == 1 else "or " + " ".join(f"({t})" for t in terms)
+
+
+def _t_and(terms):
+    terms = [t for t in terms if t != "true"]
+    if "false" in terms:
+        return "false"
+    if not terms:
+        return "true"
+    return terms[0] if len(terms) == 1 else "and " + " ".join(f"({t})" for t in terms)
+
+
+def text_truth(snippet: str, prints: dict) -> str | None:
+    """A Go pipeline true exactly when ``snippet`` (Go template text this module generated) prints something.
+
+    Go cannot capture output in a variable, so Jinja's truth of a macro's output or of a text variable is derived
+    from the snippet's structure: literal text is non-empty, a printed string is as true as the string, an
+    `if` chain is true on a branch whose body prints, a `range` whose body always prints is as true as its list.
+    None where that cannot be known (a value of unknown type, a loop body that prints only sometimes) or where the
+    pipeline would read a variable the snippet itself assigns (it is evaluated before the snippet runs)."""
+    toks = _go_actions(snippet)
+    if toks is None:
+        return None
+    assigned: set[str] = set()
+    pos = 0
+
+    def seq(stop):  # -> (truth, terminator pipeline)
+        nonlocal pos
+        parts = []
+        while pos < len(toks):
+            kind, s = toks[pos]
+            pos += 1
+            if kind == "text":
+                parts.append("true" if s else "false")
+                continue
+            head = s.split(" ", 1)[0]
+            if head in ("end", "else") and stop:
+                return _t_or(parts), s
+            if head == "if":
+                branches, conds = [], []
+                cond = s[3:]
+                while True:
+                    body, term = seq(True)
+                    if body is None:
+                        return None, None
+                    branches.append(_t_and([*(f"not ({c})" for c in conds), cond, body]))
+                    conds.append(cond)
+                    if term == "end":
+                        break
+                    if term.startswith("else if "):
+                        cond = term[8:]
+                    elif term == "else":
+                        cond = "true"
+                    else:
+                        return None, None
+                parts.append(_t_or(branches))
+            elif head == "range":
+                m = re.fullmatch(r"range (?:(\$\w+)(?:, (\$\w+))? := )?(.+)", s)
+                body, term = seq(True)
+                if body is None or m is None:
+                    return None, None
+                if body not in ("true", "false"):
+                    return None, None  # depends on the element: cannot be said before the loop
+                t = _t_and([m.group(3), body])
+                if term == "else":
+                    ebody, term = seq(True)
+                    if ebody is None:
+                        return None, None
+                    t = _t_or([t, _t_and([f"not ({m.group(3)})", ebody])])
+                if term != "end":
+                    return None, None
+                parts.append(t)
+            elif head in ("break", "continue", "with", "define", "block"):
+                return None, None
+            elif head == "template":
+                if not re.match(r'template "pyjson_', s):
+                    return None, None
+                parts.append("true")  # JSON is never empty
+            elif _ASSIGN.match(s):
+                assigned.add(_ASSIGN.match(s).group(1))
+            elif _GO_STRING.fullmatch(s):
+                parts.append("true" if s not in ('""', "``") else "false")
+            elif s.startswith("json "):
+                parts.append("true")
+            elif prints.get(s) is not None:
+                parts.append(prints[s])
+            else:
+                return None, None
+            if parts and parts[-1] is None:
+                return None, None
+        return (_t_or(parts), None) if not stop else (None, None)
+
+    truth, _ = seq(False)
+    if truth is None or any(x in assigned for x in re.findall(r"\$\w+", truth)):
+        return None
+    return truth
+
+
 @dataclass(frozen=True)
 class Aff:
     """An integer known as a linear form of Go ints: lengths of sequences, loop indices, int variables."""
@@ -215,8 +403,9 @@ def _aff(v) -> Aff | None:
 
 
 class _Scope:
-    def __init__(self, parent: _Scope | None = None, dot: str | None = None):
+    def __init__(self, parent: _Scope | None = None, dot: str | None = None, branch: bool = False):
         self.vars: dict[str, V] = {}
+        self.branch = branch  # the body of one branch of an `if`
         self.parent = parent
         self.dot = dot if dot is not None else (parent.dot if parent else None)
 
@@ -271,6 +460,10 @@ class Translator:
         self.textvars: set[str] = set()  # names / "ns.attr" that hold printed-only text (tojson, macro output)
         self.acc: str | None = None  # the text namespace attribute a loop is being re-translated to accumulate
         self.suppress = False
+        self.snap_vars: set[str] = set()  # variables holding a value from before a re-run loop (_restoring)
+        self.top_decls: list[str] = []  # declarations written at the top of the template
+        self.cur_dot: str | None = "$"  # what `.` is where Go is being emitted
+        self.print_truth: dict[str, str | None] = {}  # printed Go pipeline -> truth of what it prints
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -289,7 +482,41 @@ class Translator:
         return snippet
 
     def snippet(self, fn, truthy: str | None = None) -> V:
-        return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy)
+        return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy, dot=self.cur_dot)
+
+    def _dot_safe(self, v: V, go: str, action: bool = False) -> bool:
+        """Go that reads fields of `.` means the same only where `.` is what it was when the snippet was written.
+        ``action``: ``go`` is a pipeline, else template text."""
+        refs = _DOT_REF.search(go) if action else _top_dot_ref(go)
+        return not refs or (v.dot is not None and v.dot == self.cur_dot)
+
+    def _redot(self, v: V, go: str, action: bool = True) -> str | None:
+        """``go`` read where `.` has changed: its `.Field`s through the variable `.` was (a range's element, or `$`,
+        which stay in scope in the nested loop); None when that is unknown. ``action``: a pipeline, else a snippet."""
+        if self._dot_safe(v, go, action):
+            return go
+        if v.dot is None or not re.fullmatch(r"\$\w*", v.dot):
+            return None
+        def pipe(p):
+            return _dot_through(p, v.dot)
+
+        if action:
+            return pipe(go)
+        toks = _go_actions(go)
+        if toks is None:
+            return None
+        out, ranges = [], []  # a stack: is each open block a range?
+        for k, t in toks:
+            if k == "text":
+                out.append(_text(t))
+                continue
+            head = t.split(" ", 1)[0]
+            out.append(f"{{{{ {t if any(ranges) else pipe(t)} }}}}")
+            if head in ("range", "if", "with"):
+                ranges.append(head == "range")
+            elif head == "end" and ranges:
+                ranges.pop()
+        return "".join(out)
 
     def note(self, s: str):
         if s not in self.notes:
@@ -299,6 +526,8 @@ class Translator:
     def run(self, ast: nodes.Template) -> GoTemplate:
         self._collect_reads(ast)
         self.textvars = self._find_textvars(ast)
+        self.counters_keys = self._find_counters(ast) - self.textvars
+        self.counters: dict[str, str] = {}  # "ns.attr" -> the Go string variable counting it
         scope = _Scope(dot="$")
         agp = "$agp"
         # Ollama adds the generation prompt exactly when the last message is not the assistant's (else it prefills).
@@ -315,7 +544,7 @@ class Translator:
         for k, v in self.extra.items():
             scope.vars[k] = C(v)
         self.body(ast.body, scope)
-        go = "".join(self.defs[k] for k in sorted(self.defs)) + "".join(self.out)
+        go = "".join(self.defs[k] for k in sorted(self.defs)) + self.out[0] + "".join(self.top_decls) + "".join(self.out[1:])
         # a literal "{" right before an action would be read as part of the "{{" delimiter
         while "{{{" in go:
             go = go.replace("{{{", '{{ "{" }}{{')
@@ -365,7 +594,7 @@ class Translator:
             t = self.truth(v)
         except Untranslatable:
             t = None
-        return V(kind="out", extra=self.capture(lambda: self.print_value(v)), truthy=t)
+        return V(kind="out", extra=self.capture(lambda: self.print_value(v)), truthy=t, dot=self.cur_dot)
 
     def _text_keys_assigned(self, node) -> list[str]:
         keys = []
@@ -429,7 +658,11 @@ class Translator:
         m = getattr(self, f"s_{type(s).__name__}", None)
         if m is None:
             raise Untranslatable(f"{{% {type(s).__name__.lower()} %}}")
-        m(s, scope)
+        saved, self.cur_dot = self.cur_dot, scope.dot
+        try:
+            m(s, scope)
+        finally:
+            self.cur_dot = saved
 
     def s_Output(self, s, scope):
         if self.suppress:  # re-translating a loop only for what it appends to a text variable
@@ -479,15 +712,25 @@ class Translator:
             self.emit(_text(_py_str(v.const)))
         elif v.kind in ("str", "int"):
             self.emit(f"{{{{ {v.go} }}}}")
+            self._printed(v.go, v.go if v.kind == "str" else "true")
         elif v.kind == "bool":
             self.emit(f"{{{{ if {v.go} }}}}True{{{{ else }}}}False{{{{ end }}}}")
         elif v.kind == "ptype":
             self.emit(f"{{{{ index {v.go} 0 }}}}")
+            self._printed(f"index {v.go} 0", f"index {v.go} 0")
         elif v.kind == "any":
             self.emit(f"{{{{ {v.go} }}}}")
             self.note("a value of unknown type is printed with Go's formatting")
+        elif v.kind == "folded":
+            raise Untranslatable(f"the `{v.extra[1]}` filter on a request value, printed (Go cannot change case)")
         else:
             raise Untranslatable(f"printing a {v.kind} (Python's str() of a dict/list)")
+
+    def _printed(self, go: str, truth: str):
+        """Remember what printing ``go`` says about the output's truth (text_truth reads it back)."""
+        if self.print_truth.get(go, truth) != truth:
+            truth = None  # the same pipeline printed as two kinds: unknown
+        self.print_truth[go] = truth
 
     def _is_stringy(self, e, scope) -> bool:
         if isinstance(e, nodes.Concat):
@@ -523,16 +766,24 @@ class Translator:
         # names set in a branch must exist before the `if` (Go scopes variables to the block)
         all_bodies = [b for _, b in dyn] + [else_ or []]
         self.predeclare(all_bodies, scope)
-        scopes = []
+        scopes, nested = [], 0
         for k, (t, body) in enumerate(dyn):
-            self.emit(f"{{{{ {'if' if k == 0 else 'else if'} {self.truth(t)} }}}}")
-            scopes.append(_Scope(scope))
+            mark = len(self.out)
+            test = self.truth(t)
+            pre = "".join(self.out[mark:])
+            del self.out[mark:]
+            if k and pre:  # the test builds text first (materialize): only where the earlier tests failed
+                self.emit(f"{{{{ else }}}}{pre}{{{{ if {test} }}}}")
+                nested += 1
+            else:
+                self.emit(f"{pre}{{{{ {'if' if k == 0 else 'else if'} {test} }}}}")
+            scopes.append(_Scope(scope, branch=True))
             self.body(body, scopes[-1])
         if else_:
             self.emit("{{ else }}")
-            scopes.append(_Scope(scope))
+            scopes.append(_Scope(scope, branch=True))
             self.body(else_, scopes[-1])
-        self.emit("{{ end }}")
+        self.emit("{{ end }}" * (1 + nested))
         # text variables set in a branch: their value becomes the same if-chain, re-run where they are printed
         keys = {k for sc in scopes for k in sc.vars if k.lstrip("\0") in self.textvars}
         for key in sorted(keys):
@@ -550,7 +801,11 @@ class Translator:
                          for k in range(len(dyn))]
                 terms.append(f"(and {' '.join([f'(not ({c}))' for c in conds] + [f'({last.truthy})'])})")
                 truthy = "or " + " ".join(terms)
-            scope.set(key, V(kind="out", extra=chain, truthy=truthy))
+            merged = V(kind="out", extra=chain, truthy=truthy)
+            if scope.branch:  # an enclosing `if` merges it again: its branch must see that this one changed it
+                scope.vars[key] = merged
+            else:
+                scope.set(key, merged)
 
     def _raise_only(self, s) -> bool:
         def only_raise(body):
@@ -621,6 +876,10 @@ class Translator:
             if key in self.textvars:
                 return self.assign_text_attr(key, s.node, scope)
             var = ns.const.get(t.attr)
+            if key in self.counters:
+                return self.count(key, s.node, scope)
+            if var is not None and (var.is_const or var.kind == "vlist"):
+                raise Untranslatable("a list built in the template other than by one filtered loop")
             v = self.expr(s.node, scope)
             if var is None:  # first assignment outside namespace(): declare at the namespace's level
                 raise Untranslatable(f"namespace attribute {t.attr!r} set without a default")
@@ -651,12 +910,38 @@ class Translator:
             kind = cur.kind if cur.kind == v.kind or (v.is_const and v.const is None) else "any"
             scope.set(t.name, V(go=cur.go, kind=kind, defined=cur.defined))
             return
-        if v.is_const or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go) and not self._is_var(v.go)):
+        if v.is_const or v.kind == "folded" or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go)
+                                                 and not self._is_var(v.go)):
             scope.vars[t.name] = v  # constants and field paths are inlined where used
             return
         var = self.fresh(t.name)
         self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
         scope.vars[t.name] = V(go=var, kind=v.kind, extra=v.extra)
+
+    MAX_COUNT = 64  # the largest constant a counter starts from or steps by
+
+    def _find_counters(self, ast) -> set[str]:
+        """Namespace attributes only ever set to a small constant or to themselves plus one (tool-call counters)."""
+        sets: dict[str, bool] = {}
+        for a in ast.find_all(nodes.Assign):
+            t = a.target
+            if not isinstance(t, nodes.NSRef):
+                continue
+            key, n = f"{t.name}.{t.attr}", a.node
+            small = lambda c: isinstance(c, nodes.Const) and isinstance(c.value, int) and not isinstance(c.value, bool) \
+                and 0 <= c.value <= self.MAX_COUNT
+            ok = small(n) or (isinstance(n, nodes.Add) and isinstance(n.left, nodes.Getattr)
+                              and isinstance(n.left.node, nodes.Name) and n.left.node.name == t.name
+                              and n.left.attr == t.attr and small(n.right))
+            sets[key] = sets.get(key, True) and ok
+        return {k for k, ok in sets.items() if ok}
+
+    def count(self, key, rhs, scope):
+        var = self.counters[key]
+        if isinstance(rhs, nodes.Const):
+            self.emit(f"{{{{ {var} = {_go_str('x' * rhs.value)} }}}}")
+        elif rhs.right.value:
+            self.emit(f"{{{{ {var} = print {var} {_go_str('x' * rhs.right.value)} }}}}")
 
     def assign_text_attr(self, key, rhs, scope):
         if self.acc == key:  # accumulating: the loop keeps only what each iteration appends
@@ -683,6 +968,17 @@ class Translator:
             return
         scope.vars[self._slot(key)] = self.eval_text(rhs, scope)
 
+    def _reads_predeclared(self, v: V) -> bool:
+        return v.kind != "out" and not v.is_const and bool(v.go) \
+            and any(x in self.predeclared for x in re.findall(r"\$\w+", v.go))
+
+    def snapshot(self, v: V) -> V:
+        """``v`` as it is now, in a variable declared at the top: text re-run later reads this moment's value."""
+        snap = self.fresh("snap")
+        self.top_decls.append(f'{{{{ {snap} := "" }}}}')
+        self.emit(f"{{{{ {snap} = {self.go_of(v)} }}}}")
+        return V(go=snap, kind=v.kind)
+
     def eval_text(self, rhs, scope) -> V:
         """The value of a text variable. Go variables the expression needs (a conditional's temporary) are declared
         inside its snippet, so the snippet stands alone wherever it is printed."""
@@ -690,6 +986,13 @@ class Translator:
         v = self.expr(rhs, scope)
         pre = "".join(self.out[start:])
         del self.out[start:]
+        if not pre and not self.loops and v.kind != "out" and not v.is_const and v.go \
+                and any(x in self.predeclared for x in re.findall(r"\$\w+", v.go)):
+            # it reads a variable a branch reassigns later (`set messages = messages[1:]`): keep today's value
+            snap = self.fresh("snap")
+            self.top_decls.append(f'{{{{ {snap} := "" }}}}')
+            self.emit(f"{{{{ {snap} = {self.go_of(v)} }}}}")
+            return V(go=snap, kind=v.kind)
         if not pre:
             return v
         text = self.as_text(v)
@@ -722,6 +1025,17 @@ class Translator:
             if key in self.textvars:
                 scope.vars[self._slot(key)] = self.as_text(v)
                 attrs[kw.key] = V(go=None, kind="out", extra="", truthy="false")
+                continue
+            if v.is_const and v.const == []:
+                attrs[kw.key] = v  # filled by a filtered loop, if at all (_collect_list)
+                continue
+            if key in self.counters_keys and v.is_const and isinstance(v.const, int) and not isinstance(v.const, bool) \
+                    and 0 <= v.const <= self.MAX_COUNT:
+                # Go has no +: a counter is a string of as many x as its value, read with len, grown with print
+                var = self.fresh(f"{name}{kw.key}")
+                self.emit(f"{{{{ {var} := {_go_str('x' * v.const)} }}}}")
+                self.counters[key] = var
+                attrs[kw.key] = V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
                 continue
             var = self.fresh(f"{name}{kw.key}")
             if key in self.read_names:
@@ -778,8 +1092,14 @@ class Translator:
             raise Untranslatable(f"recursive macro {m.name}()")
         inner = _Scope(self._global(scope))
         inner.dot = scope.dot
-        args = [self.expr(a, scope) for a in call.args]
-        kwargs = {k.key: self.expr(k.value, scope) for k in call.kwargs}
+        def pinned(v):  # `.Field` of the caller's `.`: the macro's own loops rebind `.`
+            if v.go and not v.is_const and v.kind != "out" and scope.dot and re.fullmatch(r"\$\w*", scope.dot) \
+                    and _DOT_REF.search(v.go):
+                return V(go=_dot_through(v.go, scope.dot), kind=v.kind, extra=v.extra,
+                         defined=_dot_through(v.defined, scope.dot) if v.defined else None)
+            return v
+        args = [pinned(self.expr(a, scope)) for a in call.args]
+        kwargs = {k.key: pinned(self.expr(k.value, scope)) for k in call.kwargs}
         defaults = dict(zip([a.name for a in m.args][len(m.args) - len(m.defaults):], m.defaults))
         for i, a in enumerate(m.args):
             if i < len(args):
@@ -802,21 +1122,83 @@ class Translator:
             scope = scope.parent
         return scope
 
+    def _collect_list(self, s, scope) -> bool:
+        """`{% for x in SEQ %}{% if COND %}{% set ns.L = ns.L + [E] %}{% endif %}{% endfor %}` with ns.L = []: Go
+        cannot build a list, so ns.L becomes that comprehension (kind vlist), re-ranged wherever it is read."""
+        def stmts(b):
+            return [st for st in b if not (isinstance(st, nodes.Output) and all(
+                isinstance(n, nodes.TemplateData) and not n.data.strip() for n in st.nodes))]
+        body, cond = stmts(s.body), s.test
+        if len(body) == 1 and isinstance(body[0], nodes.If) and not body[0].elif_ and not body[0].else_:
+            cond = body[0].test if cond is None else nodes.And(cond, body[0].test)
+            body = stmts(body[0].body)
+        if not (len(body) == 1 and isinstance(body[0], nodes.Assign) and isinstance(body[0].target, nodes.NSRef)
+                and isinstance(s.target, nodes.Name)):
+            return False
+        t, rhs = body[0].target, body[0].node
+        if not (isinstance(rhs, nodes.Add) and isinstance(rhs.left, nodes.Getattr) and isinstance(rhs.left.node, nodes.Name)
+                and rhs.left.node.name == t.name and rhs.left.attr == t.attr and isinstance(rhs.right, nodes.List)
+                and len(rhs.right.items) == 1):
+            return False
+        ns = scope.get(t.name)
+        cur = ns.const.get(t.attr) if ns is not None and ns.kind == "ns" else None
+        if cur is None or not (cur.is_const and cur.const == []) or self._own_loop_attrs(s):
+            return False
+        seq = self.expr(s.iter, scope)
+        if seq.is_const or seq.kind not in SEQ_KINDS:
+            return False
+        ns.const[t.attr] = V(go=None, kind="vlist", extra=(s.target.name, seq, cond, rhs.right.items[0], scope))
+        return True
+
+    def range_vlist(self, v: V, inner_fn):
+        """Range a vlist: ``inner_fn(element V, scope)`` emits the body for each element the filter keeps."""
+        name, seq, cond, elem, dscope = v.extra
+        i, x = self.fresh("i"), self.fresh(name)
+        inner = _Scope(dscope, dot=x)
+        inner.vars[name] = V(go=x, kind=ELEM[seq.kind])
+        self.emit(f"{{{{ range {i}, {x} := {self.go_of(seq)} }}}}")
+        saved, self.cur_dot = self.cur_dot, x
+        try:
+            t = self.cond(cond, inner) if cond is not None else C(True)
+            if not t.is_const:
+                self.emit(f"{{{{ if {self.truth(t)} }}}}")
+            if not t.is_const or self._truthy_const(t.const):
+                inner_fn(self.expr(elem, inner), inner)
+            if not t.is_const:
+                self.emit("{{ end }}")
+        finally:
+            self.cur_dot = saved
+        self.emit("{{ end }}")
+
+    def vlist_truth(self, v: V) -> str:
+        flag = self.fresh("any")
+        self.top_decls.append(f"{{{{ {flag} := false }}}}")
+        self.emit(f"{{{{ {flag} = false }}}}")
+        self.range_vlist(v, lambda e, sc: self.emit(f"{{{{ {flag} = true }}}}"))
+        return flag
+
     def s_For(self, s, scope):
+        if self.acc is None and self._collect_list(s, scope):
+            return
+        mark = len(self.out)
+        self.emit("")  # the place of the snapshots a re-run takes (_restoring): filled in place
+        # the text values before the loop (translating the body re-binds them to one iteration's value)
+        before = {key: scope.get(self._slot(key)) for key in self._text_keys_assigned(s)}
         self._for(s, scope)
         if self.acc is None:
             for key in self._text_keys_assigned(s):
                 if "." not in key:
                     continue  # plain names set in a loop body are local to the iteration (Jinja scoping)
-                prior = scope.get(self._slot(key))
+                prior = before[key]
                 prior = prior.extra if prior is not None and prior.kind == "out" else ""
-                prior_v = scope.get(self._slot(key))
+                prior_v = before[key]
                 prior_t = self.as_text(prior_v).truthy if prior_v is not None else "false"
                 self.acc, self.suppress = key, True
                 try:
                     loop = self.capture(lambda: self._for(s, scope))
                 finally:
                     self.acc, self.suppress = None, False
+                loop = self._restoring(loop, mark)
                 # each iteration appends unconditionally: the text is non-empty when it was, or the list is
                 direct = any(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef)
                              and f"{st.target.name}.{st.target.attr}" == key for st in s.body)
@@ -832,6 +1214,26 @@ class Translator:
                 truthy = f"or ({prior_t}) ({seq_t})" if prior_t and seq_t else None
                 scope.set(self._slot(key), V(kind="out", extra=prior + loop, truthy=truthy))
 
+    def _restoring(self, loop: str, mark: int) -> str:
+        """The loop re-run where its text is printed also re-runs its assignments (`ns.first = false`): it starts
+        from the values they had before the loop (snapshots taken there, declared at the top so any later block
+        sees them), so each re-run computes the same text and leaves the same values."""
+        inner = set(re.findall(r"(\$\w+)\s*:=", loop))
+        outer = []
+        for m in re.finditer(r"\{\{ (\$\w+) = ", loop):
+            if m.group(1) not in inner and m.group(1) not in outer:
+                outer.append(m.group(1))
+        if not outer:
+            return loop
+        snaps = []
+        for v in outer:
+            sn = self.fresh("snap")
+            self.snap_vars.add(sn)
+            self.top_decls.append(f'{{{{ {sn} := "" }}}}')
+            snaps.append((v, sn))
+        self.out[mark] += "".join(f"{{{{ {sn} = {v} }}}}" for v, sn in snaps)
+        return "".join(f"{{{{ {v} = {sn} }}}}" for v, sn in snaps) + loop
+
     def _for(self, s, scope):
         if s.recursive:
             raise Untranslatable("recursive for loop")
@@ -840,12 +1242,24 @@ class Translator:
         if isinstance(it, nodes.Getitem) and isinstance(it.arg, nodes.Slice) and it.arg.start is None \
                 and it.arg.stop is None and it.arg.step is not None and self.expr(it.arg.step, scope).const == -1:
             return self.for_reversed(s, self.expr(it.node, scope), scope)
+        if isinstance(it, nodes.Call) and isinstance(it.node, nodes.Name) and it.node.name == "range" \
+                and scope.get("range") is None:
+            return self.for_range(s, scope)
         if isinstance(it, nodes.Filter) and it.name in ("items", "dictsort") and not it.args:
             it, items = it.node, True
         elif isinstance(it, nodes.Call) and isinstance(it.node, nodes.Getattr) and it.node.attr == "items":
             it, items = it.node.node, True
         seq = self.expr(it, scope)
-        uses_loop = any(isinstance(n, nodes.Name) and n.name == "loop" for n in s.find_all(nodes.Name))
+        uses_loop = bool(self._own_loop_attrs(s))
+        if seq.kind == "vlist":
+            if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
+                raise Untranslatable("loop.*, a filter or else on a list built in the template")
+
+            def body(e, sc):
+                inner = _Scope(sc)
+                inner.vars[s.target.name] = e
+                self.body(s.body, inner)
+            return self.range_vlist(seq, body)
         if seq.is_const:
             return self.for_const(s, seq.const, items, scope)
         if seq.kind in FIELDS and seq.kind not in ("message",):  # keys of a fixed struct: unroll
@@ -853,7 +1267,7 @@ class Translator:
         if seq.kind in MAPS:
             if not (items or isinstance(s.target, nodes.Name)):
                 raise Untranslatable("for loop target over a mapping")
-            attrs = {n.attr for n in s.find_all(nodes.Getattr) if isinstance(n.node, nodes.Name) and n.node.name == "loop"}
+            attrs = self._own_loop_attrs(s)
             if attrs - {"first", "last"} or (s.test is not None and attrs):
                 raise Untranslatable("loop.index over a mapping")
             k, v = self.fresh("k"), self.fresh("v")
@@ -878,6 +1292,19 @@ class Translator:
             self._loop_body(s, inner, lp, items_filter=s.test)
             self.emit(f"{{{{ {first} = false }}}}{{{{ end }}}}")
             return
+        if seq.kind == "str" and isinstance(s.target, nodes.Name) and not uses_loop and s.test is None and not s.else_:
+            # the characters of request text (a branch for list contents that Ollama's string content reaches
+            # only when empty): translated once with an element whose attributes are all undefined; a body
+            # that then writes nothing is dropped, anything else is refused
+            inner = _Scope(scope)
+            inner.vars[s.target.name] = V(go=None, kind="char")
+            try:
+                body = self.capture(lambda: self.body(s.body, inner))
+            except Untranslatable:
+                body = None
+            if body == "":
+                return
+            raise Untranslatable("for loop over a str")
         if seq.kind not in SEQ_KINDS:
             raise Untranslatable(f"for loop over a {seq.kind}")
         if s.test is not None and uses_loop:
@@ -897,6 +1324,7 @@ class Translator:
             self.emit(f"{{{{ {sv} := {seq.go} }}}}")
             lp.seq_go = sv
         slot = len(self.out)
+        self.emit("")  # the prelude's place (a previous-element variable): filled in place, so positions hold
         self.emit(f"{{{{ range {i}, {x} := {seq.go} }}}}")
         lp.prelude_slot = slot
         self._loop_body(s, inner, lp, items_filter=s.test)
@@ -906,6 +1334,72 @@ class Translator:
         self.emit("{{ end }}")
         if wrap:
             self.emit("{{ end }}")
+
+    @staticmethod
+    def _own_loop_attrs(s: nodes.For) -> set:
+        """The `loop.X` the loop's body reads of its own loop (a nested for has its own: only its iterable counts);
+        "" stands for `loop` used other than as loop.X."""
+        found = set()
+
+        def walk(n, parent=None):
+            if isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name) and n.node.name == "loop":
+                found.add(n.attr)
+                return
+            if isinstance(n, nodes.Name) and n.name == "loop":
+                found.add("")
+                return
+            if isinstance(n, nodes.For):
+                return walk(n.iter)
+            for c in n.iter_child_nodes():
+                walk(c)
+        for st in s.body:
+            walk(st)
+        if s.test is not None:
+            walk(s.test)
+        return found
+
+    def for_range(self, s, scope):
+        """`for i in range(seq | length)` and `range(seq | length - 1, -1, -1)`: the indices of a sequence, forward
+        or backward (Go ranges the sequence; a backward index is len (slice (slice SEQ $k) 1))."""
+        args = s.iter.args
+        if not isinstance(s.target, nodes.Name) or s.test is not None or s.else_ or s.iter.kwargs \
+                or self._own_loop_attrs(s) or len(args) not in (1, 2, 3):
+            raise Untranslatable("the call range()")
+        if len(args) == 2:  # range(k, seq | length): the index only reads seq[idx], an element of seq[k:]
+            start, lenarg = self.expr(args[0], scope), args[1]
+            if not (isinstance(lenarg, nodes.Filter) and lenarg.name in ("length", "count") and not lenarg.args):
+                raise Untranslatable("the call range()")
+            seq = self.expr(lenarg.node, scope)
+            if seq.is_const or seq.kind not in SEQ_KINDS or not (start.kind == "int" and (start.is_const or start.go)):
+                raise Untranslatable("the call range()")
+            g, j, x = self.go_of(seq), self.fresh("j"), self.fresh("elem")
+            self.emit(f"{{{{ range {j}, {x} := slice {g} {self.go_of(start)} }}}}")
+            inner = _Scope(scope)
+            inner.vars[s.target.name] = V(go=None, kind="seqidx", extra=(g, x))
+            self.body(s.body, inner)
+            self.emit("{{ end }}")
+            return
+        lenarg = args[0]
+        back = len(args) == 3
+        if back:
+            if not (isinstance(lenarg, nodes.Sub) and isinstance(lenarg.right, nodes.Const) and lenarg.right.value == 1
+                    and all(isinstance(a, nodes.Neg) and isinstance(a.node, nodes.Const) and a.node.value == 1
+                            or isinstance(a, nodes.Const) and a.value == -1 for a in args[1:])):
+                raise Untranslatable("the call range()")
+            lenarg = lenarg.left
+        if not (isinstance(lenarg, nodes.Filter) and lenarg.name in ("length", "count") and not lenarg.args):
+            raise Untranslatable("the call range()")
+        seq = self.expr(lenarg.node, scope)
+        if seq.is_const or seq.kind not in SEQ_KINDS:
+            raise Untranslatable("the call range()")
+        g, i = self.go_of(seq), self.fresh("i")
+        self.emit(f"{{{{ range {i}, $_ := {g} }}}}")
+        inner = _Scope(scope)
+        inner.vars[s.target.name] = V(go=f"len (slice (slice {g} {i}) 1)", kind="int") if back else \
+            V(go=i, kind="int", extra=Aff.atom(i))
+        inner.vars["loop"] = C(UNDEF)
+        self.body(s.body, inner)
+        self.emit("{{ end }}")
 
     def for_reversed(self, s, seq: V, scope):
         """`for x in seq[::-1]`: Go ranges forward; element k is index SEQ (len (slice (slice SEQ $k) 1))."""
@@ -974,8 +1468,7 @@ class Translator:
             seen[key] = gofield
         keys = list(seen)
         present = {k: fields[k][2] for k in keys}
-        if not all(present.values()) and any(isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name)
-                                             and n.node.name == "loop" for n in s.find_all(nodes.Getattr)):
+        if not all(present.values()) and self._own_loop_attrs(s):
             raise Untranslatable(f"loop.* over the optional keys of a {obj.kind}")
         for n, key in enumerate(keys):
             gofield, kind, always = fields[key]
@@ -1019,16 +1512,66 @@ class Translator:
     def truth(self, v: V) -> str:
         if v.kind == "out":
             declared = set(re.findall(r"(\$\w+) :=", v.extra or ""))
-            if v.truthy is None or any(x in declared for x in re.findall(r"\$\w+", v.truthy)):
-                raise Untranslatable("the truth of text only Go's output can produce (tojson, a macro's output)")
-            return v.truthy
+            t = v.truthy
+            if t is None or any(x in declared for x in re.findall(r"\$\w+", t)):
+                t = text_truth(v.extra or "", self.print_truth)
+                if t is not None:
+                    t = self._redot(v, t)
+            if t is None:
+                try:
+                    t = self.materialize(v).go
+                except Untranslatable:
+                    raise Untranslatable("the truth of text only Go's output can produce (tojson, a macro's output)") from None
+            return t
         if v.is_const:
             return "true" if self._truthy_const(v.const) else "false"
+        if v.kind == "vlist":
+            return self.vlist_truth(v)
         return v.go
+
+    def materialize(self, v: V) -> V:
+        """Text only Go's output produces (a macro's output, a text variable) as a Go string variable, built where it
+        is needed: every piece the snippet prints is appended with `print`, which concatenates strings as they are.
+        Refused where the snippet runs a define (tojson: a template's output cannot be captured), prints a value of
+        unknown type, or assigns a variable it does not declare (running it twice would change that variable)."""
+        toks = _go_actions(v.extra or "")
+        redone = self._redot(v, v.extra or "", action=False)
+        if toks is None or redone is None:
+            raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
+        var = self.fresh("text")
+        declared = {m.group(1) for kind, s in toks if kind == "act" for m in [re.match(r"(\$\w+)\s*:=", s)] if m}
+        declared |= {x for kind, s in toks if kind == "act" and s.startswith("range ")
+                     for x in re.findall(r"\$\w+", s.split(":=")[0])}
+        # declared at the top: a test the translator re-reads after the block that built it still sees it
+        self.top_decls.append(f'{{{{ {var} := "" }}}}')
+        parts = [f'{{{{ {var} = "" }}}}']
+        for (kind, s), (_, go) in zip(toks, _go_actions(redone)):  # go: s read through the right `.`
+            if kind == "text":
+                if s:
+                    parts.append(f"{{{{ {var} = print {var} {_go_str(s)} }}}}")
+                continue
+            head = s.split(" ", 1)[0]
+            m = _ASSIGN.match(s)
+            if head in ("if", "else", "end", "range", "break", "continue"):
+                parts.append(f"{{{{ {go} }}}}")
+            elif m:
+                if re.fullmatch(r"\$\w+ = (\$\w+)", s) and s.split(" = ")[1] in self.snap_vars:
+                    declared.add(m.group(1))  # restored from its snapshot: running the snippet again is harmless
+                if m.group(1) not in declared:
+                    raise Untranslatable("text that sets a variable as it is written, used inside an expression")
+                parts.append(f"{{{{ {go} }}}}")
+            elif _GO_STRING.fullmatch(s) or s.startswith("json ") or self.print_truth.get(s) is not None:
+                parts.append(f"{{{{ {var} = print {var} ({go}) }}}}")
+            else:
+                raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
+        self.emit("".join(parts))
+        return V(go=var, kind="str")
 
     def go_of(self, v: V) -> str:
         if v.kind == "out":
-            raise Untranslatable("text only Go's output can produce (tojson, a macro's output) used inside an expression")
+            return self.materialize(v).go
+        if v.kind == "vlist":  # only its truth has a Go value (and / or / if); printing or comparing it is refused
+            return self.vlist_truth(v)
         if v.go is None and isinstance(v.extra, Aff):
             g = v.extra.go()
             return g if re.fullmatch(r"[$.\w]+", g) else f"({g})"
@@ -1036,6 +1579,8 @@ class Translator:
             if v.kind == "ns":
                 raise Untranslatable("a namespace used as a value")
             return _go_lit(v.const)
+        if v.go is None:
+            raise Untranslatable(f"a {v.kind} used as a Go value")
         return v.go if re.fullmatch(r"[$.\w]+", v.go or "") else f"({v.go})"
 
     STRUCTS = ("message", "tcall", "tcfn", "tool", "fn", "params")  # never empty: truthy in Jinja and in Go
@@ -1049,7 +1594,8 @@ class Translator:
     def cond(self, e, scope) -> V:
         """An expression in a truth context: a struct value is statically true."""
         v = self.expr(e, scope)
-        return C(True) if not v.is_const and v.kind in self.STRUCTS else v
+        # a variable the branches assign may still hold its first value (none): not statically true
+        return C(True) if not v.is_const and v.kind in self.STRUCTS and v.go not in self.predeclared else v
 
     def e_Const(self, e, scope):
         return C(e.value)
@@ -1069,6 +1615,8 @@ class Translator:
         vs = [(self.expr(p.key, scope), self.expr(p.value, scope)) for p in e.items]
         if all(k.is_const and v.is_const for k, v in vs):
             return C({k.const: v.const for k, v in vs})
+        if all(k.is_const and isinstance(k.const, str) for k, _ in vs) and not any(v.kind == "ns" for _, v in vs):
+            return C({k.const: (v.const if v.is_const else v) for k, v in vs})  # read back by getitem
         raise Untranslatable("a dict literal of request values")
 
     def e_Name(self, e, scope):
@@ -1094,9 +1642,10 @@ class Translator:
                 if isinstance(e.arg, nodes.Sub):
                     if lp.prev is None:
                         lp.prev = self.fresh("prev")
-                        self.out.insert(lp.prelude_slot, f"{{{{ {lp.prev} := \"\" }}}}")
+                        self.out[lp.prelude_slot] += f"{{{{ {lp.prev} := \"\" }}}}"
                     return V(go=lp.prev, kind=ELEM.get(obj.kind, "any"))
-                return V(go=f"index (slice {obj.go} {lp.idx}) 1", kind=ELEM.get(obj.kind, "any"))
+                return V(go=f"index (slice {obj.go} {lp.idx}) 1", kind=ELEM.get(obj.kind, "any"),
+                         defined=f"(gt (len (slice {obj.go} {lp.idx})) 1)")
         return self.getitem(obj, self.expr(e.arg, scope), scope)
 
     def _loop_index_arg(self, node, scope):
@@ -1113,6 +1662,8 @@ class Translator:
         step = self.expr(sl.step, scope) if sl.step is not None else C(None)
         if obj.is_const:
             if start.is_const and stop.is_const and step.is_const:
+                if not isinstance(obj.const, (str, list, tuple)):
+                    raise Untranslatable(f"slicing a {_kind_of(obj.const)} constant")
                 return C(obj.const[slice(start.const, stop.const, step.const)])
             raise Untranslatable("slicing a constant by a request value")
         if obj.kind == "out" and start.const is None and stop.const == -1 and step.const is None:
@@ -1130,6 +1681,13 @@ class Translator:
             if obj.kind == "str":
                 raise Untranslatable("slicing request text")
             raise Untranslatable(f"slicing a {obj.kind}")
+        fa = _aff(start) if not start.is_const else None
+        if stop.is_const and stop.const is None and fa is not None and len(fa.terms) == 1 and fa.terms[0][1] == 1 \
+                and 0 < fa.const <= 8:
+            # seq[i + k:] (the messages after this one): Go has no +, but slicing twice adds
+            return V(go=f"slice (slice {self.go_of(obj)} {fa.terms[0][0]}) {fa.const}", kind=obj.kind)
+        if stop.is_const and stop.const is None and not start.is_const and start.kind == "int":
+            return V(go=f"slice {self.go_of(obj)} {self.go_of(start)}", kind=obj.kind)  # seq[i:], i a Go int
         if not (start.is_const and isinstance(start.const, (int, type(None))) and stop.is_const and stop.const is None):
             raise Untranslatable("a slice other than seq[n:]")
         n = start.const or 0
@@ -1155,7 +1713,8 @@ class Translator:
                 raise Untranslatable("indexing a constant by a request value")
             try:
                 if isinstance(c, dict):
-                    return C(c.get(key.const, UNDEF))
+                    x = c.get(key.const, UNDEF)
+                    return x if isinstance(x, V) else C(x)
                 if isinstance(c, (list, tuple, str)) and isinstance(key.const, int):
                     if not -len(c) <= key.const < len(c):
                         return C(UNDEF)
@@ -1192,6 +1751,12 @@ class Translator:
             self.emit(f"{{{{ {var} := -1 }}}}{{{{ range $j, $m := {seq.go} }}}}{{{{ if eq $m.{f[0]} {_go_lit(val)} }}}}"
                       f"{{{{ {var} = $j }}}}{{{{ end }}}}{{{{ end }}}}")
             return V(go=var, kind="elemidx", extra=seq.go)
+        if obj.kind in SEQ_KINDS and key.kind == "seqidx":
+            if key.extra[0] != self.go_of(obj):
+                raise Untranslatable("an index from range() used on another sequence")
+            return V(go=key.extra[1], kind=ELEM[obj.kind])
+        if obj.kind in SEQ_KINDS and not key.is_const and key.kind == "int" and key.go:
+            return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=ELEM[obj.kind])  # an index from range()
         if obj.kind in SEQ_KINDS and key.is_const and isinstance(key.const, int):
             k = key.const
             if k >= 0:
@@ -1205,12 +1770,23 @@ class Translator:
             if key.is_const:
                 return V(go=f"index {self.go_of(obj)} {_go_lit(key.const)}", kind=MAPS[obj.kind])
             return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=MAPS[obj.kind])
-        if obj.kind == "str" and key.is_const and isinstance(key.const, str):
+        if obj.kind in ("str", "char") and key.is_const and isinstance(key.const, str):
             return C(UNDEF)  # a string has no such attribute: undefined, as in Jinja
+        if obj.kind == "str" and key.is_const and isinstance(key.const, int):
+            # one character of request text (`content[0].type` of a string content): only its attributes, all
+            # undefined, are read; printing or comparing it (bytes are not characters) is refused
+            return V(go=None, kind="char")
+        if obj.kind == "any" and key.is_const and isinstance(key.const, int) and key.const >= 0:
+            return V(go=f"index {self.go_of(obj)} {key.const}", kind="any")  # a JSON list of the request
+        if obj.kind == "any" and key.is_const and isinstance(key.const, str):
+            # a JSON object of the request (a property's `items`): Go's index reads a map's key (zero when absent)
+            return V(go=f"index {self.go_of(obj)} {_go_lit(key.const)}", kind="any")
         if obj.kind == "tool" and not key.is_const:
             raise Untranslatable("indexing a tool by a request value")
         if obj.kind in FIELDS and not key.is_const:
             raise Untranslatable(f"indexing a {obj.kind} by a request value")
+        if not key.is_const:
+            raise Untranslatable(f"indexing a {obj.kind} by a request value other than the loop's neighbours")
         raise Untranslatable(f"[{key.const!r}] of a {obj.kind}")
 
     def loop_attr(self, lp: _Loop, attr):
@@ -1233,10 +1809,11 @@ class Translator:
         if attr == "previtem":
             if lp.prev is None:
                 lp.prev = self.fresh("prev")
-                self.out.insert(lp.prelude_slot, f"{{{{ {lp.prev} := \"\" }}}}")
+                self.out[lp.prelude_slot] += f"{{{{ {lp.prev} := \"\" }}}}"
             return V(go=lp.prev, kind=ELEM.get(lp.seq.kind, "any"))
         if attr == "nextitem":
-            return V(go=f"index (slice {lp.seq_go} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"))
+            return V(go=f"index (slice {lp.seq_go} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"),
+                     defined=f"(gt (len (slice {lp.seq_go} {lp.idx})) 1)")
         if attr == "length":
             return V(go=f"len {lp.seq_go}", kind="int")
         raise Untranslatable(f"loop.{attr}")
@@ -1247,6 +1824,8 @@ class Translator:
         if a.is_const:
             return self.expr(e.right, scope) if self._truthy_const(a.const) else a
         b = self.expr(e.right, scope)
+        if b.kind == "out":
+            return self._short_circuit(a, b, "and")
         if not b.is_const and b.go == a.go:
             return a
         if b.is_const:
@@ -1259,12 +1838,21 @@ class Translator:
         if a.is_const:
             return a if self._truthy_const(a.const) else self.expr(e.right, scope)
         b = self.expr(e.right, scope)
+        if b.kind == "out":
+            return self._short_circuit(a, b, "or")
         if b.is_const and not self._truthy_const(b.const):
             return a
         if b.is_const:
             return V(go=f"or {self.go_of(a)} {self.go_of(b)}", kind="any")
         kind = a.kind if a.kind == b.kind else "any"
         return V(go=f"or {self.go_of(a)} {self.go_of(b)}", kind=kind)
+
+    def _short_circuit(self, a: V, b: V, op: str) -> V:
+        """`a and TEXT` / `a or TEXT`: the text is built (materialize) only where Python evaluates it."""
+        r = self.fresh(op)
+        self.emit(f"{{{{ {r} := {self.go_of(a)} }}}}{{{{ if {'' if op == 'and' else 'not '}{r} }}}}")
+        self.emit(f"{{{{ {r} = {self.go_of(b)} }}}}{{{{ end }}}}")
+        return V(go=r, kind="any")
 
     def e_Not(self, e, scope):
         a = self.cond(e.node, scope)
@@ -1321,6 +1909,8 @@ class Translator:
                           "notin": lambda: x not in y if y is not None else True}[op]())
             except TypeError:
                 raise Untranslatable(f"comparing {x!r} {op} {y!r}") from None
+        if "folded" in (a.kind, b.kind):
+            return self.casefold_compare(a, op, b)
         if op in ("in", "notin"):
             r = self.contains(a, b)
             if op == "notin":
@@ -1362,6 +1952,31 @@ class Translator:
             raise Untranslatable(f"comparing a {a.kind} with a {b.kind}")
         return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
 
+    def casefold_compare(self, a: V, op: str, b: V) -> V:
+        """`x | upper == 'STRING'` (or `in [...]`) on request text: Go has no case mapping, so x is compared byte by
+        byte: as long as the constant, each letter in either case (`and` stops before slicing a shorter string)."""
+        folded, other = (a, b) if a.kind == "folded" else (b, a)
+        base, how = folded.extra
+        if op not in ("eq", "ne", "in", "notin") or not other.is_const or (op in ("in", "notin") and folded is not a):
+            raise Untranslatable(f"the `{how}` filter on a request value")
+        consts = list(other.const) if op in ("in", "notin") else [other.const]
+        go = self.go_of(base)
+        tests = []
+        for c in consts:
+            if not isinstance(c, str) or not c.isascii() or getattr(c, how)() != c:
+                continue  # no string maps to it (or a non-ASCII case mapping): never equal
+            chars = []
+            for k, ch in enumerate(c):
+                at = f"(slice {go} {k} {k + 1})"
+                chars.append(f"(or (eq {at} {_go_lit(ch.lower())}) (eq {at} {_go_lit(ch.upper())}))"
+                             if ch.isalpha() else f"(eq {at} {_go_lit(ch)})")
+            tests.append(f"and (eq (len {go}) {len(c.encode())}) {' '.join(chars)}" if chars else f"eq (len {go}) 0")
+        positive = op in ("eq", "in")
+        if not tests:
+            return C(not positive)
+        test = tests[0] if len(tests) == 1 else "or " + " ".join(f"({t})" for t in tests)
+        return V(go=test if positive else f"not ({test})", kind="bool")
+
     def contains(self, needle: V, hay: V) -> V:
         if hay.is_const and isinstance(hay.const, (list, tuple, dict)) and not needle.is_const:
             opts = list(hay.const)
@@ -1380,7 +1995,7 @@ class Translator:
             if f is None:
                 return C(False)
             return C(True) if f[2] else V(go=f"{hay.go}.{f[0]}", kind="any")
-        if hay.kind in ("str", "any") and needle.is_const and isinstance(needle.const, str):
+        if hay.kind in ("str", "any", "out") and needle.is_const and isinstance(needle.const, str):
             if needle.const in THINK_TAGS:
                 self.note("reasoning tags never occur in .Content: Ollama keeps the reasoning in .Thinking")
                 return C(False)
@@ -1478,6 +2093,7 @@ class Translator:
 
     def concat(self, vs):
         if any(v.kind == "out" for v in vs):
+            vs = [self.snapshot(v) if self._reads_predeclared(v) else v for v in vs]
             ts = [self.as_text(v).truthy for v in vs]
             truthy = "true" if "true" in ts else ("or " + " ".join(f"({t})" for t in ts) if all(ts) else None)
             return V(kind="out", extra="".join(self.capture(lambda v=v: self.print_value(v)) for v in vs),
@@ -1514,6 +2130,8 @@ class Translator:
         args = [self.expr(a, scope) for a in e.args]
         kwargs = {k.key: self.expr(k.value, scope) for k in e.kwargs}
         name = e.name
+        if v.is_const and _holds_v(v.const) and name not in ("default", "d"):
+            raise Untranslatable(f"the `{name}` filter on a dict literal of request values")
         if v.is_const and name not in ("tojson",) and all(a.is_const for a in args) and all(k.is_const for k in kwargs.values()):
             return C(self.const_filter(name, v.const, [a.const for a in args], {k: x.const for k, x in kwargs.items()}))
         if v.kind == "out" and name in ("string", "list"):
@@ -1532,11 +2150,15 @@ class Translator:
                 self.note("`| string` of a value of unknown type uses Go's formatting")
                 return v
             raise Untranslatable(f"the string filter on a {v.kind}")
+        if name in ("upper", "lower") and v.kind in ("str", "ptype"):
+            # only compared with constants (casefold_eq); printing it raises in print_value / go_of
+            base = V(go=f"index {self.go_of(v)} 0", kind="str") if v.kind == "ptype" else v
+            return V(go=None, kind="folded", extra=(base, name))
         if name in ("length", "count"):
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
                 return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
-            if v.kind in set(MAPS) | {"str"}:
+            if v.kind in set(MAPS) | {"str", "any"}:  # any: a JSON string, list or object (Go's len takes each)
                 return V(go=f"len {self.go_of(v)}", kind="int")
             raise Untranslatable(f"length of a {v.kind}")
         if name == "default":
@@ -1553,6 +2175,9 @@ class Translator:
         if name == "selectattr" and v.kind in SEQ_KINDS and len(args) == 3 and all(a.is_const for a in args) \
                 and args[1].const in ("equalto", "eq", "==") and ELEM[v.kind] in FIELDS:
             return V(go=v.go, kind="selected", extra=(v, args[0].const, args[2].const))
+        if name == "map" and v.kind == "tools" and not args and set(kwargs) == {"attribute"} \
+                and kwargs["attribute"].const == "function":
+            return V(go=v.go, kind="fnlist")  # `tools | map(attribute='function')`: written by tojson only
         if name == "items" and v.kind in MAPS:
             return v
         if name == "tojson":
@@ -1674,6 +2299,8 @@ class Translator:
         if not indent.is_const or any(k not in ("indent", "ensure_ascii") for k in kwargs):
             raise Untranslatable("tojson with options other than indent")
         indent = indent.const
+        if v.is_const and _holds_v(v.const):
+            raise Untranslatable("tojson of a dict literal of request values")
         if v.is_const:
             import json as _json
 
@@ -1682,7 +2309,7 @@ class Translator:
             self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
             return self.emit(f"{{{{ json {self.go_of(v)} }}}}")
         if v.kind in ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
-                      "tcall", "tcfn", "tcalls", "proplist"):
+                      "tcall", "tcfn", "tcalls", "proplist", "fnlist"):
             self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
                       "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
             name = _PyJSON(self.defs, indent).template(v.kind, 0)
@@ -1786,6 +2413,11 @@ class _PyJSON:
 
     def b_tools(self, d):
         return self._list(d, "tool")
+
+    def b_fnlist(self, d):  # the tools' functions
+        return (f"{{{{ $f := true }}}}[{{{{ range . }}}}{{{{ if not $f }}}}{self.sep}{{{{ end }}}}{{{{ $f = false }}}}"
+                f"{_text(self.nl(d + 1))}{self.call('fn', d + 1, '.Function')}{{{{ end }}}}"
+                f"{{{{ if not $f }}}}{_text(self.nl(d))}{{{{ end }}}}]")
 
     def b_proplist(self, d):
         return self._list(d, "property")

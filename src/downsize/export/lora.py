@@ -27,12 +27,12 @@ import numpy as np
 import torch
 
 from downsize.errors import DownsizeError
-from downsize.io import atomic_path
+from downsize.io import KIND_GGUF, atomic_path, check_output
 
 _PEFT_NAME = re.compile(r"^(?:base_model\.model\.)?(?P<mod>.+)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$")
 
 
-def export_lora_gguf(adapter_dir: str | os.PathLike, base, out: str | os.PathLike) -> dict:
+def export_lora_gguf(adapter_dir: str | os.PathLike, base, out: str | os.PathLike, overwrite: bool = False) -> dict:
     """Write the PEFT adapter in ``adapter_dir`` (for base model ``base``) as a GGUF LoRA adapter at ``out``."""
     from safetensors.torch import load_file
 
@@ -40,12 +40,21 @@ def export_lora_gguf(adapter_dir: str | os.PathLike, base, out: str | os.PathLik
     from downsize.export.gguf.convert import load_config
     from downsize.models.refs import resolve_model
 
+    check_output(out, KIND_GGUF, overwrite)
     adapter_dir = Path(adapter_dir)
     cfg_path, w_path = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
     if not cfg_path.exists() or not w_path.exists():
         raise DownsizeError(f"{adapter_dir} is not a PEFT adapter (needs adapter_config.json and adapter_model.safetensors)",
                             hint="save the adapter with model.save_pretrained(dir) from PEFT")
-    acfg = json.loads(cfg_path.read_text())
+    from downsize.models.checks import check_safetensors
+
+    try:
+        acfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DownsizeError(f"{cfg_path} is not valid JSON ({e})", hint="save the adapter again with PEFT") from None
+    if not isinstance(acfg, dict):
+        raise DownsizeError(f"{cfg_path} is not a JSON object", hint="save the adapter again with PEFT")
+    check_safetensors(w_path)
     if acfg.get("peft_type", "LORA") != "LORA":
         raise DownsizeError(f"adapter type {acfg.get('peft_type')} is not LoRA", hint="only LoRA adapters export to GGUF")
     if acfg.get("use_dora") or acfg.get("use_rslora"):
@@ -84,7 +93,7 @@ def export_lora_gguf(adapter_dir: str | os.PathLike, base, out: str | os.PathLik
     if n == 0:
         raise DownsizeError(f"{adapter_dir} holds no LoRA weights", hint="check the adapter was saved after training")
     out = Path(out)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, KIND_GGUF, overwrite) as tmp:
         w.write_header_to_file(tmp)
         w.write_kv_data_to_file()
         w.write_tensors_to_file()

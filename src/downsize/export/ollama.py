@@ -22,8 +22,9 @@ import gguf
 
 from downsize.errors import DownsizeError
 from downsize.export.template import ConvertedTemplate, convert_chat_template, forced_style, template_file
-from downsize.io import write_text_atomic
+from downsize.io import KIND_GGUF, KIND_MODELFILE, KIND_OLLAMA, check_output, mark_dir, write_text_atomic
 
+MODELFILE = "Modelfile"
 MAX_DEFAULT_CTX = 32768  # a default num_ctx above this costs more KV memory than most users expect
 
 
@@ -34,7 +35,9 @@ def _field(r: gguf.GGUFReader, key: str):
 
 def gguf_chat_info(path: str | os.PathLike) -> dict:
     """Chat template, BOS/EOS text, end-of-turn token text and context length from a GGUF's metadata."""
-    r = gguf.GGUFReader(path)
+    from downsize.models.checks import read_gguf
+
+    r = read_gguf(path)
     arch = _field(r, "general.architecture")
     tokens = _field(r, "tokenizer.ggml.tokens") or []
 
@@ -76,13 +79,14 @@ def render_modelfile(from_path: str, conv: ConvertedTemplate, stops: list[str], 
 def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.PathLike | None = None, *,
                  template_style: str | None = None, system: str | None = None, num_ctx: int | None = None,
                  adapter: str | os.PathLike | None = None, create: bool = True,
-                 template_file_path: str | os.PathLike | None = None) -> dict:
+                 template_file_path: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
     """Write a Modelfile for ``gguf_file`` (in ``out_dir``, default beside it) and register it with Ollama if present."""
     gguf_file = Path(gguf_file).resolve()
     if not gguf_file.exists():
         raise DownsizeError(f"no GGUF file at {gguf_file}", hint="export one with `downsize export gguf`")
     if not name or any(c.isspace() for c in name):
         raise DownsizeError(f"invalid Ollama model name {name!r}", hint="use e.g. coder-small or coder-small:q4")
+    check_output((Path(out_dir) if out_dir else gguf_file.parent) / MODELFILE, KIND_MODELFILE, overwrite)
     info = gguf_chat_info(gguf_file)
     if template_file_path:
         conv = template_file(str(template_file_path), info["eos"])
@@ -94,12 +98,12 @@ def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.Path
     ctx = num_ctx or (min(int(info["context_length"]), MAX_DEFAULT_CTX) if info["context_length"] else None)
     out_dir = Path(out_dir) if out_dir else gguf_file.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    modelfile = out_dir / "Modelfile"
+    modelfile = out_dir / MODELFILE
     rel = os.path.relpath(gguf_file, out_dir.resolve())
     from_path = f"./{rel}" if not rel.startswith("..") else str(gguf_file)
     text = render_modelfile(from_path, conv, stops, ctx, system or conv.default_system,
                             str(Path(adapter).resolve()) if adapter else None)
-    write_text_atomic(modelfile, text)
+    write_text_atomic(modelfile, text, KIND_MODELFILE, overwrite)
     command = f"ollama create {shlex.quote(name)} -f {shlex.quote(str(modelfile))}"
     created = False
     if create and shutil.which("ollama"):
@@ -115,13 +119,16 @@ def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.Path
 def export_ollama(model: str | os.PathLike, name: str, out_dir: str | os.PathLike, quant: str = "Q4_K_M", *,
                   imatrix: str | os.PathLike | None = None, template_style: str | None = None,
                   num_ctx: int | None = None, create: bool = True, rescale: bool = True,
-                  template_file_path: str | os.PathLike | None = None) -> dict:
+                  template_file_path: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
     """Export ``model`` to ``out_dir/NAME.QUANT.gguf`` and write the Modelfile beside it."""
     from downsize.export.gguf import export_gguf
 
     out_dir = Path(out_dir)
+    check_output(out_dir, KIND_OLLAMA, overwrite)
     safe = name.replace(":", "-").replace("/", "-")
     g = out_dir / f"{safe}.{quant.lower()}.gguf"
+    check_output(g, KIND_GGUF, overwrite)
+    check_output(out_dir / MODELFILE, KIND_MODELFILE, overwrite)
     # A model without any chat template is refused before time goes into the weights; every other template
     # exports (translated to a checked TEMPLATE, or rendered by Ollama from the GGUF).
     from downsize.models.refs import load_tokenizer
@@ -130,8 +137,9 @@ def export_ollama(model: str | os.PathLike, name: str, out_dir: str | os.PathLik
         tok = load_tokenizer(model)
         if not tok.chat_template:
             convert_chat_template(None)
-    res = export_gguf(model, g, quant, imatrix=imatrix, rescale=rescale)
+    res = export_gguf(model, g, quant, imatrix=imatrix, rescale=rescale, overwrite=overwrite)
+    mark_dir(out_dir, KIND_OLLAMA)
     out = convert_gguf(g, name, out_dir, template_style=template_style, num_ctx=num_ctx, create=create,
-                       template_file_path=template_file_path)
+                       template_file_path=template_file_path, overwrite=overwrite)
     out.update(quant=quant, bytes=res.nbytes, params=res.n_params)
     return out

@@ -16,6 +16,7 @@ so nothing has to be compiled; the importance matrix is handed over in memory as
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import time
@@ -25,7 +26,7 @@ import gguf
 import numpy as np
 
 from downsize.errors import DownsizeError
-from downsize.io import atomic_path
+from downsize.io import KIND_GGUF, atomic_path, check_output
 
 # Quant type names as llama.cpp's llama-quantize spells them -> llama_ftype.
 QUANT_TYPES: dict[str, int] = {
@@ -40,11 +41,49 @@ NEEDS_IMATRIX = {"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M"}
 
 
 def _gguf_summary(path: Path) -> dict:
-    r = gguf.GGUFReader(path)
+    from downsize.models.checks import read_gguf
+
+    r = read_gguf(path)
     arch = r.fields["general.architecture"]
     arch_name = bytes(arch.parts[arch.data[0]]).decode()
     n_params = sum(int(np.prod(t.shape)) for t in r.tensors)
     return {"arch": arch_name, "n_tensors": len(r.tensors), "n_params": n_params}
+
+
+LOG_TAIL_LINES = 8  # lines of llama.cpp's log quoted when it fails
+_log_lines: list[str] = []
+
+
+def _llama_log_sink():
+    """One ctypes callback for the whole process (llama.cpp keeps the pointer, so it must never be freed)."""
+    import llama_cpp
+
+    global _LOG_SINK
+    if _LOG_SINK is None:
+        @llama_cpp.llama_log_callback
+        def sink(level, text, user_data):
+            _log_lines.append(text.decode("utf-8", errors="replace").rstrip())
+            del _log_lines[:-200]
+
+        _LOG_SINK = sink
+    return _LOG_SINK
+
+
+_LOG_SINK = None
+
+
+@contextlib.contextmanager
+def _capture_llama_log():
+    """Collect llama.cpp's log lines while the block runs (for the error message), then restore its logger."""
+    import llama_cpp
+    from llama_cpp import _logger
+
+    _log_lines.clear()
+    llama_cpp.llama_log_set(_llama_log_sink(), ctypes.c_void_p(0))
+    try:
+        yield _log_lines
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
 def _imatrix_array(imatrix: dict[str, np.ndarray]):
@@ -66,7 +105,7 @@ def _imatrix_array(imatrix: dict[str, np.ndarray]):
 
 def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
                   imatrix: str | os.PathLike | dict | None = None, threads: int | None = None,
-                  rescale: bool = True) -> dict:
+                  rescale: bool = True, overwrite: bool = False) -> dict:
     """Quantize GGUF ``src`` to ``out`` (atomic). ``imatrix``: a llama.cpp imatrix file or {tensor: mean x²}.
 
     ``rescale``: make every quantized row unbiased against ``src`` (see ``downsize.export.rescale``).
@@ -79,6 +118,14 @@ def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
     src = Path(src)
     if not src.exists():
         raise DownsizeError(f"no GGUF file at {src}", hint="export one first with `downsize export gguf`")
+    if src.is_dir():
+        raise DownsizeError(f"{src} is a folder, not a GGUF file", hint="pass the .gguf file itself")
+    if Path(out).exists() and os.path.samefile(src, out):
+        raise DownsizeError(f"--out {out} is the input file itself", hint="write the quantized model to another file")
+    check_output(out, KIND_GGUF, overwrite)
+    from downsize.models.checks import read_gguf
+
+    read_gguf(src)  # a damaged file gets a message here, not llama.cpp's return code
     if quant in NEEDS_IMATRIX and imatrix is None:
         raise DownsizeError(f"{quant} needs an importance matrix", hint="pass --imatrix FILE or --calib DATA")
     data = None
@@ -91,7 +138,7 @@ def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
     set_verbose(False)  # llama.cpp's per-tensor log goes to stderr otherwise
     t0 = time.perf_counter()
     stats = None
-    with atomic_path(out) as tmp:
+    with atomic_path(out, KIND_GGUF, overwrite) as tmp:
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = QUANT_TYPES[quant]
         params.nthread = threads or os.cpu_count() or 1
@@ -100,11 +147,14 @@ def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
         if data:
             arr, keep = _imatrix_array(data)
             params.imatrix = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+        with _capture_llama_log() as logged:
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
         del keep
         if rc != 0:
-            raise DownsizeError(f"llama.cpp could not quantize {src} to {quant} (return code {rc})",
-                                hint="quantize from an F32/F16/BF16 GGUF; llama.cpp's log above says which tensor failed")
+            tail = "; ".join(line for line in logged[-LOG_TAIL_LINES:] if line) or "(llama.cpp logged nothing)"
+            raise DownsizeError(f"llama.cpp could not quantize {src} to {quant} (return code {rc}); its log ends: {tail}",
+                                hint="quantize from an F32/F16/BF16 GGUF (an already quantized one is refused); "
+                                     "the log says which tensor or key failed")
         if rescale and quant not in ("F32", "F16", "BF16"):
             from downsize.export.rescale import rescale_rows
 

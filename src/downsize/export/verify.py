@@ -13,11 +13,13 @@ are compared position by position; perplexity and KL(HF ‖ GGUF) summarise what
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
+
+from downsize.models.llamacpp import gguf_logits, open_gguf
+from downsize.models.llamacpp import tokenize as gguf_tokenize
 
 # Code, unicode, emoji, whitespace runs, digits and the zoo's special tokens.
 MIXED_TEXT = (
@@ -31,28 +33,8 @@ MIXED_TEXT = (
 
 
 def load_llama(path: str | os.PathLike, n_ctx: int = 512, threads: int | None = None, f32_kv: bool = True):
-    """llama.cpp with all logits kept; ``f32_kv`` keeps the KV cache in F32 (llama.cpp's default F16 cache alone
-    moves a trained model's logits by ~1e-2, which would hide conversion errors of that size)."""
-    import llama_cpp
-
-    kv = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if f32_kv else {}
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-        return llama_cpp.Llama(str(path), n_ctx=n_ctx, logits_all=True, verbose=False,
-                               n_threads=threads or min(4, os.cpu_count() or 1), n_batch=n_ctx, **kv)
-
-
-def gguf_tokenize(llm, text: str) -> list[int]:
-    return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-
-
-def gguf_logits(llm, ids: list[int]) -> np.ndarray:
-    """(T, V) float32 logits of llama.cpp for ``ids`` (one fresh sequence)."""
-    import llama_cpp
-
-    llm.reset()
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm._ctx.ctx), True)  # reset() keeps the KV cache
-    llm.eval(ids)
-    return np.array(llm.scores[: len(ids)], dtype=np.float32)  # a copy: scores is overwritten by the next eval
+    """llama.cpp with all logits kept; ``f32_kv`` keeps the KV cache in F32 (conversion checks need it)."""
+    return open_gguf(path, n_ctx, threads=threads or min(4, os.cpu_count() or 1), f32_kv=f32_kv, n_batch=n_ctx)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

@@ -216,8 +216,10 @@ class OpenAIBackend(Backend):
                 pass
         time.sleep(delay)
 
-    def _post(self, body: bytes) -> dict:
-        req = urllib.request.Request(self.endpoint, data=body, method="POST",
+    def _post(self, body: bytes, endpoint: str | None = None) -> dict:
+        """POST ``body`` to ``endpoint`` (default: chat completions) with the retry policy above."""
+        endpoint = endpoint or self.endpoint
+        req = urllib.request.Request(endpoint, data=body, method="POST",
                                      headers={"Content-Type": "application/json", "Accept": "application/json"})
         last = ""
         for attempt in range(self.params.max_retries + 1):
@@ -238,7 +240,7 @@ class OpenAIBackend(Backend):
                 if e.code not in TRANSIENT_HTTP:
                     self._count(f"http_{e.code}")
                     raise FatalBackendError(
-                        f"{self.endpoint} answered HTTP {e.code}: {detail.strip() or e.reason}",
+                        f"{endpoint} answered HTTP {e.code}: {detail.strip() or e.reason}",
                         hint="a 4xx will not fix itself: check the model name after '#', the URL (…/v1) and the request "
                              "options (e.g. --max-tokens within the context)") from None
                 last = f"HTTP {e.code} {detail[:120].strip()}"
@@ -250,9 +252,9 @@ class OpenAIBackend(Backend):
                 self._count("connection")
             if attempt < self.params.max_retries:
                 self._count("retries")
-                log.info("retrying %s after attempt %d: %s", self.endpoint, attempt + 1, last)
+                log.info("retrying %s after attempt %d: %s", endpoint, attempt + 1, last)
                 self._sleep(attempt, retry_after)
-        raise UnavailableError(f"{self.endpoint} failed {self.params.max_retries + 1} times; last: {last}",
+        raise UnavailableError(f"{endpoint} failed {self.params.max_retries + 1} times; last: {last}",
                                hint="start the server (or wait for it) and rerun the same command: finished prompts are kept and skipped")
 
     def chat(self, messages: list[dict], tools: list[dict] | None = None) -> ChatResponse:
@@ -394,16 +396,12 @@ class LlamaCppBackend(Backend):
     """llama-cpp-python's chat completion with the GGUF's own chat template; calls are serialised."""
 
     def __init__(self, ref: str, params: GenParams, n_ctx: int = 2048):
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise DownsizeError("GGUF teachers need llama-cpp-python", hint="pip install 'downsize[llama]'") from None
+        from downsize.models.llamacpp import open_gguf
         from downsize.models.refs import resolve_model
 
         self.ref = self.name = ref
         self.params = params
-        self.llm = Llama(model_path=str(resolve_model(ref).path), n_ctx=n_ctx, seed=params.seed, verbose=False,
-                         logits_all=params.top_logprobs > 0)
+        self.llm = open_gguf(resolve_model(ref).path, n_ctx, seed=params.seed, logits_all=params.top_logprobs > 0)
         self._lock = threading.Lock()
         self._stats: Counter = Counter()
 

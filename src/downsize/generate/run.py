@@ -71,6 +71,16 @@ def rejected_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name.removesuffix(".jsonl") + REJECTED_SUFFIX)
 
 
+def _is_records(path: Path) -> bool:
+    from downsize.io import KIND_JSONL, check_output
+
+    try:
+        check_output(path, KIND_JSONL, overwrite=False)
+    except DownsizeError:
+        return False
+    return True
+
+
 def build_tasks(cfg: GenerateConfig) -> tuple[list[Task], list[str]]:
     """All tasks of the run in a fixed order (same seed, same list), and the prompt file's bad lines."""
     tasks: list[Task] = []
@@ -103,20 +113,34 @@ def _record(task: Task, trace, teacher: str, with_tools: bool, keep_logprobs: bo
 
 
 def generate(cfg: GenerateConfig, backend: Backend | None = None,
-             progress: Callable[[dict], None] | None = None) -> dict:
-    """Run the stage; returns a summary. Raises FatalBackendError on a 4xx (nothing more is sent)."""
+             progress: Callable[[dict], None] | None = None, overwrite: bool = False) -> dict:
+    """Run the stage; returns a summary. Raises FatalBackendError on a 4xx (nothing more is sent).
+
+    An existing ``cfg.out`` is resumed when it holds generate's records (one JSON object with an id a line);
+    any other existing file is refused unless ``overwrite``, which replaces it when the first request is sent.
+    Both files are created then, not before: a run that fails earlier (bad prompts, teacher not loadable)
+    leaves nothing behind.
+    """
     if cfg.in_flight < 1:
         raise DownsizeError("--in-flight must be at least 1")
+    from downsize.io import KIND_JSONL, check_output, check_writable
+
+    for path in (cfg.out, rejected_path(cfg.out)):
+        check_output(path, KIND_JSONL, overwrite)
+    check_writable(cfg.out)  # fail now, not after the first answer
+    fresh = overwrite and any(not _is_records(p) for p in (Path(cfg.out), rejected_path(cfg.out)))
     tasks, problems = build_tasks(cfg)
     sandbox = Sandbox(cfg.codebase, cfg.sandbox) if (cfg.codebase and cfg.tools) else None
     agent_cfg = AgentConfig(cfg.agent.max_turns, cfg.agent.system_prompt, use_tools=sandbox is not None)
     validators = None if sandbox is not None else ["answer"]
-    good = JsonlAppender(cfg.out)
-    bad = JsonlAppender(rejected_path(cfg.out))
+    good = JsonlAppender(cfg.out, fresh=fresh)
+    bad = JsonlAppender(rejected_path(cfg.out), fresh=fresh)
     done = good.ids | bad.ids
     todo = [t for t in tasks if t.id not in done]
     own_backend = backend is None
     backend = backend or open_backend(cfg.teacher, cfg.params)
+    good.create()  # only now: a run that fails before its first request leaves no empty file behind
+    bad.create()
     summary = {"tasks": len(tasks), "skipped_done": len(tasks) - len(todo), "written": 0, "rejected": 0, "failed": 0,
                "bad_lines": problems, "reasons": Counter(), "completion_tokens": 0, "stopped": None,
                "repaired_bytes": good.repaired_bytes + bad.repaired_bytes}

@@ -7,21 +7,33 @@
 
 Confinement: paths are relative to the root; absolute paths and any ``..`` component are refused;
 the real path (symlinks resolved) must stay inside the root, so a symlink pointing out is refused
-too. Nothing runs a shell or a subprocess. Each call has a wall-time limit (checked between lines
-and files; lines longer than ``max_line`` are skipped by grep so one regex cannot run away on a
-huge line) and an output limit. Model-caused problems come back as ``"error: ..."`` strings, which
-is what the model sees as the tool result.
+too. A file with several hard links is read only when every one of its links is inside the root
+(counted by (device, inode) over the whole tree, hidden folders included): a hard link from inside
+to a file outside — which no path check can see — is refused. Named pipes, sockets and devices are
+reported as what they are and never opened for reading (a FIFO would block, a device never end).
+Nothing runs a shell or a subprocess.
+
+Limits hold within a file, not only between files: files are read line by line (at most
+``max_line`` bytes of a line are kept; longer lines are skipped by grep, so memory stays bounded
+whatever the file size), the deadline is checked every line, and each regex search runs with the
+``regex`` package's timeout set to the time left of the call, so a catastrophic pattern stops at the
+deadline. That timeout counts the CPU time of the search: on an idle machine it is the wall time; on
+one shared by busy processes the CPU a search burns stays bounded while its wall time stretches with
+the contention. Model-caused problems come back as ``"error: ..."`` strings, which is what the model sees
+as the tool result.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import regex
 
 from downsize.errors import DownsizeError
 
@@ -55,6 +67,10 @@ TOOL_SCHEMAS: list[dict] = [
 TOOL_NAMES = tuple(t["function"]["name"] for t in TOOL_SCHEMAS)
 
 
+_SPECIAL = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+            stat.S_IFBLK: "a block device"}
+
+
 class ToolError(Exception):
     """A tool call the sandbox refuses or cannot run; its message goes back to the model."""
 
@@ -75,6 +91,7 @@ class Sandbox:
             raise DownsizeError(f"the tool sandbox root {root} is not a directory", hint="pass --codebase DIR pointing at a repository")
         self.root = Path(os.path.realpath(root))
         self.limits = limits
+        self._links: dict[tuple[int, int], int] | None = None  # (st_dev, st_ino) -> links found inside the root
         self._tools: dict[str, Callable[..., str]] = {
             TOOL_LIST_FILES: self.list_files, TOOL_READ_FILE: self.read_file, TOOL_GREP: self.grep}
 
@@ -96,6 +113,61 @@ class Sandbox:
             raise ToolError(f"no such file or directory: {rel!r}")
         return real
 
+    def _links_inside(self, st: os.stat_result) -> int:
+        """How many directory entries inside the root point at this inode (the tree is walked once)."""
+        if self._links is None:
+            counts: dict[tuple[int, int], int] = {}
+            for dirpath, _dirs, files in os.walk(self.root, followlinks=False):
+                for name in files:
+                    try:
+                        s = os.lstat(os.path.join(dirpath, name))
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(s.st_mode) and s.st_nlink > 1:
+                        counts[(s.st_dev, s.st_ino)] = counts.get((s.st_dev, s.st_ino), 0) + 1
+            self._links = counts
+        return self._links.get((st.st_dev, st.st_ino), 0)
+
+    def _open_regular(self, real: Path, rel: str):
+        """Open a file for reading after checking what it is (on the descriptor: no race with a swap)."""
+        st = os.lstat(real)
+        kind = _SPECIAL.get(stat.S_IFMT(st.st_mode))
+        if kind is not None:
+            raise ToolError(f"{rel!r} is {kind}, not a regular file; it is not read")
+        if stat.S_ISDIR(st.st_mode):
+            raise ToolError(f"{rel!r} is a directory; use list_files")
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ToolError(f"{rel!r} is not a regular file; it is not read")
+            if st.st_nlink > 1 and self._links_inside(st) < st.st_nlink:
+                raise ToolError(f"{rel!r} is a hard link to a file outside the repository; it is not read")
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "rb")
+
+    def _lines(self, f, deadline: float) -> Iterator[tuple[int, bytes | None]]:
+        """(line number, line) for each line, ``None`` for a line longer than max_line (its rest is skipped
+        in bounded chunks); stops with TimeoutError at the deadline."""
+        cap = self.limits.max_line
+        i = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            line = f.readline(cap + 1)
+            if not line:
+                return
+            i += 1
+            if len(line) > cap and not line.endswith(b"\n"):
+                while (rest := f.readline(1 << 16)) and not rest.endswith(b"\n"):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                yield i, None
+                continue
+            yield i, line
+
     def _rel(self, real: Path) -> str:
         return real.relative_to(self.root).as_posix()
 
@@ -116,7 +188,7 @@ class Sandbox:
                 path = Path(dirpath) / name
                 real = Path(os.path.realpath(path))
                 if self.root not in real.parents or not real.is_file():
-                    continue
+                    continue  # symlinks out, FIFOs, sockets and devices are not listed or searched
                 if count >= self.limits.max_files:
                     state["stopped"] = f"[stopped after {self.limits.max_files} files]"
                     return
@@ -142,9 +214,7 @@ class Sandbox:
 
     def read_file(self, path: str) -> str:
         real = self.resolve(path)
-        if not real.is_file():
-            raise ToolError(f"{path!r} is a directory; use list_files")
-        with open(real, "rb") as f:
+        with self._open_regular(real, path) as f:
             data = f.read(self.limits.max_output * 4 + 1)
         if b"\x00" in data[:1024]:
             raise ToolError(f"{path!r} is a binary file")
@@ -154,28 +224,35 @@ class Sandbox:
         if len(pattern) > self.limits.max_pattern:
             raise ToolError(f"pattern longer than {self.limits.max_pattern} characters")
         try:
-            rx = re.compile(pattern)
-        except re.error as e:
+            rx = regex.compile(pattern)
+        except (regex.error, ValueError, OverflowError) as e:
             raise ToolError(f"bad regular expression {pattern!r}: {e}") from None
         top = self.resolve(path)
         deadline = time.monotonic() + self.limits.max_seconds
+        stopped = f"[stopped after {self.limits.max_seconds:g} s]"
         hits: list[str] = []
         size = 0
         state: dict = {}
         for f in self._walk(top, deadline, state):
             try:
-                text = f.read_text(encoding="utf-8")
-            except (UnicodeDecodeError, OSError):
-                continue
-            for i, line in enumerate(text.splitlines(), 1):
-                if len(line) > self.limits.max_line:
-                    continue
-                if rx.search(line):
-                    hit = f"{self._rel(f)}:{i}: {line.strip()}"
-                    hits.append(hit)
-                    size += len(hit) + 1
-                    if size > self.limits.max_output:
-                        return self._clip("\n".join(hits))
+                fh = self._open_regular(f, self._rel(f))
+            except (ToolError, OSError):
+                continue  # one unreadable file does not end the search
+            try:
+                with fh:
+                    for i, raw in self._lines(fh, deadline):
+                        if raw is None or b"\x00" in raw:
+                            continue
+                        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                        if rx.search(line, timeout=max(deadline - time.monotonic(), 1e-3)):
+                            hit = f"{self._rel(f)}:{i}: {line.strip()}"
+                            hits.append(hit)
+                            size += len(hit) + 1
+                            if size > self.limits.max_output:
+                                return self._clip("\n".join(hits))
+            except TimeoutError:
+                hits.append(stopped)
+                return self._clip("\n".join(hits))
         if "stopped" in state:
             hits.append(state["stopped"])
         return self._clip("\n".join(hits) if hits else "(no matches)")

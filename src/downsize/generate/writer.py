@@ -28,15 +28,31 @@ ID_KEY = "id"
 
 
 class JsonlAppender:
-    def __init__(self, path: str | os.PathLike, fsync: bool = True):
+    """``fresh=True`` ignores what the file holds and replaces it when the file is opened for writing (until
+    then it is untouched). The file is created by ``create()`` or the first append, not by the constructor,
+    so a caller that fails before it starts writing leaves no empty file behind."""
+
+    def __init__(self, path: str | os.PathLike, fsync: bool = True, fresh: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        self.fresh = fresh
         self.ids: set[str] = set()
         self.repaired_bytes = 0
         self._lock = threading.Lock()
-        self._scan()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = -1
+        if not fresh:
+            self._scan()
+
+    def create(self) -> None:
+        """Create (or, with ``fresh``, empty) the file now, before the first record."""
+        with self._lock:
+            if self._fd < 0:
+                self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_TRUNC if self.fresh else 0)
+        self._fd = os.open(self.path, flags, 0o666)  # the umask decides, as for any file the user creates
 
     def _scan(self) -> None:
         if not self.path.exists():
@@ -61,6 +77,8 @@ class JsonlAppender:
     def append(self, record: dict) -> None:
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
+            if self._fd < 0:
+                self._open()
             view = memoryview(line)
             while view:  # a regular file takes the whole buffer in one write; loop only for safety
                 n = os.write(self._fd, view)

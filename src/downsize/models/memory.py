@@ -30,6 +30,9 @@ What is counted (bytes; the constants below say why each number is what it is):
 Accuracy: a real 2-step distill run (16M-param student and teacher, fp32, batch 4 x 256) peaked at 1.07x the
 estimate (RSS on CPU, tests/foundation/test_memory.py asserts within 1.5x); the
 framework's own footprint (``RUNTIME_BYTES``) is added once.
+
+Why this module is long: one estimator per stage kind over the same shape and device model, and the
+suggestions, which re-run those estimators with a setting changed.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from downsize.errors import DownsizeError
+from downsize.models.checks import read_config  # noqa: F401 - re-exported: the one config reader
 
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 GGUF_MAGIC = b"GGUF"
@@ -217,32 +218,68 @@ def load_tokenizer(ref: str | ModelRef, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     r = ref if isinstance(ref, ModelRef) else resolve_model(ref)
-    if r.is_gguf:
-        return AutoTokenizer.from_pretrained(str(r.path.parent), gguf_file=r.path.name, trust_remote_code=trust_remote_code)
-    if not any((r.path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+    if not r.is_gguf and not any((r.path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         raise DownsizeError(f"{r.path} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)",
                             hint="copy the tokenizer of the model it came from into the folder (tokenizer.save_pretrained)")
-    return AutoTokenizer.from_pretrained(str(r.path), trust_remote_code=trust_remote_code)
+    if r.is_gguf:
+        from downsize.models.checks import read_gguf
+
+        read_gguf(r.path)
+    try:
+        if r.is_gguf:
+            return AutoTokenizer.from_pretrained(str(r.path.parent), gguf_file=r.path.name, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(r.path), trust_remote_code=trust_remote_code)
+    except DownsizeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tokenizers raises bare Exception for a damaged tokenizer.json
+        raise DownsizeError(f"could not load the tokenizer of {r.ref} ({r.path}): {type(e).__name__}: {_first_line(e)}",
+                            hint="the tokenizer files are damaged or incomplete; copy them again from the model "
+                                 "they came from (tokenizer.save_pretrained)") from None
 
 
-def load_model(ref: str | ModelRef, dtype=None, trust_remote_code: bool = False, with_tokenizer: bool = True):
-    """Load a causal LM (and its tokenizer) from any model reference; GGUF weights are dequantised."""
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def load_model(ref: str | ModelRef, dtype=None, trust_remote_code: bool = False, with_tokenizer: bool = True,
+               **placement):
+    """Load a causal LM (and its tokenizer) from any model reference; GGUF weights are dequantised.
+
+    This is the one checked path of every command (downsize.models.checks): the config, the shard index
+    and every safetensors header are validated first, pickles load only with weights_only, and code in
+    the model folder never runs unless ``trust_remote_code``. ``placement``: ``device_map``/``max_memory``
+    for ``from_pretrained`` (see ``models.placement``).
+    """
+    import pickle
+
     import torch
     from transformers import AutoModelForCausalLM
 
+    from downsize.models.checks import check_checkpoint, pickle_refused, read_gguf
+
     r = ref if isinstance(ref, ModelRef) else resolve_model(ref)
     dtype = dtype or torch.float32
+    if r.is_gguf:
+        read_gguf(r.path)
+    else:
+        check_checkpoint(r.path, trust_remote_code)
     try:
         if r.is_gguf:
             model = AutoModelForCausalLM.from_pretrained(str(r.path.parent), gguf_file=r.path.name, dtype=dtype,
-                                                         trust_remote_code=trust_remote_code)
+                                                         trust_remote_code=trust_remote_code, **placement)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(r.path), dtype=dtype, trust_remote_code=trust_remote_code,
-                                                         use_safetensors=None)
+                                                         use_safetensors=None, **placement)
     except DownsizeError:
         raise
-    except (OSError, ValueError, KeyError) as e:
-        raise DownsizeError(f"could not load {r.ref} ({r.path}): {e}",
-                            hint="check that the files are complete; GGUF support covers the families transformers can read") from None
+    except pickle.UnpicklingError as e:
+        raise pickle_refused(r.path, e) from None
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:
+        if "weights_only" in str(e) or "Unpickl" in str(e):
+            raise pickle_refused(r.path, e) from None
+        raise DownsizeError(f"could not load {r.ref} ({r.path}): {type(e).__name__}: {_first_line(e)}",
+                            hint="check that the files are complete and match config.json; GGUF support covers the "
+                                 "families transformers can read") from None
     tok = load_tokenizer(r, trust_remote_code) if with_tokenizer else None
     return model, tok

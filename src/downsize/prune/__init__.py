@@ -85,13 +85,17 @@ def prune(model, tokenizer, cfg: PruneConfig, calib_data_ref="zoo:stdlib"):
     return model
 
 
-def save_pruned(model, tokenizer, out_dir, report: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Write a normal HF directory: config, model.safetensors, tokenizer, generation config, prune_report.json."""
-    from downsize.io import atomic_dir, write_json_atomic
+def save_pruned(model, tokenizer, out_dir, report: dict | None = None, dtype: torch.dtype | None = None,
+                overwrite: bool = False) -> Path:
+    """Write a normal HF directory: config, model.safetensors, tokenizer, generation config, prune_report.json.
+
+    ``out_dir`` must be new, empty or a previous prune output unless ``overwrite`` (downsize.io.check_output).
+    """
+    from downsize.io import KIND_PRUNE, atomic_dir, write_json_atomic
 
     out = Path(out_dir)
     report = report if report is not None else getattr(model, "prune_report", None)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, KIND_PRUNE, overwrite) as tmp:
         m = model.to(dtype) if dtype is not None else model
         m.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
@@ -101,23 +105,26 @@ def save_pruned(model, tokenizer, out_dir, report: dict | None = None, dtype: to
     return out
 
 
-def prune_ref(model_ref: str, out_dir, cfg: PruneConfig, calib_data_ref="zoo:stdlib", dtype=None) -> dict:
-    """Load a model reference, prune it, save it; returns the report (the CLI and recipe runner call this)."""
-    import json
+def prune_ref(model_ref: str, out_dir, cfg: PruneConfig, calib_data_ref="zoo:stdlib", dtype=None,
+              overwrite: bool = False, device: str = "auto") -> dict:
+    """Load a model reference, prune it, save it; returns the report (the CLI and recipe runner call this).
+    ``device``: where calibration runs (``models.placement``: the GPU when there is one, else the CPU)."""
+    from downsize.io import KIND_PRUNE, check_output
+    from downsize.models.placement import Placement, load_placed
+    from downsize.models.refs import read_config, resolve_model
 
-    from downsize.models.refs import load_model, resolve_model
-
+    check_output(out_dir, KIND_PRUNE, overwrite)  # before any work
     ref = resolve_model(model_ref)
     if isinstance(calib_data_ref, str):
         from downsize.data.refs import resolve_data
 
         resolve_data(calib_data_ref)  # fail on bad calibration data before the model loads
     if dtype is None and not ref.is_gguf:  # save in the source checkpoint's float type (pruning runs in fp32)
-        src = json.loads((ref.path / "config.json").read_text())
+        src = read_config(ref.path)
         dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(src.get("dtype") or src.get("torch_dtype")))
-    model, tok = load_model(ref)
+    model, tok = load_placed(ref, Placement(device, "fp32"))  # scores and slicing run in fp32
     prune(model, tok, cfg, calib_data_ref)
-    save_pruned(model, tok, out_dir, model.prune_report, dtype)
+    save_pruned(model, tok, out_dir, model.prune_report, dtype, overwrite)
     return model.prune_report
 
 

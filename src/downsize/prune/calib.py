@@ -48,8 +48,10 @@ def calibration_ids(tokenizer, data: Any, n_samples: int, seq_len: int, seed: in
         stream = tokenize_documents(tokenizer, texts) if texts else np.zeros(0, dtype=np.uint32)
     else:
         from downsize.data.stream import token_stream
+        from downsize.errors import reading
 
-        stream = token_stream(tokenizer, str(data), "calib", split if split != "train" else None)
+        with reading(data):
+            stream = token_stream(tokenizer, str(data), "calib", split if split != "train" else None)
     if len(stream) < 2:
         raise DownsizeError(f"the calibration data {data if isinstance(data, str) else type(data).__name__} "
                             f"has {len(stream)} tokens; pruning needs at least a few hundred",

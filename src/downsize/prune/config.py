@@ -73,6 +73,9 @@ class PruneConfig:
     batch_size: int = 8
     seed: int = 0
     round_to: int = 32  # sizes resolved from a params budget are multiples of this (GGUF quant blocks are 32)
+    # ...and multiples of this where the source size is one: llama.cpp's K-quants (Q4_K_M...) pack rows in
+    # 256-wide super-blocks and fall back to Q5_0/Q8_0 for any row that is not (0 = off: round_to only)
+    quant_align: int = 256
     norm_correction: bool = True  # width: rescale norms for the RMS lost with pruned hidden channels
     blocksize: int = 128  # SparseGPT column block
     damp: float = 0.01  # SparseGPT / low-rank: dampening as a fraction of mean(diag(H))
@@ -111,5 +114,8 @@ class PruneConfig:
             raise DownsizeError(f"depth_score {self.depth_score!r} unknown", hint=f"choose {' or '.join(DEPTH_SCORES)}")
         if self.calib_samples < 1 or self.calib_seq_len < 2 or self.batch_size < 1:
             raise DownsizeError("calib_samples, batch_size must be >= 1 and calib_seq_len >= 2")
+        if self.round_to < 1 or self.quant_align < 0:
+            raise DownsizeError(f"round_to={self.round_to} must be >= 1 and quant_align={self.quant_align} >= 0",
+                                hint="quant_align=256 matches llama.cpp's K-quant super-blocks; 0 turns it off")
         if not 0 <= self.damp < 1:
             raise DownsizeError(f"damp {self.damp} must be in [0, 1)")

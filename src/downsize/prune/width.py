@@ -14,6 +14,11 @@ of the same class:
   ``H / kv_heads`` query heads each; groups rank by the summed score of their heads, heads within a
   group by their own score. ``head_dim`` is written into the config, since it no longer equals
   ``hidden // heads``.
+- Sizes resolved from ``params=`` are export-aware: ffn and hidden are multiples of ``quant_align``
+  (256, llama.cpp's K-quant super-block along a row) wherever the source size is one, else of
+  ``round_to``; for families whose attention width is the hidden size (Qwen2) only head counts with
+  ``heads x head_dim`` a multiple of 256 are taken. Any row width of the result that K-quants cannot
+  pack (also from explicit targets) is logged and listed in the report under ``alignment``.
 - Hidden size: channel i of the residual stream is removed from the embedding, every norm, every
   projection that reads or writes the stream, and the LM head. RMSNorm divides by the RMS over the
   channels it sees, so with ``norm_correction`` each norm weight is scaled by
@@ -23,6 +28,7 @@ of the same class:
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -34,6 +40,7 @@ from downsize.prune.importance import width_stats
 from downsize.prune.registry import register_method
 from downsize.prune.sizes import param_count
 
+log = logging.getLogger(__name__)
 
 def _round(x: float, to: int) -> int:
     return max(to, int(round(x / to)) * to)
@@ -45,6 +52,23 @@ def _kv_for(heads: int, kv: int, group: int, want_kv: int | None) -> int | None:
         ok = want_kv <= kv and heads % want_kv == 0 and heads // want_kv <= group
         return want_kv if ok else None
     return next((d for d in range(min(kv, heads), 0, -1) if heads % d == 0 and heads // d <= group), None)
+
+
+def _align_unit(cur: int, cfg) -> int:
+    """The step a budget-resolved size moves in: the K-quant row block where the source has one to spare."""
+    a = cfg.quant_align
+    return math.lcm(a, cfg.round_to) if a > 1 and cur % a == 0 and cur > a else cfg.round_to
+
+
+def alignment(sizes: dict[str, int], head_dim: int, align: int) -> dict:
+    """What llama.cpp's K-quants make of the row widths of a model of ``sizes``: one note per width that is
+    not a multiple of ``align`` (llama.cpp quantizes those tensors with its fallback type instead)."""
+    rows = {"ffn": (sizes["ffn"], "ffn_down"),
+            "hidden": (sizes["hidden"], "token_embd, attn_q/k/v, ffn_gate/up, output"),
+            "heads x head_dim": (sizes["heads"] * head_dim, "attn_output")}
+    notes = [f"{name}={n} is not a multiple of {align}: llama.cpp's K-quants fall back to Q5_0/Q5_1/Q8_0 for {tensors}"
+             for name, (n, tensors) in rows.items() if align > 1 and n % align]
+    return {"quant_align": align, "rows": {k: n for k, (n, _) in rows.items()}, "notes": notes}
 
 
 def resolve_sizes(model, adapter, cfg) -> dict[str, int]:
@@ -82,11 +106,16 @@ def resolve_sizes(model, adapter, cfg) -> dict[str, int]:
         hd = adapter.head_dim(c)
         valid_heads = [h for h in range(1, cur["heads"] + 1)
                        if _kv_for(h, cur["kv_heads"], group, int(t["kv_heads"]) if "kv_heads" in t else None)]
+        if tie and _align_unit(cur["hidden"], cfg) > cfg.round_to:  # attention width = hidden: K-quant rows too
+            aligned = [h for h in valid_heads if h * hd % cfg.quant_align == 0]
+            valid_heads = aligned if len([h for h in aligned if h < cur["heads"]]) else valid_heads
 
         def at(r: float) -> dict[str, int]:
             s = dict(sizes)
             for k in free:
-                unit = math.lcm(cfg.round_to, s["heads"]) if k == "hidden" and adapter.hidden_multiple_of_heads else cfg.round_to
+                unit = _align_unit(cur[k], cfg)
+                if k == "hidden" and adapter.hidden_multiple_of_heads:
+                    unit = math.lcm(unit, s["heads"])
                 s[k] = min(cur[k], _round(cur[k] * r, unit))
             if tie:  # hidden moves in steps of head_dim, together with the head count
                 h = max([v for v in valid_heads if v <= max(1, round(cur["heads"] * r))] or valid_heads[:1])
@@ -222,5 +251,8 @@ def prune_width(model, adapter, cfg, ids) -> dict:
     before = {"ffn": adapter.ffn(c), "heads": adapter.heads(c), "kv_heads": adapter.kv_heads(c), "hidden": adapter.hidden(c)}
     sizes = resolve_sizes(model, adapter, cfg)
     st = width_stats(model, adapter, ids, cfg.batch_size)
+    align = alignment(sizes, adapter.head_dim(c), cfg.quant_align)
+    for note in align["notes"]:
+        log.warning("width pruning: %s", note)
     detail = apply_width(model, adapter, st, sizes, cfg.norm_correction)
-    return {"sizes": {"before": before, "after": sizes}, "calibration_tokens": st.tokens, **detail}
+    return {"sizes": {"before": before, "after": sizes}, "alignment": align, "calibration_tokens": st.tokens, **detail}

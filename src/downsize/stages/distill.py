@@ -54,12 +54,23 @@ class _DistillFields(TrainFields):
         "online", description="online: the teacher runs beside the student; offline: a top-k cache of the teacher "
                               "is written first (or read from `cache`)")
     cache: Optional[str] = Field(None, description="train from this existing offline top-k teacher cache")
-    top_k: int = Field(32, ge=1, description="teacher ids kept per position in an offline cache")
-    teacher_dtype: Literal["bf16", "fp32"] = Field("bf16", description="weights of an online teacher")
+    top_k: int = Field(32, ge=1, description="teacher ids per position: kept in an offline cache, or asked of a "
+                                              "server teacher (openai:URL#MODEL)")
+    teacher_dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="weights of an online teacher: auto "
+                                                                             "(as mixed_precision resolves), bf16 or fp32")
     windows: Optional[int] = Field(None, ge=1, description="train on the first N windows of the data only")
     split: Optional[str] = Field(None, description="data split (default: train for zoo:stdlib, all for your data)")
     lmbda: float = Field(0.0, ge=0, le=1, description="on-policy (GKD): probability that a batch is sampled by "
                                                       "the student and scored by the teacher")
+    on_policy: bool = Field(False, description="every batch sampled from the student and scored by the teacher "
+                                               "(lmbda 1 unless given); with a server teacher, on-policy distillation")
+    sampled_kl: Literal["none", "k1", "k2", "k3"] = Field("none", description="server teacher: reverse-KL estimator on "
+                                                                               "the sampled token (none, k1, k2, k3)")
+    sampled_kl_weight: float = Field(0.0, ge=0, le=1, description="server teacher: weight of sampled_kl against the "
+                                                                  "top-k divergence")
+    sampled_kl_reward: bool = Field(False, description="server teacher: use the estimator as a reward (REINFORCE), "
+                                                       "not a loss")
+    in_flight: int = Field(4, ge=1, description="server teacher: concurrent scoring requests")
     seq_kd: bool = Field(False, description="off-policy batches use teacher-sampled continuations (sequence KD)")
     prompt_len: int = Field(32, ge=1, description="on-policy/seq-KD: prompt tokens taken from the data")
     new_tokens: int = Field(64, ge=1, description="on-policy/seq-KD: tokens sampled after the prompt")
@@ -70,6 +81,12 @@ class _DistillFields(TrainFields):
     head: Literal["chunked", "logits"] = Field("chunked", description="chunked: LM head applied inside the chunked "
                                                                        "loss; logits: the model's own logits (FSDP)")
     lora: Optional[LoraFields] = Field(None, description="train LoRA adapters instead of all weights (merged at the end)")
+    teacher_device: str = Field("auto", description="where the teacher runs: auto (the student's GPU, else the CPU), "
+                                                    "cpu, cuda, cuda:N, other-gpu, shard, offload")
+    val_tokens: int = Field(32768, ge=0, description="closing validation pass: tokens of zoo:stdlib's validation split "
+                                                     "(0 = off)")
+    keep_work: bool = Field(False, description="keep OUT.work/checkpoints after a successful save (default: removed; "
+                                               "metrics.jsonl stays)")
 
 
 def _loss_fields() -> dict:
@@ -83,17 +100,24 @@ class DistillStage(create_model("_DistillLoss", __base__=_DistillFields, **_loss
     def loss_spec(self) -> LossSpec:
         return LossSpec(self.loss, **{k: getattr(self, k) for k in LossSpec.hyperparameters()})
 
-    def engine_config(self, seed: int, progress: bool = True, cache: str | None = None):
+    def engine_config(self, seed: int, progress: bool = True, cache: str | None = None, teacher: str | None = None):
         """The distillation engine's record (downsize.distill.train.DistillConfig), built here only."""
+        from downsize.distill.onpolicy import ServerSpec, is_server
         from downsize.distill.train import DistillConfig, OnPolicy
 
-        on_policy = (OnPolicy(lmbda=self.lmbda, seq_kd=self.seq_kd, prompt_len=self.prompt_len,
-                              new_tokens=self.new_tokens) if (self.lmbda or self.seq_kd) else None)
+        lmbda = self.lmbda or (1.0 if self.on_policy else 0.0)
+        on_policy = (OnPolicy(lmbda=lmbda, seq_kd=self.seq_kd, prompt_len=self.prompt_len,
+                              new_tokens=self.new_tokens) if (lmbda or self.seq_kd) else None)
+        teacher = teacher or self.teacher
+        server = (ServerSpec(top_k=self.top_k, in_flight=self.in_flight, sampled_kl=self.sampled_kl,
+                             sampled_kl_weight=self.sampled_kl_weight, sampled_kl_reward=self.sampled_kl_reward)
+                  if teacher and is_server(teacher) else ServerSpec())
         return DistillConfig(train=self.train_config(seed, progress), loss=self.loss_spec(), seq_len=self.seq_len,
                              windows=self.windows, split=self.split, teacher_dtype=self.teacher_dtype,
                              cache=cache or self.cache, on_policy=on_policy, vocab_align=self.vocab_align,
                              cross_tokenizer=self.cross_tokenizer, lora=self.lora.spec() if self.lora else None,
-                             head=self.head)
+                             head=self.head, server=server, teacher_device=self.teacher_device,
+                             val_tokens=self.val_tokens, keep_work=self.keep_work)
 
     def problems(self) -> list[str]:
         found = []
@@ -123,7 +147,7 @@ def _estimate(cfg: DistillStage, params: int) -> str:
 def run_distill(ctx: StageContext, cfg: DistillStage) -> Artifact:
     """Logit KD from the teacher into the input model (or `student`)."""
     from downsize.distill import cache_teacher, distill
-    from downsize.distill.train import read_card
+    from downsize.distill.save import read_card
 
     teacher = ctx.resolve(cfg.teacher) or ctx.teacher
     data = ctx.data_ref(cfg.data)
@@ -132,7 +156,8 @@ def run_distill(ctx: StageContext, cfg: DistillStage) -> Artifact:
         cache = str(ctx.out.with_name(ctx.out.name + ".teacher-cache"))
         cache_teacher(teacher, data, cache, k=cfg.top_k, seq_len=cfg.seq_len,
                       windows=cfg.windows or cfg.steps * cfg.batch_size * cfg.grad_accum,
-                      temperature=cfg.temperature, dtype=cfg.teacher_dtype)
-    out = distill(teacher, _student(ctx, cfg), data, cfg.engine_config(ctx.seed, ctx.progress, cache), ctx.out,
-                  resume=ctx.resume)
+                      temperature=cfg.temperature, dtype=cfg.teacher_dtype, device=cfg.teacher_device,
+                      overwrite=ctx.overwrite)
+    out = distill(teacher, _student(ctx, cfg), data, cfg.engine_config(ctx.seed, ctx.progress, cache, teacher), ctx.out,
+                  resume=ctx.resume, overwrite=ctx.overwrite)
     return Artifact("model", out, "", read_card(out).get("final_metrics", {}))

@@ -30,7 +30,7 @@ class EvalStage(StageConfig):
                                                    "zoo:stdlib, all otherwise)")
     seq_len: int = Field(256, ge=8, description="window length for perplexity")
     batch_size: int = Field(8, ge=1, description="windows per forward")
-    max_tokens: Optional[int] = Field(None, ge=256, description=f"evaluate the first N tokens (default: all; "
+    max_tokens: Optional[int] = Field(None, ge=2, description=f"evaluate the first N tokens (default: all; "
                                                                 f"{COMPARE_TOKENS} when comparing models or for a GGUF)")
     speed: bool = Field(False, description="also measure prompt/generation tokens/s and peak RAM (fresh process; "
                                            "llama.cpp for GGUF)")
@@ -138,9 +138,9 @@ def sample_completions(models: dict[str, str], max_new_tokens: int = 40) -> dict
     out: dict[str, dict[str, str]] = {p: {} for p in SAMPLE_PROMPTS}
     for n, ref in models.items():
         if resolve_model(ref).is_gguf:
-            from llama_cpp import Llama
+            from downsize.models.llamacpp import open_gguf
 
-            llm = Llama(model_path=str(resolve_model(ref).path), n_ctx=256, verbose=False)
+            llm = open_gguf(resolve_model(ref).path, 256, logits_all=False)
             for p in SAMPLE_PROMPTS:
                 r = llm.create_completion(p, max_tokens=max_new_tokens, temperature=0.0)
                 out[p][n] = r["choices"][0]["text"]

@@ -62,8 +62,12 @@ def run_export(ctx: StageContext, cfg: ExportStage) -> Artifact:
     name = cfg.model_name or (ctx.recipe.name if ctx.recipe is not None else None)
     if not name:
         raise DownsizeError("the export needs an Ollama model name", hint="pass --model-name, e.g. coder-mini")
+    from downsize.io import KIND_OLLAMA, check_output, mark_dir
+
     out_dir = ctx.out
+    check_output(out_dir, KIND_OLLAMA, ctx.overwrite)  # a folder of the user's is not written into
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark_dir(out_dir, KIND_OLLAMA)
     src = ctx.artifacts.get(cfg.input) if cfg.input else (ctx.latest_gguf() if cfg.quant is None else None)
     if src is not None and src.kind == "gguf":
         gguf = out_dir / gguf_name(name, Path(src.path).stem.rsplit("-", 1)[-1])
@@ -73,7 +77,7 @@ def run_export(ctx: StageContext, cfg: ExportStage) -> Artifact:
         gguf = out_dir / gguf_name(name, quant)
         quantize_model(ctx, cfg.model_copy(update={"quant": quant}), ctx.input_ref(), gguf)
     info = convert_gguf(gguf, name, out_dir, template_style=cfg.template_style, num_ctx=cfg.num_ctx, create=cfg.create,
-                        template_file_path=cfg.template_file)
+                        template_file_path=cfg.template_file, overwrite=ctx.overwrite)
     base = ctx.run_dir or Path.cwd()
     modelfile = Path(os.path.relpath(info["modelfile"], base))
     hub = push(ctx, cfg, [gguf], info["modelfile"]) if cfg.push_to_hub else None

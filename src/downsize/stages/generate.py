@@ -67,5 +67,5 @@ def run_generate(ctx: StageContext, cfg: GenerateStage) -> Artifact:
 
     teacher = ctx.resolve(cfg.teacher) or ctx.teacher
     summary = generate(cfg.engine_config(teacher, str(ctx.out), ctx.seed, ctx.resolve(cfg.prompts),
-                                         ctx.resolve(cfg.codebase)))
+                                         ctx.resolve(cfg.codebase)), overwrite=ctx.overwrite)
     return Artifact("data", ctx.out, "", {k: v for k, v in summary.items() if isinstance(v, (int, float, str, dict))})

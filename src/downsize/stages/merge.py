@@ -27,7 +27,7 @@ def run_merge(ctx: StageContext, cfg: MergeStage) -> Artifact:
     if path is not None and (path / ADAPTER_CONFIG).exists():
         from peft import AutoPeftModelForCausalLM
 
-        from downsize.distill.train import save_model
+        from downsize.distill.save import save_model
         from downsize.models.refs import load_tokenizer
 
         model = AutoPeftModelForCausalLM.from_pretrained(str(path)).merge_and_unload()

@@ -78,5 +78,6 @@ def run_prune(ctx: StageContext, cfg: PruneStage) -> Artifact:
     """Prune the input model; the result is a normal Hugging Face model."""
     from downsize.prune import prune_ref
 
-    report = prune_ref(ctx.input_ref(), ctx.out, cfg.engine_config(ctx.seed), ctx.data_ref(cfg.calib))
+    report = prune_ref(ctx.input_ref(), ctx.out, cfg.engine_config(ctx.seed), ctx.data_ref(cfg.calib),
+                       overwrite=ctx.overwrite)
     return Artifact("model", ctx.out, "", {"params": report["params"], "wall_s": report["wall_s"]})

@@ -55,7 +55,7 @@ def quantize_model(ctx: StageContext, cfg: QuantizeStage, src: str, out) -> dict
     calib = ctx.data_ref(cfg.calib) if cfg.wants_imatrix() and imatrix is None else None
     return export_with_report(src, out, cfg.quant, imatrix=imatrix, calib=calib, calib_tokens=cfg.calib_tokens,
                               seed=ctx.seed, report=cfg.report, report_data=ctx.data_ref(cfg.report_data or cfg.calib),
-                              report_tokens=cfg.report_tokens, rescale=cfg.rescale)
+                              report_tokens=cfg.report_tokens, rescale=cfg.rescale, overwrite=ctx.overwrite)
 
 
 def push(ctx: StageContext, cfg: QuantizeStage, ggufs: list, modelfile=None) -> str:

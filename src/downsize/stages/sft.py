@@ -39,10 +39,10 @@ class LoraStage(SftStage):
 def run_sft(ctx: StageContext, cfg: SftStage) -> Artifact:
     """Supervised fine-tuning on chat JSONL (assistant tokens only), full or LoRA."""
     from downsize.distill import SFTConfig, sft
-    from downsize.distill.train import read_card
+    from downsize.distill.save import read_card
 
     base = ctx.resolve(cfg.student) if cfg.student is not None else ctx.input_ref()
     engine = SFTConfig(train=cfg.train_config(ctx.seed, ctx.progress), max_seq_len=cfg.seq_len,
                        lora=cfg.lora.spec() if cfg.lora else None, logprob_kd=cfg.logprob_kd)
-    out = sft(base, ctx.data_ref(cfg.data), engine, ctx.out, resume=ctx.resume)
+    out = sft(base, ctx.data_ref(cfg.data), engine, ctx.out, resume=ctx.resume, overwrite=ctx.overwrite)
     return Artifact("model", out, "", read_card(out).get("final_metrics", {}))

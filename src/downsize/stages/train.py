@@ -15,7 +15,7 @@ from typing import Literal, Optional
 
 from downsize.stages.base import Artifact, Field, StageConfig, StageContext, stage
 
-PRECISIONS = ("bf16", "no")
+PRECISIONS = ("auto", "bf16", "fp32", "no")
 
 
 class TrainFields(StageConfig):
@@ -27,7 +27,8 @@ class TrainFields(StageConfig):
     warmup_steps: int = Field(20, ge=0, description="linear warmup steps")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on norms and biases)")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 = off)")
-    mixed_precision: Literal[PRECISIONS] = Field("bf16", description="bf16 autocast or 'no' (fp32)")  # type: ignore[valid-type]
+    mixed_precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "auto", description="auto (bf16 where the GPU/CPU computes in bf16 natively, else fp32), bf16 or fp32 (also: no)")
     checkpoint_every: int = Field(50, ge=0, description="steps between checkpoints in OUT.work (0 = only at the end)")
     data: Optional[str] = Field(None, description="data reference or a stage name; default: the recipe's data "
                                                   "(zoo:stdlib on the command line)")
@@ -60,10 +61,15 @@ def run_train(ctx: StageContext, cfg: TrainStage) -> Artifact:
     """Plain next-token cross entropy on the data (the no-distillation baseline)."""
     from downsize.data.packing import PackedDataset
     from downsize.data.stream import token_stream
-    from downsize.distill.train import save_model
+    from downsize.distill.save import save_model
     from downsize.models.refs import load_model
     from downsize.train.loop import lm_loss, train
 
+    from downsize.io import KIND_TRAIN, check_output
+    from downsize.train.loop import check_fresh_start
+
+    check_output(ctx.out, KIND_TRAIN, ctx.overwrite)  # before the training, not after
+    check_fresh_start(ctx.work_dir, ctx.resume, ctx.overwrite)
     src = ctx.input_ref()
     model, tok = load_model(src)
     data = PackedDataset(token_stream(tok, ctx.data_ref(cfg.data), "train"), cfg.seq_len, seed=ctx.seed)
@@ -71,6 +77,7 @@ def run_train(ctx: StageContext, cfg: TrainStage) -> Artifact:
     final = {"train_loss": res.final_loss}
     out = save_model(model, tok, ctx.out, card={
         "name": ctx.stage_name or "train", "stage": "train", "loss": "cross-entropy", "input": src,
-        "data": ctx.data_ref(cfg.data), "steps": res.steps, "tokens": res.tokens, "final_metrics": final})
+        "data": ctx.data_ref(cfg.data), "steps": res.steps, "tokens": res.tokens, "final_metrics": final},
+        overwrite=ctx.overwrite)
     return Artifact("model", out, "", {"steps": res.steps, "tokens": res.tokens, "final_loss": res.final_loss,
                                        "wall_s": res.wall_s, **final})

@@ -10,11 +10,16 @@ LoRA is a property of the model, not of the loop: ``apply_lora(model, LoraSpec(r
 ``data.batch(step, batch_size, rank, world)`` must be a pure function of its arguments, which
 makes resuming exact: a checkpoint stores weights, optimiser, scheduler and RNG, and the data
 position is just the step number.
+
+Why this module is long: the loop, its checkpoint format and its resume rules (which must agree), LoRA and
+the trackers it drives are the one training engine every stage uses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -27,7 +32,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from downsize.errors import DownsizeError
-from downsize.io import atomic_dir, write_json_atomic
+from downsize.io import atomic_dir, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
 
@@ -81,7 +88,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     max_grad_norm: float = 1.0
-    mixed_precision: str = "bf16"  # "bf16" autocast or "no"
+    mixed_precision: str = "auto"  # "auto": bf16 autocast where the hardware computes in bf16, else fp32; "bf16"; "fp32"/"no"
     seed: int = 0
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2
@@ -95,11 +102,9 @@ class TrainConfig:
         if self.steps < 1:
             raise DownsizeError(f"steps must be >= 1, got {self.steps}")
         object.__setattr__(self, "report_to", parse_report_to(self.report_to))
-        if self.mixed_precision not in ("bf16", "no"):
-            raise DownsizeError(
-                f"mixed_precision {self.mixed_precision!r} is not supported",
-                hint="use 'bf16' (autocast; fast on CPU and GPU) or 'no' (fp32); fp16 is very slow on CPU",
-            )
+        from downsize.hardware import normalise
+
+        normalise(self.mixed_precision)  # refuses anything but auto, bf16, fp32 (or "no")
 
 
 class TrainingDiverged(DownsizeError):
@@ -226,7 +231,39 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     return path if path.exists() else None
 
 
+def check_fresh_start(out: str | os.PathLike, resume: bool, overwrite: bool = False) -> None:
+    """A run without ``resume`` over a folder that holds a checkpoint would silently throw it away: refuse,
+    unless ``overwrite`` (then the old checkpoints and log are removed and training starts at step 0)."""
+    ck = latest_checkpoint(out)
+    if resume or ck is None:
+        return
+    if not overwrite:
+        step = json.loads((Path(out) / CHECKPOINTS / LATEST).read_text()).get("step")
+        raise DownsizeError(f"{out} holds a checkpoint at step {step} of an earlier run ({ck})",
+                            hint="pass --resume to continue from it, or --overwrite to start again from step 0")
+    shutil.rmtree(Path(out) / CHECKPOINTS, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (Path(out) / METRICS).unlink()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines up to ``step``: a resumed run writes the later ones again (no duplicate lines)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line of a killed run
+    write_text_atomic(path, "".join(kept))
+
+
 def _load_checkpoint(path: Path, model, optimizer) -> dict:
+    from downsize.models.checks import check_safetensors
+
+    check_safetensors(path / "trainable.safetensors")  # a damaged checkpoint is named, not a bare SafetensorError
     state = load_file(str(path / "trainable.safetensors"))
     missing = set(_trainable_state(model)) - set(state)
     if missing:
@@ -247,6 +284,7 @@ class TrainResult:
     wall_s: float
     final_loss: float
     metrics: dict[str, float] = field(default_factory=dict)
+    precision: str = ""  # what "auto" resolved to: "bf16" or "fp32"
 
 
 def train(
@@ -268,19 +306,25 @@ def train(
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from downsize.hardware import ensure_threads, resolve_precision
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not torch.cuda.is_available():
         tune_cpu_allocator()
+        ensure_threads()
     from accelerate.state import AcceleratorState
 
-    if AcceleratorState._shared_state.get("_mixed_precision", cfg.mixed_precision) != cfg.mixed_precision:
+    precision = resolve_precision(cfg.mixed_precision)
+    log.info("precision: %s (%s)", precision.name, precision.reason)
+    mixed = precision.autocast
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed) != mixed:
         # accelerate keeps one global state per process; a second train() call in the same process (a
         # pipeline, a benchmark) may ask for another precision. The process group itself is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
     # cpu=True on machines without a GPU is what lets torchrun/accelerate launch run several CPU processes (gloo)
     trackers = {"log_with": list(cfg.report_to), "project_dir": str(out / TRACKER_DIR)} if cfg.report_to else {}
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
+    acc = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=1, cpu=not torch.cuda.is_available(),
                       **trackers)
     if cfg.report_to:
         acc.init_trackers(TRACKER_PROJECT, config=_tracker_config(cfg),
@@ -305,6 +349,8 @@ def train(
     metrics_path = out / METRICS
     if start == 0 and metrics_path.exists() and acc.is_main_process:
         metrics_path.unlink()
+    elif start and acc.is_main_process:
+        _truncate_log(metrics_path, start)
 
     rank, world = acc.process_index, acc.num_processes
     bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
@@ -327,11 +373,18 @@ def train(
             g["lr"] = lr_at(step, cfg)
         loss_sum = 0.0
         agg: dict[str, float] = {}
+        tokens_before = tokens
         for micro in range(cfg.grad_accum):
             batch = data.batch(step * cfg.grad_accum + micro, cfg.batch_size, rank, world)
             batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with acc.autocast():
-                loss, m = loss_fn(model, batch)
+            try:
+                with acc.autocast():
+                    loss, m = loss_fn(model, batch)
+            except DownsizeError as e:
+                # a failure that a rerun can get past (a teacher server that went down): keep the steps done so far
+                if getattr(e, "resumable", False) and step > start and acc.is_main_process:
+                    _save_checkpoint(out, step, raw, optimizer, cfg, {"tokens": tokens_before, "loss": last_loss})
+                raise
             if not torch.isfinite(loss):
                 ck = latest_checkpoint(out)
                 raise TrainingDiverged(
@@ -384,7 +437,7 @@ def train(
     acc.wait_for_everyone()
     if acc.is_main_process:
         _save_checkpoint(out, cfg.steps, raw, optimizer, cfg, {"tokens": tokens, "loss": last_loss})
-    return TrainResult(cfg.steps, tokens, time.perf_counter() - t0, last_loss, last_metrics)
+    return TrainResult(cfg.steps, tokens, time.perf_counter() - t0, last_loss, last_metrics, precision.name)
 
 
 def lm_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:

@@ -39,15 +39,18 @@ def _intermediate_type(root: Path) -> str:
 
 def export_gguf(model: str | os.PathLike, out: str | os.PathLike, quant: str = "F16", *,
                 imatrix: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
-                rescale: bool = True) -> ConvertResult:
+                rescale: bool = True, overwrite: bool = False) -> ConvertResult:
     """Export a model reference (HF folder, zoo:NAME) to ``out`` as GGUF of type ``quant``; atomic.
+
+    ``out`` must be new or a GGUF downsize wrote unless ``overwrite`` (downsize.io.check_output).
 
     ``imatrix`` (a llama.cpp imatrix GGUF, see export.imatrix) guides the low-bit quant types. ``rescale``
     undoes the shrinkage of llama.cpp's block fits on the types it quantizes (export.rescale).
     """
     from downsize.errors import DownsizeError
     from downsize.export.quantize import QUANT_TYPES, quantize_gguf
-    from downsize.io import atomic_path
+    from downsize.io import KIND_GGUF, atomic_path, check_output
+    from downsize.models.checks import check_checkpoint
     from downsize.models.refs import resolve_model
 
     quant = quant.upper()
@@ -56,14 +59,17 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, quant: str = "
                             hint=f"choose one of {', '.join([*DIRECT_TYPES, *[q for q in QUANT_TYPES if q not in DIRECT_TYPES]])}")
     ref = resolve_model(model)
     out = Path(out)
+    check_output(out, KIND_GGUF, overwrite)
+    if not ref.is_gguf:
+        check_checkpoint(ref.path)  # the same checks and messages as every other command that loads it
     if ref.is_gguf:
         if quant in DIRECT_TYPES and quant not in QUANT_TYPES:
             raise DownsizeError(f"{ref.path} is already a GGUF file", hint="use `downsize quantize` to change its type")
-        r = quantize_gguf(ref.path, out, quant, imatrix=imatrix, rescale=rescale)
+        r = quantize_gguf(ref.path, out, quant, imatrix=imatrix, rescale=rescale, overwrite=overwrite)
         return ConvertResult(out, r["arch"], quant, r["n_tensors"], r["n_params"], out.stat().st_size, r["seconds"], {},
                              r["rescale"])
     if quant in DIRECT_TYPES and imatrix is None:
-        with atomic_path(out) as tmp:
+        with atomic_path(out, KIND_GGUF, overwrite) as tmp:
             res = convert_checkpoint(ref.path, tmp, quant, progress)
         return ConvertResult(out, res.arch, res.quant, res.n_tensors, res.n_params, out.stat().st_size, res.seconds,
                              res.tokenizer)
@@ -72,6 +78,6 @@ def export_gguf(model: str | os.PathLike, out: str | os.PathLike, quant: str = "
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as d:
         mid = Path(d) / f"base-{base.lower()}.gguf"
         res = convert_checkpoint(ref.path, mid, base, progress)
-        r = quantize_gguf(mid, out, quant, imatrix=imatrix, rescale=rescale)  # atomic itself
+        r = quantize_gguf(mid, out, quant, imatrix=imatrix, rescale=rescale, overwrite=overwrite)  # atomic itself
     return ConvertResult(out, res.arch, quant, res.n_tensors, res.n_params, out.stat().st_size,
                          res.seconds + r["seconds"], res.tokenizer, r["rescale"])

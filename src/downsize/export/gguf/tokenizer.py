@@ -70,6 +70,9 @@ class LoadedTokenizer:
     special: dict[str, str | None]  # "bos_token" ... -> token text (None when unset)
     chat_template: str | dict | None
     how: str  # "tokenizer.json", "tokenizer.json (Qwen2Tokenizer)" or "transformers (<reason>)"
+    # tokenizer_config.json's clean_up_tokenization_spaces (transformers' default False): whether the model's authors
+    # declared that decoding removes the space before punctuation; llama.cpp's pre-tokenizer names fix that choice.
+    clean_up_spaces: bool = False
     _hf: Any = field(default=None, repr=False)  # the transformers tokenizer, on the fallback path only
 
     def token_id(self, text: str | None) -> int | None:
@@ -117,7 +120,8 @@ def _load_with_transformers(root: Path, why: str) -> LoadedTokenizer:
     if backend is None:
         raise DownsizeError(f"the tokenizer in {root} is a slow (Python) tokenizer", hint="save a fast tokenizer (tokenizer.json)")
     special = {k: getattr(tok, k, None) for k in SPECIAL_TOKENS_ATTRIBUTES}
-    return LoadedTokenizer(backend, special, tok.chat_template, f"transformers ({why})", tok)
+    return LoadedTokenizer(backend, special, tok.chat_template, f"transformers ({why})",
+                           bool(getattr(tok, "clean_up_tokenization_spaces", False)), tok)
 
 
 def _read_json(path: Path) -> Any:
@@ -378,4 +382,4 @@ def _load_fast(root: Path, cfg) -> LoadedTokenizer:
     if isinstance(template, (list, tuple)):
         template = {t["name"]: t["template"] for t in template}
     names = {k: (None if v is None else _text(v)) for k, v in special.items()}
-    return LoadedTokenizer(backend, names, copy.deepcopy(template), how)
+    return LoadedTokenizer(backend, names, copy.deepcopy(template), how, bool(init.get("clean_up_tokenization_spaces", False)))

@@ -139,7 +139,7 @@ def test_push_run_uses_the_manifest(hub, tmp_path, tiny_model_dir, stdlib_texts)
         "stages": [{"train": {"name": "ce", "steps": 2, "batch_size": 2, "seq_len": 32, "warmup_steps": 1,
                               "checkpoint_every": 0, "mixed_precision": "no"}},
                    {"quantize": {"name": "q8", "quant": "Q8_0", "imatrix": False}},
-                   {"export": {"format": "gguf", "model_name": "pushme"}},
+                   {"export": {"model_name": "pushme", "create": False}},
                    {"eval": {"max_tokens": 256, "seq_len": 32, "speed": False, "samples": False}}]}))
     run = tmp_path / "run"
     run_recipe(load_recipe(tmp_path / "r.yaml"), run, log=lambda s: None)

@@ -1,0 +1,81 @@
+"""Constructs the Jinja -> Go translator (downsize.export.jinja2go) handles, each in a small template, translated and
+checked byte for byte against the Jinja rendering on every probe of downsize.export.gocheck (Go's text/template on
+Ollama's data model).
+
+    pytest -q tests/export/test_jinja2go.py
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from downsize.export import gocheck
+from downsize.export.jinja2go import Untranslatable, translate
+
+EOS = "</s>"
+
+CASES = {
+    # the truth of a macro's output, derived from the Go it prints (text_truth)
+    "macro_truth": "{% macro c(m) %}{{ m.content }}{% endmacro %}"
+                   "{% for m in messages %}{% if c(m) %}[{{ c(m) }}]{% else %}(empty){% endif %}{% endfor %}",
+    # a macro's output inside an expression: built as a Go string (materialize)
+    "macro_startswith": "{% macro c(m) %}{{ m.content }}{% endmacro %}"
+                        "{% for m in messages %}{% if c(m).startswith('What') %}Q:{% endif %}{{ m.content }}{% endfor %}",
+    # `upper` / `lower` compared with constants
+    "casefold": "{% for m in messages %}{% if m.role | upper == 'USER' %}U:{% elif m.role | lower in ['assistant', "
+                "'bot'] %}A:{% endif %}{{ m.content }}\n{% endfor %}",
+    # a list a filtered loop builds, then tested and ranged
+    "comprehension": "{% set ns = namespace(s=[]) %}{% for m in messages %}{% if m.role == 'user' %}"
+                     "{% set ns.s = ns.s + [m.content] %}{% endif %}{% endfor %}"
+                     "{% if ns.s %}{% for x in ns.s %}<{{ x }}>{% endfor %}{% else %}none{% endif %}",
+    # a counter (no + in Go: a string of x, read with len)
+    "counter": "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role == 'user' %}"
+               "{% set ns.n = ns.n + 1 %}{% endif %}{{ ns.n }}:{{ m.content }}\n{% endfor %}",
+    # a text variable accumulated by a loop that also flips a flag, tested and printed later (_restoring)
+    "accumulate_with_flag": "{% set ns = namespace(p='', first=true) %}{% for m in messages %}{% if m.role == 'user' %}"
+                            "{% if ns.first %}{% set ns.p = ns.p + (m.content | tojson) %}{% set ns.first = false %}"
+                            "{% else %}{% set ns.p = ns.p + '|' + (m.content | tojson) %}{% endif %}{% endif %}"
+                            "{% endfor %}{% if ns.p %}[{{ ns.p }}]{% endif %}{% for m in messages %}{{ m.content }}"
+                            "{% endfor %}",
+    # indices of a sequence, backward, and the sequence indexed by them
+    "range_backward": "{% set ns = namespace(last=-1) %}{% for i in range(messages | length - 1, -1, -1) %}"
+                      "{% if ns.last == -1 and messages[i].role == 'user' %}{% set ns.last = i %}{% endif %}{% endfor %}"
+                      "{% for m in messages %}{% if loop.index0 == ns.last %}LAST:{% endif %}{{ m.content }}\n"
+                      "{% endfor %}",
+    # a dict literal holding request values, read back by a macro
+    "dict_literal": "{% macro r(d) %}<{{ d.role }}>{{ d.content }}{% endmacro %}"
+                    "{% for m in messages %}{{ r({'role': m.role | upper, 'content': m.content}) if false else "
+                    "r({'role': m.role, 'content': m.content}) }}{% endfor %}",
+    # text set from a variable that a branch reassigns right after (`set messages = messages[1:]`)
+    "snapshot": "{% set ns = namespace(sys='') %}{% if messages[0].role == 'system' %}"
+                "{% set ns.sys = messages[0].content %}{% set messages = messages[1:] %}{% endif %}"
+                "{% if ns.sys %}S={{ ns.sys }}\n{% endif %}{% for m in messages %}{{ m.role }}={{ m.content }}\n"
+                "{% endfor %}",
+}
+
+
+@pytest.fixture(scope="module")
+def results():
+    if not gocheck.go_available():
+        pytest.skip("Go is not installed (apt-get install golang-go)")
+    names = sorted(CASES)
+    gos = [translate(CASES[n], "", EOS).go for n in names]
+    return dict(zip(names, gocheck.check_templates([(CASES[n], g, "", EOS) for n, g in zip(names, gos)])))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_construct_renders_like_jinja(case, results):
+    r = results[case]
+    assert r.plain_ok and r.thinking_ok and r.tools_ok and not r.failures, r.failures
+
+
+def test_substring_test_on_request_text_is_still_refused():
+    # Go 1.19's text/template has no substring search and Ollama registers no function for one
+    with pytest.raises(Untranslatable, match="substring test"):
+        translate("{% for m in messages %}{% if '/think' in m.content %}T{% endif %}{% endfor %}", "", EOS)
+
+
+def test_upper_filter_printed_is_refused():
+    # Go cannot change case: only comparisons with constants are translated
+    with pytest.raises(Untranslatable, match="upper"):
+        translate("{% for m in messages %}{{ m.role | upper }}{% endfor %}", "", EOS)
