@@ -12,7 +12,7 @@
     >>> again["stages"][0]["wall_s"] == manifest["stages"][0]["wall_s"]
     True
     >>> sorted(p.name for p in Path("runs/q").iterdir())
-    ['00-prune', 'manifest.json', 'recipe.yaml', 'report.html', 'report.md']
+    ['.downsize.json', '00-prune', 'manifest.json', 'recipe.yaml', 'report.html', 'report.md']
 
 Layout of a run directory (every path inside is relative, so the folder can be copied elsewhere)::
 

@@ -8,8 +8,9 @@
     >>> c = model.config; c.intermediate_size, c.num_attention_heads, c.hidden_size
     (256, 2, 128)
     >>> path = save_pruned(model, tok, "pruned", model.prune_report)
-    >>> sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".safetensors"))[:4]
-    ['config.json', 'generation_config.json', 'model.safetensors', 'prune_report.json']
+    >>> sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".safetensors"))    # a plain HF directory
+    ['.downsize.json', 'config.json', 'generation_config.json', 'model.safetensors', 'prune_report.json',
+     'tokenizer.json', 'tokenizer_config.json']
 
 ``prune`` checks everything it can before it reads calibration data or touches a weight: the
 family has an adapter, the target can be met, N:M divides every width, the calibration data is
