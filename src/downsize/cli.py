@@ -492,7 +492,12 @@ def _run_quantize(spec, v: dict) -> None:
 
     cfg = config_from_options(spec.config, v)
     ctx = _context(v, v["out"], model=v["model"], data=cfg.calib)
-    _print_export(quantize_model(ctx, cfg, v["model"], v["out"]), v["as_json"])
+    result = quantize_model(ctx, cfg, v["model"], v["out"])
+    if cfg.push_to_hub:
+        from downsize.stages.quantize import push
+
+        result["hub"] = push(ctx, cfg, [v["out"]])
+    _print_export(result, v["as_json"])
 
 
 def _run_export(spec, v: dict) -> None:

@@ -44,8 +44,8 @@ def _cli_type(annotation) -> tuple[Any, dict]:
     """The Python type typer sees and extra typer.Option keywords for one field's annotation."""
     inner, _ = _unwrap(annotation)
     origin = typing.get_origin(inner)
-    if origin is Literal:
-        return Literal[tuple(str(c) for c in typing.get_args(inner))], {}
+    if origin is Literal:  # choices; q4_k_m is accepted for Q4_K_M (the config keeps the canonical spelling)
+        return Literal[tuple(str(c) for c in typing.get_args(inner))], {"case_sensitive": False}
     if origin is list:
         return list[str], {}
     if origin in (dict, Union) or inner is dict:

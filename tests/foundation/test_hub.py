@@ -226,8 +226,7 @@ def test_bad_data_fails_before_any_model_loads(hf_home, tiny_model_dir, monkeypa
     def boom(*a, **k):
         raise AssertionError("a model was loaded before the data was checked")
 
-    for mod in (erun, refs):
-        monkeypatch.setattr(mod, "load_model", boom)
+    monkeypatch.setattr(refs, "load_model", boom)  # every loader (eval's placement path too) ends in this one
     with pytest.raises(DownsizeError, match="Hub dataset Org/missing"):
         erun.evaluate(str(tiny_model_dir), "Org/missing")
     with pytest.raises(DownsizeError, match="Hub dataset Org/missing"):

@@ -28,7 +28,7 @@ def test_registries_and_config_errors():
         PruneConfig("width", targets="params=1.5")
     assert parse_targets("ffn=1024 heads=4 hidden=256") == {"ffn": 1024, "heads": 4, "hidden": 256}
     assert parse_targets({"params": "0.5"}) == {"params": 0.5}
-    with pytest.raises(ValueError, match="already has an adapter"):
+    with pytest.raises(ValueError, match="registered twice"):
         register_adapter("LlamaForCausalLM")(LlamaLikeAdapter)
     assert {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"} <= set(ADAPTERS)
 

@@ -65,11 +65,12 @@ def test_third_party_output_is_quiet_unless_verbose(tmp_path, tiny_model_dir, st
     """transformers draws a 'Loading weights' bar and warns 'Token indices sequence length…' when eval loads a model
     and tokenizes a long document, gguf logs 'Writing the following files' when export writes one; none of them
     reaches the terminal by default, all do with --verbose."""
-    data = tmp_path / "d.txt"
-    data.write_text("\n".join(stdlib_texts[:3])[:15000])  # > the tokenizer's 2048 tokens: "Token indices sequence length…"
     both = lambda r: r.stdout + r.stderr  # noqa: E731
     runs = {}
     for mode, flags in (("quiet", []), ("loud", ["--verbose"])):
+        # one data file per run: token streams are cached on disk, and a cached stream is not tokenized again
+        data = tmp_path / f"d-{mode}.txt"
+        data.write_text("\n".join(stdlib_texts[:3])[:15000])  # > the tokenizer's 2048 tokens: "Token indices sequence…"
         ev = _cli(*flags, "eval", str(tiny_model_dir), "--data", str(data), "--seq-len", "32", "--max-tokens", "256",
                   "--no-sample", cwd=tmp_path)
         ex = _cli(*flags, "export", "gguf", str(tiny_model_dir), "--out", f"{mode}.gguf", "--quant", "F32", cwd=tmp_path)

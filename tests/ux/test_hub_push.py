@@ -145,10 +145,10 @@ def test_push_run_uses_the_manifest(hub, tmp_path, tiny_model_dir, stdlib_texts)
     run_recipe(load_recipe(tmp_path / "r.yaml"), run, log=lambda s: None)
     r = push_run(run, "me/run", token=TOKEN, endpoint=hub.url)
     got = hub.files("me/run")
-    assert {"config.json", "model.safetensors", "pushme.gguf", "Modelfile", "README.md"} <= set(got)
+    assert {"config.json", "model.safetensors", "pushme.q8_0.gguf", "Modelfile", "README.md"} <= set(got)
     assert got["model.safetensors"] == (run / "00-ce" / "output" / "model.safetensors").read_bytes()
-    assert got["pushme.gguf"] == (run / "02-export" / "pushme.gguf").read_bytes()
+    assert got["pushme.q8_0.gguf"] == (run / "02-export" / "pushme.q8_0.gguf").read_bytes()
     assert sum(n.endswith(".gguf") for n in got) == 1  # the export's GGUF is the quantize stage's, hard-linked
     readme = got["README.md"].decode()
     assert "ce: train (steps=2" in readme and "q8: quantize (quant=Q8_0" in readme and "| q8 | llama.cpp |" in readme
-    assert r["files"]["pushme.gguf"] == len(got["pushme.gguf"])
+    assert r["files"]["pushme.q8_0.gguf"] == len(got["pushme.q8_0.gguf"])

@@ -49,10 +49,11 @@ def token_stream(tokenizer, data_ref: str, purpose: str = "train", split: str | 
         corpus = StdlibCorpus.local()
         key = f"stdlib-{corpus.fingerprint[:16]}-{split}"
         return cached_stream(tokenizer, key, lambda: (t for _, t in corpus.documents(split)))
-    files = sorted(p for p in ref.path.rglob("*") if p.is_file()) if ref.path.is_dir() else [ref.path]
-    h = hashlib.sha256(f"{ref.path.resolve()}|{split}".encode())
-    for f in files:  # a folder's identity is every file in it, not the folder's own mtime
-        st = f.stat()
-        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    h = hashlib.sha256(f"{ref.fingerprint}|{split}".encode())  # a Hub dataset: its datasets fingerprints
+    if ref.path is not None:
+        files = sorted(p for p in ref.path.rglob("*") if p.is_file()) if ref.path.is_dir() else [ref.path]
+        for f in files:  # a folder's identity is every file in it, not the folder's own mtime
+            st = f.stat()
+            h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
     key = "data2-" + h.hexdigest()[:16]
     return cached_stream(tokenizer, key, lambda: (t for t in ref.texts(split, tokenizer) if t.strip()))

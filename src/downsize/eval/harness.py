@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import json
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -136,8 +137,27 @@ def run_lm_eval(model_ref: str, tasks: list[str], include: str | os.PathLike | N
     from ``downsize eval FILE.gguf --teacher ...`` instead.
     """
     _require_harness()
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with _offline():
+        return _run_lm_eval(model_ref, tasks, include, limit, batch_size, num_fewshot)
+
+
+@contextlib.contextmanager
+def _offline():
+    """lm-eval's task loading must not reach for the Hub (tasks read local files); only for this call, so the
+    rest of the process (a later push_to_hub) keeps its own settings."""
+    saved = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    for k, v in saved.items():
+        if v is None:
+            os.environ[k] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+def _run_lm_eval(model_ref, tasks, include, limit, batch_size, num_fewshot) -> dict[str, dict[str, float]]:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager

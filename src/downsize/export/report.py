@@ -33,7 +33,7 @@ from downsize.export.verify import _log_softmax, gguf_logits, load_llama
 @dataclass(frozen=True)
 class ReportConfig:
     data: str = "zoo:stdlib"
-    split: str = "validation"
+    split: str | None = None  # default: the evaluation split (validation of zoo:stdlib, all of other data)
     seq_len: int = 256
     max_tokens: int = 16384
     per_window: bool = False  # add each window's summed NLL ("window_nll") to the rows, for paired comparisons

@@ -36,6 +36,11 @@ class QuantizeStage(StageConfig):
                                                          "(NAMESPACE/NAME) with a generated model card; needs HF_TOKEN "
                                                          "(or `hf auth login`), HF_ENDPOINT for another Hub")
 
+    @field_validator("quant", mode="before")
+    @classmethod
+    def _upper(cls, v):  # q4_k_m is Q4_K_M (llama-quantize takes both)
+        return v.upper() if isinstance(v, str) else v
+
     @field_validator("imatrix", mode="before")
     @classmethod
     def _bool_imatrix(cls, v):  # `imatrix: true/false` in a recipe
