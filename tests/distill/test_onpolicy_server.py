@@ -180,6 +180,7 @@ def test_dead_server_stops_with_a_checkpoint_and_resumes(server, student_dir, tm
     assert (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow  # over 10 s: the default suite must stay under 10 minutes
 def test_server_opd_recipe_runs_end_to_end(server, tmp_path):
     """recipes/server-opd.yaml against the test's server: prune, server OPD (top-k + k3), eval."""
     import json

@@ -66,6 +66,7 @@ def test_lm_eval_accuracy_equals_an_independent_computation(tiny_model_dir):
     assert 0 <= r["acc_norm"] <= 1 and r["acc_stderr"] > 0
 
 
+@pytest.mark.slow  # over 10 s: the default suite must stay under 10 minutes
 def test_unknown_task_and_missing_include_are_clear(tiny_model_dir, tmp_path):
     with pytest.raises(DownsizeError, match="knows no task 'nope'") as e:
         run_lm_eval(str(tiny_model_dir), ["nope"])
@@ -74,6 +75,7 @@ def test_unknown_task_and_missing_include_are_clear(tiny_model_dir, tmp_path):
         run_lm_eval(str(tiny_model_dir), ["stdlib_next_line"], include=tmp_path / "missing")
 
 
+@pytest.mark.slow  # over 10 s: the default suite must stay under 10 minutes
 def test_cli_runs_a_user_yaml_task_on_local_jsonl(tiny_model_dir, tmp_path):
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"q": f"x = {i}\ny = x + 1\n", "choices": ["y\n", "z\n"], "gold": 0}) + "\n"

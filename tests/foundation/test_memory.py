@@ -118,6 +118,7 @@ print(json.dumps({"base": base, "peak": resource.getrusage(resource.RUSAGE_SELF)
 """
 
 
+@pytest.mark.slow  # over 10 s: the default suite must stay under 10 minutes
 def test_estimate_is_within_1_5x_of_a_measured_distill_step(tmp_path, tiny_tokenizer, stdlib_texts):
     """Peak RSS of a real downsize distill run (fp32, batch 4 x 256, 16M-param student and teacher) in a fresh
     process, minus the process's RSS before it started, against the estimate without its runtime allowance."""

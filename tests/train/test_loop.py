@@ -47,6 +47,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_stream_file, tmp_pa
     assert any(not torch.equal(first[k], a[k]) for k in a)
 
 
+@pytest.mark.slow  # over 10 s: the default suite must stay under 10 minutes
 def test_two_gloo_processes_match_one(tiny_stream_file, tmp_path):
     d = tiny_stream_file
     args = [d / "tok", d / "stream.npy"]

@@ -61,6 +61,7 @@ def test_version_matches_the_package_metadata(tmp_path):
     assert r.stdout.strip() == f"downsize {version}" == f"downsize {downsize.__version__}"
 
 
+@pytest.mark.slow  # over 10 s: the default suite must stay under 10 minutes
 def test_third_party_output_is_quiet_unless_verbose(tmp_path, tiny_model_dir, stdlib_texts):
     """transformers draws a 'Loading weights' bar and warns 'Token indices sequence length…' when eval loads a model
     and tokenizes a long document, gguf logs 'Writing the following files' when export writes one; none of them

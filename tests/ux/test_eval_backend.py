@@ -1,5 +1,6 @@
 """`downsize eval GGUF --teacher HF --speed` says which runtime measured each column, in human units."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from downsize.export.gguf import export_gguf
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # over 10 s: the default suite must stay under 10 minutes
 def test_eval_speed_rows_name_the_backend_of_each_column(tmp_path, tiny_model_dir, stdlib_texts):
     gguf = tmp_path / "student.gguf"
     export_gguf(tiny_model_dir, gguf, "F32")
