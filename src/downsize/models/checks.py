@@ -69,8 +69,10 @@ def check_remote_code(root: Path, cfg: dict, trust_remote_code: bool) -> None:
                              "trust_remote_code=True if you trust the folder")
 
 
-def check_safetensors(path: Path) -> list[str]:
-    """Validate one safetensors file's header against its size; returns the tensor names."""
+def safetensors_entries(path: Path) -> tuple[int, list[tuple[str, str, tuple[int, ...], int, int]]]:
+    """Validate one safetensors file's header against its size: ``(header_end, [(name, dtype, shape, a, b)])``
+    with data offsets ``a..b`` relative to ``header_end``. The one parser of the format (the checked loader and
+    the GGUF converter's streaming reader both use it)."""
     def corrupt(why: str) -> DownsizeError:
         return DownsizeError(f"{path} is a damaged safetensors file: {why}",
                              hint=f"the file is truncated or corrupt; {RESAVE}")
@@ -91,23 +93,29 @@ def check_safetensors(path: Path) -> list[str]:
     if not isinstance(header, dict):
         raise corrupt("the JSON header is not an object")
     data = size - 8 - n
-    names = []
+    entries = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
         try:
-            dt, shape, (a, b) = info["dtype"], [int(s) for s in info["shape"]], info["data_offsets"]
+            dt, shape, (a, b) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
             a, b = int(a), int(b)
         except (KeyError, TypeError, ValueError) as e:
             raise corrupt(f"the entry of tensor {name!r} is malformed ({type(e).__name__})") from None
         if dt not in ST_ITEMSIZE:
             raise corrupt(f"tensor {name!r} has the unknown dtype {dt!r}")
         if min(shape, default=0) < 0 or not 0 <= a <= b or b - a != math.prod(shape) * ST_ITEMSIZE[dt]:
-            raise corrupt(f"tensor {name!r} ({dt}, shape {shape}) has data offsets [{a}, {b}] that do not match its size")
+            raise corrupt(f"tensor {name!r} ({dt}, shape {list(shape)}) has data offsets [{a}, {b}] that do not match "
+                          "its size")
         if b > data:
             raise corrupt(f"tensor {name!r} ends at byte {8 + n + b} of {size} (the file is truncated)")
-        names.append(name)
-    return names
+        entries.append((name, dt, shape, a, b))
+    return 8 + n, entries
+
+
+def check_safetensors(path: Path) -> list[str]:
+    """Validate one safetensors file's header against its size; returns the tensor names."""
+    return [name for name, *_ in safetensors_entries(path)[1]]
 
 
 def _shards(root: Path) -> list[Path]:

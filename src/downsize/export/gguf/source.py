@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from downsize.errors import DownsizeError
+from downsize.models.checks import SAFETENSORS, SAFETENSORS_INDEX, safetensors_entries
 
-SAFETENSORS = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-MAX_HEADER_BYTES = 100 << 20  # the safetensors format's own limit
 
 # safetensors dtype -> numpy storage type. BF16 has no numpy type: it is kept as its uint16 bit pattern.
 DTYPES: dict[str, np.dtype] = {
@@ -138,45 +135,15 @@ class Checkpoint:
 
 
 def read_header(path: Path) -> list[TensorMeta]:
-    """Every tensor of one safetensors file, validated: known dtype, byte range = shape x item size, inside the file."""
-    def corrupt(why: str) -> DownsizeError:
-        return DownsizeError(f"{path} is not a readable safetensors file: {why}",
-                             hint="the file is truncated or corrupt; re-save or re-download it")
-
+    """Every tensor of one safetensors file, validated (downsize.models.checks), in a dtype the exporter reads."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise corrupt(f"it is {size} bytes long, shorter than the 8-byte header length")
-            n = struct.unpack("<Q", head)[0]
-            if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise corrupt(f"its header claims {n} bytes and the file has {size}")
-            raw = f.read(n)
+        base, entries = safetensors_entries(path)
     except OSError as e:
         raise DownsizeError(f"cannot read {path}: {e}", hint="check the file's permissions and that it is complete") from None
-    try:
-        header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise corrupt(f"the JSON header does not parse ({e})") from None
-    if not isinstance(header, dict):
-        raise corrupt("the JSON header is not an object")
-    base = 8 + n
     out = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dt, shape, (a, b) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
-            a, b = int(a), int(b)
-        except (KeyError, TypeError, ValueError) as e:
-            raise corrupt(f"the entry of tensor {name!r} is malformed ({type(e).__name__}: {e})") from None
+    for name, dt, shape, a, b in entries:
         if dt not in DTYPES:
             raise DownsizeError(f"tensor {name!r} in {path} has dtype {dt}, which the exporter cannot read",
                                 hint="save the model in float32, float16 or bfloat16")
-        if min(shape, default=0) < 0 or not 0 <= a <= b or b - a != math.prod(shape) * DTYPES[dt].itemsize:
-            raise corrupt(f"tensor {name!r} ({dt}, shape {list(shape)}) has data offsets [{a}, {b}] that do not match its size")
-        if base + b > size:
-            raise corrupt(f"tensor {name!r} ends at byte {base + b} of {size} (the file is truncated)")
         out.append(TensorMeta(name, shape, dt, path, base + a, base + b))
     return out
