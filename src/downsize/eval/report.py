@@ -166,6 +166,16 @@ def _ticks(lo: float, hi: float) -> list[float]:
     return [lo + f * (hi - lo) for f in (0, 0.5, 1)]
 
 
+def _axes(w, h, left, right_x, top, bottom, title: str, xlabel: str, ylabel: str) -> list[str]:
+    """The frame both charts share: the SVG element, the title, both axes and their labels (x axis up to right_x)."""
+    return [_svg_open(w, h, title), f'<text x="0" y="16" font-size="13" font-weight="600">{esc(title)}</text>',
+            f'<line x1="{left}" y1="{h - bottom}" x2="{right_x}" y2="{h - bottom}" stroke="#444"/>',
+            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#444"/>',
+            f'<text x="{(left + right_x) / 2}" y="{h - 4}" font-size="11" text-anchor="middle">{esc(xlabel)}</text>',
+            f'<text x="10" y="{(top + h - bottom) / 2}" font-size="11" text-anchor="middle" '
+            f'transform="rotate(-90 10 {(top + h - bottom) / 2})">{esc(ylabel)}</text>']
+
+
 def svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str) -> str:
     """A line chart with a legend above the plot (labels never sit on the lines)."""
     pts = [p for s in series.values() for p in s]
@@ -177,12 +187,7 @@ def svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
     sx = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)  # noqa: E731
     sy = lambda y: h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)  # noqa: E731
-    parts = [_svg_open(w, h, title), f'<text x="0" y="16" font-size="13" font-weight="600">{esc(title)}</text>',
-             f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="#444"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#444"/>',
-             f'<text x="{(left + w - right) / 2}" y="{h - 4}" font-size="11" text-anchor="middle">{esc(xlabel)}</text>',
-             f'<text x="10" y="{(top + h - bottom) / 2}" font-size="11" text-anchor="middle" '
-             f'transform="rotate(-90 10 {(top + h - bottom) / 2})">{esc(ylabel)}</text>']
+    parts = _axes(w, h, left, w - right, top, bottom, title, xlabel, ylabel)
     for yv in _ticks(y0, y1):
         parts.append(f'<text x="{left - 4}" y="{sy(yv) + 4:.1f}" font-size="10" text-anchor="end">{fmt_sig(yv)}</text>')
     for xv in _ticks(x0, x1):
@@ -214,12 +219,7 @@ def svg_scatter(points: dict[str, tuple[float, float]], title: str, xlabel: str,
     y0, y1 = y0 - pad, y1 + pad
     sx = lambda x: left + (x - x0) / (x1 - x0) * (plot_r - left)  # noqa: E731
     sy = lambda y: h - bottom - (math.log10(y) - y0) / (y1 - y0) * (h - top - bottom)  # noqa: E731
-    parts = [_svg_open(w, h, title), f'<text x="0" y="16" font-size="13" font-weight="600">{esc(title)}</text>',
-             f'<line x1="{left}" y1="{h - bottom}" x2="{plot_r}" y2="{h - bottom}" stroke="#444"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#444"/>',
-             f'<text x="{(left + plot_r) / 2}" y="{h - 4}" font-size="11" text-anchor="middle">{esc(xlabel)}</text>',
-             f'<text x="10" y="{(top + h - bottom) / 2}" font-size="11" text-anchor="middle" '
-             f'transform="rotate(-90 10 {(top + h - bottom) / 2})">{esc(ylabel)}</text>']
+    parts = _axes(w, h, left, plot_r, top, bottom, title, xlabel, ylabel)
     for yl in _ticks(y0, y1):
         parts.append(f'<text x="{left - 4}" y="{sy(10 ** yl) + 4:.1f}" font-size="10" text-anchor="end">{fmt_sig(10 ** yl)}</text>')
     for xv in _ticks(x0, x1):
