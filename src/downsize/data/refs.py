@@ -127,24 +127,30 @@ def _read_dir(ref: DataRef, split: str) -> Iterator[dict]:
             yield {"id": p.relative_to(ref.path).as_posix(), "text": _read_utf8(p)}
 
 
-def _read_jsonl(ref: DataRef, split: str) -> Iterator[dict]:
-    with open(ref.path, encoding="utf-8") as f:
+def jsonl_objects(path: Path, hint: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of every non-blank line of a JSONL file; a line that is not JSON is a
+    DownsizeError naming the file and line (``hint`` says what the caller's records look like)."""
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
-                raise DownsizeError(f"{ref.path}:{lineno}: not valid JSON ({e.msg})",
-                                    hint="each line must be one JSON object: {\"text\": ...} or {\"messages\": [...]}") from None
-            rid = str(obj.get("id", lineno)) if isinstance(obj, dict) else str(lineno)
-            if isinstance(obj, dict) and isinstance(obj.get("text"), str):
-                yield {"id": rid, "text": obj["text"]}
-            elif isinstance(obj, dict) and isinstance(obj.get("messages"), list):
-                yield {"id": rid, "messages": obj["messages"]}
-            else:
-                raise DownsizeError(f"{ref.path}:{lineno}: a record needs a string 'text' or a list 'messages'",
-                                    hint="write {\"text\": \"...\"} for plain text or {\"messages\": [{\"role\": ..., \"content\": ...}]} for chat")
+                raise DownsizeError(f"{path}:{lineno}: not valid JSON ({e.msg})", hint=hint) from None
+
+
+def _read_jsonl(ref: DataRef, split: str) -> Iterator[dict]:
+    for lineno, obj in jsonl_objects(ref.path, "each line must be one JSON object: {\"text\": ...} or "
+                                               "{\"messages\": [...]}"):
+        rid = str(obj.get("id", lineno)) if isinstance(obj, dict) else str(lineno)
+        if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+            yield {"id": rid, "text": obj["text"]}
+        elif isinstance(obj, dict) and isinstance(obj.get("messages"), list):
+            yield {"id": rid, "messages": obj["messages"]}
+        else:
+            raise DownsizeError(f"{ref.path}:{lineno}: a record needs a string 'text' or a list 'messages'",
+                                hint="write {\"text\": \"...\"} for plain text or {\"messages\": [{\"role\": ..., \"content\": ...}]} for chat")
 
 
 _READERS = {"stdlib": _read_stdlib, "text": _read_text, "dir": _read_dir, "jsonl": _read_jsonl}

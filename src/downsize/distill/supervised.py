@@ -10,7 +10,6 @@ teacher-written traces, plus logit KD where the teacher's top-k logprobs were st
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -64,16 +63,11 @@ def _read_chats(chat_jsonl_ref: str) -> list[dict]:
         raise DownsizeError(f"SFT needs chat JSONL, got {ref.kind} data at {chat_jsonl_ref}",
                             hint='one JSON object per line: {"messages": [{"role": "user", "content": ...}, ...], "tools": [...]}')
     out = []
+    from downsize.data.refs import jsonl_objects
     from downsize.errors import reading
 
-    with open(ref.path, encoding="utf-8") as f, reading(ref.path):
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DownsizeError(f"{ref.path}:{lineno}: not valid JSON ({e.msg})", hint="one JSON object per line") from None
+    with reading(ref.path):
+        for lineno, obj in jsonl_objects(ref.path, "one JSON object per line"):
             msgs = obj.get("messages") if isinstance(obj, dict) else None
             if not isinstance(msgs, list) or not any(m.get("role") == "assistant" for m in msgs if isinstance(m, dict)):
                 raise DownsizeError(f"{ref.path}:{lineno}: a record needs 'messages' with at least one assistant turn",
