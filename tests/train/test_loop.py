@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from train_streams import SyntheticStream as _Stream
+
 from downsize.train.loop import (LoraSpec, TrainConfig, TrainingDiverged, apply_lora, latest_checkpoint, lm_loss,
                                  merge_lora, train)
 
@@ -69,17 +71,6 @@ def test_two_gloo_processes_match_one(tiny_stream_file, tmp_path):
     a, b = _final(tmp_path / "one", 4), _final(tmp_path / "two", 4)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-
-
-class _Stream:
-    def __init__(self, n=64):
-        g = torch.Generator().manual_seed(0)
-        self.ids = torch.randint(0, 500, (n, 16), generator=g)
-
-    def batch(self, step, batch_size, rank=0, world=1):
-        i = (step * batch_size) % len(self.ids)
-        x = self.ids[i: i + batch_size]
-        return {"input_ids": x, "labels": x.clone()}
 
 
 def test_nan_stops_with_clear_message_and_keeps_last_checkpoint(tiny_tokenizer, tmp_path, make_model):

@@ -9,23 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from downsize.errors import DownsizeError
+from train_streams import SyntheticStream as _Stream
+
 from downsize.train.loop import TRACKER_DIR, TRACKER_PROJECT, TrainConfig, lm_loss, parse_report_to, train
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class _Stream:
-    def __init__(self, n=64):
-        g = torch.Generator().manual_seed(0)
-        self.ids = torch.randint(0, 500, (n, 16), generator=g)
-
-    def batch(self, step, batch_size, rank=0, world=1):
-        i = (step * batch_size) % len(self.ids)
-        x = self.ids[i: i + batch_size]
-        return {"input_ids": x, "labels": x.clone()}
 
 
 def _cfg(**kw):
