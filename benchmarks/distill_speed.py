@@ -3,10 +3,14 @@ cache) and TRL's GKDTrainer (off-policy, lmbda=0, forward KL) on the same teache
 batch shape, precision and thread count. Each trainer runs in its own process (peak RSS is per
 process); tokens/s is measured over the steps after the first two.
 
+Precision (``--precision``, default ``auto``) is the same for every trainer: bf16 (teacher weights in bf16,
+student under bf16 autocast, TRL ``bf16=True``) where the CPU computes in bf16 natively, fp32 for all three
+elsewhere (``downsize.hardware.resolve_precision``: on an AVX2-only CPU a bf16 matmul is ~100x slower).
+
     $ .venv/bin/python benchmarks/distill_speed.py --teacher zoo:coder-teacher --steps 12 --batch-size 8 --seq-len 128
 
 Also reports achieved FLOP/s (6·N·tokens for the student's matmuls + 2·N·tokens for the teacher's
-forward, N = linear-layer parameters incl. the LM head) against the measured bf16 matmul rate.
+forward, N = linear-layer parameters incl. the LM head) against the measured matmul rate in that precision.
 TRL is an optional benchmark dependency: `.venv/bin/pip install -c constraints.txt trl`.
 """
 
@@ -33,15 +37,19 @@ def linear_params(model) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
-def matmul_rate(threads: int, n: int = 1024, reps: int = 20) -> float:
+def matmul_rate(threads: int, dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+def _dtype(precision: str) -> torch.dtype:
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def _student_and_data(args):
@@ -75,13 +83,14 @@ def run_downsize(args, mode: str) -> dict:
     teacher, tok, student, data = _student_and_data(args)
     n_t, n_s = linear_params(teacher), linear_params(student)
     cfg = DistillConfig(train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=2,
-                                          progress=False, log_every=1), loss=LossSpec("fkl"), seq_len=args.seq_len)
+                                          progress=False, log_every=1, mixed_precision=args.precision),
+                        loss=LossSpec("fkl"), seq_len=args.seq_len)
     if mode == "offline":
         del teacher
         data = TopKCacheDataset(args.cache, seed=0)
         loss_fn, teacher_flops = make_kd_loss(cfg, None, VocabPlan("same", None, "")), 0
     else:
-        teacher = teacher.to(torch.bfloat16)
+        teacher = teacher.to(_dtype(args.precision))
         loss_fn, teacher_flops = make_kd_loss(cfg, OnlineTeacher(teacher), VocabPlan("same", None, "")), 2 * n_t
     timer = _Timer()
     with tempfile.TemporaryDirectory() as work:
@@ -104,7 +113,7 @@ def run_trl(args) -> dict:
 
     teacher, tok, student, data = _student_and_data(args)
     n_t, n_s = linear_params(teacher), linear_params(student)
-    teacher = teacher.to(torch.bfloat16)
+    teacher = teacher.to(_dtype(args.precision))
     rows = [data.batch(i, 1)["input_ids"][0].tolist() for i in range(args.steps * args.batch_size)]
     ds = Dataset.from_dict({"input_ids": rows})
 
@@ -120,7 +129,7 @@ def run_trl(args) -> dict:
 
     with tempfile.TemporaryDirectory() as work:
         cfg = GKDConfig(output_dir=work, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
-                        learning_rate=1e-3, lmbda=0.0, beta=0.0, seq_kd=False, bf16=True, use_cpu=True,
+                        learning_rate=1e-3, lmbda=0.0, beta=0.0, seq_kd=False, bf16=args.precision == "bf16", use_cpu=True,
                         logging_steps=1, save_strategy="no", report_to=[], dataloader_num_workers=0,
                         max_length=args.seq_len, dataset_kwargs={"skip_prepare_dataset": True},
                         remove_unused_columns=False, warmup_steps=2, disable_tqdm=True)
@@ -142,7 +151,13 @@ def main():
     ap.add_argument("--mode", choices=["online", "offline", "trl"])
     ap.add_argument("--cache")
     ap.add_argument("--windows", type=int)
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="auto: bf16 where this CPU computes in it natively, else fp32 (the same for every trainer)")
     args = ap.parse_args()
+    from downsize.hardware import resolve_precision
+
+    chosen = resolve_precision(args.precision)
+    args.precision = chosen.name
     torch.set_num_threads(args.threads)
     if args.mode:
         res = {"online": lambda: run_downsize(args, "online"), "offline": lambda: run_downsize(args, "offline"),
@@ -164,7 +179,7 @@ def main():
                                  ("trl+malloc", "trl", MALLOC_ENV)):
             cmd = [sys.executable, __file__, "--mode", mode, "--teacher", args.teacher, "--data", args.data,
                    "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-                   "--threads", str(args.threads), "--cache", str(Path(tmp) / "cache"), "--windows", str(windows)]
+                   "--threads", str(args.threads), "--precision", args.precision, "--cache", str(Path(tmp) / "cache"), "--windows", str(windows)]
             r = subprocess.run(cmd, capture_output=True, text=True,
                                env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **env})
             mode = label
@@ -173,12 +188,12 @@ def main():
                 results[mode] = {"error": r.stderr[-1500:]}
                 continue
             results[mode] = json.loads(line[0][7:])
-    peak = matmul_rate(args.threads)
-    print(f"shapes: batch {args.batch_size} x seq {args.seq_len}, {args.steps} steps, {args.threads} threads, bf16 autocast; "
-          f"student {STUDENT}")
+    peak = matmul_rate(args.threads, _dtype(args.precision))
+    print(f"shapes: batch {args.batch_size} x seq {args.seq_len}, {args.steps} steps, {args.threads} threads, "
+          f"{args.precision} ({chosen.reason}); student {STUDENT}")
     print(f"teacher cache: k={args.top_k}, {meta['bytes_per_token']} bytes/token "
           f"(dense bf16 logits: {meta['dense_bf16_bytes_per_token']}), written in {cache_s:.1f} s for {windows} windows")
-    print(f"measured bf16 matmul rate: {peak / 1e9:.1f} GFLOP/s")
+    print(f"measured {args.precision} matmul rate (1024², {args.threads} threads): {peak / 1e9:.1f} GFLOP/s")
     print("| trainer | tokens/s | s/step | peak RSS MiB | GFLOP/s | % of matmul peak | tokens/s vs TRL | RSS vs TRL |")
     print("|---|---|---|---|---|---|---|---|")
     trl = results.get("trl", {})
@@ -190,7 +205,8 @@ def main():
         mem = f"{r['peak_rss_mib'] / trl['peak_rss_mib']:.2f}×" if "tok_s" in trl else "-"
         print(f"| {mode} | {r['tok_s']:,.0f} | {r['sec_per_step']:.3f} | {r['peak_rss_mib']:,.0f} | {r['flops'] / 1e9:.1f} | "
               f"{100 * r['flops'] / peak:.0f}% | {vs} | {mem} |")
-    print("JSON " + json.dumps({"results": results, "matmul_flops": peak, "cache": meta, "cache_s": cache_s}))
+    print("JSON " + json.dumps({"results": results, "matmul_flops": peak, "precision": args.precision,
+                                "cache": meta, "cache_s": cache_s}))
 
 
 if __name__ == "__main__":
