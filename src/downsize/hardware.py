@@ -93,7 +93,13 @@ def _cpu_model() -> str:
 
 
 def probe_bf16_ratio(n: int = 256, repeats: int = 5) -> float:
-    """Seconds of a bf16 ``F.linear`` (n×n by n×n) over the fp32 one, best of ``repeats``, one thread's worth."""
+    """Seconds of a bf16 ``F.linear`` (n×n by n×n) over the fp32 one, best of ``repeats``, on one thread.
+
+    One thread, because with several OpenMP threads on a busy machine every parallel region waits for the
+    thread that was descheduled, and a sub-millisecond fp32 product can take a whole time slice (a 2-thread
+    probe under load once read bf16 as 0.66x fp32 on a CPU where it is 10x slower). Each timing repeats the
+    product until it has run for at least 2 ms, so one preemption cannot decide the minimum.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -102,12 +108,22 @@ def probe_bf16_ratio(n: int = 256, repeats: int = 5) -> float:
         F.linear(x, w)  # warm up (oneDNN picks its kernel on first use)
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            F.linear(x, w)
-            times.append(time.perf_counter() - t0)
+            calls, t0 = 0, time.perf_counter()
+            while True:
+                F.linear(x, w)
+                calls += 1
+                elapsed = time.perf_counter() - t0
+                if elapsed >= 0.002:
+                    break
+            times.append(elapsed / calls)
         return min(times)
 
-    return best(torch.bfloat16) / max(best(torch.float32), 1e-9)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return best(torch.bfloat16) / max(best(torch.float32), 1e-9)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _probe_cached() -> float:
