@@ -51,6 +51,11 @@ CASES = {
                 "{% set ns.sys = messages[0].content %}{% set messages = messages[1:] %}{% endif %}"
                 "{% if ns.sys %}S={{ ns.sys }}\n{% endif %}{% for m in messages %}{{ m.role }}={{ m.content }}\n"
                 "{% endfor %}",
+    # the neighbours of a loop over a slice, read in the whole list by the slice's index (Bielik)
+    "neighbours_of_a_slice": "{% set k = 1 if messages[0].role == 'system' else 0 %}{% for m in messages[k:] %}"
+                             "{% if loop.index0 == 0 or messages[loop.index0 - 1].role != m.role %}<{{ m.role }}>"
+                             "{% endif %}{{ m.content }}{% if loop.last or messages[loop.index0 + 1].role != 'user' %}"
+                             "|{% endif %}{% endfor %}",
 }
 
 

@@ -163,6 +163,11 @@ def _go_lit(x) -> str:
     raise Untranslatable(f"a {type(x).__name__} constant in a Go expression")
 
 
+def _paren(go: str) -> str:
+    """A Go pipeline as one argument of another call: parenthesized when it is a call itself."""
+    return f"({go})" if " " in go and not (go.startswith("(") and go.endswith(")")) else go
+
+
 def _py_str(x) -> str:
     """What Jinja prints for a constant."""
     if x is UNDEF:
@@ -1646,6 +1651,19 @@ class Translator:
                     return V(go=lp.prev, kind=ELEM.get(obj.kind, "any"))
                 return V(go=f"index (slice {obj.go} {lp.idx}) 1", kind=ELEM.get(obj.kind, "any"),
                          defined=f"(gt (len (slice {obj.go} {lp.idx})) 1)")
+            if lp is not None and r.is_const and r.const == 1 and obj.kind in SEQ_KINDS and lp.idx \
+                    and not lp.reversed and lp.seq_go.startswith(f"slice {obj.go} "):
+                # `messages[loop.index0 ± 1]` in a loop over a slice of messages: the loop's index used on the whole
+                # list (Bielik). Go has no ±, but lengths of slices count: i - 1 = len (slice LOOPSEQ 1 i), read
+                # only for i > 0 (i = 0 is Python's messages[-1], the last one); i + 1 is index (slice SEQ 1) i.
+                if isinstance(e.arg, nodes.Sub):
+                    var = self.fresh("before")
+                    self.emit(f"{{{{ {var} := \"\" }}}}{{{{ if {lp.idx} }}}}{{{{ {var} = index {obj.go} (len (slice "
+                              f"{_paren(lp.seq_go)} 1 {lp.idx})) }}}}{{{{ else }}}}{{{{ range {obj.go} }}}}{{{{ {var} = . }}}}"
+                              f"{{{{ end }}}}{{{{ end }}}}")
+                    return V(go=var, kind=ELEM.get(obj.kind, "any"))
+                return V(go=f"index (slice {obj.go} 1) {lp.idx}", kind=ELEM.get(obj.kind, "any"),
+                         defined=f"(gt (len (slice {obj.go} 1)) {lp.idx})")
         return self.getitem(obj, self.expr(e.arg, scope), scope)
 
     def _loop_index_arg(self, node, scope):
@@ -1801,7 +1819,7 @@ class Translator:
         if attr == "last":
             if getattr(lp, "last_test", None):
                 return V(go=lp.last_test, kind="bool")
-            return V(go=f"eq (len (slice {lp.seq_go} {lp.idx})) 1", kind="bool")
+            return V(go=f"eq (len (slice {_paren(lp.seq_go)} {lp.idx})) 1", kind="bool")
         if attr == "index":
             return V(go=lp.idx, kind="index1")  # only comparisons with constants are supported
         if attr in ("previtem", "nextitem") and (lp.reversed or lp.prelude_slot is None and attr == "previtem"):
@@ -1812,10 +1830,10 @@ class Translator:
                 self.out[lp.prelude_slot] += f"{{{{ {lp.prev} := \"\" }}}}"
             return V(go=lp.prev, kind=ELEM.get(lp.seq.kind, "any"))
         if attr == "nextitem":
-            return V(go=f"index (slice {lp.seq_go} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"),
-                     defined=f"(gt (len (slice {lp.seq_go} {lp.idx})) 1)")
+            return V(go=f"index (slice {_paren(lp.seq_go)} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"),
+                     defined=f"(gt (len (slice {_paren(lp.seq_go)} {lp.idx})) 1)")
         if attr == "length":
-            return V(go=f"len {lp.seq_go}", kind="int")
+            return V(go=f"len {_paren(lp.seq_go)}", kind="int")
         raise Untranslatable(f"loop.{attr}")
 
     # boolean logic: Go's and/or short-circuit and return an operand, like Python's
