@@ -459,6 +459,7 @@ class Translator:
         self.n = 0
         self.loops: list[_Loop] = []
         self.macros: dict[str, nodes.Macro] = {}
+        self.macro_defs: dict[tuple, str] = {}  # (macro, argument, kind, constant arguments) -> its Go define
         self.depth = 0
         self.read_names: set[str] = set()
         self.predeclared: set[str] = set()
@@ -1095,6 +1096,8 @@ class Translator:
     def inline_macro(self, m: nodes.Macro, call: nodes.Call, scope):
         if self.depth >= self.MAX_INLINE:
             raise Untranslatable(f"recursive macro {m.name}()")
+        if any(isinstance(c.node, nodes.Name) and c.node.name == m.name for c in m.find_all(nodes.Call)):
+            return self.define_macro(m, call, scope)
         inner = _Scope(self._global(scope))
         inner.dot = scope.dot
         def pinned(v):  # `.Field` of the caller's `.`: the macro's own loops rebind `.`
@@ -1120,6 +1123,54 @@ class Translator:
             self.body(m.body, inner)
         finally:
             self.depth -= 1
+
+    def define_macro(self, m: nodes.Macro, call: nodes.Call, scope):
+        """A macro that calls itself (to_xml / format_argument on a JSON value): a Go ``define`` that calls itself,
+        one per set of constant arguments, with the one request-value argument as its data (``$marg``). Go cannot
+        capture a template's output, so it can only be printed; and its body may read nothing else of the request
+        (a define sees only its data), which is checked on the Go it becomes."""
+        args = [self.expr(a, scope) for a in call.args]
+        kwargs = {k.key: self.expr(k.value, scope) for k in call.kwargs}
+        defaults = dict(zip([a.name for a in m.args][len(m.args) - len(m.defaults):], m.defaults))
+        bound = {}
+        for i, a in enumerate(m.args):
+            if i < len(args):
+                bound[a.name] = args[i]
+            elif a.name in kwargs:
+                bound[a.name] = kwargs[a.name]
+            elif a.name in defaults:
+                bound[a.name] = self.expr(defaults[a.name], scope)
+            else:
+                bound[a.name] = C(UNDEF)
+        dyn = [k for k, v in bound.items() if not v.is_const]
+        if len(dyn) != 1 or bound[dyn[0]].kind in ("out", "ns") or _holds_v(bound[dyn[0]].const):
+            raise Untranslatable(f"recursive macro {m.name}()")
+        d, dv = dyn[0], bound[dyn[0]]
+        key = (m.name, d, dv.kind, tuple(sorted((k, repr(v.const)) for k, v in bound.items() if k != d)))
+        name = self.macro_defs.get(key)
+        if name is None:
+            name = f"macro_{m.name}_{len(self.macro_defs)}"
+            self.macro_defs[key] = name
+            self.defs[name] = ""  # reserved: the body's own calls find it
+            inner = _Scope(self._global(scope), dot="$marg")
+            for k, v in bound.items():
+                inner.vars[k] = V(go="$marg", kind=dv.kind) if k == d else v
+            decls, saved = len(self.top_decls), self.cur_dot
+            self.depth += 1
+            self.cur_dot = "$marg"
+            try:
+                body = self.capture(lambda: self.body(m.body, inner))
+            finally:
+                self.depth -= 1
+                self.cur_dot = saved
+            declared = set(re.findall(r"(\$\w+)\s*:=", body)) | {"$marg"}
+            declared |= {x for pair in re.findall(r"range (\$\w+), (\$\w+) :=", body) for x in pair}
+            if len(self.top_decls) != decls or set(re.findall(r"\$\w+", body)) - declared \
+                    or re.search(r"\$(?!\w)", body):
+                del self.defs[name]
+                raise Untranslatable(f"recursive macro {m.name}() that reads more than its argument")
+            self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ $marg := . }}}}{body}{{{{ end }}}}'
+        self.emit(f'{{{{ template "{name}" {self.go_of(dv)} }}}}')
 
     @staticmethod
     def _global(scope):
@@ -1255,6 +1306,10 @@ class Translator:
         elif isinstance(it, nodes.Call) and isinstance(it.node, nodes.Getattr) and it.node.attr == "items":
             it, items = it.node.node, True
         seq = self.expr(it, scope)
+        if seq.kind == "any" and not seq.is_const and (items or self.depth and isinstance(s.target, nodes.Name)):
+            # a JSON value of the request, inside a macro's `is mapping` / `is sequence` branch (Go ranges what it
+            # is at run time; the type test keeps the other kinds out)
+            seq = V(go=seq.go, kind="args" if items else "list")
         uses_loop = bool(self._own_loop_attrs(s))
         if seq.kind == "vlist":
             if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
@@ -2039,7 +2094,9 @@ class Translator:
                 return C(v.const is None)
             if v.defined:  # an optional field: absent in Ollama's data reads as none in the probes' Jinja input
                 return V(go=f"not {v.defined}", kind="bool")
-            if v.kind in ("tools", "any") or v.go in self.predeclared:
+            if v.kind == "any":  # a JSON value: only null is none (false, 0 and "" are not)
+                return V(go=f"eq (printf \"%T\" {self.go_of(v)}) \"<nil>\"", kind="bool")
+            if v.kind == "tools" or v.go in self.predeclared:
                 return V(go=f"not {self.go_of(v)}", kind="bool")
             return C(False)
         if name in ("true", "false"):
