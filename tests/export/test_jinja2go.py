@@ -115,3 +115,11 @@ def test_recursive_macro_reading_the_request_is_refused():
         translate("{% macro r(v) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w) }}{% endfor %}"
                   "{% else %}{{ v }}{{ messages | length }}{% endif %}{% endmacro %}{% for m in messages %}"
                   "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments) }}{% endfor %}{% endfor %}", "", EOS)
+
+
+def test_recursive_macro_with_a_growing_constant_is_refused():
+    # depth + 1 would need one Go define per depth: refused, not expanded without end
+    with pytest.raises(Untranslatable, match="recursive macro"):
+        translate("{% macro r(v, depth) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w, depth + 1) }}"
+                  "{% endfor %}{% else %}{{ depth }}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"
+                  "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments, 0) }}{% endfor %}{% endfor %}", "", EOS)

@@ -1149,6 +1149,8 @@ class Translator:
         key = (m.name, d, dv.kind, tuple(sorted((k, repr(v.const)) for k, v in bound.items() if k != d)))
         name = self.macro_defs.get(key)
         if name is None:
+            if sum(1 for k in self.macro_defs if k[0] == m.name) >= 4:  # constant arguments that change each call
+                raise Untranslatable(f"recursive macro {m.name}() whose constant arguments change (e.g. depth + 1)")
             name = f"macro_{m.name}_{len(self.macro_defs)}"
             self.macro_defs[key] = name
             self.defs[name] = ""  # reserved: the body's own calls find it
