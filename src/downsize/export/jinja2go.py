@@ -26,6 +26,8 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
 - Go has no ``+``, no case mapping, no lists: counters are strings of ``x`` (``len`` reads, ``print`` adds),
   ``x | upper == 'STR'`` compares byte by byte, ``ns.L = ns.L + [e]`` in one filtered loop is a comprehension
   re-ranged where it is read, ``seq[i + 1:]`` is a slice of a slice, ``range(seq | length)`` ranges seq.
+- A macro that calls itself on one request value (``to_xml(v)`` on tool-call arguments) is a Go ``define`` that calls
+  itself (:meth:`Translator.define_macro`); printed only, since Go cannot capture a template's output.
 
 Whatever has no Go counterpart (arithmetic on dynamic values, string methods on request text, filters such as
 ``selectattr``) raises :class:`Untranslatable` naming the construct; the caller then falls back to the GGUF's own
