@@ -51,6 +51,11 @@ CASES = {
                 "{% set ns.sys = messages[0].content %}{% set messages = messages[1:] %}{% endif %}"
                 "{% if ns.sys %}S={{ ns.sys }}\n{% endif %}{% for m in messages %}{{ m.role }}={{ m.content }}\n"
                 "{% endfor %}",
+    # the neighbours of a loop over a slice, read in the whole list by the slice's index (Bielik)
+    "neighbours_of_a_slice": "{% set k = 1 if messages[0].role == 'system' else 0 %}{% for m in messages[k:] %}"
+                             "{% if loop.index0 == 0 or messages[loop.index0 - 1].role != m.role %}<{{ m.role }}>"
+                             "{% endif %}{{ m.content }}{% if loop.last or messages[loop.index0 + 1].role != 'user' %}"
+                             "|{% endif %}{% endfor %}",
 }
 
 
@@ -79,3 +84,42 @@ def test_upper_filter_printed_is_refused():
     # Go cannot change case: only comparisons with constants are translated
     with pytest.raises(Untranslatable, match="upper"):
         translate("{% for m in messages %}{{ m.role | upper }}{% endfor %}", "", EOS)
+
+
+RECURSIVE = ("{% macro x(v, tag) %}{% if v is mapping %}{% for k, w in v.items() if w is not none %}<{{ k }}>"
+             "{{ x(w, tag) }}</{{ k }}>{% endfor %}{% elif v is iterable and v is not string %}{% for i in v %}"
+             "{{ tag }}{{ x(i, tag) }}{% endfor %}{% elif v is boolean %}{{ v | tojson }}{% else %}{{ v }}{% endif %}"
+             "{% endmacro %}{% for m in messages %}{{ m.role }}:{{ m.content }}{% for c in m.tool_calls or [] %}"
+             "{% for k, v in c.function.arguments.items() %}[{{ k }}={{ x(v, '*') }}]{% endfor %}{% endfor %}"
+             "\n{% endfor %}")
+
+
+def test_recursive_macro_on_a_json_value_is_a_go_define():
+    """A macro calling itself on tool-call arguments becomes a Go define that calls itself; checked on nested
+    arguments (objects, lists, numbers, booleans, a null skipped by the loop filter)."""
+    if not gocheck.go_available():
+        pytest.skip("Go is not installed (apt-get install golang-go)")
+    g = translate(RECURSIVE, "", EOS).go
+    assert '{{ define "macro_x_' in g
+    nested = {"a": {"b": [1, "two", True], "c": None, "d": {"e": False}}, "f": "g"}
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": nested}}]}
+    probe = gocheck.Probe("nested", [{"role": "user", "content": "hi"}, call])
+    r = gocheck.check_templates([(RECURSIVE, g, "", EOS)], (probe,) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_recursive_macro_reading_the_request_is_refused():
+    # a Go define sees only its argument: a recursive macro that reads anything else is not translated
+    with pytest.raises(Untranslatable, match="recursive macro"):
+        translate("{% macro r(v) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w) }}{% endfor %}"
+                  "{% else %}{{ v }}{{ messages | length }}{% endif %}{% endmacro %}{% for m in messages %}"
+                  "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments) }}{% endfor %}{% endfor %}", "", EOS)
+
+
+def test_recursive_macro_with_a_growing_constant_is_refused():
+    # depth + 1 would need one Go define per depth: refused, not expanded without end
+    with pytest.raises(Untranslatable, match="recursive macro"):
+        translate("{% macro r(v, depth) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w, depth + 1) }}"
+                  "{% endfor %}{% else %}{{ depth }}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"
+                  "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments, 0) }}{% endfor %}{% endfor %}", "", EOS)

@@ -26,6 +26,8 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
 - Go has no ``+``, no case mapping, no lists: counters are strings of ``x`` (``len`` reads, ``print`` adds),
   ``x | upper == 'STR'`` compares byte by byte, ``ns.L = ns.L + [e]`` in one filtered loop is a comprehension
   re-ranged where it is read, ``seq[i + 1:]`` is a slice of a slice, ``range(seq | length)`` ranges seq.
+- A macro that calls itself on one request value (``to_xml(v)`` on tool-call arguments) is a Go ``define`` that calls
+  itself (:meth:`Translator.define_macro`); printed only, since Go cannot capture a template's output.
 
 Whatever has no Go counterpart (arithmetic on dynamic values, string methods on request text, filters such as
 ``selectattr``) raises :class:`Untranslatable` naming the construct; the caller then falls back to the GGUF's own
@@ -161,6 +163,11 @@ def _go_lit(x) -> str:
     if x is None or x is UNDEF:
         return '""'
     raise Untranslatable(f"a {type(x).__name__} constant in a Go expression")
+
+
+def _paren(go: str) -> str:
+    """A Go pipeline as one argument of another call: parenthesized when it is a call itself."""
+    return f"({go})" if " " in go and not (go.startswith("(") and go.endswith(")")) else go
 
 
 def _py_str(x) -> str:
@@ -454,6 +461,7 @@ class Translator:
         self.n = 0
         self.loops: list[_Loop] = []
         self.macros: dict[str, nodes.Macro] = {}
+        self.macro_defs: dict[tuple, str] = {}  # (macro, argument, kind, constant arguments) -> its Go define
         self.depth = 0
         self.read_names: set[str] = set()
         self.predeclared: set[str] = set()
@@ -1090,6 +1098,8 @@ class Translator:
     def inline_macro(self, m: nodes.Macro, call: nodes.Call, scope):
         if self.depth >= self.MAX_INLINE:
             raise Untranslatable(f"recursive macro {m.name}()")
+        if any(isinstance(c.node, nodes.Name) and c.node.name == m.name for c in m.find_all(nodes.Call)):
+            return self.define_macro(m, call, scope)
         inner = _Scope(self._global(scope))
         inner.dot = scope.dot
         def pinned(v):  # `.Field` of the caller's `.`: the macro's own loops rebind `.`
@@ -1115,6 +1125,56 @@ class Translator:
             self.body(m.body, inner)
         finally:
             self.depth -= 1
+
+    def define_macro(self, m: nodes.Macro, call: nodes.Call, scope):
+        """A macro that calls itself (to_xml / format_argument on a JSON value): a Go ``define`` that calls itself,
+        one per set of constant arguments, with the one request-value argument as its data (``$marg``). Go cannot
+        capture a template's output, so it can only be printed; and its body may read nothing else of the request
+        (a define sees only its data), which is checked on the Go it becomes."""
+        args = [self.expr(a, scope) for a in call.args]
+        kwargs = {k.key: self.expr(k.value, scope) for k in call.kwargs}
+        defaults = dict(zip([a.name for a in m.args][len(m.args) - len(m.defaults):], m.defaults))
+        bound = {}
+        for i, a in enumerate(m.args):
+            if i < len(args):
+                bound[a.name] = args[i]
+            elif a.name in kwargs:
+                bound[a.name] = kwargs[a.name]
+            elif a.name in defaults:
+                bound[a.name] = self.expr(defaults[a.name], scope)
+            else:
+                bound[a.name] = C(UNDEF)
+        dyn = [k for k, v in bound.items() if not v.is_const]
+        if len(dyn) != 1 or bound[dyn[0]].kind in ("out", "ns") or _holds_v(bound[dyn[0]].const):
+            raise Untranslatable(f"recursive macro {m.name}()")
+        d, dv = dyn[0], bound[dyn[0]]
+        key = (m.name, d, dv.kind, tuple(sorted((k, repr(v.const)) for k, v in bound.items() if k != d)))
+        name = self.macro_defs.get(key)
+        if name is None:
+            if sum(1 for k in self.macro_defs if k[0] == m.name) >= 4:  # constant arguments that change each call
+                raise Untranslatable(f"recursive macro {m.name}() whose constant arguments change (e.g. depth + 1)")
+            name = f"macro_{m.name}_{len(self.macro_defs)}"
+            self.macro_defs[key] = name
+            self.defs[name] = ""  # reserved: the body's own calls find it
+            inner = _Scope(self._global(scope), dot="$marg")
+            for k, v in bound.items():
+                inner.vars[k] = V(go="$marg", kind=dv.kind) if k == d else v
+            decls, saved = len(self.top_decls), self.cur_dot
+            self.depth += 1
+            self.cur_dot = "$marg"
+            try:
+                body = self.capture(lambda: self.body(m.body, inner))
+            finally:
+                self.depth -= 1
+                self.cur_dot = saved
+            declared = set(re.findall(r"(\$\w+)\s*:=", body)) | {"$marg"}
+            declared |= {x for pair in re.findall(r"range (\$\w+), (\$\w+) :=", body) for x in pair}
+            if len(self.top_decls) != decls or set(re.findall(r"\$\w+", body)) - declared \
+                    or re.search(r"\$(?!\w)", body):
+                del self.defs[name]
+                raise Untranslatable(f"recursive macro {m.name}() that reads more than its argument")
+            self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ $marg := . }}}}{body}{{{{ end }}}}'
+        self.emit(f'{{{{ template "{name}" {self.go_of(dv)} }}}}')
 
     @staticmethod
     def _global(scope):
@@ -1250,6 +1310,10 @@ class Translator:
         elif isinstance(it, nodes.Call) and isinstance(it.node, nodes.Getattr) and it.node.attr == "items":
             it, items = it.node.node, True
         seq = self.expr(it, scope)
+        if seq.kind == "any" and not seq.is_const and (items or self.depth and isinstance(s.target, nodes.Name)):
+            # a JSON value of the request, inside a macro's `is mapping` / `is sequence` branch (Go ranges what it
+            # is at run time; the type test keeps the other kinds out)
+            seq = V(go=seq.go, kind="args" if items else "list")
         uses_loop = bool(self._own_loop_attrs(s))
         if seq.kind == "vlist":
             if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
@@ -1646,6 +1710,19 @@ class Translator:
                     return V(go=lp.prev, kind=ELEM.get(obj.kind, "any"))
                 return V(go=f"index (slice {obj.go} {lp.idx}) 1", kind=ELEM.get(obj.kind, "any"),
                          defined=f"(gt (len (slice {obj.go} {lp.idx})) 1)")
+            if lp is not None and r.is_const and r.const == 1 and obj.kind in SEQ_KINDS and lp.idx \
+                    and not lp.reversed and lp.seq_go.startswith(f"slice {obj.go} "):
+                # `messages[loop.index0 ± 1]` in a loop over a slice of messages: the loop's index used on the whole
+                # list (Bielik). Go has no ±, but lengths of slices count: i - 1 = len (slice LOOPSEQ 1 i), read
+                # only for i > 0 (i = 0 is Python's messages[-1], the last one); i + 1 is index (slice SEQ 1) i.
+                if isinstance(e.arg, nodes.Sub):
+                    var = self.fresh("before")
+                    self.emit(f"{{{{ {var} := \"\" }}}}{{{{ if {lp.idx} }}}}{{{{ {var} = index {obj.go} (len (slice "
+                              f"{_paren(lp.seq_go)} 1 {lp.idx})) }}}}{{{{ else }}}}{{{{ range {obj.go} }}}}{{{{ {var} = . }}}}"
+                              f"{{{{ end }}}}{{{{ end }}}}")
+                    return V(go=var, kind=ELEM.get(obj.kind, "any"))
+                return V(go=f"index (slice {obj.go} 1) {lp.idx}", kind=ELEM.get(obj.kind, "any"),
+                         defined=f"(gt (len (slice {obj.go} 1)) {lp.idx})")
         return self.getitem(obj, self.expr(e.arg, scope), scope)
 
     def _loop_index_arg(self, node, scope):
@@ -1801,7 +1878,7 @@ class Translator:
         if attr == "last":
             if getattr(lp, "last_test", None):
                 return V(go=lp.last_test, kind="bool")
-            return V(go=f"eq (len (slice {lp.seq_go} {lp.idx})) 1", kind="bool")
+            return V(go=f"eq (len (slice {_paren(lp.seq_go)} {lp.idx})) 1", kind="bool")
         if attr == "index":
             return V(go=lp.idx, kind="index1")  # only comparisons with constants are supported
         if attr in ("previtem", "nextitem") and (lp.reversed or lp.prelude_slot is None and attr == "previtem"):
@@ -1812,10 +1889,10 @@ class Translator:
                 self.out[lp.prelude_slot] += f"{{{{ {lp.prev} := \"\" }}}}"
             return V(go=lp.prev, kind=ELEM.get(lp.seq.kind, "any"))
         if attr == "nextitem":
-            return V(go=f"index (slice {lp.seq_go} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"),
-                     defined=f"(gt (len (slice {lp.seq_go} {lp.idx})) 1)")
+            return V(go=f"index (slice {_paren(lp.seq_go)} {lp.idx}) 1", kind=ELEM.get(lp.seq.kind, "any"),
+                     defined=f"(gt (len (slice {_paren(lp.seq_go)} {lp.idx})) 1)")
         if attr == "length":
-            return V(go=f"len {lp.seq_go}", kind="int")
+            return V(go=f"len {_paren(lp.seq_go)}", kind="int")
         raise Untranslatable(f"loop.{attr}")
 
     # boolean logic: Go's and/or short-circuit and return an operand, like Python's
@@ -2021,7 +2098,9 @@ class Translator:
                 return C(v.const is None)
             if v.defined:  # an optional field: absent in Ollama's data reads as none in the probes' Jinja input
                 return V(go=f"not {v.defined}", kind="bool")
-            if v.kind in ("tools", "any") or v.go in self.predeclared:
+            if v.kind == "any":  # a JSON value: only null is none (false, 0 and "" are not)
+                return V(go=f"eq (printf \"%T\" {self.go_of(v)}) \"<nil>\"", kind="bool")
+            if v.kind == "tools" or v.go in self.predeclared:
                 return V(go=f"not {self.go_of(v)}", kind="bool")
             return C(False)
         if name in ("true", "false"):
