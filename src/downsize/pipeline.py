@@ -190,7 +190,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = Non
 def _num(x) -> str:
     from downsize.console import fmt_sig
 
-    return f"{x:,}" if isinstance(x, int) else fmt_sig(float(x), 4)
+    return f"{int(x):,}" if isinstance(x, int) or float(x).is_integer() else fmt_sig(float(x), 4)
 
 
 def stage_summary(kind: str, metrics: dict, wall_s: float) -> str:
