@@ -308,8 +308,8 @@ def run_cmd(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     r = load_recipe(recipe, overrides or [])
     run_dir = out or Path("runs") / r.name
-    run_recipe(r, run_dir, from_stage=from_stage, overwrite=overwrite,
-               log=lambda m: console.print(m, markup=False, highlight=False))
+    run_recipe(r, run_dir, from_stage=from_stage, overwrite=overwrite,  # a stage's summary stays one line
+               log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True))
     console.print(_tag("green", "done", f": {run_dir}/report.html, {run_dir}/report.md"))
 
 

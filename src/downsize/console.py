@@ -12,13 +12,28 @@ Third-party libraries print progress bars and advisories meant for their own dev
 "Writing the following files…", huggingface_hub's upload bars). ``quiet_third_party`` turns
 them off in this process and, through environment variables, in the child processes downsize
 starts (speed measurements); downsize's own progress and messages are not affected.
+
+downsize's own progress bars all come from ``progress`` (tqdm, on stderr): one line per long step
+(training steps, eval windows, calibration batches, pruned layers, converted and quantized tensors,
+cache writing, generation), with its rate and ETA, cleared when the step ends (the stage's summary
+line replaces it). Bars are drawn only when stderr is a terminal: in pytest's captured output, a pipe
+or CI logs they are off (no carriage-return lines), and ``DOWNSIZE_PROGRESS=1`` forces them on there
+(redrawn at most every 30 s), ``DOWNSIZE_PROGRESS=0`` off everywhere. ``progress_scope(False)``
+turns them off for a block (``run_recipe(progress=False)``, ``TrainConfig(progress=False)``).
+
+    >>> with progress_scope(False):
+    ...     sum(progress(range(3), desc="demo"))       # a plain iteration when bars are off
+    3
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import math
 import os
+import sys
 
 # Loggers of libraries whose INFO output is noise at a downsize prompt (gguf's writer logs every file it opens).
 THIRD_PARTY_LOGGERS = ("gguf", "gguf.gguf_writer", "gguf.gguf_reader", "gguf.vocab", "gguf.lazy", "metadata",
@@ -55,6 +70,60 @@ def quiet_third_party(verbose: bool = False) -> None:
         enable_progress_bars() if verbose else disable_progress_bars()
     except ImportError:
         pass
+
+
+PROGRESS_ENV = "DOWNSIZE_PROGRESS"  # 1: bars even when stderr is not a terminal; 0: never
+_OFF_TTY_INTERVAL_S = 30.0  # redraw interval of a bar forced on where stderr is not a terminal (logs)
+_progress_on: contextvars.ContextVar[bool] = contextvars.ContextVar("downsize_progress", default=True)
+
+
+@contextlib.contextmanager
+def progress_scope(enabled: bool):
+    """Bars on (``True``: as the terminal allows) or off (``False``) for the calls inside the block."""
+    token = _progress_on.set(_progress_on.get() and enabled)
+    try:
+        yield
+    finally:
+        _progress_on.reset(token)
+
+
+def bars_enabled(enabled: bool = True) -> bool:
+    """Whether a bar asked for with ``enabled`` is drawn: the scope, ``DOWNSIZE_PROGRESS``, a terminal on stderr."""
+    if not (enabled and _progress_on.get()):
+        return False
+    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        return False
+    if env in ("1", "true", "yes", "on"):
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        return False
+
+
+def progress(iterable=None, *, total: float | None = None, desc: str | None = None, unit: str = "it",
+             enabled: bool = True, leave: bool = False, **kwargs):
+    """downsize's one progress bar: a tqdm on stderr, or a disabled one (plain iteration, no-op updates).
+
+    ``unit="tok"`` with updates by token counts shows tok/s; ``set_postfix`` adds loss and the like.
+    ``leave=False`` clears the line when the step ends, so a stage's summary line stands alone.
+    """
+    from tqdm.auto import tqdm
+
+    on = bars_enabled(enabled)
+    interval = {} if not on or sys.stderr.isatty() else {"mininterval": _OFF_TTY_INTERVAL_S}
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not on, leave=leave, dynamic_ncols=True,
+                unit_scale=unit == "tok" and (total or 0) >= 10_000, file=sys.stderr, **{**interval, **kwargs})
+
+
+def progress_logging():
+    """While bars are on: log records go through ``tqdm.write`` so they print above the bar, not into it."""
+    if not bars_enabled():
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")

@@ -23,6 +23,12 @@ Layout of a run directory (every path inside is relative, so the folder can be c
     03-quantize/model.gguf
     report.html, report.md        the side-by-side report
 
+While a stage runs, its long steps draw progress bars on stderr when it is a terminal (``progress=False``
+turns them off; see ``downsize.console.progress``); each finished stage logs one summary line:
+
+    >>> stage_summary("prune", {"params": {"before": 2_000_000, "after": 1_000_000, "ratio": 0.5}}, 12.3)
+    'done in 12 s: params 2M → 1M (×2.0 smaller)'
+
 A stage is skipped when its input hash (its settings, the recipe's teacher/data/seed, and the
 hashes of the stages it reads) equals the one recorded when it last finished. ``from_stage``
 reruns that stage and every later one.
@@ -161,7 +167,11 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = Non
             entry["status"] = "running"
             _write_manifest(run_dir, manifest, entry)
             t0 = time.time()
-            art = spec.run(ctx, stage.settings)
+            from downsize.console import progress_scope
+
+            with progress_scope(progress):
+                art = spec.run(ctx, stage.settings)
+            log(f"[{stage.index}] {stage.name}: {stage_summary(stage.kind, art.metrics, time.time() - t0)}")
             art.hash = h
             entry.update(status="done", wall_s=round(time.time() - t0, 1), output_kind=art.kind,
                          output=str(art.path.relative_to(run_dir)) if art.path else None, metrics=art.metrics)
@@ -175,6 +185,39 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, from_stage: str | None = Non
 
     write_report(run_dir, recipe, manifest)
     return manifest
+
+
+def _num(x) -> str:
+    from downsize.console import fmt_sig
+
+    return f"{int(x):,}" if isinstance(x, int) or float(x).is_integer() else fmt_sig(float(x), 4)
+
+
+def stage_summary(kind: str, metrics: dict, wall_s: float) -> str:
+    """The one line a finished stage logs: its wall time and its headline metrics."""
+    from downsize.console import fmt_duration, fmt_mib, fmt_params, fmt_ratio, fmt_sig
+
+    m = metrics or {}
+    bits: list[str] = []
+    if kind == "prune" and isinstance(m.get("params"), dict):
+        p = m["params"]
+        bits.append(f"params {fmt_params(p['before'])} → {fmt_params(p['after'])} "
+                    f"({fmt_ratio(p['after'], p['before'], smaller_is_better=True)})")
+    elif kind in ("quantize", "export") and m.get("size_mb") is not None:
+        bits.append(f"{m.get('quant')} {fmt_mib(m['size_mb'])}, {fmt_sig(m['bits_per_weight'], 3)} bits/weight"
+                    + (", importance matrix" if m.get("imatrix") else ""))
+    elif kind == "export" and m.get("ollama_command"):
+        bits.append(f"{m['modelfile']}" + ("" if m.get("ollama_created") else f"; next: {m['ollama_command']}"))
+    elif kind == "eval" and isinstance(m.get("models"), dict):
+        rows = m["models"]
+        bits.append(f"{len(rows)} models: " + ", ".join(
+            f"{n} ppl {fmt_sig(r['perplexity'], 4)}" + (f" KL {fmt_sig(r['kl_to_teacher'], 3)}"
+                                                       if r.get("kl_to_teacher") else "")
+            for n, r in rows.items() if r.get("perplexity") is not None))
+    else:  # training stages (their card's final metrics), generate, merge: the scalar numbers
+        keys = [k for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "wall_s"]
+        bits += [f"{k} {_num(m[k])}" for k in keys[:5]]
+    return f"done in {fmt_duration(wall_s)}" + (": " + "; ".join(bits) if bits else "")
 
 
 def _output_exists(run_dir: Path, entry: dict) -> bool:

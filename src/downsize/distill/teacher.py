@@ -220,24 +220,31 @@ def cache_teacher(teacher, data, out_dir: str | os.PathLike, k: int = 32, seq_le
     mark_dir(out, KIND_CACHE)
     id_dtype = _id_dtype(vocab)
     n_shards = (n + shard_windows - 1) // shard_windows
-    for si in range(len(done), n_shards):
-        a, b = si * shard_windows, min(n, (si + 1) * shard_windows)
-        ids = torch.from_numpy(np.asarray(stream[a * seq_len: b * seq_len], dtype=np.int64)).view(b - a, seq_len)
-        parts: dict[str, list[torch.Tensor]] = {K_LOGP: [], K_IDS: [], K_TAIL: []}
-        for r in range(0, b - a, batch_size):
-            x = ids[r: r + batch_size]
-            top = _topk_rows(model, x, k, temperature)
-            shp = (x.shape[0], seq_len - 1)
-            parts[K_LOGP].append(top.logp.view(*shp, k).half())
-            parts[K_IDS].append(top.ids.view(*shp, k).to(id_dtype))
-            parts[K_TAIL].append(top.tail_logp.view(shp).float())
-        tensors = {K_INPUT_IDS: ids.to(torch.int32), **{key: torch.cat(v) for key, v in parts.items()}}
-        name = f"shard-{si:05d}.safetensors"
-        with atomic_path(out / name) as tmp:
-            save_file(tensors, str(tmp))
-        done.append(name)
-        write_json_atomic(manifest_path, {**meta, "shards": done, "complete": len(done) == n_shards})
-        log.info("cached shard %d/%d (%d windows)", si + 1, n_shards, b - a)
+    from downsize.console import progress, progress_logging
+
+    first = min(n, len(done) * shard_windows)
+    bar = progress(total=(n - first) * seq_len, desc=f"teacher top-{k} cache", unit="tok")
+    with progress_logging():
+        for si in range(len(done), n_shards):
+            a, b = si * shard_windows, min(n, (si + 1) * shard_windows)
+            ids = torch.from_numpy(np.asarray(stream[a * seq_len: b * seq_len], dtype=np.int64)).view(b - a, seq_len)
+            parts: dict[str, list[torch.Tensor]] = {K_LOGP: [], K_IDS: [], K_TAIL: []}
+            for r in range(0, b - a, batch_size):
+                x = ids[r: r + batch_size]
+                top = _topk_rows(model, x, k, temperature)
+                bar.update(x.numel())
+                shp = (x.shape[0], seq_len - 1)
+                parts[K_LOGP].append(top.logp.view(*shp, k).half())
+                parts[K_IDS].append(top.ids.view(*shp, k).to(id_dtype))
+                parts[K_TAIL].append(top.tail_logp.view(shp).float())
+            tensors = {K_INPUT_IDS: ids.to(torch.int32), **{key: torch.cat(v) for key, v in parts.items()}}
+            name = f"shard-{si:05d}.safetensors"
+            with atomic_path(out / name) as tmp:
+                save_file(tensors, str(tmp))
+            done.append(name)
+            write_json_atomic(manifest_path, {**meta, "shards": done, "complete": len(done) == n_shards})
+            log.info("cached shard %d/%d (%d windows)", si + 1, n_shards, b - a)
+    bar.close()
     shard_bytes = sum((out / s).stat().st_size for s in done)
     # teacher-side bytes only: the input ids are stored too, but training reads those from any cache
     ids_bytes = n * seq_len * 4

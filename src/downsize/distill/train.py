@@ -374,6 +374,6 @@ def _validation(model, tok, data_ref: str, seq_len: int, max_tokens: int) -> dic
     if split is None:
         return {}
     r = perplexity(model, load_stream(tok, data_ref, split), seq_len=seq_len, batch_size=8, max_tokens=max_tokens,
-                   chunk_rows=VAL_CHUNK_ROWS)
+                   chunk_rows=VAL_CHUNK_ROWS, desc="validation")
     return {"val_perplexity": r.perplexity, "val_tokens": r.tokens}
 

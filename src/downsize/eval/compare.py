@@ -158,6 +158,7 @@ def make_runner(name: str, ref: str, n_ctx: int) -> Runner:
 def compare_models(models: dict[str, str], teacher: str, data: str = "zoo:stdlib", split: str | None = None,
                    seq_len: int = 256, max_tokens: int = 32768) -> dict[str, dict]:
     """Perplexity of each model, and KL / top-1 agreement of each against ``models[teacher]``."""
+    from downsize.console import progress
     from downsize.eval.run import token_stream
 
     teacher_tok = load_tokenizer(models[teacher])
@@ -177,6 +178,8 @@ def compare_models(models: dict[str, str], teacher: str, data: str = "zoo:stdlib
     acc = {n: {"nll": 0.0, "kl": 0.0, "agree": 0, "n": 0} for n in runners}
     sel_ids = {n: m.ids for n, m in match.items()}
     notes = {n: m.message for n, m in match.items()}
+    bar = progress(total=sum(e - s - 1 for s, e in spans), unit="tok",
+                   desc=f"perplexity, KL, top-1 of {len(runners)} model{'s' if len(runners) != 1 else ''}")
     for s, e in spans:
         ids = stream[s:e].tolist()
         tgt = torch.tensor(ids[1:])
@@ -200,6 +203,8 @@ def compare_models(models: dict[str, str], teacher: str, data: str = "zoo:stdlib
             # KL >= 0 per position; fp32 rounding of two equal distributions can give -1e-9, which is noise
             a["kl"] += (tp.exp() * (tp - mp)).double().sum(-1).clamp_min(0).sum().item()
             a["agree"] += int((mp.argmax(-1) == tp.argmax(-1)).sum())
+        bar.update(len(tgt))
+    bar.close()
     out = {}
     for n, r in runners.items():
         a = acc[n]

@@ -47,9 +47,13 @@ def windows(stream: np.ndarray, seq_len: int) -> list[tuple[int, int]]:
 
 @torch.no_grad()
 def perplexity(model, stream: np.ndarray, seq_len: int = 256, batch_size: int = 8,
-               max_tokens: int | None = None, logits_fn=None, chunk_rows: int | None = None) -> PerplexityResult:
+               max_tokens: int | None = None, logits_fn=None, chunk_rows: int | None = None,
+               desc: str = "perplexity") -> PerplexityResult:
     """Perplexity of ``model`` on ``stream``; ``logits_fn(ids) -> (B, T, V)`` overrides the forward call;
-    ``chunk_rows``: apply the LM head to at most that many positions at a time (Hugging Face causal LMs)."""
+    ``chunk_rows``: apply the LM head to at most that many positions at a time (Hugging Face causal LMs);
+    ``desc`` labels the progress bar (tokens scored, tok/s, ETA; downsize.console.progress)."""
+    from downsize.console import progress
+
     if max_tokens is not None:
         stream = stream[:max_tokens]
     spans = windows(stream, seq_len)
@@ -61,6 +65,7 @@ def perplexity(model, stream: np.ndarray, seq_len: int = 256, batch_size: int = 
     device = next(model.parameters()).device if hasattr(model, "parameters") else torch.device("cpu")
     total_nll = 0.0
     total = 0
+    bar = progress(total=sum(e - s - 1 for s, e in spans), desc=desc, unit="tok")
     for i in range(0, len(spans), batch_size):
         group = spans[i : i + batch_size]
         width = max(e - s for s, e in group)
@@ -73,6 +78,7 @@ def perplexity(model, stream: np.ndarray, seq_len: int = 256, batch_size: int = 
         if chunk_rows and logits_fn is None:
             total_nll += _chunked_nll(model, ids, mask, chunk_rows)
             total += int(mask[:, 1:].sum())
+            bar.update(int(mask[:, 1:].sum()))
             continue
         logits = logits_fn(ids) if logits_fn else model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
         logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
@@ -81,6 +87,8 @@ def perplexity(model, stream: np.ndarray, seq_len: int = 256, batch_size: int = 
         m = mask[:, 1:].bool()
         total_nll += nll[m].double().sum().item()
         total += int(m.sum())
+        bar.update(int(m.sum()))
+    bar.close()
     if was_training:
         model.train()
     mean = total_nll / total

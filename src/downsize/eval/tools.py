@@ -91,8 +91,10 @@ def eval_tools(model: str, tasks_file: str | os.PathLike, codebase: str | os.Pat
     box = Sandbox(codebase, SandboxLimits(max_output=max_output))
     cfg = AgentConfig(max_turns=max_turns)
     rows = []
+    from downsize.console import progress
+
     try:
-        for t in tasks:
+        for t in progress(tasks, desc=f"tool use of {Path(model).name}", unit="task"):
             trace = run_agent(backend, box, t, cfg)
             calls = _well_formed_calls(trace)
             answer = final_answer(trace)
@@ -133,7 +135,10 @@ def compare(models: list[str], tasks_file, codebase, max_turns: int = 4, max_tok
     if not tasks:
         raise DownsizeError(f"no tasks in {tasks_file}", hint="make one with `downsize eval-tools --make-tasks` or write JSONL")
     Sandbox(codebase)
-    return [eval_tools_isolated(m, tasks_file, codebase, max_turns, max_tokens, max_output=max_output) for m in models]
+    from downsize.console import progress
+
+    return [eval_tools_isolated(m, tasks_file, codebase, max_turns, max_tokens, max_output=max_output)
+            for m in progress(models, desc=f"tool use ({len(tasks)} tasks per model)", unit="model")]
 
 
 def _main(argv=None) -> None:

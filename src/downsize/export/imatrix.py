@@ -103,10 +103,12 @@ def compute_imatrix(model_ref, data="zoo:stdlib", cfg: ImatrixConfig = ImatrixCo
         handles += streamed.hooks()
     # a tied head gets no entry, so its (B, T, V) logits (311 MB per 2 x 256 at V = 152k) need not exist
     head_kw = {"logits_to_keep": 1} if family.tied else {}
+    from downsize.prune.calib import batches
+
     try:
         with torch.no_grad():
-            for i in range(0, ids.shape[0], cfg.batch_size):
-                model(ids[i : i + cfg.batch_size], **head_kw)
+            for b in batches(ids, cfg.batch_size, desc="importance matrix"):
+                model(b, **head_kw)
     finally:
         for h in handles:
             h.remove()

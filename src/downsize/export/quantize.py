@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import time
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def _gguf_summary(path: Path) -> dict:
 
 LOG_TAIL_LINES = 8  # lines of llama.cpp's log quoted when it fails
 _log_lines: list[str] = []
+_log_listeners: list = []  # called with each log fragment while a capture is on (the progress bar)
+# llama_model_quantize logs "[  12/ 147]  blk.1.attn_q.weight - [...], type = ..." as it starts each tensor
+_TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 
 
 def _llama_log_sink():
@@ -62,8 +66,11 @@ def _llama_log_sink():
     if _LOG_SINK is None:
         @llama_cpp.llama_log_callback
         def sink(level, text, user_data):
-            _log_lines.append(text.decode("utf-8", errors="replace").rstrip())
+            line = text.decode("utf-8", errors="replace").rstrip()
+            _log_lines.append(line)
             del _log_lines[:-200]
+            for listener in _log_listeners:
+                listener(line)
 
         _LOG_SINK = sink
     return _LOG_SINK
@@ -73,17 +80,32 @@ _LOG_SINK = None
 
 
 @contextlib.contextmanager
-def _capture_llama_log():
-    """Collect llama.cpp's log lines while the block runs (for the error message), then restore its logger."""
+def _capture_llama_log(desc: str | None = None, total: int | None = None):
+    """Collect llama.cpp's log lines while the block runs (for the error message), then restore its logger.
+    With ``desc``, a progress bar of ``total`` tensors follows the quantizer's per-tensor log lines."""
     import llama_cpp
     from llama_cpp import _logger
 
+    from downsize.console import progress
+
+    bar = progress(total=total, desc=desc, unit="tensor", enabled=desc is not None)
+
+    def on_line(line: str) -> None:
+        m = _TENSOR_LINE.match(line)
+        if m:
+            bar.total = int(m.group(2))
+            bar.set_postfix_str(m.group(3), refresh=False)
+            bar.update(int(m.group(1)) - bar.n)
+
     _log_lines.clear()
+    _log_listeners.append(on_line)
     llama_cpp.llama_log_set(_llama_log_sink(), ctypes.c_void_p(0))
     try:
         yield _log_lines
     finally:
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        _log_listeners.remove(on_line)
+        bar.close()
 
 
 def _imatrix_array(imatrix: dict[str, np.ndarray]):
@@ -125,7 +147,7 @@ def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
     check_output(out, KIND_GGUF, overwrite)
     from downsize.models.checks import read_gguf
 
-    read_gguf(src)  # a damaged file gets a message here, not llama.cpp's return code
+    n_tensors = len(read_gguf(src).tensors)  # a damaged file gets a message here, not llama.cpp's return code
     if quant in NEEDS_IMATRIX and imatrix is None:
         raise DownsizeError(f"{quant} needs an importance matrix", hint="pass --imatrix FILE or --calib DATA")
     data = None
@@ -147,7 +169,7 @@ def quantize_gguf(src: str | os.PathLike, out: str | os.PathLike, quant: str, *,
         if data:
             arr, keep = _imatrix_array(data)
             params.imatrix = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
-        with _capture_llama_log() as logged:
+        with _capture_llama_log(f"{quant}: quantizing tensors", n_tensors) as logged:
             rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
         del keep
         if rc != 0:

@@ -66,8 +66,10 @@ def quant_report(gguf_paths: list[str | os.PathLike], model_ref, cfg: ReportConf
     stream = _stream(tok, cfg)
     spans = windows(stream, cfg.seq_len)
     ref_lp = []
+    from downsize.console import progress
+
     with torch.no_grad():
-        for s, e in spans:
+        for s, e in progress(spans, desc="quant report: float model", unit="window"):
             ref_lp.append(_log_softmax(model(torch.from_numpy(stream[s:e])[None]).logits[0].float().numpy()))
     ref_nll = sum(-lp[np.arange(e - s - 1), stream[s + 1:e]].sum() for lp, (s, e) in zip(ref_lp, spans))
     n_pred = sum(e - s - 1 for s, e in spans)
@@ -81,7 +83,7 @@ def quant_report(gguf_paths: list[str | os.PathLike], model_ref, cfg: ReportConf
         llm = load_llama(path, n_ctx=cfg.seq_len, f32_kv=False)  # as users run it
         kl = agree = 0.0
         window_nll = []
-        for lp, (s, e) in zip(ref_lp, spans):
+        for lp, (s, e) in progress(list(zip(ref_lp, spans)), desc=f"quant report: {Path(path).name}", unit="window"):
             ids = stream[s:e].tolist()
             raw = gguf_logits(llm, ids)
             gl = _log_softmax(raw)

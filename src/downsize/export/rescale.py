@@ -130,7 +130,9 @@ def rescale_rows(reference: str | os.PathLike, quantized: str | os.PathLike) -> 
                                 hint="rescale against the GGUF the quantized file was made from")
         work.append((t, r, qtype))
     stats = RescaleStats()
-    for t, r, qtype in work:
+    from downsize.console import progress
+
+    for t, r, qtype in progress(work, desc="rescaling quantized rows", unit="tensor"):
         ne0 = int(t.shape[0])
         block_elems, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
         qraw = t.data.reshape(-1, ne0 // block_elems * block_bytes)

@@ -151,8 +151,12 @@ def generate(cfg: GenerateConfig, backend: Backend | None = None,
     queue = iter(todo)
     stop = False
     fatal: Exception | None = None
+    from downsize.console import progress as progress_bar
+    from downsize.console import progress_logging
+
+    bar = progress_bar(total=len(todo), desc="generating", unit="prompt")
     try:
-        with ThreadPoolExecutor(max_workers=cfg.in_flight, thread_name_prefix="teacher") as pool:
+        with progress_logging(), ThreadPoolExecutor(max_workers=cfg.in_flight, thread_name_prefix="teacher") as pool:
             while True:
                 while not stop and len(pending) < cfg.in_flight:  # keep exactly N requests in flight
                     task = next(queue, None)
@@ -189,9 +193,13 @@ def generate(cfg: GenerateConfig, backend: Backend | None = None,
                     else:
                         good.append(rec)
                         summary["written"] += 1
+                    bar.update(1)
+                    bar.set_postfix(written=summary["written"], rejected=summary["rejected"],
+                                    tok_s=f"{summary['completion_tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f}")
                     if progress:
                         progress(summary)
     finally:
+        bar.close()
         good.close()
         bad.close()
         if own_backend:

@@ -63,9 +63,18 @@ def calibration_ids(tokenizer, data: Any, n_samples: int, seq_len: int, seed: in
     return torch.from_numpy(np.stack([np.asarray(stream[s : s + seq_len], dtype=np.int64) for s in sorted(starts)]))
 
 
-def batches(ids: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
-    for i in range(0, len(ids), batch_size):
-        yield ids[i : i + batch_size]
+def batches(ids: torch.Tensor, batch_size: int, desc: str | None = None) -> Iterable[torch.Tensor]:
+    """``ids`` in batches of ``batch_size`` rows; with ``desc``, a progress bar of the tokens done (tok/s, ETA)."""
+    from downsize.console import progress
+
+    bar = progress(total=ids.numel(), desc=desc, unit="tok", enabled=desc is not None)
+    try:
+        for i in range(0, len(ids), batch_size):
+            b = ids[i : i + batch_size]
+            yield b
+            bar.update(b.numel())
+    finally:
+        bar.close()
 
 
 class _Stop(Exception):
@@ -87,7 +96,7 @@ class LayerRunner:
         self.device = next(model.parameters()).device
         self.hidden: list[torch.Tensor] = []  # per batch: (B, T, hidden)
         self.kwargs: list[list[dict]] = []  # per batch, per layer
-        for b in batches(ids, batch_size):
+        for b in batches(ids, batch_size, desc="calibration: layer inputs"):
             per_layer: list[dict] = [None] * len(self.layers)  # type: ignore[list-item]
             handles = []
 

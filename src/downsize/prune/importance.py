@@ -78,7 +78,7 @@ def width_stats(model, adapter, ids: torch.Tensor, batch_size: int = 8) -> Width
         handles.append(norm.register_forward_hook(norm_hook))
     n_tok = 0
     try:
-        for b in batches(ids, batch_size):
+        for b in batches(ids, batch_size, desc="calibration: width importance"):
             model(input_ids=b.to(dev), use_cache=False)
             n_tok += b.numel()
     finally:
@@ -110,7 +110,7 @@ def block_influence(model, adapter, ids: torch.Tensor, batch_size: int = 8) -> t
 
         handles.append(layer.register_forward_hook(hook, with_kwargs=True))
     try:
-        for b in batches(ids, batch_size):
+        for b in batches(ids, batch_size, desc="calibration: block influence"):
             model(input_ids=b.to(dev), use_cache=False)
             n += b.numel()
     finally:
@@ -138,7 +138,10 @@ def ppl_increase(model, adapter, ids: torch.Tensor, batch_size: int = 8) -> torc
     layers = adapter.layers(model)
     base = math.exp(mean_nll(model, ids, batch_size))
     out = torch.zeros(len(layers))
-    for i, layer in enumerate(layers):
+    from downsize.console import progress
+
+    for i, layer in progress(enumerate(layers), total=len(layers), desc="calibration: perplexity without each layer",
+                             unit="layer"):
         def skip(m, args, kwargs, result):
             h = args[0] if args else kwargs["hidden_states"]
             return (h,) + tuple(result[1:]) if isinstance(result, tuple) else h

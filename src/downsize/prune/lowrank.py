@@ -85,7 +85,9 @@ def _svd_layers(model, adapter, cfg, ids) -> dict:
     runner = LayerRunner(model, adapter, ids, cfg.batch_size)
     layers = adapter.layers(model)
     rows = []
-    for i, layer in enumerate(layers):
+    from downsize.console import progress
+
+    for i, layer in progress(enumerate(layers), total=len(layers), desc="low-rank: factorising layers", unit="layer"):
         lins = adapter.linears(layer)
         hs = {n: None for n in lins}
         handles = []
@@ -149,7 +151,7 @@ def residual_pca(model, adapter, ids, batch_size: int) -> tuple[torch.Tensor, to
         handles.append(norm.register_forward_pre_hook(hook))
     dev = next(model.parameters()).device
     try:
-        for b in batches(ids, batch_size):
+        for b in batches(ids, batch_size, desc="calibration: residual PCA"):
             model(input_ids=b.to(dev), use_cache=False)
     finally:
         for h in handles:

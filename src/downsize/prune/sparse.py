@@ -164,7 +164,9 @@ def _run(method: str):
         nm = parse_nm(cfg.nm)
         runner = LayerRunner(model, adapter, ids, cfg.batch_size) if method != "magnitude" else None
         layers = adapter.layers(model)
-        for i, layer in enumerate(layers):
+        from downsize.console import progress
+
+        for i, layer in progress(enumerate(layers), total=len(layers), desc=f"{method}: pruning layers", unit="layer"):
             lins = adapter.linears(layer)
             if method != "magnitude":
                 stats = {name: None for name in lins}

@@ -77,6 +77,7 @@ def _run_models(ctx: StageContext, cfg: EvalStage) -> dict[str, str]:
 @stage("eval", EvalStage, produces="metrics", estimate=_estimate)
 def run_eval(ctx: StageContext, cfg: EvalStage) -> Artifact:
     """Waterfall metrics of every model so far (or the listed ones) against the teacher."""
+    from downsize.console import progress
     from downsize.eval.compare import compare_models
     from downsize.eval.speed import measure_speed
 
@@ -87,7 +88,8 @@ def run_eval(ctx: StageContext, cfg: EvalStage) -> Artifact:
                           split=cfg.split,
                           seq_len=cfg.seq_len, max_tokens=cfg.effective_max_tokens())
     if cfg.speed:
-        for n, ref in models.items():
+        for n, ref in (bar := progress(models.items(), total=len(models), desc="speed and RAM", unit="model")):
+            bar.set_postfix_str(n)
             try:
                 rows[n].update({k: v for k, v in measure_speed(ref).items() if k != "backend"})
             except RuntimeError as e:
@@ -99,7 +101,7 @@ def run_eval(ctx: StageContext, cfg: EvalStage) -> Artifact:
         from downsize.eval.harness import run_lm_eval
 
         metrics["lm_eval"] = {n: run_lm_eval(ref, cfg.lm_eval, include=cfg.lm_eval_include, limit=cfg.lm_eval_limit)
-                              for n, ref in models.items()}
+                              for n, ref in progress(models.items(), total=len(models), desc="lm-eval", unit="model")}
     if cfg.tool_tasks:
         metrics["tools"] = tool_eval(ctx, cfg, models)
     return Artifact("metrics", None, "", metrics)
@@ -132,11 +134,12 @@ def tool_eval(ctx: StageContext, cfg: EvalStage, models: dict[str, str]) -> dict
 
 def sample_completions(models: dict[str, str], max_new_tokens: int = 40) -> dict:
     """Greedy completions of fixed prompts by every model (GGUF through llama.cpp)."""
+    from downsize.console import progress
     from downsize.eval.run import sample_completion
     from downsize.models.refs import load_model, resolve_model
 
     out: dict[str, dict[str, str]] = {p: {} for p in SAMPLE_PROMPTS}
-    for n, ref in models.items():
+    for n, ref in progress(models.items(), total=len(models), desc="sample completions", unit="model"):
         if resolve_model(ref).is_gguf:
             from downsize.models.llamacpp import open_gguf
 

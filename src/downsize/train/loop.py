@@ -304,8 +304,8 @@ def train(
     started with the resolved ``steps``; ``TrainResult.steps`` reports it.
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
+    from downsize.console import progress
     from downsize.hardware import ensure_threads, resolve_precision
 
     out = Path(out_dir)
@@ -353,7 +353,8 @@ def train(
         _truncate_log(metrics_path, start)
 
     rank, world = acc.process_index, acc.num_processes
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+    bar = progress(total=cfg.steps, initial=start, enabled=cfg.progress and acc.is_main_process, leave=True,
+                   desc="training", unit="step")
     t0 = time.perf_counter()
     tokens_at_start = tokens
     last_loss = float("nan")

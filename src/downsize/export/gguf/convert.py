@@ -211,8 +211,12 @@ def convert_checkpoint(root: Path, out_tmp: Path, quant: str, progress: Callable
     w.write_ti_data_to_file()
     data = _TensorData(w.fout[0], w.data_alignment)
     n_params = 0
+    from downsize.console import progress as bar_of
+
+    bar = bar_of(total=len(plan), desc=f"GGUF {quant}: converting tensors", unit="tensor")
     try:
         for i, p in enumerate(plan):
+            bar.set_postfix_str(p.gguf_name, refresh=False)
             data.begin(p.nbytes)
             if p.data is not None:
                 data.write(p.data)
@@ -224,9 +228,11 @@ def convert_checkpoint(root: Path, out_tmp: Path, quant: str, progress: Callable
                     del x
             data.end()
             n_params += math.prod(p.shape)
+            bar.update(1)
             if progress:
                 progress(f"[{i + 1}/{len(plan)}] {p.gguf_name} {p.qtype.name} {p.shape}")
     finally:
+        bar.close()
         w.close()
         ckpt.close()
     return ConvertResult(out_tmp, family.arch_name, quant, len(plan), n_params, out_tmp.stat().st_size,
