@@ -137,5 +137,25 @@ class LayerRunner:
         """Outputs of layer ``i`` for every batch (hooks registered by the caller see the inputs)."""
         return [self.forward_layer(i, h, kws[i]) for h, kws in zip(self.hidden, self.kwargs)]
 
+    @torch.no_grad()
+    def input_stats(self, i: int, modules: dict, stat) -> dict:
+        """Run layer ``i`` and sum ``stat(x)`` over the inputs ``x`` (tokens, in; float64) each of ``modules``
+        receives: ``x.T @ x`` for SparseGPT's Hessian and whitened low-rank, ``x.pow(2).sum(0)`` for Wanda."""
+        sums: dict = {name: None for name in modules}
+
+        def make(name):
+            def hook(mod, a):
+                s = stat(a[0].detach().reshape(-1, a[0].shape[-1]).double())
+                sums[name] = s if sums[name] is None else sums[name] + s
+            return hook
+
+        handles = [m.register_forward_pre_hook(make(name)) for name, m in modules.items()]
+        try:
+            self.run(i)
+        finally:
+            for h in handles:
+                h.remove()
+        return sums
+
     def advance(self, i: int) -> None:
         self.hidden = self.run(i)

@@ -89,19 +89,7 @@ def _svd_layers(model, adapter, cfg, ids) -> dict:
 
     for i, layer in progress(enumerate(layers), total=len(layers), desc="low-rank: factorising layers", unit="layer"):
         lins = adapter.linears(layer)
-        hs = {n: None for n in lins}
-        handles = []
-        for name, lin in lins.items():
-            def hook(mod, a, name=name):
-                x = a[0].detach().reshape(-1, a[0].shape[-1]).double()
-                hs[name] = x.T @ x if hs[name] is None else hs[name] + x.T @ x
-
-            handles.append(lin.register_forward_pre_hook(hook))
-        try:
-            runner.run(i)
-        finally:
-            for h in handles:
-                h.remove()
+        hs = runner.input_stats(i, lins, lambda x: x.T @ x)
         for name, lin in lins.items():
             out_f, in_f = lin.weight.shape
             w_r, r, kept = whitened_lowrank(lin.weight.data, hs[name], cfg.targets.get("rank"), cfg.targets.get("energy"),

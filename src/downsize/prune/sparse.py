@@ -169,20 +169,7 @@ def _run(method: str):
         for i, layer in progress(enumerate(layers), total=len(layers), desc=f"{method}: pruning layers", unit="layer"):
             lins = adapter.linears(layer)
             if method != "magnitude":
-                stats = {name: None for name in lins}
-                handles = []
-                for name, lin in lins.items():
-                    def hook(mod, a, name=name):
-                        x = a[0].detach().reshape(-1, a[0].shape[-1]).double()  # (tokens, in)
-                        s = x.pow(2).sum(0) if method == "wanda" else x.T @ x
-                        stats[name] = s if stats[name] is None else stats[name] + s
-
-                    handles.append(lin.register_forward_pre_hook(hook))
-                try:
-                    runner.run(i)
-                finally:
-                    for h in handles:
-                        h.remove()
+                stats = runner.input_stats(i, lins, (lambda x: x.pow(2).sum(0)) if method == "wanda" else (lambda x: x.T @ x))
             for name, lin in lins.items():
                 w = lin.weight.data
                 if method == "magnitude":
