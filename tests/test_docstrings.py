@@ -30,7 +30,6 @@ PENDING = {
     "downsize.models.refs",
     "downsize.models.placement",
     "downsize.models.checks",  # new on main (reliability's load checks); not in the safe list either
-    "downsize.hardware",
     "downsize.train.loop",
     "downsize.distill",
     "downsize.distill.logprobs",
