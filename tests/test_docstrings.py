@@ -27,7 +27,6 @@ BUDGET_S = 90  # all modules' examples together, one thread
 # The lead empties this set then; until then each name here must really have examples (checked below),
 # so the set cannot go stale.
 PENDING = {
-    "downsize.models.checks",  # new on main (reliability's load checks); not in the safe list either
     "downsize.train.loop",
     "downsize.distill",
     "downsize.distill.logprobs",
