@@ -28,12 +28,8 @@ BUDGET_S = 90  # all modules' examples together, one thread
 # so the set cannot go stale.
 PENDING = {
     "downsize.train.loop",
-    "downsize.distill",
     "downsize.distill.logprobs",
     "downsize.distill.onpolicy",
-    "downsize.distill.save",
-    "downsize.distill.student",
-    "downsize.distill.supervised",
     "downsize.distill.losses",
     "downsize.distill.teacher",
     "downsize.distill.train",

@@ -5,6 +5,11 @@ LoRA/QLoRA bases and merging them back.
     2
     >>> StudentSpec.parse("runs/pruned").ref
     'runs/pruned'
+    >>> from downsize.models.refs import load_model
+    >>> teacher, tok = load_model("zoo:coder-teacher-qwen")
+    >>> student, student_tok, what = build_student("teacher:num_hidden_layers=2,hidden_size=64", teacher, tok)
+    >>> student.config.num_hidden_layers, student.config.hidden_size, student.config.vocab_size, what
+    (2, 64, 4096, 'teacher config with num_hidden_layers=2, hidden_size=64 (random init)')
 """
 
 from __future__ import annotations
