@@ -23,28 +23,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "downsize"
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 BUDGET_S = 90  # all modules' examples together, one thread
 
-# Modules other engineers are editing right now: their docstrings are rewritten after those branches merge.
-# The lead empties this set then; until then each name here must really have examples (checked below),
-# so the set cannot go stale.
+# Examples that still need an OpenAI-compatible server to talk to (issue #13): the last two to make run.
+# Each name here must really have examples (checked below), so the set cannot go stale.
 PENDING = {
-    "downsize.train.loop",
-    "downsize.distill.logprobs",
     "downsize.distill.onpolicy",
-    "downsize.distill.losses",
-    "downsize.distill.teacher",
-    "downsize.distill.train",
-    "downsize.distill.vocab",
     "downsize.generate.backends",
-    "downsize.generate.sandbox",
-    "downsize.export.gguf.tokenizer",
-    "downsize.export.gguf.vocab",
-    "downsize.export.template",
-    "downsize.export.ollama",
-    "downsize.export.jinja2go",
-    "downsize.export.gocheck",
-    "downsize.export.imatrix",
-    "downsize.prune.width",
-    "downsize.zoo.train",
 }
 
 
@@ -152,6 +135,9 @@ SETUP = {
     "downsize.models.refs": _model_stores,
 }
 
+# Modules whose examples render with Go's text/template (export.gocheck builds gorender with the go on PATH).
+NEEDS_GO = {"downsize.export.gocheck", "downsize.export.jinja2go", "downsize.export.template", "downsize.export.ollama"}
+
 _elapsed: dict[str, float] = {}
 
 
@@ -163,6 +149,11 @@ def test_module_docstring_examples(name, tmp_path, monkeypatch):
     if ">>>" not in doc:
         return
     module = importlib.import_module(name)
+    if name in NEEDS_GO:
+        from downsize.export.gocheck import go_available
+
+        if not go_available():
+            pytest.skip("go is not on PATH")
     monkeypatch.chdir(tmp_path)
     if name in SETUP:
         SETUP[name](tmp_path, monkeypatch)
