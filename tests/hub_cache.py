@@ -1,10 +1,12 @@
 """Build real Hugging Face caches offline for tests: the Hub cache layout huggingface_hub writes
 (``models--Org--Name/{blobs,snapshots/<commit>,refs/<branch>}``, blobs named by their git/LFS hash,
-snapshot files as relative symlinks) and a datasets cache written by ``datasets`` itself.
+snapshot files as relative symlinks), a datasets cache written by ``datasets`` itself, and a local Ollama
+model store (``$OLLAMA_MODELS``: manifests naming content-addressed blobs).
 
     from hub_cache import add_hub_repo, add_cached_dataset
     snap = add_hub_repo(tmp_path / "hf" / "hub", "Org/Tiny", {"config.json": b"{}", "model.safetensors": path})
     add_cached_dataset(tmp_path / "hf" / "datasets", "Org/chat", {"train": [{"text": "hi"}]})
+    add_ollama_model(tmp_path / "ollama", "library/tiny", "latest")   # resolves as ollama:tiny
 """
 
 from __future__ import annotations
@@ -71,3 +73,35 @@ def add_cached_dataset(datasets_cache: Path, repo_id: str, splits: dict[str, lis
     src, dst = Path(datasets_cache) / name, Path(datasets_cache) / f"{org}___{name}"
     src.rename(dst)
     return dst
+
+
+def write_minimal_gguf(path):
+    """A GGUF file with one tensor: enough for anything that reads the header."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def add_ollama_model(root: Path, name: str = "library/tiny", tag: str = "latest",
+                     media: str = "application/vnd.ollama.image.model", blob_ok: bool = True) -> str:
+    """An Ollama store at ``root`` holding ``name:tag``: a manifest (a template layer and a ``media`` layer) and,
+    with ``blob_ok``, the model blob (a minimal GGUF). Returns the blob's digest."""
+    digest = "sha256:" + "ab" * 32
+    man = Path(root) / "manifests" / "registry.ollama.ai" / name / tag
+    man.parent.mkdir(parents=True)
+    man.write_text(json.dumps({"schemaVersion": 2, "layers": [
+        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "cd" * 32},
+        {"mediaType": media, "digest": digest}]}))
+    blobs = Path(root) / "blobs"
+    blobs.mkdir(exist_ok=True)
+    if blob_ok:
+        write_minimal_gguf(blobs / digest.replace(":", "-"))
+    return digest

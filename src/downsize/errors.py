@@ -1,7 +1,15 @@
 """User-facing errors, and the one boundary that turns every expected failure into a message.
 
     >>> raise DownsizeError("no model at ./x", hint="pass a Hugging Face directory, zoo:NAME or a .gguf file")
-    >>> code = run_guarded(lambda: app(), debug=False)      # what `downsize` does: exit 2 with a message
+    Traceback (most recent call last):
+    downsize.errors.DownsizeError: no model at ./x
+      hint: pass a Hugging Face directory, zoo:NAME or a .gguf file
+    >>> import sys
+    >>> from downsize.cli import app
+    >>> run_guarded(lambda: app(["zoo", "path", "no-such-model"]), debug=False, stream=sys.stdout)  # what `downsize` does
+    error: no zoo model called 'no-such-model' (from 'zoo:no-such-model')
+      hint: shipped zoo models: coder-teacher, coder-teacher-qwen
+    2
 
 ``run_guarded`` prints ``error: WHAT (WHERE)`` and ``hint: HOW TO FIX`` on stderr, never a traceback,
 and returns 2 for bad input or a failing environment (full disk, read-only or missing folder,

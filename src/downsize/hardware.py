@@ -1,9 +1,17 @@
 """What this machine does fast: the float precision to compute in and the number of threads to use.
 
     >>> from downsize.hardware import resolve_precision, choose_threads
-    >>> p = resolve_precision("auto")          # Precision(name='fp32', reason='this CPU has no native bf16 ...')
-    >>> p.autocast                             # 'no' (Accelerate's name for fp32) or 'bf16'
-    >>> t = choose_threads()                   # ThreadChoice(threads=1, reason='2 CPUs usable, ~1 busy with other work ...')
+    >>> p = resolve_precision("auto")          # bf16 where this machine computes in it natively, else fp32
+    >>> p.name in ("bf16", "fp32") and p.autocast == {"bf16": "bf16", "fp32": "no"}[p.name]
+    True
+    >>> resolve_precision("no")                # Accelerate's name for fp32 is accepted too
+    Precision(name='fp32', reason='fp32 as asked')
+    >>> resolve_precision("fp32").autocast     # the name Accelerate's mixed_precision takes
+    'no'
+    >>> choose_threads(cpus=2, physical=2, busy=1.0)    # choose_threads() reads this machine's CPUs and load
+    ThreadChoice(threads=1, reason='2 CPUs usable (2 physical cores), ~1.0 busy with other work')
+    >>> choose_threads(cpus=16, physical=8, busy=0.2).threads   # capped at the physical cores
+    8
 
 **Precision.** bf16 halves memory traffic, but it is only fast where the hardware computes in it: CUDA GPUs
 from Ampere on (``torch.cuda.is_bf16_supported``), and CPUs with bf16 dot-product instructions (x86

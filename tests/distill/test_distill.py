@@ -54,6 +54,12 @@ def test_student_spec_parsing_and_refusals():
         derive_config(t, {"hidden": 3})
     with pytest.raises(DownsizeError, match="divisible"):
         derive_config(t, {"hidden_size": 100})
+    from transformers import Qwen2Config  # per-layer lists follow the depth, else the config does not save
+
+    q = Qwen2Config(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+                    num_hidden_layers=4)
+    assert derive_config(q, {"num_hidden_layers": 1}).layer_types == ["full_attention"]
+    derive_config(q, {"num_hidden_layers": 6}).validate()
 
 
 def test_offline_cache_matches_teacher_and_trains_without_it(tiny_model_dir, text_data, tmp_path):

@@ -2,26 +2,12 @@
 
 import json
 
-import numpy as np
 import pytest
+from hub_cache import add_ollama_model, write_minimal_gguf
 
 from downsize.data.refs import resolve_data
 from downsize.errors import DownsizeError
 from downsize.models.refs import load_model, resolve_model
-
-
-def write_minimal_gguf(path):
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(1)
-    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
 
 # -- models --------------------------------------------------------------------------------------
 
@@ -53,23 +39,9 @@ def test_zoo_reference_resolves_when_installed():
     assert ref.kind == "zoo" and (ref.path / "model.safetensors").exists()
 
 
-def _ollama_store(root, name="library/tiny", tag="latest", media="application/vnd.ollama.image.model", blob_ok=True):
-    digest = "sha256:" + "ab" * 32
-    man = root / "manifests" / "registry.ollama.ai" / name / tag
-    man.parent.mkdir(parents=True)
-    man.write_text(json.dumps({"schemaVersion": 2, "layers": [
-        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "cd" * 32},
-        {"mediaType": media, "digest": digest}]}))
-    blobs = root / "blobs"
-    blobs.mkdir()
-    if blob_ok:
-        write_minimal_gguf(blobs / digest.replace(":", "-"))
-    return digest
-
-
 def test_ollama_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path))
-    digest = _ollama_store(tmp_path)
+    digest = add_ollama_model(tmp_path)
     for ref in ("ollama:tiny", "ollama:tiny:latest", "ollama:library/tiny"):
         r = resolve_model(ref)
         assert r.kind == "gguf" and r.path.name == digest.replace(":", "-")
@@ -83,9 +55,9 @@ def test_ollama_reference(tmp_path, monkeypatch):
 def test_ollama_bad(tmp_path, monkeypatch, case, match):
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path))
     if case == "no-model-layer":
-        _ollama_store(tmp_path, media="application/vnd.ollama.image.license")
+        add_ollama_model(tmp_path, media="application/vnd.ollama.image.license")
     elif case == "missing-blob":
-        _ollama_store(tmp_path, blob_ok=False)
+        add_ollama_model(tmp_path, blob_ok=False)
     with pytest.raises(DownsizeError, match=match) as e:
         resolve_model("ollama:tiny")
     assert e.value.hint

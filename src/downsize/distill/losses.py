@@ -1,10 +1,21 @@
 """Distillation losses: pure functions over student and teacher distributions, fp32, masked, chunked.
 
+    >>> _ = torch.manual_seed(0)
     >>> s, t = torch.randn(6, 100), torch.randn(6, 100)            # (N, V) logits, N tokens
-    >>> divergence("jsd", s.log_softmax(-1), t.log_softmax(-1), beta=0.5)   # (N,) per token
+    >>> divergence("jsd", s.log_softmax(-1), t.log_softmax(-1), beta=0.5).shape   # (N,) per token
+    torch.Size([6])
+    >>> float(divergence("fkl", t.log_softmax(-1), t.log_softmax(-1)).abs().max())   # zero where they agree
+    0.0
+    >>> labels = torch.randint(0, 100, (6,))                       # next-token ids, IGNORE_INDEX where masked
     >>> spec = LossSpec("fkl", temperature=2.0, kd_ratio=0.5)
-    >>> loss, parts = kd_loss(Logits(s), Logits(t), labels, spec)       # scalar, {"kd": .., "ce": ..}
-    >>> loss, parts = kd_loss(Head(h, lm_head.weight), TopK(logp, ids, tail), labels, spec)
+    >>> loss, parts = kd_loss(Logits(s), Logits(t), labels, spec)       # scalar, {"kd": .., "ce": .., "tokens": N}
+    >>> loss.shape, sorted(parts)
+    (torch.Size([]), ['ce', 'kd', 'tokens'])
+    >>> h, lm_head = torch.randn(6, 16, requires_grad=True), torch.nn.Linear(16, 100, bias=False)
+    >>> top = topk_from_logits(t, k=8)                              # a sparse teacher: 8 ids + the tail mass
+    >>> loss, parts = kd_loss(Head(h, lm_head.weight), top, labels, spec)   # logits from hidden states, chunked
+    >>> loss.backward(); h.grad.shape
+    torch.Size([6, 16])
 
 Divergences (P = teacher, Q = student; each returns one value per token):
 

@@ -1,8 +1,13 @@
 """Writing a trained model: a complete Hugging Face folder with its card (``distill_card.json``) and README.
 
     >>> from pathlib import Path
-    >>> read_card(Path("no-such-folder"))
-    {}
+    >>> from downsize.models.refs import load_model
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> out = save_model(model, tok, Path("student"), {"stage": "distill", "name": "student", "steps": 2})
+    >>> sorted(p.name for p in out.iterdir())
+    [...'config.json', 'distill_card.json', 'generation_config.json', 'model.safetensors', ...'tokenizer.json'...]
+    >>> read_card(out)["steps"], read_card(Path("no-such-folder"))
+    (2, {})
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ LoRA/QLoRA bases and merging them back.
     2
     >>> StudentSpec.parse("runs/pruned").ref
     'runs/pruned'
+    >>> from downsize.models.refs import load_model
+    >>> teacher, tok = load_model("zoo:coder-teacher-qwen")
+    >>> student, student_tok, what = build_student("teacher:num_hidden_layers=2,hidden_size=64", teacher, tok)
+    >>> student.config.num_hidden_layers, student.config.hidden_size, student.config.vocab_size, what
+    (2, 64, 4096, 'teacher config with num_hidden_layers=2, hidden_size=64 (random init)')
 """
 
 from __future__ import annotations
@@ -75,7 +80,8 @@ class StudentSpec:
 
 
 def derive_config(teacher_config, overrides: Mapping[str, Any]):
-    """The teacher's config with ``overrides``; width-derived fields are recomputed, unknown fields refused."""
+    """The teacher's config with ``overrides``; width- and depth-derived fields (``head_dim``, ``layer_types``) are
+    recomputed, unknown fields refused."""
     cfg = copy.deepcopy(teacher_config)
     unknown = [k for k in overrides if not hasattr(cfg, k)]
     if unknown:
@@ -95,6 +101,10 @@ def derive_config(teacher_config, overrides: Mapping[str, Any]):
             if k not in ov and hasattr(cfg, k):
                 heads = ov.get("num_attention_heads", teacher_config.num_attention_heads)
                 ov[k] = ov.get("hidden_size", teacher_config.hidden_size) // heads
+    layer_types = getattr(teacher_config, "layer_types", None)
+    if "num_hidden_layers" in ov and "layer_types" not in ov and isinstance(layer_types, list) and layer_types:
+        # one entry per layer (full / sliding attention), else the config does not validate when saved
+        ov["layer_types"] = [layer_types[i % len(layer_types)] for i in range(ov["num_hidden_layers"])]
     for k, v in ov.items():
         setattr(cfg, k, v)
     return cfg

@@ -1,9 +1,19 @@
 """Where the teacher's distribution comes from: online forward, an offline top-k cache, or sampling.
 
-    >>> h = final_hidden(model, batch)                        # (B, T, H) final hidden states, one forward
-    >>> cache_teacher("zoo:coder-teacher", "zoo:stdlib", "runs/cache", k=32, seq_len=256, windows=512)
+    >>> from downsize.models.refs import load_model
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> batch = torch.tensor([tok.encode("def add(a, b):")])
+    >>> final_hidden(model, batch).shape                    # (B, T, H) final hidden states, one forward
+    torch.Size([1, 6, 256])
+    >>> m = cache_teacher("zoo:coder-teacher-qwen", "zoo:stdlib", "runs/cache", k=8, seq_len=32, windows=8)
+    >>> m["k"], m["windows"], m["complete"]
+    (8, 8, True)
     >>> ds = TopKCacheDataset("runs/cache", seed=0)           # batches carry the teacher's top-k
-    >>> ids = sample(model, prompt_ids, new_tokens=64, generator=g)   # seeded continuation (B, P + 64)
+    >>> sorted(ds.batch(0, 2))
+    [...'input_ids', 'labels'...]
+    >>> g = torch.Generator().manual_seed(0)
+    >>> sample(model, batch, new_tokens=4, generator=g).shape   # seeded continuation (B, P + 4)
+    torch.Size([1, 10])
 
 The cache is a directory of safetensors shards (``shard-00000.safetensors``, each written
 atomically) and ``manifest.json`` naming the teacher, data, window length, k, temperature and the

@@ -1,8 +1,18 @@
 """Vocabulary alignment between teacher and student, and character-offset alignment across tokenizers.
 
-    >>> plan = plan_vocab(teacher_tok, student_tok, teacher_rows=152064, student_rows=151936)
-    >>> plan.mode, plan.shared          # ("same", 151936): logits compared on the first 151936 ids
-    >>> pairs = offset_pairs(text, teacher_tok, student_tok)   # positions that predict the same text
+    >>> from downsize.models.refs import load_tokenizer
+    >>> teacher_tok = student_tok = load_tokenizer("zoo:coder-teacher-qwen")     # 4096 tokens
+    >>> plan = plan_vocab(teacher_tok, student_tok, teacher_rows=4160, student_rows=4096)  # a padded teacher embedding
+    >>> plan.mode, plan.shared          # logits compared on the first 4096 ids
+    ('same', 4096)
+    >>> other = load_tokenizer("zoo:coder-teacher")                  # another tokenizer
+    >>> plan_vocab(other, student_tok, teacher_rows=8192, student_rows=4096)
+    Traceback (most recent call last):
+    downsize.errors.DownsizeError: teacher tokenizer ... and student tokenizer ... are different: ...
+      hint: two ways out: (1) cross-tokenizer distillation with --cross-tokenizer uld ...
+    >>> t_ids, s_ids, pairs = offset_pairs("def add(a, b):", other, student_tok, 64, 64)
+    >>> pairs.shape[1], len(pairs) > 0  # (teacher position, student position) pairs that have read the same text
+    (2, True)
 
 Same tokenizer, different embedding sizes (padding rows): the first ``min`` ids are compared, with
 one log line. Tokenizers whose shared ids disagree are *different tokenizers*: logit KD over ids is

@@ -6,9 +6,12 @@ there). We hook the inputs of the model's ``nn.Linear`` modules in PyTorch, name
 family adapter's name map), and write llama.cpp's imatrix GGUF format (``<tensor>.in_sum2`` and
 ``<tensor>.counts``), which ``llama-quantize --imatrix`` reads too.
 
-    >>> im = compute_imatrix("zoo:coder-teacher", "zoo:stdlib", ImatrixConfig(n_samples=64, seq_len=256))
-    >>> write_imatrix(im, "teacher.imatrix.gguf")
-    >>> export_gguf("zoo:coder-teacher", "teacher-q4_k_m.gguf", "Q4_K_M", imatrix="teacher.imatrix.gguf")
+    >>> from downsize.export.gguf import export_gguf
+    >>> im = compute_imatrix("zoo:coder-teacher-qwen", "zoo:stdlib", ImatrixConfig(n_samples=4, seq_len=32))
+    >>> write_imatrix(im, "teacher.imatrix.gguf").exists()
+    True
+    >>> export_gguf("zoo:coder-teacher-qwen", "teacher-q4_k_m.gguf", "Q4_K_M", imatrix="teacher.imatrix.gguf").quant
+    'Q4_K_M'
 
 Memory is bounded by one decoder layer, not the model: the model is built on the meta device, the
 embedding, final norm and LM head are read from the safetensors, and each decoder layer's weights are

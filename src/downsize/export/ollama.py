@@ -1,8 +1,12 @@
 """Ollama: a GGUF (carrying the model's exact Jinja chat templates) plus a Modelfile with a checked Go TEMPLATE.
 
-    >>> r = export_ollama("zoo:coder-teacher", "coder-teacher", out_dir="out/ollama", quant="Q4_K_M")
-    >>> r["command"]            # 'ollama create coder-teacher -f out/ollama/Modelfile' (run for you if ollama is on PATH)
-    >>> convert_gguf("model.gguf", "mymodel")        # the same for a GGUF you already have
+    >>> r = export_ollama("zoo:coder-teacher-qwen", "coder-teacher", out_dir="out/ollama", quant="Q8_0")
+    >>> r["command"]            # run for you if ollama is on PATH
+    'ollama create coder-teacher -f out/ollama/Modelfile'
+    >>> from downsize.export.gguf import export_gguf
+    >>> _ = export_gguf("zoo:coder-teacher-qwen", "model.gguf", "Q8_0")
+    >>> convert_gguf("model.gguf", "mymodel")["command"]        # the same for a GGUF you already have
+    'ollama create mymodel -f ...Modelfile'
 
 Everything the Modelfile needs (chat template, BOS/EOS text, context length) is read back from the GGUF,
 so both entry points share one path. The TEMPLATE is the Jinja template translated to Go and checked on probe

@@ -1,8 +1,15 @@
 """Jinja chat template → Ollama Modelfile TEMPLATE: translated from the template's AST, checked by rendering.
 
+    >>> from downsize.models.refs import load_tokenizer
+    >>> tok = load_tokenizer("zoo:coder-teacher-qwen")
     >>> conv = convert_chat_template(tok.chat_template, bos_token="", eos_token="<|endoftext|>")
-    >>> conv.style, conv.tools, conv.stops        # ('translated', True, ('<|im_end|>',))
+    >>> conv.style, conv.tools, conv.stops
+    ('translated', False, ('<|im_end|>',))
     >>> print(conv.go_template)                    # None when style == 'gguf' (see conv.fallback)
+    {{ define "pyjson_any_c_2" }}...<|im_start|>{{ .Role }}
+    {{ .Content }}...<|im_end|>
+    {{ end }}{{ if $agp }}<|im_start|>assistant
+    {{ end }}
 
 The template is translated to Go text/template (downsize.export.jinja2go) and the result is rendered by Go's
 text/template on Ollama's data model (downsize.export.gocheck) for every probe conversation — plain chats, a

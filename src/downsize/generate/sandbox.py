@@ -1,9 +1,18 @@
 """A read-only tool sandbox over one repository: list files, read a file, search text.
 
-    >>> box = Sandbox("path/to/repo")
-    >>> box.call("read_file", '{"path": "pkg/mod.py"}')        # -> file text (truncated to max_output)
-    >>> box.call("grep", {"pattern": "class .*Protocol"})       # -> "pkg/a.py:12: class Foo(Protocol):"
-    >>> box.call("read_file", {"path": "../etc/passwd"})        # -> "error: ..." (never raises for model input)
+    >>> from pathlib import Path
+    >>> Path("repo/pkg").mkdir(parents=True)
+    >>> _ = Path("repo/pkg/mod.py").write_text("from typing import Protocol\\n\\nclass Foo(Protocol):\\n    x: int\\n")
+    >>> box = Sandbox("repo")
+    >>> print(box.call("read_file", '{"path": "pkg/mod.py"}'))   # the model's JSON arguments, or a dict
+    from typing import Protocol
+    <BLANKLINE>
+    class Foo(Protocol):
+        x: int
+    >>> box.call("grep", {"pattern": "class .*Protocol"})
+    'pkg/mod.py:3: class Foo(Protocol):'
+    >>> box.call("read_file", {"path": "../etc/passwd"})        # an error string, never raises for model input
+    "error: '..' is not allowed in paths ('../etc/passwd')"
 
 Confinement: paths are relative to the root; absolute paths and any ``..`` component are refused;
 the real path (symlinks resolved) must stay inside the root, so a symlink pointing out is refused

@@ -1,8 +1,27 @@
 """The checks every model load goes through, so every command says the same thing about the same bad file.
 
-    >>> check_checkpoint(Path("runs/student"))     # config.json, shard index, every safetensors header
-    >>> cfg = read_config(Path("runs/student"))     # config.json as a dict, or a DownsizeError naming the problem
-    >>> reader = read_gguf(Path("model.gguf"))      # a gguf.GGUFReader, or a DownsizeError for a damaged file
+    >>> from downsize.models.refs import load_model
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> model.save_pretrained("runs/student")
+    >>> check_checkpoint(Path("runs/student"))["model_type"]     # config.json, shard index, every safetensors header
+    'qwen2'
+    >>> read_config(Path("runs/student"))["hidden_size"]         # config.json as a dict, or a DownsizeError
+    256
+    >>> weights = Path("runs/student/model.safetensors")
+    >>> _ = weights.write_bytes(weights.read_bytes()[:4_000_000])   # an interrupted copy
+    >>> check_checkpoint(Path("runs/student"))
+    Traceback (most recent call last):
+    downsize.errors.DownsizeError: runs/student/model.safetensors is a damaged safetensors file: tensor '...' ends at byte ... of 4000000 (the file is truncated)
+      hint: the file is truncated or corrupt; re-save the model (save_pretrained) or copy the files again
+    >>> from downsize.export.gguf import export_gguf
+    >>> _ = export_gguf("zoo:coder-teacher-qwen", "model.gguf", "Q8_0")
+    >>> len(read_gguf(Path("model.gguf")).tensors)               # a gguf.GGUFReader, or a DownsizeError
+    50
+    >>> _ = Path("empty.gguf").write_bytes(b"")
+    >>> read_gguf(Path("empty.gguf"))
+    Traceback (most recent call last):
+    downsize.errors.DownsizeError: empty.gguf is empty: not a complete GGUF file
+      hint: the export or download was interrupted; write or copy it again
 
 Nothing here runs code from a model folder: a pickle (``pytorch_model.bin``) is loaded by transformers
 with ``weights_only`` (a pickle that needs more is refused, see ``pickle_refused``), and a config that

@@ -1,9 +1,20 @@
 """One placement policy for every model downsize runs: which device (or device map) and which dtype.
 
-    >>> from downsize.models.placement import Placement, load_placed, to_model
+    >>> import torch
+    >>> from downsize.models.placement import Placement, device_of, load_placed, to_model
     >>> p = Placement(device="auto", dtype="bf16")        # CUDA when there is one, else the CPU
+    >>> p.resolve() == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    True
     >>> teacher, tok = load_placed("zoo:coder-teacher", p)  # loaded straight in bf16 there, never fp32 first
-    >>> ids = to_model(ids, teacher)                     # inputs go where the model's embedding lives
+    >>> teacher.dtype
+    torch.bfloat16
+    >>> ids = to_model(torch.tensor([tok.encode("def f():")]), teacher)  # inputs go where the model's embedding lives
+    >>> ids.device == device_of(teacher)
+    True
+    >>> Placement(device="tpu")
+    Traceback (most recent call last):
+    downsize.errors.DownsizeError: unknown device 'tpu'
+      hint: choose one of auto, cpu, cuda, other-gpu, shard, offload or cuda:N
 
 Devices (``Placement.device``):
 

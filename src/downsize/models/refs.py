@@ -1,18 +1,35 @@
 """Model references, resolved in one place for every command.
 
     >>> resolve_model("zoo:coder-teacher")          # a shipped reference model
-    >>> resolve_model("./runs/x/student")           # a Hugging Face directory
-    >>> resolve_model("model-q8_0.gguf")            # a GGUF file (loaded through transformers, dequantised)
-    >>> resolve_model("ollama:qwen2.5-coder:7b")    # the GGUF blob in the local Ollama store
-    >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct")  # a Hub id: the cached (or downloaded) snapshot folder
-    >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775")  # a pinned revision
-    >>> model, tok = load_model("zoo:coder-teacher")
+    ModelRef(ref='zoo:coder-teacher', kind='zoo', path=PosixPath('.../zoo/models/coder-teacher'), repo_id=None, revision=None)
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")   # fp32 model and its tokenizer, from any reference
+    >>> model.save_pretrained("runs/x/student"); _ = tok.save_pretrained("runs/x/student")
+    >>> resolve_model("./runs/x/student").kind      # a Hugging Face directory
+    'hf'
+    >>> from downsize.export.gguf import export_gguf
+    >>> _ = export_gguf("zoo:coder-teacher-qwen", "model-q8_0.gguf", "Q8_0")
+    >>> resolve_model("model-q8_0.gguf").kind       # a GGUF file (loaded through transformers, dequantised)
+    'gguf'
+    >>> resolve_model("ollama:qwen2.5-coder:7b").path.name    # the GGUF blob in the local Ollama store
+    'sha256-abab...'
+    >>> r = resolve_model("Qwen/Qwen2.5-0.5B-Instruct")    # a Hub id: the cached (or downloaded) snapshot folder
+    >>> r.kind, r.repo_id, (r.path / "config.json").exists()
+    ('hf', 'Qwen/Qwen2.5-0.5B-Instruct', True)
+    >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775").revision  # pinned
+    '7ae557604adf67be50417f59c2c2f167def9a775'
     >>> model_config("Qwen/Qwen2.5-32B-Instruct")["num_hidden_layers"]   # config.json alone, no weights
+    64
+    >>> resolve_model("./no/such/model")
+    Traceback (most recent call last):
+    downsize.errors.DownsizeError: no model at './no/such/model': the path does not exist
+      hint: ...
+
+(Run in the tests with an offline Hub cache and an Ollama store holding those names.)
 
 A local path that exists always wins over a Hub id of the same spelling; ``hf:Org/Name`` forces the Hub.
 Hub snapshots are kind "hf" (a Hugging Face directory) with ``repo_id``/``revision`` set; see
 ``downsize.models.hub`` for what is downloaded and how offline mode works.
-Anything else raises ``DownsizeError`` naming what was looked for, where, and what to do.
+Anything else raises ``DownsizeError`` naming what was looked for, where, and what to do (the last example).
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
 """Width pruning (Minitron): drop the least important MLP neurons, attention heads and hidden channels.
 
-    >>> cfg = PruneConfig(method="width", targets={"ffn": 512, "heads": 4, "hidden": 256})
-    >>> cfg = PruneConfig(method="width", targets={"params": 0.5})   # ffn and hidden scaled together
+    >>> from downsize.models.refs import load_model
+    >>> from downsize.prune import PruneConfig, prune
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")        # ffn 768, 4 heads (2 kv), hidden 256
+    >>> cfg = PruneConfig(method="width", targets={"ffn": 512, "heads": 2, "hidden": 128}, calib_samples=4,
+    ...                   calib_seq_len=64)
     >>> model = prune(model, tok, cfg, "zoo:stdlib")
+    >>> c = model.config
+    >>> c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.hidden_size
+    (512, 2, 2, 128)
+    >>> cfg = PruneConfig(method="width", targets={"params": 0.5})   # ffn and hidden scaled together
 
 All scores come from one pass over the calibration data before any weight changes
 (``importance.width_stats``); every layer gets the same new sizes, so the result is a plain model

@@ -1,7 +1,18 @@
 """The one training loop: distillation, plain SFT, LoRA and zoo pre-training all run through ``train``.
 
-    >>> cfg = TrainConfig(steps=1000, batch_size=16, lr=1e-3, checkpoint_every=200)
-    >>> train(model, lm_loss, dataset, cfg, out_dir="runs/x")          # resumes from runs/x/checkpoints
+    >>> import numpy as np
+    >>> from downsize.data.packing import PackedDataset
+    >>> from downsize.models.refs import load_model
+    >>> model, tok = load_model("zoo:coder-teacher-qwen")
+    >>> dataset = PackedDataset(np.array(tok.encode("def add(a, b):\\n    return a + b\\n" * 40)), seq_len=32)
+    >>> cfg = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, mixed_precision="no", progress=False)
+    >>> r = train(model, lm_loss, dataset, cfg, out_dir="runs/x")          # checkpoints in runs/x/checkpoints
+    >>> r.steps, r.tokens, r.precision
+    (2, 128, 'fp32')
+    >>> from dataclasses import replace
+    >>> train(model, lm_loss, dataset, replace(cfg, steps=3), out_dir="runs/x", resume=True).steps
+    resuming from runs/x/checkpoints/step-00000002 at step 2
+    3
     >>> # multi-GPU: `accelerate launch -m downsize.cli distill ...` or torchrun; nothing here changes
 
 ``loss_fn(model, batch) -> (loss, metrics)`` is the only thing that differs between uses.

@@ -1,8 +1,10 @@
 """Train a reference-zoo model from scratch on ``zoo:stdlib`` (the code behind ``downsize zoo train``).
 
     $ downsize zoo train coder-teacher --steps 4000 --seed 0 --threads 1 --out runs/zoo/coder-teacher
-    $ downsize zoo train coder-teacher --init-from zoo:coder-teacher --passes 3 --lr 1e-3 --seed 1 \
-          --mixed-precision bf16 --eval-every 200 --out runs/zoo/coder-teacher-v2    # continue, fresh schedule
+    $ downsize zoo train coder-teacher --init-from zoo:coder-teacher --passes 3 --lr 1e-3 --seed 1 \\
+          --mixed-precision bf16 --eval-every 200 --out runs/zoo/coder-teacher-v2
+
+The second continues the shipped model under a fresh schedule.
 
 Reproducible from the seed: the tokenizer is trained on the sorted train split, the batches are
 a pure function of the step, and the initial weights come from ``torch.manual_seed(seed)`` — or,

@@ -15,9 +15,12 @@ Anything else -- no tokenizer.json (a SentencePiece tokenizer.model or vocab.jso
 converts with its own Python converters), remote tokenizer code, another tokenizer class -- falls back to
 transformers itself, imported only then.
 
-    >>> tok = load_tokenizer(Path("model_dir"), cfg)
+    >>> from downsize.export.gguf.config import load_config
+    >>> from downsize.zoo import zoo_path
+    >>> root = zoo_path("coder-teacher-qwen")
+    >>> tok = load_tokenizer(root, load_config(root))
     >>> tok.how, tok.special["eos_token"], tok.token_id("<|im_end|>"), tok.encode("a", add_special_tokens=True)
-    ('tokenizer.json', '<|endoftext|>', 2, [97])
+    ('tokenizer.json (Qwen2Tokenizer)', '<|endoftext|>', 2, [68])
 """
 
 from __future__ import annotations

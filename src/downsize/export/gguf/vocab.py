@@ -15,8 +15,12 @@ The tokenizer is loaded as transformers would run it, without transformers for t
 Why this module is long: the table of llama.cpp's pre-tokenizers with the pipelines that identify them, and the
 SentencePiece and BPE writers that consult it, are one unit that must change together when llama.cpp adds one.
 
-    >>> detect_pretokenizer(json.load(open("tokenizer.json")))
-    'llama-bpe'
+    >>> import json      # Llama 3's split regex; its BPE does not ignore merges, so dbrx's entry, not llama-bpe
+    >>> from downsize.zoo import zoo_path
+    >>> detect_pretokenizer(json.loads((zoo_path("coder-teacher") / "tokenizer.json").read_text()))
+    'dbrx'
+    >>> detect_pretokenizer(json.loads((zoo_path("coder-teacher-qwen") / "tokenizer.json").read_text()))
+    'qwen2'
 """
 
 from __future__ import annotations
