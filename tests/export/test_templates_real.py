@@ -32,12 +32,13 @@ NOT_YET: dict[str, str] = {}  # family -> why it is not translated yet (none tod
 
 def run_all():
     go = gocheck.go_available()
+    range_int = gocheck.go_range_int()  # Go >= 1.24: substring tests and replace() are translated too
     files = sorted((llama_cpp_dir() / "models" / "templates").glob("*.jinja"))
     rows, items = {}, []
     for f in files:
         src = f.read_text()
         try:
-            g = translate(src, BOS, EOS)
+            g = translate(src, BOS, EOS, range_int=range_int)
         except Untranslatable as e:
             rows[f.name] = {"refused": e.construct}
             continue
