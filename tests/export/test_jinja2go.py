@@ -77,6 +77,10 @@ RANGE_INT_CASES = {
                      "{% endfor %}",
     "substring_of_macro_output": "{% macro c(m) %}<{{ m.role }}>{{ m.content }}{% endmacro %}"
                                  "{% for m in messages %}{% if '>What' in c(m) %}Q{% endif %}{{ c(m) }}{% endfor %}",
+    # replaced by text only Go's output produces: printed at each match rather than built as a string
+    "replace_by_output": "{% macro r(m) %}<{{ m.role }}>{% endmacro %}{% for m in messages %}"
+                         "{{ m.content.replace('e', r(m)) }}{% if tools %}{{ m.content.replace('W', tools | tojson) }}"
+                         "{% endif %}\n{% endfor %}",
 }
 # Request text that tests the byte scan: overlapping and adjacent matches, a match at either end, a prefix of the
 # needle at the end, multi-byte UTF-8 and an empty message.

@@ -2143,6 +2143,24 @@ class Translator:
         var, skip = self.fresh("repl"), self.fresh("skip")
         k = len(old.encode())
         pre = ""
+        if new.kind == "out":  # text only Go's output produces (tojson): the replaced text is printed, not built
+            saved, self.cur_dot = self.cur_dot, "<int>"  # inside the range `.` is the offset: read through a variable
+            try:
+                snippet = self._redot(new, new.extra or "", action=False)
+            finally:
+                self.cur_dot = saved
+            if snippet is None:
+                raise Untranslatable(".replace() by text only Go's output can produce, read where `.` changed")
+            x = self.go_of(hay)
+            skip = self.fresh("skip")
+
+            def pbody(h, j, rest):
+                return (f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}"
+                        f"{{{{ else if {self._starts(rest, old)} }}}}{snippet}"
+                        f'{{{{ {skip} = {_go_lit("x" * (k - 1))} }}}}'
+                        f"{{{{ else }}}}{{{{ slice {rest} 0 1 }}}}{{{{ end }}}}")
+
+            return V(kind="out", dot=self.cur_dot, extra=f'{{{{ {skip} := "" }}}}' + self._scan(V(go=x, kind="str"), pbody))
         if new.is_const:
             rep = _go_lit(new.const)
         else:  # bound before the range, where `.` is still what it reads
@@ -2434,7 +2452,7 @@ class Translator:
                 self.note("reasoning tags never occur in .Content: Ollama keeps the reasoning in .Thinking")
                 return V(const=[obj], kind="strsplit")
             if (name == "replace" and len(args) == 2 and args[0].is_const and isinstance(args[0].const, str)
-                    and args[0].const and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind == "str")):
+                    and args[0].const and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out"))):
                 return self.replace(obj if obj.kind != "any" else V(go=self.go_of(obj), kind="str"), args[0].const,
                                     args[1])
             if name in ("startswith", "endswith") and len(args) == 1 and args[0].is_const and isinstance(args[0].const, str):
