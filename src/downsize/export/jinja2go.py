@@ -26,6 +26,9 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
 - Go has no ``+``, no case mapping, no lists: counters are strings of ``x`` (``len`` reads, ``print`` adds),
   ``x | upper == 'STR'`` compares byte by byte, ``ns.L = ns.L + [e]`` in one filtered loop is a comprehension
   re-ranged where it is read, ``seq[i + 1:]`` is a slice of a slice, ``range(seq | length)`` ranges seq.
+- Substring tests and ``replace()`` on request text range over the string's byte offsets (``range $j := len $s``),
+  which text/template allows from Go 1.24 on: only with ``translate(..., range_int=True)``, noted
+  (:data:`RANGE_INT_NOTE`) because an Ollama built with an older Go cannot parse the TEMPLATE.
 - A macro that calls itself on one request value (``to_xml(v)`` on tool-call arguments) is a Go ``define`` that calls
   itself (:meth:`Translator.define_macro`); printed only, since Go cannot capture a template's output.
 
@@ -447,6 +450,11 @@ class _Loop:
         self.reversed = False
         self.first_flag: str | None = None
         self.prelude_slot: int | None = None
+
+
+RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text): it needs an Ollama "
+                  "built with Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it "
+                  "and should get no TEMPLATE (delete it: Ollama then renders the GGUF's own chat template)")
 
 
 class Translator:
@@ -2100,15 +2108,11 @@ class Translator:
         raise Untranslatable(f"`in` on a {hay.kind}")
 
     # ---- request text scanned byte by byte (Go >= 1.24: range over an integer) ------------------------------
-    RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace): it needs an Ollama built with "
-                      "Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it and "
-                      "should use the GGUF's own chat template (omit TEMPLATE, or --template-style gguf)")
-
     def _need_range_int(self, what: str):
         if not self.range_int:
             raise Untranslatable(f"{what} in request text (translated only for Go >= 1.24, whose text/template ranges "
                                  "over an integer; the checking Go is older)")
-        self.note(self.RANGE_INT_NOTE)
+        self.note(RANGE_INT_NOTE)
 
     def _scan(self, hay: V, body) -> str:
         """Go that binds the string to a variable and ranges over its byte offsets; ``body(h, j, rest)`` writes the
