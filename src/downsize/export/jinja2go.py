@@ -26,6 +26,9 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
 - Go has no ``+``, no case mapping, no lists: counters are strings of ``x`` (``len`` reads, ``print`` adds),
   ``x | upper == 'STR'`` compares byte by byte, ``ns.L = ns.L + [e]`` in one filtered loop is a comprehension
   re-ranged where it is read, ``seq[i + 1:]`` is a slice of a slice, ``range(seq | length)`` ranges seq.
+- Substring tests and ``replace()`` on request text range over the string's byte offsets (``range $j := len $s``),
+  which text/template allows from Go 1.24 on: only with ``translate(..., range_int=True)``, noted
+  (:data:`RANGE_INT_NOTE`) because an Ollama built with an older Go cannot parse the TEMPLATE.
 - A macro that calls itself on one request value (``to_xml(v)`` on tool-call arguments) is a Go ``define`` that calls
   itself (:meth:`Translator.define_macro`); printed only, since Go cannot capture a template's output.
 
@@ -449,11 +452,17 @@ class _Loop:
         self.prelude_slot: int | None = None
 
 
+RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text): it needs an Ollama "
+                  "built with Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it "
+                  "and should get no TEMPLATE (delete it: Ollama then renders the GGUF's own chat template)")
+
+
 class Translator:
     MAX_INLINE = 12  # macro call depth
 
-    def __init__(self, bos_token: str = "", eos_token: str = "", extra: dict | None = None):
+    def __init__(self, bos_token: str = "", eos_token: str = "", extra: dict | None = None, range_int: bool = False):
         self.bos, self.eos = bos_token, eos_token
+        self.range_int = range_int  # Go >= 1.24: `range $i := N` (substring tests, replace); see scan_text
         self.extra = extra or {}
         self.out: list[str] = []
         self.defs: dict[str, str] = {}
@@ -1765,6 +1774,16 @@ class Translator:
             return V(go=f"slice (slice {self.go_of(obj)} {fa.terms[0][0]}) {fa.const}", kind=obj.kind)
         if stop.is_const and stop.const is None and not start.is_const and start.kind == "int":
             return V(go=f"slice {self.go_of(obj)} {self.go_of(start)}", kind=obj.kind)  # seq[i:], i a Go int
+        if start.is_const and start.const in (None, 0) and stop.is_const and isinstance(stop.const, int) \
+                and not isinstance(stop.const, bool) and -8 <= stop.const <= 64:
+            # seq[:k] / seq[:-k]: Python clamps to the length, so the shorter slice only where it exists
+            x, k = self.go_of(obj), stop.const
+            var = self.fresh("head")
+            cut = f"slice {x} 0 {k}" if k >= 0 else f"slice {x} 0 (len (slice {x} {-k}))"
+            self.emit(f"{{{{ {var} := slice {x} 0 0 }}}}{{{{ if ge (len {x}) {abs(k)} }}}}{{{{ {var} = {cut} }}}}"
+                      "{{ end }}" if k < 0 else
+                      f"{{{{ {var} := {x} }}}}{{{{ if gt (len {x}) {k} }}}}{{{{ {var} = {cut} }}}}{{{{ end }}}}")
+            return V(go=var, kind=obj.kind)
         if not (start.is_const and isinstance(start.const, (int, type(None))) and stop.is_const and stop.const is None):
             raise Untranslatable("a slice other than seq[n:]")
         n = start.const or 0
@@ -1953,6 +1972,11 @@ class Translator:
                      if ta and tb else None,
                      extra=f"{{{{ if {self.truth(t)} }}}}{self.capture(lambda: self.print_value(a))}"
                                       f"{{{{ else }}}}{self.capture(lambda: self.print_value(b))}{{{{ end }}}}")
+        # `seq if test else []`: the empty list as an empty slice of seq's type
+        if b.is_const and b.const == [] and not a.is_const and a.kind in SEQ_KINDS:
+            b = V(go=f"slice {self.go_of(a)} 0 0", kind=a.kind)
+        elif a.is_const and a.const == [] and not b.is_const and b.kind in SEQ_KINDS:
+            a = V(go=f"slice {self.go_of(b)} 0 0", kind=b.kind)
         var = self.fresh("cond")
         self.emit(f"{{{{ {var} := {self.go_of(b)} }}}}{{{{ if {self.truth(t)} }}}}{{{{ {var} = {self.go_of(a)} }}}}{{{{ end }}}}")
         return V(go=var, kind=a.kind if a.kind == b.kind else "any")
@@ -2076,10 +2100,86 @@ class Translator:
             if needle.const in THINK_TAGS:
                 self.note("reasoning tags never occur in .Content: Ollama keeps the reasoning in .Thinking")
                 return C(False)
+            if hay.kind in ("str", "out"):
+                return self.substring(hay, needle.const)
             raise Untranslatable(f"substring test {needle.const!r} in request text")
         if hay.kind in MAPS and needle.is_const:
             raise Untranslatable("key test on a request mapping")
         raise Untranslatable(f"`in` on a {hay.kind}")
+
+    # ---- request text scanned byte by byte (Go >= 1.24: range over an integer) ------------------------------
+    def _need_range_int(self, what: str):
+        if not self.range_int:
+            raise Untranslatable(f"{what} in request text (translated only for Go >= 1.24, whose text/template ranges "
+                                 "over an integer; the checking Go is older)")
+        self.note(RANGE_INT_NOTE)
+
+    def _scan(self, hay: V, body) -> str:
+        """Go that binds the string to a variable and ranges over its byte offsets; ``body(h, j, rest)`` writes the
+        loop body, ``rest`` being the suffix of the string from offset ``j``. Literal needles compare as bytes,
+        which for UTF-8 is what Python's comparison of characters decides."""
+        x = self.go_of(hay)
+        h, j, rest = self.fresh("hay"), self.fresh("j"), self.fresh("rest")
+        return (f"{{{{ {h} := {x} }}}}{{{{ range {j} := len {h} }}}}{{{{ {rest} := slice {h} {j} }}}}"
+                f"{body(h, j, rest)}{{{{ end }}}}")
+
+    @staticmethod
+    def _starts(rest: str, lit: str) -> str:
+        k = len(lit.encode())
+        return f"and (ge (len {rest}) {k}) (eq (slice {rest} 0 {k}) {_go_lit(lit)})"
+
+    def substring(self, hay: V, lit: str) -> V:
+        """``lit in s``: a flag set where some suffix of ``s`` starts with ``lit``."""
+        if lit == "":
+            return C(True)
+        self._need_range_int(f"substring test {lit!r}")
+        var = self.fresh("in")
+        self.top_decls.append(f"{{{{ {var} := false }}}}")
+        self.emit(f"{{{{ {var} = false }}}}" + self._scan(
+            hay, lambda h, j, rest: f"{{{{ if {self._starts(rest, lit)} }}}}{{{{ {var} = true }}}}{{{{ break }}}}"
+                                    f"{{{{ end }}}}"))
+        return V(go=var, kind="bool")
+
+    def replace(self, hay: V, old: str, new: V) -> V:
+        """``s.replace(old, new)``: Python's left-to-right, non-overlapping replacement, built byte by byte with
+        `print`; after a match the next len(old) - 1 offsets are skipped (a string of x counts them down)."""
+        self._need_range_int(f".replace({old!r})")
+        var, skip = self.fresh("repl"), self.fresh("skip")
+        k = len(old.encode())
+        pre = ""
+        if new.kind == "out":  # text only Go's output produces (tojson): the replaced text is printed, not built
+            saved, self.cur_dot = self.cur_dot, "<int>"  # inside the range `.` is the offset: read through a variable
+            try:
+                snippet = self._redot(new, new.extra or "", action=False)
+            finally:
+                self.cur_dot = saved
+            if snippet is None:
+                raise Untranslatable(".replace() by text only Go's output can produce, read where `.` changed")
+            x = self.go_of(hay)
+            skip = self.fresh("skip")
+
+            def pbody(h, j, rest):
+                return (f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}"
+                        f"{{{{ else if {self._starts(rest, old)} }}}}{snippet}"
+                        f'{{{{ {skip} = {_go_lit("x" * (k - 1))} }}}}'
+                        f"{{{{ else }}}}{{{{ slice {rest} 0 1 }}}}{{{{ end }}}}")
+
+            return V(kind="out", dot=self.cur_dot, extra=f'{{{{ {skip} := "" }}}}' + self._scan(V(go=x, kind="str"), pbody))
+        if new.is_const:
+            rep = _go_lit(new.const)
+        else:  # bound before the range, where `.` is still what it reads
+            rep = self.fresh("new")
+            pre = f"{{{{ {rep} := {self.go_of(new)} }}}}"
+        self.top_decls.append(f'{{{{ {var} := "" }}}}')
+
+        def body(h, j, rest):
+            return (f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}"
+                    f"{{{{ else if {self._starts(rest, old)} }}}}{{{{ {var} = print {var} {rep} }}}}"
+                    f'{{{{ {skip} = {_go_lit("x" * (k - 1))} }}}}'
+                    f"{{{{ else }}}}{{{{ {var} = print {var} (slice {rest} 0 1) }}}}{{{{ end }}}}")
+
+        self.emit(f'{pre}{{{{ {var} = "" }}}}{{{{ {skip} := "" }}}}' + self._scan(hay, body))
+        return V(go=var, kind="str")
 
     def e_Test(self, e, scope):
         v = self.expr(e.node, scope)
@@ -2355,6 +2455,10 @@ class Translator:
             if name == "split" and args and args[0].is_const and args[0].const in THINK_TAGS:
                 self.note("reasoning tags never occur in .Content: Ollama keeps the reasoning in .Thinking")
                 return V(const=[obj], kind="strsplit")
+            if (name == "replace" and len(args) == 2 and args[0].is_const and isinstance(args[0].const, str)
+                    and args[0].const and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out"))):
+                return self.replace(obj if obj.kind != "any" else V(go=self.go_of(obj), kind="str"), args[0].const,
+                                    args[1])
             if name in ("startswith", "endswith") and len(args) == 1 and args[0].is_const and isinstance(args[0].const, str):
                 # byte slices of the string (equal prefixes/suffixes are equal bytes); `and` guards short strings
                 x, lit = self.go_of(obj), args[0].const
@@ -2530,12 +2634,15 @@ def parse(source: str):
     return env.parse(source)
 
 
-def translate(source: str, bos_token: str = "", eos_token: str = "", extra: dict | None = None) -> GoTemplate:
-    """The Go TEMPLATE for ``source``; raises Untranslatable naming the first construct Go cannot express."""
+def translate(source: str, bos_token: str = "", eos_token: str = "", extra: dict | None = None, *,
+              range_int: bool = False) -> GoTemplate:
+    """The Go TEMPLATE for ``source``; raises Untranslatable naming the first construct Go cannot express.
+    ``range_int``: the TEMPLATE may range over an integer (Go >= 1.24's text/template; Ollama built with it), which
+    substring tests and ``replace`` on request text need; pass ``gocheck.go_range_int()`` so it can be checked."""
     try:
         ast = parse(source)
     except Exception as e:  # noqa: BLE001 — a template jinja2 cannot parse
         raise Untranslatable(f"Jinja syntax error: {e}") from None
-    t = Translator(bos_token, eos_token, extra)
+    t = Translator(bos_token, eos_token, extra, range_int=range_int)
     t._ast = ast
     return t.run(ast)

@@ -67,6 +67,10 @@ def render_modelfile(from_path: str, conv: ConvertedTemplate, stops: list[str], 
     if adapter:
         lines.append(f"ADAPTER {adapter}")
     if conv.go_template:  # without one, Ollama renders the GGUF's tokenizer.chat_template itself
+        from downsize.export.jinja2go import RANGE_INT_NOTE
+
+        if RANGE_INT_NOTE in conv.notes:  # Go >= 1.24 text/template only: say so where an older Ollama fails
+            lines.append(f"# {RANGE_INT_NOTE}")
         lines.append(f"TEMPLATE {_q(conv.go_template)}")
     if conv.parser:  # Ollama's built-in parser for a tool-call format its template-derived parser cannot read
         lines.append(f"PARSER {conv.parser}")

@@ -256,7 +256,8 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
                         "checked against it")
 
     try:
-        go = translate(template, bos_token, eos_token)
+        # ranging over an integer (substring tests, replace) only where the checking Go can render it (>= 1.24)
+        go = translate(template, bos_token, eos_token, range_int=gocheck.go_range_int())
     except Untranslatable as e:
         return fallback(f"the Jinja construct `{e.construct}` has no Go text/template counterpart")
     if not gocheck.go_available():
