@@ -4,8 +4,12 @@
     $ downsize distill --teacher openai:http://127.0.0.1:8080/v1#teacher --student runs/pruned --on-policy \\
           --top-k 20 --sampled-kl k3 --sampled-kl-weight 0.5 --checkpoint-every 20 --out runs/opd
     >>> from downsize.distill import distill, DistillConfig, OnPolicy
-    >>> cfg = DistillConfig(on_policy=OnPolicy(lmbda=1.0), server=ServerSpec(top_k=20))
-    >>> distill("openai:http://127.0.0.1:8080/v1#teacher", "runs/pruned", "zoo:stdlib", cfg, "runs/opd")
+    >>> from downsize.train.loop import TrainConfig
+    >>> cfg = DistillConfig(train=TrainConfig(steps=2, batch_size=2), seq_len=48, val_tokens=0,
+    ...                     on_policy=OnPolicy(lmbda=1.0, prompt_len=16, new_tokens=32), server=ServerSpec(top_k=20))
+    >>> out = distill("openai:http://127.0.0.1:8080/v1#teacher", "runs/pruned", "zoo:stdlib", cfg, "runs/opd")
+    >>> sorted(p.name for p in out.glob("*.safetensors"))
+    ['model.safetensors']
 
 Each step, with probability ``lmbda`` (GKD's λ) the student continues the batch's prompts by sampling
 (seeded by the step, so a resumed run samples the same), otherwise the data's own tokens are used. The

@@ -1,9 +1,12 @@
 """Teacher backends: any OpenAI-compatible chat endpoint, or a local model with batched generation.
 
-    >>> b = open_backend("openai:http://127.0.0.1:8080/v1#coder", GenParams(max_tokens=128))
+    >>> b = open_backend("openai:http://127.0.0.1:8080/v1#teacher", GenParams(max_tokens=16))
     >>> r = b.chat([{"role": "user", "content": "What is 2 plus 2?"}])
-    >>> r.message                      # {"role": "assistant", "content": "...", "tool_calls": [...]?}
-    >>> b = open_backend("zoo:coder-teacher", GenParams(batch_size=8))   # transformers, local
+    >>> r.message["role"], isinstance(r.message["content"], str)   # and "tool_calls" when the model called one
+    ('assistant', True)
+    >>> b = open_backend("zoo:coder-teacher-qwen", GenParams(batch_size=8, max_tokens=8))   # transformers, local
+    >>> b.chat([{"role": "user", "content": "def add(a, b):"}]).message["role"]
+    'assistant'
 
 The endpoint backend retries 429, 5xx, 408, connection loss, timeouts and malformed JSON with
 exponential backoff (full jitter, ``Retry-After`` honoured), and stops at once on any other 4xx with
