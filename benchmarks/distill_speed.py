@@ -70,7 +70,7 @@ class _Timer:
         self.t = []
 
     def __call__(self, rec):
-        self.t.append((rec["step"], time.perf_counter()))
+        self.t.append((rec["step"], time.perf_counter(), time.process_time()))
 
 
 def run_downsize(args, mode: str) -> dict:
@@ -99,11 +99,13 @@ def run_downsize(args, mode: str) -> dict:
 
 
 def _summary(args, marks, n_s, teacher_flops_per_token) -> dict:
-    (s0, t0), (s1, t1) = marks[1], marks[-1]
+    """Wall-clock tokens/s, and tokens per CPU-second of the process (all its threads): the second is what
+    a busy machine changes least, the first is what a user waits for."""
+    (s0, t0, c0), (s1, t1, c1) = marks[1], marks[-1]
     tokens = (s1 - s0) * args.batch_size * args.seq_len
     tok_s = tokens / (t1 - t0)
-    return {"tok_s": tok_s, "peak_rss_mib": peak_rss_mb(), "sec_per_step": (t1 - t0) / (s1 - s0),
-            "flops": tok_s * (6 * n_s + teacher_flops_per_token)}
+    return {"tok_s": tok_s, "tok_per_cpu_s": tokens / max(c1 - c0, 1e-9), "peak_rss_mib": peak_rss_mb(),
+            "sec_per_step": (t1 - t0) / (s1 - s0), "flops": tok_s * (6 * n_s + teacher_flops_per_token)}
 
 
 def run_trl(args) -> dict:
@@ -125,7 +127,7 @@ def run_trl(args) -> dict:
 
     class Timer(TrainerCallback):
         def on_step_end(self, a, state, control, **kw):
-            marks.append((state.global_step, time.perf_counter()))
+            marks.append((state.global_step, time.perf_counter(), time.process_time()))
 
     with tempfile.TemporaryDirectory() as work:
         cfg = GKDConfig(output_dir=work, per_device_train_batch_size=args.batch_size, max_steps=args.steps,
@@ -154,6 +156,9 @@ def main():
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 where this CPU computes in it natively, else fp32 (the same for every trainer)")
     args = ap.parse_args()
+    from downsize.console import quiet_third_party
+
+    quiet_third_party()
     from downsize.hardware import resolve_precision
 
     chosen = resolve_precision(args.precision)
@@ -167,6 +172,7 @@ def main():
     from downsize.distill.teacher import cache_teacher
 
     windows = args.steps * args.batch_size
+    load_start = os.getloadavg()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -189,13 +195,16 @@ def main():
                 continue
             results[mode] = json.loads(line[0][7:])
     peak = matmul_rate(args.threads, _dtype(args.precision))
+    print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in load_start)} at the start, "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
     print(f"shapes: batch {args.batch_size} x seq {args.seq_len}, {args.steps} steps, {args.threads} threads, "
           f"{args.precision} ({chosen.reason}); student {STUDENT}")
     print(f"teacher cache: k={args.top_k}, {meta['bytes_per_token']} bytes/token "
           f"(dense bf16 logits: {meta['dense_bf16_bytes_per_token']}), written in {cache_s:.1f} s for {windows} windows")
     print(f"measured {args.precision} matmul rate (1024², {args.threads} threads): {peak / 1e9:.1f} GFLOP/s")
-    print("| trainer | tokens/s | s/step | peak RSS MiB | GFLOP/s | % of matmul peak | tokens/s vs TRL | RSS vs TRL |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| trainer | tokens/s | s/step | peak RSS MiB | GFLOP/s | % of matmul peak | tokens/s vs TRL | RSS vs TRL "
+          "| tokens/CPU-s | tokens/CPU-s vs TRL |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     trl = results.get("trl", {})
     for mode, r in results.items():
         if "error" in r:
@@ -203,8 +212,9 @@ def main():
             continue
         vs = f"{r['tok_s'] / trl['tok_s']:.2f}×" if "tok_s" in trl else "-"
         mem = f"{r['peak_rss_mib'] / trl['peak_rss_mib']:.2f}×" if "tok_s" in trl else "-"
+        cpu = f"{r['tok_per_cpu_s'] / trl['tok_per_cpu_s']:.2f}×" if "tok_s" in trl else "-"
         print(f"| {mode} | {r['tok_s']:,.0f} | {r['sec_per_step']:.3f} | {r['peak_rss_mib']:,.0f} | {r['flops'] / 1e9:.1f} | "
-              f"{100 * r['flops'] / peak:.0f}% | {vs} | {mem} |")
+              f"{100 * r['flops'] / peak:.0f}% | {vs} | {mem} | {r['tok_per_cpu_s']:,.0f} | {cpu} |")
     print("JSON " + json.dumps({"results": results, "matmul_flops": peak, "precision": args.precision,
                                 "cache": meta, "cache_s": cache_s}))
 
