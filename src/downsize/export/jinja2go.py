@@ -691,7 +691,8 @@ class Translator:
                 self.output(n, scope)
 
     def output(self, e, scope):
-        if isinstance(e, (nodes.Add, nodes.Concat)) and self._is_stringy(e, scope):
+        if isinstance(e, (nodes.Add, nodes.Concat)) and self._is_stringy(e, scope) \
+                and not (isinstance(e, nodes.Add) and self._is_markup(e)):  # Markup + str escapes: e_Add decides
             parts = [e.left, e.right] if isinstance(e, nodes.Add) else e.nodes
             for p in parts:
                 self.output(p, scope)
@@ -857,7 +858,7 @@ class Translator:
                     if isinstance(t, nodes.Name) and t.name not in names:
                         names.append(t.name)
         for name in names:
-            if name not in self.read_names or name in self.textvars:
+            if name not in self.read_names or name in self.textvars or self._branch_local_namespace(bodies, name):
                 continue
             cur = scope.get(name)
             if cur is not None and not cur.is_const and cur.go and cur.go.startswith("$") and re.fullmatch(r"\$\w+", cur.go):
@@ -873,6 +874,30 @@ class Translator:
                 kind = self._assigned_kind(bodies, name, scope) if cur.is_const and cur.const is None else cur.kind
                 scope.set(name, V(go=var, kind=kind, defined=cur.defined))
             self.predeclared.add(var)
+
+    def _branch_local_namespace(self, bodies, name) -> bool:
+        """``name`` is only ever assigned ``namespace(...)`` in these branches and never read outside them: it is a
+        compile-time namespace of the branch, nothing to declare before the ``if``."""
+        inside = {id(n) for b in bodies for st in b for n in (st, *st.find_all(nodes.Node))}
+        sets = [a for b in bodies for st in b for a in ([st] if isinstance(st, nodes.Assign) else [])
+                + list(st.find_all(nodes.Assign)) if isinstance(a.target, nodes.Name) and a.target.name == name]
+        if not sets or not all(isinstance(a.node, nodes.Call) and isinstance(a.node.node, nodes.Name)
+                               and a.node.node.name == "namespace" for a in sets):
+            return False
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return False
+        first = next((id(b[0]) for b in bodies if b), None)
+        for mac in root.find_all(nodes.Macro):  # a macro's names are its own: look no further than its body
+            if any(id(n) == first for n in mac.find_all(nodes.Node)):
+                root = mac
+                break
+        for n in root.find_all((nodes.Name, nodes.NSRef, nodes.AssignBlock)):
+            hit = (isinstance(n, nodes.Name) and n.name == name) or (isinstance(n, nodes.NSRef) and n.name == name) \
+                or (isinstance(n, nodes.AssignBlock) and isinstance(n.target, nodes.Name) and n.target.name == name)
+            if hit and id(n) not in inside:
+                return False
+        return True
 
     @staticmethod
     def _inside_for(root, node) -> bool:
@@ -917,6 +942,21 @@ class Translator:
             # bound in this branch only: Go cannot store output in a variable. Reads after the `if` would see the
             # predeclared value; the probe check catches a template where that matters.
             scope.vars[t.name] = v
+            return
+        if cur is not None and not cur.is_const and cur.go in self.predeclared and v.kind == "vlist":
+            # `set tools = tools | rejectattr(...)` in a branch, outside loops and macros: the variable keeps the
+            # whole sequence, and a flag (set here) makes the comprehension's filter apply only where the branch ran
+            nm, seq, cond, elem, dscope = v.extra
+            if self.loops or self.depth or cur.kind not in SEQ_KINDS or seq.is_const or self.go_of(seq) != cur.go \
+                    or not (isinstance(elem, nodes.Name) and elem.name == nm):
+                raise Untranslatable("a filtered list assigned in a branch")
+            flag = self.fresh("filtered")
+            self.top_decls.append(f"{{{{ {flag} := false }}}}")
+            self.emit(f"{{{{ {flag} = true }}}}")
+            fscope = _Scope(dscope)
+            fscope.vars[flag[1:]] = V(go=flag, kind="bool")
+            cond = nodes.Or(nodes.Not(nodes.Name(flag[1:], "load")), cond)
+            scope.set(t.name, V(go=None, kind="vlist", extra=(nm, V(go=cur.go, kind=cur.kind), cond, elem, fscope)))
             return
         if cur is not None and not cur.is_const and cur.go in self.predeclared:
             if v.is_const and v.const == [] and cur.kind in SEQ_KINDS:  # `set tools = []`: an empty slice, same type
@@ -1153,6 +1193,8 @@ class Translator:
                 bound[a.name] = self.expr(defaults[a.name], scope)
             else:
                 bound[a.name] = C(UNDEF)
+        for k in self._passed_through_only(m):
+            bound[k] = C(UNDEF)  # never read, only handed on to its own calls: its value cannot change the output
         dyn = [k for k, v in bound.items() if not v.is_const]
         if len(dyn) != 1 or bound[dyn[0]].kind in ("out", "ns") or _holds_v(bound[dyn[0]].const):
             raise Untranslatable(f"recursive macro {m.name}()")
@@ -1184,6 +1226,29 @@ class Translator:
                 raise Untranslatable(f"recursive macro {m.name}() that reads more than its argument")
             self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ $marg := . }}}}{body}{{{{ end }}}}'
         self.emit(f'{{{{ template "{name}" {self.go_of(dv)} }}}}')
+
+    @staticmethod
+    def _passed_through_only(m: nodes.Macro) -> list[str]:
+        """Parameters of the recursive macro ``m`` that its body never reads: each use of the name is the same
+        parameter's own slot of a call to ``m`` itself (``f(x.items, required)`` for ``f(spec, required)``), and it
+        is never assigned. Such a parameter cannot change what ``m`` writes, whatever value it is given."""
+        names = [a.name for a in m.args]
+        body = [n for st in m.body for n in (st, *st.find_all(nodes.Node))]
+        out = []
+        for pos, name in enumerate(names):
+            if any(isinstance(n, nodes.Name) and n.name == name and n.ctx != "load" for n in body):
+                continue
+            uses = [n for n in body if isinstance(n, nodes.Name) and n.name == name]
+            slots = set()
+            for c in (n for n in body if isinstance(n, nodes.Call)):
+                if isinstance(c.node, nodes.Name) and c.node.name == m.name:
+                    if len(c.args) > pos and isinstance(c.args[pos], nodes.Name) and c.args[pos].name == name:
+                        slots.add(id(c.args[pos]))
+                    slots |= {id(k.value) for k in c.kwargs if k.key == name and isinstance(k.value, nodes.Name)
+                              and k.value.name == name}
+            if all(id(n) in slots for n in uses):
+                out.append(name)
+        return out
 
     @staticmethod
     def _global(scope):
@@ -2238,7 +2303,25 @@ class Translator:
         return V(go=go, kind="bool")
 
     def e_Add(self, e, scope):
+        if self._is_markup(e.left) or self._is_markup(e.right):
+            # Markup + str HTML-escapes the str (markupsafe): folded when both sides are constants, else refused
+            a, b = self.expr(e.left, scope), self.expr(e.right, scope)
+            if not (a.is_const and b.is_const and isinstance(a.const, str) and isinstance(b.const, str)):
+                raise Untranslatable("`+` of |safe text and a request value (Markup HTML-escapes the other side)")
+            from markupsafe import Markup, escape
+            x = Markup(a.const) if self._is_markup(e.left) else escape(a.const)
+            y = Markup(b.const) if self._is_markup(e.right) else escape(b.const)
+            return V(const=str(x + y), kind="str", extra="markup")
         return self.arith(e, scope, lambda x, y: x + y, "+")
+
+    @classmethod
+    def _is_markup(cls, e) -> bool:
+        """Whether the Jinja expression ``e`` evaluates to markupsafe's Markup (``'x' | safe``, and ``+`` with it)."""
+        if isinstance(e, nodes.Filter) and e.name == "safe":
+            return True
+        if isinstance(e, nodes.Add):
+            return cls._is_markup(e.left) or cls._is_markup(e.right)
+        return isinstance(e, nodes.MarkSafe)
 
     def e_Sub(self, e, scope):
         return self.arith(e, scope, lambda x, y: x - y, "-")
@@ -2334,6 +2417,15 @@ class Translator:
             base = V(go=f"index {self.go_of(v)} 0", kind="str") if v.kind == "ptype" else v
             return V(go=None, kind="folded", extra=(base, name))
         if name in ("length", "count"):
+            if v.kind == "selected":  # how many elements selectattr keeps: counted as a string of x
+                seq, attr, val = v.extra
+                f = FIELDS[ELEM[seq.kind]].get(attr)
+                if f is None or not isinstance(val, (str, int)) or isinstance(val, bool) or f[1] not in ("str", "int"):
+                    raise Untranslatable(f"length of selectattr on {attr!r}")
+                var = self.fresh("nsel")
+                self.emit(f'{{{{ {var} := "" }}}}{{{{ range $m := {self.go_of(seq)} }}}}{{{{ if eq $m.{f[0]} '
+                          f'{_go_lit(val)} }}}}{{{{ {var} = print {var} "x" }}}}{{{{ end }}}}{{{{ end }}}}')
+                return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
                 return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
@@ -2349,8 +2441,17 @@ class Translator:
                 self.emit(f"{{{{ {var} := {self.go_of(d)} }}}}{{{{ if {v.defined} }}}}{{{{ {var} = {self.go_of(v)} }}}}{{{{ end }}}}")
                 return V(go=var, kind=v.kind)
             return v
-        if name == "list" and v.kind in SEQ_KINDS | {"selected"}:
+        if name == "list" and v.kind in SEQ_KINDS | {"selected", "vlist"}:
             return v
+        if name == "rejectattr" and v.kind in SEQ_KINDS and len(args) == 3 and all(a.is_const for a in args) \
+                and args[1].const in ("equalto", "eq", "==") and ELEM[v.kind] in FIELDS \
+                and isinstance(args[0].const, str) and isinstance(args[2].const, (str, int)) \
+                and FIELDS[ELEM[v.kind]].get(args[0].const, (None, None))[1] in ("str", "int"):
+            # the elements whose attribute differs: a comprehension (vlist), re-ranged where it is read
+            nm = self.fresh("rej")[1:]
+            cond = nodes.Compare(nodes.Getattr(nodes.Name(nm, "load"), args[0].const, "load"),
+                                 [nodes.Operand("ne", nodes.Const(args[2].const))])
+            return V(go=None, kind="vlist", extra=(nm, v, cond, nodes.Name(nm, "load"), scope))
         if name == "selectattr" and v.kind in SEQ_KINDS and len(args) == 3 and all(a.is_const for a in args) \
                 and args[1].const in ("equalto", "eq", "==") and ELEM[v.kind] in FIELDS:
             return V(go=v.go, kind="selected", extra=(v, args[0].const, args[2].const))
