@@ -84,7 +84,7 @@ def run_downsize(args, mode: str) -> dict:
     n_t, n_s = linear_params(teacher), linear_params(student)
     cfg = DistillConfig(train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=2,
                                           progress=False, log_every=1, mixed_precision=args.precision),
-                        loss=LossSpec("fkl"), seq_len=args.seq_len)
+                        loss=LossSpec("fkl", chunk_size=args.chunk_size), seq_len=args.seq_len)
     if mode == "offline":
         del teacher
         data = TopKCacheDataset(args.cache, seed=0)
@@ -153,6 +153,7 @@ def main():
     ap.add_argument("--mode", choices=["online", "offline", "trl"])
     ap.add_argument("--cache")
     ap.add_argument("--windows", type=int)
+    ap.add_argument("--chunk-size", type=int, default=256, help="downsize's loss chunk (rows per LM-head chunk)")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 where this CPU computes in it natively, else fp32 (the same for every trainer)")
     args = ap.parse_args()
@@ -185,7 +186,7 @@ def main():
                                  ("trl+malloc", "trl", MALLOC_ENV)):
             cmd = [sys.executable, __file__, "--mode", mode, "--teacher", args.teacher, "--data", args.data,
                    "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-                   "--threads", str(args.threads), "--precision", args.precision, "--cache", str(Path(tmp) / "cache"), "--windows", str(windows)]
+                   "--threads", str(args.threads), "--precision", args.precision, "--chunk-size", str(args.chunk_size), "--cache", str(Path(tmp) / "cache"), "--windows", str(windows)]
             r = subprocess.run(cmd, capture_output=True, text=True,
                                env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **env})
             mode = label
