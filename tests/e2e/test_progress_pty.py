@@ -137,6 +137,7 @@ def test_recipe_in_a_terminal_shows_progress_for_every_stage(recipe, tmp_path):
     assert "4 models:" in spans["eval"]["summary"] or "models:" in spans["eval"]["summary"]
 
 
+@pytest.mark.slow  # over 10 s; the default suite must stay under 10 minutes
 def test_no_bars_when_the_output_is_not_a_terminal(recipe, tmp_path):
     """Pipes (CI logs, pytest's capture): the stage lines and summaries, no bar and no carriage return."""
     raw = yaml.safe_load(recipe.read_text())

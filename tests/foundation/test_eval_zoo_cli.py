@@ -90,6 +90,7 @@ def test_cli_eval_on_a_text_file(tiny_model_dir, tmp_path):
     assert res["tokens"] > 50 and res["perplexity"] > 1
 
 
+@pytest.mark.slow  # over 15 s; eval with speed also runs in tests/e2e/test_report_render.py
 def test_cli_eval_gguf_against_its_hf_teacher_with_speed(tiny_model_dir, tmp_path):
     """The F32 GGUF runs in llama.cpp: same perplexity as the HF model it came from, KL ~ 0, top-1 ~ 100 %,
     and --speed reports tokens/s and peak RSS of both from fresh processes."""

@@ -233,6 +233,7 @@ def test_bad_data_fails_before_any_model_loads(hf_home, tiny_model_dir, monkeypa
         dtrain.distill(str(tiny_model_dir), str(tiny_model_dir), "Org/missing", DistillConfig(), hf_home / "out")
 
 
+@pytest.mark.slow  # over 10 s; resolution through the cache is tested without the CLI above
 def test_cli_eval_through_the_cache(hf_home, tiny_model_dir, tmp_path):
     """`downsize eval Org/Name --data Org/data` end to end in a fresh process, offline; same numbers as the local files."""
     from downsize.eval.run import evaluate
