@@ -82,7 +82,10 @@ def prune(model, tokenizer, cfg: PruneConfig, calib_data_ref="zoo:stdlib"):
         **detail,
     }
     model.prune_report = report
-    log.info("pruned with %s: %s -> %s parameters in %.1f s", cfg.method, params_before, params_after, wall)
+    from downsize.console import fmt_duration, fmt_params
+
+    log.info("pruned with %s: %s -> %s parameters in %s", cfg.method, fmt_params(params_before), fmt_params(params_after),
+             fmt_duration(wall))
     return model
 
 
