@@ -60,6 +60,11 @@ CASES = {
     "head_slices": "{% set calls = messages[-1].tool_calls if messages[-1].tool_calls else [] %}"
                    "{% for m in messages[:-1] %}{{ m.role }},{% endfor %}|{% for m in messages[:2] %}{{ m.content }}"
                    "{% endfor %}|{% for c in calls %}{{ c.function.name }}{% endfor %}{{ calls | length }}",
+    # seq[k] by an int variable that may still hold -1 (DeepSeek-V3.2's `messages[assistant_idx.value]`): Python's
+    # last element, where Go's index would fail
+    "index_by_negative_var": "{% set ns = namespace(k=-1) %}{% for m in messages %}{% if m.role == 'assistant' %}"
+                             "{% set ns.k = loop.index0 %}{% endif %}{% endfor %}[{{ messages[ns.k].role }}:"
+                             "{{ messages[ns.k].content }}]",
     # a recursive macro's parameter that is only handed on to its own calls (gpt-oss / Gemma 4 `required`): dropped
     "passed_through_param": "{% macro r(v, req) %}{% if v is mapping %}{% for k, w in v.items() %}[{{ k }}="
                             "{{ r(w, req) }}]{% endfor %}{% else %}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"

@@ -481,11 +481,18 @@ class Translator:
         self.top_decls: list[str] = []  # declarations written at the top of the template
         self.cur_dot: str | None = "$"  # what `.` is where Go is being emitted
         self.print_truth: dict[str, str | None] = {}  # printed Go pipeline -> truth of what it prints
+        self.index_vars: set[str] = set()  # Go variables a range sets to its index: never negative
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
         self.n += 1
         return f"${re.sub(r'[^A-Za-z0-9]', '', base) or 'v'}{self.n}"
+
+    def index_var(self, base: str) -> str:
+        """A fresh Go variable that a range sets to its index (never negative)."""
+        v = self.fresh(base)
+        self.index_vars.add(v)
+        return v
 
     def emit(self, s: str):
         self.out.append(s)
@@ -1287,7 +1294,7 @@ class Translator:
     def range_vlist(self, v: V, inner_fn):
         """Range a vlist: ``inner_fn(element V, scope)`` emits the body for each element the filter keeps."""
         name, seq, cond, elem, dscope = v.extra
-        i, x = self.fresh("i"), self.fresh(name)
+        i, x = self.index_var("i"), self.fresh(name)
         inner = _Scope(dscope, dot=x)
         inner.vars[name] = V(go=x, kind=ELEM[seq.kind])
         self.emit(f"{{{{ range {i}, {x} := {self.go_of(seq)} }}}}")
@@ -1449,7 +1456,7 @@ class Translator:
             raise Untranslatable("filtered for loop that uses loop.*")
         if not isinstance(s.target, nodes.Name):
             raise Untranslatable("for loop with a tuple target over a list")
-        i, x = self.fresh("i"), self.fresh(s.target.name)
+        i, x = self.index_var("i"), self.fresh(s.target.name)
         inner = _Scope(scope, dot=x)
         inner.vars[s.target.name] = V(go=x, kind=ELEM[seq.kind])
         lp = _Loop(seq, idx=i, elem=x, seq_go=seq.go)
@@ -1510,7 +1517,7 @@ class Translator:
             seq = self.expr(lenarg.node, scope)
             if seq.is_const or seq.kind not in SEQ_KINDS or not (start.kind == "int" and (start.is_const or start.go)):
                 raise Untranslatable("the call range()")
-            g, j, x = self.go_of(seq), self.fresh("j"), self.fresh("elem")
+            g, j, x = self.go_of(seq), self.index_var("j"), self.fresh("elem")
             self.emit(f"{{{{ range {j}, {x} := slice {g} {self.go_of(start)} }}}}")
             inner = _Scope(scope)
             inner.vars[s.target.name] = V(go=None, kind="seqidx", extra=(g, x))
@@ -1530,7 +1537,7 @@ class Translator:
         seq = self.expr(lenarg.node, scope)
         if seq.is_const or seq.kind not in SEQ_KINDS:
             raise Untranslatable("the call range()")
-        g, i = self.go_of(seq), self.fresh("i")
+        g, i = self.go_of(seq), self.index_var("i")
         self.emit(f"{{{{ range {i}, $_ := {g} }}}}")
         inner = _Scope(scope)
         inner.vars[s.target.name] = V(go=f"len (slice (slice {g} {i}) 1)", kind="int") if back else \
@@ -1543,7 +1550,7 @@ class Translator:
         """`for x in seq[::-1]`: Go ranges forward; element k is index SEQ (len (slice (slice SEQ $k) 1))."""
         if seq.kind not in SEQ_KINDS or not isinstance(s.target, nodes.Name) or s.test is not None or s.else_:
             raise Untranslatable("a reversed loop over something other than a list")
-        i, x = self.fresh("i"), self.fresh(s.target.name)
+        i, x = self.index_var("i"), self.fresh(s.target.name)
         g = self.go_of(seq)
         self.emit(f"{{{{ range {i}, $_ := {g} }}}}{{{{ {x} := index {g} (len (slice (slice {g} {i}) 1)) }}}}")
         inner = _Scope(scope, dot="")
@@ -1917,7 +1924,15 @@ class Translator:
                 raise Untranslatable("an index from range() used on another sequence")
             return V(go=key.extra[1], kind=ELEM[obj.kind])
         if obj.kind in SEQ_KINDS and not key.is_const and key.kind == "int" and key.go:
-            return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=ELEM[obj.kind])  # an index from range()
+            g, k = self.go_of(obj), self.go_of(key)
+            if re.fullmatch(r"\$\w+", k) and k not in self.index_vars:
+                # an int variable (`set ns.k = loop.index0` after `namespace(k=-1)`) may be negative: Python's
+                # seq[-1] is the last element, where Go's index fails. Other negatives (< -1) still fail in Go
+                # (Python's IndexError below -len; an error, never other text)
+                ix = self.fresh("ix")
+                self.emit(f"{{{{ {ix} := {k} }}}}{{{{ if eq {k} -1 }}}}{{{{ {ix} = len (slice {g} 1) }}}}{{{{ end }}}}")
+                return V(go=f"index {g} {ix}", kind=ELEM[obj.kind])
+            return V(go=f"index {g} {k}", kind=ELEM[obj.kind])  # an index from range()
         if obj.kind in SEQ_KINDS and key.is_const and isinstance(key.const, int):
             k = key.const
             if k >= 0:
