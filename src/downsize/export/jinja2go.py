@@ -28,7 +28,9 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
   re-ranged where it is read, ``seq[i + 1:]`` is a slice of a slice, ``range(seq | length)`` ranges seq.
 - Substring tests and ``replace()`` on request text range over the string's byte offsets (``range $j := len $s``),
   which text/template allows from Go 1.24 on: only with ``translate(..., range_int=True)``, noted
-  (:data:`RANGE_INT_NOTE`) because an Ollama built with an older Go cannot parse the TEMPLATE.
+  (:data:`RANGE_INT_NOTE`) because an Ollama built with an older Go cannot parse the TEMPLATE. So are differences
+  of ints that no slice length writes (``outer_index - assistant_idx.value``): two strings of ``x``, ``len P - len
+  N``, compared by their lengths (:meth:`Translator.unary`; a negative variable adds its decimal digits to ``N``).
 - A macro that calls itself on one request value (``to_xml(v)`` on tool-call arguments) is a Go ``define`` that calls
   itself (:meth:`Translator.define_macro`); printed only, since Go cannot capture a template's output.
 
@@ -452,7 +454,8 @@ class _Loop:
         self.prelude_slot: int | None = None
 
 
-RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text): it needs an Ollama "
+RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text, differences of "
+                  "ints): it needs an Ollama "
                   "built with Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it "
                   "and should get no TEMPLATE (delete it: Ollama then renders the GGUF's own chat template)")
 
@@ -482,6 +485,7 @@ class Translator:
         self.cur_dot: str | None = "$"  # what `.` is where Go is being emitted
         self.print_truth: dict[str, str | None] = {}  # printed Go pipeline -> truth of what it prints
         self.index_vars: set[str] = set()  # Go variables a range sets to its index: never negative
+        self.unary_of: dict[str, str] = {}  # `len $P` -> $P, a string of x holding an int (unary)
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -549,6 +553,10 @@ class Translator:
     # ---- entry ---------------------------------------------------------------------------------------------
     def run(self, ast: nodes.Template) -> GoTemplate:
         self._collect_reads(ast)
+        self.assign_counts: dict[str, int] = {}  # name -> how many `set name = ...` the template holds
+        for a in ast.find_all(nodes.Assign):
+            if isinstance(a.target, nodes.Name):
+                self.assign_counts[a.target.name] = self.assign_counts.get(a.target.name, 0) + 1
         self.textvars = self._find_textvars(ast)
         self.counters_keys = self._find_counters(ast) - self.textvars
         self.counters: dict[str, str] = {}  # "ns.attr" -> the Go string variable counting it
@@ -965,6 +973,24 @@ class Translator:
             cond = nodes.Or(nodes.Not(nodes.Name(flag[1:], "load")), cond)
             scope.set(t.name, V(go=None, kind="vlist", extra=(nm, V(go=cur.go, kind=cur.kind), cond, elem, fscope)))
             return
+        once = self.assign_counts.get(t.name, 0) == 1
+        if cur is not None and not cur.is_const and cur.go in self.predeclared and once and v.go is None \
+                and v.kind == "int" and isinstance(v.extra, Aff) and self.range_int:
+            try:
+                v.extra.go()
+            except Untranslatable:
+                # `set call_order = outer_index - assistant_idx.value` (DeepSeek-V3.2): Go has no subtraction; the
+                # value is kept as two strings of x (len P - len N), declared at the top, set here (the only
+                # assignment of the name), read back by comparisons (compare) and nothing else
+                p, n = self.fresh("pos"), self.fresh("neg")
+                self.top_decls.append(f"{{{{ {p} := \"\" }}}}{{{{ {n} := \"\" }}}}")
+                self.emit(self.unary(v.extra, p, n, declare=False))
+                if cur.defined and cur.defined.startswith("$"):
+                    self.emit(f"{{{{ {cur.defined} = true }}}}")
+                f = Aff(((f"len {p}", 1), (f"len {n}", -1)))
+                self.unary_of[f"len {p}"], self.unary_of[f"len {n}"] = p, n
+                scope.set(t.name, V(go=None, kind="int", extra=f, defined=cur.defined))
+                return
         if cur is not None and not cur.is_const and cur.go in self.predeclared:
             if v.is_const and v.const == [] and cur.kind in SEQ_KINDS:  # `set tools = []`: an empty slice, same type
                 v = V(go=f"slice {cur.go} 0 0", kind=cur.kind)
@@ -972,12 +998,28 @@ class Translator:
             if cur.defined and cur.defined.startswith("$"):
                 self.emit(f"{{{{ {cur.defined} = true }}}}")
             kind = cur.kind if cur.kind == v.kind or (v.is_const and v.const is None) else "any"
+            if cur.kind == "any" and once and (v.kind in self.STRUCTS or v.kind == "int") and cur.defined \
+                    and cur.defined.startswith("$"):
+                # a name whose kind the predeclaration could not learn (its value reads a namespace made in the
+                # same branch: `set assistant_msg = messages[assistant_idx.value]`) and that is assigned only here:
+                # it holds this kind wherever it is set (read before, Go's field access on "" or a comparison of ""
+                # with an int fails: an error, never other text)
+                kind = v.kind
             scope.set(t.name, V(go=cur.go, kind=kind, defined=cur.defined))
             return
         if v.is_const or v.kind == "folded" or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go)
                                                  and not self._is_var(v.go)):
             scope.vars[t.name] = v  # constants and field paths are inlined where used
             return
+        if v.go is None and v.kind == "int" and isinstance(v.extra, Aff) and self.range_int:
+            try:
+                v.extra.go()
+            except Untranslatable:  # a difference Go cannot write: two strings of x, declared here (unary)
+                p, n = self.fresh("pos"), self.fresh("neg")
+                self.emit(self.unary(v.extra, p, n, declare=True))
+                self.unary_of[f"len {p}"], self.unary_of[f"len {n}"] = p, n
+                scope.vars[t.name] = V(go=None, kind="int", extra=Aff(((f"len {p}", 1), (f"len {n}", -1))))
+                return
         var = self.fresh(t.name)
         self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
         scope.vars[t.name] = V(go=var, kind=v.kind, extra=v.extra)
@@ -2111,14 +2153,20 @@ class Translator:
                 raise Untranslatable("comparing a message with a selected one outside its loop")
             return V(go=f"{op} {lp.idx} {ref.go}", kind="bool")
         gop = {"eq": "eq", "ne": "ne", "lt": "lt", "gt": "gt", "lteq": "le", "gteq": "ge"}[op]
-        if a.kind == "int" and b.kind == "int" and _aff(a) is not None and _aff(b) is not None:
-            d = _aff(a).add(_aff(b), -1)  # compare the difference with 0 when one side is a plain atom
+        fa, fb = (_aff(v) or (Aff.atom(v.go) if v.kind == "int" and v.go else None) for v in (a, b))
+        if a.kind == "int" and b.kind == "int" and fa is not None and fb is not None:
+            d = fa.add(fb, -1)  # compare the difference with 0 when one side is a plain atom
             try:
                 return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
             except Untranslatable:
                 if len(d.terms) == 1 and d.terms[0][1] == 1:
                     return V(go=f"{gop} {d.terms[0][0]} {-d.const}", kind="bool")
-                raise
+                if not self.range_int:
+                    raise
+                # a - b compared with 0, a and b as strings of x (Go >= 1.24 ranges over an int)
+                p, n = self.fresh("pos"), self.fresh("neg")
+                self.emit(self.unary(d, p, n, declare=True))
+                return V(go=f"{gop} (len {p}) (len {n})", kind="bool")
         for v in (a, b):
             if v.is_const and (v.const is None or v.const is UNDEF):
                 # x == none: Ollama's fields are never none; an empty value is the closest
@@ -2186,6 +2234,40 @@ class Translator:
         if hay.kind in MAPS and needle.is_const:
             raise Untranslatable("key test on a request mapping")
         raise Untranslatable(f"`in` on a {hay.kind}")
+
+    # ---- integers as strings of x (Go >= 1.24: range over an integer) ----------------------------------------
+    def unary(self, f: Aff, p: str, n: str, declare: bool) -> str:
+        """Go that sets the strings ``p`` and ``n`` so that ``len p - len n`` is the linear form ``f`` (Go's
+        text/template has no + or -). A range index or a length adds one x per unit; any other int variable
+        (it may be negative: `namespace(value=-1)`) adds ``range $v`` x's when >= 0, else the digits of
+        ``printf "%d"`` read as a decimal, to the other side."""
+        self._need_range_int("integer arithmetic")
+        if any(abs(c) > 8 for _, c in f.terms) or abs(f.const) > self.MAX_COUNT:
+            raise Untranslatable("arithmetic on request values with a large coefficient")
+        op = ":=" if declare else "="
+        go = [f"{{{{ {p} {op} \"\" }}}}{{{{ {n} {op} \"\" }}}}"]
+        digits = "".join(f"{{{{ {'if' if d == 1 else 'else if'} eq $c \"{d}\" }}}}{{{{ $u = print $u \"{'x' * d}\" }}}}"
+                         for d in range(1, 10)) + "{{ end }}"
+        for atom, c in f.terms:
+            plus, minus = (p, n) if c > 0 else (n, p)
+            for _ in range(abs(c)):
+                if atom in self.unary_of:
+                    go.append(f"{{{{ {plus} = print {plus} {self.unary_of[atom]} }}}}")
+                    continue
+                up = f"{{{{ range {_paren(atom)} }}}}{{{{ {plus} = print {plus} \"x\" }}}}{{{{ end }}}}"
+                if atom in self.index_vars or atom.startswith("len "):
+                    go.append(up)
+                    continue
+                if not re.fullmatch(r"\$\w+", atom):
+                    raise Untranslatable("arithmetic on request values that Go cannot express")
+                go.append(f"{{{{ if ge {atom} 0 }}}}{up}{{{{ else }}}}{{{{ $d := slice (printf \"%d\" {atom}) 1 }}}}"
+                          f"{{{{ $u := \"\" }}}}{{{{ range $k := len $d }}}}{{{{ $u = print $u $u $u $u $u $u $u $u $u $u }}}}"
+                          f"{{{{ $c := printf \"%.1s\" (slice $d $k) }}}}{digits}{{{{ end }}}}"
+                          f"{{{{ {minus} = print {minus} $u }}}}{{{{ end }}}}")
+        if f.const:
+            side = p if f.const > 0 else n
+            go.append(f"{{{{ {side} = print {side} \"{'x' * abs(f.const)}\" }}}}")
+        return "".join(go)
 
     # ---- request text scanned byte by byte (Go >= 1.24: range over an integer) ------------------------------
     def _need_range_int(self, what: str):
