@@ -101,6 +101,9 @@ RANGE_INT_CASES = {
 # Differences of int variables (DeepSeek-V3.2's `call_order = outer_index - assistant_idx.value`): Go has no - or +;
 # kept as strings of x (Go >= 1.24 ranges over an int), a negative variable read by its decimal digits (-1, -12).
 ARITH_CASES = {
+    # Python's len counts code points, Go's bytes: SCAN_PROBES hold é and ü
+    "length_of_text": "{% for m in messages %}{{ m.content | length }}{% if m.content | length > 3 %}+{% endif %}"
+                      ":{{ m.content }}\n{% endfor %}",
     "difference_of_indices": "{% for m in messages %}{% if m.role == 'tool' %}{% set i = loop.index0 %}"
                              "{% set a = namespace(v=-1) %}{% for p in messages %}{% if p.role == 'assistant' and "
                              "loop.index0 < i %}{% set a.v = loop.index0 %}{% endif %}{% endfor %}"
@@ -288,3 +291,16 @@ def test_difference_needs_range_over_int():
         translate(src, "", EOS)
     g = translate(src, "", EOS, range_int=True)
     assert any("Go >= 1.24" in n for n in g.notes)
+
+
+def test_length_of_text_compared_with_zero_needs_no_range():
+    # `content | trim | length > 0` (Qwen3-Coder, Seed-OSS, Nemotron 3): emptiness is the same in bytes and in code
+    # points, so Go's len stays and no Go >= 1.24 is needed; a count compared with 3 or printed is counted in code
+    # points (Go >= 1.24) and refused without it
+    g = translate("{% for m in messages %}{% if m.content | length > 0 %}[{{ m.content }}]{% endif %}"
+                  "{% if 0 == m.content | length %}-{% endif %}{% endfor %}", "", EOS)
+    assert "len .Content" in g.go and "range $j" not in g.go and not g.notes
+    for src in ("{% for m in messages %}{{ m.content | length }}{% endfor %}",
+                "{% for m in messages %}{% if m.content | length > 3 %}+{% endif %}{% endfor %}"):
+        with pytest.raises(Untranslatable, match="length of a string"):
+            translate(src, "", EOS)

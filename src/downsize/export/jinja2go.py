@@ -414,6 +414,14 @@ def _aff(v) -> Aff | None:
     return None
 
 
+@dataclass(frozen=True)
+class _StrLen:
+    """`s | length` of request text: Go's len counts bytes, Python code points. Compared with 0 (`> 0`, `== 0`,
+    `>= 1`) the two agree and Go's len is used; anywhere else the code points are counted (Translator.char_count)."""
+
+    go: str
+
+
 class _Scope:
     def __init__(self, parent: _Scope | None = None, dot: str | None = None, branch: bool = False):
         self.vars: dict[str, V] = {}
@@ -744,8 +752,9 @@ class Translator:
                 raise Untranslatable("printing a list or dict constant")
             self.emit(_text(_py_str(v.const)))
         elif v.kind in ("str", "int"):
-            self.emit(f"{{{{ {v.go} }}}}")
-            self._printed(v.go, v.go if v.kind == "str" else "true")
+            go = v.go if v.go is not None else self.go_of(v)  # a length or difference without a Go expression yet
+            self.emit(f"{{{{ {go} }}}}")
+            self._printed(go, go if v.kind == "str" else "true")
         elif v.kind == "bool":
             self.emit(f"{{{{ if {v.go} }}}}True{{{{ else }}}}False{{{{ end }}}}")
         elif v.kind == "ptype":
@@ -1714,6 +1723,10 @@ class Translator:
             return "true" if self._truthy_const(v.const) else "false"
         if v.kind == "vlist":
             return self.vlist_truth(v)
+        if v.go is None and isinstance(v.extra, _StrLen):
+            return f"len {_paren(v.extra.go)}"  # non-empty text: as many bytes as code points are non-zero
+        if v.go is None and v.kind == "int":
+            return self.go_of(v)
         return v.go
 
     def materialize(self, v: V) -> V:
@@ -1754,7 +1767,19 @@ class Translator:
         self.emit("".join(parts))
         return V(go=var, kind="str")
 
+    def char_count(self, x: str) -> V:
+        """The length of the Go string ``x`` in code points (Python's len): one x per byte that does not continue a
+        UTF-8 sequence (0x80-0xBF; Go's JSON decoding leaves valid UTF-8), ranging over the offsets (Go >= 1.24)."""
+        self._need_range_int("the length of a string")
+        h, var = self.fresh("str"), self.fresh("nchars")
+        self.emit(f'{{{{ {h} := {x} }}}}{{{{ {var} := "" }}}}{{{{ range $j := len {h} }}}}'
+                  f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ {var} = print {var} "x" }}}}'
+                  f'{{{{ end }}}}{{{{ end }}}}')
+        return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
+
     def go_of(self, v: V) -> str:
+        if v.go is None and isinstance(v.extra, _StrLen):
+            return self.go_of(self.char_count(v.extra.go))
         if v.kind == "out":
             return self.materialize(v).go
         if v.kind == "vlist":  # only its truth has a Go value (and / or / if); printing or comparing it is refused
@@ -2153,6 +2178,17 @@ class Translator:
                 raise Untranslatable("comparing a message with a selected one outside its loop")
             return V(go=f"{op} {lp.idx} {ref.go}", kind="bool")
         gop = {"eq": "eq", "ne": "ne", "lt": "lt", "gt": "gt", "lteq": "le", "gteq": "ge"}[op]
+        for x, y, flip in ((a, b, False), (b, a, True)):
+            if isinstance(x.extra, _StrLen) and x.go is None:
+                if y.is_const and type(y.const) is int and (y.const, op if not flip else
+                                                            {"lt": "gt", "gt": "lt", "lteq": "gteq", "gteq": "lteq"}.get(op, op)) \
+                        in ((0, "eq"), (0, "ne"), (0, "gt"), (0, "lteq"), (1, "gteq"), (1, "lt")):
+                    # whether the text is empty: as many bytes as code points are zero
+                    return V(go=f"{gop} (len {_paren(x.extra.go)}) {y.const}" if not flip else
+                             f"{gop} {y.const} (len {_paren(x.extra.go)})", kind="bool")
+                x2 = self.char_count(x.extra.go)
+                a, b = (y, x2) if flip else (x2, y)
+                break
         fa, fb = (_aff(v) or (Aff.atom(v.go) if v.kind == "int" and v.go else None) for v in (a, b))
         if a.kind == "int" and b.kind == "int" and fa is not None and fb is not None:
             d = fa.add(fb, -1)  # compare the difference with 0 when one side is a plain atom
@@ -2437,6 +2473,7 @@ class Translator:
 
     def arith(self, e, scope, fn, sym):
         a, b = self.expr(e.left, scope), self.expr(e.right, scope)
+        a, b = (self.char_count(v.extra.go) if v.go is None and isinstance(v.extra, _StrLen) else v for v in (a, b))
         if a.is_const and b.is_const:
             try:
                 return C(fn(a.const, b.const))
@@ -2526,7 +2563,9 @@ class Translator:
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
                 return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
-            if v.kind in set(MAPS) | {"str", "any"}:  # any: a JSON string, list or object (Go's len takes each)
+            if v.kind == "str":  # bytes in Go, code points in Python: counted where the count matters (compare)
+                return V(go=None, kind="int", extra=_StrLen(self.go_of(v)))
+            if v.kind in set(MAPS) | {"any"}:  # any: a JSON string, list or object (Go's len takes each)
                 return V(go=f"len {self.go_of(v)}", kind="int")
             raise Untranslatable(f"length of a {v.kind}")
         if name == "default":
