@@ -104,6 +104,9 @@ ARITH_CASES = {
     # Python's len counts code points, Go's bytes: SCAN_PROBES hold é and ü
     "length_of_text": "{% for m in messages %}{{ m.content | length }}{% if m.content | length > 3 %}+{% endif %}"
                       ":{{ m.content }}\n{% endfor %}",
+    # str.strip() / trim / lstrip / rstrip exactly (Python's whitespace, Unicode included): STRIP_PROBES
+    "strip": "{% for m in messages %}[{{ m.content | trim }}|{{ m.content.strip() }}|{{ m.content.lstrip() }}|"
+             "{{ m.content.rstrip() }}]{% if m.content | trim %}T{% endif %}\n{% endfor %}",
     "difference_of_indices": "{% for m in messages %}{% if m.role == 'tool' %}{% set i = loop.index0 %}"
                              "{% set a = namespace(v=-1) %}{% for p in messages %}{% if p.role == 'assistant' and "
                              "loop.index0 < i %}{% set a.v = loop.index0 %}{% endif %}{% endfor %}"
@@ -119,6 +122,7 @@ for _k, _v in ARITH_CASES.items():
 # Request text that tests the byte scan: overlapping and adjacent matches, a match at either end, a prefix of the
 # needle at the end, multi-byte UTF-8 and an empty message.
 SCAN_PROBES = tuple(gocheck.Probe(f"scan{k}", [{"role": "user", "content": c}]) for k, c in enumerate([
+    " \t\n", "\u00a0é x\u3000", "\u2009a b\r\n\x1c", "\u200bz\u200b", "x", "  lead", "trail\x85",
     "/think about it", "please /no_think", "aaaa aaa /thin /thin/think", "é/no_thinkéü aa", "", "/", "What len? aa/think"]))
 
 
@@ -304,3 +308,21 @@ def test_length_of_text_compared_with_zero_needs_no_range():
                 "{% for m in messages %}{% if m.content | length > 3 %}+{% endif %}{% endfor %}"):
         with pytest.raises(Untranslatable, match="length of a string"):
             translate(src, "", EOS)
+
+
+@pytest.mark.parametrize("name", ["meta-llama-Llama-3.1-8B-Instruct", "ByteDance-Seed-OSS", "MiniMax-M1"])
+def test_real_templates_strip_request_text_exactly(name):
+    """Templates that `| trim` request text reproduce Jinja on content with surrounding whitespace, Unicode included
+    (with Go >= 1.24; before, trim was the identity). A macro's output is still not stripped (noted)."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    src = (llama_cpp_dir() / "models" / "templates" / f"{name}.jinja").read_text()
+    g = translate(src, "<s>", EOS, range_int=True)
+    assert not any("not applied" in n for n in g.notes), g.notes
+    ws = gocheck.Probe("whitespace", [{"role": "system", "content": " be brief\n"}, {"role": "user", "content": "  hi \n"},
+                                      {"role": "assistant", "content": "\n ok \u3000"}, {"role": "user", "content": "\tagain\u00a0"}])
+    r = gocheck.check_templates([(src, g.go, "<s>", EOS)], (ws,) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures

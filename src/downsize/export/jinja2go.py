@@ -36,7 +36,9 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
 
 Whatever has no Go counterpart (arithmetic on dynamic values, string methods on request text, filters such as
 ``selectattr``) raises :class:`Untranslatable` naming the construct; the caller then falls back to the GGUF's own
-chat template. Approximations (``trim`` is the identity: Go templates cannot trim) are listed in ``GoTemplate.notes``.
+chat template. Approximations (``trim`` / ``strip`` of a macro's output, or of any text where the
+checking Go is older than 1.24, is the identity; request text is stripped exactly by :meth:`Translator.strip`) are
+listed in ``GoTemplate.notes``.
 
 Why this module is long: it is one compiler. Every Jinja node type chat templates use is handled by one visitor
 that shares the translation state (constant folding of what a request cannot change, text variables kept as Go
@@ -2312,6 +2314,32 @@ class Translator:
                                  "over an integer; the checking Go is older)")
         self.note(RANGE_INT_NOTE)
 
+    # Python's str.isspace() characters, what str.strip() (and Jinja's trim) removes at either end
+    PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200b))) + \
+        "\u2028\u2029\u202f\u205f\u3000"
+
+    def strip(self, v: V, how: str) -> V:
+        """`s.strip()` / `s | trim` (and lstrip / rstrip) on request text, exactly: one pass over the byte offsets
+        (Go >= 1.24) that, at each character's first byte (not 0x80-0xBF), reads the character (`printf "%.1s"`: the
+        first rune) and tests it against Python's whitespace; the result is the slice from the first non-space
+        character to the end of the last one."""
+        self._need_range_int(f".{how}()")
+        x = self.go_of(v)  # request text only: a macro's output is still not stripped (noted where it is)
+        h, st, en, seen, pend, c = (self.fresh(n) for n in ("trimmed", "start", "end", "seen", "pend", "ch"))
+        space = "or " + " ".join(f'(eq {c} "\\u{ord(ch):04x}")' for ch in self.PY_SPACE)
+        self.emit(f"{{{{ {h} := {x} }}}}{{{{ {st} := 0 }}}}{{{{ {en} := 0 }}}}{{{{ {seen} := false }}}}"
+                  f"{{{{ {pend} := false }}}}{{{{ range $j := len {h} }}}}{{{{ $b := index {h} $j }}}}"
+                  f"{{{{ if or (lt $b 128) (ge $b 192) }}}}{{{{ if {pend} }}}}{{{{ {en} = $j }}}}{{{{ {pend} = false }}}}"
+                  f"{{{{ end }}}}{{{{ {c} := printf \"%.1s\" (slice {h} $j) }}}}{{{{ if not ({space}) }}}}"
+                  f"{{{{ if not {seen} }}}}{{{{ {st} = $j }}}}{{{{ {seen} = true }}}}{{{{ end }}}}{{{{ {pend} = true }}}}"
+                  f"{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}{{{{ if {pend} }}}}{{{{ {en} = len {h} }}}}{{{{ end }}}}")
+        if how == "lstrip":  # all spaces: nothing is left
+            self.emit(f"{{{{ if not {seen} }}}}{{{{ {st} = len {h} }}}}{{{{ end }}}}")
+            return V(go=f"slice {h} {st}", kind="str")
+        if how == "rstrip":
+            return V(go=f"slice {h} 0 {en}", kind="str")
+        return V(go=f"slice {h} {st} {en}", kind="str")
+
     def _scan(self, hay: V, body) -> str:
         """Go that binds the string to a variable and ranges over its byte offsets; ``body(h, j, rest)`` writes the
         loop body, ``rest`` being the suffix of the string from offset ``j``. Literal needles compare as bytes,
@@ -2532,6 +2560,8 @@ class Translator:
             return C(self.const_filter(name, v.const, [a.const for a in args], {k: x.const for k, x in kwargs.items()}))
         if v.kind == "out" and name in ("string", "list"):
             return v
+        if name in ("trim", "strip") and self.range_int and v.kind == "str" and not args and not kwargs:
+            return self.strip(v, "strip")
         if name in ("trim", "strip") or (name in ("safe",)):
             if name != "safe":
                 self.note("`trim` is not applied: Go templates cannot trim, so content with surrounding whitespace "
@@ -2685,6 +2715,8 @@ class Translator:
                 raise Untranslatable(f"the method .{name}()")
             return C(fn(*[a.const for a in args]))
         if obj.kind in ("str", "any", "out"):
+            if name in ("strip", "lstrip", "rstrip") and self.range_int and obj.kind == "str" and not args:
+                return self.strip(obj, name)
             if name in ("strip", "lstrip", "rstrip"):
                 self.note("`strip` is not applied: Go templates cannot trim, so content with surrounding whitespace "
                           "keeps it")
