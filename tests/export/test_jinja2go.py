@@ -106,7 +106,8 @@ ARITH_CASES = {
                       ":{{ m.content }}\n{% endfor %}",
     # str.strip() / trim / lstrip / rstrip exactly (Python's whitespace, Unicode included): STRIP_PROBES
     "strip": "{% for m in messages %}[{{ m.content | trim }}|{{ m.content.strip() }}|{{ m.content.lstrip() }}|"
-             "{{ m.content.rstrip() }}]{% if m.content | trim %}T{% endif %}\n{% endfor %}",
+             "{{ m.content.rstrip() }}|{{ m.content.lstrip('\\n') }}|{{ m.content.strip(' x\u3000') }}|"
+             "{{ m.content.rstrip('') }}]{% if m.content | trim %}T{% endif %}\n{% endfor %}",
     "difference_of_indices": "{% for m in messages %}{% if m.role == 'tool' %}{% set i = loop.index0 %}"
                              "{% set a = namespace(v=-1) %}{% for p in messages %}{% if p.role == 'assistant' and "
                              "loop.index0 < i %}{% set a.v = loop.index0 %}{% endif %}{% endfor %}"

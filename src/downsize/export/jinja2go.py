@@ -2318,7 +2318,7 @@ class Translator:
     PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200b))) + \
         "\u2028\u2029\u202f\u205f\u3000"
 
-    def strip(self, v: V, how: str) -> V:
+    def strip(self, v: V, how: str, chars: str | None = None) -> V:
         """`s.strip()` / `s | trim` (and lstrip / rstrip) on request text, exactly: one pass over the byte offsets
         (Go >= 1.24) that, at each character's first byte (not 0x80-0xBF), reads the character (`printf "%.1s"`: the
         first rune) and tests it against Python's whitespace; the result is the slice from the first non-space
@@ -2326,7 +2326,10 @@ class Translator:
         self._need_range_int(f".{how}()")
         x = self.go_of(v)  # request text only: a macro's output is still not stripped (noted where it is)
         h, st, en, seen, pend, c = (self.fresh(n) for n in ("trimmed", "start", "end", "seen", "pend", "ch"))
-        space = "or " + " ".join(f'(eq {c} "\\u{ord(ch):04x}")' for ch in self.PY_SPACE)
+        if chars == "":
+            return v  # Python strips nothing
+        space = "or " + " ".join(f'(eq {c} "\\U{ord(ch):08x}")' for ch in dict.fromkeys(chars or self.PY_SPACE))
+        space = space if space.count("(eq ") > 1 else space[3:]
         self.emit(f"{{{{ {h} := {x} }}}}{{{{ {st} := 0 }}}}{{{{ {en} := 0 }}}}{{{{ {seen} := false }}}}"
                   f"{{{{ {pend} := false }}}}{{{{ range $j := len {h} }}}}{{{{ $b := index {h} $j }}}}"
                   f"{{{{ if or (lt $b 128) (ge $b 192) }}}}{{{{ if {pend} }}}}{{{{ {en} = $j }}}}{{{{ {pend} = false }}}}"
@@ -2715,8 +2718,9 @@ class Translator:
                 raise Untranslatable(f"the method .{name}()")
             return C(fn(*[a.const for a in args]))
         if obj.kind in ("str", "any", "out"):
-            if name in ("strip", "lstrip", "rstrip") and self.range_int and obj.kind == "str" and not args:
-                return self.strip(obj, name)
+            if name in ("strip", "lstrip", "rstrip") and self.range_int and obj.kind == "str" and (
+                    not args or len(args) == 1 and args[0].is_const and isinstance(args[0].const, str)):
+                return self.strip(obj, name, args[0].const if args else None)
             if name in ("strip", "lstrip", "rstrip"):
                 self.note("`strip` is not applied: Go templates cannot trim, so content with surrounding whitespace "
                           "keeps it")
