@@ -60,6 +60,11 @@ CASES = {
     "head_slices": "{% set calls = messages[-1].tool_calls if messages[-1].tool_calls else [] %}"
                    "{% for m in messages[:-1] %}{{ m.role }},{% endfor %}|{% for m in messages[:2] %}{{ m.content }}"
                    "{% endfor %}|{% for c in calls %}{{ c.function.name }}{% endfor %}{{ calls | length }}",
+    # seq[k] by an int variable that may still hold -1 (DeepSeek-V3.2's `messages[assistant_idx.value]`): Python's
+    # last element, where Go's index would fail
+    "index_by_negative_var": "{% set ns = namespace(k=-1) %}{% for m in messages %}{% if m.role == 'assistant' %}"
+                             "{% set ns.k = loop.index0 %}{% endif %}{% endfor %}[{{ messages[ns.k].role }}:"
+                             "{{ messages[ns.k].content }}]",
     # a recursive macro's parameter that is only handed on to its own calls (gpt-oss / Gemma 4 `required`): dropped
     "passed_through_param": "{% macro r(v, req) %}{% if v is mapping %}{% for k, w in v.items() %}[{{ k }}="
                             "{{ r(w, req) }}]{% endfor %}{% else %}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"
@@ -93,9 +98,32 @@ RANGE_INT_CASES = {
                          "{{ m.content.replace('e', r(m)) }}{% if tools %}{{ m.content.replace('W', tools | tojson) }}"
                          "{% endif %}\n{% endfor %}",
 }
+# Differences of int variables (DeepSeek-V3.2's `call_order = outer_index - assistant_idx.value`): Go has no - or +;
+# kept as strings of x (Go >= 1.24 ranges over an int), a negative variable read by its decimal digits (-1, -12).
+ARITH_CASES = {
+    # Python's len counts code points, Go's bytes: SCAN_PROBES hold é and ü
+    "length_of_text": "{% for m in messages %}{{ m.content | length }}{% if m.content | length > 3 %}+{% endif %}"
+                      ":{{ m.content }}\n{% endfor %}",
+    # str.strip() / trim / lstrip / rstrip exactly (Python's whitespace, Unicode included): STRIP_PROBES
+    "strip": "{% for m in messages %}[{{ m.content | trim }}|{{ m.content.strip() }}|{{ m.content.lstrip() }}|"
+             "{{ m.content.rstrip() }}|{{ m.content.lstrip('\\n') }}|{{ m.content.strip(' x\u3000') }}|"
+             "{{ m.content.rstrip('') }}]{% if m.content | trim %}T{% endif %}\n{% endfor %}",
+    "difference_of_indices": "{% for m in messages %}{% if m.role == 'tool' %}{% set i = loop.index0 %}"
+                             "{% set a = namespace(v=-1) %}{% for p in messages %}{% if p.role == 'assistant' and "
+                             "loop.index0 < i %}{% set a.v = loop.index0 %}{% endif %}{% endfor %}"
+                             "{% set d = i - a.v %}{% set n = messages[a.v].tool_calls | length %}{% if d == 1 %}N{% endif %}"
+                             "{% if d == n %}L{% endif %}{% if d > 2 %}F{% endif %}{% endif %}{{ m.role }}\n{% endfor %}",
+    "difference_with_a_large_negative": "{% set ns = namespace(k=-12) %}{% for m in messages %}"
+                                        "{% if m.role == 'nobody' %}{% set ns.k = loop.index0 %}{% endif %}"
+                                        "{% set d = loop.index0 - ns.k %}{% if d == 12 %}a{% elif d == 13 %}b"
+                                        "{% elif d >= 14 %}c{% endif %}{{ m.content }}{% endfor %}",
+}
+for _k, _v in ARITH_CASES.items():
+    RANGE_INT_CASES[_k] = _v
 # Request text that tests the byte scan: overlapping and adjacent matches, a match at either end, a prefix of the
 # needle at the end, multi-byte UTF-8 and an empty message.
 SCAN_PROBES = tuple(gocheck.Probe(f"scan{k}", [{"role": "user", "content": c}]) for k, c in enumerate([
+    " \t\n", "\u00a0é x\u3000", "\u2009a b\r\n\x1c", "\u200bz\u200b", "x", "  lead", "trail\x85",
     "/think about it", "please /no_think", "aaaa aaa /thin /thin/think", "é/no_thinkéü aa", "", "/", "What len? aa/think"]))
 
 
@@ -226,3 +254,76 @@ def test_markup_plus_request_text_is_refused():
         translate("{% for m in messages %}{{ 'a'|safe + m.content }}{% endfor %}", "", EOS)
     g = translate("{{ '<b>'|safe + '<i>' }}{% for m in messages %}{{ m.content }}{% endfor %}", "", EOS).go
     assert "<b>&lt;i&gt;" in g
+
+
+def test_deepseek_v32_tool_results_on_more_shapes():
+    """DeepSeek-V3.2 numbers each tool result by its distance from the assistant turn that called (`outer_index -
+    assistant_idx.value`, `messages[assistant_idx.value]` where the index may still be -1): checked on two calls
+    answered in turn, two rounds, and a tool result with no call before it (Python's messages[-1])."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    src = (llama_cpp_dir() / "models" / "templates" / "deepseek-ai-DeepSeek-V3.2.jinja").read_text()
+    g = translate(src, "<s>", EOS, range_int=True).go
+    tools = gocheck.TOOL_PROBES[0].tools
+
+    def call(*names):
+        return {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"c{k}", "type": "function", "function": {"name": n, "arguments": {"city": "Paris"}}}
+            for k, n in enumerate(names)]}
+
+    def res(k, text):
+        return {"role": "tool", "content": text, "tool_call_id": f"c{k}", "name": "get_weather"}
+
+    u = {"role": "user", "content": "weather?"}
+    probes = (
+        gocheck.Probe("two calls", [u, call("get_weather", "search_code"), res(0, "18"), res(1, "none")], tools),
+        gocheck.Probe("two rounds", [u, call("get_weather"), res(0, "18"), {"role": "assistant", "content": "ok"},
+                                     u, call("get_weather", "get_weather"), res(0, "1"), res(1, "2"),
+                                     {"role": "assistant", "content": "done"}], tools),
+        gocheck.Probe("result without a call", [u, res(0, "orphan"), res(1, "again")], tools),
+    ) + gocheck.PROBES
+    r = gocheck.check_templates([(src, g, "<s>", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_difference_needs_range_over_int():
+    # the strings of x are built by ranging over the ints: without Go >= 1.24 the difference stays refused
+    src = ARITH_CASES["difference_of_indices"]
+    with pytest.raises(Untranslatable, match="arithmetic"):
+        translate(src, "", EOS)
+    g = translate(src, "", EOS, range_int=True)
+    assert any("Go >= 1.24" in n for n in g.notes)
+
+
+def test_length_of_text_compared_with_zero_needs_no_range():
+    # `content | trim | length > 0` (Qwen3-Coder, Seed-OSS, Nemotron 3): emptiness is the same in bytes and in code
+    # points, so Go's len stays and no Go >= 1.24 is needed; a count compared with 3 or printed is counted in code
+    # points (Go >= 1.24) and refused without it
+    g = translate("{% for m in messages %}{% if m.content | length > 0 %}[{{ m.content }}]{% endif %}"
+                  "{% if 0 == m.content | length %}-{% endif %}{% endfor %}", "", EOS)
+    assert "len .Content" in g.go and "range $j" not in g.go and not g.notes
+    for src in ("{% for m in messages %}{{ m.content | length }}{% endfor %}",
+                "{% for m in messages %}{% if m.content | length > 3 %}+{% endif %}{% endfor %}"):
+        with pytest.raises(Untranslatable, match="length of a string"):
+            translate(src, "", EOS)
+
+
+@pytest.mark.parametrize("name", ["meta-llama-Llama-3.1-8B-Instruct", "ByteDance-Seed-OSS", "MiniMax-M1"])
+def test_real_templates_strip_request_text_exactly(name):
+    """Templates that `| trim` request text reproduce Jinja on content with surrounding whitespace, Unicode included
+    (with Go >= 1.24; before, trim was the identity). A macro's output is still not stripped (noted)."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    src = (llama_cpp_dir() / "models" / "templates" / f"{name}.jinja").read_text()
+    g = translate(src, "<s>", EOS, range_int=True)
+    assert not any("not applied" in n for n in g.notes), g.notes
+    ws = gocheck.Probe("whitespace", [{"role": "system", "content": " be brief\n"}, {"role": "user", "content": "  hi \n"},
+                                      {"role": "assistant", "content": "\n ok \u3000"}, {"role": "user", "content": "\tagain\u00a0"}])
+    r = gocheck.check_templates([(src, g.go, "<s>", EOS)], (ws,) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures

@@ -28,13 +28,17 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
   re-ranged where it is read, ``seq[i + 1:]`` is a slice of a slice, ``range(seq | length)`` ranges seq.
 - Substring tests and ``replace()`` on request text range over the string's byte offsets (``range $j := len $s``),
   which text/template allows from Go 1.24 on: only with ``translate(..., range_int=True)``, noted
-  (:data:`RANGE_INT_NOTE`) because an Ollama built with an older Go cannot parse the TEMPLATE.
+  (:data:`RANGE_INT_NOTE`) because an Ollama built with an older Go cannot parse the TEMPLATE. So are differences
+  of ints that no slice length writes (``outer_index - assistant_idx.value``): two strings of ``x``, ``len P - len
+  N``, compared by their lengths (:meth:`Translator.unary`; a negative variable adds its decimal digits to ``N``).
 - A macro that calls itself on one request value (``to_xml(v)`` on tool-call arguments) is a Go ``define`` that calls
   itself (:meth:`Translator.define_macro`); printed only, since Go cannot capture a template's output.
 
 Whatever has no Go counterpart (arithmetic on dynamic values, string methods on request text, filters such as
 ``selectattr``) raises :class:`Untranslatable` naming the construct; the caller then falls back to the GGUF's own
-chat template. Approximations (``trim`` is the identity: Go templates cannot trim) are listed in ``GoTemplate.notes``.
+chat template. Approximations (``trim`` / ``strip`` of a macro's output, or of any text where the
+checking Go is older than 1.24, is the identity; request text is stripped exactly by :meth:`Translator.strip`) are
+listed in ``GoTemplate.notes``.
 
 Why this module is long: it is one compiler. Every Jinja node type chat templates use is handled by one visitor
 that shares the translation state (constant folding of what a request cannot change, text variables kept as Go
@@ -412,6 +416,14 @@ def _aff(v) -> Aff | None:
     return None
 
 
+@dataclass(frozen=True)
+class _StrLen:
+    """`s | length` of request text: Go's len counts bytes, Python code points. Compared with 0 (`> 0`, `== 0`,
+    `>= 1`) the two agree and Go's len is used; anywhere else the code points are counted (Translator.char_count)."""
+
+    go: str
+
+
 class _Scope:
     def __init__(self, parent: _Scope | None = None, dot: str | None = None, branch: bool = False):
         self.vars: dict[str, V] = {}
@@ -452,7 +464,8 @@ class _Loop:
         self.prelude_slot: int | None = None
 
 
-RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text): it needs an Ollama "
+RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text, differences of "
+                  "ints): it needs an Ollama "
                   "built with Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it "
                   "and should get no TEMPLATE (delete it: Ollama then renders the GGUF's own chat template)")
 
@@ -481,11 +494,19 @@ class Translator:
         self.top_decls: list[str] = []  # declarations written at the top of the template
         self.cur_dot: str | None = "$"  # what `.` is where Go is being emitted
         self.print_truth: dict[str, str | None] = {}  # printed Go pipeline -> truth of what it prints
+        self.index_vars: set[str] = set()  # Go variables a range sets to its index: never negative
+        self.unary_of: dict[str, str] = {}  # `len $P` -> $P, a string of x holding an int (unary)
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
         self.n += 1
         return f"${re.sub(r'[^A-Za-z0-9]', '', base) or 'v'}{self.n}"
+
+    def index_var(self, base: str) -> str:
+        """A fresh Go variable that a range sets to its index (never negative)."""
+        v = self.fresh(base)
+        self.index_vars.add(v)
+        return v
 
     def emit(self, s: str):
         self.out.append(s)
@@ -542,6 +563,10 @@ class Translator:
     # ---- entry ---------------------------------------------------------------------------------------------
     def run(self, ast: nodes.Template) -> GoTemplate:
         self._collect_reads(ast)
+        self.assign_counts: dict[str, int] = {}  # name -> how many `set name = ...` the template holds
+        for a in ast.find_all(nodes.Assign):
+            if isinstance(a.target, nodes.Name):
+                self.assign_counts[a.target.name] = self.assign_counts.get(a.target.name, 0) + 1
         self.textvars = self._find_textvars(ast)
         self.counters_keys = self._find_counters(ast) - self.textvars
         self.counters: dict[str, str] = {}  # "ns.attr" -> the Go string variable counting it
@@ -729,8 +754,9 @@ class Translator:
                 raise Untranslatable("printing a list or dict constant")
             self.emit(_text(_py_str(v.const)))
         elif v.kind in ("str", "int"):
-            self.emit(f"{{{{ {v.go} }}}}")
-            self._printed(v.go, v.go if v.kind == "str" else "true")
+            go = v.go if v.go is not None else self.go_of(v)  # a length or difference without a Go expression yet
+            self.emit(f"{{{{ {go} }}}}")
+            self._printed(go, go if v.kind == "str" else "true")
         elif v.kind == "bool":
             self.emit(f"{{{{ if {v.go} }}}}True{{{{ else }}}}False{{{{ end }}}}")
         elif v.kind == "ptype":
@@ -958,6 +984,24 @@ class Translator:
             cond = nodes.Or(nodes.Not(nodes.Name(flag[1:], "load")), cond)
             scope.set(t.name, V(go=None, kind="vlist", extra=(nm, V(go=cur.go, kind=cur.kind), cond, elem, fscope)))
             return
+        once = self.assign_counts.get(t.name, 0) == 1
+        if cur is not None and not cur.is_const and cur.go in self.predeclared and once and v.go is None \
+                and v.kind == "int" and isinstance(v.extra, Aff) and self.range_int:
+            try:
+                v.extra.go()
+            except Untranslatable:
+                # `set call_order = outer_index - assistant_idx.value` (DeepSeek-V3.2): Go has no subtraction; the
+                # value is kept as two strings of x (len P - len N), declared at the top, set here (the only
+                # assignment of the name), read back by comparisons (compare) and nothing else
+                p, n = self.fresh("pos"), self.fresh("neg")
+                self.top_decls.append(f"{{{{ {p} := \"\" }}}}{{{{ {n} := \"\" }}}}")
+                self.emit(self.unary(v.extra, p, n, declare=False))
+                if cur.defined and cur.defined.startswith("$"):
+                    self.emit(f"{{{{ {cur.defined} = true }}}}")
+                f = Aff(((f"len {p}", 1), (f"len {n}", -1)))
+                self.unary_of[f"len {p}"], self.unary_of[f"len {n}"] = p, n
+                scope.set(t.name, V(go=None, kind="int", extra=f, defined=cur.defined))
+                return
         if cur is not None and not cur.is_const and cur.go in self.predeclared:
             if v.is_const and v.const == [] and cur.kind in SEQ_KINDS:  # `set tools = []`: an empty slice, same type
                 v = V(go=f"slice {cur.go} 0 0", kind=cur.kind)
@@ -965,12 +1009,28 @@ class Translator:
             if cur.defined and cur.defined.startswith("$"):
                 self.emit(f"{{{{ {cur.defined} = true }}}}")
             kind = cur.kind if cur.kind == v.kind or (v.is_const and v.const is None) else "any"
+            if cur.kind == "any" and once and (v.kind in self.STRUCTS or v.kind == "int") and cur.defined \
+                    and cur.defined.startswith("$"):
+                # a name whose kind the predeclaration could not learn (its value reads a namespace made in the
+                # same branch: `set assistant_msg = messages[assistant_idx.value]`) and that is assigned only here:
+                # it holds this kind wherever it is set (read before, Go's field access on "" or a comparison of ""
+                # with an int fails: an error, never other text)
+                kind = v.kind
             scope.set(t.name, V(go=cur.go, kind=kind, defined=cur.defined))
             return
         if v.is_const or v.kind == "folded" or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go)
                                                  and not self._is_var(v.go)):
             scope.vars[t.name] = v  # constants and field paths are inlined where used
             return
+        if v.go is None and v.kind == "int" and isinstance(v.extra, Aff) and self.range_int:
+            try:
+                v.extra.go()
+            except Untranslatable:  # a difference Go cannot write: two strings of x, declared here (unary)
+                p, n = self.fresh("pos"), self.fresh("neg")
+                self.emit(self.unary(v.extra, p, n, declare=True))
+                self.unary_of[f"len {p}"], self.unary_of[f"len {n}"] = p, n
+                scope.vars[t.name] = V(go=None, kind="int", extra=Aff(((f"len {p}", 1), (f"len {n}", -1))))
+                return
         var = self.fresh(t.name)
         self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
         scope.vars[t.name] = V(go=var, kind=v.kind, extra=v.extra)
@@ -1287,7 +1347,7 @@ class Translator:
     def range_vlist(self, v: V, inner_fn):
         """Range a vlist: ``inner_fn(element V, scope)`` emits the body for each element the filter keeps."""
         name, seq, cond, elem, dscope = v.extra
-        i, x = self.fresh("i"), self.fresh(name)
+        i, x = self.index_var("i"), self.fresh(name)
         inner = _Scope(dscope, dot=x)
         inner.vars[name] = V(go=x, kind=ELEM[seq.kind])
         self.emit(f"{{{{ range {i}, {x} := {self.go_of(seq)} }}}}")
@@ -1449,7 +1509,7 @@ class Translator:
             raise Untranslatable("filtered for loop that uses loop.*")
         if not isinstance(s.target, nodes.Name):
             raise Untranslatable("for loop with a tuple target over a list")
-        i, x = self.fresh("i"), self.fresh(s.target.name)
+        i, x = self.index_var("i"), self.fresh(s.target.name)
         inner = _Scope(scope, dot=x)
         inner.vars[s.target.name] = V(go=x, kind=ELEM[seq.kind])
         lp = _Loop(seq, idx=i, elem=x, seq_go=seq.go)
@@ -1510,7 +1570,7 @@ class Translator:
             seq = self.expr(lenarg.node, scope)
             if seq.is_const or seq.kind not in SEQ_KINDS or not (start.kind == "int" and (start.is_const or start.go)):
                 raise Untranslatable("the call range()")
-            g, j, x = self.go_of(seq), self.fresh("j"), self.fresh("elem")
+            g, j, x = self.go_of(seq), self.index_var("j"), self.fresh("elem")
             self.emit(f"{{{{ range {j}, {x} := slice {g} {self.go_of(start)} }}}}")
             inner = _Scope(scope)
             inner.vars[s.target.name] = V(go=None, kind="seqidx", extra=(g, x))
@@ -1530,7 +1590,7 @@ class Translator:
         seq = self.expr(lenarg.node, scope)
         if seq.is_const or seq.kind not in SEQ_KINDS:
             raise Untranslatable("the call range()")
-        g, i = self.go_of(seq), self.fresh("i")
+        g, i = self.go_of(seq), self.index_var("i")
         self.emit(f"{{{{ range {i}, $_ := {g} }}}}")
         inner = _Scope(scope)
         inner.vars[s.target.name] = V(go=f"len (slice (slice {g} {i}) 1)", kind="int") if back else \
@@ -1543,7 +1603,7 @@ class Translator:
         """`for x in seq[::-1]`: Go ranges forward; element k is index SEQ (len (slice (slice SEQ $k) 1))."""
         if seq.kind not in SEQ_KINDS or not isinstance(s.target, nodes.Name) or s.test is not None or s.else_:
             raise Untranslatable("a reversed loop over something other than a list")
-        i, x = self.fresh("i"), self.fresh(s.target.name)
+        i, x = self.index_var("i"), self.fresh(s.target.name)
         g = self.go_of(seq)
         self.emit(f"{{{{ range {i}, $_ := {g} }}}}{{{{ {x} := index {g} (len (slice (slice {g} {i}) 1)) }}}}")
         inner = _Scope(scope, dot="")
@@ -1665,6 +1725,10 @@ class Translator:
             return "true" if self._truthy_const(v.const) else "false"
         if v.kind == "vlist":
             return self.vlist_truth(v)
+        if v.go is None and isinstance(v.extra, _StrLen):
+            return f"len {_paren(v.extra.go)}"  # non-empty text: as many bytes as code points are non-zero
+        if v.go is None and v.kind == "int":
+            return self.go_of(v)
         return v.go
 
     def materialize(self, v: V) -> V:
@@ -1705,7 +1769,19 @@ class Translator:
         self.emit("".join(parts))
         return V(go=var, kind="str")
 
+    def char_count(self, x: str) -> V:
+        """The length of the Go string ``x`` in code points (Python's len): one x per byte that does not continue a
+        UTF-8 sequence (0x80-0xBF; Go's JSON decoding leaves valid UTF-8), ranging over the offsets (Go >= 1.24)."""
+        self._need_range_int("the length of a string")
+        h, var = self.fresh("str"), self.fresh("nchars")
+        self.emit(f'{{{{ {h} := {x} }}}}{{{{ {var} := "" }}}}{{{{ range $j := len {h} }}}}'
+                  f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ {var} = print {var} "x" }}}}'
+                  f'{{{{ end }}}}{{{{ end }}}}')
+        return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
+
     def go_of(self, v: V) -> str:
+        if v.go is None and isinstance(v.extra, _StrLen):
+            return self.go_of(self.char_count(v.extra.go))
         if v.kind == "out":
             return self.materialize(v).go
         if v.kind == "vlist":  # only its truth has a Go value (and / or / if); printing or comparing it is refused
@@ -1917,7 +1993,15 @@ class Translator:
                 raise Untranslatable("an index from range() used on another sequence")
             return V(go=key.extra[1], kind=ELEM[obj.kind])
         if obj.kind in SEQ_KINDS and not key.is_const and key.kind == "int" and key.go:
-            return V(go=f"index {self.go_of(obj)} {self.go_of(key)}", kind=ELEM[obj.kind])  # an index from range()
+            g, k = self.go_of(obj), self.go_of(key)
+            if re.fullmatch(r"\$\w+", k) and k not in self.index_vars:
+                # an int variable (`set ns.k = loop.index0` after `namespace(k=-1)`) may be negative: Python's
+                # seq[-1] is the last element, where Go's index fails. Other negatives (< -1) still fail in Go
+                # (Python's IndexError below -len; an error, never other text)
+                ix = self.fresh("ix")
+                self.emit(f"{{{{ {ix} := {k} }}}}{{{{ if eq {k} -1 }}}}{{{{ {ix} = len (slice {g} 1) }}}}{{{{ end }}}}")
+                return V(go=f"index {g} {ix}", kind=ELEM[obj.kind])
+            return V(go=f"index {g} {k}", kind=ELEM[obj.kind])  # an index from range()
         if obj.kind in SEQ_KINDS and key.is_const and isinstance(key.const, int):
             k = key.const
             if k >= 0:
@@ -2096,14 +2180,31 @@ class Translator:
                 raise Untranslatable("comparing a message with a selected one outside its loop")
             return V(go=f"{op} {lp.idx} {ref.go}", kind="bool")
         gop = {"eq": "eq", "ne": "ne", "lt": "lt", "gt": "gt", "lteq": "le", "gteq": "ge"}[op]
-        if a.kind == "int" and b.kind == "int" and _aff(a) is not None and _aff(b) is not None:
-            d = _aff(a).add(_aff(b), -1)  # compare the difference with 0 when one side is a plain atom
+        for x, y, flip in ((a, b, False), (b, a, True)):
+            if isinstance(x.extra, _StrLen) and x.go is None:
+                if y.is_const and type(y.const) is int and (y.const, op if not flip else
+                                                            {"lt": "gt", "gt": "lt", "lteq": "gteq", "gteq": "lteq"}.get(op, op)) \
+                        in ((0, "eq"), (0, "ne"), (0, "gt"), (0, "lteq"), (1, "gteq"), (1, "lt")):
+                    # whether the text is empty: as many bytes as code points are zero
+                    return V(go=f"{gop} (len {_paren(x.extra.go)}) {y.const}" if not flip else
+                             f"{gop} {y.const} (len {_paren(x.extra.go)})", kind="bool")
+                x2 = self.char_count(x.extra.go)
+                a, b = (y, x2) if flip else (x2, y)
+                break
+        fa, fb = (_aff(v) or (Aff.atom(v.go) if v.kind == "int" and v.go else None) for v in (a, b))
+        if a.kind == "int" and b.kind == "int" and fa is not None and fb is not None:
+            d = fa.add(fb, -1)  # compare the difference with 0 when one side is a plain atom
             try:
                 return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
             except Untranslatable:
                 if len(d.terms) == 1 and d.terms[0][1] == 1:
                     return V(go=f"{gop} {d.terms[0][0]} {-d.const}", kind="bool")
-                raise
+                if not self.range_int:
+                    raise
+                # a - b compared with 0, a and b as strings of x (Go >= 1.24 ranges over an int)
+                p, n = self.fresh("pos"), self.fresh("neg")
+                self.emit(self.unary(d, p, n, declare=True))
+                return V(go=f"{gop} (len {p}) (len {n})", kind="bool")
         for v in (a, b):
             if v.is_const and (v.const is None or v.const is UNDEF):
                 # x == none: Ollama's fields are never none; an empty value is the closest
@@ -2172,12 +2273,75 @@ class Translator:
             raise Untranslatable("key test on a request mapping")
         raise Untranslatable(f"`in` on a {hay.kind}")
 
+    # ---- integers as strings of x (Go >= 1.24: range over an integer) ----------------------------------------
+    def unary(self, f: Aff, p: str, n: str, declare: bool) -> str:
+        """Go that sets the strings ``p`` and ``n`` so that ``len p - len n`` is the linear form ``f`` (Go's
+        text/template has no + or -). A range index or a length adds one x per unit; any other int variable
+        (it may be negative: `namespace(value=-1)`) adds ``range $v`` x's when >= 0, else the digits of
+        ``printf "%d"`` read as a decimal, to the other side."""
+        self._need_range_int("integer arithmetic")
+        if any(abs(c) > 8 for _, c in f.terms) or abs(f.const) > self.MAX_COUNT:
+            raise Untranslatable("arithmetic on request values with a large coefficient")
+        op = ":=" if declare else "="
+        go = [f"{{{{ {p} {op} \"\" }}}}{{{{ {n} {op} \"\" }}}}"]
+        digits = "".join(f"{{{{ {'if' if d == 1 else 'else if'} eq $c \"{d}\" }}}}{{{{ $u = print $u \"{'x' * d}\" }}}}"
+                         for d in range(1, 10)) + "{{ end }}"
+        for atom, c in f.terms:
+            plus, minus = (p, n) if c > 0 else (n, p)
+            for _ in range(abs(c)):
+                if atom in self.unary_of:
+                    go.append(f"{{{{ {plus} = print {plus} {self.unary_of[atom]} }}}}")
+                    continue
+                up = f"{{{{ range {_paren(atom)} }}}}{{{{ {plus} = print {plus} \"x\" }}}}{{{{ end }}}}"
+                if atom in self.index_vars or atom.startswith("len "):
+                    go.append(up)
+                    continue
+                if not re.fullmatch(r"\$\w+", atom):
+                    raise Untranslatable("arithmetic on request values that Go cannot express")
+                go.append(f"{{{{ if ge {atom} 0 }}}}{up}{{{{ else }}}}{{{{ $d := slice (printf \"%d\" {atom}) 1 }}}}"
+                          f"{{{{ $u := \"\" }}}}{{{{ range $k := len $d }}}}{{{{ $u = print $u $u $u $u $u $u $u $u $u $u }}}}"
+                          f"{{{{ $c := printf \"%.1s\" (slice $d $k) }}}}{digits}{{{{ end }}}}"
+                          f"{{{{ {minus} = print {minus} $u }}}}{{{{ end }}}}")
+        if f.const:
+            side = p if f.const > 0 else n
+            go.append(f"{{{{ {side} = print {side} \"{'x' * abs(f.const)}\" }}}}")
+        return "".join(go)
+
     # ---- request text scanned byte by byte (Go >= 1.24: range over an integer) ------------------------------
     def _need_range_int(self, what: str):
         if not self.range_int:
             raise Untranslatable(f"{what} in request text (translated only for Go >= 1.24, whose text/template ranges "
                                  "over an integer; the checking Go is older)")
         self.note(RANGE_INT_NOTE)
+
+    # Python's str.isspace() characters, what str.strip() (and Jinja's trim) removes at either end
+    PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200b))) + \
+        "\u2028\u2029\u202f\u205f\u3000"
+
+    def strip(self, v: V, how: str, chars: str | None = None) -> V:
+        """`s.strip()` / `s | trim` (and lstrip / rstrip) on request text, exactly: one pass over the byte offsets
+        (Go >= 1.24) that, at each character's first byte (not 0x80-0xBF), reads the character (`printf "%.1s"`: the
+        first rune) and tests it against Python's whitespace; the result is the slice from the first non-space
+        character to the end of the last one."""
+        self._need_range_int(f".{how}()")
+        x = self.go_of(v)  # request text only: a macro's output is still not stripped (noted where it is)
+        h, st, en, seen, pend, c = (self.fresh(n) for n in ("trimmed", "start", "end", "seen", "pend", "ch"))
+        if chars == "":
+            return v  # Python strips nothing
+        space = "or " + " ".join(f'(eq {c} "\\U{ord(ch):08x}")' for ch in dict.fromkeys(chars or self.PY_SPACE))
+        space = space if space.count("(eq ") > 1 else space[3:]
+        self.emit(f"{{{{ {h} := {x} }}}}{{{{ {st} := 0 }}}}{{{{ {en} := 0 }}}}{{{{ {seen} := false }}}}"
+                  f"{{{{ {pend} := false }}}}{{{{ range $j := len {h} }}}}{{{{ $b := index {h} $j }}}}"
+                  f"{{{{ if or (lt $b 128) (ge $b 192) }}}}{{{{ if {pend} }}}}{{{{ {en} = $j }}}}{{{{ {pend} = false }}}}"
+                  f"{{{{ end }}}}{{{{ {c} := printf \"%.1s\" (slice {h} $j) }}}}{{{{ if not ({space}) }}}}"
+                  f"{{{{ if not {seen} }}}}{{{{ {st} = $j }}}}{{{{ {seen} = true }}}}{{{{ end }}}}{{{{ {pend} = true }}}}"
+                  f"{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}{{{{ if {pend} }}}}{{{{ {en} = len {h} }}}}{{{{ end }}}}")
+        if how == "lstrip":  # all spaces: nothing is left
+            self.emit(f"{{{{ if not {seen} }}}}{{{{ {st} = len {h} }}}}{{{{ end }}}}")
+            return V(go=f"slice {h} {st}", kind="str")
+        if how == "rstrip":
+            return V(go=f"slice {h} 0 {en}", kind="str")
+        return V(go=f"slice {h} {st} {en}", kind="str")
 
     def _scan(self, hay: V, body) -> str:
         """Go that binds the string to a variable and ranges over its byte offsets; ``body(h, j, rest)`` writes the
@@ -2340,6 +2504,7 @@ class Translator:
 
     def arith(self, e, scope, fn, sym):
         a, b = self.expr(e.left, scope), self.expr(e.right, scope)
+        a, b = (self.char_count(v.extra.go) if v.go is None and isinstance(v.extra, _StrLen) else v for v in (a, b))
         if a.is_const and b.is_const:
             try:
                 return C(fn(a.const, b.const))
@@ -2398,6 +2563,8 @@ class Translator:
             return C(self.const_filter(name, v.const, [a.const for a in args], {k: x.const for k, x in kwargs.items()}))
         if v.kind == "out" and name in ("string", "list"):
             return v
+        if name in ("trim", "strip") and self.range_int and v.kind == "str" and not args and not kwargs:
+            return self.strip(v, "strip")
         if name in ("trim", "strip") or (name in ("safe",)):
             if name != "safe":
                 self.note("`trim` is not applied: Go templates cannot trim, so content with surrounding whitespace "
@@ -2429,7 +2596,9 @@ class Translator:
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
                 return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
-            if v.kind in set(MAPS) | {"str", "any"}:  # any: a JSON string, list or object (Go's len takes each)
+            if v.kind == "str":  # bytes in Go, code points in Python: counted where the count matters (compare)
+                return V(go=None, kind="int", extra=_StrLen(self.go_of(v)))
+            if v.kind in set(MAPS) | {"any"}:  # any: a JSON string, list or object (Go's len takes each)
                 return V(go=f"len {self.go_of(v)}", kind="int")
             raise Untranslatable(f"length of a {v.kind}")
         if name == "default":
@@ -2549,6 +2718,9 @@ class Translator:
                 raise Untranslatable(f"the method .{name}()")
             return C(fn(*[a.const for a in args]))
         if obj.kind in ("str", "any", "out"):
+            if name in ("strip", "lstrip", "rstrip") and self.range_int and obj.kind == "str" and (
+                    not args or len(args) == 1 and args[0].is_const and isinstance(args[0].const, str)):
+                return self.strip(obj, name, args[0].const if args else None)
             if name in ("strip", "lstrip", "rstrip"):
                 self.note("`strip` is not applied: Go templates cannot trim, so content with surrounding whitespace "
                           "keeps it")
