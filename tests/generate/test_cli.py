@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from downsize.generate.writer import read_jsonl
 
 EXE = [sys.executable, "-m", "downsize.cli"]
@@ -16,6 +18,7 @@ def _run(*args):
     return subprocess.run([*EXE, "generate", *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # over 15 s; resume and faults are tested through the API in test_run.py, errors in tests/reliability
 def test_generate_cli_resume_and_errors(teacher_server, codebase, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "What is 5 plus 5?", "expected": "10", "needs_tools": false}\n[broken\n')
