@@ -5,8 +5,6 @@ template. The hand-written styles (chatml, llama3, …) remain for --template-st
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
