@@ -59,7 +59,7 @@ PUNCT_REGEX = r"[\p{P}\$\+<=>\^~\|`]+"      # Punctuation(behavior=Contiguous): 
 # DeepSeek LLM / Coder (llama-vocab.cpp), spelled as DeepSeek's tokenizer.json spells them: the letter class holds
 # U+212A KELVIN SIGN, U+2126 OHM SIGN and Greek Extended range ends that llama.cpp's copy carries NFC-normalized
 # (which turns "K-ℭ" into a range from ASCII "K" up); _canon compares both spellings after NFC.
-_DS_LETTERS = (
+DEEPSEEK_LETTERS = (
     "A-Za-z\u00b5\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u01ba\u01bc-\u01bf\u01c4-\u0293\u0295-\u02af\u0370-\u0373"
     "\u0376\u0377\u037b-\u037d\u037f\u0386\u0388-\u038a\u038c\u038e-\u03a1\u03a3-\u03f5\u03f7-\u0481\u048a-\u052f"
     "\u0531-\u0556\u10a0-\u10c5\u13a0-\u13f5\u13f8-\u13fd\u1c90-\u1cba\u1cbd-\u1cbf\u1d00-\u1d2b\u1d6b-\u1d77"
@@ -70,9 +70,9 @@ _DS_LETTERS = (
     "\ua680-\ua69b\ua722-\ua76f\ua771-\ua787\ua78b-\ua78e\uab70-\uabbf\ufb00-\ufb06\ufb13-\ufb17\uff21-\uff3a"
     "\uff41-\uff5a\U00010400-\U0001044f\U000104b0-\U000104d3\U000104d8-\U000104fb\U00010c80-\U00010cb2"
     "\U00010cc0-\U00010cf2\U000118a0-\U000118df\U0001e900-\U0001e943")
-_CJK = "[一-龥ࠀ-一가-퟿]+"
-DEEPSEEK_LLM = ("[\r\n]", f"\\s?[{_DS_LETTERS}]+", "\\s?[!-/:-~！-／：-～‘-‟　-。]+", "\\s+$", _CJK, DIGITS_REGEX)
-DEEPSEEK_CODER = ("[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", _CJK, DIGIT_REGEX)
+CJK_REGEX = "[一-龥ࠀ-一가-퟿]+"
+DEEPSEEK_LLM = ("[\r\n]", f"\\s?[{DEEPSEEK_LETTERS}]+", "\\s?[!-/:-~！-／：-～‘-‟　-。]+", "\\s+$", CJK_REGEX, DIGITS_REGEX)
+DEEPSEEK_CODER = ("[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", CJK_REGEX, DIGIT_REGEX)
 
 
 @dataclass(frozen=True)
