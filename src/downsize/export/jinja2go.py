@@ -1644,15 +1644,19 @@ class Translator:
         for n, x in enumerate(seq):
             inner = _Scope(scope)
             self._bind_target(s.target, C(x) if not isinstance(x, V) else x, inner)
-            inner.vars["loop"] = C({"index0": n, "index": n + 1, "first": n == 0, "last": n == len(seq) - 1,
-                                    "length": len(seq)})
-            if s.test is not None:
-                t = self.expr(s.test, inner)
-                if not t.is_const:
-                    raise Untranslatable("dynamic filter on a constant loop")
-                if not self._truthy_const(t.const):
-                    continue
-            self.body(s.body, inner)
+            if self._unrolled_pass(s, inner, n, len(seq), "dynamic filter on a constant loop"):
+                self.body(s.body, inner)
+
+    def _unrolled_pass(self, s, inner, n: int, count: int, dynamic: str) -> bool:
+        """Pass ``n`` of ``count`` of a loop unrolled at translation time: binds its ``loop.*`` constants in
+        ``inner`` and says whether its ``if`` filter, which must be constant (else ``dynamic`` is refused), lets it run."""
+        inner.vars["loop"] = C({"index0": n, "index": n + 1, "first": n == 0, "last": n == count - 1, "length": count})
+        if s.test is None:
+            return True
+        t = self.expr(s.test, inner)
+        if not t.is_const:
+            raise Untranslatable(dynamic)
+        return self._truthy_const(t.const)
 
     def for_struct(self, s, obj: V, items, scope):
         """`for k, v in tool.items()` over one of Ollama's fixed structs: unrolled over its JSON fields in order."""
@@ -1679,14 +1683,8 @@ class Translator:
                 inner.vars[s.target.items[1].name] = val
             else:
                 inner.vars[s.target.name] = C(key)
-            inner.vars["loop"] = C({"index0": n, "index": n + 1, "first": n == 0, "last": n == len(keys) - 1,
-                                    "length": len(keys)})
-            if s.test is not None:
-                t = self.expr(s.test, inner)
-                if not t.is_const:
-                    raise Untranslatable("dynamic filter on a struct's keys")
-                if not self._truthy_const(t.const):
-                    continue
+            if not self._unrolled_pass(s, inner, n, len(keys), "dynamic filter on a struct's keys"):
+                continue
             if not always:
                 self.emit(f"{{{{ if {val.go} }}}}")
             self.body(s.body, inner)
