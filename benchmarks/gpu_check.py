@@ -79,17 +79,6 @@ def models() -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def n_matmul(d: Path) -> int:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    cfg = AutoConfig.from_pretrained(d)
-    with torch.device("meta"):
-        m = AutoModelForCausalLM.from_config(cfg)
-    n = sum(p.numel() for p in m.parameters())
-    return n if cfg.tie_word_embeddings else n - m.get_input_embeddings().weight.numel()
-
-
 def throughput(metrics_file: Path, flops_per_token: float, peak: float) -> dict:
     rows = [json.loads(x) for x in metrics_file.read_text().splitlines()]
     ends = [r["tokens"] / r["tok_s"] for r in rows]
@@ -102,6 +91,7 @@ def throughput(metrics_file: Path, flops_per_token: float, peak: float) -> dict:
 
 def _distill(teacher, student, name, peak, cache=None, lora=None, head="chunked"):
     import torch
+    from real_shapes import matmul_params
 
     from downsize.distill import DistillConfig, LossSpec, distill
     from downsize.train.loop import TrainConfig
@@ -112,7 +102,7 @@ def _distill(teacher, student, name, peak, cache=None, lora=None, head="chunked"
                         windows=STEPS * BATCH, teacher_dtype="bf16", cache=cache, lora=lora, head=head, val_tokens=0)
     t0 = time.perf_counter()
     distill(None if cache else str(teacher), str(student), "zoo:stdlib", cfg, WORK / name)
-    n_s, n_t = n_matmul(student), n_matmul(teacher)
+    n_s, n_t = matmul_params(student), matmul_params(teacher)
     fpt = 6 * n_s + (0 if cache else 2 * n_t)
     if lora:  # frozen base: no weight gradients (≈ 4 N instead of 6 N for the student)
         fpt = 4 * n_s + (0 if cache else 2 * n_t)
@@ -164,6 +154,7 @@ def check_fsdp(t, s, peak):
 
 
 def fsdp_child(peak: float) -> None:
+    from real_shapes import matmul_params
     t, s = WORK / "teacher", WORK / "student"
     try:
         r = _distill(t, s, "fsdp", peak, head="logits")
@@ -173,12 +164,13 @@ def fsdp_child(peak: float) -> None:
         m = WORK / "fsdp.work" / "metrics.jsonl"
         if not m.exists():
             raise
-        r = {**throughput(m, 6 * n_matmul(s) + 2 * n_matmul(t), peak), "save_error": repr(e)[-400:],
+        r = {**throughput(m, 6 * matmul_params(s) + 2 * matmul_params(t), peak), "save_error": repr(e)[-400:],
              "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
     print("RESULT " + json.dumps(r), flush=True)
 
 
 def check_trl(t, s, peak):
+    from real_shapes import matmul_params
     """TRL's GKD trainer (off-policy: lmbda=0, forward KL: beta=0) on batches of the same size and length."""
     import torch
     from datasets import Dataset
@@ -219,7 +211,7 @@ def check_trl(t, s, peak):
     tr.train()
     k = min(SKIP_STEPS, len(times) - 1)
     dt = (times[-1] - times[k - 1]) / (len(times) - k)
-    fpt = 6 * n_matmul(s) + 2 * n_matmul(t)
+    fpt = 6 * matmul_params(s) + 2 * matmul_params(t)
     tok_s = BATCH * SEQ / dt  # upper bound: GKD pads each batch to its longest row, at most SEQ
     return {"tokens_per_s": round(tok_s), "mfu": round(fpt * tok_s / peak, 4), "step_s": round(dt, 4),
             "wall_s": round(time.perf_counter() - t0, 1), "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}

@@ -51,18 +51,6 @@ def matmul_flops(seconds: float = 3.0) -> float:
     return 2 * 256 * 2048 * 8192 * n / (time.perf_counter() - t0)
 
 
-def matmul_params(model_dir: Path) -> int:
-    """Parameters that take part in matmuls: all, less an untied input embedding (a lookup)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    import torch
-
-    cfg = AutoConfig.from_pretrained(model_dir)
-    with torch.device("meta"):
-        m = AutoModelForCausalLM.from_config(cfg)
-    n = sum(p.numel() for p in m.parameters())
-    return n if cfg.tie_word_embeddings else n - m.get_input_embeddings().weight.numel()
-
-
 def st_init(d: Path, shape: str, a) -> dict:
     import torch
     from real_shapes import make_shape, qwen25_tokenizer
@@ -136,6 +124,8 @@ def _distill(d: Path, a, cache: bool) -> dict:
     ends = [r["tokens"] / r["tok_s"] for r in rows]  # seconds since the loop started, after each step
     steps = [b - a_ for a_, b in zip([0.0, *ends], ends)]
     tokens = a.batch * SEQ
+    from real_shapes import matmul_params
+
     n_s, n_t = matmul_params(d / "pruned"), matmul_params(d / "teacher")
     flops = (6 * n_s + (0 if cache else 2 * n_t)) * tokens
     bound = flops / rate

@@ -70,6 +70,18 @@ def make_shape(name: str, seed: int = 0, dtype=torch.bfloat16):
     return AutoModelForCausalLM.from_config(shape_config(name), dtype=dtype)
 
 
+def matmul_params(model_dir) -> int:
+    """Parameters of a saved model that take part in matmuls (the compute-bound figures' N): all of them, less an
+    untied input embedding (a lookup). Counted on the meta device, so nothing is allocated."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(cfg)
+    n = sum(p.numel() for p in m.parameters())
+    return n if cfg.tie_word_embeddings else n - m.get_input_embeddings().weight.numel()
+
+
 def qwen25_tokenizer(out_dir) -> Path:
     """Write a Qwen2.5-Instruct tokenizer folder (tokenizer.json, tokenizer_config.json) to ``out_dir``."""
     import gguf
