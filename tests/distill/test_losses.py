@@ -163,7 +163,7 @@ def test_bad_specs_say_how_to_fix():
 
 
 @pytest.mark.parametrize("name", sorted(DIVERGENCE_GRADS))
-@pytest.mark.parametrize("T,ratio,vocab,softcap", [(1.0, 1.0, None, None), (2.0, 0.4, 48, None), (1.0, 0.0, None, 30.0),
+@pytest.mark.parametrize("T,ratio,vocab,softcap", [(1.0, 1.0, None, None), (2.0, 1.0, None, None), (2.0, 0.4, 48, None), (1.0, 0.0, None, 30.0),
                                                    (0.7, 0.8, None, 5.0)])
 def test_closed_form_gradient_equals_autograd(monkeypatch, name, T, ratio, vocab, softcap):
     """The closed-form path (no autograd graph over the (N, V) temporaries) gives the loss and gradients of

@@ -323,6 +323,11 @@ def _analytic_chunk(spec: LossSpec, vocab: int | None, z: torch.Tensor, t_logp: 
     s = z.float()
     ls1 = F.log_softmax(s, dim=-1)  # (n, V_s)
     ce_sum = -ls1.gather(1, labels[:, None]).sum()
+    if ratio == 1 and t_logp is not None and not vocab:
+        # KD only (the default): the CE is a metric, its gradient is not needed; fewer passes over (n, V)
+        ls = ls1 if T == 1 else F.log_softmax(s / T, dim=-1)
+        value, g_u = DIVERGENCE_GRADS[spec.name](ls, t_logp)
+        return value.sum() * (T * T), ce_sum, g_u.mul(T * scale)
     g = ls1.exp().mul_(1 - ratio)  # d CE / d z = softmax - one-hot
     g[torch.arange(len(labels)), labels] -= 1 - ratio
     kd_sum = s.new_zeros(())
