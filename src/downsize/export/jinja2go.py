@@ -944,6 +944,8 @@ class Translator:
             if key in self.textvars:
                 return self.assign_text_attr(key, s.node, scope)
             var = ns.const.get(t.attr)
+            if var is not None and var.kind == "strset":
+                return self.strset_add(var, s.node, scope)
             if key in self.counters:
                 return self.count(key, s.node, scope)
             if var is not None and (var.is_const or var.kind == "vlist"):
@@ -1143,6 +1145,11 @@ class Translator:
                 scope.vars[self._slot(key)] = self.as_text(v)
                 attrs[kw.key] = V(go=None, kind="out", extra="", truthy="false")
                 continue
+            if v.is_const and v.const == [] and key in self.read_names and key in self._strsets():
+                var = self.fresh(f"{name}{kw.key}")
+                self.emit(f'{{{{ {var} := "" }}}}')
+                attrs[kw.key] = V(go=var, kind="strset")  # grown by strset_add, tested by strset_has
+                continue
             if v.is_const and v.const == []:
                 attrs[kw.key] = v  # filled by a filtered loop, if at all (_collect_list)
                 continue
@@ -1171,6 +1178,83 @@ class Translator:
                 if f"{name}.{a}" in self.read_names:
                     self.emit(f"{{{{ {var} := \"\" }}}}")
                 attrs[a] = V(go=var, kind="any")
+
+    def _strsets(self) -> set[str]:
+        """"ns.attr" lists that start empty (`namespace(ids=[])`), are only grown by one element at a time
+        (`set ns.ids = ns.ids + [x]`, anywhere) and only read by membership tests (`y in ns.ids`, `not in`); the
+        namespace is made once and never used as a value. Go has no lists: such a list is a string (strset_add)."""
+        got = getattr(self, "_strset_keys", None)
+        if got is not None:
+            return got
+        root, out = getattr(self, "_ast", None), set()
+        self._strset_keys = out
+        if root is None:
+            return out
+        allowed, stores, blocks = set(), {}, set()
+        for a in root.find_all(nodes.Assign):
+            t, r = a.target, a.node
+            if not isinstance(t, nodes.NSRef):
+                continue
+            good = (isinstance(r, nodes.Add) and isinstance(r.left, nodes.Getattr) and isinstance(r.left.node, nodes.Name)
+                    and r.left.node.name == t.name and r.left.attr == t.attr and isinstance(r.right, nodes.List)
+                    and len(r.right.items) == 1)
+            if good:
+                allowed.add(id(r.left))
+            stores[f"{t.name}.{t.attr}"] = stores.get(f"{t.name}.{t.attr}", True) and good
+        for a in root.find_all(nodes.AssignBlock):
+            if isinstance(a.target, nodes.NSRef):
+                blocks.add(f"{a.target.name}.{a.target.attr}")
+        for c in root.find_all(nodes.Compare):
+            if len(c.ops) == 1 and c.ops[0].op in ("in", "notin"):
+                allowed.add(id(c.ops[0].expr))
+        attr_of = {id(g.node) for g in root.find_all(nodes.Getattr)}
+        for a in root.find_all(nodes.Assign):
+            if not (isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call)
+                    and isinstance(a.node.node, nodes.Name) and a.node.node.name == "namespace"):
+                continue
+            name = a.target.name
+            names = [n for n in root.find_all(nodes.Name) if n.name == name]
+            if sum(1 for n in names if n.ctx != "load") != 1 or any(id(n) not in attr_of for n in names if n.ctx == "load"):
+                continue  # made again, a parameter or a loop target, or used as a value (handed to a macro)
+            for kw in a.node.kwargs:
+                key = f"{name}.{kw.key}"
+                if not (isinstance(kw.value, nodes.List) and not kw.value.items) or key in blocks \
+                        or not stores.get(key, True):
+                    continue
+                reads = [g for g in root.find_all(nodes.Getattr)
+                         if isinstance(g.node, nodes.Name) and g.node.name == name and g.attr == kw.key]
+                if reads and all(id(g) in allowed for g in reads):
+                    out.add(key)
+        return out
+
+    @staticmethod
+    def _strset_item(v: V) -> str:
+        """One element as the strset holds it: Go-quoted (`%q`: injective, and never a raw newline) between
+        newlines, so a quoted needle between newlines occurs in the string only as a whole element."""
+        if v.is_const and isinstance(v.const, str):
+            return f'(print "\\n" (printf "%q" {_go_lit(v.const)}) "\\n")'
+        if v.kind != "str" or v.is_const or not v.go:
+            raise Untranslatable(f"a list of {v.kind} values built in the template and tested with `in`")
+        return f'(print "\\n" (printf "%q" {_paren(v.go)}) "\\n")'
+
+    def strset_add(self, var: V, rhs, scope):
+        """`set ns.ids = ns.ids + [x]` on a strset: the string grows by x's item."""
+        x = self.expr(rhs.right.items[0], scope)
+        self.emit(f"{{{{ {var.go} = print {var.go} {self._strset_item(x)} }}}}")
+
+    def strset_has(self, needle: V, hay: V) -> V:
+        """`y in ns.ids`: a flag set where some suffix of the strset starts with y's item. An absent field and an
+        empty one are the same in Ollama (a message without tool_call_id tests as one whose id is "")."""
+        self._need_range_int("a membership test on a list built in the template")
+        item = self._strset_item(needle)
+        var, nd = self.fresh("in"), self.fresh("item")
+        self.top_decls.append(f"{{{{ {var} := false }}}}")
+        h, j, rest = self.fresh("hay"), self.fresh("j"), self.fresh("rest")
+        self.emit(f"{{{{ {var} = false }}}}{{{{ {nd} := {item} }}}}{{{{ {h} := {hay.go} }}}}"
+                  f"{{{{ range {j} := len {h} }}}}{{{{ {rest} := slice {h} {j} }}}}"
+                  f"{{{{ if and (ge (len {rest}) (len {nd})) (eq (slice {rest} 0 (len {nd})) {nd}) }}}}"
+                  f"{{{{ {var} = true }}}}{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}")
+        return V(go=var, kind="bool")
 
     def _ns_attrs_assigned(self, name):
         root = getattr(self, "_ast", None)
@@ -1336,7 +1420,7 @@ class Translator:
             return False
         ns = scope.get(t.name)
         cur = ns.const.get(t.attr) if ns is not None and ns.kind == "ns" else None
-        if cur is None or not (cur.is_const and cur.const == []) or self._own_loop_attrs(s):
+        if cur is None or not (cur.is_const and cur.const == []) or self._own_loop_attrs(s) or self.loops:
             return False
         seq = self.expr(s.iter, scope)
         if seq.is_const or seq.kind not in SEQ_KINDS:
@@ -1828,8 +1912,17 @@ class Translator:
         if all(k.is_const and v.is_const for k, v in vs):
             return C({k.const: v.const for k, v in vs})
         if all(k.is_const and isinstance(k.const, str) for k, _ in vs) and not any(v.kind == "ns" for _, v in vs):
-            return C({k.const: (v.const if v.is_const else v) for k, v in vs})  # read back by getitem
+            return C({k.const: (v.const if v.is_const else self._pin_dot(v, scope)) for k, v in vs})  # read back by getitem
         raise Untranslatable("a dict literal of request values")
+
+    @staticmethod
+    def _pin_dot(v: V, scope) -> V:
+        """A value kept for later (a dict literal's): its `.Field`s read through the variable `.` is here (a range's
+        element), so a nested range that rebinds `.` still reads this element."""
+        if v.go and v.kind != "out" and scope.dot and re.fullmatch(r"\$\w*", scope.dot) and _DOT_REF.search(v.go):
+            return V(go=_dot_through(v.go, scope.dot), kind=v.kind, extra=v.extra,
+                     defined=_dot_through(v.defined, scope.dot) if v.defined else None)
+        return v
 
     def e_Name(self, e, scope):
         v = scope.get(e.name)
@@ -2243,6 +2336,8 @@ class Translator:
         return V(go=test if positive else f"not ({test})", kind="bool")
 
     def contains(self, needle: V, hay: V) -> V:
+        if hay.kind == "strset":
+            return self.strset_has(needle, hay)
         if hay.is_const and isinstance(hay.const, (list, tuple, dict)) and not needle.is_const:
             opts = list(hay.const)
             if not opts:
@@ -2754,7 +2849,7 @@ class Translator:
             raise Untranslatable("tojson with options other than indent")
         indent = indent.const
         if v.is_const and _holds_v(v.const):
-            raise Untranslatable("tojson of a dict literal of request values")
+            return self.emit(self.tojson_literal(v.const, indent, 0))
         if v.is_const:
             import json as _json
 
@@ -2769,6 +2864,45 @@ class Translator:
             name = _PyJSON(self.defs, indent).template(v.kind, 0)
             return self.emit(f"{{{{ template \"{name}\" {self.go_of(v)} }}}}")
         raise Untranslatable(f"tojson of a {v.kind}")
+
+    JSON_KINDS = ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
+                  "tcall", "tcfn", "tcalls", "proplist", "fnlist")
+
+    def tojson_literal(self, x, indent, d: int) -> str:
+        """Go text writing ``json.dumps(x, ensure_ascii=False, indent=indent)`` (transformers' tojson) for a dict
+        literal with constant string keys that holds request values (``{"content": msg.content} | tojson``), nested
+        ``d`` levels deep: the JSON skeleton written here, in the literal's key order (a Python dict keeps it), each
+        request value spliced in as tojson writes it on its own (Go's json for a string, the generated defines for
+        Ollama's structs)."""
+        import json as _json
+
+        if indent is not None and (type(indent) is not int or indent < 0):
+            raise Untranslatable("tojson with an indent that is not a non-negative int")
+        pj = _PyJSON(self.defs, indent)
+        if isinstance(x, V):
+            if x.is_const:
+                return self.tojson_literal(x.const, indent, d)
+            if x.kind == "str" and x.go:
+                self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
+                return f"{{{{ json {self.go_of(x)} }}}}"
+            if x.kind in self.JSON_KINDS and x.go:
+                self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
+                          "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
+                return f'{{{{ template "{pj.template(x.kind, d)}" {self.go_of(x)} }}}}'
+            raise Untranslatable(f"tojson of a dict literal holding a {x.kind}")
+        if isinstance(x, dict) and _holds_v(x):
+            if not all(isinstance(k, str) for k in x):
+                raise Untranslatable("tojson of a dict literal with keys that are not strings")
+            items = [f"{_text(pj.nl(d + 1))}{_text(_json_key(k))}: {self.tojson_literal(y, indent, d + 1)}"
+                     for k, y in x.items()]
+            return "{" + pj.sep.join(items) + _text(pj.nl(d)) + "}"
+        if _holds_v(x):
+            raise Untranslatable("tojson of a list literal of request values")
+        try:
+            text = _json.dumps(x, ensure_ascii=False, indent=indent)
+        except (TypeError, ValueError):
+            raise Untranslatable(f"tojson of a {type(x).__name__} constant") from None
+        return _text(text if indent is None else text.replace("\n", "\n" + " " * (indent * d)))
 
 
 class _PyJSON:
