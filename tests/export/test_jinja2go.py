@@ -424,3 +424,117 @@ def test_list_collected_inside_another_loop_is_refused():
            "{% endfor %}")
     with pytest.raises(Untranslatable, match="list built in the template"):
         translate(src, "", EOS, range_int=True)
+
+
+def _alternating_probes():
+    """Conversations of 1 to 6 alternating turns starting with each role (Ollama merges consecutive same-role
+    turns, so only alternating ones mean the same to both sides)."""
+    out = []
+    for n in range(1, 7):
+        for first in ("user", "assistant", "system"):
+            roles = [first]
+            while len(roles) < n:
+                roles.append("assistant" if roles[-1] != "assistant" else "user")
+            out.append(gocheck.Probe(f"{first} x{n}", [{"role": r, "content": f"m{k}"} for k, r in enumerate(roles)]))
+    return tuple(out)
+
+
+def test_slices_by_an_int_variable_that_may_be_negative():
+    """`messages[:ns.k + 1]` / `messages[ns.k + 1:]` / `messages[:ns.k]` with `namespace(k=-1)` (Kimi-K2-Thinking's
+    history / suffix split): Python's meaning of -1 and its clamping past the end; the head is built by ranging
+    over the int (Go >= 1.24), so without it it is refused."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% set ns = namespace(k=-1, j=-1) %}{% for m in messages %}{% if m.role == 'assistant' %}"
+           "{% set ns.k = loop.index0 %}{% endif %}{% if loop.index0 == 1 %}{% set ns.j = loop.index0 %}{% endif %}"
+           "{% endfor %}{% for m in messages[:ns.k + 1] %}{{ m.role }},{% endfor %}|{% for m in messages[ns.k + 1:] %}"
+           "{{ m.role }},{% endfor %}|{% for m in messages[:ns.k] %}{{ m.role }},{% endfor %}|"
+           "{% for m in messages[:ns.j + 2] %}{{ m.role }},{% endfor %}|{% for m in messages[ns.j + 2:] %}{{ m.role }},"
+           "{% endfor %}|{{ messages[:ns.k + 1] | length }}")
+    with pytest.raises(Untranslatable, match="Go >= 1.24"):
+        translate(src, "", EOS)
+    g = translate(src, "", EOS, range_int=True)
+    r = gocheck.check_templates([(src, g.go, "", EOS)], _alternating_probes() + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_get_with_a_default_on_an_optional_field():
+    # `message.get('name', 'unknown')`: Ollama's empty ToolName is the absent key, so the default (Kimi-K2-Thinking)
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    src = ("{% for m in messages %}{{ m.get('name', 'unknown') }}/{{ m.get('name') or m.role }}/"
+           "{{ m.get('reasoning_content', '') }}:{{ m.content }}\n{% endfor %}")
+    g = translate(src, "", EOS)
+    r = gocheck.check_templates([(src, g.go, "", EOS)])[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def _mutable_jinja(src):
+    """The template in a Jinja sandbox whose lists can change (transformers' is immutable), with transformers'
+    tojson: the reference for what a template means where transformers refuses `list.append`."""
+    import json
+
+    import jinja2.ext
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    return env.from_string(src)
+
+
+def test_queue_of_text_appended_and_popped():
+    """`set _ = ns.ids.append(x)`, `{% if ns.ids %}` and `ns.ids.pop(0)` (Kimi-K2-Thinking's tool_response_queue):
+    a string of length-prefixed items (Go >= 1.24). transformers' sandbox refuses list.append, so the Jinja check
+    skips every conversation that appends; the Go is checked against a mutable sandbox instead, on calls answered in
+    turn, two rounds, more results than calls, results without a name or a call, and names holding ':' and digits.
+    A list read any other way is no queue (the old translation: the append, which transformers refuses, dropped)."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    snippet = ("{% set q = namespace(ids=[], n=0) %}{% for m in messages %}{% for c in m.tool_calls or [] %}"
+               "{% set _ = q.ids.append(c.function.name + ':' + (q.n | string)) %}{% set q.n = q.n + 1 %}{% endfor %}"
+               "{% if m.role == 'tool' %}{% if q.ids %}{% set id = q.ids.pop(0) %}{% else %}{% set id = 'none' %}"
+               "{% endif %}[{{ id }}]{% endif %}{{ m.content }}\n{% endfor %}")
+    kimi = (llama_cpp_dir() / "models" / "templates" / "Kimi-K2-Thinking.jinja").read_text()
+    tools = gocheck.TOOL_PROBES[0].tools
+
+    def call(*names):
+        return {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"c{k}", "type": "function", "function": {"name": n, "arguments": {"city": "Paris"}}}
+            for k, n in enumerate(names)]}
+
+    def res(text, name="get_weather"):
+        return {"role": "tool", "content": text, **({"name": name} if name else {})}
+
+    u, a = {"role": "user", "content": "weather?"}, {"role": "assistant", "content": "ok"}
+    shapes = {
+        "two calls": [u, call("get_weather", "search_code"), res("18"), res("none", "search_code")],
+        "two rounds": [u, call("get_weather"), res("18"), a, u, call("get_weather", "get_weather"), res("1"), res("2"), a],
+        "more results": [u, call("get_weather"), res("18"), res("again"), u],
+        "no names": [u, call("get_weather"), res("18", None), res("x", None)],
+        "no call": [u, res("orphan"), res("x", None)],
+        "odd names": [u, call("a:b", "12:é", "3"), res("1"), res("2"), res("3"), u],
+    }
+    probes = [gocheck.Probe(k, v, tools) for k, v in shapes.items()]
+    for src in (snippet, kimi):
+        g = translate(src, "<s>", EOS, range_int=True).go
+        assert '"%d:"' in g
+        ref = _mutable_jinja(src)
+        got = gocheck.render_go_batch([g], [(0, p) for p in probes])
+        for p, (out, err) in zip(probes, got):
+            agp = p.messages[-1]["role"] != "assistant"
+            want = ref.render(messages=p.messages, tools=p.tools, add_generation_prompt=agp, bos_token="<s>",
+                              eos_token=EOS)
+            assert err is None and out == gocheck.strip_bos(want, "<s>"), (p.name, err, out, want)
+        r = gocheck.check_templates([(src, g, "<s>", EOS)], tuple(probes) + gocheck.PROBES)[0]
+        assert all(x.ok or x.skipped for x in r.results), r.failures
+    assert gocheck.expected(kimi, probes[0], "<s>", EOS) is None  # transformers refuses the append
+    for other in ("{{ q.ids | length }}", "{% for x in q.ids %}{{ x }}{% endfor %}"):
+        assert '"%d:"' not in translate(snippet + other, "", EOS, range_int=True).go
+    with pytest.raises(Untranslatable, match="pop"):
+        translate(snippet + "{{ q.ids.pop() }}", "", EOS, range_int=True)

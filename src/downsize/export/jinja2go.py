@@ -673,6 +673,10 @@ class Translator:
             if isinstance(n, nodes.Assign):
                 t = n.target
                 key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
+                c = n.node  # `set _ = ns.ids.append(x)` stores into ns.ids
+                if isinstance(c, nodes.Call) and isinstance(c.node, nodes.Getattr) and c.node.attr == "append" \
+                        and isinstance(c.node.node, nodes.Getattr) and isinstance(c.node.node.node, nodes.Name):
+                    key = f"{c.node.node.node.name}.{c.node.node.attr}"
                 stores.append((key, reads(n.node)))
                 return
             if isinstance(n, (nodes.Name, nodes.Getattr)):
@@ -933,6 +937,8 @@ class Translator:
         return isinstance(root, nodes.For)
 
     def s_Assign(self, s, scope):
+        if self.queue_append(s, scope):
+            return
         t = s.target
         if isinstance(t, nodes.NSRef):
             key = f"{t.name}.{t.attr}"
@@ -1145,6 +1151,11 @@ class Translator:
                 scope.vars[self._slot(key)] = self.as_text(v)
                 attrs[kw.key] = V(go=None, kind="out", extra="", truthy="false")
                 continue
+            if v.is_const and v.const == [] and key in self.read_names and key in self._strqueues():
+                var = self.fresh(f"{name}{kw.key}")
+                self.emit(f'{{{{ {var} := "" }}}}')
+                attrs[kw.key] = V(go=var, kind="strqueue")  # grown by queue_append, read by queue_pop and its truth
+                continue
             if v.is_const and v.const == [] and key in self.read_names and key in self._strsets():
                 var = self.fresh(f"{name}{kw.key}")
                 self.emit(f'{{{{ {var} := "" }}}}')
@@ -1226,6 +1237,93 @@ class Translator:
                 if reads and all(id(g) in allowed for g in reads):
                     out.add(key)
         return out
+
+    def _strqueues(self) -> set[str]:
+        """"ns.attr" lists that start empty and are used only as a queue of text: `set _ = ns.ids.append(x)` (the
+        result never read), `ns.ids.pop(0)` and `{% if ns.ids %}` (Kimi-K2-Thinking's tool_response_queue). The
+        namespace is made once and never used as a value. Go has no lists: the queue is a string (queue_append)."""
+        got = getattr(self, "_strqueue_keys", None)
+        if got is not None:
+            return got
+        root, out = getattr(self, "_ast", None), set()
+        self._strqueue_keys = out
+        if root is None:
+            return out
+        parent = {}
+        for n in root.find_all(nodes.Node):
+            for c in n.iter_child_nodes():
+                parent[id(c)] = n
+        loads = {}
+        for n in root.find_all(nodes.Name):
+            if n.ctx == "load":
+                loads[n.name] = loads.get(n.name, 0) + 1
+
+        def use_ok(g):
+            up = parent.get(id(g))
+            if isinstance(up, nodes.If) and up.test is g:
+                return True
+            call = parent.get(id(up))
+            if not (isinstance(up, nodes.Getattr) and up.node is g and isinstance(call, nodes.Call)
+                    and call.node is up and not call.kwargs and call.dyn_args is None and call.dyn_kwargs is None):
+                return False
+            if up.attr == "pop":
+                return len(call.args) == 1 and isinstance(call.args[0], nodes.Const) and call.args[0].value == 0
+            st = parent.get(id(call))
+            return (up.attr == "append" and len(call.args) == 1 and isinstance(st, nodes.Assign) and st.node is call
+                    and isinstance(st.target, nodes.Name) and not loads.get(st.target.name))
+
+        attr_of = {id(g.node) for g in root.find_all(nodes.Getattr)}
+        stored = {f"{t.name}.{t.attr}" for t in root.find_all(nodes.NSRef)}
+        for a in root.find_all(nodes.Assign):
+            if not (isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call)
+                    and isinstance(a.node.node, nodes.Name) and a.node.node.name == "namespace"):
+                continue
+            name = a.target.name
+            names = [n for n in root.find_all(nodes.Name) if n.name == name]
+            if sum(1 for n in names if n.ctx != "load") != 1 or any(id(n) not in attr_of for n in names if n.ctx == "load"):
+                continue
+            for kw in a.node.kwargs:
+                key = f"{name}.{kw.key}"
+                if not (isinstance(kw.value, nodes.List) and not kw.value.items) or key in stored:
+                    continue
+                uses = [g for g in root.find_all(nodes.Getattr)
+                        if isinstance(g.node, nodes.Name) and g.node.name == name and g.attr == kw.key]
+                if uses and all(use_ok(g) for g in uses):
+                    out.add(key)
+        return out
+
+    def queue_append(self, s, scope) -> bool:
+        """`set _ = ns.ids.append(x)` on a strqueue: the string grows by x's decimal byte length, ":" and x.
+        (transformers' sandbox refuses list.append, so Jinja renders no conversation that reaches this: what is
+        written is the template's evident meaning, a mutable list's.)"""
+        c = s.node
+        if not (isinstance(s.target, nodes.Name) and isinstance(c, nodes.Call) and isinstance(c.node, nodes.Getattr)
+                and c.node.attr == "append" and isinstance(c.node.node, nodes.Getattr)
+                and isinstance(c.node.node.node, nodes.Name)
+                and f"{c.node.node.node.name}.{c.node.node.attr}" in self._strqueues()):
+            return False
+        var = self.expr(c.node.node, scope)
+        if var.kind != "strqueue":
+            return False
+        x = self.expr(c.args[0], scope)
+        if not (x.kind == "str" and (x.is_const and isinstance(x.const, str) or not x.is_const and x.go)):
+            raise Untranslatable(f"a queue of {x.kind} values built in the template")
+        g = self.go_of(x)
+        self.emit(f'{{{{ {var.go} = print {var.go} (printf "%d:" (len {g})) {g} }}}}')
+        return True
+
+    def queue_pop(self, q: V) -> V:
+        """`ns.ids.pop(0)`: the first item cut off the strqueue: its length is the digits before the first ":",
+        matched against each offset's decimal (Go has no atoi). An empty queue fails in Go as in Python."""
+        self._need_range_int("a queue of text built in the template")
+        p, d, r, n, j, item = (self.fresh(b) for b in ("colon", "digits", "rest", "len", "j", "item"))
+        L = q.go
+        self.emit(f"{{{{ {p} := 0 }}}}{{{{ range {j} := len {L} }}}}{{{{ if eq (index {L} {j}) 58 }}}}{{{{ {p} = {j} }}}}"
+                  f"{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}{{{{ {d} := slice {L} 0 {p} }}}}{{{{ {r} := slice (slice {L} {p}) 1 }}}}"
+                  f"{{{{ {n} := 0 }}}}{{{{ range {j} := len (print {r} \"x\") }}}}{{{{ if eq (printf \"%d\" {j}) {d} }}}}"
+                  f"{{{{ {n} = {j} }}}}{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}{{{{ {item} := slice {r} 0 {n} }}}}"
+                  f"{{{{ {L} = slice {r} {n} }}}}")
+        return V(go=item, kind="str")
 
     @staticmethod
     def _strset_item(v: V) -> str:
@@ -2003,7 +2101,14 @@ class Translator:
         if stop.is_const and stop.const is None and fa is not None and len(fa.terms) == 1 and fa.terms[0][1] == 1 \
                 and 0 < fa.const <= 8:
             # seq[i + k:] (the messages after this one): Go has no +, but slicing twice adds
-            return V(go=f"slice (slice {self.go_of(obj)} {fa.terms[0][0]}) {fa.const}", kind=obj.kind)
+            i, x = fa.terms[0][0], self.go_of(obj)
+            if self._maybe_negative(i):
+                return self.slice_from_var(x, i, fa.const, obj.kind)
+            return V(go=f"slice (slice {x} {i}) {fa.const}", kind=obj.kind)
+        fb = _aff(stop) if not stop.is_const else None
+        if start.is_const and start.const in (None, 0) and fb is not None and len(fb.terms) == 1 \
+                and fb.terms[0][1] == 1 and 0 <= fb.const <= 8 and self._maybe_negative(fb.terms[0][0]):
+            return self.slice_to_var(self.go_of(obj), fb.terms[0][0], fb.const, obj.kind)
         if stop.is_const and stop.const is None and not start.is_const and start.kind == "int":
             return V(go=f"slice {self.go_of(obj)} {self.go_of(start)}", kind=obj.kind)  # seq[i:], i a Go int
         if start.is_const and start.const in (None, 0) and stop.is_const and isinstance(stop.const, int) \
@@ -2022,6 +2127,36 @@ class Translator:
         if n < 0:
             raise Untranslatable("a slice from the end (seq[-n:])")
         return V(go=f"slice {self.go_of(obj)} {n}", kind=obj.kind) if n else obj
+
+    def _maybe_negative(self, i: str) -> bool:
+        """An int variable that is no range index (`namespace(k=-1)` set later): Python reads a negative one from the
+        end, where Go's slice fails."""
+        return bool(re.fullmatch(r"\$\w+", i)) and i not in self.index_vars
+
+    def slice_from_var(self, x: str, i: str, k: int, kind: str) -> V:
+        """seq[i + k:] for an int variable i that may be -1 (Kimi-K2-Thinking's `messages[ns.last + 1:]` with
+        `namespace(last=-1)`): Python's seq[k - 1:] there; empty past the end, as in Python. Below -1 Go's slice
+        fails (an error, never other text)."""
+        var = self.fresh("tail")
+        self.emit(f"{{{{ {var} := slice {x} (len {x}) }}}}{{{{ if eq {i} -1 }}}}{{{{ if gt (len {x}) {k - 1} }}}}"
+                  f"{{{{ {var} = slice {x} {k - 1} }}}}{{{{ end }}}}{{{{ else if lt {i} 0 }}}}{{{{ {var} = slice {x} {i} }}}}"
+                  f"{{{{ else if lt {i} (len {x}) }}}}{{{{ if gt (len (slice {x} {i})) {k} }}}}"
+                  f"{{{{ {var} = slice (slice {x} {i}) {k} }}}}{{{{ end }}}}{{{{ end }}}}")
+        return V(go=var, kind=kind)
+
+    def slice_to_var(self, x: str, i: str, k: int, kind: str) -> V:
+        """seq[:i + k] for an int variable i that may be -1 (`messages[:ns.last + 1]`), clamped to the length like
+        Python: i + k as a string of x (i appended by ranging over it, Go >= 1.24). i == -1 is Python's seq[:k - 1]
+        (seq[:-1] for k = 0); below -1 Go's slice fails (an error, never other text)."""
+        self._need_range_int("a slice up to an int variable")
+        var, u = self.fresh("head"), self.fresh("upto")
+        minus1 = (f"{{{{ if ge (len {x}) 1 }}}}{{{{ {var} = slice {x} 0 (len (slice {x} 1)) }}}}{{{{ end }}}}" if k == 0
+                  else f"{{{{ {var} = {x} }}}}{{{{ if gt (len {x}) {k - 1} }}}}{{{{ {var} = slice {x} 0 {k - 1} }}}}{{{{ end }}}}")
+        self.emit(f"{{{{ {var} := slice {x} 0 0 }}}}{{{{ if ge {i} 0 }}}}{{{{ {u} := {_go_str('x' * k)} }}}}"
+                  f"{{{{ range {i} }}}}{{{{ {u} = print {u} \"x\" }}}}{{{{ end }}}}{{{{ {var} = {x} }}}}"
+                  f"{{{{ if lt (len {u}) (len {x}) }}}}{{{{ {var} = slice {x} 0 (len {u}) }}}}{{{{ end }}}}"
+                  f"{{{{ else if eq {i} -1 }}}}{minus1}{{{{ else }}}}{{{{ {var} = slice {x} 0 {i} }}}}{{{{ end }}}}")
+        return V(go=var, kind=kind)
 
     def getitem(self, obj: V, key: V, scope) -> V:
         if obj.is_const:
@@ -2835,9 +2970,16 @@ class Translator:
             v = self.getitem(obj, args[0], scope)
             if v.is_const and v.const is UNDEF:
                 return args[1] if len(args) > 1 else C(None)
+            if len(args) > 1 and v.defined and v.kind == "str" and args[1].is_const and isinstance(args[1].const, str) \
+                    and args[1].const:
+                # `message.get('name', 'unknown')`: an optional field Ollama leaves empty is the absent key (as
+                # `is defined` reads it), so the default where it is empty
+                return V(go=f"or {self.go_of(v)} {_go_lit(args[1].const)}", kind="str")
             return v
         if name == "items" and obj.kind in MAPS:
             return obj
+        if name == "pop" and obj.kind == "strqueue" and len(args) == 1 and args[0].is_const and args[0].const == 0:
+            return self.queue_pop(obj)
         raise Untranslatable(f"the method .{name}() on a {obj.kind}")
 
     # ---- tojson --------------------------------------------------------------------------------------------
