@@ -538,3 +538,15 @@ def test_queue_of_text_appended_and_popped():
         assert '"%d:"' not in translate(snippet + other, "", EOS, range_int=True).go
     with pytest.raises(Untranslatable, match="pop"):
         translate(snippet + "{{ q.ids.pop() }}", "", EOS, range_int=True)
+
+
+def test_list_collected_inside_the_loop_that_makes_its_namespace():
+    # made in the loop body, the namespace lives one iteration: the comprehension there is what Jinja builds
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    src = ("{% for m in messages %}{% set ns = namespace(L=[]) %}{% for k in messages %}{% if k.role == m.role %}"
+           "{% set ns.L = ns.L + [k.content] %}{% endif %}{% endfor %}{% if ns.L %}{% for x in ns.L %}<{{ x }}>"
+           "{% endfor %}{% endif %}\n{% endfor %}")
+    g = translate(src, "", EOS)
+    r = gocheck.check_templates([(src, g.go, "", EOS)], _alternating_probes() + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures

@@ -1178,6 +1178,9 @@ class Translator:
             attrs[kw.key] = V(go=var, kind=v.kind)
         # attributes first assigned later (`set ns.x = ...` without a default) get declared now
         scope.vars[name] = V(const=attrs, kind="ns")
+        if not hasattr(self, "_ns_loops"):
+            self._ns_loops = {}
+        self._ns_loops[id(attrs)] = len(self.loops)  # the loops it lives in (_collect_list)
         for a in self._ns_attrs_assigned(name):
             if f"{name}.{a}" in self.textvars:
                 if a not in attrs:
@@ -1518,7 +1521,11 @@ class Translator:
             return False
         ns = scope.get(t.name)
         cur = ns.const.get(t.attr) if ns is not None and ns.kind == "ns" else None
-        if cur is None or not (cur.is_const and cur.const == []) or self._own_loop_attrs(s) or self.loops:
+        if cur is None or not (cur.is_const and cur.const == []) or self._own_loop_attrs(s):
+            return False
+        if len(self.loops) > getattr(self, "_ns_loops", {}).get(id(ns.const), 0):
+            # inside a loop that the namespace outlives: the list grows over its iterations, which read what the
+            # earlier ones added (one comprehension, re-ranged where read, cannot say that)
             return False
         seq = self.expr(s.iter, scope)
         if seq.is_const or seq.kind not in SEQ_KINDS:
