@@ -550,3 +550,15 @@ def test_list_collected_inside_the_loop_that_makes_its_namespace():
     g = translate(src, "", EOS)
     r = gocheck.check_templates([(src, g.go, "", EOS)], _alternating_probes() + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+def test_field_path_variable_read_in_a_nested_loop():
+    # `set c = m.content` is inlined: read inside a nested range (where `.` is another message) it was `.Content`
+    # of that message; it now reads through the outer range's variable
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    src = ("{% for m in messages %}{% set c = m.content %}{% set r = m.role %}{% for x in messages %}{{ c }}|{{ r }}"
+           "{% endfor %}\n{% endfor %}")
+    g = translate(src, "", EOS)
+    r = gocheck.check_templates([(src, g.go, "", EOS)])[0]
+    assert all(x.ok for x in r.results), r.failures

@@ -1028,7 +1028,7 @@ class Translator:
             return
         if v.is_const or v.kind == "folded" or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go)
                                                  and not self._is_var(v.go)):
-            scope.vars[t.name] = v  # constants and field paths are inlined where used
+            scope.vars[t.name] = self._pin_dot(v, scope)  # constants and field paths are inlined where used (`.F` through the variable `.` is)
             return
         if v.go is None and v.kind == "int" and isinstance(v.extra, Aff) and self.range_int:
             try:
