@@ -327,3 +327,238 @@ def test_real_templates_strip_request_text_exactly(name):
                                       {"role": "assistant", "content": "\n ok \u3000"}, {"role": "user", "content": "\tagain\u00a0"}])
     r = gocheck.check_templates([(src, g.go, "<s>", EOS)], (ws,) + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+# ---- branch j1 ----------------------------------------------------------------------------------------------------
+def test_tojson_of_a_dict_literal_of_request_values():
+    """`{"content": msg.content} | tojson` (Cohere2MoE): the literal's JSON skeleton in its key order, Python's
+    spacing (compact and indent=N, nested literals and constants re-indented), each request value spliced in as
+    tojson writes it alone; a literal read back inside a nested loop still reads its own message."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    src = ("{% for m in messages %}{% set d = {'role': m.role, 'content': m.content, 'n': [1, 'a'], "
+           "'x': {'c': m.content, 'e': {}}} %}{% for o in messages[:1] %}{{ d | tojson }}|"
+           "{{ d | tojson(indent=2) }}|{% endfor %}{{ {'k': m.content} | tojson(indent=0) }}"
+           "{% for t in m.tool_calls or [] %}{{ {'id': t.id, 'function': t.function, 'args': t.function.arguments} "
+           "| tojson }}{% endfor %}\n{% endfor %}")
+    g = translate(src, "", EOS)
+    r = gocheck.check_templates([(src, g.go, "", EOS)])[0]
+    assert all(x.ok for x in r.results), r.failures
+    with pytest.raises(Untranslatable, match="holding a out"):
+        translate("{% macro f(m) %}{{ m.content }}{% endmacro %}{% for m in messages %}{{ {'c': f(m)} | tojson }}"
+                  "{% endfor %}", "", EOS)
+
+
+def test_list_grown_and_tested_with_in():
+    """`ns.ids = ns.ids + [x]` anywhere, read only by `y in ns.ids` / `not in` (Command R7B's tool_ids_seen): a
+    string of Go-quoted items between newlines, searched by ranging over its byte offsets (Go >= 1.24); checked
+    on repeated, prefix, empty, quoted and multi-line items. Read any other way, or without Go >= 1.24: refused."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% set ns = namespace(seen=[], n=0) %}{% for m in messages %}{% if m.content not in ns.seen %}"
+           "[{{ m.content }}]{% for k in messages[loop.index0 + 1:] %}{% if k.role == m.role %}"
+           "{% set ns.seen = ns.seen + [k.content] %}{% endif %}{% endfor %}{% elif m.role in ns.seen %}R"
+           "{% else %}-{% endif %}{% endfor %}")
+    with pytest.raises(Untranslatable, match="Go >= 1.24"):
+        translate(src, "", EOS)
+    g = translate(src, "", EOS, range_int=True)
+    assert any("Go >= 1.24" in n for n in g.notes)
+    texts = ["a", "ab", "b", "a", "", "x\n\"y", "\"y", "x\n", "é", "ab", "", "user", "x\n\"y", "b"]
+    probes = tuple(gocheck.Probe(f"items{k}", [{"role": "user" if i % 2 == 0 else "assistant", "content": t}
+                                               for i, t in enumerate(texts[k:] + texts[:k])])
+                   for k in range(0, len(texts), 3)) + gocheck.PROBES
+    r = gocheck.check_templates([(src, g.go, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+    for other in ("{% if ns.seen %}T{% endif %}", "{{ ns.seen | length }}", "{% for s in ns.seen %}{{ s }}{% endfor %}"):
+        with pytest.raises(Untranslatable):
+            translate(src + other, "", EOS, range_int=True)
+
+
+@pytest.mark.parametrize("name", ["CohereForAI-c4ai-command-r7b-12-2024-tool_use", "Cohere2MoE"])
+def test_cohere_tool_results_on_more_shapes(name):
+    """Command R7B and Cohere2MoE print a run of tool results once, skipping the ones whose id an earlier run
+    listed (tool_ids_seen), and number calls by their position (tool_call_id_to_int): checked on two calls, two
+    rounds, repeated, prefix, empty, absent and multi-line ids, and results with no call before them."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    src = (llama_cpp_dir() / "models" / "templates" / f"{name}.jinja").read_text()
+    g = translate(src, "<s>", EOS, range_int=True).go
+    tools = gocheck.TOOL_PROBES[0].tools
+
+    def call(*ids):
+        return {"role": "assistant", "content": "", "tool_calls": [
+            {"id": i, "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+            for i in ids]}
+
+    def res(i, text):
+        m = {"role": "tool", "content": text, "name": "get_weather"}
+        return m if i is None else {**m, "tool_call_id": i}
+
+    u, a = {"role": "user", "content": "weather?"}, {"role": "assistant", "content": "ok"}
+    shapes = {
+        "two calls": [u, call("c0", "c1"), res("c0", "18"), res("c1", "none")],
+        "two rounds": [u, call("c0"), res("c0", "18"), a, u, call("c0", "c1"), res("c0", "1"), res("c1", "2"), a],
+        "repeated ids": [u, call("a", "b"), res("a", "1"), res("b", "2"), u, res("b", "3"), res("c", "4"), res("a", "5")],
+        "prefix ids": [u, call("ab", "a"), res("ab", "1"), u, res("a", "2"), res("b", "3"), u, res("b", "4")],
+        "empty ids": [u, call("", ""), res("", "1"), res("", "2"), u, res("", "3")],
+        "absent ids": [u, call("c0"), res(None, "1"), res(None, "2"), u, res(None, "3"), res("c0", "4")],
+        "multi-line ids": [u, call("é\n\"x", "\"x"), res("é\n\"x", "1"), res("\"x", "2"), u, res("é\n", "3"),
+                           res("\"x", "4")],
+        "results without a call": [u, res("q", "orphan"), res("r", "again"), u, res("q", "x")],
+    }
+    probes = tuple(gocheck.Probe(k, v, tools) for k, v in shapes.items()) + gocheck.PROBES
+    r = gocheck.check_templates([(src, g, "<s>", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_list_collected_inside_another_loop_is_refused():
+    # a filtered loop nested in another loop fills the list again on each outer iteration, and the outer body reads
+    # what earlier iterations added: one comprehension cannot say that (it was folded to the empty list: no X)
+    src = ("{% set ns = namespace(L=[]) %}{% for m in messages %}{% if ns.L %}X{% endif %}{% for k in messages %}"
+           "{% if k.role == 'user' %}{% set ns.L = ns.L + [k.content] %}{% endif %}{% endfor %}{{ m.content }}"
+           "{% endfor %}")
+    with pytest.raises(Untranslatable, match="list built in the template"):
+        translate(src, "", EOS, range_int=True)
+
+
+def _alternating_probes():
+    """Conversations of 1 to 6 alternating turns starting with each role (Ollama merges consecutive same-role
+    turns, so only alternating ones mean the same to both sides)."""
+    out = []
+    for n in range(1, 7):
+        for first in ("user", "assistant", "system"):
+            roles = [first]
+            while len(roles) < n:
+                roles.append("assistant" if roles[-1] != "assistant" else "user")
+            out.append(gocheck.Probe(f"{first} x{n}", [{"role": r, "content": f"m{k}"} for k, r in enumerate(roles)]))
+    return tuple(out)
+
+
+def test_slices_by_an_int_variable_that_may_be_negative():
+    """`messages[:ns.k + 1]` / `messages[ns.k + 1:]` / `messages[:ns.k]` with `namespace(k=-1)` (Kimi-K2-Thinking's
+    history / suffix split): Python's meaning of -1 and its clamping past the end; the head is built by ranging
+    over the int (Go >= 1.24), so without it it is refused."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% set ns = namespace(k=-1, j=-1) %}{% for m in messages %}{% if m.role == 'assistant' %}"
+           "{% set ns.k = loop.index0 %}{% endif %}{% if loop.index0 == 1 %}{% set ns.j = loop.index0 %}{% endif %}"
+           "{% endfor %}{% for m in messages[:ns.k + 1] %}{{ m.role }},{% endfor %}|{% for m in messages[ns.k + 1:] %}"
+           "{{ m.role }},{% endfor %}|{% for m in messages[:ns.k] %}{{ m.role }},{% endfor %}|"
+           "{% for m in messages[:ns.j + 2] %}{{ m.role }},{% endfor %}|{% for m in messages[ns.j + 2:] %}{{ m.role }},"
+           "{% endfor %}|{{ messages[:ns.k + 1] | length }}")
+    with pytest.raises(Untranslatable, match="Go >= 1.24"):
+        translate(src, "", EOS)
+    g = translate(src, "", EOS, range_int=True)
+    r = gocheck.check_templates([(src, g.go, "", EOS)], _alternating_probes() + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_get_with_a_default_on_an_optional_field():
+    # `message.get('name', 'unknown')`: Ollama's empty ToolName is the absent key, so the default (Kimi-K2-Thinking)
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    src = ("{% for m in messages %}{{ m.get('name', 'unknown') }}/{{ m.get('name') or m.role }}/"
+           "{{ m.get('reasoning_content', '') }}:{{ m.content }}\n{% endfor %}")
+    g = translate(src, "", EOS)
+    r = gocheck.check_templates([(src, g.go, "", EOS)])[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def _mutable_jinja(src):
+    """The template in a Jinja sandbox whose lists can change (transformers' is immutable), with transformers'
+    tojson: the reference for what a template means where transformers refuses `list.append`."""
+    import json
+
+    import jinja2.ext
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    return env.from_string(src)
+
+
+def test_queue_of_text_appended_and_popped():
+    """`set _ = ns.ids.append(x)`, `{% if ns.ids %}` and `ns.ids.pop(0)` (Kimi-K2-Thinking's tool_response_queue):
+    a string of length-prefixed items (Go >= 1.24). transformers' sandbox refuses list.append, so the Jinja check
+    skips every conversation that appends; the Go is checked against a mutable sandbox instead, on calls answered in
+    turn, two rounds, more results than calls, results without a name or a call, and names holding ':' and digits.
+    A list read any other way is no queue (the old translation: the append, which transformers refuses, dropped)."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    snippet = ("{% set q = namespace(ids=[], n=0) %}{% for m in messages %}{% for c in m.tool_calls or [] %}"
+               "{% set _ = q.ids.append(c.function.name + ':' + (q.n | string)) %}{% set q.n = q.n + 1 %}{% endfor %}"
+               "{% if m.role == 'tool' %}{% if q.ids %}{% set id = q.ids.pop(0) %}{% else %}{% set id = 'none' %}"
+               "{% endif %}[{{ id }}]{% endif %}{{ m.content }}\n{% endfor %}")
+    kimi = (llama_cpp_dir() / "models" / "templates" / "Kimi-K2-Thinking.jinja").read_text()
+    tools = gocheck.TOOL_PROBES[0].tools
+
+    def call(*names):
+        return {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"c{k}", "type": "function", "function": {"name": n, "arguments": {"city": "Paris"}}}
+            for k, n in enumerate(names)]}
+
+    def res(text, name="get_weather"):
+        return {"role": "tool", "content": text, **({"name": name} if name else {})}
+
+    u, a = {"role": "user", "content": "weather?"}, {"role": "assistant", "content": "ok"}
+    shapes = {
+        "two calls": [u, call("get_weather", "search_code"), res("18"), res("none", "search_code")],
+        "two rounds": [u, call("get_weather"), res("18"), a, u, call("get_weather", "get_weather"), res("1"), res("2"), a],
+        "more results": [u, call("get_weather"), res("18"), res("again"), u],
+        "no names": [u, call("get_weather"), res("18", None), res("x", None)],
+        "no call": [u, res("orphan"), res("x", None)],
+        "odd names": [u, call("a:b", "12:é", "3"), res("1"), res("2"), res("3"), u],
+    }
+    probes = [gocheck.Probe(k, v, tools) for k, v in shapes.items()]
+    for src in (snippet, kimi):
+        g = translate(src, "<s>", EOS, range_int=True).go
+        assert '"%d:"' in g
+        ref = _mutable_jinja(src)
+        got = gocheck.render_go_batch([g], [(0, p) for p in probes])
+        for p, (out, err) in zip(probes, got):
+            agp = p.messages[-1]["role"] != "assistant"
+            want = ref.render(messages=p.messages, tools=p.tools, add_generation_prompt=agp, bos_token="<s>",
+                              eos_token=EOS)
+            assert err is None and out == gocheck.strip_bos(want, "<s>"), (p.name, err, out, want)
+        r = gocheck.check_templates([(src, g, "<s>", EOS)], tuple(probes) + gocheck.PROBES)[0]
+        assert all(x.ok or x.skipped for x in r.results), r.failures
+    assert gocheck.expected(kimi, probes[0], "<s>", EOS) is None  # transformers refuses the append
+    for other in ("{{ q.ids | length }}", "{% for x in q.ids %}{{ x }}{% endfor %}"):
+        assert '"%d:"' not in translate(snippet + other, "", EOS, range_int=True).go
+    with pytest.raises(Untranslatable, match="pop"):
+        translate(snippet + "{{ q.ids.pop() }}", "", EOS, range_int=True)
+
+
+def test_list_collected_inside_the_loop_that_makes_its_namespace():
+    # made in the loop body, the namespace lives one iteration: the comprehension there is what Jinja builds
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    src = ("{% for m in messages %}{% set ns = namespace(L=[]) %}{% for k in messages %}{% if k.role == m.role %}"
+           "{% set ns.L = ns.L + [k.content] %}{% endif %}{% endfor %}{% if ns.L %}{% for x in ns.L %}<{{ x }}>"
+           "{% endfor %}{% endif %}\n{% endfor %}")
+    g = translate(src, "", EOS)
+    r = gocheck.check_templates([(src, g.go, "", EOS)], _alternating_probes() + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_field_path_variable_read_in_a_nested_loop():
+    # `set c = m.content` is inlined: read inside a nested range (where `.` is another message) it was `.Content`
+    # of that message; it now reads through the outer range's variable
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    src = ("{% for m in messages %}{% set c = m.content %}{% set r = m.role %}{% for x in messages %}{{ c }}|{{ r }}"
+           "{% endfor %}\n{% endfor %}")
+    g = translate(src, "", EOS)
+    r = gocheck.check_templates([(src, g.go, "", EOS)])[0]
+    assert all(x.ok for x in r.results), r.failures

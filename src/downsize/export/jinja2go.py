@@ -673,6 +673,10 @@ class Translator:
             if isinstance(n, nodes.Assign):
                 t = n.target
                 key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
+                c = n.node  # `set _ = ns.ids.append(x)` stores into ns.ids
+                if isinstance(c, nodes.Call) and isinstance(c.node, nodes.Getattr) and c.node.attr == "append" \
+                        and isinstance(c.node.node, nodes.Getattr) and isinstance(c.node.node.node, nodes.Name):
+                    key = f"{c.node.node.node.name}.{c.node.node.attr}"
                 stores.append((key, reads(n.node)))
                 return
             if isinstance(n, (nodes.Name, nodes.Getattr)):
@@ -933,6 +937,8 @@ class Translator:
         return isinstance(root, nodes.For)
 
     def s_Assign(self, s, scope):
+        if self.queue_append(s, scope):
+            return
         t = s.target
         if isinstance(t, nodes.NSRef):
             key = f"{t.name}.{t.attr}"
@@ -944,6 +950,8 @@ class Translator:
             if key in self.textvars:
                 return self.assign_text_attr(key, s.node, scope)
             var = ns.const.get(t.attr)
+            if var is not None and var.kind == "strset":
+                return self.strset_add(var, s.node, scope)
             if key in self.counters:
                 return self.count(key, s.node, scope)
             if var is not None and (var.is_const or var.kind == "vlist"):
@@ -1020,7 +1028,7 @@ class Translator:
             return
         if v.is_const or v.kind == "folded" or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go)
                                                  and not self._is_var(v.go)):
-            scope.vars[t.name] = v  # constants and field paths are inlined where used
+            scope.vars[t.name] = self._pin_dot(v, scope)  # constants and field paths are inlined where used (`.F` through the variable `.` is)
             return
         if v.go is None and v.kind == "int" and isinstance(v.extra, Aff) and self.range_int:
             try:
@@ -1143,6 +1151,16 @@ class Translator:
                 scope.vars[self._slot(key)] = self.as_text(v)
                 attrs[kw.key] = V(go=None, kind="out", extra="", truthy="false")
                 continue
+            if v.is_const and v.const == [] and key in self.read_names and key in self._strqueues():
+                var = self.fresh(f"{name}{kw.key}")
+                self.emit(f'{{{{ {var} := "" }}}}')
+                attrs[kw.key] = V(go=var, kind="strqueue")  # grown by queue_append, read by queue_pop and its truth
+                continue
+            if v.is_const and v.const == [] and key in self.read_names and key in self._strsets():
+                var = self.fresh(f"{name}{kw.key}")
+                self.emit(f'{{{{ {var} := "" }}}}')
+                attrs[kw.key] = V(go=var, kind="strset")  # grown by strset_add, tested by strset_has
+                continue
             if v.is_const and v.const == []:
                 attrs[kw.key] = v  # filled by a filtered loop, if at all (_collect_list)
                 continue
@@ -1160,6 +1178,9 @@ class Translator:
             attrs[kw.key] = V(go=var, kind=v.kind)
         # attributes first assigned later (`set ns.x = ...` without a default) get declared now
         scope.vars[name] = V(const=attrs, kind="ns")
+        if not hasattr(self, "_ns_loops"):
+            self._ns_loops = {}
+        self._ns_loops[id(attrs)] = len(self.loops)  # the loops it lives in (_collect_list)
         for a in self._ns_attrs_assigned(name):
             if f"{name}.{a}" in self.textvars:
                 if a not in attrs:
@@ -1171,6 +1192,170 @@ class Translator:
                 if f"{name}.{a}" in self.read_names:
                     self.emit(f"{{{{ {var} := \"\" }}}}")
                 attrs[a] = V(go=var, kind="any")
+
+    def _strsets(self) -> set[str]:
+        """"ns.attr" lists that start empty (`namespace(ids=[])`), are only grown by one element at a time
+        (`set ns.ids = ns.ids + [x]`, anywhere) and only read by membership tests (`y in ns.ids`, `not in`); the
+        namespace is made once and never used as a value. Go has no lists: such a list is a string (strset_add)."""
+        got = getattr(self, "_strset_keys", None)
+        if got is not None:
+            return got
+        root, out = getattr(self, "_ast", None), set()
+        self._strset_keys = out
+        if root is None:
+            return out
+        allowed, stores, blocks = set(), {}, set()
+        for a in root.find_all(nodes.Assign):
+            t, r = a.target, a.node
+            if not isinstance(t, nodes.NSRef):
+                continue
+            good = (isinstance(r, nodes.Add) and isinstance(r.left, nodes.Getattr) and isinstance(r.left.node, nodes.Name)
+                    and r.left.node.name == t.name and r.left.attr == t.attr and isinstance(r.right, nodes.List)
+                    and len(r.right.items) == 1)
+            if good:
+                allowed.add(id(r.left))
+            stores[f"{t.name}.{t.attr}"] = stores.get(f"{t.name}.{t.attr}", True) and good
+        for a in root.find_all(nodes.AssignBlock):
+            if isinstance(a.target, nodes.NSRef):
+                blocks.add(f"{a.target.name}.{a.target.attr}")
+        for c in root.find_all(nodes.Compare):
+            if len(c.ops) == 1 and c.ops[0].op in ("in", "notin"):
+                allowed.add(id(c.ops[0].expr))
+        attr_of = {id(g.node) for g in root.find_all(nodes.Getattr)}
+        for a in root.find_all(nodes.Assign):
+            if not (isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call)
+                    and isinstance(a.node.node, nodes.Name) and a.node.node.name == "namespace"):
+                continue
+            name = a.target.name
+            names = [n for n in root.find_all(nodes.Name) if n.name == name]
+            if sum(1 for n in names if n.ctx != "load") != 1 or any(id(n) not in attr_of for n in names if n.ctx == "load"):
+                continue  # made again, a parameter or a loop target, or used as a value (handed to a macro)
+            for kw in a.node.kwargs:
+                key = f"{name}.{kw.key}"
+                if not (isinstance(kw.value, nodes.List) and not kw.value.items) or key in blocks \
+                        or not stores.get(key, True):
+                    continue
+                reads = [g for g in root.find_all(nodes.Getattr)
+                         if isinstance(g.node, nodes.Name) and g.node.name == name and g.attr == kw.key]
+                if reads and all(id(g) in allowed for g in reads):
+                    out.add(key)
+        return out
+
+    def _strqueues(self) -> set[str]:
+        """"ns.attr" lists that start empty and are used only as a queue of text: `set _ = ns.ids.append(x)` (the
+        result never read), `ns.ids.pop(0)` and `{% if ns.ids %}` (Kimi-K2-Thinking's tool_response_queue). The
+        namespace is made once and never used as a value. Go has no lists: the queue is a string (queue_append)."""
+        got = getattr(self, "_strqueue_keys", None)
+        if got is not None:
+            return got
+        root, out = getattr(self, "_ast", None), set()
+        self._strqueue_keys = out
+        if root is None:
+            return out
+        parent = {}
+        for n in root.find_all(nodes.Node):
+            for c in n.iter_child_nodes():
+                parent[id(c)] = n
+        loads = {}
+        for n in root.find_all(nodes.Name):
+            if n.ctx == "load":
+                loads[n.name] = loads.get(n.name, 0) + 1
+
+        def use_ok(g):
+            up = parent.get(id(g))
+            if isinstance(up, nodes.If) and up.test is g:
+                return True
+            call = parent.get(id(up))
+            if not (isinstance(up, nodes.Getattr) and up.node is g and isinstance(call, nodes.Call)
+                    and call.node is up and not call.kwargs and call.dyn_args is None and call.dyn_kwargs is None):
+                return False
+            if up.attr == "pop":
+                return len(call.args) == 1 and isinstance(call.args[0], nodes.Const) and call.args[0].value == 0
+            st = parent.get(id(call))
+            return (up.attr == "append" and len(call.args) == 1 and isinstance(st, nodes.Assign) and st.node is call
+                    and isinstance(st.target, nodes.Name) and not loads.get(st.target.name))
+
+        attr_of = {id(g.node) for g in root.find_all(nodes.Getattr)}
+        stored = {f"{t.name}.{t.attr}" for t in root.find_all(nodes.NSRef)}
+        for a in root.find_all(nodes.Assign):
+            if not (isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call)
+                    and isinstance(a.node.node, nodes.Name) and a.node.node.name == "namespace"):
+                continue
+            name = a.target.name
+            names = [n for n in root.find_all(nodes.Name) if n.name == name]
+            if sum(1 for n in names if n.ctx != "load") != 1 or any(id(n) not in attr_of for n in names if n.ctx == "load"):
+                continue
+            for kw in a.node.kwargs:
+                key = f"{name}.{kw.key}"
+                if not (isinstance(kw.value, nodes.List) and not kw.value.items) or key in stored:
+                    continue
+                uses = [g for g in root.find_all(nodes.Getattr)
+                        if isinstance(g.node, nodes.Name) and g.node.name == name and g.attr == kw.key]
+                if uses and all(use_ok(g) for g in uses):
+                    out.add(key)
+        return out
+
+    def queue_append(self, s, scope) -> bool:
+        """`set _ = ns.ids.append(x)` on a strqueue: the string grows by x's decimal byte length, ":" and x.
+        (transformers' sandbox refuses list.append, so Jinja renders no conversation that reaches this: what is
+        written is the template's evident meaning, a mutable list's.)"""
+        c = s.node
+        if not (isinstance(s.target, nodes.Name) and isinstance(c, nodes.Call) and isinstance(c.node, nodes.Getattr)
+                and c.node.attr == "append" and isinstance(c.node.node, nodes.Getattr)
+                and isinstance(c.node.node.node, nodes.Name)
+                and f"{c.node.node.node.name}.{c.node.node.attr}" in self._strqueues()):
+            return False
+        var = self.expr(c.node.node, scope)
+        if var.kind != "strqueue":
+            return False
+        x = self.expr(c.args[0], scope)
+        if not (x.kind == "str" and (x.is_const and isinstance(x.const, str) or not x.is_const and x.go)):
+            raise Untranslatable(f"a queue of {x.kind} values built in the template")
+        g = self.go_of(x)
+        self.emit(f'{{{{ {var.go} = print {var.go} (printf "%d:" (len {g})) {g} }}}}')
+        return True
+
+    def queue_pop(self, q: V) -> V:
+        """`ns.ids.pop(0)`: the first item cut off the strqueue: its length is the digits before the first ":",
+        matched against each offset's decimal (Go has no atoi). An empty queue fails in Go as in Python."""
+        self._need_range_int("a queue of text built in the template")
+        p, d, r, n, j, item = (self.fresh(b) for b in ("colon", "digits", "rest", "len", "j", "item"))
+        L = q.go
+        self.emit(f"{{{{ {p} := 0 }}}}{{{{ range {j} := len {L} }}}}{{{{ if eq (index {L} {j}) 58 }}}}{{{{ {p} = {j} }}}}"
+                  f"{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}{{{{ {d} := slice {L} 0 {p} }}}}{{{{ {r} := slice (slice {L} {p}) 1 }}}}"
+                  f"{{{{ {n} := 0 }}}}{{{{ range {j} := len (print {r} \"x\") }}}}{{{{ if eq (printf \"%d\" {j}) {d} }}}}"
+                  f"{{{{ {n} = {j} }}}}{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}{{{{ {item} := slice {r} 0 {n} }}}}"
+                  f"{{{{ {L} = slice {r} {n} }}}}")
+        return V(go=item, kind="str")
+
+    @staticmethod
+    def _strset_item(v: V) -> str:
+        """One element as the strset holds it: Go-quoted (`%q`: injective, and never a raw newline) between
+        newlines, so a quoted needle between newlines occurs in the string only as a whole element."""
+        if v.is_const and isinstance(v.const, str):
+            return f'(print "\\n" (printf "%q" {_go_lit(v.const)}) "\\n")'
+        if v.kind != "str" or v.is_const or not v.go:
+            raise Untranslatable(f"a list of {v.kind} values built in the template and tested with `in`")
+        return f'(print "\\n" (printf "%q" {_paren(v.go)}) "\\n")'
+
+    def strset_add(self, var: V, rhs, scope):
+        """`set ns.ids = ns.ids + [x]` on a strset: the string grows by x's item."""
+        x = self.expr(rhs.right.items[0], scope)
+        self.emit(f"{{{{ {var.go} = print {var.go} {self._strset_item(x)} }}}}")
+
+    def strset_has(self, needle: V, hay: V) -> V:
+        """`y in ns.ids`: a flag set where some suffix of the strset starts with y's item. An absent field and an
+        empty one are the same in Ollama (a message without tool_call_id tests as one whose id is "")."""
+        self._need_range_int("a membership test on a list built in the template")
+        item = self._strset_item(needle)
+        var, nd = self.fresh("in"), self.fresh("item")
+        self.top_decls.append(f"{{{{ {var} := false }}}}")
+        h, j, rest = self.fresh("hay"), self.fresh("j"), self.fresh("rest")
+        self.emit(f"{{{{ {var} = false }}}}{{{{ {nd} := {item} }}}}{{{{ {h} := {hay.go} }}}}"
+                  f"{{{{ range {j} := len {h} }}}}{{{{ {rest} := slice {h} {j} }}}}"
+                  f"{{{{ if and (ge (len {rest}) (len {nd})) (eq (slice {rest} 0 (len {nd})) {nd}) }}}}"
+                  f"{{{{ {var} = true }}}}{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}")
+        return V(go=var, kind="bool")
 
     def _ns_attrs_assigned(self, name):
         root = getattr(self, "_ast", None)
@@ -1337,6 +1522,10 @@ class Translator:
         ns = scope.get(t.name)
         cur = ns.const.get(t.attr) if ns is not None and ns.kind == "ns" else None
         if cur is None or not (cur.is_const and cur.const == []) or self._own_loop_attrs(s):
+            return False
+        if len(self.loops) > getattr(self, "_ns_loops", {}).get(id(ns.const), 0):
+            # inside a loop that the namespace outlives: the list grows over its iterations, which read what the
+            # earlier ones added (one comprehension, re-ranged where read, cannot say that)
             return False
         seq = self.expr(s.iter, scope)
         if seq.is_const or seq.kind not in SEQ_KINDS:
@@ -1828,8 +2017,17 @@ class Translator:
         if all(k.is_const and v.is_const for k, v in vs):
             return C({k.const: v.const for k, v in vs})
         if all(k.is_const and isinstance(k.const, str) for k, _ in vs) and not any(v.kind == "ns" for _, v in vs):
-            return C({k.const: (v.const if v.is_const else v) for k, v in vs})  # read back by getitem
+            return C({k.const: (v.const if v.is_const else self._pin_dot(v, scope)) for k, v in vs})  # read back by getitem
         raise Untranslatable("a dict literal of request values")
+
+    @staticmethod
+    def _pin_dot(v: V, scope) -> V:
+        """A value kept for later (a dict literal's): its `.Field`s read through the variable `.` is here (a range's
+        element), so a nested range that rebinds `.` still reads this element."""
+        if v.go and v.kind != "out" and scope.dot and re.fullmatch(r"\$\w*", scope.dot) and _DOT_REF.search(v.go):
+            return V(go=_dot_through(v.go, scope.dot), kind=v.kind, extra=v.extra,
+                     defined=_dot_through(v.defined, scope.dot) if v.defined else None)
+        return v
 
     def e_Name(self, e, scope):
         v = scope.get(e.name)
@@ -1910,7 +2108,14 @@ class Translator:
         if stop.is_const and stop.const is None and fa is not None and len(fa.terms) == 1 and fa.terms[0][1] == 1 \
                 and 0 < fa.const <= 8:
             # seq[i + k:] (the messages after this one): Go has no +, but slicing twice adds
-            return V(go=f"slice (slice {self.go_of(obj)} {fa.terms[0][0]}) {fa.const}", kind=obj.kind)
+            i, x = fa.terms[0][0], self.go_of(obj)
+            if self._maybe_negative(i):
+                return self.slice_from_var(x, i, fa.const, obj.kind)
+            return V(go=f"slice (slice {x} {i}) {fa.const}", kind=obj.kind)
+        fb = _aff(stop) if not stop.is_const else None
+        if start.is_const and start.const in (None, 0) and fb is not None and len(fb.terms) == 1 \
+                and fb.terms[0][1] == 1 and 0 <= fb.const <= 8 and self._maybe_negative(fb.terms[0][0]):
+            return self.slice_to_var(self.go_of(obj), fb.terms[0][0], fb.const, obj.kind)
         if stop.is_const and stop.const is None and not start.is_const and start.kind == "int":
             return V(go=f"slice {self.go_of(obj)} {self.go_of(start)}", kind=obj.kind)  # seq[i:], i a Go int
         if start.is_const and start.const in (None, 0) and stop.is_const and isinstance(stop.const, int) \
@@ -1929,6 +2134,36 @@ class Translator:
         if n < 0:
             raise Untranslatable("a slice from the end (seq[-n:])")
         return V(go=f"slice {self.go_of(obj)} {n}", kind=obj.kind) if n else obj
+
+    def _maybe_negative(self, i: str) -> bool:
+        """An int variable that is no range index (`namespace(k=-1)` set later): Python reads a negative one from the
+        end, where Go's slice fails."""
+        return bool(re.fullmatch(r"\$\w+", i)) and i not in self.index_vars
+
+    def slice_from_var(self, x: str, i: str, k: int, kind: str) -> V:
+        """seq[i + k:] for an int variable i that may be -1 (Kimi-K2-Thinking's `messages[ns.last + 1:]` with
+        `namespace(last=-1)`): Python's seq[k - 1:] there; empty past the end, as in Python. Below -1 Go's slice
+        fails (an error, never other text)."""
+        var = self.fresh("tail")
+        self.emit(f"{{{{ {var} := slice {x} (len {x}) }}}}{{{{ if eq {i} -1 }}}}{{{{ if gt (len {x}) {k - 1} }}}}"
+                  f"{{{{ {var} = slice {x} {k - 1} }}}}{{{{ end }}}}{{{{ else if lt {i} 0 }}}}{{{{ {var} = slice {x} {i} }}}}"
+                  f"{{{{ else if lt {i} (len {x}) }}}}{{{{ if gt (len (slice {x} {i})) {k} }}}}"
+                  f"{{{{ {var} = slice (slice {x} {i}) {k} }}}}{{{{ end }}}}{{{{ end }}}}")
+        return V(go=var, kind=kind)
+
+    def slice_to_var(self, x: str, i: str, k: int, kind: str) -> V:
+        """seq[:i + k] for an int variable i that may be -1 (`messages[:ns.last + 1]`), clamped to the length like
+        Python: i + k as a string of x (i appended by ranging over it, Go >= 1.24). i == -1 is Python's seq[:k - 1]
+        (seq[:-1] for k = 0); below -1 Go's slice fails (an error, never other text)."""
+        self._need_range_int("a slice up to an int variable")
+        var, u = self.fresh("head"), self.fresh("upto")
+        minus1 = (f"{{{{ if ge (len {x}) 1 }}}}{{{{ {var} = slice {x} 0 (len (slice {x} 1)) }}}}{{{{ end }}}}" if k == 0
+                  else f"{{{{ {var} = {x} }}}}{{{{ if gt (len {x}) {k - 1} }}}}{{{{ {var} = slice {x} 0 {k - 1} }}}}{{{{ end }}}}")
+        self.emit(f"{{{{ {var} := slice {x} 0 0 }}}}{{{{ if ge {i} 0 }}}}{{{{ {u} := {_go_str('x' * k)} }}}}"
+                  f"{{{{ range {i} }}}}{{{{ {u} = print {u} \"x\" }}}}{{{{ end }}}}{{{{ {var} = {x} }}}}"
+                  f"{{{{ if lt (len {u}) (len {x}) }}}}{{{{ {var} = slice {x} 0 (len {u}) }}}}{{{{ end }}}}"
+                  f"{{{{ else if eq {i} -1 }}}}{minus1}{{{{ else }}}}{{{{ {var} = slice {x} 0 {i} }}}}{{{{ end }}}}")
+        return V(go=var, kind=kind)
 
     def getitem(self, obj: V, key: V, scope) -> V:
         if obj.is_const:
@@ -2243,6 +2478,8 @@ class Translator:
         return V(go=test if positive else f"not ({test})", kind="bool")
 
     def contains(self, needle: V, hay: V) -> V:
+        if hay.kind == "strset":
+            return self.strset_has(needle, hay)
         if hay.is_const and isinstance(hay.const, (list, tuple, dict)) and not needle.is_const:
             opts = list(hay.const)
             if not opts:
@@ -2740,9 +2977,16 @@ class Translator:
             v = self.getitem(obj, args[0], scope)
             if v.is_const and v.const is UNDEF:
                 return args[1] if len(args) > 1 else C(None)
+            if len(args) > 1 and v.defined and v.kind == "str" and args[1].is_const and isinstance(args[1].const, str) \
+                    and args[1].const:
+                # `message.get('name', 'unknown')`: an optional field Ollama leaves empty is the absent key (as
+                # `is defined` reads it), so the default where it is empty
+                return V(go=f"or {self.go_of(v)} {_go_lit(args[1].const)}", kind="str")
             return v
         if name == "items" and obj.kind in MAPS:
             return obj
+        if name == "pop" and obj.kind == "strqueue" and len(args) == 1 and args[0].is_const and args[0].const == 0:
+            return self.queue_pop(obj)
         raise Untranslatable(f"the method .{name}() on a {obj.kind}")
 
     # ---- tojson --------------------------------------------------------------------------------------------
@@ -2754,7 +2998,7 @@ class Translator:
             raise Untranslatable("tojson with options other than indent")
         indent = indent.const
         if v.is_const and _holds_v(v.const):
-            raise Untranslatable("tojson of a dict literal of request values")
+            return self.emit(self.tojson_literal(v.const, indent, 0))
         if v.is_const:
             import json as _json
 
@@ -2769,6 +3013,45 @@ class Translator:
             name = _PyJSON(self.defs, indent).template(v.kind, 0)
             return self.emit(f"{{{{ template \"{name}\" {self.go_of(v)} }}}}")
         raise Untranslatable(f"tojson of a {v.kind}")
+
+    JSON_KINDS = ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
+                  "tcall", "tcfn", "tcalls", "proplist", "fnlist")
+
+    def tojson_literal(self, x, indent, d: int) -> str:
+        """Go text writing ``json.dumps(x, ensure_ascii=False, indent=indent)`` (transformers' tojson) for a dict
+        literal with constant string keys that holds request values (``{"content": msg.content} | tojson``), nested
+        ``d`` levels deep: the JSON skeleton written here, in the literal's key order (a Python dict keeps it), each
+        request value spliced in as tojson writes it on its own (Go's json for a string, the generated defines for
+        Ollama's structs)."""
+        import json as _json
+
+        if indent is not None and (type(indent) is not int or indent < 0):
+            raise Untranslatable("tojson with an indent that is not a non-negative int")
+        pj = _PyJSON(self.defs, indent)
+        if isinstance(x, V):
+            if x.is_const:
+                return self.tojson_literal(x.const, indent, d)
+            if x.kind == "str" and x.go:
+                self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
+                return f"{{{{ json {self.go_of(x)} }}}}"
+            if x.kind in self.JSON_KINDS and x.go:
+                self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
+                          "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
+                return f'{{{{ template "{pj.template(x.kind, d)}" {self.go_of(x)} }}}}'
+            raise Untranslatable(f"tojson of a dict literal holding a {x.kind}")
+        if isinstance(x, dict) and _holds_v(x):
+            if not all(isinstance(k, str) for k in x):
+                raise Untranslatable("tojson of a dict literal with keys that are not strings")
+            items = [f"{_text(pj.nl(d + 1))}{_text(_json_key(k))}: {self.tojson_literal(y, indent, d + 1)}"
+                     for k, y in x.items()]
+            return "{" + pj.sep.join(items) + _text(pj.nl(d)) + "}"
+        if _holds_v(x):
+            raise Untranslatable("tojson of a list literal of request values")
+        try:
+            text = _json.dumps(x, ensure_ascii=False, indent=indent)
+        except (TypeError, ValueError):
+            raise Untranslatable(f"tojson of a {type(x).__name__} constant") from None
+        return _text(text if indent is None else text.replace("\n", "\n" + " " * (indent * d)))
 
 
 class _PyJSON:
