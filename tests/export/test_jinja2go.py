@@ -327,3 +327,61 @@ def test_real_templates_strip_request_text_exactly(name):
                                       {"role": "assistant", "content": "\n ok \u3000"}, {"role": "user", "content": "\tagain\u00a0"}])
     r = gocheck.check_templates([(src, g.go, "<s>", EOS)], (ws,) + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+# ---- branch j3: split() of request text, loops that write nothing, `v is string and 'x' in v` ----------------------
+J3_CASES = {
+    # s.split(sep)[0] / [-1]: Python's left-to-right, non-overlapping matches (SCAN_PROBES: "aaaa aaa", é, ü)
+    "split_first_last": "{% for m in messages %}{% set p = m.content.split('aa') %}[{{ m.content.split('a')[0] }}|"
+                        "{{ m.content.split('a')[-1] }}|{{ m.content.split('/thin')[-1] }}|{{ m.content.split('é')[0] }}"
+                        "|{{ p[0] }}|{{ p[-1] }}]\n{% endfor %}",
+    # a loop that only sets its own names (Jinja forgets them when it ends) writes nothing: dropped, and an `if`
+    # around it with it, its test never evaluated (`map(attribute=...)` on messages has no Go counterpart)
+    "loop_writes_nothing": "{% set x = 'a' %}{% for m in messages %}{% set x = x + m.content %}"
+                           "{% set parts = m.content.split('\\n') %}{% endfor %}"
+                           "{% if messages | map(attribute='role') | first == 'x' %}"
+                           "{% for i in range(3) %}{% set y %}{{ i }}{% endset %}{% endfor %}{% endif %}"
+                           "{{ x }}{% for m in messages %}{{ m.content }}{% endfor %}",
+}
+J3_ARGS = gocheck.Probe("arguments", [{"role": "user", "content": "go"}, {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "c0", "type": "function", "function": {"name": "get_weather", "arguments": {
+        "a": "x<y", "b": 3, "c": {"d": "<"}, "e": ["<"], "f": "l1\nl2", "g": "plain", "h": True, "i": ""}}}]}],
+    gocheck.TOOLS)
+
+
+def test_j3_split_and_dead_loops_render_like_jinja():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    names = sorted(J3_CASES)
+    gos = [translate(J3_CASES[n], "", EOS, range_int=True).go for n in names]
+    checked = gocheck.check_templates([(J3_CASES[n], g, "", EOS) for n, g in zip(names, gos)],
+                                      gocheck.PROBES + SCAN_PROBES)
+    for n, r in zip(names, checked):
+        assert all(x.ok for x in r.results), (n, r.failures)
+    with pytest.raises(Untranslatable, match="split"):
+        translate(J3_CASES["split_first_last"], "", EOS)  # scanning needs Go >= 1.24
+    with pytest.raises(Untranslatable, match="piece of a split"):
+        translate("{% for m in messages %}{{ m.content.split('a')[1] }}{% endfor %}", "", EOS, range_int=True)
+    # a loop that sets a namespace attribute changes what follows: not dropped (here refused: `map`)
+    with pytest.raises(Untranslatable, match="map"):
+        translate("{% set ns = namespace(k=0) %}{% for m in messages %}"
+                  "{% set ns.k = messages | map(attribute='role') | first %}{% endfor %}"
+                  "{{ ns.k }}", "", EOS, range_int=True)
+
+
+def test_j3_is_string_and_substring_of_an_argument():
+    # `v is string and ('<' in v or ...)` on tool-call arguments of any JSON type (MiniCPM5): the scans run only
+    # where v is a string
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% for m in messages %}{% if m.tool_calls %}{% for tc in m.tool_calls %}"
+           "{% for k, v in tc.function.arguments.items() %}{{ k }}="
+           "{% if v is string and ('<' in v or '\\n' in v) %}<![CDATA[{{ v }}]]>{% elif v is string %}{{ v }}"
+           "{% else %}N{% endif %};{% endfor %}{% endfor %}{% endif %}{{ m.content }}{% endfor %}")
+    g = translate(src, "", EOS, range_int=True).go
+    r = gocheck.check_templates([(src, g, "", EOS)], (J3_ARGS,) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures

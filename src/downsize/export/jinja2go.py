@@ -464,10 +464,79 @@ class _Loop:
         self.prelude_slot: int | None = None
 
 
+_SPLIT = "split:"  # the kind of `s.split(sep)` on request text, followed by sep (Translator.split_piece)
+
+
 RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text, differences of "
                   "ints): it needs an Ollama "
                   "built with Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it "
                   "and should get no TEMPLATE (delete it: Ollama then renders the GGUF's own chat template)")
+
+
+# methods that only compute a value (no side effects): a loop whose expressions call nothing else cannot change what
+# the template writes by calling them
+_PURE_METHODS = {"split", "strip", "lstrip", "rstrip", "startswith", "endswith", "replace", "lower", "upper", "get",
+                 "items", "keys", "values", "title", "capitalize", "format", "join", "count", "find"}
+
+
+def _pure_expr(n) -> bool:
+    """Whether evaluating the Jinja expression ``n`` can have no effect but its value (it calls no macro, no
+    ``raise_exception``, no list.append: only ``range()``, ``namespace()`` and the string methods above)."""
+    for c in [n, *n.find_all(nodes.Call)]:
+        if not isinstance(c, nodes.Call):
+            continue
+        if isinstance(c.node, nodes.Getattr) and c.node.attr in _PURE_METHODS:
+            continue
+        if isinstance(c.node, nodes.Name) and c.node.name in ("range", "namespace"):
+            continue
+        return False
+    return not any(True for _ in n.find_all(nodes.NSRef)) and not isinstance(n, nodes.NSRef)
+
+
+def _writes_nothing(stmts, in_dead_loop: bool) -> bool:
+    """Whether the statements write no text and change nothing the rest of the template sees. Inside a ``for``
+    body (``in_dead_loop``) plain ``set x = ...`` is local to the iteration (Jinja scoping: the value is gone when
+    the loop ends), so only there may names be assigned; namespace attributes never."""
+    for st in stmts:
+        if isinstance(st, nodes.Output):
+            if not all(isinstance(x, nodes.TemplateData) and x.data == "" for x in st.nodes):
+                return False
+        elif isinstance(st, nodes.Assign):
+            if not (in_dead_loop and isinstance(st.target, nodes.Name) and _pure_expr(st.node)):
+                return False
+        elif isinstance(st, nodes.AssignBlock):  # its body's text is captured, not written
+            if not (in_dead_loop and isinstance(st.target, nodes.Name) and st.filter is None):
+                return False
+            for x in st.body:
+                if any(isinstance(y, (nodes.NSRef, nodes.Macro, nodes.CallBlock, nodes.ExprStmt))
+                       for y in [x, *x.find_all(nodes.Node)]) or not all(_pure_expr(e) for e in x.find_all(nodes.Expr)):
+                    return False
+        elif isinstance(st, nodes.If):
+            tests = [st.test] + [e.test for e in st.elif_]
+            if not all(_pure_expr(t) for t in tests) or not all(
+                    _writes_nothing(b, in_dead_loop) for b in [st.body, st.else_] + [e.body for e in st.elif_]):
+                return False
+        elif isinstance(st, nodes.For):
+            if st.else_ or st.recursive or not _pure_expr(st.iter) or (st.test is not None and not _pure_expr(st.test)) \
+                    or not _writes_nothing(st.body, True):
+                return False
+        elif isinstance(st, (nodes.Break, nodes.Continue)):
+            if not in_dead_loop:
+                return False
+        else:
+            return False
+    return True
+
+
+def _dead_nodes(ast) -> set[int]:
+    """ids of the ``for`` / ``if`` statements (and everything inside them) that write nothing and change nothing
+    outside themselves: a loop whose body only sets its own local names (MiniCPM5 rebuilds `processed_content` in a
+    loop, which Jinja forgets when the loop ends). They are skipped, their reads and stores ignored."""
+    dead: set[int] = set()
+    for n in ast.find_all((nodes.For, nodes.If)):
+        if id(n) not in dead and _writes_nothing([n], False):
+            dead |= {id(x) for x in (n, *n.find_all(nodes.Node))}
+    return dead
 
 
 class Translator:
@@ -598,7 +667,10 @@ class Translator:
         (`{% set ns.s = ns.s + (tool | tojson) %}` in a loop becomes the loop itself, re-run where ns.s is printed)."""
         macros = {m.name for m in ast.find_all(nodes.Macro)}
         stores = []
+        dead = _dead_nodes(ast)  # a loop that writes nothing: what it assigns is never read
         for a in ast.find_all((nodes.Assign, nodes.AssignBlock)):
+            if id(a) in dead:
+                continue
             t = a.target
             key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
             if key:
@@ -667,8 +739,12 @@ class Translator:
                     out.add(f"{x.node.name}.{x.attr}")
             return out
 
+        dead = _dead_nodes(ast)
+
         def walk(n):
             if isinstance(n, nodes.If) and self._raise_only(n):
+                return
+            if id(n) in dead:  # writes nothing, changes nothing outside itself (_dead_nodes)
                 return
             if isinstance(n, nodes.Assign):
                 t = n.target
@@ -789,6 +865,8 @@ class Translator:
             return True
 
     def s_If(self, s, scope):
+        if _writes_nothing([s], False):  # e.g. only a loop whose body sets its own local names (_dead_nodes)
+            return
         branches = [(s.test, s.body)] + [(e.test, e.body) for e in s.elif_]
         else_ = s.else_
         if self._raise_only(s):
@@ -1372,6 +1450,8 @@ class Translator:
         return flag
 
     def s_For(self, s, scope):
+        if _writes_nothing([s], False):  # its body sets only its own local names: Jinja forgets them (_dead_nodes)
+            return
         if self.acc is None and self._collect_list(s, scope):
             return
         mark = len(self.out)
@@ -1931,6 +2011,10 @@ class Translator:
         return V(go=f"slice {self.go_of(obj)} {n}", kind=obj.kind) if n else obj
 
     def getitem(self, obj: V, key: V, scope) -> V:
+        if obj.kind.startswith(_SPLIT) and not obj.is_const:
+            if key.is_const and key.const in (0, -1) and not isinstance(key.const, bool):
+                return self.split_piece(obj, key.const)
+            raise Untranslatable("a piece of a split string other than the first or the last")
         if obj.is_const:
             c = obj.const
             if isinstance(c, _Loop):
@@ -2063,6 +2147,9 @@ class Translator:
 
     # boolean logic: Go's and/or short-circuit and return an operand, like Python's
     def e_And(self, e, scope):
+        narrowed = self._and_is_string(e, scope)
+        if narrowed is not None:
+            return narrowed
         a = self.cond(e.left, scope)
         if a.is_const:
             return self.expr(e.right, scope) if self._truthy_const(a.const) else a
@@ -2075,6 +2162,31 @@ class Translator:
             return a if self._truthy_const(b.const) and b.kind == "bool" else (
                 V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool") if self._truthy_const(b.const) else C(False))
         return V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool" if a.kind == b.kind == "bool" else "any")
+
+    def _and_is_string(self, e, scope) -> V | None:
+        """`v is string and ('<' in v or ...)` on a JSON value of unknown type (a tool-call argument): the right side
+        reads ``v`` as text, and the Go it needs first (the substring scans) runs only where ``v`` is a string, as
+        Python evaluates it only then. None where that is not the shape (the general `and` translates it)."""
+        t = e.left
+        if not (isinstance(t, nodes.Test) and t.name == "string" and not t.args and isinstance(t.node, nodes.Name)):
+            return None
+        v = scope.get(t.node.name)
+        if v is None or v.is_const or v.kind != "any" or not v.go:
+            return None
+        a = self.expr(t, scope)
+        inner = _Scope(scope)
+        inner.vars[t.node.name] = V(go=v.go, kind="str")
+        mark = len(self.out)
+        b = self.expr(e.right, inner)
+        if b.kind != "bool" or b.is_const:
+            del self.out[mark:]
+            return None
+        bg = self.go_of(b)
+        pre = "".join(self.out[mark:])
+        del self.out[mark:]
+        r = self.fresh("and")
+        self.emit(f"{{{{ {r} := false }}}}{{{{ if {a.go} }}}}{pre}{{{{ {r} = {bg} }}}}{{{{ end }}}}")
+        return V(go=r, kind="bool")
 
     def e_Or(self, e, scope):
         a = self.cond(e.left, scope)
@@ -2354,6 +2466,29 @@ class Translator:
     def _starts(rest: str, lit: str) -> str:
         k = len(lit.encode())
         return f"and (ge (len {rest}) {k}) (eq (slice {rest} 0 {k}) {_go_lit(lit)})"
+
+    def split_piece(self, v: V, k: int) -> V:
+        """``s.split(sep)[0]`` (the text before the first ``sep``, all of it without one) and ``s.split(sep)[-1]`` (the
+        text after the last ``sep`` of Python's left-to-right, non-overlapping matches: after a match the next
+        len(sep) - 1 offsets are skipped, and the piece starts at the next offset the scan reaches)."""
+        sep = v.kind[len(_SPLIT):]
+        self._need_range_int(f".split({sep!r})")
+        n = len(sep.encode())
+        if k == 0:
+            cut, h = self.fresh("cut"), self.fresh("hay")
+            self.emit(f"{{{{ {h} := {self.go_of(V(go=v.go, kind='str'))} }}}}{{{{ {cut} := len {h} }}}}"
+                      + self._scan(V(go=h, kind="str"), lambda hh, j, rest: (
+                          f"{{{{ if {self._starts(rest, sep)} }}}}{{{{ {cut} = {j} }}}}{{{{ break }}}}{{{{ end }}}}")))
+            return V(go=f"slice {h} 0 {cut}", kind="str")
+        start, skip, pend, h = self.fresh("start"), self.fresh("skip"), self.fresh("pend"), self.fresh("hay")
+        self.emit(f"{{{{ {h} := {self.go_of(V(go=v.go, kind='str'))} }}}}{{{{ {start} := 0 }}}}{{{{ {skip} := \"\" }}}}"
+                  f"{{{{ {pend} := false }}}}" + self._scan(V(go=h, kind="str"), lambda hh, j, rest: (
+                      f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}{{{{ else }}}}"
+                      f"{{{{ if {pend} }}}}{{{{ {start} = {j} }}}}{{{{ {pend} = false }}}}{{{{ end }}}}"
+                      f"{{{{ if {self._starts(rest, sep)} }}}}{{{{ {pend} = true }}}}"
+                      f"{{{{ {skip} = {_go_lit('x' * (n - 1))} }}}}{{{{ end }}}}{{{{ end }}}}"))
+                  + f"{{{{ if {pend} }}}}{{{{ {start} = len {h} }}}}{{{{ end }}}}")
+        return V(go=f"slice {h} {start}", kind="str")
 
     def substring(self, hay: V, lit: str) -> V:
         """``lit in s``: a flag set where some suffix of ``s`` starts with ``lit``."""
@@ -2743,6 +2878,11 @@ class Translator:
             return v
         if name == "items" and obj.kind in MAPS:
             return obj
+        if name == "split" and obj.kind == "str" and len(args) == 1 and args[0].is_const \
+                and isinstance(args[0].const, str) and args[0].const and not e.kwargs:
+            # the list of pieces is never built: its first / last piece and its pieces in turn are read by scanning
+            # the text (split_piece, for_split); the kind carries the separator through variables
+            return V(go=self.go_of(obj), kind=_SPLIT + args[0].const)
         raise Untranslatable(f"the method .{name}() on a {obj.kind}")
 
     # ---- tojson --------------------------------------------------------------------------------------------
