@@ -385,3 +385,33 @@ def test_j3_is_string_and_substring_of_an_argument():
     g = translate(src, "", EOS, range_int=True).go
     r = gocheck.check_templates([(src, g, "", EOS)], (J3_ARGS,) + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+def test_j3_minicpm5_on_tool_sep_shapes():
+    """MiniCPM5 keeps the content before the first `<tool_sep>` of an assistant turn with tool calls (its loops that
+    rebuild `processed_content` set names Jinja forgets), then writes the calls; checked on separators at either
+    end, adjacent, partial, multi-byte text around them, and arguments holding <, & and newlines."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    src = (llama_cpp_dir() / "models" / "templates" / "openbmb-MiniCPM5-1B.jinja").read_text()
+    g = translate(src, "<s>", EOS, range_int=True).go
+
+    def call(content, *args):
+        return {"role": "assistant", "content": content, "tool_calls": [
+            {"id": f"c{k}", "type": "function", "function": {"name": "get_weather", "arguments": a}}
+            for k, a in enumerate(args)]}
+
+    u = {"role": "user", "content": "weather?"}
+    res = {"role": "tool", "content": "18", "tool_call_id": "c0", "name": "get_weather"}
+    args = [{"city": "Paris"}, {"city": "a<b"}, {"city": "x & y"}, {"city": "l1\nl2"}, {"city": "p", "unit": "celsius"}]
+    probes = []
+    for k, c in enumerate(["", "pre<tool_sep>mid<tool_sep>post", "<tool_sep>", "a<tool_sep><tool_sep>b",
+                           "\n\nlead<tool_sep>", "no sep", "é<tool_sep>ü<tool_se", "<tool_sep<tool_sep>>"]):
+        probes.append(gocheck.Probe(f"c{k}", [u, call(c, *args[:k % 3 + 1]), res, u], gocheck.TOOLS))
+        probes.append(gocheck.Probe(f"d{k}", [u, call(c, args[k % len(args)]), res], gocheck.TOOLS))
+    probes.append(gocheck.Probe("system", [{"role": "system", "content": "S <tool_def_sep> T"}, u], gocheck.TOOLS))
+    r = gocheck.check_templates([(src, g, "<s>", EOS)], tuple(probes) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
