@@ -415,3 +415,80 @@ def test_j3_minicpm5_on_tool_sep_shapes():
     probes.append(gocheck.Probe("system", [{"role": "system", "content": "S <tool_def_sep> T"}, u], gocheck.TOOLS))
     r = gocheck.check_templates([(src, g, "<s>", EOS)], tuple(probes) + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+def _j3_tool(name):
+    import copy
+    t = copy.deepcopy(gocheck.TOOLS[0])
+    t["function"]["name"] = name
+    return t
+
+
+J3_NS_TOOLS = [_j3_tool(n) for n in ("a.x", "b.y", "a.z", "plain", "é.x", "é.y.z", ".lead", "plain", "x..y")]
+J3_SYSTEMS = ["Reasoning effort: low", "REASONING EFFORT", "ReAsOnInG sTrEnGtH x", "reasoning  strength",
+              "é reasoning strength", "reasoning strengt", "REASON\u0130NG STRENGTH", "\u212aey reasoning", ""]
+J3_LIST_CASES = {
+    # distinct values in first-occurrence order, collected by a loop that tests the growing list (muse-glimmer)
+    "distinct": "{% set ns = namespace(seen=[]) %}{% for t in tools or [] %}{% set fn = t.function %}"
+                "{% set p = fn.name.split('.')[0] %}{% if p not in ns.seen %}{% set ns.seen = ns.seen + [p] %}{% endif %}"
+                "{% endfor %}{% for p in ns.seen %}<{{ p }}>{% endfor %}{{ messages[0].content }}",
+    # a list only appended to and read joined: built as the joined text
+    "joined": "{% set ns = namespace(r=['\"self\"'], seen=[]) %}{% for m in messages %}"
+              "{% set ns.r = ns.r + ['\"' + m.role + '\"'] %}{% endfor %}{% set ns.r = ns.r + ['end'] %}"
+              "{{ ns.r | join(', ') }}.",
+    # `s | replace(a, b)` as s.replace(a, b); `lit in (s | lower)` compares each letter in either case
+    "replace_filter_lower_in": "{% for m in messages %}{% set t = m.content | replace('Reasoning effort', 'R s') "
+                               "| replace('EFFORT', 'E') %}[{{ t }}]{% if 'reasoning strength' in (m.content | lower) %}"
+                               "L{% endif %}{% if 'reasoning strength' not in (t | lower) %}N{% endif %}{% endfor %}",
+    # a predeclared name assigned none answers `is none` (it read "not defined" before)
+    "is_none_after_get": "{% for m in messages %}{% if m.role == 'user' %}{% set e = m.get('end_turn') %}"
+                         "{% if e is none %}{% set e = m.content != '' %}{% endif %}{{ 'T' if e else 'F' }}"
+                         "{% endif %}{% endfor %}",
+}
+
+
+def test_j3_lists_replace_filter_and_none_render_like_jinja():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    probes = gocheck.PROBES + tuple(
+        gocheck.Probe(f"ns{k}", [{"role": "system", "content": s}, {"role": "user", "content": s or "hi"}],
+                      J3_NS_TOOLS[k:] + J3_NS_TOOLS[:k]) for k, s in enumerate(J3_SYSTEMS))
+    names = sorted(J3_LIST_CASES)
+    gos = [translate(J3_LIST_CASES[n], "", EOS, range_int=True).go for n in names]
+    checked = gocheck.check_templates([(J3_LIST_CASES[n], g, "", EOS) for n, g in zip(names, gos)], probes)
+    for n, r in zip(names, checked):
+        assert all(x.ok for x in r.results), (n, r.failures)
+    # the joined list is never a Go list: one string built with print
+    assert "print" in gos[names.index("joined")]
+    # `'k' in (s | lower)`: U+212A KELVIN SIGN lowers to 'k', which a byte scan would miss: refused
+    with pytest.raises(Untranslatable, match="lower"):
+        translate("{% for m in messages %}{% if 'ok' in (m.content | lower) %}y{% endif %}{% endfor %}", "", EOS,
+                  range_int=True)
+
+
+def test_j3_muse_glimmer_on_namespaces_and_system_casings():
+    """muse-glimmer lists the distinct tool namespaces (`fn.name.split('.')[0]`) in two places, joins the valid
+    recipients, and skips its reasoning line when the system prompt (its four casings of "Reasoning effort" replaced)
+    holds "reasoning strength" in any case: checked on dotted, repeated, empty and non-ASCII namespaces, on system
+    prompts with U+0130 / U+212A, and on calls answered with and without the tool's name."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    src = (llama_cpp_dir() / "models" / "templates" / "muse-glimmer.jinja").read_text()
+    g = translate(src, "<s>", EOS, range_int=True).go
+    u = {"role": "user", "content": "hi"}
+    args = {"b": True, "city": "Paris", "l": [1, "a"], "m": {"q": "r"}, "n": 3, "z": None}
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": f"c{k}", "type": "function", "function": {"name": n, "arguments": args}} for k, n in enumerate(["a.x", "b.y"])]}
+    probes = [gocheck.Probe(f"tools{k}", [u], J3_NS_TOOLS[k:]) for k in range(0, 9, 2)]
+    probes += [gocheck.Probe(f"system{k}", [{"role": "system", "content": s}, u, {"role": "assistant", "content": "a"}, u],
+                             J3_NS_TOOLS if k % 2 else None) for k, s in enumerate(J3_SYSTEMS)]
+    probes += [gocheck.Probe("calls", [u, call, {"role": "tool", "content": "r1", "tool_call_id": "c0", "name": "a.x"},
+                                       {"role": "tool", "content": "r2", "tool_call_id": "c1"},
+                                       {"role": "assistant", "content": "done"}, u], J3_NS_TOOLS)]
+    r = gocheck.check_templates([(src, g, "<s>", EOS)], tuple(probes) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures

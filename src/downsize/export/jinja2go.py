@@ -539,6 +539,74 @@ def _dead_nodes(ast) -> set[int]:
     return dead
 
 
+def _join_only_lists(ast) -> None:
+    """Rewrite, in place, namespace lists that are only ever appended to and read joined into the joined text.
+
+    ``namespace(L=['a'])``, ``set ns.L = ns.L + [x]`` and ``ns.L | join(sep)`` (muse-glimmer's valid recipients) are
+    ``namespace(L='a')``, ``set ns.L = ns.L ~ sep ~ x`` and ``ns.L``: Go cannot build a list, but it can build the
+    string. Only where the list starts as a non-empty list of constant strings (so every append adds ``sep`` first),
+    every store is such an append, every read is a join with the same constant ``sep`` (or the append's own read),
+    and the namespace itself is never used other than through its attributes."""
+    parent: dict[int, nodes.Node] = {}
+    for n in ast.find_all(nodes.Node):
+        for c in n.iter_child_nodes():
+            parent[id(c)] = n
+    inits: dict[str, list] = {}
+    bad: set[str] = set()
+    for a in ast.find_all(nodes.Assign):
+        if isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call) and isinstance(a.node.node, nodes.Name) \
+                and a.node.node.name == "namespace":
+            for kw in a.node.kwargs:
+                key = f"{a.target.name}.{kw.key}"
+                if isinstance(kw.value, nodes.List) and kw.value.items and all(
+                        isinstance(i, nodes.Const) and isinstance(i.value, str) for i in kw.value.items):
+                    inits.setdefault(key, []).append(kw)
+                else:
+                    bad.add(key)
+    appends: dict[str, list] = {}
+    for a in ast.find_all(nodes.Assign):
+        if isinstance(a.target, nodes.NSRef):
+            key, r = f"{a.target.name}.{a.target.attr}", a.node
+            if isinstance(r, nodes.Add) and isinstance(r.left, nodes.Getattr) and isinstance(r.left.node, nodes.Name) \
+                    and f"{r.left.node.name}.{r.left.attr}" == key and isinstance(r.right, nodes.List) \
+                    and len(r.right.items) == 1:
+                appends.setdefault(key, []).append(a)
+            else:
+                bad.add(key)
+    joins: dict[str, list] = {}
+    for g in ast.find_all(nodes.Getattr):
+        if not isinstance(g.node, nodes.Name):
+            continue
+        key, up = f"{g.node.name}.{g.attr}", parent.get(id(g))
+        if any(g is a.node.left for a in appends.get(key, [])):
+            continue
+        if isinstance(up, nodes.Filter) and up.node is g and up.name == "join" and len(up.args) == 1 \
+                and not up.kwargs and isinstance(up.args[0], nodes.Const) and isinstance(up.args[0].value, str):
+            joins.setdefault(key, []).append(up)
+        else:
+            bad.add(key)
+    for n in ast.find_all(nodes.Name):  # the namespace handed on whole (to a macro, a filter): not rewritten
+        if n.ctx == "load" and not isinstance(parent.get(id(n)), nodes.Getattr):
+            bad |= {k for k in inits if k.split(".")[0] == n.name}
+    for key, kws in inits.items():
+        seps = {f.args[0].value for f in joins.get(key, [])}
+        if key in bad or len(seps) != 1:
+            continue
+        sep = seps.pop()
+        for kw in kws:
+            kw.value = nodes.Const(sep.join(i.value for i in kw.value.items), lineno=kw.lineno)
+        for a in appends.get(key, []):
+            a.node = nodes.Concat([a.node.left, nodes.Const(sep), a.node.right.items[0]], lineno=a.lineno)
+        for f in joins[key]:
+            up = parent[id(f)]
+            for field in up.fields:
+                val = getattr(up, field)
+                if val is f:
+                    setattr(up, field, f.node)
+                elif isinstance(val, list):
+                    setattr(up, field, [f.node if x is f else x for x in val])
+
+
 class Translator:
     MAX_INLINE = 12  # macro call depth
 
@@ -631,6 +699,7 @@ class Translator:
 
     # ---- entry ---------------------------------------------------------------------------------------------
     def run(self, ast: nodes.Template) -> GoTemplate:
+        _join_only_lists(ast)  # lists only appended to and joined: built as the joined text
         self._collect_reads(ast)
         self.assign_counts: dict[str, int] = {}  # name -> how many `set name = ...` the template holds
         for a in ast.find_all(nodes.Assign):
@@ -1038,7 +1107,7 @@ class Translator:
         if t.name not in self.read_names:
             return
         if t.name in self.textvars:  # kept as is; made text only where branches merge (as_text)
-            scope.vars[t.name] = self.eval_text(s.node, scope)
+            scope.vars[t.name] = self.eval_text(s.node, scope, in_place=True)
             return
         v = self.expr(s.node, scope)
         cur = scope.get(t.name)
@@ -1086,6 +1155,7 @@ class Translator:
             self.emit(f"{{{{ {cur.go} = {self.go_of(v)} }}}}")
             if cur.defined and cur.defined.startswith("$"):
                 self.emit(f"{{{{ {cur.defined} = true }}}}")
+            self._none_flag(cur.go, v)
             kind = cur.kind if cur.kind == v.kind or (v.is_const and v.const is None) else "any"
             if cur.kind == "any" and once and (v.kind in self.STRUCTS or v.kind == "int") and cur.defined \
                     and cur.defined.startswith("$"):
@@ -1112,6 +1182,20 @@ class Translator:
         var = self.fresh(t.name)
         self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
         scope.vars[t.name] = V(go=var, kind=v.kind, extra=v.extra)
+
+    def _none_flag(self, var: str, v: V):
+        """A predeclared Go variable assigned none (`set end_turn = message.get('end_turn')`) holds "", which Go
+        cannot tell from other values: a flag, true exactly while the last assignment was none, answers `is none`
+        (it was `not defined`, false once anything was assigned). Made at the first none; every later assignment
+        sets it."""
+        flags = self.__dict__.setdefault("none_flags", {})
+        none = v.is_const and (v.const is None)
+        if var not in flags:
+            if not none:
+                return
+            flags[var] = self.fresh("isnone")
+            self.top_decls.append(f"{{{{ {flags[var]} := false }}}}")
+        self.emit(f"{{{{ {flags[var]} = {'true' if none else 'false'} }}}}")
 
     MAX_COUNT = 64  # the largest constant a counter starts from or steps by
 
@@ -1174,12 +1258,16 @@ class Translator:
         self.emit(f"{{{{ {snap} = {self.go_of(v)} }}}}")
         return V(go=snap, kind=v.kind)
 
-    def eval_text(self, rhs, scope) -> V:
+    def eval_text(self, rhs, scope, in_place: bool = False) -> V:
         """The value of a text variable. Go variables the expression needs (a conditional's temporary) are declared
-        inside its snippet, so the snippet stands alone wherever it is printed."""
+        inside its snippet, so the snippet stands alone wherever it is printed. ``in_place`` (a plain name: Jinja
+        reads it only after this point, in the same loop iteration): a value built into a Go string variable by the
+        Go before it (`macro() | replace(a, b)`) is built here, once, and the name reads the variable."""
         start = len(self.out)
         v = self.expr(rhs, scope)
         pre = "".join(self.out[start:])
+        if in_place and pre and v.kind == "str" and v.go and self._is_var(v.go) and v.go not in self.predeclared:
+            return v
         del self.out[start:]
         if not pre and not self.loops and v.kind != "out" and not v.is_const and v.go \
                 and any(x in self.predeclared for x in re.findall(r"\$\w+", v.go)):
@@ -1422,6 +1510,79 @@ class Translator:
         ns.const[t.attr] = V(go=None, kind="vlist", extra=(s.target.name, seq, cond, rhs.right.items[0], scope))
         return True
 
+    def _collect_distinct(self, s, scope) -> bool:
+        """`{% for x in SEQ %}{% set a = ... %}...{% if E not in ns.L %}{% set ns.L = ns.L + [E] %}{% endif %}
+        {% endfor %}` with ns.L = []: the distinct values of E in the order they first occur (muse-glimmer's tool
+        namespaces, `fn.name.split('.')[0]`). Go cannot build the list: ns.L becomes that comprehension (kind
+        dlist), re-ranged where it is read, an element kept where no earlier element of SEQ gives the same E."""
+        body = [st for st in s.body if not (isinstance(st, nodes.Output) and all(
+            isinstance(n, nodes.TemplateData) and not n.data.strip() for n in st.nodes))]
+        if not body or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) \
+                or self._own_loop_attrs(s):
+            return False
+        pre, last = body[:-1], body[-1]
+        if not all(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.Name) and _pure_expr(st.node)
+                   for st in pre):
+            return False
+        if not (isinstance(last, nodes.If) and not last.elif_ and not last.else_ and isinstance(last.test, nodes.Compare)
+                and len(last.test.ops) == 1 and last.test.ops[0].op == "notin" and len(last.body) == 1
+                and isinstance(last.body[0], nodes.Assign) and isinstance(last.body[0].target, nodes.NSRef)):
+            return False
+        t, rhs, ref = last.body[0].target, last.body[0].node, last.test.ops[0].expr
+        elem = last.test.expr
+        if not (isinstance(ref, nodes.Getattr) and isinstance(ref.node, nodes.Name) and ref.node.name == t.name
+                and ref.attr == t.attr and isinstance(rhs, nodes.Add) and rhs.left == ref
+                and isinstance(rhs.right, nodes.List) and len(rhs.right.items) == 1 and rhs.right.items[0] == elem
+                and _pure_expr(elem)):
+            return False
+        if any(isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name) and n.node.name == t.name
+               for st in pre for n in st.find_all(nodes.Getattr)) or any(
+                isinstance(n, nodes.Getattr) and n == ref for n in elem.find_all(nodes.Getattr)):
+            return False
+        ns = scope.get(t.name)
+        cur = ns.const.get(t.attr) if ns is not None and ns.kind == "ns" else None
+        if cur is None or not (cur.is_const and cur.const == []):
+            return False
+        seq = self.expr(s.iter, scope)
+        if seq.is_const or seq.kind not in SEQ_KINDS:
+            return False
+        ns.const[t.attr] = V(go=None, kind="dlist", extra=(s.target.name, seq, pre, elem, scope))
+        return True
+
+    def range_dlist(self, v: V, inner_fn):
+        """Range a dlist: ``inner_fn(element V, dot)`` emits the body for each element not seen before (``dot``: the
+        Go variable `.` is there)."""
+        name, seq, pre, elem, dscope = v.extra
+        g = self.go_of(seq)
+        i, x, y = self.index_var("i"), self.fresh(name), self.fresh(name)
+        held, dup = self.fresh("elem"), self.fresh("dup")
+
+        def value(var):  # E for the element in var, after the loop's own local assignments
+            inner = _Scope(dscope, dot=var)
+            inner.vars[name] = V(go=var, kind=ELEM[seq.kind])
+            saved, self.cur_dot = self.cur_dot, var
+            try:
+                self.body(pre, inner)
+                ev = self.expr(elem, inner)
+                if ev.is_const or ev.kind not in ("str", "int"):
+                    raise Untranslatable("distinct values of a list other than text or ints")
+                return ev, self.go_of(ev), inner
+            finally:
+                self.cur_dot = saved
+
+        self.emit(f"{{{{ range {i}, {x} := {g} }}}}")
+        ev, eg, _ = value(x)
+        self.emit(f"{{{{ {held} := {eg} }}}}{{{{ {dup} := false }}}}{{{{ range {y} := slice {g} 0 {i} }}}}")
+        _, eg2, _ = value(y)
+        self.emit(f"{{{{ if eq {_paren(eg2)} {held} }}}}{{{{ {dup} = true }}}}{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}"
+                  f"{{{{ if not {dup} }}}}")
+        saved, self.cur_dot = self.cur_dot, x
+        try:
+            inner_fn(V(go=held, kind=ev.kind), x)
+        finally:
+            self.cur_dot = saved
+        self.emit("{{ end }}{{ end }}")
+
     def range_vlist(self, v: V, inner_fn):
         """Range a vlist: ``inner_fn(element V, scope)`` emits the body for each element the filter keeps."""
         name, seq, cond, elem, dscope = v.extra
@@ -1453,6 +1614,8 @@ class Translator:
         if _writes_nothing([s], False):  # its body sets only its own local names: Jinja forgets them (_dead_nodes)
             return
         if self.acc is None and self._collect_list(s, scope):
+            return
+        if self.acc is None and self._collect_distinct(s, scope):
             return
         mark = len(self.out)
         self.emit("")  # the place of the snapshots a re-run takes (_restoring): filled in place
@@ -1529,6 +1692,15 @@ class Translator:
             # is at run time; the type test keeps the other kinds out)
             seq = V(go=seq.go, kind="args" if items else "list")
         uses_loop = bool(self._own_loop_attrs(s))
+        if seq.kind == "dlist":  # distinct values (_collect_distinct)
+            if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
+                raise Untranslatable("loop.*, a filter or else on a list of distinct values built in the template")
+
+            def dbody(e, dot):  # the body reads this loop's scope; `.` is the dlist's element
+                inner = _Scope(scope, dot=dot)
+                inner.vars[s.target.name] = e
+                self.body(s.body, inner)
+            return self.range_dlist(seq, dbody)
         if seq.kind == "vlist":
             if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
                 raise Untranslatable("loop.*, a filter or else on a list built in the template")
@@ -2334,6 +2506,10 @@ class Translator:
         byte: as long as the constant, each letter in either case (`and` stops before slicing a shorter string)."""
         folded, other = (a, b) if a.kind == "folded" else (b, a)
         base, how = folded.extra
+        if op in ("in", "notin") and folded is b and a.is_const and isinstance(a.const, str):
+            r = self.substring_lowered(base, a.const) if how == "lower" else None
+            if r is not None:
+                return r if op == "in" else (C(not r.const) if r.is_const else V(go=f"not {r.go}", kind="bool"))
         if op not in ("eq", "ne", "in", "notin") or not other.is_const or (op in ("in", "notin") and folded is not a):
             raise Untranslatable(f"the `{how}` filter on a request value")
         consts = list(other.const) if op in ("in", "notin") else [other.const]
@@ -2467,6 +2643,30 @@ class Translator:
         k = len(lit.encode())
         return f"and (ge (len {rest}) {k}) (eq (slice {rest} 0 {k}) {_go_lit(lit)})"
 
+    def substring_lowered(self, hay: V, lit: str) -> V | None:
+        """``lit in (s | lower)`` for an ASCII ``lit``: a scan comparing each letter in either case. Exact because the
+        only characters whose lower() holds ASCII are the ASCII ones, U+212A KELVIN SIGN (-> 'k') and U+0130 (-> 'i'
+        and a combining dot, which no ASCII character of ``lit`` can follow): so ``lit`` must not hold a 'k', nor end
+        in 'i'. None (refused by the caller) otherwise, and for a ``lit`` with upper-case letters (never found)."""
+        if not lit.isascii() or lit != lit.lower() or "k" in lit or lit.endswith("i"):
+            return C(False) if lit.isascii() and lit != lit.lower() else None
+        if lit == "":
+            return C(True)
+        self._need_range_int(f"substring test {lit!r}")
+        var = self.fresh("in")
+        self.top_decls.append(f"{{{{ {var} := false }}}}")
+
+        def body(h, j, rest):
+            chars = []
+            for k, ch in enumerate(lit):
+                at = f"(slice {rest} {k} {k + 1})"
+                chars.append(f"(or (eq {at} {_go_lit(ch)}) (eq {at} {_go_lit(ch.upper())}))" if ch.isalpha()
+                             else f"(eq {at} {_go_lit(ch)})")
+            return (f"{{{{ if ge (len {rest}) {len(lit)} }}}}{{{{ if and {' '.join(chars)} }}}}{{{{ {var} = true }}}}"
+                    f"{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}")
+        self.emit(f"{{{{ {var} = false }}}}" + self._scan(hay, body))
+        return V(go=var, kind="bool")
+
     def split_piece(self, v: V, k: int) -> V:
         """``s.split(sep)[0]`` (the text before the first ``sep``, all of it without one) and ``s.split(sep)[-1]`` (the
         text after the last ``sep`` of Python's left-to-right, non-overlapping matches: after a match the next
@@ -2558,6 +2758,8 @@ class Translator:
         if name == "none":
             if v.is_const:
                 return C(v.const is None)
+            if v.go in self.__dict__.get("none_flags", {}):  # last assigned none (_none_flag)
+                return V(go=self.none_flags[v.go], kind="bool")
             if v.defined:  # an optional field: absent in Ollama's data reads as none in the probes' Jinja input
                 return V(go=f"not {v.defined}", kind="bool")
             if v.kind == "any":  # a JSON value: only null is none (false, 0 and "" are not)
@@ -2712,7 +2914,7 @@ class Translator:
                 self.note("`| string` of a value of unknown type uses Go's formatting")
                 return v
             raise Untranslatable(f"the string filter on a {v.kind}")
-        if name in ("upper", "lower") and v.kind in ("str", "ptype"):
+        if name in ("upper", "lower") and v.kind in ("str", "ptype", "out"):
             # only compared with constants (casefold_eq); printing it raises in print_value / go_of
             base = V(go=f"index {self.go_of(v)} 0", kind="str") if v.kind == "ptype" else v
             return V(go=None, kind="folded", extra=(base, name))
@@ -2762,6 +2964,10 @@ class Translator:
             return V(go=v.go, kind="fnlist")  # `tools | map(attribute='function')`: written by tojson only
         if name == "items" and v.kind in MAPS:
             return v
+        if name == "replace" and len(args) == 2 and not kwargs and v.kind in ("str", "out") and args[0].is_const \
+                and isinstance(args[0].const, str) and args[0].const \
+                and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out")):
+            return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)`
         if name == "tojson":
             return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
         raise Untranslatable(f"the `{name}` filter on a request value")
