@@ -492,3 +492,35 @@ def test_j3_muse_glimmer_on_namespaces_and_system_casings():
                                        {"role": "assistant", "content": "done"}, u], J3_NS_TOOLS)]
     r = gocheck.check_templates([(src, g, "<s>", EOS)], tuple(probes) + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+J3_SPLIT_CASES = {
+    # `for line in s.split(sep)`: the pieces in turn (empty ones at either end and between adjacent separators)
+    "for_split": "{% for m in messages %}{% for p in m.content.split('a') %}<{{ p }}>{% endfor %}"
+                 "{% for p in m.content.split('\\n') %}{% if p.strip() %}[{{ p }}]{% endif %}{% endfor %}\n{% endfor %}",
+    # a list that starts empty, appended to in a loop over lines and after it, read joined (GigaChat3's tool
+    # description comments): the separator goes before every element but the first, empty elements included
+    "joined_from_empty": "{% for m in messages %}{% set ns = namespace(l=[]) %}{% for line in m.content.split('\\n') %}"
+                         "{% if line.strip() or loop_never is defined %}{% set ns.l = ns.l + ['// ' ~ line] %}{% endif %}"
+                         "{% endfor %}{% set ns.l = ns.l + [''] %}[{{ ns.l | join('\\n') }}]{% endfor %}"
+                         "{% set ns2 = namespace(r=[]) %}{% for m in messages %}{% set ns2.r = ns2.r + [m.content] %}"
+                         "{% endfor %}({{ ns2.r | join(', ') }})",
+}
+J3_LINE_PROBES = tuple(gocheck.Probe(f"lines{k}", [{"role": "user", "content": c}]) for k, c in enumerate(
+    ["", "a", "aa", "\n\nx\n \ny", "baaab", "é\nü", "  \n", "a\n", "\n"]))
+
+
+def test_j3_loop_over_split_text_and_joined_lists_from_empty():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    names = sorted(J3_SPLIT_CASES)
+    gos = [translate(J3_SPLIT_CASES[n], "", EOS, range_int=True).go for n in names]
+    checked = gocheck.check_templates([(J3_SPLIT_CASES[n], g, "", EOS) for n, g in zip(names, gos)],
+                                      gocheck.PROBES + SCAN_PROBES + J3_LINE_PROBES)
+    for n, r in zip(names, checked):
+        assert all(x.ok for x in r.results), (n, r.failures)
+    with pytest.raises(Untranslatable, match="split"):
+        translate("{% for m in messages %}{% for p in m.content.split('a') %}{{ loop.index }}{% endfor %}{% endfor %}",
+                  "", EOS, range_int=True)

@@ -544,7 +544,8 @@ def _join_only_lists(ast) -> None:
 
     ``namespace(L=['a'])``, ``set ns.L = ns.L + [x]`` and ``ns.L | join(sep)`` (muse-glimmer's valid recipients) are
     ``namespace(L='a')``, ``set ns.L = ns.L ~ sep ~ x`` and ``ns.L``: Go cannot build a list, but it can build the
-    string. Only where the list starts as a non-empty list of constant strings (so every append adds ``sep`` first),
+    string. A list that starts empty gets a flag attribute (``L__joined``), set by each append, that puts ``sep``
+    before every element but the first (an element may be empty text, so the text itself cannot tell). Only where
     every store is such an append, every read is a join with the same constant ``sep`` (or the append's own read),
     and the namespace itself is never used other than through its attributes."""
     parent: dict[int, nodes.Node] = {}
@@ -558,9 +559,8 @@ def _join_only_lists(ast) -> None:
                 and a.node.node.name == "namespace":
             for kw in a.node.kwargs:
                 key = f"{a.target.name}.{kw.key}"
-                if isinstance(kw.value, nodes.List) and kw.value.items and all(
-                        isinstance(i, nodes.Const) and isinstance(i.value, str) for i in kw.value.items):
-                    inits.setdefault(key, []).append(kw)
+                if isinstance(kw.value, nodes.List) and (not kw.value.items or all(_pure_expr(i) for i in kw.value.items)):
+                    inits.setdefault(key, []).append((a, kw))
                 else:
                     bad.add(key)
     appends: dict[str, list] = {}
@@ -592,11 +592,28 @@ def _join_only_lists(ast) -> None:
         seps = {f.args[0].value for f in joins.get(key, [])}
         if key in bad or len(seps) != 1:
             continue
-        sep = seps.pop()
-        for kw in kws:
-            kw.value = nodes.Const(sep.join(i.value for i in kw.value.items), lineno=kw.lineno)
+        sep, attr = seps.pop(), key.split(".", 1)[1]
+        empty = any(not kw.value.items for _, kw in kws)
+        if empty and (len(kws) > 1 or any(kw.key == f"{attr}__joined" for a, _ in kws for kw in a.node.kwargs)):
+            continue  # one namespace() only, and the flag's name free
+        for a, kw in kws:
+            items = [x for i in kw.value.items for x in (nodes.Const(sep), i)][1:]
+            kw.value = nodes.Concat(items, lineno=kw.lineno) if items else nodes.Const("")
+            if empty:  # whether anything was appended yet: the separator goes before every element but the first
+                a.node.kwargs.append(nodes.Keyword(f"{attr}__joined", nodes.Const(False)))
         for a in appends.get(key, []):
-            a.node = nodes.Concat([a.node.left, nodes.Const(sep), a.node.right.items[0]], lineno=a.lineno)
+            ns = a.target.name
+            glue = nodes.Const(sep) if not empty else nodes.CondExpr(
+                nodes.Getattr(nodes.Name(ns, "load"), f"{attr}__joined", "load"), nodes.Const(sep), nodes.Const(""))
+            a.node = nodes.Concat([a.node.left, glue, a.node.right.items[0]], lineno=a.lineno)
+            if empty:
+                up = parent[id(a)]
+                for field in up.fields:
+                    val = getattr(up, field)
+                    if isinstance(val, list) and any(x is a for x in val):
+                        k = next(k for k, x in enumerate(val) if x is a)
+                        val.insert(k + 1, nodes.Assign(nodes.NSRef(ns, f"{attr}__joined"), nodes.Const(True),
+                                                       lineno=a.lineno))
         for f in joins[key]:
             up = parent[id(f)]
             for field in up.fields:
@@ -1742,6 +1759,8 @@ class Translator:
             self._loop_body(s, inner, lp, items_filter=s.test)
             self.emit(f"{{{{ {first} = false }}}}{{{{ end }}}}")
             return
+        if seq.kind.startswith(_SPLIT) and not seq.is_const:
+            return self.for_split(s, seq, scope)
         if seq.kind == "str" and isinstance(s.target, nodes.Name) and not uses_loop and s.test is None and not s.else_:
             # the characters of request text (a branch for list contents that Ollama's string content reaches
             # only when empty): translated once with an element whose attributes are all undefined; a body
@@ -1784,6 +1803,30 @@ class Translator:
         self.emit("{{ end }}")
         if wrap:
             self.emit("{{ end }}")
+
+    def for_split(self, s, seq: V, scope):
+        """`for line in s.split(sep)`: the pieces in turn, by one scan over the byte offsets and one past the end
+        (Go >= 1.24): a piece ends at a match of ``sep`` (Python's left-to-right, non-overlapping ones: the next
+        len(sep) - 1 offsets are skipped) or at the end; the next starts at the offset after the skipped ones. The
+        body sees the piece as text; `.` is the offset inside the range, so the body reads no field of `.`."""
+        if not isinstance(s.target, nodes.Name) or s.test is not None or s.else_ or self._own_loop_attrs(s):
+            raise Untranslatable("loop.*, a filter or else on a loop over a split string")
+        sep = seq.kind[len(_SPLIT):]
+        self._need_range_int(f".split({sep!r})")
+        n = len(sep.encode())
+        h, j, start, skip, pend, piece = (self.fresh(x) for x in ("hay", "j", "start", "skip", "pend", "piece"))
+        rest = self.fresh("rest")
+        self.emit(f"{{{{ {h} := {self.go_of(V(go=seq.go, kind='str'))} }}}}{{{{ {start} := 0 }}}}{{{{ {skip} := \"\" }}}}"
+                  f"{{{{ {pend} := false }}}}{{{{ range {j} := len (print {h} \"x\") }}}}"
+                  f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}{{{{ else }}}}"
+                  f"{{{{ if {pend} }}}}{{{{ {start} = {j} }}}}{{{{ {pend} = false }}}}{{{{ end }}}}"
+                  f"{{{{ {rest} := slice {h} {j} }}}}{{{{ if or (eq {j} (len {h})) ({self._starts(rest, sep)}) }}}}"
+                  f"{{{{ {piece} := slice {h} {start} {j} }}}}{{{{ {pend} = true }}}}"
+                  f"{{{{ {skip} = {_go_lit('x' * (n - 1))} }}}}")
+        inner = _Scope(scope, dot="<int>")
+        inner.vars[s.target.name] = V(go=piece, kind="str")
+        self.body(s.body, inner)
+        self.emit("{{ end }}{{ end }}{{ end }}")
 
     @staticmethod
     def _own_loop_attrs(s: nodes.For) -> set:
