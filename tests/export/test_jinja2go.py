@@ -524,3 +524,25 @@ def test_j3_loop_over_split_text_and_joined_lists_from_empty():
     with pytest.raises(Untranslatable, match="split"):
         translate("{% for m in messages %}{% for p in m.content.split('a') %}{{ loop.index }}{% endfor %}{% endfor %}",
                   "", EOS, range_int=True)
+
+
+def test_j3_split_and_distinct_lists_as_values():
+    # a split string is a non-empty list (true, a sequence, not a string) whatever the text; a distinct list is
+    # non-empty exactly when its sequence is; any other use of either is refused, never read as the text
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% set ns = namespace(seen=[]) %}{% for t in tools or [] %}{% set p = t.function.name.split('_')[0] %}"
+           "{% if p not in ns.seen %}{% set ns.seen = ns.seen + [p] %}{% endif %}{% endfor %}"
+           "{% if ns.seen %}{% for p in ns.seen %}<{{ p }}>{% endfor %}{% else %}none{% endif %}"
+           "{% for m in messages %}{% set p = m.content.split('x') %}{% if p %}Y{% endif %}{% if p is sequence %}S"
+           "{% endif %}{% if p is string %}!{% endif %}{{ p[-1] }}\n{% endfor %}")
+    g = translate(src, "", EOS, range_int=True).go
+    r = gocheck.check_templates([(src, g, "", EOS)], gocheck.PROBES + SCAN_PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+    for bad in ("{% for m in messages %}{{ m.content.split('x') | length }}{% endfor %}",
+                "{% for m in messages %}{% if m.content.split('x') == 'a' %}y{% endif %}{% endfor %}",
+                "{% for m in messages %}{{ m.content.split('x') }}{% endfor %}"):
+        with pytest.raises(Untranslatable):
+            translate(bad, "", EOS, range_int=True)

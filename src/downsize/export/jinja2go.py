@@ -588,6 +588,10 @@ def _join_only_lists(ast) -> None:
     for n in ast.find_all(nodes.Name):  # the namespace handed on whole (to a macro, a filter): not rewritten
         if n.ctx == "load" and not isinstance(parent.get(id(n)), nodes.Getattr):
             bad |= {k for k in inits if k.split(".")[0] == n.name}
+        up = parent.get(id(n))
+        if n.ctx in ("store", "param") and not (isinstance(up, nodes.Assign) and up.target is n and isinstance(
+                up.node, nodes.Call) and isinstance(up.node.node, nodes.Name) and up.node.node.name == "namespace"):
+            bad |= {k for k in inits if k.split(".")[0] == n.name}  # the name also holds other than a namespace
     for key, kws in inits.items():
         seps = {f.args[0].value for f in joins.get(key, [])}
         if key in bad or len(seps) != 1:
@@ -1133,6 +1137,21 @@ class Translator:
             # predeclared value; the probe check catches a template where that matters.
             scope.vars[t.name] = v
             return
+        if v.kind.startswith(_SPLIT) and not v.is_const:  # `set parts = s.split(sep)`: the text, read by its kind
+            if cur is not None and not cur.is_const and cur.go in self.predeclared:
+                if cur.kind != v.kind:
+                    raise Untranslatable("a split string assigned to a name that also holds other values")
+                self.emit(f"{{{{ {cur.go} = {_paren(v.go)} }}}}")
+                if cur.defined and cur.defined.startswith("$"):
+                    self.emit(f"{{{{ {cur.defined} = true }}}}")
+                return
+            if re.fullmatch(r"\.[\w.]*|\$\.[\w.]*", v.go):
+                scope.vars[t.name] = v  # a field path: inlined where used
+                return
+            var = self.fresh(t.name)
+            self.emit(f"{{{{ {var} := {_paren(v.go)} }}}}")
+            scope.vars[t.name] = V(go=var, kind=v.kind)
+            return
         if cur is not None and not cur.is_const and cur.go in self.predeclared and v.kind == "vlist":
             # `set tools = tools | rejectattr(...)` in a branch, outside loops and macros: the variable keeps the
             # whole sequence, and a flag (set here) makes the comprehension's filter apply only where the branch ran
@@ -1172,7 +1191,8 @@ class Translator:
             self.emit(f"{{{{ {cur.go} = {self.go_of(v)} }}}}")
             if cur.defined and cur.defined.startswith("$"):
                 self.emit(f"{{{{ {cur.defined} = true }}}}")
-            self._none_flag(cur.go, v)
+            if cur.defined and cur.defined.startswith("$"):
+                self._none_flag(cur.go, v)
             kind = cur.kind if cur.kind == v.kind or (v.is_const and v.const is None) else "any"
             if cur.kind == "any" and once and (v.kind in self.STRUCTS or v.kind == "int") and cur.defined \
                     and cur.defined.startswith("$"):
@@ -1203,8 +1223,9 @@ class Translator:
     def _none_flag(self, var: str, v: V):
         """A predeclared Go variable assigned none (`set end_turn = message.get('end_turn')`) holds "", which Go
         cannot tell from other values: a flag, true exactly while the last assignment was none, answers `is none`
-        (it was `not defined`, false once anything was assigned). Made at the first none; every later assignment
-        sets it."""
+        with the name's `defined` flag (it was `not defined`, false once anything was assigned). Only for names
+        without a value before their `if` (their `defined` flag is declared again with them, so a loop's next
+        iteration starts from undefined). Made at the first none; every later assignment sets it."""
         flags = self.__dict__.setdefault("none_flags", {})
         none = v.is_const and (v.const is None)
         if var not in flags:
@@ -1561,8 +1582,8 @@ class Translator:
         if cur is None or not (cur.is_const and cur.const == []):
             return False
         seq = self.expr(s.iter, scope)
-        if seq.is_const or seq.kind not in SEQ_KINDS:
-            return False
+        if seq.is_const or seq.kind not in SEQ_KINDS or self._reads_predeclared(seq):
+            return False  # (re-ranged where read: a sequence a branch reassigns could have changed by then)
         ns.const[t.attr] = V(go=None, kind="dlist", extra=(s.target.name, seq, pre, elem, scope))
         return True
 
@@ -1816,7 +1837,7 @@ class Translator:
         n = len(sep.encode())
         h, j, start, skip, pend, piece = (self.fresh(x) for x in ("hay", "j", "start", "skip", "pend", "piece"))
         rest = self.fresh("rest")
-        self.emit(f"{{{{ {h} := {self.go_of(V(go=seq.go, kind='str'))} }}}}{{{{ {start} := 0 }}}}{{{{ {skip} := \"\" }}}}"
+        self.emit(f"{{{{ {h} := {_paren(seq.go)} }}}}{{{{ {start} := 0 }}}}{{{{ {skip} := \"\" }}}}"
                   f"{{{{ {pend} := false }}}}{{{{ range {j} := len (print {h} \"x\") }}}}"
                   f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}{{{{ else }}}}"
                   f"{{{{ if {pend} }}}}{{{{ {start} = {j} }}}}{{{{ {pend} = false }}}}{{{{ end }}}}"
@@ -2016,6 +2037,10 @@ class Translator:
             return t
         if v.is_const:
             return "true" if self._truthy_const(v.const) else "false"
+        if v.kind.startswith(_SPLIT):
+            return "true"  # s.split(sep) has at least one piece
+        if v.kind == "dlist":  # every element of the sequence gives a value: non-empty exactly when it is
+            return f"len {_paren(self.go_of(v.extra[1]))}"
         if v.kind == "vlist":
             return self.vlist_truth(v)
         if v.go is None and isinstance(v.extra, _StrLen):
@@ -2073,6 +2098,8 @@ class Translator:
         return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
 
     def go_of(self, v: V) -> str:
+        if v.kind.startswith(_SPLIT) and not v.is_const:
+            raise Untranslatable("a split string used as a value (only its first / last piece, or a loop over it)")
         if v.go is None and isinstance(v.extra, _StrLen):
             return self.go_of(self.char_count(v.extra.go))
         if v.kind == "out":
@@ -2719,12 +2746,12 @@ class Translator:
         n = len(sep.encode())
         if k == 0:
             cut, h = self.fresh("cut"), self.fresh("hay")
-            self.emit(f"{{{{ {h} := {self.go_of(V(go=v.go, kind='str'))} }}}}{{{{ {cut} := len {h} }}}}"
+            self.emit(f"{{{{ {h} := {_paren(v.go)} }}}}{{{{ {cut} := len {h} }}}}"
                       + self._scan(V(go=h, kind="str"), lambda hh, j, rest: (
                           f"{{{{ if {self._starts(rest, sep)} }}}}{{{{ {cut} = {j} }}}}{{{{ break }}}}{{{{ end }}}}")))
             return V(go=f"slice {h} 0 {cut}", kind="str")
         start, skip, pend, h = self.fresh("start"), self.fresh("skip"), self.fresh("pend"), self.fresh("hay")
-        self.emit(f"{{{{ {h} := {self.go_of(V(go=v.go, kind='str'))} }}}}{{{{ {start} := 0 }}}}{{{{ {skip} := \"\" }}}}"
+        self.emit(f"{{{{ {h} := {_paren(v.go)} }}}}{{{{ {start} := 0 }}}}{{{{ {skip} := \"\" }}}}"
                   f"{{{{ {pend} := false }}}}" + self._scan(V(go=h, kind="str"), lambda hh, j, rest: (
                       f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}{{{{ else }}}}"
                       f"{{{{ if {pend} }}}}{{{{ {start} = {j} }}}}{{{{ {pend} = false }}}}{{{{ end }}}}"
@@ -2801,8 +2828,8 @@ class Translator:
         if name == "none":
             if v.is_const:
                 return C(v.const is None)
-            if v.go in self.__dict__.get("none_flags", {}):  # last assigned none (_none_flag)
-                return V(go=self.none_flags[v.go], kind="bool")
+            if v.go in self.__dict__.get("none_flags", {}) and v.defined:  # last assigned none (_none_flag)
+                return V(go=f"and {v.defined} {self.none_flags[v.go]}", kind="bool")
             if v.defined:  # an optional field: absent in Ollama's data reads as none in the probes' Jinja input
                 return V(go=f"not {v.defined}", kind="bool")
             if v.kind == "any":  # a JSON value: only null is none (false, 0 and "" are not)
@@ -2816,6 +2843,8 @@ class Translator:
             if v.kind == "bool":
                 return V(go=v.go if name == "true" else f"not {v.go}", kind="bool")
             return C(False)
+        if v.kind.startswith(_SPLIT) or v.kind == "dlist":  # a list built in the template
+            return C(name in ("iterable", "sequence"))
         kinds = {"string": {"str"}, "mapping": MAPPING_KINDS, "iterable": SEQ_KINDS | MAPPING_KINDS | {"str"},
                  "sequence": SEQ_KINDS | {"str"}, "boolean": {"bool"}, "number": {"int"}, "integer": {"int"}}
         if name in kinds:
