@@ -413,6 +413,9 @@ def test_j3_minicpm5_on_tool_sep_shapes():
         probes.append(gocheck.Probe(f"c{k}", [u, call(c, *args[:k % 3 + 1]), res, u], gocheck.TOOLS))
         probes.append(gocheck.Probe(f"d{k}", [u, call(c, args[k % len(args)]), res], gocheck.TOOLS))
     probes.append(gocheck.Probe("system", [{"role": "system", "content": "S <tool_def_sep> T"}, u], gocheck.TOOLS))
+    # the answer after reasoning is lstripped of newlines: exactly (content is typed as text, not left as is)
+    probes.append(gocheck.Probe("reasoning", [{"role": "user", "content": "é"}, {"role": "assistant", "content": "\n\nok\n",
+                                                                               "reasoning_content": "\nhm\n\n"}]))
     r = gocheck.check_templates([(src, g, "<s>", EOS)], tuple(probes) + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
 

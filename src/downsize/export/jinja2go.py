@@ -1201,6 +1201,12 @@ class Translator:
                 # it holds this kind wherever it is set (read before, Go's field access on "" or a comparison of ""
                 # with an int fails: an error, never other text)
                 kind = v.kind
+            if cur.kind == "any" and v.kind == "str" and cur.defined and cur.defined.startswith("$") \
+                    and self._live_assign_count(t.name) == 1:
+                # the same for text (MiniCPM5's `processed_content = content_parts[0]`, its other assignments in
+                # loops that write nothing): the name holds text once set, "" before (Jinja's undefined prints,
+                # tests and strips as "" does; only `is string` and `== ''` on it before this would differ)
+                kind = "str"
             scope.set(t.name, V(go=cur.go, kind=kind, defined=cur.defined))
             return
         if v.is_const or v.kind == "folded" or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go)
@@ -1219,6 +1225,15 @@ class Translator:
         var = self.fresh(t.name)
         self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
         scope.vars[t.name] = V(go=var, kind=v.kind, extra=v.extra)
+
+    def _live_assign_count(self, name: str) -> int:
+        """How many `set name = ...` the template holds outside statements that write nothing (_dead_nodes)."""
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return 0
+        dead = self.__dict__.setdefault("_dead", _dead_nodes(root))
+        return sum(1 for a in root.find_all(nodes.Assign) if id(a) not in dead and isinstance(a.target, nodes.Name)
+                   and a.target.name == name)
 
     def _none_flag(self, var: str, v: V):
         """A predeclared Go variable assigned none (`set end_turn = message.get('end_turn')`) holds "", which Go
