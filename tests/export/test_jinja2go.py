@@ -549,3 +549,14 @@ def test_j3_split_and_distinct_lists_as_values():
                 "{% for m in messages %}{{ m.content.split('x') }}{% endfor %}"):
         with pytest.raises(Untranslatable):
             translate(bad, "", EOS, range_int=True)
+
+
+def test_j3_joined_list_read_otherwise_is_not_rewritten():
+    # a list also read other than joined (its length, by key, handed to a macro) stays a list: refused, never the text
+    base = "{% set ns = namespace(r=['a']) %}{% for m in messages %}{% set ns.r = ns.r + [m.role] %}{% endfor %}"
+    for tail in ("{{ ns.r | join(',') }}{{ ns.r | length }}", "{{ ns.r | join(',') }}{{ ns['r'] | join('-') }}",
+                 "{{ ns.r | join(',') }}{{ ns.r | join('-') }}",
+                 "{% macro f(x) %}{{ x.r | join(',') }}{% endmacro %}{{ f(ns) }}"):
+        with pytest.raises(Untranslatable):
+            translate(base + tail, "", EOS, range_int=True)
+    assert "print" in translate(base + "{{ ns.r | join(',') }}", "", EOS, range_int=True).go

@@ -573,6 +573,12 @@ def _join_only_lists(ast) -> None:
                 appends.setdefault(key, []).append(a)
             else:
                 bad.add(key)
+    for b in ast.find_all(nodes.AssignBlock):  # `{% set ns.L %}...{% endset %}`
+        if isinstance(b.target, nodes.NSRef):
+            bad.add(f"{b.target.name}.{b.target.attr}")
+    for g in ast.find_all(nodes.Getitem):  # `ns['L']`: read other than joined
+        if isinstance(g.node, nodes.Name) and isinstance(g.arg, nodes.Const) and isinstance(g.arg.value, str):
+            bad.add(f"{g.node.name}.{g.arg.value}")
     joins: dict[str, list] = {}
     for g in ast.find_all(nodes.Getattr):
         if not isinstance(g.node, nodes.Name):
@@ -1613,6 +1619,8 @@ class Translator:
         def value(var):  # E for the element in var, after the loop's own local assignments
             inner = _Scope(dscope, dot=var)
             inner.vars[name] = V(go=var, kind=ELEM[seq.kind])
+            for st in pre:  # the loop's own names: never a variable of the enclosing scope (Jinja scoping)
+                inner.vars[st.target.name] = C(UNDEF)
             saved, self.cur_dot = self.cur_dot, var
             try:
                 self.body(pre, inner)
