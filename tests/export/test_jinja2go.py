@@ -562,3 +562,236 @@ def test_field_path_variable_read_in_a_nested_loop():
     g = translate(src, "", EOS)
     r = gocheck.check_templates([(src, g.go, "", EOS)])[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+# ---- branch j3: split() of request text, loops that write nothing, `v is string and 'x' in v` ----------------------
+J3_CASES = {
+    # s.split(sep)[0] / [-1]: Python's left-to-right, non-overlapping matches (SCAN_PROBES: "aaaa aaa", é, ü)
+    "split_first_last": "{% for m in messages %}{% set p = m.content.split('aa') %}[{{ m.content.split('a')[0] }}|"
+                        "{{ m.content.split('a')[-1] }}|{{ m.content.split('/thin')[-1] }}|{{ m.content.split('é')[0] }}"
+                        "|{{ p[0] }}|{{ p[-1] }}]\n{% endfor %}",
+    # a loop that only sets its own names (Jinja forgets them when it ends) writes nothing: dropped, and an `if`
+    # around it with it, its test never evaluated (`map(attribute=...)` on messages has no Go counterpart)
+    "loop_writes_nothing": "{% set x = 'a' %}{% for m in messages %}{% set x = x + m.content %}"
+                           "{% set parts = m.content.split('\\n') %}{% endfor %}"
+                           "{% if messages | map(attribute='role') | first == 'x' %}"
+                           "{% for i in range(3) %}{% set y %}{{ i }}{% endset %}{% endfor %}{% endif %}"
+                           "{{ x }}{% for m in messages %}{{ m.content }}{% endfor %}",
+}
+J3_ARGS = gocheck.Probe("arguments", [{"role": "user", "content": "go"}, {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "c0", "type": "function", "function": {"name": "get_weather", "arguments": {
+        "a": "x<y", "b": 3, "c": {"d": "<"}, "e": ["<"], "f": "l1\nl2", "g": "plain", "h": True, "i": ""}}}]}],
+    gocheck.TOOLS)
+
+
+def test_j3_split_and_dead_loops_render_like_jinja():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    names = sorted(J3_CASES)
+    gos = [translate(J3_CASES[n], "", EOS, range_int=True).go for n in names]
+    checked = gocheck.check_templates([(J3_CASES[n], g, "", EOS) for n, g in zip(names, gos)],
+                                      gocheck.PROBES + SCAN_PROBES)
+    for n, r in zip(names, checked):
+        assert all(x.ok for x in r.results), (n, r.failures)
+    with pytest.raises(Untranslatable, match="split"):
+        translate(J3_CASES["split_first_last"], "", EOS)  # scanning needs Go >= 1.24
+    with pytest.raises(Untranslatable, match="piece of a split"):
+        translate("{% for m in messages %}{{ m.content.split('a')[1] }}{% endfor %}", "", EOS, range_int=True)
+    # a loop that sets a namespace attribute changes what follows: not dropped (here refused: `map`)
+    with pytest.raises(Untranslatable, match="map"):
+        translate("{% set ns = namespace(k=0) %}{% for m in messages %}"
+                  "{% set ns.k = messages | map(attribute='role') | first %}{% endfor %}"
+                  "{{ ns.k }}", "", EOS, range_int=True)
+
+
+def test_j3_is_string_and_substring_of_an_argument():
+    # `v is string and ('<' in v or ...)` on tool-call arguments of any JSON type (MiniCPM5): the scans run only
+    # where v is a string
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% for m in messages %}{% if m.tool_calls %}{% for tc in m.tool_calls %}"
+           "{% for k, v in tc.function.arguments.items() %}{{ k }}="
+           "{% if v is string and ('<' in v or '\\n' in v) %}<![CDATA[{{ v }}]]>{% elif v is string %}{{ v }}"
+           "{% else %}N{% endif %};{% endfor %}{% endfor %}{% endif %}{{ m.content }}{% endfor %}")
+    g = translate(src, "", EOS, range_int=True).go
+    r = gocheck.check_templates([(src, g, "", EOS)], (J3_ARGS,) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_j3_minicpm5_on_tool_sep_shapes():
+    """MiniCPM5 keeps the content before the first `<tool_sep>` of an assistant turn with tool calls (its loops that
+    rebuild `processed_content` set names Jinja forgets), then writes the calls; checked on separators at either
+    end, adjacent, partial, multi-byte text around them, and arguments holding <, & and newlines."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    src = (llama_cpp_dir() / "models" / "templates" / "openbmb-MiniCPM5-1B.jinja").read_text()
+    g = translate(src, "<s>", EOS, range_int=True).go
+
+    def call(content, *args):
+        return {"role": "assistant", "content": content, "tool_calls": [
+            {"id": f"c{k}", "type": "function", "function": {"name": "get_weather", "arguments": a}}
+            for k, a in enumerate(args)]}
+
+    u = {"role": "user", "content": "weather?"}
+    res = {"role": "tool", "content": "18", "tool_call_id": "c0", "name": "get_weather"}
+    args = [{"city": "Paris"}, {"city": "a<b"}, {"city": "x & y"}, {"city": "l1\nl2"}, {"city": "p", "unit": "celsius"}]
+    probes = []
+    for k, c in enumerate(["", "pre<tool_sep>mid<tool_sep>post", "<tool_sep>", "a<tool_sep><tool_sep>b",
+                           "\n\nlead<tool_sep>", "no sep", "é<tool_sep>ü<tool_se", "<tool_sep<tool_sep>>"]):
+        probes.append(gocheck.Probe(f"c{k}", [u, call(c, *args[:k % 3 + 1]), res, u], gocheck.TOOLS))
+        probes.append(gocheck.Probe(f"d{k}", [u, call(c, args[k % len(args)]), res], gocheck.TOOLS))
+    probes.append(gocheck.Probe("system", [{"role": "system", "content": "S <tool_def_sep> T"}, u], gocheck.TOOLS))
+    # the answer after reasoning is lstripped of newlines: exactly (content is typed as text, not left as is)
+    probes.append(gocheck.Probe("reasoning", [{"role": "user", "content": "é"}, {"role": "assistant", "content": "\n\nok\n",
+                                                                               "reasoning_content": "\nhm\n\n"}]))
+    r = gocheck.check_templates([(src, g, "<s>", EOS)], tuple(probes) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def _j3_tool(name):
+    import copy
+    t = copy.deepcopy(gocheck.TOOLS[0])
+    t["function"]["name"] = name
+    return t
+
+
+J3_NS_TOOLS = [_j3_tool(n) for n in ("a.x", "b.y", "a.z", "plain", "é.x", "é.y.z", ".lead", "plain", "x..y")]
+J3_SYSTEMS = ["Reasoning effort: low", "REASONING EFFORT", "ReAsOnInG sTrEnGtH x", "reasoning  strength",
+              "é reasoning strength", "reasoning strengt", "REASON\u0130NG STRENGTH", "\u212aey reasoning", ""]
+J3_LIST_CASES = {
+    # distinct values in first-occurrence order, collected by a loop that tests the growing list (muse-glimmer)
+    "distinct": "{% set ns = namespace(seen=[]) %}{% for t in tools or [] %}{% set fn = t.function %}"
+                "{% set p = fn.name.split('.')[0] %}{% if p not in ns.seen %}{% set ns.seen = ns.seen + [p] %}{% endif %}"
+                "{% endfor %}{% for p in ns.seen %}<{{ p }}>{% endfor %}{{ messages[0].content }}",
+    # a list only appended to and read joined: built as the joined text
+    "joined": "{% set ns = namespace(r=['\"self\"'], seen=[]) %}{% for m in messages %}"
+              "{% set ns.r = ns.r + ['\"' + m.role + '\"'] %}{% endfor %}{% set ns.r = ns.r + ['end'] %}"
+              "{{ ns.r | join(', ') }}.",
+    # `s | replace(a, b)` as s.replace(a, b); `lit in (s | lower)` compares each letter in either case
+    "replace_filter_lower_in": "{% for m in messages %}{% set t = m.content | replace('Reasoning effort', 'R s') "
+                               "| replace('EFFORT', 'E') %}[{{ t }}]{% if 'reasoning strength' in (m.content | lower) %}"
+                               "L{% endif %}{% if 'reasoning strength' not in (t | lower) %}N{% endif %}{% endfor %}",
+    # a predeclared name assigned none answers `is none` (it read "not defined" before)
+    "is_none_after_get": "{% for m in messages %}{% if m.role == 'user' %}{% set e = m.get('end_turn') %}"
+                         "{% if e is none %}{% set e = m.content != '' %}{% endif %}{{ 'T' if e else 'F' }}"
+                         "{% endif %}{% endfor %}",
+}
+
+
+def test_j3_lists_replace_filter_and_none_render_like_jinja():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    probes = gocheck.PROBES + tuple(
+        gocheck.Probe(f"ns{k}", [{"role": "system", "content": s}, {"role": "user", "content": s or "hi"}],
+                      J3_NS_TOOLS[k:] + J3_NS_TOOLS[:k]) for k, s in enumerate(J3_SYSTEMS))
+    names = sorted(J3_LIST_CASES)
+    gos = [translate(J3_LIST_CASES[n], "", EOS, range_int=True).go for n in names]
+    checked = gocheck.check_templates([(J3_LIST_CASES[n], g, "", EOS) for n, g in zip(names, gos)], probes)
+    for n, r in zip(names, checked):
+        assert all(x.ok for x in r.results), (n, r.failures)
+    # the joined list is never a Go list: one string built with print
+    assert "print" in gos[names.index("joined")]
+    # `'k' in (s | lower)`: U+212A KELVIN SIGN lowers to 'k', which a byte scan would miss: refused
+    with pytest.raises(Untranslatable, match="lower"):
+        translate("{% for m in messages %}{% if 'ok' in (m.content | lower) %}y{% endif %}{% endfor %}", "", EOS,
+                  range_int=True)
+
+
+def test_j3_muse_glimmer_on_namespaces_and_system_casings():
+    """muse-glimmer lists the distinct tool namespaces (`fn.name.split('.')[0]`) in two places, joins the valid
+    recipients, and skips its reasoning line when the system prompt (its four casings of "Reasoning effort" replaced)
+    holds "reasoning strength" in any case: checked on dotted, repeated, empty and non-ASCII namespaces, on system
+    prompts with U+0130 / U+212A, and on calls answered with and without the tool's name."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    src = (llama_cpp_dir() / "models" / "templates" / "muse-glimmer.jinja").read_text()
+    g = translate(src, "<s>", EOS, range_int=True).go
+    u = {"role": "user", "content": "hi"}
+    args = {"b": True, "city": "Paris", "l": [1, "a"], "m": {"q": "r"}, "n": 3, "z": None}
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": f"c{k}", "type": "function", "function": {"name": n, "arguments": args}} for k, n in enumerate(["a.x", "b.y"])]}
+    probes = [gocheck.Probe(f"tools{k}", [u], J3_NS_TOOLS[k:]) for k in range(0, 9, 2)]
+    probes += [gocheck.Probe(f"system{k}", [{"role": "system", "content": s}, u, {"role": "assistant", "content": "a"}, u],
+                             J3_NS_TOOLS if k % 2 else None) for k, s in enumerate(J3_SYSTEMS)]
+    probes += [gocheck.Probe("calls", [u, call, {"role": "tool", "content": "r1", "tool_call_id": "c0", "name": "a.x"},
+                                       {"role": "tool", "content": "r2", "tool_call_id": "c1"},
+                                       {"role": "assistant", "content": "done"}, u], J3_NS_TOOLS)]
+    r = gocheck.check_templates([(src, g, "<s>", EOS)], tuple(probes) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+J3_SPLIT_CASES = {
+    # `for line in s.split(sep)`: the pieces in turn (empty ones at either end and between adjacent separators)
+    "for_split": "{% for m in messages %}{% for p in m.content.split('a') %}<{{ p }}>{% endfor %}"
+                 "{% for p in m.content.split('\\n') %}{% if p.strip() %}[{{ p }}]{% endif %}{% endfor %}\n{% endfor %}",
+    # a list that starts empty, appended to in a loop over lines and after it, read joined (GigaChat3's tool
+    # description comments): the separator goes before every element but the first, empty elements included
+    "joined_from_empty": "{% for m in messages %}{% set ns = namespace(l=[]) %}{% for line in m.content.split('\\n') %}"
+                         "{% if line.strip() or loop_never is defined %}{% set ns.l = ns.l + ['// ' ~ line] %}{% endif %}"
+                         "{% endfor %}{% set ns.l = ns.l + [''] %}[{{ ns.l | join('\\n') }}]{% endfor %}"
+                         "{% set ns2 = namespace(r=[]) %}{% for m in messages %}{% set ns2.r = ns2.r + [m.content] %}"
+                         "{% endfor %}({{ ns2.r | join(', ') }})",
+}
+J3_LINE_PROBES = tuple(gocheck.Probe(f"lines{k}", [{"role": "user", "content": c}]) for k, c in enumerate(
+    ["", "a", "aa", "\n\nx\n \ny", "baaab", "é\nü", "  \n", "a\n", "\n"]))
+
+
+def test_j3_loop_over_split_text_and_joined_lists_from_empty():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    names = sorted(J3_SPLIT_CASES)
+    gos = [translate(J3_SPLIT_CASES[n], "", EOS, range_int=True).go for n in names]
+    checked = gocheck.check_templates([(J3_SPLIT_CASES[n], g, "", EOS) for n, g in zip(names, gos)],
+                                      gocheck.PROBES + SCAN_PROBES + J3_LINE_PROBES)
+    for n, r in zip(names, checked):
+        assert all(x.ok for x in r.results), (n, r.failures)
+    with pytest.raises(Untranslatable, match="split"):
+        translate("{% for m in messages %}{% for p in m.content.split('a') %}{{ loop.index }}{% endfor %}{% endfor %}",
+                  "", EOS, range_int=True)
+
+
+def test_j3_split_and_distinct_lists_as_values():
+    # a split string is a non-empty list (true, a sequence, not a string) whatever the text; a distinct list is
+    # non-empty exactly when its sequence is; any other use of either is refused, never read as the text
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% set ns = namespace(seen=[]) %}{% for t in tools or [] %}{% set p = t.function.name.split('_')[0] %}"
+           "{% if p not in ns.seen %}{% set ns.seen = ns.seen + [p] %}{% endif %}{% endfor %}"
+           "{% if ns.seen %}{% for p in ns.seen %}<{{ p }}>{% endfor %}{% else %}none{% endif %}"
+           "{% for m in messages %}{% set p = m.content.split('x') %}{% if p %}Y{% endif %}{% if p is sequence %}S"
+           "{% endif %}{% if p is string %}!{% endif %}{{ p[-1] }}\n{% endfor %}")
+    g = translate(src, "", EOS, range_int=True).go
+    r = gocheck.check_templates([(src, g, "", EOS)], gocheck.PROBES + SCAN_PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+    for bad in ("{% for m in messages %}{{ m.content.split('x') | length }}{% endfor %}",
+                "{% for m in messages %}{% if m.content.split('x') == 'a' %}y{% endif %}{% endfor %}",
+                "{% for m in messages %}{{ m.content.split('x') }}{% endfor %}"):
+        with pytest.raises(Untranslatable):
+            translate(bad, "", EOS, range_int=True)
+
+
+def test_j3_joined_list_read_otherwise_is_not_rewritten():
+    # a list also read other than joined (its length, by key, handed to a macro) stays a list: refused, never the text
+    base = "{% set ns = namespace(r=['a']) %}{% for m in messages %}{% set ns.r = ns.r + [m.role] %}{% endfor %}"
+    for tail in ("{{ ns.r | join(',') }}{{ ns.r | length }}", "{{ ns.r | join(',') }}{{ ns['r'] | join('-') }}",
+                 "{{ ns.r | join(',') }}{{ ns.r | join('-') }}",
+                 "{% macro f(x) %}{{ x.r | join(',') }}{% endmacro %}{{ f(ns) }}"):
+        with pytest.raises(Untranslatable):
+            translate(base + tail, "", EOS, range_int=True)
+    assert "print" in translate(base + "{{ ns.r | join(',') }}", "", EOS, range_int=True).go

@@ -464,10 +464,174 @@ class _Loop:
         self.prelude_slot: int | None = None
 
 
+_SPLIT = "split:"  # the kind of `s.split(sep)` on request text, followed by sep (Translator.split_piece)
+
+
 RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text, differences of "
                   "ints): it needs an Ollama "
                   "built with Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it "
                   "and should get no TEMPLATE (delete it: Ollama then renders the GGUF's own chat template)")
+
+
+# methods that only compute a value (no side effects): a loop whose expressions call nothing else cannot change what
+# the template writes by calling them
+_PURE_METHODS = {"split", "strip", "lstrip", "rstrip", "startswith", "endswith", "replace", "lower", "upper", "get",
+                 "items", "keys", "values", "title", "capitalize", "format", "join", "count", "find"}
+
+
+def _pure_expr(n) -> bool:
+    """Whether evaluating the Jinja expression ``n`` can have no effect but its value (it calls no macro, no
+    ``raise_exception``, no list.append: only ``range()``, ``namespace()`` and the string methods above)."""
+    for c in [n, *n.find_all(nodes.Call)]:
+        if not isinstance(c, nodes.Call):
+            continue
+        if isinstance(c.node, nodes.Getattr) and c.node.attr in _PURE_METHODS:
+            continue
+        if isinstance(c.node, nodes.Name) and c.node.name in ("range", "namespace"):
+            continue
+        return False
+    return not any(True for _ in n.find_all(nodes.NSRef)) and not isinstance(n, nodes.NSRef)
+
+
+def _writes_nothing(stmts, in_dead_loop: bool) -> bool:
+    """Whether the statements write no text and change nothing the rest of the template sees. Inside a ``for``
+    body (``in_dead_loop``) plain ``set x = ...`` is local to the iteration (Jinja scoping: the value is gone when
+    the loop ends), so only there may names be assigned; namespace attributes never."""
+    for st in stmts:
+        if isinstance(st, nodes.Output):
+            if not all(isinstance(x, nodes.TemplateData) and x.data == "" for x in st.nodes):
+                return False
+        elif isinstance(st, nodes.Assign):
+            if not (in_dead_loop and isinstance(st.target, nodes.Name) and _pure_expr(st.node)):
+                return False
+        elif isinstance(st, nodes.AssignBlock):  # its body's text is captured, not written
+            if not (in_dead_loop and isinstance(st.target, nodes.Name) and st.filter is None):
+                return False
+            for x in st.body:
+                if any(isinstance(y, (nodes.NSRef, nodes.Macro, nodes.CallBlock, nodes.ExprStmt))
+                       for y in [x, *x.find_all(nodes.Node)]) or not all(_pure_expr(e) for e in x.find_all(nodes.Expr)):
+                    return False
+        elif isinstance(st, nodes.If):
+            tests = [st.test] + [e.test for e in st.elif_]
+            if not all(_pure_expr(t) for t in tests) or not all(
+                    _writes_nothing(b, in_dead_loop) for b in [st.body, st.else_] + [e.body for e in st.elif_]):
+                return False
+        elif isinstance(st, nodes.For):
+            if st.else_ or st.recursive or not _pure_expr(st.iter) or (st.test is not None and not _pure_expr(st.test)) \
+                    or not _writes_nothing(st.body, True):
+                return False
+        elif isinstance(st, (nodes.Break, nodes.Continue)):
+            if not in_dead_loop:
+                return False
+        else:
+            return False
+    return True
+
+
+def _dead_nodes(ast) -> set[int]:
+    """ids of the ``for`` / ``if`` statements (and everything inside them) that write nothing and change nothing
+    outside themselves: a loop whose body only sets its own local names (MiniCPM5 rebuilds `processed_content` in a
+    loop, which Jinja forgets when the loop ends). They are skipped, their reads and stores ignored."""
+    dead: set[int] = set()
+    for n in ast.find_all((nodes.For, nodes.If)):
+        if id(n) not in dead and _writes_nothing([n], False):
+            dead |= {id(x) for x in (n, *n.find_all(nodes.Node))}
+    return dead
+
+
+def _join_only_lists(ast) -> None:
+    """Rewrite, in place, namespace lists that are only ever appended to and read joined into the joined text.
+
+    ``namespace(L=['a'])``, ``set ns.L = ns.L + [x]`` and ``ns.L | join(sep)`` (muse-glimmer's valid recipients) are
+    ``namespace(L='a')``, ``set ns.L = ns.L ~ sep ~ x`` and ``ns.L``: Go cannot build a list, but it can build the
+    string. A list that starts empty gets a flag attribute (``L__joined``), set by each append, that puts ``sep``
+    before every element but the first (an element may be empty text, so the text itself cannot tell). Only where
+    every store is such an append, every read is a join with the same constant ``sep`` (or the append's own read),
+    and the namespace itself is never used other than through its attributes."""
+    parent: dict[int, nodes.Node] = {}
+    for n in ast.find_all(nodes.Node):
+        for c in n.iter_child_nodes():
+            parent[id(c)] = n
+    inits: dict[str, list] = {}
+    bad: set[str] = set()
+    for a in ast.find_all(nodes.Assign):
+        if isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call) and isinstance(a.node.node, nodes.Name) \
+                and a.node.node.name == "namespace":
+            for kw in a.node.kwargs:
+                key = f"{a.target.name}.{kw.key}"
+                if isinstance(kw.value, nodes.List) and (not kw.value.items or all(_pure_expr(i) for i in kw.value.items)):
+                    inits.setdefault(key, []).append((a, kw))
+                else:
+                    bad.add(key)
+    appends: dict[str, list] = {}
+    for a in ast.find_all(nodes.Assign):
+        if isinstance(a.target, nodes.NSRef):
+            key, r = f"{a.target.name}.{a.target.attr}", a.node
+            if isinstance(r, nodes.Add) and isinstance(r.left, nodes.Getattr) and isinstance(r.left.node, nodes.Name) \
+                    and f"{r.left.node.name}.{r.left.attr}" == key and isinstance(r.right, nodes.List) \
+                    and len(r.right.items) == 1:
+                appends.setdefault(key, []).append(a)
+            else:
+                bad.add(key)
+    for b in ast.find_all(nodes.AssignBlock):  # `{% set ns.L %}...{% endset %}`
+        if isinstance(b.target, nodes.NSRef):
+            bad.add(f"{b.target.name}.{b.target.attr}")
+    for g in ast.find_all(nodes.Getitem):  # `ns['L']`: read other than joined
+        if isinstance(g.node, nodes.Name) and isinstance(g.arg, nodes.Const) and isinstance(g.arg.value, str):
+            bad.add(f"{g.node.name}.{g.arg.value}")
+    joins: dict[str, list] = {}
+    for g in ast.find_all(nodes.Getattr):
+        if not isinstance(g.node, nodes.Name):
+            continue
+        key, up = f"{g.node.name}.{g.attr}", parent.get(id(g))
+        if any(g is a.node.left for a in appends.get(key, [])):
+            continue
+        if isinstance(up, nodes.Filter) and up.node is g and up.name == "join" and len(up.args) == 1 \
+                and not up.kwargs and isinstance(up.args[0], nodes.Const) and isinstance(up.args[0].value, str):
+            joins.setdefault(key, []).append(up)
+        else:
+            bad.add(key)
+    for n in ast.find_all(nodes.Name):  # the namespace handed on whole (to a macro, a filter): not rewritten
+        if n.ctx == "load" and not isinstance(parent.get(id(n)), nodes.Getattr):
+            bad |= {k for k in inits if k.split(".")[0] == n.name}
+        up = parent.get(id(n))
+        if n.ctx in ("store", "param") and not (isinstance(up, nodes.Assign) and up.target is n and isinstance(
+                up.node, nodes.Call) and isinstance(up.node.node, nodes.Name) and up.node.node.name == "namespace"):
+            bad |= {k for k in inits if k.split(".")[0] == n.name}  # the name also holds other than a namespace
+    for key, kws in inits.items():
+        seps = {f.args[0].value for f in joins.get(key, [])}
+        if key in bad or len(seps) != 1:
+            continue
+        sep, attr = seps.pop(), key.split(".", 1)[1]
+        empty = any(not kw.value.items for _, kw in kws)
+        if empty and (len(kws) > 1 or any(kw.key == f"{attr}__joined" for a, _ in kws for kw in a.node.kwargs)):
+            continue  # one namespace() only, and the flag's name free
+        for a, kw in kws:
+            items = [x for i in kw.value.items for x in (nodes.Const(sep), i)][1:]
+            kw.value = nodes.Concat(items, lineno=kw.lineno) if items else nodes.Const("")
+            if empty:  # whether anything was appended yet: the separator goes before every element but the first
+                a.node.kwargs.append(nodes.Keyword(f"{attr}__joined", nodes.Const(False)))
+        for a in appends.get(key, []):
+            ns = a.target.name
+            glue = nodes.Const(sep) if not empty else nodes.CondExpr(
+                nodes.Getattr(nodes.Name(ns, "load"), f"{attr}__joined", "load"), nodes.Const(sep), nodes.Const(""))
+            a.node = nodes.Concat([a.node.left, glue, a.node.right.items[0]], lineno=a.lineno)
+            if empty:
+                up = parent[id(a)]
+                for field in up.fields:
+                    val = getattr(up, field)
+                    if isinstance(val, list) and any(x is a for x in val):
+                        k = next(k for k, x in enumerate(val) if x is a)
+                        val.insert(k + 1, nodes.Assign(nodes.NSRef(ns, f"{attr}__joined"), nodes.Const(True),
+                                                       lineno=a.lineno))
+        for f in joins[key]:
+            up = parent[id(f)]
+            for field in up.fields:
+                val = getattr(up, field)
+                if val is f:
+                    setattr(up, field, f.node)
+                elif isinstance(val, list):
+                    setattr(up, field, [f.node if x is f else x for x in val])
 
 
 class Translator:
@@ -562,6 +726,7 @@ class Translator:
 
     # ---- entry ---------------------------------------------------------------------------------------------
     def run(self, ast: nodes.Template) -> GoTemplate:
+        _join_only_lists(ast)  # lists only appended to and joined: built as the joined text
         self._collect_reads(ast)
         self.assign_counts: dict[str, int] = {}  # name -> how many `set name = ...` the template holds
         for a in ast.find_all(nodes.Assign):
@@ -598,7 +763,10 @@ class Translator:
         (`{% set ns.s = ns.s + (tool | tojson) %}` in a loop becomes the loop itself, re-run where ns.s is printed)."""
         macros = {m.name for m in ast.find_all(nodes.Macro)}
         stores = []
+        dead = _dead_nodes(ast)  # a loop that writes nothing: what it assigns is never read
         for a in ast.find_all((nodes.Assign, nodes.AssignBlock)):
+            if id(a) in dead:
+                continue
             t = a.target
             key = f"{t.name}.{t.attr}" if isinstance(t, nodes.NSRef) else getattr(t, "name", None)
             if key:
@@ -667,8 +835,12 @@ class Translator:
                     out.add(f"{x.node.name}.{x.attr}")
             return out
 
+        dead = _dead_nodes(ast)
+
         def walk(n):
             if isinstance(n, nodes.If) and self._raise_only(n):
+                return
+            if id(n) in dead:  # writes nothing, changes nothing outside itself (_dead_nodes)
                 return
             if isinstance(n, nodes.Assign):
                 t = n.target
@@ -793,6 +965,8 @@ class Translator:
             return True
 
     def s_If(self, s, scope):
+        if _writes_nothing([s], False):  # e.g. only a loop whose body sets its own local names (_dead_nodes)
+            return
         branches = [(s.test, s.body)] + [(e.test, e.body) for e in s.elif_]
         else_ = s.else_
         if self._raise_only(s):
@@ -968,7 +1142,7 @@ class Translator:
         if t.name not in self.read_names:
             return
         if t.name in self.textvars:  # kept as is; made text only where branches merge (as_text)
-            scope.vars[t.name] = self.eval_text(s.node, scope)
+            scope.vars[t.name] = self.eval_text(s.node, scope, in_place=True)
             return
         v = self.expr(s.node, scope)
         cur = scope.get(t.name)
@@ -976,6 +1150,21 @@ class Translator:
             # bound in this branch only: Go cannot store output in a variable. Reads after the `if` would see the
             # predeclared value; the probe check catches a template where that matters.
             scope.vars[t.name] = v
+            return
+        if v.kind.startswith(_SPLIT) and not v.is_const:  # `set parts = s.split(sep)`: the text, read by its kind
+            if cur is not None and not cur.is_const and cur.go in self.predeclared:
+                if cur.kind != v.kind:
+                    raise Untranslatable("a split string assigned to a name that also holds other values")
+                self.emit(f"{{{{ {cur.go} = {_paren(v.go)} }}}}")
+                if cur.defined and cur.defined.startswith("$"):
+                    self.emit(f"{{{{ {cur.defined} = true }}}}")
+                return
+            if re.fullmatch(r"\.[\w.]*|\$\.[\w.]*", v.go):
+                scope.vars[t.name] = v  # a field path: inlined where used
+                return
+            var = self.fresh(t.name)
+            self.emit(f"{{{{ {var} := {_paren(v.go)} }}}}")
+            scope.vars[t.name] = V(go=var, kind=v.kind)
             return
         if cur is not None and not cur.is_const and cur.go in self.predeclared and v.kind == "vlist":
             # `set tools = tools | rejectattr(...)` in a branch, outside loops and macros: the variable keeps the
@@ -1016,6 +1205,8 @@ class Translator:
             self.emit(f"{{{{ {cur.go} = {self.go_of(v)} }}}}")
             if cur.defined and cur.defined.startswith("$"):
                 self.emit(f"{{{{ {cur.defined} = true }}}}")
+            if cur.defined and cur.defined.startswith("$"):
+                self._none_flag(cur.go, v)
             kind = cur.kind if cur.kind == v.kind or (v.is_const and v.const is None) else "any"
             if cur.kind == "any" and once and (v.kind in self.STRUCTS or v.kind == "int") and cur.defined \
                     and cur.defined.startswith("$"):
@@ -1024,6 +1215,12 @@ class Translator:
                 # it holds this kind wherever it is set (read before, Go's field access on "" or a comparison of ""
                 # with an int fails: an error, never other text)
                 kind = v.kind
+            if cur.kind == "any" and v.kind == "str" and cur.defined and cur.defined.startswith("$") \
+                    and self._live_assign_count(t.name) == 1:
+                # the same for text (MiniCPM5's `processed_content = content_parts[0]`, its other assignments in
+                # loops that write nothing): the name holds text once set, "" before (Jinja's undefined prints,
+                # tests and strips as "" does; only `is string` and `== ''` on it before this would differ)
+                kind = "str"
             scope.set(t.name, V(go=cur.go, kind=kind, defined=cur.defined))
             return
         if v.is_const or v.kind == "folded" or (v.go and re.fullmatch(r"\$[\w.]*|\.[\w.]*|\$\w+(\.\w+)*", v.go)
@@ -1042,6 +1239,30 @@ class Translator:
         var = self.fresh(t.name)
         self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
         scope.vars[t.name] = V(go=var, kind=v.kind, extra=v.extra)
+
+    def _live_assign_count(self, name: str) -> int:
+        """How many `set name = ...` the template holds outside statements that write nothing (_dead_nodes)."""
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return 0
+        dead = self.__dict__.setdefault("_dead", _dead_nodes(root))
+        return sum(1 for a in root.find_all(nodes.Assign) if id(a) not in dead and isinstance(a.target, nodes.Name)
+                   and a.target.name == name)
+
+    def _none_flag(self, var: str, v: V):
+        """A predeclared Go variable assigned none (`set end_turn = message.get('end_turn')`) holds "", which Go
+        cannot tell from other values: a flag, true exactly while the last assignment was none, answers `is none`
+        with the name's `defined` flag (it was `not defined`, false once anything was assigned). Only for names
+        without a value before their `if` (their `defined` flag is declared again with them, so a loop's next
+        iteration starts from undefined). Made at the first none; every later assignment sets it."""
+        flags = self.__dict__.setdefault("none_flags", {})
+        none = v.is_const and (v.const is None)
+        if var not in flags:
+            if not none:
+                return
+            flags[var] = self.fresh("isnone")
+            self.top_decls.append(f"{{{{ {flags[var]} := false }}}}")
+        self.emit(f"{{{{ {flags[var]} = {'true' if none else 'false'} }}}}")
 
     MAX_COUNT = 64  # the largest constant a counter starts from or steps by
 
@@ -1104,12 +1325,16 @@ class Translator:
         self.emit(f"{{{{ {snap} = {self.go_of(v)} }}}}")
         return V(go=snap, kind=v.kind)
 
-    def eval_text(self, rhs, scope) -> V:
+    def eval_text(self, rhs, scope, in_place: bool = False) -> V:
         """The value of a text variable. Go variables the expression needs (a conditional's temporary) are declared
-        inside its snippet, so the snippet stands alone wherever it is printed."""
+        inside its snippet, so the snippet stands alone wherever it is printed. ``in_place`` (a plain name: Jinja
+        reads it only after this point, in the same loop iteration): a value built into a Go string variable by the
+        Go before it (`macro() | replace(a, b)`) is built here, once, and the name reads the variable."""
         start = len(self.out)
         v = self.expr(rhs, scope)
         pre = "".join(self.out[start:])
+        if in_place and pre and v.kind == "str" and v.go and self._is_var(v.go) and v.go not in self.predeclared:
+            return v
         del self.out[start:]
         if not pre and not self.loops and v.kind != "out" and not v.is_const and v.go \
                 and any(x in self.predeclared for x in re.findall(r"\$\w+", v.go)):
@@ -1533,6 +1758,81 @@ class Translator:
         ns.const[t.attr] = V(go=None, kind="vlist", extra=(s.target.name, seq, cond, rhs.right.items[0], scope))
         return True
 
+    def _collect_distinct(self, s, scope) -> bool:
+        """`{% for x in SEQ %}{% set a = ... %}...{% if E not in ns.L %}{% set ns.L = ns.L + [E] %}{% endif %}
+        {% endfor %}` with ns.L = []: the distinct values of E in the order they first occur (muse-glimmer's tool
+        namespaces, `fn.name.split('.')[0]`). Go cannot build the list: ns.L becomes that comprehension (kind
+        dlist), re-ranged where it is read, an element kept where no earlier element of SEQ gives the same E."""
+        body = [st for st in s.body if not (isinstance(st, nodes.Output) and all(
+            isinstance(n, nodes.TemplateData) and not n.data.strip() for n in st.nodes))]
+        if not body or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) \
+                or self._own_loop_attrs(s):
+            return False
+        pre, last = body[:-1], body[-1]
+        if not all(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.Name) and _pure_expr(st.node)
+                   for st in pre):
+            return False
+        if not (isinstance(last, nodes.If) and not last.elif_ and not last.else_ and isinstance(last.test, nodes.Compare)
+                and len(last.test.ops) == 1 and last.test.ops[0].op == "notin" and len(last.body) == 1
+                and isinstance(last.body[0], nodes.Assign) and isinstance(last.body[0].target, nodes.NSRef)):
+            return False
+        t, rhs, ref = last.body[0].target, last.body[0].node, last.test.ops[0].expr
+        elem = last.test.expr
+        if not (isinstance(ref, nodes.Getattr) and isinstance(ref.node, nodes.Name) and ref.node.name == t.name
+                and ref.attr == t.attr and isinstance(rhs, nodes.Add) and rhs.left == ref
+                and isinstance(rhs.right, nodes.List) and len(rhs.right.items) == 1 and rhs.right.items[0] == elem
+                and _pure_expr(elem)):
+            return False
+        if any(isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name) and n.node.name == t.name
+               for st in pre for n in st.find_all(nodes.Getattr)) or any(
+                isinstance(n, nodes.Getattr) and n == ref for n in elem.find_all(nodes.Getattr)):
+            return False
+        ns = scope.get(t.name)
+        cur = ns.const.get(t.attr) if ns is not None and ns.kind == "ns" else None
+        if cur is None or not (cur.is_const and cur.const == []):
+            return False
+        seq = self.expr(s.iter, scope)
+        if seq.is_const or seq.kind not in SEQ_KINDS or self._reads_predeclared(seq):
+            return False  # (re-ranged where read: a sequence a branch reassigns could have changed by then)
+        ns.const[t.attr] = V(go=None, kind="dlist", extra=(s.target.name, seq, pre, elem, scope))
+        return True
+
+    def range_dlist(self, v: V, inner_fn):
+        """Range a dlist: ``inner_fn(element V, dot)`` emits the body for each element not seen before (``dot``: the
+        Go variable `.` is there)."""
+        name, seq, pre, elem, dscope = v.extra
+        g = self.go_of(seq)
+        i, x, y = self.index_var("i"), self.fresh(name), self.fresh(name)
+        held, dup = self.fresh("elem"), self.fresh("dup")
+
+        def value(var):  # E for the element in var, after the loop's own local assignments
+            inner = _Scope(dscope, dot=var)
+            inner.vars[name] = V(go=var, kind=ELEM[seq.kind])
+            for st in pre:  # the loop's own names: never a variable of the enclosing scope (Jinja scoping)
+                inner.vars[st.target.name] = C(UNDEF)
+            saved, self.cur_dot = self.cur_dot, var
+            try:
+                self.body(pre, inner)
+                ev = self.expr(elem, inner)
+                if ev.is_const or ev.kind not in ("str", "int"):
+                    raise Untranslatable("distinct values of a list other than text or ints")
+                return ev, self.go_of(ev), inner
+            finally:
+                self.cur_dot = saved
+
+        self.emit(f"{{{{ range {i}, {x} := {g} }}}}")
+        ev, eg, _ = value(x)
+        self.emit(f"{{{{ {held} := {eg} }}}}{{{{ {dup} := false }}}}{{{{ range {y} := slice {g} 0 {i} }}}}")
+        _, eg2, _ = value(y)
+        self.emit(f"{{{{ if eq {_paren(eg2)} {held} }}}}{{{{ {dup} = true }}}}{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}"
+                  f"{{{{ if not {dup} }}}}")
+        saved, self.cur_dot = self.cur_dot, x
+        try:
+            inner_fn(V(go=held, kind=ev.kind), x)
+        finally:
+            self.cur_dot = saved
+        self.emit("{{ end }}{{ end }}")
+
     def range_vlist(self, v: V, inner_fn):
         """Range a vlist: ``inner_fn(element V, scope)`` emits the body for each element the filter keeps."""
         name, seq, cond, elem, dscope = v.extra
@@ -1561,7 +1861,11 @@ class Translator:
         return flag
 
     def s_For(self, s, scope):
+        if _writes_nothing([s], False):  # its body sets only its own local names: Jinja forgets them (_dead_nodes)
+            return
         if self.acc is None and self._collect_list(s, scope):
+            return
+        if self.acc is None and self._collect_distinct(s, scope):
             return
         mark = len(self.out)
         self.emit("")  # the place of the snapshots a re-run takes (_restoring): filled in place
@@ -1638,6 +1942,15 @@ class Translator:
             # is at run time; the type test keeps the other kinds out)
             seq = V(go=seq.go, kind="args" if items else "list")
         uses_loop = bool(self._own_loop_attrs(s))
+        if seq.kind == "dlist":  # distinct values (_collect_distinct)
+            if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
+                raise Untranslatable("loop.*, a filter or else on a list of distinct values built in the template")
+
+            def dbody(e, dot):  # the body reads this loop's scope; `.` is the dlist's element
+                inner = _Scope(scope, dot=dot)
+                inner.vars[s.target.name] = e
+                self.body(s.body, inner)
+            return self.range_dlist(seq, dbody)
         if seq.kind == "vlist":
             if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
                 raise Untranslatable("loop.*, a filter or else on a list built in the template")
@@ -1679,6 +1992,8 @@ class Translator:
             self._loop_body(s, inner, lp, items_filter=s.test)
             self.emit(f"{{{{ {first} = false }}}}{{{{ end }}}}")
             return
+        if seq.kind.startswith(_SPLIT) and not seq.is_const:
+            return self.for_split(s, seq, scope)
         if seq.kind == "str" and isinstance(s.target, nodes.Name) and not uses_loop and s.test is None and not s.else_:
             # the characters of request text (a branch for list contents that Ollama's string content reaches
             # only when empty): translated once with an element whose attributes are all undefined; a body
@@ -1721,6 +2036,30 @@ class Translator:
         self.emit("{{ end }}")
         if wrap:
             self.emit("{{ end }}")
+
+    def for_split(self, s, seq: V, scope):
+        """`for line in s.split(sep)`: the pieces in turn, by one scan over the byte offsets and one past the end
+        (Go >= 1.24): a piece ends at a match of ``sep`` (Python's left-to-right, non-overlapping ones: the next
+        len(sep) - 1 offsets are skipped) or at the end; the next starts at the offset after the skipped ones. The
+        body sees the piece as text; `.` is the offset inside the range, so the body reads no field of `.`."""
+        if not isinstance(s.target, nodes.Name) or s.test is not None or s.else_ or self._own_loop_attrs(s):
+            raise Untranslatable("loop.*, a filter or else on a loop over a split string")
+        sep = seq.kind[len(_SPLIT):]
+        self._need_range_int(f".split({sep!r})")
+        n = len(sep.encode())
+        h, j, start, skip, pend, piece = (self.fresh(x) for x in ("hay", "j", "start", "skip", "pend", "piece"))
+        rest = self.fresh("rest")
+        self.emit(f"{{{{ {h} := {_paren(seq.go)} }}}}{{{{ {start} := 0 }}}}{{{{ {skip} := \"\" }}}}"
+                  f"{{{{ {pend} := false }}}}{{{{ range {j} := len (print {h} \"x\") }}}}"
+                  f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}{{{{ else }}}}"
+                  f"{{{{ if {pend} }}}}{{{{ {start} = {j} }}}}{{{{ {pend} = false }}}}{{{{ end }}}}"
+                  f"{{{{ {rest} := slice {h} {j} }}}}{{{{ if or (eq {j} (len {h})) ({self._starts(rest, sep)}) }}}}"
+                  f"{{{{ {piece} := slice {h} {start} {j} }}}}{{{{ {pend} = true }}}}"
+                  f"{{{{ {skip} = {_go_lit('x' * (n - 1))} }}}}")
+        inner = _Scope(scope, dot="<int>")
+        inner.vars[s.target.name] = V(go=piece, kind="str")
+        self.body(s.body, inner)
+        self.emit("{{ end }}{{ end }}{{ end }}")
 
     @staticmethod
     def _own_loop_attrs(s: nodes.For) -> set:
@@ -1910,6 +2249,10 @@ class Translator:
             return t
         if v.is_const:
             return "true" if self._truthy_const(v.const) else "false"
+        if v.kind.startswith(_SPLIT):
+            return "true"  # s.split(sep) has at least one piece
+        if v.kind == "dlist":  # every element of the sequence gives a value: non-empty exactly when it is
+            return f"len {_paren(self.go_of(v.extra[1]))}"
         if v.kind == "vlist":
             return self.vlist_truth(v)
         if v.go is None and isinstance(v.extra, _StrLen):
@@ -1967,6 +2310,8 @@ class Translator:
         return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
 
     def go_of(self, v: V) -> str:
+        if v.kind.startswith(_SPLIT) and not v.is_const:
+            raise Untranslatable("a split string used as a value (only its first / last piece, or a loop over it)")
         if v.go is None and isinstance(v.extra, _StrLen):
             return self.go_of(self.char_count(v.extra.go))
         if v.kind == "out":
@@ -2166,6 +2511,10 @@ class Translator:
         return V(go=var, kind=kind)
 
     def getitem(self, obj: V, key: V, scope) -> V:
+        if obj.kind.startswith(_SPLIT) and not obj.is_const:
+            if key.is_const and key.const in (0, -1) and not isinstance(key.const, bool):
+                return self.split_piece(obj, key.const)
+            raise Untranslatable("a piece of a split string other than the first or the last")
         if obj.is_const:
             c = obj.const
             if isinstance(c, _Loop):
@@ -2298,6 +2647,9 @@ class Translator:
 
     # boolean logic: Go's and/or short-circuit and return an operand, like Python's
     def e_And(self, e, scope):
+        narrowed = self._and_is_string(e, scope)
+        if narrowed is not None:
+            return narrowed
         a = self.cond(e.left, scope)
         if a.is_const:
             return self.expr(e.right, scope) if self._truthy_const(a.const) else a
@@ -2310,6 +2662,31 @@ class Translator:
             return a if self._truthy_const(b.const) and b.kind == "bool" else (
                 V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool") if self._truthy_const(b.const) else C(False))
         return V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool" if a.kind == b.kind == "bool" else "any")
+
+    def _and_is_string(self, e, scope) -> V | None:
+        """`v is string and ('<' in v or ...)` on a JSON value of unknown type (a tool-call argument): the right side
+        reads ``v`` as text, and the Go it needs first (the substring scans) runs only where ``v`` is a string, as
+        Python evaluates it only then. None where that is not the shape (the general `and` translates it)."""
+        t = e.left
+        if not (isinstance(t, nodes.Test) and t.name == "string" and not t.args and isinstance(t.node, nodes.Name)):
+            return None
+        v = scope.get(t.node.name)
+        if v is None or v.is_const or v.kind != "any" or not v.go:
+            return None
+        a = self.expr(t, scope)
+        inner = _Scope(scope)
+        inner.vars[t.node.name] = V(go=v.go, kind="str")
+        mark = len(self.out)
+        b = self.expr(e.right, inner)
+        if b.kind != "bool" or b.is_const:
+            del self.out[mark:]
+            return None
+        bg = self.go_of(b)
+        pre = "".join(self.out[mark:])
+        del self.out[mark:]
+        r = self.fresh("and")
+        self.emit(f"{{{{ {r} := false }}}}{{{{ if {a.go} }}}}{pre}{{{{ {r} = {bg} }}}}{{{{ end }}}}")
+        return V(go=r, kind="bool")
 
     def e_Or(self, e, scope):
         a = self.cond(e.left, scope)
@@ -2457,6 +2834,10 @@ class Translator:
         byte: as long as the constant, each letter in either case (`and` stops before slicing a shorter string)."""
         folded, other = (a, b) if a.kind == "folded" else (b, a)
         base, how = folded.extra
+        if op in ("in", "notin") and folded is b and a.is_const and isinstance(a.const, str):
+            r = self.substring_lowered(base, a.const) if how == "lower" else None
+            if r is not None:
+                return r if op == "in" else (C(not r.const) if r.is_const else V(go=f"not {r.go}", kind="bool"))
         if op not in ("eq", "ne", "in", "notin") or not other.is_const or (op in ("in", "notin") and folded is not a):
             raise Untranslatable(f"the `{how}` filter on a request value")
         consts = list(other.const) if op in ("in", "notin") else [other.const]
@@ -2592,6 +2973,53 @@ class Translator:
         k = len(lit.encode())
         return f"and (ge (len {rest}) {k}) (eq (slice {rest} 0 {k}) {_go_lit(lit)})"
 
+    def substring_lowered(self, hay: V, lit: str) -> V | None:
+        """``lit in (s | lower)`` for an ASCII ``lit``: a scan comparing each letter in either case. Exact because the
+        only characters whose lower() holds ASCII are the ASCII ones, U+212A KELVIN SIGN (-> 'k') and U+0130 (-> 'i'
+        and a combining dot, which no ASCII character of ``lit`` can follow): so ``lit`` must not hold a 'k', nor end
+        in 'i'. None (refused by the caller) otherwise, and for a ``lit`` with upper-case letters (never found)."""
+        if not lit.isascii() or lit != lit.lower() or "k" in lit or lit.endswith("i"):
+            return C(False) if lit.isascii() and lit != lit.lower() else None
+        if lit == "":
+            return C(True)
+        self._need_range_int(f"substring test {lit!r}")
+        var = self.fresh("in")
+        self.top_decls.append(f"{{{{ {var} := false }}}}")
+
+        def body(h, j, rest):
+            chars = []
+            for k, ch in enumerate(lit):
+                at = f"(slice {rest} {k} {k + 1})"
+                chars.append(f"(or (eq {at} {_go_lit(ch)}) (eq {at} {_go_lit(ch.upper())}))" if ch.isalpha()
+                             else f"(eq {at} {_go_lit(ch)})")
+            return (f"{{{{ if ge (len {rest}) {len(lit)} }}}}{{{{ if and {' '.join(chars)} }}}}{{{{ {var} = true }}}}"
+                    f"{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}")
+        self.emit(f"{{{{ {var} = false }}}}" + self._scan(hay, body))
+        return V(go=var, kind="bool")
+
+    def split_piece(self, v: V, k: int) -> V:
+        """``s.split(sep)[0]`` (the text before the first ``sep``, all of it without one) and ``s.split(sep)[-1]`` (the
+        text after the last ``sep`` of Python's left-to-right, non-overlapping matches: after a match the next
+        len(sep) - 1 offsets are skipped, and the piece starts at the next offset the scan reaches)."""
+        sep = v.kind[len(_SPLIT):]
+        self._need_range_int(f".split({sep!r})")
+        n = len(sep.encode())
+        if k == 0:
+            cut, h = self.fresh("cut"), self.fresh("hay")
+            self.emit(f"{{{{ {h} := {_paren(v.go)} }}}}{{{{ {cut} := len {h} }}}}"
+                      + self._scan(V(go=h, kind="str"), lambda hh, j, rest: (
+                          f"{{{{ if {self._starts(rest, sep)} }}}}{{{{ {cut} = {j} }}}}{{{{ break }}}}{{{{ end }}}}")))
+            return V(go=f"slice {h} 0 {cut}", kind="str")
+        start, skip, pend, h = self.fresh("start"), self.fresh("skip"), self.fresh("pend"), self.fresh("hay")
+        self.emit(f"{{{{ {h} := {_paren(v.go)} }}}}{{{{ {start} := 0 }}}}{{{{ {skip} := \"\" }}}}"
+                  f"{{{{ {pend} := false }}}}" + self._scan(V(go=h, kind="str"), lambda hh, j, rest: (
+                      f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}{{{{ else }}}}"
+                      f"{{{{ if {pend} }}}}{{{{ {start} = {j} }}}}{{{{ {pend} = false }}}}{{{{ end }}}}"
+                      f"{{{{ if {self._starts(rest, sep)} }}}}{{{{ {pend} = true }}}}"
+                      f"{{{{ {skip} = {_go_lit('x' * (n - 1))} }}}}{{{{ end }}}}{{{{ end }}}}"))
+                  + f"{{{{ if {pend} }}}}{{{{ {start} = len {h} }}}}{{{{ end }}}}")
+        return V(go=f"slice {h} {start}", kind="str")
+
     def substring(self, hay: V, lit: str) -> V:
         """``lit in s``: a flag set where some suffix of ``s`` starts with ``lit``."""
         if lit == "":
@@ -2660,6 +3088,8 @@ class Translator:
         if name == "none":
             if v.is_const:
                 return C(v.const is None)
+            if v.go in self.__dict__.get("none_flags", {}) and v.defined:  # last assigned none (_none_flag)
+                return V(go=f"and {v.defined} {self.none_flags[v.go]}", kind="bool")
             if v.defined:  # an optional field: absent in Ollama's data reads as none in the probes' Jinja input
                 return V(go=f"not {v.defined}", kind="bool")
             if v.kind == "any":  # a JSON value: only null is none (false, 0 and "" are not)
@@ -2673,6 +3103,8 @@ class Translator:
             if v.kind == "bool":
                 return V(go=v.go if name == "true" else f"not {v.go}", kind="bool")
             return C(False)
+        if v.kind.startswith(_SPLIT) or v.kind == "dlist":  # a list built in the template
+            return C(name in ("iterable", "sequence"))
         kinds = {"string": {"str"}, "mapping": MAPPING_KINDS, "iterable": SEQ_KINDS | MAPPING_KINDS | {"str"},
                  "sequence": SEQ_KINDS | {"str"}, "boolean": {"bool"}, "number": {"int"}, "integer": {"int"}}
         if name in kinds:
@@ -2814,7 +3246,7 @@ class Translator:
                 self.note("`| string` of a value of unknown type uses Go's formatting")
                 return v
             raise Untranslatable(f"the string filter on a {v.kind}")
-        if name in ("upper", "lower") and v.kind in ("str", "ptype"):
+        if name in ("upper", "lower") and v.kind in ("str", "ptype", "out"):
             # only compared with constants (casefold_eq); printing it raises in print_value / go_of
             base = V(go=f"index {self.go_of(v)} 0", kind="str") if v.kind == "ptype" else v
             return V(go=None, kind="folded", extra=(base, name))
@@ -2864,6 +3296,10 @@ class Translator:
             return V(go=v.go, kind="fnlist")  # `tools | map(attribute='function')`: written by tojson only
         if name == "items" and v.kind in MAPS:
             return v
+        if name == "replace" and len(args) == 2 and not kwargs and v.kind in ("str", "out") and args[0].is_const \
+                and isinstance(args[0].const, str) and args[0].const \
+                and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out")):
+            return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)`
         if name == "tojson":
             return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
         raise Untranslatable(f"the `{name}` filter on a request value")
@@ -2987,6 +3423,11 @@ class Translator:
             return obj
         if name == "pop" and obj.kind == "strqueue" and len(args) == 1 and args[0].is_const and args[0].const == 0:
             return self.queue_pop(obj)
+        if name == "split" and obj.kind == "str" and len(args) == 1 and args[0].is_const \
+                and isinstance(args[0].const, str) and args[0].const and not e.kwargs:
+            # the list of pieces is never built: its first / last piece and its pieces in turn are read by scanning
+            # the text (split_piece, for_split); the kind carries the separator through variables
+            return V(go=self.go_of(obj), kind=_SPLIT + args[0].const)
         raise Untranslatable(f"the method .{name}() on a {obj.kind}")
 
     # ---- tojson --------------------------------------------------------------------------------------------
