@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from sdist import llama_cpp_dir  # noqa: E402
 
-from downsize.export import gocheck  # noqa: E402
+from downsize.export import gocheck, renderers  # noqa: E402
 from downsize.export.template import convert_chat_template  # noqa: E402
 
 BOS, EOS = "<s>", "</s>"
@@ -30,7 +30,7 @@ def main() -> None:
         raise SystemExit(gocheck.GO_MISSING)
     files = sorted((llama_cpp_dir() / "models" / "templates").glob("*.jinja"))
     t0 = time.perf_counter()
-    rows = []
+    rows, nearest = [], []
     for f in files:
         src = f.read_text()
         try:
@@ -39,6 +39,12 @@ def main() -> None:
             rows.append((f.name, "refused", False, None, None, str(e)[:80]))
             continue
         writes_tools = gocheck.jinja_writes_tools(src, BOS, EOS)
+        near = renderers.closest(renderers.expected_prompts(src, BOS, EOS))
+        if near is not None:
+            nearest.append((f.name, *near))
+        if conv.renderer:  # chosen only when its recorded prompts equal the Jinja rendering on every probe
+            rows.append((f.name, f"RENDERER {conv.renderer}", True, writes_tools, True if writes_tools else None, ""))
+            continue
         if conv.go_template:
             r = gocheck.check_templates([(src, conv.go_template, BOS, EOS)])[0]
             plain, tools = r.plain_ok, (r.tools_ok if writes_tools else None)
@@ -63,7 +69,17 @@ def main() -> None:
     print(f"templates: {n}; TEMPLATE reproduces the plain chats: {plain_ok}/{n} ({100 * plain_ok / n:.0f}%); "
           f"of the {len(tool_rows)} whose Jinja writes tools, tools + tool round trip too: {tools_ok}/{len(tool_rows)} "
           f"({100 * tools_ok / max(1, len(tool_rows)):.0f}%); with a PARSER: {sum(1 for r in rows if 'PARSER' in r[1])}; "
+          f"with a RENDERER: {sum(1 for r in rows if 'RENDERER' in r[1])}; "
           f"GGUF-template fallback: {sum(1 for r in rows if r[1] == 'GGUF template')}; {secs:.1f} s")
+    rec = renderers.recorded()
+    print()
+    print(f"Ollama's built-in renderers (recorded from Ollama {rec.commit[:12]}, {len(rec.renderers)} names): the closest "
+          "to each template, where one reproduces its plain chats (a RENDERER is written only when every probe is exact)")
+    print()
+    print("| template | closest renderer | probes exact | differs on |")
+    print("|---|---|---|---|")
+    for name, r, differ, n_probes in nearest:
+        print(f"| {name.removesuffix('.jinja')} | {r} | {n_probes - len(differ)}/{n_probes} | {', '.join(differ) or '-'} |")
 
 
 if __name__ == "__main__":

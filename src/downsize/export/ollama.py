@@ -72,6 +72,8 @@ def render_modelfile(from_path: str, conv: ConvertedTemplate, stops: list[str], 
         if RANGE_INT_NOTE in conv.notes:  # Go >= 1.24 text/template only: say so where an older Ollama fails
             lines.append(f"# {RANGE_INT_NOTE}")
         lines.append(f"TEMPLATE {_q(conv.go_template)}")
+    if conv.renderer:  # Ollama's built-in renderer, chosen because it reproduces the model's template on every probe
+        lines.append(f"RENDERER {conv.renderer}")
     if conv.parser:  # Ollama's built-in parser for a tool-call format its template-derived parser cannot read
         lines.append(f"PARSER {conv.parser}")
     if system:
@@ -121,7 +123,7 @@ def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.Path
                                 hint="is the Ollama server running (`ollama serve`)?")
         created = True
     return {"name": name, "gguf": str(gguf_file), "modelfile": str(modelfile), "template_style": conv.style,
-            "tools": conv.tools, "tool_tag": conv.tool_tag, "parser": conv.parser, "template_notes": list(conv.notes), "fallback": conv.fallback, "stops": stops, "num_ctx": ctx, "default_system": conv.default_system, "command": command, "created": created}
+            "tools": conv.tools, "tool_tag": conv.tool_tag, "parser": conv.parser, "renderer": conv.renderer, "template_notes": list(conv.notes), "fallback": conv.fallback, "stops": stops, "num_ctx": ctx, "default_system": conv.default_system, "command": command, "created": created}
 
 
 def export_ollama(model: str | os.PathLike, name: str, out_dir: str | os.PathLike, quant: str = "Q4_K_M", *,

@@ -151,7 +151,7 @@ register_style(ChatStyle(
 
 @dataclass(frozen=True)
 class ConvertedTemplate:
-    style: str  # 'translated', 'gguf' (no TEMPLATE: Ollama renders the GGUF's chat template), 'file' or a STYLES name
+    style: str  # 'translated', 'renderer' (RENDERER), 'gguf' (no TEMPLATE: Ollama renders the GGUF's chat template), 'file' or a STYLES name
     go_template: str | None
     stops: tuple[str, ...]
     default_system: str | None  # a system prompt the Jinja template inserts when none is given (Modelfile SYSTEM)
@@ -161,6 +161,7 @@ class ConvertedTemplate:
     fallback: str | None = None  # why no TEMPLATE is written, and what an older Ollama loses
     tool_tag: str | None = None  # the tool-call tag Ollama's tools package derives from the TEMPLATE ("{": bare JSON)
     parser: str | None = None  # Modelfile PARSER: one of Ollama's built-in output parsers, when the format needs it
+    renderer: str | None = None  # Modelfile RENDERER: an Ollama built-in renderer that reproduces every probe exactly
 
 
 def render_jinja(template: str, messages: list[Message], add_generation_prompt: bool, bos_token: str = "",
@@ -179,7 +180,7 @@ def _strip_bos(text: str, bos: str) -> str:
     return text[len(bos):] if bos and text.startswith(bos) else text
 
 
-STYLE_GGUF, STYLE_TRANSLATED, STYLE_FILE = "gguf", "translated", "file"
+STYLE_GGUF, STYLE_TRANSLATED, STYLE_FILE, STYLE_RENDERER = "gguf", "translated", "file", "renderer"
 OLD_OLLAMA_LOSS = ("an Ollama that predates GGUF chat-template rendering has no "
                    "TEMPLATE to use: it guesses one from its built-in list by similarity, so the prompt format may "
                    "differ and tool calling is not offered")
@@ -248,7 +249,22 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
     hint = OVERRIDE_HINT.format(", ".join(STYLES))
 
     def fallback(why: str) -> ConvertedTemplate:
-        return ConvertedTemplate(STYLE_GGUF, None, stops, None, True, fallback=f"{why}; {OLD_OLLAMA_LOSS}; {hint}")
+        # Before the GGUF's own template: one of Ollama's built-in renderers, if its recorded prompts (rendered by
+        # Ollama's code) equal the Jinja rendering on every probe (downsize.export.renderers).
+        from downsize.export import renderers
+
+        want = renderers.expected_prompts(template, bos_token, eos_token)
+        found = renderers.match(want)
+        if found is not None:
+            return ConvertedTemplate(STYLE_RENDERER, None, stops, None, True, tools=True, renderer=found.name,
+                                     notes=((f"RENDERER {found.name}: Ollama's built-in renderer (as of Ollama commit "
+                                             f"{found.commit[:12]}) reproduces every probe; {why}"),))
+        near = renderers.closest(want)
+        notes = () if near is None else (
+            (f"closest Ollama built-in renderer: {near[0]} (reproduces {near[2] - len(near[1])} of {near[2]} probes, "
+             f"differs on: {', '.join(near[1])}); not used"),)
+        return ConvertedTemplate(STYLE_GGUF, None, stops, None, True, notes=notes,
+                                 fallback=f"{why}; {OLD_OLLAMA_LOSS}; {hint}")
 
     if gocheck.expected(template, gocheck.PLAIN_PROBES[0], bos_token, eos_token) is None:
         # e.g. a tool_use-only template that iterates `tools` unconditionally: nothing to check a TEMPLATE against

@@ -1,0 +1,103 @@
+"""Ollama's built-in renderers (``RENDERER`` in a Modelfile), chosen by rendering.
+
+Ollama (0.12 and later) ships Go renderers for some model families (``model/renderers`` in its source: qwen3-coder,
+gemma4, cohere, glimmer, lfm2, …). A Modelfile's ``RENDERER x`` makes Ollama build the prompt with x instead of
+a TEMPLATE. Which family a model belongs to is not guessed from its name: ``ollama_renderers.json`` holds what
+each renderer of a recorded Ollama commit writes for the probe conversations of :mod:`downsize.export.gocheck`
+(made by ``tools/record_ollama_renderers.py`` from Ollama's own code), and a renderer is chosen for a chat
+template only when its prompts equal the template's Jinja rendering byte for byte on every probe.
+
+    >>> from downsize.export.renderers import recorded
+    >>> rec = recorded()
+    >>> "gemma4" in rec.renderers and len(rec.commit) == 40
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from downsize.export import gocheck
+
+RECORD = Path(__file__).parent / "ollama_renderers.json"
+
+
+def probes_digest() -> str:
+    """A hash of the probe conversations (as Ollama receives them): the record is valid for these probes only."""
+    cases = [{"name": p.name, "messages": gocheck.ollama_messages(p.messages), "tools": p.tools} for p in gocheck.PROBES]
+    return hashlib.sha256(json.dumps(cases, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Record:
+    commit: str  # the Ollama commit the prompts were rendered by
+    go: str
+    probes: str  # probes_digest() at recording time
+    renderers: dict  # name -> {"bos": str, "prompts": {probe name: text or None (the renderer failed)}}
+
+
+@lru_cache(maxsize=1)
+def recorded() -> Record:
+    d = json.loads(RECORD.read_text())
+    return Record(d["ollama_commit"], d["go"], d["probes"], d["renderers"])
+
+
+@dataclass(frozen=True)
+class RendererMatch:
+    name: str
+    commit: str
+
+
+def _prompts(r: dict) -> dict[str, str | None]:
+    return {k: gocheck.strip_bos(v, r["bos"]) if v is not None else None for k, v in r["prompts"].items()}
+
+
+def expected_prompts(template: str, bos: str, eos: str) -> dict[str, str | None]:
+    """The Jinja text of every probe (None where the template refuses the conversation), as ``match`` takes it."""
+    return {p.name: gocheck.expected(template, p, bos, eos) for p in gocheck.PROBES}
+
+
+def closest(expected: dict[str, str | None]) -> tuple[str, list[str], int] | None:
+    """(renderer, the probes it renders differently, probes compared) of the recorded renderer that reproduces the
+    most probes (ties: the longest common text), None when none reproduces a plain chat: what a note tells a
+    user whose model Ollama may give a renderer of its own (by architecture, e.g. gemma4)."""
+    import difflib
+
+    rec = recorded()
+    if rec.probes != probes_digest():
+        return None
+    if any(expected.get(p.name) is None for p in gocheck.PLAIN_PROBES):
+        return None
+    rendered = {k: v for k, v in expected.items() if v is not None}
+    best = None
+    for name in sorted(rec.renderers):
+        got = _prompts(rec.renderers[name])
+        differ = [k for k, v in rendered.items() if got.get(k) != v]
+        if len(differ) == len(rendered) or any(k in differ for k in (p.name for p in gocheck.PLAIN_PROBES)):
+            continue
+        sim = sum(difflib.SequenceMatcher(None, v, got.get(k) or "", autojunk=False).ratio() for k, v in rendered.items())
+        if best is None or (-len(differ), sim) > best[0]:
+            best = ((-len(differ), sim), name, differ)
+    return None if best is None else (best[1], best[2], len(rendered))
+
+
+def match(expected: dict[str, str | None]) -> RendererMatch | None:
+    """The recorded renderer whose prompts equal ``expected`` (probe name -> the Jinja text without BOS, None where
+    the Jinja template refuses the conversation) on every probe the Jinja template renders, None when none does
+    (or the record is for other probes). The renderer's leading BOS is Ollama's to add, as it is for a TEMPLATE."""
+    rec = recorded()
+    if rec.probes != probes_digest():
+        return None
+    rendered = {k: v for k, v in expected.items() if v is not None}
+    if not rendered or any(p.name not in expected for p in gocheck.PLAIN_PROBES) \
+            or any(expected[p.name] is None for p in gocheck.PLAIN_PROBES):
+        return None
+    for name in sorted(rec.renderers):
+        prompts = _prompts(rec.renderers[name])
+        if all(prompts.get(k) == v for k, v in rendered.items()):
+            return RendererMatch(name, rec.commit)
+    return None

@@ -1,0 +1,82 @@
+"""RENDERER: Ollama's built-in renderers, chosen for a model only when their recorded prompts (rendered by Ollama's
+own Go code, tools/record_ollama_renderers.py) equal the model's Jinja rendering on every probe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from downsize.export import gocheck, renderers
+from downsize.export.ollama import render_modelfile
+from downsize.export.template import convert_chat_template
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_record_is_for_todays_probes():
+    """Changing a probe without re-recording would compare renderers on conversations they never saw."""
+    rec = renderers.recorded()
+    assert rec.probes == renderers.probes_digest(), "probes changed: run tools/record_ollama_renderers.py again"
+    assert len(rec.commit) == 40 and {"gemma4", "qwen3-coder", "cohere", "glimmer", "lfm2"} <= set(rec.renderers)
+    for name, r in rec.renderers.items():
+        assert set(r["prompts"]) == {p.name for p in gocheck.PROBES}, name
+        assert all(r["prompts"][k] is None for k in r["errors"]), name
+
+
+# A template outside the translator's reach (`| upper` printed on request text), so that only a renderer can take it.
+UPPER = ("{% for m in messages %}<{{ m['role'] | upper }}>{{ m['content'] | upper }}\n{% endfor %}"
+         "{% if add_generation_prompt %}<ASSISTANT>{% endif %}")
+
+
+def _record_from(template: str) -> renderers.Record:
+    """A record holding one renderer whose prompts are exactly ``template``'s Jinja renderings, and one that is off
+    by a character on one probe."""
+    want = renderers.expected_prompts(template, "", "</s>")
+    off = dict(want)
+    off["thinking"] = (off["thinking"] or "") + " "
+    return renderers.Record("f" * 40, "go1.27", renderers.probes_digest(),
+                            {"exact": {"bos": "", "prompts": want, "errors": {}},
+                             "almost": {"bos": "", "prompts": off, "errors": {}}})
+
+
+def test_a_renderer_that_reproduces_every_probe_is_written_as_RENDERER(monkeypatch):
+    monkeypatch.setattr(renderers, "recorded", lambda: _record_from(UPPER))
+    conv = convert_chat_template(UPPER, "", "</s>")
+    assert conv.style == "renderer" and conv.renderer == "exact" and conv.go_template is None
+    modelfile = render_modelfile("./m.gguf", conv, ["</s>"], None)
+    assert "RENDERER exact\n" in modelfile and "TEMPLATE" not in modelfile
+
+
+def test_one_differing_probe_keeps_the_gguf_template_and_names_the_closest(monkeypatch):
+    rec = _record_from(UPPER)
+    del rec.renderers["exact"]
+    monkeypatch.setattr(renderers, "recorded", lambda: rec)
+    conv = convert_chat_template(UPPER, "", "</s>")
+    assert conv.style == "gguf" and conv.renderer is None
+    assert any("closest Ollama built-in renderer: almost" in n and "differs on: thinking" in n for n in conv.notes)
+    assert "RENDERER" not in render_modelfile("./m.gguf", conv, ["</s>"], None)
+
+
+def test_a_record_for_other_probes_is_not_used(monkeypatch):
+    rec = _record_from(UPPER)
+    monkeypatch.setattr(renderers, "recorded", lambda: renderers.Record(rec.commit, rec.go, "0" * 16, rec.renderers))
+    assert convert_chat_template(UPPER, "", "</s>").renderer is None
+
+
+@pytest.mark.skipif(not os.environ.get("DOWNSIZE_OLLAMA_GIT"), reason="set DOWNSIZE_OLLAMA_GIT to Ollama's git directory")
+def test_the_record_is_what_ollamas_code_renders(tmp_path):
+    """Re-record from Ollama's source (builds its renderers with Go, ~10 s) and compare with the committed record."""
+    if not gocheck.go_available():
+        pytest.skip(gocheck.GO_MISSING)
+    out = tmp_path / "rec.json"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "record_ollama_renderers.py"), "--ollama",
+                    os.environ["DOWNSIZE_OLLAMA_GIT"], "--out", str(out)], check=True)
+    new, old = json.loads(out.read_text()), json.loads(renderers.RECORD.read_text())
+    if new["ollama_commit"] != old["ollama_commit"]:
+        pytest.skip(f"another Ollama commit ({new['ollama_commit'][:12]}): re-record to follow it")
+    assert new["renderers"] == old["renderers"]
