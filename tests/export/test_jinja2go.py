@@ -327,3 +327,54 @@ def test_real_templates_strip_request_text_exactly(name):
                                       {"role": "assistant", "content": "\n ok \u3000"}, {"role": "user", "content": "\tagain\u00a0"}])
     r = gocheck.check_templates([(src, g.go, "<s>", EOS)], (ws,) + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+# ---- branch j2 ----------------------------------------------------------------------------------------------------
+MARKUP_TEXT = ("{% for m in messages %}{{ '<b>'|safe + m.role + '&'|safe + m.content + \"'\"|safe + '<i>' }}\n"
+               "{% endfor %}")
+MARKUP_JSON = ("{% for t in tools or [] %}{{ \"Use '\"|safe + t.function.name + \"' to '\"|safe + t.function.description"
+               " + \"'\\n\"|safe + t.function | tojson }}\n{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}")
+# a name Markup is kept in (Ministral 3's `arguments | tojson | safe`), then `+`-ed: the other side is escaped
+MARKUP_VAR = ("{% for m in messages %}{% for c in m.tool_calls or [] %}{% set a = c.function.arguments %}"
+              "{% if a is not string %}{% set a = a | tojson | safe %}{% endif %}{{ c.function.name + '[ARGS]' + a }}"
+              "{% endfor %}{{ m.content }}{% endfor %}")
+
+
+def test_markup_plus_request_text_is_html_escaped():
+    """`'x' | safe + s`: markupsafe escapes & < > ' " of each str operand, as Go's `html` does, but keeps NUL (Go's
+    `html` writes U+FFFD): request text is escaped byte by byte (Go >= 1.24), tojson through escaped copies of its
+    JSON defines (functionary 3.1); checked on quotes, NUL, control and non-ASCII characters."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    import copy
+
+    tools = copy.deepcopy(gocheck.TOOLS)
+    tools[0]["function"]["name"] = "we'ird\"na\x00me"
+    tools[0]["function"]["description"] = "It's \"quoted\" \x00 é 😀 \x01\t\n back\\slash"
+    tools[1]["function"]["parameters"]["properties"]["pattern"]["description"] = "a 'b' \"c\" \x00"
+    odd = [{"role": "user", "content": "q 'x' \"y\" <a> & \x00 é"}, {"role": "assistant", "content": "&amp;\x00"}]
+    probes = (gocheck.Probe("odd text", odd), gocheck.Probe("odd tools", odd[:1], tools)) + gocheck.PROBES
+    gos = [translate(src, "", EOS, range_int=True) for src in (MARKUP_TEXT, MARKUP_JSON, MARKUP_VAR)]
+    assert all(any("Go >= 1.24" in n for n in g.notes) for g in gos)
+    call = copy.deepcopy(gocheck.TOOL_PROBES[1].messages)
+    call[1]["tool_calls"][0]["function"]["name"] = "get_w'<eather>&\""
+    probes += (gocheck.Probe("odd call", call, gocheck.TOOLS),)
+    rs = gocheck.check_templates([(s, g.go, "", EOS) for s, g in zip((MARKUP_TEXT, MARKUP_JSON, MARKUP_VAR), gos)],
+                                 probes)
+    for r in rs:
+        assert all(x.ok for x in r.results), r.failures
+
+
+def test_markup_that_a_variable_may_hold_is_refused():
+    # a name that holds Markup in one branch only (or a macro argument that may be Markup): whether `+` escapes the
+    # other side is decided at run time, so it is refused; so is a Markup constant kept in a variable
+    for src in (("{% for m in messages %}{% set a = m.content %}{% if m.role == 'user' %}{% set a = m.content|safe %}"
+                 "{% endif %}{{ m.role + a }}{% endfor %}"),
+                "{% macro f(x) %}{{ '<' + x }}{% endmacro %}{% for m in messages %}{{ f(m.content|safe) }}{% endfor %}",
+                "{% set p = \"'\"|safe %}{% for m in messages %}{{ p + m.content }}{% endfor %}"):
+        with pytest.raises(Untranslatable, match="Markup"):
+            translate(src, "", EOS, range_int=True)
+    with pytest.raises(Untranslatable, match="safe"):  # without Go >= 1.24 request text cannot be escaped
+        translate(MARKUP_VAR, "", EOS)

@@ -98,6 +98,7 @@ class V:
     extra: Any = None  # kind "selected": (sequence V, attribute, value); kind "elemidx": the sequence's Go pipeline
     truthy: str | None = None  # kind "out": a Go pipeline true exactly when the text is non-empty (None: unknown)
     dot: str | None = None  # kind "out": what `.` was where the snippet was written (None: unknown)
+    markup: bool = False  # certainly markupsafe's Markup (`v | safe`): `+` HTML-escapes the other side
 
     @property
     def is_const(self) -> bool:
@@ -716,6 +717,8 @@ class Translator:
                 self.output(n, scope)
 
     def output(self, e, scope):
+        if isinstance(e, nodes.Add) and not self._is_markup(e) and self._may_be_markup(e):
+            return self.markup_output(e, scope)
         if isinstance(e, (nodes.Add, nodes.Concat)) and self._is_stringy(e, scope) \
                 and not (isinstance(e, nodes.Add) and self._is_markup(e)):  # Markup + str escapes: e_Add decides
             parts = [e.left, e.right] if isinstance(e, nodes.Add) else e.nodes
@@ -742,6 +745,8 @@ class Translator:
                 return self.inline_macro(self.macros[e.node.name], e, scope)
         if isinstance(e, nodes.Filter) and e.name == "tojson":
             return self.tojson(e, scope)
+        if isinstance(e, nodes.Add) and self._is_markup(e) and not self._markup_const(e, scope):
+            return self.markup_output(e, scope)
         v = self.expr(e, scope)
         self.print_value(v)
 
@@ -2465,6 +2470,10 @@ class Translator:
         return V(go=go, kind="bool")
 
     def e_Add(self, e, scope):
+        if not (self._is_markup(e.left) or self._is_markup(e.right)) \
+                and (self._may_be_markup(e.left) or self._may_be_markup(e.right)):
+            raise Untranslatable("`+` of a value that may be Markup (`|safe` kept in a variable: the other side is "
+                                 "HTML-escaped)")
         if self._is_markup(e.left) or self._is_markup(e.right):
             # Markup + str HTML-escapes the str (markupsafe): folded when both sides are constants, else refused
             a, b = self.expr(e.left, scope), self.expr(e.right, scope)
@@ -2475,6 +2484,157 @@ class Translator:
             y = Markup(b.const) if self._is_markup(e.right) else escape(b.const)
             return V(const=str(x + y), kind="str", extra="markup")
         return self.arith(e, scope, lambda x, y: x + y, "+")
+
+    def _markup_const(self, e, scope) -> bool:
+        """Whether every operand of a `+` chain holding Markup is a constant (e_Add folds it with markupsafe)."""
+        saved = len(self.out), self.n
+        try:
+            return all(self.expr(x, scope, probe=True).is_const for x in self._add_operands(e))
+        except Untranslatable:
+            return False
+        finally:
+            del self.out[saved[0]:]
+
+    def markup_output(self, e, scope):
+        """``'x' | safe + s + ...`` printed: markupsafe's Markup HTML-escapes every operand that is not Markup itself
+        (``&``, ``<``, ``>``, ``'``, ``"`` as ``&amp;``, ``&lt;``, ``&gt;``, ``&#39;``, ``&#34;``; nothing else), so
+        each operand is printed on its own: Markup as it is, a constant escaped here, request text by Go's ``html``
+        one byte at a time (``html`` also turns NUL into U+FFFD, which markupsafe keeps: NUL bytes are printed as they
+        are), tojson by an escaped copy of its JSON ``define``s (Go's json writes no NUL, so ``html`` of it is exact)."""
+        from markupsafe import escape
+
+        ops = self._add_operands(e)
+        held = [self._markup_read(x, scope) for x in ops]  # a variable certainly holding Markup: printed as is
+        if not any(held) and not any(self._is_markup(x) for x in ops):
+            raise Untranslatable("`+` of a value that may be Markup (`|safe` kept in a variable: the other side is "
+                                 "HTML-escaped)")
+        for x, h in zip(ops, held):
+            if h:
+                self.print_value(self.expr(x, scope))
+                continue
+            if self._is_markup(x):  # `v | safe` (or Markup + ...): printed as it is
+                self.output(x.node if isinstance(x, nodes.Filter) else x.expr, scope)
+                continue
+            if isinstance(x, nodes.Filter) and x.name == "tojson":
+                self.emit(self._html_escaped(self.capture(lambda x=x: self.tojson(x, scope))))
+                continue
+            if self._may_be_markup(x):
+                raise Untranslatable("`+` of a value that may be Markup (`|safe` kept in a variable: the other side "
+                                     "is HTML-escaped)")
+            v = self.expr(x, scope)
+            if v.is_const and isinstance(v.const, str):
+                self.emit(_text(str(escape(v.const))))
+            elif v.kind == "str" and not v.is_const:
+                self._need_range_int("HTML escaping (`|safe` text + request text) of request text")
+                self.emit(self._scan(v, lambda h, j, rest: f"{{{{ if eq (index {rest} 0) 0 }}}}{{{{ slice {rest} 0 1 }}}}"
+                                                           f"{{{{ else }}}}{{{{ html (slice {rest} 0 1) }}}}{{{{ end }}}}"))
+            else:
+                raise Untranslatable(f"`+` of |safe text and a {v.kind if not v.is_const else type(v.const).__name__} "
+                                     "(Markup HTML-escapes the other side)")
+
+    def _html_escaped(self, go: str) -> str:
+        """Go text that prints markupsafe.escape() of what ``go`` prints: text escaped here, ``json`` through Go's
+        ``html``, the JSON ``define``s it calls copied the same way (``<name>_html``); anything else is refused."""
+        from markupsafe import escape
+
+        while "{{{" in go:
+            go = go.replace("{{{", '{{ "{" }}{{')
+        toks = _go_actions(go)
+        if toks is None:
+            raise Untranslatable("HTML escaping of generated Go")
+        out = []
+        for k, t in toks:
+            m = re.fullmatch(r'template "(pyjson_\w+)" (.+)', t) if k == "act" else None
+            if k == "text":
+                out.append(_text(str(escape(t))))
+            elif m:
+                out.append(f'{{{{ template "{self._html_define(m.group(1))}" {m.group(2)} }}}}')
+            elif t.startswith("json "):
+                out.append(f"{{{{ html ({t}) }}}}")
+            elif t in ('"{"', '"{{"'):  # literal braces before an action
+                out.append(_text(str(escape(t[1:-1]))))
+            elif t.split(" ", 1)[0] in ("if", "else", "end", "range", "break", "continue") \
+                    or re.match(r"\$\w+ :?= ", t):
+                out.append(f"{{{{ {t} }}}}")
+            else:
+                raise Untranslatable(f"HTML escaping of what `{{{{ {t} }}}}` prints")
+        return "".join(out)
+
+    MARKUP_FILTERS = ("safe", "escape", "e", "forceescape", "urlize", "xmlattr")
+
+    def _markup_read(self, x, scope) -> bool:
+        """Whether ``x`` reads a variable that certainly holds Markup here (its value came from `| safe`)."""
+        if not (isinstance(x, nodes.Name) or isinstance(x, nodes.Getattr) and isinstance(x.node, nodes.Name)) \
+                or not self._may_be_markup(x):
+            return False
+        saved = len(self.out)
+        try:
+            return self.expr(x, scope, probe=True).markup
+        except Untranslatable:
+            return False
+        finally:
+            del self.out[saved:]
+
+    def _may_be_markup(self, e) -> bool:
+        """Whether the Jinja expression ``e`` may evaluate to Markup, or hold a value that may: it holds a Markup
+        filter, or a name (``ns.attr``) that some `set`, `for` or macro call may bind to such an expression."""
+        names = getattr(self, "_markup_names", None)
+        if names is None:
+            names = self._markup_names = self._find_markup_names()
+        return self._holds_markup(e, names)
+
+    def _holds_markup(self, e, names) -> bool:
+        for n in [e, *e.find_all((nodes.Filter, nodes.MarkSafe, nodes.MarkSafeIfAutoescape, nodes.Name,
+                                  nodes.Getattr))]:
+            if isinstance(n, (nodes.MarkSafe, nodes.MarkSafeIfAutoescape)) \
+                    or isinstance(n, nodes.Filter) and n.name in self.MARKUP_FILTERS \
+                    or isinstance(n, nodes.Name) and n.name in names \
+                    or isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name) and f"{n.node.name}.{n.attr}" in names:
+                return True
+        return False
+
+    def _find_markup_names(self) -> set:
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return set()
+        macros = {m.name: m for m in root.find_all(nodes.Macro)}
+
+        def targets(t):
+            if isinstance(t, nodes.NSRef):
+                return {f"{t.name}.{t.attr}"}
+            return {n.name for n in ([t] if isinstance(t, nodes.Name) else t.find_all(nodes.Name))}
+
+        binds = []  # (names bound, expression bound to them)
+        for a in root.find_all(nodes.Assign):
+            binds.append((targets(a.target), a.node))
+        for f in root.find_all(nodes.For):
+            binds.append((targets(f.target), f.iter))
+        for c in root.find_all(nodes.Call):
+            m = macros.get(c.node.name) if isinstance(c.node, nodes.Name) else None
+            if m is not None:
+                binds += [({p.name}, a) for p, a in zip(m.args, c.args)]
+                binds += [({k.key}, k.value) for k in c.kwargs]
+        names: set = set()
+        while True:
+            more = {n for ts, x in binds if self._holds_markup(x, names) for n in ts} - names
+            if not more:
+                return names
+            names |= more
+
+    @staticmethod
+    def _add_operands(e) -> list:
+        """The operands of a chain of `+`, left to right (Markup escapes each str operand on its own)."""
+        return [y for x in (e.left, e.right) for y in (Translator._add_operands(x) if isinstance(x, nodes.Add) else [x])]
+
+    def _html_define(self, name: str) -> str:
+        h = name + "_html"
+        if h not in self.defs:
+            self.defs[h] = ""  # reserved: recursive JSON defines call themselves
+            body = self.defs[name]
+            head = f'{{{{ define "{name}" }}}}'
+            assert body.startswith(head) and body.endswith("{{ end }}"), name
+            self.defs[h] = f'{{{{ define "{h}" }}}}{self._html_escaped(body[len(head):-len("{{ end }}")])}{{{{ end }}}}'
+        return h
 
     @classmethod
     def _is_markup(cls, e) -> bool:
@@ -2563,6 +2723,10 @@ class Translator:
             return v
         if name in ("trim", "strip") and self.range_int and v.kind == "str" and not args and not kwargs:
             return self.strip(v, "strip")
+        if name == "safe" and v.kind in ("str", "out"):
+            import dataclasses
+
+            return dataclasses.replace(v, markup=True)
         if name in ("trim", "strip") or (name in ("safe",)):
             if name != "safe":
                 self.note("`trim` is not applied: Go templates cannot trim, so content with surrounding whitespace "
