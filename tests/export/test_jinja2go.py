@@ -373,7 +373,8 @@ def test_markup_that_a_variable_may_hold_is_refused():
     for src in (("{% for m in messages %}{% set a = m.content %}{% if m.role == 'user' %}{% set a = m.content|safe %}"
                  "{% endif %}{{ m.role + a }}{% endfor %}"),
                 "{% macro f(x) %}{{ '<' + x }}{% endmacro %}{% for m in messages %}{{ f(m.content|safe) }}{% endfor %}",
-                "{% set p = \"'\"|safe %}{% for m in messages %}{{ p + m.content }}{% endfor %}"):
+                "{% set p = \"'\"|safe %}{% for m in messages %}{{ p + m.content }}{% endfor %}",
+                "{% set p = '&'|safe %}{{ '<'|safe + p }}{% for m in messages %}{{ m.content }}{% endfor %}"):
         with pytest.raises(Untranslatable, match="Markup"):
             translate(src, "", EOS, range_int=True)
     with pytest.raises(Untranslatable, match="safe"):  # without Go >= 1.24 request text cannot be escaped

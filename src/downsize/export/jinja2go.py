@@ -2476,6 +2476,8 @@ class Translator:
                                  "HTML-escaped)")
         if self._is_markup(e.left) or self._is_markup(e.right):
             # Markup + str HTML-escapes the str (markupsafe): folded when both sides are constants, else refused
+            if any(not self._is_markup(x) and self._may_be_markup(x) for x in (e.left, e.right)):
+                raise Untranslatable("`+` of |safe text and a value that may be Markup")
             a, b = self.expr(e.left, scope), self.expr(e.right, scope)
             if not (a.is_const and b.is_const and isinstance(a.const, str) and isinstance(b.const, str)):
                 raise Untranslatable("`+` of |safe text and a request value (Markup HTML-escapes the other side)")
