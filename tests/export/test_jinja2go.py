@@ -379,3 +379,37 @@ def test_markup_that_a_variable_may_hold_is_refused():
             translate(src, "", EOS, range_int=True)
     with pytest.raises(Untranslatable, match="safe"):  # without Go >= 1.24 request text cannot be escaped
         translate(MARKUP_VAR, "", EOS)
+
+
+REPR = "{% for t in tools or [] %}{{ t | string }}\n{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}"
+
+
+def test_string_of_a_tool_is_python_repr():
+    """`tool | string` (Apriel): Python's repr of the tool dict, strings quoted and escaped as repr does (quote
+    choice, backslash, control characters, non-printable Unicode by the checking Python's tables); a JSON number
+    (int or float, which Go's float64 cannot tell) stops the Go rendering with an error rather than guess."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    with pytest.raises(Untranslatable, match="str"):
+        translate(REPR, "", EOS)  # without Go >= 1.24 strings cannot be scanned
+    g = translate(REPR, "", EOS, range_int=True)
+    weird = ["it's", 'say "hi"', "both ' and \"", "back\\slash", "nl\nr\rt\t", "\x01\x7f\x00", "é\xa0\xad\u200b\u3000",
+             "😀\u0378\ue000\U000e0001\U0010ffff", "\u00ff\u0100\u07ff\u0800\uffff\U00010000", ""]
+    tools = [{"type": "function", "function": {"name": f"f{k}", "description": w, "parameters": {
+        "type": "object", "required": ["a"], "properties": {
+            "a": {"type": "string", "description": w or "-", "enum": [w, "x"]},
+            "b": {"type": ["string", "null"], "items": {"enum": [True, False, None], "type": "string"}},
+            "c": {"type": "object", "properties": {"z": {"type": "string", "description": w or "-"}}, "required": ["z"]},
+            "d": {"anyOf": [{"type": "string"}, {"type": "object"}]}}}}} for k, w in enumerate(weird)]
+    tools.append({"type": "function", "function": {"name": "n", "description": "no properties",
+                                                   "parameters": {"type": "object", "properties": None}}})
+    u = [{"role": "user", "content": "hi"}]
+    probes = tuple(gocheck.Probe(f"w{k}", u, [t]) for k, t in enumerate(tools)) + gocheck.PROBES
+    r = gocheck.check_templates([(REPR, g.go, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+    num = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer", "enum": [1, 2]}}}}}]
+    r = gocheck.check_templates([(REPR, g.go, "", EOS)], (gocheck.Probe("number", u, num),))[0]
+    assert r.failures and r.failures[0].startswith("number: Go:"), r.failures  # an error, not other text

@@ -2742,6 +2742,8 @@ class Translator:
             if v.kind == "any":
                 self.note("`| string` of a value of unknown type uses Go's formatting")
                 return v
+            if v.kind in _PyRepr.KINDS:  # Python's str() of a tool dict (Apriel): repr written by generated defines
+                return self.pyrepr(v)
             raise Untranslatable(f"the string filter on a {v.kind}")
         if name in ("upper", "lower") and v.kind in ("str", "ptype"):
             # only compared with constants (casefold_eq); printing it raises in print_value / go_of
@@ -2911,6 +2913,15 @@ class Translator:
             return obj
         raise Untranslatable(f"the method .{name}() on a {obj.kind}")
 
+    def pyrepr(self, v: V) -> V:
+        """``v | string`` of a tool (or a part of one): Python's repr of the dict Ollama's value serializes to,
+        by generated defines (:class:`_PyRepr`); strings are quoted and escaped by a scan of their bytes (Go >= 1.24)."""
+        self._need_range_int("Python's str() of a dict (repr quoting of its strings)")
+        self.note(_PyRepr.NOTE)
+        name = _PyRepr(self.defs).template(v.kind)
+        go = self.go_of(v)
+        return self.snippet(lambda: self.emit(f'{{{{ template "{name}" {go} }}}}'), truthy="true")
+
     # ---- tojson --------------------------------------------------------------------------------------------
     def tojson(self, e: nodes.Filter, scope):
         v = self.expr(e.node, scope)
@@ -3055,6 +3066,150 @@ class _PyJSON:
                 f'{{{{ else if eq (printf "%.3s" {t}) "map" }}}}{self.call("args", d, ".")}'
                 f'{{{{ else if eq (printf "%.2s" {t}) "[]" }}}}{self.call("list", d, ".")}'
                 f'{{{{ else }}}}{{{{ json . }}}}{{{{ end }}}}')
+
+
+class _PyRepr:
+    """Go `define` blocks that print Ollama's tool values as Python's ``str()`` prints the dicts they serialize to
+    (the fields and omissions of :class:`_PyJSON`): ``{'k': v, ...}``, ``[a, b]``, ``True`` / ``False`` / ``None``,
+    strings as ``repr`` quotes them. A JSON number is int or float in Python (``1`` / ``1.0``) but float64 in Go,
+    so it cannot be written exactly: the define stops the rendering with an error there instead."""
+
+    # not `tools` (None without tools in Jinja) nor `tools | map(...)` (a generator's repr in Jinja)
+    KINDS = ("tool", "fn", "params", "property", "props", "proplist")
+    NOTE = ("`| string` of a tool is written as Python's repr (its strings as repr quotes them, printable by the "
+            "checking Python's Unicode tables); a JSON number inside it (int or float: Go cannot tell) makes the "
+            "rendering fail instead of writing one")
+
+    def __init__(self, defs: dict):
+        self.defs = defs
+
+    def template(self, kind) -> str:
+        name = f"pyrepr_{kind}"
+        if name not in self.defs:
+            self.defs[name] = ""  # reserved (recursion)
+            self.defs[name] = f'{{{{ define "{name}" }}}}{getattr(self, f"b_{kind}")()}{{{{ end }}}}'
+        return name
+
+    def call(self, kind, go):
+        return f'{{{{ template "{self.template(kind)}" {go} }}}}'
+
+    def obj(self, fields):
+        """fields: [(key, Go field, kind, omitted when empty)]."""
+        out = ["{{ $f := true }}{"]
+        for key, gofield, kind, omit in fields:
+            item = (f"{{{{ if not $f }}}}, {{{{ end }}}}{{{{ $f = false }}}}{_text(repr(key))}: "
+                    f"{self.call(kind, '.' + gofield)}")
+            if omit == "nil":  # an interface: omitted only when nil (false, 0, "" are written)
+                item = f'{{{{ if ne (printf "%T" .{gofield}) "<nil>" }}}}{item}{{{{ end }}}}'
+            elif omit:
+                item = f"{{{{ if .{gofield} }}}}{item}{{{{ end }}}}"
+            out.append(item)
+        out.append("}")
+        return "".join(out)
+
+    def b_tool(self):
+        return self.obj([("type", "Type", "str", False), ("items", "Items", "any", "nil"),
+                         ("function", "Function", "fn", False)])
+
+    def b_fn(self):
+        return self.obj([("name", "Name", "str", False), ("description", "Description", "str", False),
+                         ("parameters", "Parameters", "params", False)])
+
+    def b_params(self):
+        return self.obj([("type", "Type", "str", False), ("$defs", "Defs", "any", "nil"),
+                         ("items", "Items", "any", "nil"), ("required", "Required", "list", True),
+                         ("properties", "Properties", "props", False)])
+
+    def b_property(self):
+        return self.obj([("anyOf", "AnyOf", "proplist", True), ("type", "Type", "ptype", True),
+                         ("items", "Items", "any", "nil"), ("description", "Description", "str", True),
+                         ("enum", "Enum", "list", True), ("properties", "Properties", "props", True),
+                         ("required", "Required", "list", True)])
+
+    def _map(self, vkind):
+        return (f"{{{{ $f := true }}}}{{{{{{ range $k, $v := . }}}}{{{{ if not $f }}}}, {{{{ end }}}}{{{{ $f = false }}}}"
+                f"{self.call('str', '$k')}: {self.call(vkind, '$v')}{{{{ end }}}}}}")
+
+    def _list(self, vkind):
+        return (f"{{{{ $f := true }}}}[{{{{ range . }}}}{{{{ if not $f }}}}, {{{{ end }}}}{{{{ $f = false }}}}"
+                f"{self.call(vkind, '.')}{{{{ end }}}}]")
+
+    def b_props(self):  # a nil map (a function without properties) serializes to null: None
+        return f'{{{{ if eq (printf "%p" .) "0x0" }}}}None{{{{ else }}}}{self._map("property")}{{{{ end }}}}'
+
+    def b_map(self):
+        return self._map("any")
+
+    def b_proplist(self):
+        return self._list("property")
+
+    def b_list(self):
+        return self._list("any")
+
+    def b_ptype(self):
+        return f"{{{{ if eq (len .) 1 }}}}{self.call('str', '(index . 0)')}{{{{ else }}}}{self.call('list', '.')}{{{{ end }}}}"
+
+    def b_any(self):
+        t = '(printf "%T" .)'
+        return (f'{{{{ if eq {t} "string" }}}}{self.call("str", ".")}'
+                f'{{{{ else if eq {t} "<nil>" }}}}None'
+                f'{{{{ else if eq {t} "bool" }}}}{{{{ if . }}}}True{{{{ else }}}}False{{{{ end }}}}'
+                f'{{{{ else if eq (printf "%.3s" {t}) "map" }}}}{self.call("map", ".")}'
+                f'{{{{ else if eq (printf "%.2s" {t}) "[]" }}}}{self.call("list", ".")}'
+                f'{{{{ else }}}}{self.call("number", ".")}{{{{ end }}}}')
+
+    def b_number(self):
+        # Python writes 1 or 1.0 as the JSON had it; Go holds float64 either way: an error, not a guess
+        return "{{ index . 0 }}"
+
+    def b_str(self):
+        r"""repr(s): '…' unless s holds ' and no " (then "…"); backslash, the quote, \n \r \t, other control
+        characters as \xNN; non-ASCII characters as they are where str.isprintable(), else \xNN / \uNNNN /
+        \UNNNNNNNN (`pyrepr_char`)."""
+        return ('{{ $s := . }}{{ $sq := false }}{{ $dq := false }}{{ range $j := len $s }}{{ $b := index $s $j }}'
+                '{{ if eq $b 39 }}{{ $sq = true }}{{ else if eq $b 34 }}{{ $dq = true }}{{ end }}{{ end }}'
+                '{{ $d := and $sq (not $dq) }}{{ if $d }}"{{ else }}\'{{ end }}'
+                '{{ range $j := len $s }}{{ $r := slice $s $j }}{{ $b := index $r 0 }}{{ if lt $b 128 }}'
+                '{{ if eq $b 92 }}\\\\{{ else if and (eq $b 39) (not $d) }}\\\'{{ else if eq $b 10 }}\\n'
+                '{{ else if eq $b 13 }}\\r{{ else if eq $b 9 }}\\t{{ else if or (lt $b 32) (eq $b 127) }}'
+                '{{ printf "\\\\x%02x" $b }}{{ else }}{{ slice $r 0 1 }}{{ end }}'
+                '{{ else if ge $b 240 }}' + self.call("char", "(slice $r 0 4)") +
+                '{{ else if ge $b 224 }}' + self.call("char", "(slice $r 0 3)") +
+                '{{ else if ge $b 192 }}' + self.call("char", "(slice $r 0 2)") +
+                '{{ end }}{{ end }}{{ if $d }}"{{ else }}\'{{ end }}')
+
+    def b_char(self):
+        """One non-ASCII character (its UTF-8 bytes): as it is where the checking Python's str.isprintable() says
+        so, found by comparing the bytes (UTF-8 orders as code points) in a binary tree of its ranges."""
+        spans, start, cur = [], 0x80, False  # (first code point, printable) runs from U+0080
+        for c in range(0x80, 0x110000):
+            if 0xD800 <= c < 0xE000:  # surrogates never reach Go (its json writes U+FFFD) nor a Go literal
+                continue
+            p = chr(c).isprintable()
+            if c == 0x80:
+                cur = p
+            elif p != cur:
+                spans.append((start, cur))
+                start, cur = c, p
+        spans.append((start, cur))
+
+        esc = f'{{{{template "{self.template("esc")}" .}}}}'
+
+        def tree(lo, hi):  # compact spacing: ~1400 ranges
+            if hi - lo == 1:
+                return "{{.}}" if spans[lo][1] else esc
+            mid = (lo + hi) // 2
+            c = spans[mid][0]
+            lit = f"\\u{c:04x}" if c < 0x10000 else f"\\U{c:08x}"
+            return f'{{{{if lt . "{lit}"}}}}{tree(lo, mid)}{{{{else}}}}{tree(mid, hi)}{{{{end}}}}'
+
+        return tree(0, len(spans))
+
+    def b_esc(self):
+        # Python: \xNN up to U+00FF (only U+0080..U+00A0 and U+00AD: lead byte C2), \uNNNN, \UNNNNNNNN; Go's
+        # %+q writes the last two the same (lower-case hex)
+        return ('{{ if lt . "\\u0100" }}{{ printf "\\\\x%02x" (index . 1) }}{{ else if lt . "\\U00010000" }}'
+                '{{ slice (printf "%+q" .) 1 7 }}{{ else }}{{ slice (printf "%+q" .) 1 11 }}{{ end }}')
 
 
 def _json_key(k: str) -> str:
