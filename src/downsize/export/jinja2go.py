@@ -2527,7 +2527,7 @@ class Translator:
             if v.is_const and isinstance(v.const, str):
                 self.emit(_text(str(escape(v.const))))
             elif v.kind == "str" and not v.is_const:
-                self._need_range_int("HTML escaping (`|safe` text + request text) of request text")
+                self._need_range_int("HTML escaping (`|safe` text + a str: markupsafe escapes the str)")
                 self.emit(self._scan(v, lambda h, j, rest: f"{{{{ if eq (index {rest} 0) 0 }}}}{{{{ slice {rest} 0 1 }}}}"
                                                            f"{{{{ else }}}}{{{{ html (slice {rest} 0 1) }}}}{{{{ end }}}}"))
             else:
