@@ -413,3 +413,27 @@ def test_string_of_a_tool_is_python_repr():
         "type": "object", "properties": {"a": {"type": "integer", "enum": [1, 2]}}}}}]
     r = gocheck.check_templates([(REPR, g.go, "", EOS)], (gocheck.Probe("number", u, num),))[0]
     assert r.failures and r.failures[0].startswith("number: Go:"), r.failures  # an error, not other text
+
+
+SPLIT_ENDS = ("{% for m in messages %}[{{ m.content.split('aa')[-1] }}|{{ m.content.split('aa')[0] }}|"
+              "{{ m.content.split('/think')[-1] | trim }}]\n{% endfor %}")
+DEAD_KIND = ("{% for m in messages %}{% if m.role == 'assistant' %}{% set c = m.get('content', '') %}"
+             "{% if c is not string %}{% set t = c[0]['text'] %}{% else %}{% set t = c %}{% endif %}"
+             "{% if 'a' in t %}A{% endif %}{% endif %}{{ m.content }}{% endfor %}")
+
+
+def test_split_ends_and_kinds_past_constant_tests():
+    """`s.split(sep)[-1]` / `[0]` of request text (Apriel 1.6: the text after the last `[BEGIN FINAL RESPONSE]`),
+    Python's non-overlapping matches (`'aaaa aaa'.split('aa')`); and a branch that a constant test rules out
+    (`c is not string` of request text) no longer makes the kind of what it assigns unknown."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    gos = [translate(src, "", EOS, range_int=True).go for src in (SPLIT_ENDS, DEAD_KIND)]
+    rs = gocheck.check_templates([(s, g, "", EOS) for s, g in zip((SPLIT_ENDS, DEAD_KIND), gos)],
+                                 gocheck.PROBES + SCAN_PROBES)
+    for r in rs:
+        assert all(x.ok for x in r.results), r.failures
+    with pytest.raises(Untranslatable, match="split"):
+        translate("{% for m in messages %}{{ m.content.split('a')[1] }}{% endfor %}", "", EOS, range_int=True)

@@ -1122,19 +1122,62 @@ class Translator:
 
     def _assigned_kind(self, bodies, name, scope) -> str:
         kinds = set()
+        counts: dict[str, int] = {}
         for b in bodies:
             for st in b:
-                for a in ([st] if isinstance(st, nodes.Assign) else list(st.find_all(nodes.Assign))):
+                for a in [st, *st.find_all(nodes.Assign)]:
+                    if isinstance(a, nodes.Assign):
+                        for t in [a.target, *a.target.find_all(nodes.Name)]:
+                            if isinstance(t, nodes.Name):
+                                counts[t.name] = counts.get(t.name, 0) + 1
+        for b in bodies:
+            seen = _Scope(scope)  # names a branch sets once, at its top, before the assignments read them
+            for st in b:
+                for a, sc in self._live_assigns(st, seen, counts):
                     if isinstance(a.target, nodes.Name) and a.target.name == name:
                         try:
                             saved = len(self.out)
-                            k = self.expr(a.node, scope).kind
+                            k = self.expr(a.node, sc).kind
                             del self.out[saved:]
                         except Untranslatable:
                             k = "any"
                         kinds.add(k)
+                if isinstance(st, nodes.Assign) and isinstance(st.target, nodes.Name) and counts.get(st.target.name) == 1:
+                    saved = len(self.out)
+                    try:
+                        seen.vars[st.target.name] = self.expr(st.node, seen)
+                    except Untranslatable:
+                        pass
+                    finally:
+                        del self.out[saved:]
         kinds.discard("none")
         return kinds.pop() if len(kinds) == 1 else "any"
+
+    def _live_assigns(self, node, seen, counts):
+        """(assignment, scope to read it in) in ``node``, leaving out branches a constant test rules out
+        (`x is not string` of request text); a test is judged only where every name it reads is assigned nowhere
+        in the branches being predeclared, or once at the top of this one (then bound in ``seen``)."""
+        if isinstance(node, nodes.Assign):
+            yield node, seen
+            return
+        if isinstance(node, nodes.If):
+            names = [n.name for n in [node.test, *node.test.find_all(nodes.Name)] if isinstance(n, nodes.Name)]
+            if all(counts.get(n, 0) == 0 or (counts[n] == 1 and n in seen.vars) for n in names):
+                saved = len(self.out), len(self.top_decls), len(self.notes), set(self.defs)
+                try:
+                    t = self.cond(node.test, seen)
+                except Untranslatable:
+                    t = None
+                finally:  # only judged: what the test would write is dropped
+                    del self.out[saved[0]:], self.top_decls[saved[1]:], self.notes[saved[2]:]
+                    for k in set(self.defs) - saved[3]:
+                        del self.defs[k]
+                if t is not None and t.is_const:
+                    for x in (node.body if t.const else [*node.elif_, *node.else_]):
+                        yield from self._live_assigns(x, seen, counts)
+                    return
+        for x in node.iter_child_nodes():
+            yield from self._live_assigns(x, seen, counts)
 
     def _is_var(self, go: str) -> bool:
         return bool(re.fullmatch(r"\$[A-Za-z]\w*", go)) and go not in ("$",)
@@ -1848,6 +1891,19 @@ class Translator:
         return self.getitem(self.expr(e.node, scope), C(e.attr), scope)
 
     def e_Getitem(self, e, scope):
+        at = e.arg.value if isinstance(e.arg, nodes.Const) else (
+            -e.arg.node.value if isinstance(e.arg, nodes.Neg) and isinstance(e.arg.node, nodes.Const) else None)
+        if isinstance(e.node, nodes.Call) and isinstance(e.node.node, nodes.Getattr) and e.node.node.attr == "split" \
+                and at in (0, -1) and not isinstance(at, bool) and len(e.node.args) == 1 and not e.node.kwargs \
+                and isinstance(e.node.args[0], nodes.Const) and isinstance(e.node.args[0].value, str) \
+                and e.node.args[0].value and e.node.args[0].value not in THINK_TAGS:
+            saved = len(self.out)
+            try:
+                hay = self.expr(e.node.node.node, scope, probe=True)
+            finally:
+                del self.out[saved:]
+            if hay.kind == "str" and not hay.is_const:  # `s.split(sep)[0]` / `[-1]` of request text
+                return self.split_end(self.expr(e.node.node.node, scope), e.node.args[0].value, at)
         obj = self.expr(e.node, scope)
         if isinstance(e.arg, nodes.Slice):
             return self.slice(obj, e.arg, scope)
@@ -2411,6 +2467,24 @@ class Translator:
                     f"{{{{ else }}}}{{{{ {var} = print {var} (slice {rest} 0 1) }}}}{{{{ end }}}}")
 
         self.emit(f'{pre}{{{{ {var} = "" }}}}{{{{ {skip} := "" }}}}' + self._scan(hay, body))
+        return V(go=var, kind="str")
+
+    def split_end(self, hay: V, sep: str, which: int) -> V:
+        """``s.split(sep)[0]`` (the text before the first match) or ``[-1]`` (after the last of Python's
+        left-to-right, non-overlapping matches: a string of x skips the rest of each), by a scan of the bytes."""
+        self._need_range_int(f".split({sep!r})[{which}]")
+        var, skip = self.fresh("part"), self.fresh("skip")
+        k = len(sep.encode())
+        self.top_decls.append(f'{{{{ {var} := "" }}}}')
+        if which == 0:
+            def body(h, j, rest):
+                return f"{{{{ if {self._starts(rest, sep)} }}}}{{{{ {var} = slice {h} 0 {j} }}}}{{{{ break }}}}{{{{ end }}}}"
+        else:
+            def body(h, j, rest):
+                return (f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}"
+                        f"{{{{ else if {self._starts(rest, sep)} }}}}{{{{ {var} = slice {rest} {k} }}}}"
+                        f'{{{{ {skip} = {_go_lit("x" * (k - 1))} }}}}{{{{ end }}}}')
+        self.emit(f'{{{{ {var} = {self.go_of(hay)} }}}}{{{{ {skip} := "" }}}}' + self._scan(hay, body))
         return V(go=var, kind="str")
 
     def e_Test(self, e, scope):
