@@ -1125,11 +1125,14 @@ class Translator:
         counts: dict[str, int] = {}
         for b in bodies:
             for st in b:
-                for a in [st, *st.find_all(nodes.Assign)]:
-                    if isinstance(a, nodes.Assign):
+                for a in [st, *st.find_all((nodes.Assign, nodes.For, nodes.Macro))]:
+                    if isinstance(a, (nodes.Assign, nodes.For)):  # a loop's names are bound many times
                         for t in [a.target, *a.target.find_all(nodes.Name)]:
                             if isinstance(t, nodes.Name):
-                                counts[t.name] = counts.get(t.name, 0) + 1
+                                counts[t.name] = counts.get(t.name, 0) + (1 if isinstance(a, nodes.Assign) else 2)
+                    elif isinstance(a, nodes.Macro):
+                        for t in a.args:
+                            counts[t.name] = counts.get(t.name, 0) + 2
         for b in bodies:
             seen = _Scope(scope)  # names a branch sets once, at its top, before the assignments read them
             for st in b:
