@@ -795,3 +795,113 @@ def test_j3_joined_list_read_otherwise_is_not_rewritten():
         with pytest.raises(Untranslatable):
             translate(base + tail, "", EOS, range_int=True)
     assert "print" in translate(base + "{{ ns.r | join(',') }}", "", EOS, range_int=True).go
+
+
+# ---- branch j2 ----------------------------------------------------------------------------------------------------
+MARKUP_TEXT = ("{% for m in messages %}{{ '<b>'|safe + m.role + '&'|safe + m.content + \"'\"|safe + '<i>' }}\n"
+               "{% endfor %}")
+MARKUP_JSON = ("{% for t in tools or [] %}{{ \"Use '\"|safe + t.function.name + \"' to '\"|safe + t.function.description"
+               " + \"'\\n\"|safe + t.function | tojson }}\n{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}")
+# a name Markup is kept in (Ministral 3's `arguments | tojson | safe`), then `+`-ed: the other side is escaped
+MARKUP_VAR = ("{% for m in messages %}{% for c in m.tool_calls or [] %}{% set a = c.function.arguments %}"
+              "{% if a is not string %}{% set a = a | tojson | safe %}{% endif %}{{ c.function.name + '[ARGS]' + a }}"
+              "{% endfor %}{{ m.content }}{% endfor %}")
+
+
+def test_markup_plus_request_text_is_html_escaped():
+    """`'x' | safe + s`: markupsafe escapes & < > ' " of each str operand, as Go's `html` does, but keeps NUL (Go's
+    `html` writes U+FFFD): request text is escaped byte by byte (Go >= 1.24), tojson through escaped copies of its
+    JSON defines (functionary 3.1); checked on quotes, NUL, control and non-ASCII characters."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    import copy
+
+    tools = copy.deepcopy(gocheck.TOOLS)
+    tools[0]["function"]["name"] = "we'ird\"na\x00me"
+    tools[0]["function"]["description"] = "It's \"quoted\" \x00 é 😀 \x01\t\n back\\slash"
+    tools[1]["function"]["parameters"]["properties"]["pattern"]["description"] = "a 'b' \"c\" \x00"
+    odd = [{"role": "user", "content": "q 'x' \"y\" <a> & \x00 é"}, {"role": "assistant", "content": "&amp;\x00"}]
+    probes = (gocheck.Probe("odd text", odd), gocheck.Probe("odd tools", odd[:1], tools)) + gocheck.PROBES
+    gos = [translate(src, "", EOS, range_int=True) for src in (MARKUP_TEXT, MARKUP_JSON, MARKUP_VAR)]
+    assert all(any("Go >= 1.24" in n for n in g.notes) for g in gos)
+    call = copy.deepcopy(gocheck.TOOL_PROBES[1].messages)
+    call[1]["tool_calls"][0]["function"]["name"] = "get_w'<eather>&\""
+    probes += (gocheck.Probe("odd call", call, gocheck.TOOLS),)
+    rs = gocheck.check_templates([(s, g.go, "", EOS) for s, g in zip((MARKUP_TEXT, MARKUP_JSON, MARKUP_VAR), gos)],
+                                 probes)
+    for r in rs:
+        assert all(x.ok for x in r.results), r.failures
+
+
+def test_markup_that_a_variable_may_hold_is_refused():
+    # a name that holds Markup in one branch only (or a macro argument that may be Markup): whether `+` escapes the
+    # other side is decided at run time, so it is refused; so is a Markup constant kept in a variable
+    for src in (("{% for m in messages %}{% set a = m.content %}{% if m.role == 'user' %}{% set a = m.content|safe %}"
+                 "{% endif %}{{ m.role + a }}{% endfor %}"),
+                "{% macro f(x) %}{{ '<' + x }}{% endmacro %}{% for m in messages %}{{ f(m.content|safe) }}{% endfor %}",
+                "{% set p = \"'\"|safe %}{% for m in messages %}{{ p + m.content }}{% endfor %}",
+                "{% set p = '&'|safe %}{{ '<'|safe + p }}{% for m in messages %}{{ m.content }}{% endfor %}"):
+        with pytest.raises(Untranslatable, match="Markup"):
+            translate(src, "", EOS, range_int=True)
+    with pytest.raises(Untranslatable, match="safe"):  # without Go >= 1.24 request text cannot be escaped
+        translate(MARKUP_VAR, "", EOS)
+
+
+REPR = "{% for t in tools or [] %}{{ t | string }}\n{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}"
+
+
+def test_string_of_a_tool_is_python_repr():
+    """`tool | string` (Apriel): Python's repr of the tool dict, strings quoted and escaped as repr does (quote
+    choice, backslash, control characters, non-printable Unicode by the checking Python's tables); a JSON number
+    (int or float, which Go's float64 cannot tell) stops the Go rendering with an error rather than guess."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    with pytest.raises(Untranslatable, match="str"):
+        translate(REPR, "", EOS)  # without Go >= 1.24 strings cannot be scanned
+    g = translate(REPR, "", EOS, range_int=True)
+    weird = ["it's", 'say "hi"', "both ' and \"", "back\\slash", "nl\nr\rt\t", "\x01\x7f\x00", "é\xa0\xad\u200b\u3000",
+             "😀\u0378\ue000\U000e0001\U0010ffff", "\u00ff\u0100\u07ff\u0800\uffff\U00010000", ""]
+    tools = [{"type": "function", "function": {"name": f"f{k}", "description": w, "parameters": {
+        "type": "object", "required": ["a"], "properties": {
+            "a": {"type": "string", "description": w or "-", "enum": [w, "x"]},
+            "b": {"type": ["string", "null"], "items": {"enum": [True, False, None], "type": "string"}},
+            "c": {"type": "object", "properties": {"z": {"type": "string", "description": w or "-"}}, "required": ["z"]},
+            "d": {"anyOf": [{"type": "string"}, {"type": "object"}]}}}}} for k, w in enumerate(weird)]
+    tools.append({"type": "function", "function": {"name": "n", "description": "no properties",
+                                                   "parameters": {"type": "object", "properties": None}}})
+    u = [{"role": "user", "content": "hi"}]
+    probes = tuple(gocheck.Probe(f"w{k}", u, [t]) for k, t in enumerate(tools)) + gocheck.PROBES
+    r = gocheck.check_templates([(REPR, g.go, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+    num = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer", "enum": [1, 2]}}}}}]
+    r = gocheck.check_templates([(REPR, g.go, "", EOS)], (gocheck.Probe("number", u, num),))[0]
+    assert r.failures and r.failures[0].startswith("number: Go:"), r.failures  # an error, not other text
+
+
+SPLIT_ENDS = ("{% for m in messages %}[{{ m.content.split('aa')[-1] }}|{{ m.content.split('aa')[0] }}|"
+              "{{ m.content.split('/think')[-1] | trim }}]\n{% endfor %}")
+DEAD_KIND = ("{% for m in messages %}{% if m.role == 'assistant' %}{% set c = m.get('content', '') %}"
+             "{% if c is not string %}{% set t = c[0]['text'] %}{% else %}{% set t = c %}{% endif %}"
+             "{% if 'a' in t %}A{% endif %}{% endif %}{{ m.content }}{% endfor %}")
+
+
+def test_split_ends_and_kinds_past_constant_tests():
+    """`s.split(sep)[-1]` / `[0]` of request text (Apriel 1.6: the text after the last `[BEGIN FINAL RESPONSE]`),
+    Python's non-overlapping matches (`'aaaa aaa'.split('aa')`); and a branch that a constant test rules out
+    (`c is not string` of request text) no longer makes the kind of what it assigns unknown."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    gos = [translate(src, "", EOS, range_int=True).go for src in (SPLIT_ENDS, DEAD_KIND)]
+    rs = gocheck.check_templates([(s, g, "", EOS) for s, g in zip((SPLIT_ENDS, DEAD_KIND), gos)],
+                                 gocheck.PROBES + SCAN_PROBES)
+    for r in rs:
+        assert all(x.ok for x in r.results), r.failures
+    with pytest.raises(Untranslatable, match="split"):
+        translate("{% for m in messages %}{{ m.content.split('a')[1] }}{% endfor %}", "", EOS, range_int=True)

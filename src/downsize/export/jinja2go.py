@@ -98,6 +98,7 @@ class V:
     extra: Any = None  # kind "selected": (sequence V, attribute, value); kind "elemidx": the sequence's Go pipeline
     truthy: str | None = None  # kind "out": a Go pipeline true exactly when the text is non-empty (None: unknown)
     dot: str | None = None  # kind "out": what `.` was where the snippet was written (None: unknown)
+    markup: bool = False  # certainly markupsafe's Markup (`v | safe`): `+` HTML-escapes the other side
 
     @property
     def is_const(self) -> bool:
@@ -892,6 +893,8 @@ class Translator:
                 self.output(n, scope)
 
     def output(self, e, scope):
+        if isinstance(e, nodes.Add) and not self._is_markup(e) and self._may_be_markup(e):
+            return self.markup_output(e, scope)
         if isinstance(e, (nodes.Add, nodes.Concat)) and self._is_stringy(e, scope) \
                 and not (isinstance(e, nodes.Add) and self._is_markup(e)):  # Markup + str escapes: e_Add decides
             parts = [e.left, e.right] if isinstance(e, nodes.Add) else e.nodes
@@ -918,6 +921,8 @@ class Translator:
                 return self.inline_macro(self.macros[e.node.name], e, scope)
         if isinstance(e, nodes.Filter) and e.name == "tojson":
             return self.tojson(e, scope)
+        if isinstance(e, nodes.Add) and self._is_markup(e) and not self._markup_const(e, scope):
+            return self.markup_output(e, scope)
         v = self.expr(e, scope)
         self.print_value(v)
 
@@ -1350,19 +1355,65 @@ class Translator:
 
     def _assigned_kind(self, bodies, name, scope) -> str:
         kinds = set()
+        counts: dict[str, int] = {}
         for b in bodies:
             for st in b:
-                for a in ([st] if isinstance(st, nodes.Assign) else list(st.find_all(nodes.Assign))):
+                for a in [st, *st.find_all((nodes.Assign, nodes.For, nodes.Macro))]:
+                    if isinstance(a, (nodes.Assign, nodes.For)):  # a loop's names are bound many times
+                        for t in [a.target, *a.target.find_all(nodes.Name)]:
+                            if isinstance(t, nodes.Name):
+                                counts[t.name] = counts.get(t.name, 0) + (1 if isinstance(a, nodes.Assign) else 2)
+                    elif isinstance(a, nodes.Macro):
+                        for t in a.args:
+                            counts[t.name] = counts.get(t.name, 0) + 2
+        for b in bodies:
+            seen = _Scope(scope)  # names a branch sets once, at its top, before the assignments read them
+            for st in b:
+                for a, sc in self._live_assigns(st, seen, counts):
                     if isinstance(a.target, nodes.Name) and a.target.name == name:
                         try:
                             saved = len(self.out)
-                            k = self.expr(a.node, scope).kind
+                            k = self.expr(a.node, sc).kind
                             del self.out[saved:]
                         except Untranslatable:
                             k = "any"
                         kinds.add(k)
+                if isinstance(st, nodes.Assign) and isinstance(st.target, nodes.Name) and counts.get(st.target.name) == 1:
+                    saved = len(self.out)
+                    try:
+                        seen.vars[st.target.name] = self.expr(st.node, seen)
+                    except Untranslatable:
+                        pass
+                    finally:
+                        del self.out[saved:]
         kinds.discard("none")
         return kinds.pop() if len(kinds) == 1 else "any"
+
+    def _live_assigns(self, node, seen, counts):
+        """(assignment, scope to read it in) in ``node``, leaving out branches a constant test rules out
+        (`x is not string` of request text); a test is judged only where every name it reads is assigned nowhere
+        in the branches being predeclared, or once at the top of this one (then bound in ``seen``)."""
+        if isinstance(node, nodes.Assign):
+            yield node, seen
+            return
+        if isinstance(node, nodes.If):
+            names = [n.name for n in [node.test, *node.test.find_all(nodes.Name)] if isinstance(n, nodes.Name)]
+            if all(counts.get(n, 0) == 0 or (counts[n] == 1 and n in seen.vars) for n in names):
+                saved = len(self.out), len(self.top_decls), len(self.notes), set(self.defs)
+                try:
+                    t = self.cond(node.test, seen)
+                except Untranslatable:
+                    t = None
+                finally:  # only judged: what the test would write is dropped
+                    del self.out[saved[0]:], self.top_decls[saved[1]:], self.notes[saved[2]:]
+                    for k in set(self.defs) - saved[3]:
+                        del self.defs[k]
+                if t is not None and t.is_const:
+                    for x in (node.body if t.const else [*node.elif_, *node.else_]):
+                        yield from self._live_assigns(x, seen, counts)
+                    return
+        for x in node.iter_child_nodes():
+            yield from self._live_assigns(x, seen, counts)
 
     def _is_var(self, go: str) -> bool:
         return bool(re.fullmatch(r"\$[A-Za-z]\w*", go)) and go not in ("$",)
@@ -2386,6 +2437,19 @@ class Translator:
         return self.getitem(self.expr(e.node, scope), C(e.attr), scope)
 
     def e_Getitem(self, e, scope):
+        at = e.arg.value if isinstance(e.arg, nodes.Const) else (
+            -e.arg.node.value if isinstance(e.arg, nodes.Neg) and isinstance(e.arg.node, nodes.Const) else None)
+        if isinstance(e.node, nodes.Call) and isinstance(e.node.node, nodes.Getattr) and e.node.node.attr == "split" \
+                and at in (0, -1) and not isinstance(at, bool) and len(e.node.args) == 1 and not e.node.kwargs \
+                and isinstance(e.node.args[0], nodes.Const) and isinstance(e.node.args[0].value, str) \
+                and e.node.args[0].value and e.node.args[0].value not in THINK_TAGS:
+            saved = len(self.out)
+            try:
+                hay = self.expr(e.node.node.node, scope, probe=True)
+            finally:
+                del self.out[saved:]
+            if hay.kind == "str" and not hay.is_const:  # `s.split(sep)[0]` / `[-1]` of request text
+                return self.split_end(self.expr(e.node.node.node, scope), e.node.args[0].value, at)
         obj = self.expr(e.node, scope)
         if isinstance(e.arg, nodes.Slice):
             return self.slice(obj, e.arg, scope)
@@ -3073,6 +3137,24 @@ class Translator:
         self.emit(f'{pre}{{{{ {var} = "" }}}}{{{{ {skip} := "" }}}}' + self._scan(hay, body))
         return V(go=var, kind="str")
 
+    def split_end(self, hay: V, sep: str, which: int) -> V:
+        """``s.split(sep)[0]`` (the text before the first match) or ``[-1]`` (after the last of Python's
+        left-to-right, non-overlapping matches: a string of x skips the rest of each), by a scan of the bytes."""
+        self._need_range_int(f".split({sep!r})[{which}]")
+        var, skip = self.fresh("part"), self.fresh("skip")
+        k = len(sep.encode())
+        self.top_decls.append(f'{{{{ {var} := "" }}}}')
+        if which == 0:
+            def body(h, j, rest):
+                return f"{{{{ if {self._starts(rest, sep)} }}}}{{{{ {var} = slice {h} 0 {j} }}}}{{{{ break }}}}{{{{ end }}}}"
+        else:
+            def body(h, j, rest):
+                return (f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}"
+                        f"{{{{ else if {self._starts(rest, sep)} }}}}{{{{ {var} = slice {rest} {k} }}}}"
+                        f'{{{{ {skip} = {_go_lit("x" * (k - 1))} }}}}{{{{ end }}}}')
+        self.emit(f'{{{{ {var} = {self.go_of(hay)} }}}}{{{{ {skip} := "" }}}}' + self._scan(hay, body))
+        return V(go=var, kind="str")
+
     def e_Test(self, e, scope):
         v = self.expr(e.node, scope)
         name = e.name
@@ -3134,8 +3216,14 @@ class Translator:
         return V(go=go, kind="bool")
 
     def e_Add(self, e, scope):
+        if not (self._is_markup(e.left) or self._is_markup(e.right)) \
+                and (self._may_be_markup(e.left) or self._may_be_markup(e.right)):
+            raise Untranslatable("`+` of a value that may be Markup (`|safe` kept in a variable: the other side is "
+                                 "HTML-escaped)")
         if self._is_markup(e.left) or self._is_markup(e.right):
             # Markup + str HTML-escapes the str (markupsafe): folded when both sides are constants, else refused
+            if any(not self._is_markup(x) and self._may_be_markup(x) for x in (e.left, e.right)):
+                raise Untranslatable("`+` of |safe text and a value that may be Markup")
             a, b = self.expr(e.left, scope), self.expr(e.right, scope)
             if not (a.is_const and b.is_const and isinstance(a.const, str) and isinstance(b.const, str)):
                 raise Untranslatable("`+` of |safe text and a request value (Markup HTML-escapes the other side)")
@@ -3144,6 +3232,157 @@ class Translator:
             y = Markup(b.const) if self._is_markup(e.right) else escape(b.const)
             return V(const=str(x + y), kind="str", extra="markup")
         return self.arith(e, scope, lambda x, y: x + y, "+")
+
+    def _markup_const(self, e, scope) -> bool:
+        """Whether every operand of a `+` chain holding Markup is a constant (e_Add folds it with markupsafe)."""
+        saved = len(self.out), self.n
+        try:
+            return all(self.expr(x, scope, probe=True).is_const for x in self._add_operands(e))
+        except Untranslatable:
+            return False
+        finally:
+            del self.out[saved[0]:]
+
+    def markup_output(self, e, scope):
+        """``'x' | safe + s + ...`` printed: markupsafe's Markup HTML-escapes every operand that is not Markup itself
+        (``&``, ``<``, ``>``, ``'``, ``"`` as ``&amp;``, ``&lt;``, ``&gt;``, ``&#39;``, ``&#34;``; nothing else), so
+        each operand is printed on its own: Markup as it is, a constant escaped here, request text by Go's ``html``
+        one byte at a time (``html`` also turns NUL into U+FFFD, which markupsafe keeps: NUL bytes are printed as they
+        are), tojson by an escaped copy of its JSON ``define``s (Go's json writes no NUL, so ``html`` of it is exact)."""
+        from markupsafe import escape
+
+        ops = self._add_operands(e)
+        held = [self._markup_read(x, scope) for x in ops]  # a variable certainly holding Markup: printed as is
+        if not any(held) and not any(self._is_markup(x) for x in ops):
+            raise Untranslatable("`+` of a value that may be Markup (`|safe` kept in a variable: the other side is "
+                                 "HTML-escaped)")
+        for x, h in zip(ops, held):
+            if h:
+                self.print_value(self.expr(x, scope))
+                continue
+            if self._is_markup(x):  # `v | safe` (or Markup + ...): printed as it is
+                self.output(x.node if isinstance(x, nodes.Filter) else x.expr, scope)
+                continue
+            if isinstance(x, nodes.Filter) and x.name == "tojson":
+                self.emit(self._html_escaped(self.capture(lambda x=x: self.tojson(x, scope))))
+                continue
+            if self._may_be_markup(x):
+                raise Untranslatable("`+` of a value that may be Markup (`|safe` kept in a variable: the other side "
+                                     "is HTML-escaped)")
+            v = self.expr(x, scope)
+            if v.is_const and isinstance(v.const, str):
+                self.emit(_text(str(escape(v.const))))
+            elif v.kind == "str" and not v.is_const:
+                self._need_range_int("HTML escaping (`|safe` text + a str: markupsafe escapes the str)")
+                self.emit(self._scan(v, lambda h, j, rest: f"{{{{ if eq (index {rest} 0) 0 }}}}{{{{ slice {rest} 0 1 }}}}"
+                                                           f"{{{{ else }}}}{{{{ html (slice {rest} 0 1) }}}}{{{{ end }}}}"))
+            else:
+                raise Untranslatable(f"`+` of |safe text and a {v.kind if not v.is_const else type(v.const).__name__} "
+                                     "(Markup HTML-escapes the other side)")
+
+    def _html_escaped(self, go: str) -> str:
+        """Go text that prints markupsafe.escape() of what ``go`` prints: text escaped here, ``json`` through Go's
+        ``html``, the JSON ``define``s it calls copied the same way (``<name>_html``); anything else is refused."""
+        from markupsafe import escape
+
+        while "{{{" in go:
+            go = go.replace("{{{", '{{ "{" }}{{')
+        toks = _go_actions(go)
+        if toks is None:
+            raise Untranslatable("HTML escaping of generated Go")
+        out = []
+        for k, t in toks:
+            m = re.fullmatch(r'template "(pyjson_\w+)" (.+)', t) if k == "act" else None
+            if k == "text":
+                out.append(_text(str(escape(t))))
+            elif m:
+                out.append(f'{{{{ template "{self._html_define(m.group(1))}" {m.group(2)} }}}}')
+            elif t.startswith("json "):
+                out.append(f"{{{{ html ({t}) }}}}")
+            elif t in ('"{"', '"{{"'):  # literal braces before an action
+                out.append(_text(str(escape(t[1:-1]))))
+            elif t.split(" ", 1)[0] in ("if", "else", "end", "range", "break", "continue") \
+                    or re.match(r"\$\w+ :?= ", t):
+                out.append(f"{{{{ {t} }}}}")
+            else:
+                raise Untranslatable(f"HTML escaping of what `{{{{ {t} }}}}` prints")
+        return "".join(out)
+
+    MARKUP_FILTERS = ("safe", "escape", "e", "forceescape", "urlize", "xmlattr")
+
+    def _markup_read(self, x, scope) -> bool:
+        """Whether ``x`` reads a variable that certainly holds Markup here (its value came from `| safe`)."""
+        if not (isinstance(x, nodes.Name) or isinstance(x, nodes.Getattr) and isinstance(x.node, nodes.Name)) \
+                or not self._may_be_markup(x):
+            return False
+        saved = len(self.out)
+        try:
+            return self.expr(x, scope, probe=True).markup
+        except Untranslatable:
+            return False
+        finally:
+            del self.out[saved:]
+
+    def _may_be_markup(self, e) -> bool:
+        """Whether the Jinja expression ``e`` may evaluate to Markup, or hold a value that may: it holds a Markup
+        filter, or a name (``ns.attr``) that some `set`, `for` or macro call may bind to such an expression."""
+        names = getattr(self, "_markup_names", None)
+        if names is None:
+            names = self._markup_names = self._find_markup_names()
+        return self._holds_markup(e, names)
+
+    def _holds_markup(self, e, names) -> bool:
+        for n in [e, *e.find_all((nodes.Filter, nodes.MarkSafe, nodes.MarkSafeIfAutoescape, nodes.Name,
+                                  nodes.Getattr))]:
+            if isinstance(n, (nodes.MarkSafe, nodes.MarkSafeIfAutoescape)) \
+                    or isinstance(n, nodes.Filter) and n.name in self.MARKUP_FILTERS \
+                    or isinstance(n, nodes.Name) and n.name in names \
+                    or isinstance(n, nodes.Getattr) and isinstance(n.node, nodes.Name) and f"{n.node.name}.{n.attr}" in names:
+                return True
+        return False
+
+    def _find_markup_names(self) -> set:
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return set()
+        macros = {m.name: m for m in root.find_all(nodes.Macro)}
+
+        def targets(t):
+            if isinstance(t, nodes.NSRef):
+                return {f"{t.name}.{t.attr}"}
+            return {n.name for n in ([t] if isinstance(t, nodes.Name) else t.find_all(nodes.Name))}
+
+        binds = []  # (names bound, expression bound to them)
+        for a in root.find_all(nodes.Assign):
+            binds.append((targets(a.target), a.node))
+        for f in root.find_all(nodes.For):
+            binds.append((targets(f.target), f.iter))
+        for c in root.find_all(nodes.Call):
+            m = macros.get(c.node.name) if isinstance(c.node, nodes.Name) else None
+            if m is not None:
+                binds += [({p.name}, a) for p, a in zip(m.args, c.args)]
+                binds += [({k.key}, k.value) for k in c.kwargs]
+        names: set = set()
+        while True:
+            more = {n for ts, x in binds if self._holds_markup(x, names) for n in ts} - names
+            if not more:
+                return names
+            names |= more
+
+    @staticmethod
+    def _add_operands(e) -> list:
+        """The operands of a chain of `+`, left to right (Markup escapes each str operand on its own)."""
+        return [y for x in (e.left, e.right) for y in (Translator._add_operands(x) if isinstance(x, nodes.Add) else [x])]
+
+    def _html_define(self, name: str) -> str:
+        h = name + "_html"
+        if h not in self.defs:
+            self.defs[h] = ""  # reserved: recursive JSON defines call themselves
+            body = self.defs[name]
+            head = f'{{{{ define "{name}" }}}}'
+            assert body.startswith(head) and body.endswith("{{ end }}"), name
+            self.defs[h] = f'{{{{ define "{h}" }}}}{self._html_escaped(body[len(head):-len("{{ end }}")])}{{{{ end }}}}'
+        return h
 
     @classmethod
     def _is_markup(cls, e) -> bool:
@@ -3232,6 +3471,10 @@ class Translator:
             return v
         if name in ("trim", "strip") and self.range_int and v.kind == "str" and not args and not kwargs:
             return self.strip(v, "strip")
+        if name == "safe" and v.kind in ("str", "out"):
+            import dataclasses
+
+            return dataclasses.replace(v, markup=True)
         if name in ("trim", "strip") or (name in ("safe",)):
             if name != "safe":
                 self.note("`trim` is not applied: Go templates cannot trim, so content with surrounding whitespace "
@@ -3245,6 +3488,8 @@ class Translator:
             if v.kind == "any":
                 self.note("`| string` of a value of unknown type uses Go's formatting")
                 return v
+            if v.kind in _PyRepr.KINDS:  # Python's str() of a tool dict (Apriel): repr written by generated defines
+                return self.pyrepr(v)
             raise Untranslatable(f"the string filter on a {v.kind}")
         if name in ("upper", "lower") and v.kind in ("str", "ptype", "out"):
             # only compared with constants (casefold_eq); printing it raises in print_value / go_of
@@ -3430,6 +3675,15 @@ class Translator:
             return V(go=self.go_of(obj), kind=_SPLIT + args[0].const)
         raise Untranslatable(f"the method .{name}() on a {obj.kind}")
 
+    def pyrepr(self, v: V) -> V:
+        """``v | string`` of a tool (or a part of one): Python's repr of the dict Ollama's value serializes to,
+        by generated defines (:class:`_PyRepr`); strings are quoted and escaped by a scan of their bytes (Go >= 1.24)."""
+        self._need_range_int("Python's str() of a dict (repr quoting of its strings)")
+        self.note(_PyRepr.NOTE)
+        name = _PyRepr(self.defs).template(v.kind)
+        go = self.go_of(v)
+        return self.snippet(lambda: self.emit(f'{{{{ template "{name}" {go} }}}}'), truthy="true")
+
     # ---- tojson --------------------------------------------------------------------------------------------
     def tojson(self, e: nodes.Filter, scope):
         v = self.expr(e.node, scope)
@@ -3613,6 +3867,150 @@ class _PyJSON:
                 f'{{{{ else if eq (printf "%.3s" {t}) "map" }}}}{self.call("args", d, ".")}'
                 f'{{{{ else if eq (printf "%.2s" {t}) "[]" }}}}{self.call("list", d, ".")}'
                 f'{{{{ else }}}}{{{{ json . }}}}{{{{ end }}}}')
+
+
+class _PyRepr:
+    """Go `define` blocks that print Ollama's tool values as Python's ``str()`` prints the dicts they serialize to
+    (the fields and omissions of :class:`_PyJSON`): ``{'k': v, ...}``, ``[a, b]``, ``True`` / ``False`` / ``None``,
+    strings as ``repr`` quotes them. A JSON number is int or float in Python (``1`` / ``1.0``) but float64 in Go,
+    so it cannot be written exactly: the define stops the rendering with an error there instead."""
+
+    # not `tools` (None without tools in Jinja) nor `tools | map(...)` (a generator's repr in Jinja)
+    KINDS = ("tool", "fn", "params", "property", "props", "proplist")
+    NOTE = ("`| string` of a tool is written as Python's repr (its strings as repr quotes them, printable by the "
+            "checking Python's Unicode tables); a JSON number inside it (int or float: Go cannot tell) makes the "
+            "rendering fail instead of writing one")
+
+    def __init__(self, defs: dict):
+        self.defs = defs
+
+    def template(self, kind) -> str:
+        name = f"pyrepr_{kind}"
+        if name not in self.defs:
+            self.defs[name] = ""  # reserved (recursion)
+            self.defs[name] = f'{{{{ define "{name}" }}}}{getattr(self, f"b_{kind}")()}{{{{ end }}}}'
+        return name
+
+    def call(self, kind, go):
+        return f'{{{{ template "{self.template(kind)}" {go} }}}}'
+
+    def obj(self, fields):
+        """fields: [(key, Go field, kind, omitted when empty)]."""
+        out = ["{{ $f := true }}{"]
+        for key, gofield, kind, omit in fields:
+            item = (f"{{{{ if not $f }}}}, {{{{ end }}}}{{{{ $f = false }}}}{_text(repr(key))}: "
+                    f"{self.call(kind, '.' + gofield)}")
+            if omit == "nil":  # an interface: omitted only when nil (false, 0, "" are written)
+                item = f'{{{{ if ne (printf "%T" .{gofield}) "<nil>" }}}}{item}{{{{ end }}}}'
+            elif omit:
+                item = f"{{{{ if .{gofield} }}}}{item}{{{{ end }}}}"
+            out.append(item)
+        out.append("}")
+        return "".join(out)
+
+    def b_tool(self):
+        return self.obj([("type", "Type", "str", False), ("items", "Items", "any", "nil"),
+                         ("function", "Function", "fn", False)])
+
+    def b_fn(self):
+        return self.obj([("name", "Name", "str", False), ("description", "Description", "str", False),
+                         ("parameters", "Parameters", "params", False)])
+
+    def b_params(self):
+        return self.obj([("type", "Type", "str", False), ("$defs", "Defs", "any", "nil"),
+                         ("items", "Items", "any", "nil"), ("required", "Required", "list", True),
+                         ("properties", "Properties", "props", False)])
+
+    def b_property(self):
+        return self.obj([("anyOf", "AnyOf", "proplist", True), ("type", "Type", "ptype", True),
+                         ("items", "Items", "any", "nil"), ("description", "Description", "str", True),
+                         ("enum", "Enum", "list", True), ("properties", "Properties", "props", True),
+                         ("required", "Required", "list", True)])
+
+    def _map(self, vkind):
+        return (f"{{{{ $f := true }}}}{{{{{{ range $k, $v := . }}}}{{{{ if not $f }}}}, {{{{ end }}}}{{{{ $f = false }}}}"
+                f"{self.call('str', '$k')}: {self.call(vkind, '$v')}{{{{ end }}}}}}")
+
+    def _list(self, vkind):
+        return (f"{{{{ $f := true }}}}[{{{{ range . }}}}{{{{ if not $f }}}}, {{{{ end }}}}{{{{ $f = false }}}}"
+                f"{self.call(vkind, '.')}{{{{ end }}}}]")
+
+    def b_props(self):  # a nil map (a function without properties) serializes to null: None
+        return f'{{{{ if eq (printf "%p" .) "0x0" }}}}None{{{{ else }}}}{self._map("property")}{{{{ end }}}}'
+
+    def b_map(self):
+        return self._map("any")
+
+    def b_proplist(self):
+        return self._list("property")
+
+    def b_list(self):
+        return self._list("any")
+
+    def b_ptype(self):
+        return f"{{{{ if eq (len .) 1 }}}}{self.call('str', '(index . 0)')}{{{{ else }}}}{self.call('list', '.')}{{{{ end }}}}"
+
+    def b_any(self):
+        t = '(printf "%T" .)'
+        return (f'{{{{ if eq {t} "string" }}}}{self.call("str", ".")}'
+                f'{{{{ else if eq {t} "<nil>" }}}}None'
+                f'{{{{ else if eq {t} "bool" }}}}{{{{ if . }}}}True{{{{ else }}}}False{{{{ end }}}}'
+                f'{{{{ else if eq (printf "%.3s" {t}) "map" }}}}{self.call("map", ".")}'
+                f'{{{{ else if eq (printf "%.2s" {t}) "[]" }}}}{self.call("list", ".")}'
+                f'{{{{ else }}}}{self.call("number", ".")}{{{{ end }}}}')
+
+    def b_number(self):
+        # Python writes 1 or 1.0 as the JSON had it; Go holds float64 either way: an error, not a guess
+        return "{{ index . 0 }}"
+
+    def b_str(self):
+        r"""repr(s): '…' unless s holds ' and no " (then "…"); backslash, the quote, \n \r \t, other control
+        characters as \xNN; non-ASCII characters as they are where str.isprintable(), else \xNN / \uNNNN /
+        \UNNNNNNNN (`pyrepr_char`)."""
+        return ('{{ $s := . }}{{ $sq := false }}{{ $dq := false }}{{ range $j := len $s }}{{ $b := index $s $j }}'
+                '{{ if eq $b 39 }}{{ $sq = true }}{{ else if eq $b 34 }}{{ $dq = true }}{{ end }}{{ end }}'
+                '{{ $d := and $sq (not $dq) }}{{ if $d }}"{{ else }}\'{{ end }}'
+                '{{ range $j := len $s }}{{ $r := slice $s $j }}{{ $b := index $r 0 }}{{ if lt $b 128 }}'
+                '{{ if eq $b 92 }}\\\\{{ else if and (eq $b 39) (not $d) }}\\\'{{ else if eq $b 10 }}\\n'
+                '{{ else if eq $b 13 }}\\r{{ else if eq $b 9 }}\\t{{ else if or (lt $b 32) (eq $b 127) }}'
+                '{{ printf "\\\\x%02x" $b }}{{ else }}{{ slice $r 0 1 }}{{ end }}'
+                '{{ else if ge $b 240 }}' + self.call("char", "(slice $r 0 4)") +
+                '{{ else if ge $b 224 }}' + self.call("char", "(slice $r 0 3)") +
+                '{{ else if ge $b 192 }}' + self.call("char", "(slice $r 0 2)") +
+                '{{ end }}{{ end }}{{ if $d }}"{{ else }}\'{{ end }}')
+
+    def b_char(self):
+        """One non-ASCII character (its UTF-8 bytes): as it is where the checking Python's str.isprintable() says
+        so, found by comparing the bytes (UTF-8 orders as code points) in a binary tree of its ranges."""
+        spans, start, cur = [], 0x80, False  # (first code point, printable) runs from U+0080
+        for c in range(0x80, 0x110000):
+            if 0xD800 <= c < 0xE000:  # surrogates never reach Go (its json writes U+FFFD) nor a Go literal
+                continue
+            p = chr(c).isprintable()
+            if c == 0x80:
+                cur = p
+            elif p != cur:
+                spans.append((start, cur))
+                start, cur = c, p
+        spans.append((start, cur))
+
+        esc = f'{{{{template "{self.template("esc")}" .}}}}'
+
+        def tree(lo, hi):  # compact spacing: ~1400 ranges
+            if hi - lo == 1:
+                return "{{.}}" if spans[lo][1] else esc
+            mid = (lo + hi) // 2
+            c = spans[mid][0]
+            lit = f"\\u{c:04x}" if c < 0x10000 else f"\\U{c:08x}"
+            return f'{{{{if lt . "{lit}"}}}}{tree(lo, mid)}{{{{else}}}}{tree(mid, hi)}{{{{end}}}}'
+
+        return tree(0, len(spans))
+
+    def b_esc(self):
+        # Python: \xNN up to U+00FF (only U+0080..U+00A0 and U+00AD: lead byte C2), \uNNNN, \UNNNNNNNN; Go's
+        # %+q writes the last two the same (lower-case hex)
+        return ('{{ if lt . "\\u0100" }}{{ printf "\\\\x%02x" (index . 1) }}{{ else if lt . "\\U00010000" }}'
+                '{{ slice (printf "%+q" .) 1 7 }}{{ else }}{{ slice (printf "%+q" .) 1 11 }}{{ end }}')
 
 
 def _json_key(k: str) -> str:
