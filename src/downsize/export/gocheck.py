@@ -51,6 +51,17 @@ TOOLS = [
         "parameters": {"type": "object", "required": ["pattern"], "properties": {
             "pattern": {"type": "string", "description": "Regular expression"}}}}},
 ]
+# A tool whose parameter is an object with properties of its own: in Ollama a nested object's properties are an
+# ordered-map struct (api.ToolPropertiesMap), not a Go map, so a TEMPLATE must reach them differently (keys sorted
+# at every level: Ollama hands a tool's top-level properties to templates as a Go map, which ranges sorted; fields
+# in the order Ollama's api.ToolProperty serializes them, "properties" before "required").
+NESTED_TOOLS = [TOOLS[0], {"type": "function", "function": {
+    "name": "search_code", "description": "Search the repository for a pattern.",
+    "parameters": {"type": "object", "required": ["pattern"], "properties": {
+        "pattern": {"type": "string", "description": "Regular expression"},
+        "scope": {"type": "object", "description": "Where to search", "properties": {
+            "max_hits": {"type": "integer", "description": "At most this many"},
+            "path": {"type": "string", "description": "Folder to search"}}, "required": ["path"]}}}}}]
 _CALL_ID = "a1b2c3d4e"  # 9 alphanumerics: Mistral's templates insist on that shape
 _CALL = {"role": "assistant", "content": "", "tool_calls": [
     {"id": _CALL_ID, "type": "function", "function": {"name": "get_weather",
@@ -80,6 +91,7 @@ PLAIN_PROBES = (
 TOOL_PROBES = (
     Probe("tools", [{"role": "system", "content": _S}, {"role": "user", "content": _WEATHER}], TOOLS),
     Probe("tool call + result", [{"role": "user", "content": _WEATHER}, _CALL, _RESULT], TOOLS),
+    Probe("nested tool parameters", [{"role": "user", "content": "Find TODO comments in src."}], NESTED_TOOLS),
 )
 # A reasoning turn: the assistant's reasoning (transformers' reasoning_content, Ollama's .Thinking) then its answer.
 THINK_PROBES = (

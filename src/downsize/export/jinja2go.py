@@ -141,7 +141,7 @@ FIELDS: dict[str, dict[str, tuple[str, str, bool]]] = {
                "required": ("Required", "strlist", False), "properties": ("Properties", "props", True)},
     "property": {"anyOf": ("AnyOf", "proplist", False), "type": ("Type", "ptype", False),
                  "items": ("Items", "any", False), "description": ("Description", "str", False),
-                 "enum": ("Enum", "list", False), "properties": ("Properties", "props", False),
+                 "enum": ("Enum", "list", False), "properties": ("Properties.ToMap", "props", False),
                  "required": ("Required", "strlist", False)},
 }
 ELEM = {"messages": "message", "tcalls": "tcall", "tools": "tool", "strlist": "str", "list": "any",
@@ -2929,6 +2929,8 @@ class Translator:
             opts = list(hay.const)
             if not opts:
                 return C(False)
+            if needle.kind == "ptype":  # a property's "type": its one name, as `==` compares it
+                needle = V(go=f"index {self.go_of(needle)} 0", kind="str")
             return V(go="or " + " ".join(f"(eq {self.go_of(needle)} {_go_lit(o)})" for o in opts) if len(opts) > 1
                      else f"eq {self.go_of(needle)} {_go_lit(opts[0])}", kind="bool")
         if hay.kind in ("strlist", "list") and not needle.is_const or hay.kind == "strlist":
@@ -3808,7 +3810,7 @@ class _PyJSON:
     def b_property(self, d):
         return self.obj([("anyOf", "AnyOf", "proplist", True), ("type", "Type", "ptype", True),
                          ("items", "Items", "any", True), ("description", "Description", "str", True),
-                         ("enum", "Enum", "list", True), ("properties", "Properties", "props", True),
+                         ("enum", "Enum", "list", True), ("properties", "Properties.ToMap", "props", True),
                          ("required", "Required", "list", True)], d)
 
     # a tool call as transformers' messages carry it: {"id", "type", "function": {"name", "arguments"}}
@@ -3924,7 +3926,7 @@ class _PyRepr:
     def b_property(self):
         return self.obj([("anyOf", "AnyOf", "proplist", True), ("type", "Type", "ptype", True),
                          ("items", "Items", "any", "nil"), ("description", "Description", "str", True),
-                         ("enum", "Enum", "list", True), ("properties", "Properties", "props", True),
+                         ("enum", "Enum", "list", True), ("properties", "Properties.ToMap", "props", True),
                          ("required", "Required", "list", True)])
 
     def _map(self, vkind):

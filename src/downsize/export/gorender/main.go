@@ -73,8 +73,83 @@ type ToolProperty struct {
 	Items       any                     `json:"items,omitempty"`
 	Description string                  `json:"description,omitempty"`
 	Enum        []any                   `json:"enum,omitempty"`
-	Properties  map[string]ToolProperty `json:"properties,omitempty"`
+	Properties  *ToolPropertiesMap      `json:"properties,omitempty"`
 	Required    []string                `json:"required,omitempty"`
+}
+
+// ToolPropertiesMap is a nested object's "properties" as Ollama's api package has it: an ordered-map struct, not a
+// Go map (only a tool's top-level properties are handed to templates as a map). A TEMPLATE reaches its entries
+// through ToMap (sorted keys, like any Go map) or Len; ranging over it, len and index fail, as they do in Ollama.
+// (Ollama's All, an iterator, is left out: it needs Go >= 1.23 and no translation uses it.)
+type ToolPropertiesMap struct {
+	keys []string
+	vals map[string]ToolProperty
+}
+
+func (t *ToolPropertiesMap) Len() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.keys)
+}
+
+func (t *ToolPropertiesMap) ToMap() map[string]ToolProperty {
+	if t == nil {
+		return nil
+	}
+	out := make(map[string]ToolProperty, len(t.keys))
+	for _, k := range t.keys {
+		out[k] = t.vals[k]
+	}
+	return out
+}
+
+func (t ToolPropertiesMap) MarshalJSON() ([]byte, error) {
+	if t.vals == nil {
+		return []byte("null"), nil
+	}
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, k := range t.keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		kb, _ := json.Marshal(k)
+		vb, err := json.Marshal(t.vals[k])
+		if err != nil {
+			return nil, err
+		}
+		b.Write(kb)
+		b.WriteByte(':')
+		b.Write(vb)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+func (t *ToolPropertiesMap) UnmarshalJSON(data []byte) error {
+	t.keys, t.vals = nil, map[string]ToolProperty{}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // '{'
+		return err
+	}
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		k, _ := kt.(string)
+		var v ToolProperty
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		if _, seen := t.vals[k]; !seen {
+			t.keys = append(t.keys, k)
+		}
+		t.vals[k] = v
+	}
+	_, err := dec.Token()
+	return err
 }
 
 // ---- template side (Ollama's templateMessage / templateTool) -------------------------------------------------
