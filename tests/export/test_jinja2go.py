@@ -327,3 +327,26 @@ def test_real_templates_strip_request_text_exactly(name):
                                       {"role": "assistant", "content": "\n ok \u3000"}, {"role": "user", "content": "\tagain\u00a0"}])
     r = gocheck.check_templates([(src, g.go, "<s>", EOS)], (ws,) + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+# ---- branch j4 ----
+LATE_ATTR = ("{% set ns = namespace(n=0) %}{% if messages[-1].role == 'assistant' %}"
+             "{% set ns.calls = messages[-1].tool_calls if messages[-1].tool_calls else [] %}"
+             "{% set ns.last = messages[-1].content %}{% endif %}{% for m in messages %}{{ m.content }}|{% endfor %}"
+             "{% if ns.last is defined %}[{{ ns.last }}]{% endif %}{% if ns.calls is not defined %}-{% endif %}"
+             "{% for c in ns.calls %}<{{ c.function.name }}>{% endfor %}{{ ns.calls | length }}")
+
+
+def test_namespace_attribute_set_once_later():
+    """A namespace attribute not given in namespace() and set once, in a branch (Nemotron-Nano-v2's
+    `ns.last_turn_assistant_tool_calls`): undefined until then (a flag), of that assignment's kind after it (a loop
+    over it, its length); checked also on a conversation that ends with the assistant's tool calls."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(LATE_ATTR, "", EOS).go
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": {}}},
+        {"id": "a1b2c3d4f", "type": "function", "function": {"name": "g", "arguments": {}}}]}
+    probe = gocheck.Probe("ends with calls", [{"role": "user", "content": "hi"}, call])
+    r = gocheck.check_templates([(LATE_ATTR, g, "", EOS)], (probe,) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures

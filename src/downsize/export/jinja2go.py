@@ -496,6 +496,7 @@ class Translator:
         self.print_truth: dict[str, str | None] = {}  # printed Go pipeline -> truth of what it prints
         self.index_vars: set[str] = set()  # Go variables a range sets to its index: never negative
         self.unary_of: dict[str, str] = {}  # `len $P` -> $P, a string of x holding an int (unary)
+        self.late_attrs: set[str] = set()  # Go variables of namespace attributes first set after namespace()
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -952,6 +953,10 @@ class Translator:
             if var is None:  # first assignment outside namespace(): declare at the namespace's level
                 raise Untranslatable(f"namespace attribute {t.attr!r} set without a default")
             self.emit(f"{{{{ {var.go} = {self.go_of(v)} }}}}")
+            if var.go in self.late_attrs and var.defined:
+                self.emit(f"{{{{ {var.defined} = true }}}}")
+                if not v.is_const and v.kind in SEQ_KINDS | set(self.STRUCTS) | {"str", "int", "bool"}:
+                    ns.const[t.attr] = V(go=var.go, kind=v.kind, defined=var.defined)
             return
         if not isinstance(t, nodes.Name):
             raise Untranslatable("tuple assignment")
@@ -1171,6 +1176,23 @@ class Translator:
                 if f"{name}.{a}" in self.read_names:
                     self.emit(f"{{{{ {var} := \"\" }}}}")
                 attrs[a] = V(go=var, kind="any")
+                if f"{name}.{a}" in self.read_names and self._late_attr_once(name, a):
+                    # set once, later, maybe only in a branch: Jinja reads it as undefined until then (a flag), and
+                    # it holds the kind of that one assignment wherever it is set (s_Assign)
+                    dvar = self.fresh(f"{name}{a}def")
+                    self.emit(f"{{{{ {dvar} := false }}}}")
+                    attrs[a] = V(go=var, kind="any", defined=dvar)
+                    self.late_attrs.add(var)
+
+    def _late_attr_once(self, name, attr) -> bool:
+        """Whether the namespace attribute ``name.attr``, not given in namespace(), is assigned exactly once in the
+        template (and never by a block assignment)."""
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return False
+        sets = [a for a in root.find_all((nodes.Assign, nodes.AssignBlock))
+                if isinstance(a.target, nodes.NSRef) and a.target.name == name and a.target.attr == attr]
+        return len(sets) == 1 and isinstance(sets[0], nodes.Assign)
 
     def _ns_attrs_assigned(self, name):
         root = getattr(self, "_ast", None)
@@ -1517,6 +1539,11 @@ class Translator:
         wrap = seq.kind == "tcalls" and seq.go == ".ToolCalls"
         if wrap:
             self.emit("{{ if .ToolCalls }}")
+        late = seq.go in self.late_attrs and seq.defined  # a namespace attribute maybe never set: Jinja's empty loop
+        if late:
+            if s.else_:
+                raise Untranslatable("for ... else over a namespace attribute that may be unset")
+            self.emit(f"{{{{ if {seq.defined} }}}}")
         if seq.go.startswith("."):  # dot changes inside the range: loop.last etc. need the sequence by name
             sv = self.fresh("seq")
             self.emit(f"{{{{ {sv} := {seq.go} }}}}")
@@ -1530,6 +1557,8 @@ class Translator:
             self.emit("{{ else }}")
             self.body(s.else_, scope)
         self.emit("{{ end }}")
+        if late:
+            self.emit("{{ end }}")
         if wrap:
             self.emit("{{ end }}")
 
