@@ -350,3 +350,59 @@ def test_namespace_attribute_set_once_later():
     probe = gocheck.Probe("ends with calls", [{"role": "user", "content": "hi"}, call])
     r = gocheck.check_templates([(LATE_ATTR, g, "", EOS)], (probe,) + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+JOINED = {
+    # a namespace list read only as `| join(sep)` (LFM2.5's tool calls): the text it joins, built by appending
+    "joined_list": "{% macro q(v) %}'{{ v }}'{% endmacro %}{% for m in messages %}{% set ns = namespace(parts=[]) %}"
+                   "{% for c in m.tool_calls or [] %}{% set a = namespace(kv=[]) %}"
+                   "{% for k, v in c.function.arguments.items() %}{% set a.kv = a.kv + [k + '=' + q(v)] %}{% endfor %}"
+                   "{% set ns.parts = ns.parts + [c.function.name + '(' + (a.kv | join(', ')) + ')'] %}{% endfor %}"
+                   "{{ m.content }}[{{ ns.parts | join('; ') }}]{% endfor %}",
+    "joined_list_plain": "{% set ns = namespace(r=[]) %}{% for m in messages %}{% set ns.r = ns.r + [m.role] %}"
+                         "{% endfor %}{{ ns.r | join }}|{{ ns.r | join }}{% for m in messages %}{{ m.content }}{% endfor %}",
+    # text made from messages[0] before `set messages = messages[1:]`, in a branch that may not run (LFM2.5's
+    # system prompt): it reads a snapshot, and the branch taken is recorded
+    "text_before_reassign": "{% macro p(c) %}<{{ c }}>{% endmacro %}{% set ns = namespace(s='') %}"
+                            "{% if messages[0].role == 'system' %}{% if messages[0].content %}"
+                            "{% set ns.s = p(messages[0].content) %}{% endif %}{% set messages = messages[1:] %}"
+                            "{% endif %}{% if ns.s %}S{{ ns.s }}{% endif %}{% for m in messages %}{{ m.content }}"
+                            "{% endfor %}",
+}
+# `s.endswith(var)`, and `s[:n]` by an int of the request counted in code points (a difference of lengths, which may
+# be negative: Python's slice from the end), on request text and on a macro's output (Go >= 1.24)
+HEAD = ("{% macro p(x) %}{{ x }}{% endmacro %}{% for m in messages %}{% set c = p(m.content) %}{% set tag = m.role %}"
+        "{% if c.endswith(tag) %}E{% endif %}{% if m.content.startswith(tag) %}S{% endif %}"
+        "{% set n = (c | length) - (tag | length) %}[{{ c[:n] }}|{{ m.content[:(m.content | length) - 4] }}|"
+        "{{ c[:(c | length) - 30] }}]\n{% endfor %}")
+
+
+def test_joined_lists_and_text_made_before_a_reassignment():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": {"x": "1", "y": "é"}}},
+        {"id": "a1b2c3d4f", "type": "function", "function": {"name": "g", "arguments": {}}}]}
+    probes = (gocheck.Probe("two calls", [{"role": "user", "content": "hi"}, call]),
+              gocheck.Probe("empty system", [{"role": "system", "content": ""}, {"role": "user", "content": "hi"}]),
+              ) + gocheck.PROBES
+    for name, src in JOINED.items():
+        g = translate(src, "", EOS).go
+        r = gocheck.check_templates([(src, g, "", EOS)], probes)[0]
+        assert all(x.ok for x in r.results), (name, r.failures)
+
+
+def test_endswith_a_variable_and_head_of_text_by_an_int():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(HEAD, "", EOS, range_int=True)
+    probes = tuple(gocheck.Probe(f"r{k}", [{"role": "user", "content": c}, {"role": "assistant", "content": d}])
+                   for k, c, d in [(0, "déuser", "assistant"), (1, "user", "x"), (2, "", "éassistant"),
+                                   (3, "useruser", "ssistant"), (4, "usé", "assistantassistant")]
+                   ) + gocheck.PROBES + SCAN_PROBES
+    r = gocheck.check_templates([(HEAD, g.go, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+    with pytest.raises(Untranslatable):
+        translate(HEAD, "", EOS)  # code points are counted by ranging over the bytes

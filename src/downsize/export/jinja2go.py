@@ -464,6 +464,104 @@ class _Loop:
         self.prelude_slot: int | None = None
 
 
+def _replace_child(parent, old, new) -> bool:
+    """Put ``new`` where ``old`` is among ``parent``'s fields (a node or an item of a list of nodes)."""
+    for f in parent.fields:
+        x = getattr(parent, f, None)
+        if x is old:
+            setattr(parent, f, new)
+            return True
+        if isinstance(x, list):
+            for k, y in enumerate(x):
+                if y is old:
+                    x[k] = new
+                    return True
+    return False
+
+
+def _joined_lists(ast) -> None:
+    """Rewrite, in place, a namespace list read only as ``ns.L | join(SEP)`` (LFM2.5's `tool_calls_ns.tool_calls`,
+    `args_ns.arg_strings`) into the text it joins: ``namespace(L=[])`` becomes ``L=''`` plus a flag ``L__joined=false``,
+    each ``set ns.L = ns.L + [E]`` becomes ``set ns.L = ns.L + (SEP if ns.L__joined else '') + (E | string)`` then
+    ``set ns.L__joined = true``, and each ``ns.L | join(SEP)`` becomes ``ns.L``: the same text, built as Go can build
+    text. Only where every namespace() bound to the name starts L at [], every store to L is such an append, every
+    read of L is a join by the one constant separator, and the namespace itself is read only through attributes."""
+    parent = {}
+    for n in ast.find_all(nodes.Node):
+        for c in n.iter_child_nodes():
+            parent[id(c)] = n
+    assigns = list(ast.find_all(nodes.Assign))
+    blocks = list(ast.find_all(nodes.AssignBlock))
+    cands = []
+    for a in assigns:
+        if isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call) and isinstance(a.node.node, nodes.Name) \
+                and a.node.node.name == "namespace":
+            for kw in a.node.kwargs:
+                if isinstance(kw.value, nodes.List) and not kw.value.items and (a.target.name, kw.key) not in cands:
+                    cands.append((a.target.name, kw.key))
+    for name, attr in cands:
+        flag = f"{attr}__joined"
+        binds = [a for a in assigns if isinstance(a.target, nodes.Name) and a.target.name == name]
+        if any(isinstance(b.target, nodes.Name) and b.target.name == name for b in blocks) or not all(
+                isinstance(b.node, nodes.Call) and isinstance(b.node.node, nodes.Name) and b.node.node.name == "namespace"
+                and any(kw.key == attr and isinstance(kw.value, nodes.List) and not kw.value.items
+                        for kw in b.node.kwargs) and not any(kw.key == flag for kw in b.node.kwargs)
+                and not b.node.args for b in binds):
+            continue
+        stores = [a for a in assigns if isinstance(a.target, nodes.NSRef) and a.target.name == name]
+        mine = [a for a in stores if a.target.attr == attr]
+        if any(a.target.attr == flag for a in stores) or any(
+                isinstance(b.target, nodes.NSRef) and b.target.name == name and b.target.attr == attr for b in blocks):
+            continue
+
+        def is_self(g):
+            return isinstance(g, nodes.Getattr) and isinstance(g.node, nodes.Name) and g.node.name == name \
+                and g.attr == attr
+
+        if not mine or not all(isinstance(a.node, nodes.Add) and is_self(a.node.left) and isinstance(a.node.right, nodes.List)
+                               and len(a.node.right.items) == 1 for a in mine):
+            continue
+        heads = {id(a.node.left) for a in mine}
+        uses = [n for n in ast.find_all(nodes.Name) if n.name == name and n.ctx == "load"]
+        if not all(isinstance(parent.get(id(n)), nodes.Getattr) for n in uses):
+            continue  # the namespace handed on whole (a macro argument): its reads are out of sight
+        reads = [parent[id(n)] for n in uses if is_self(parent[id(n)]) and id(parent[id(n)]) not in heads]
+        joins = [parent.get(id(g)) for g in reads]
+        if not reads or not all(isinstance(j, nodes.Filter) and j.name == "join" and j.node is g and not j.kwargs
+                                and j.dyn_args is None and j.dyn_kwargs is None and len(j.args) <= 1
+                                and all(isinstance(x, nodes.Const) and isinstance(x.value, str) for x in j.args)
+                                for g, j in zip(reads, joins)):
+            continue
+        seps = {j.args[0].value if j.args else "" for j in joins}
+        if len(seps) != 1:
+            continue
+        sep = seps.pop()
+        for j, g in zip(joins, reads):
+            _replace_child(parent[id(j)], j, g)
+        for b in binds:
+            for kw in b.node.kwargs:
+                if kw.key == attr:
+                    kw.value = nodes.Const("")
+            b.node.kwargs.append(nodes.Keyword(flag, nodes.Const(False)))
+        for a in mine:
+            item = a.node.right.items[0]
+            glue = nodes.CondExpr(nodes.Getattr(nodes.Name(name, "load"), flag, "load"), nodes.Const(sep), nodes.Const(""))
+            a.node = nodes.Add(nodes.Add(a.node.left, glue),
+                               nodes.Filter(item, "string", [], [], None, None))
+            done = nodes.Assign(nodes.NSRef(name, flag), nodes.Const(True))
+            if not _insert_after(parent[id(a)], a, done):
+                raise Untranslatable("a list appended to outside a statement list")
+
+
+def _insert_after(parent, stmt, new) -> bool:
+    for f in parent.fields:
+        x = getattr(parent, f, None)
+        if isinstance(x, list) and any(y is stmt for y in x):
+            x.insert(next(k for k, y in enumerate(x) if y is stmt) + 1, new)
+            return True
+    return False
+
+
 RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text, differences of "
                   "ints): it needs an Ollama "
                   "built with Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it "
@@ -563,6 +661,7 @@ class Translator:
 
     # ---- entry ---------------------------------------------------------------------------------------------
     def run(self, ast: nodes.Template) -> GoTemplate:
+        _joined_lists(ast)
         self._collect_reads(ast)
         self.assign_counts: dict[str, int] = {}  # name -> how many `set name = ...` the template holds
         for a in ast.find_all(nodes.Assign):
@@ -606,8 +705,13 @@ class Translator:
                 stores.append((key, a.node if isinstance(a, nodes.Assign) else None))
         marked = {k for k, rhs in stores if rhs is None}
 
+        def counted(n):  # n without what `| length` turns into an int (`(content | length) - k`: a number)
+            if isinstance(n, nodes.Filter) and n.name in ("length", "count") and not n.args:
+                return []
+            return [n, *(y for c in n.iter_child_nodes() for y in counted(c))]
+
         def textish(n):
-            for x in [n, *n.find_all((nodes.Filter, nodes.Call, nodes.Name, nodes.Getattr))]:
+            for x in counted(n):
                 if isinstance(x, nodes.Filter) and x.name == "tojson" and not isinstance(x.node, nodes.Const):
                     return True
                 if isinstance(x, nodes.Call) and isinstance(x.node, nodes.Name) and x.node.name in macros:
@@ -812,6 +916,8 @@ class Translator:
         all_bodies = [b for _, b in dyn] + [else_ or []]
         self.predeclare(all_bodies, scope)
         scopes, nested = [], 0
+        br_slots, tests = [len(self.out)], []  # where the branch taken may be recorded (_branch_taken)
+        self.emit("")
         for k, (t, body) in enumerate(dyn):
             mark = len(self.out)
             test = self.truth(t)
@@ -822,6 +928,9 @@ class Translator:
                 nested += 1
             else:
                 self.emit(f"{pre}{{{{ {'if' if k == 0 else 'else if'} {test} }}}}")
+            tests.append(test)
+            br_slots.append(len(self.out))
+            self.emit("")
             scopes.append(_Scope(scope, branch=True))
             self.body(body, scopes[-1])
         if else_:
@@ -831,17 +940,18 @@ class Translator:
         self.emit("{{ end }}" * (1 + nested))
         # text variables set in a branch: their value becomes the same if-chain, re-run where they are printed
         keys = {k for sc in scopes for k in sc.vars if k.lstrip("\0") in self.textvars}
+        taken = self._branch_taken(tests, br_slots) if keys else None
         for key in sorted(keys):
             prior = scope.get(key)
             prior = self.as_text(prior) if prior is not None else V(kind="out", extra="", truthy="false")
             vals = [self.as_text(sc.vars[key]) if key in sc.vars else prior for sc in scopes]
-            chain = "".join(f"{{{{ {'if' if k == 0 else 'else if'} {self.truth(t)} }}}}{vals[k].extra}"
-                            for k, (t, _) in enumerate(dyn))
+            chain = "".join(f"{{{{ {'if' if k == 0 else 'else if'} {taken[k] if taken else self.truth(t)} }}}}"
+                            f"{vals[k].extra}" for k, (t, _) in enumerate(dyn))
             last = vals[-1] if else_ else prior
             chain += f"{{{{ else }}}}{last.extra}{{{{ end }}}}"
             truthy = None
             if all(x.truthy for x in [*vals[:len(dyn)], last]):  # the same chain as a pipeline
-                conds = [self.truth(t) for t, _ in dyn]
+                conds = taken or [self.truth(t) for t, _ in dyn]
                 terms = [f"(and {' '.join([f'(not ({c}))' for c in conds[:k]] + [f'({conds[k]})', f'({vals[k].truthy})'])})"
                          for k in range(len(dyn))]
                 terms.append(f"(and {' '.join([f'(not ({c}))' for c in conds] + [f'({last.truthy})'])})")
@@ -851,6 +961,20 @@ class Translator:
                 scope.vars[key] = merged
             else:
                 scope.set(key, merged)
+
+    def _branch_taken(self, tests, slots):
+        """Tests of an `if` that read a variable a later branch reassigns (`messages[0].content` before `set messages
+        = messages[1:]`) would decide differently where a text the branches set is re-run: the branch taken is
+        recorded in a variable (set in the slots left before the `if` and at the top of each branch) and the text's
+        chain tests that instead. None where the tests read no such variable (they are re-evaluated as they are)."""
+        if not any(x in self.predeclared for t in tests for x in re.findall(r"\$\w+", t)):
+            return None
+        br = self.fresh("branch")
+        self.top_decls.append(f"{{{{ {br} := 0 }}}}")
+        self.out[slots[0]] += f"{{{{ {br} = 0 }}}}"
+        for k, slot in enumerate(slots[1:]):
+            self.out[slot] += f"{{{{ {br} = {k + 1} }}}}"
+        return [f"eq {br} {k + 1}" for k in range(len(tests))]
 
     def _raise_only(self, s) -> bool:
         def only_raise(body):
@@ -1116,9 +1240,30 @@ class Translator:
             self.emit(f"{{{{ {snap} = {self.go_of(v)} }}}}")
             return V(go=snap, kind=v.kind)
         if not pre:
-            return v
+            return self._pinned_text(v) if v.kind == "out" else v
         text = self.as_text(v)
         return V(kind="out", extra=pre + text.extra, truthy=None)
+
+    def _pinned_text(self, v: V) -> V:
+        """Text (a macro's output) that reads a variable a branch reassigns later (`set messages = messages[1:]`
+        after `ns.sys = parse_content(messages[0].content)`): it is re-run where it is printed, so it reads a
+        snapshot of each such variable taken now (the value Jinja's text was made from)."""
+        reads = [x for x in dict.fromkeys(re.findall(r"\$\w+", v.extra or "")) if x in self.predeclared]
+        if not reads or re.search(r"\{\{ (" + "|".join(re.escape(x) for x in reads) + r")\b\s*:?=", v.extra):
+            return v
+        text, truthy = v.extra, v.truthy
+        for x in reads:
+            snap = self.fresh("snap")
+            self.snap_vars.add(snap)
+            self.top_decls.append(f'{{{{ {snap} := "" }}}}')
+            self.emit(f"{{{{ {snap} = {x} }}}}")
+            pat = re.escape(x) + r"(?!\w)"
+            text = re.sub(pat, snap, text)
+            truthy = re.sub(pat, snap, truthy) if truthy else truthy
+            for go, t in list(self.print_truth.items()):  # what printing each pipeline says, for text_truth
+                if re.search(pat, go):
+                    self._printed(re.sub(pat, snap, go), re.sub(pat, snap, t) if t else t)
+        return V(kind="out", extra=text, truthy=truthy, dot=v.dot)
 
     def _assigned_kind(self, bodies, name, scope) -> str:
         kinds = set()
@@ -1401,34 +1546,36 @@ class Translator:
         # the text values before the loop (translating the body re-binds them to one iteration's value)
         before = {key: scope.get(self._slot(key)) for key in self._text_keys_assigned(s)}
         self._for(s, scope)
-        if self.acc is None:
-            for key in self._text_keys_assigned(s):
-                if "." not in key:
-                    continue  # plain names set in a loop body are local to the iteration (Jinja scoping)
-                prior = before[key]
-                prior = prior.extra if prior is not None and prior.kind == "out" else ""
-                prior_v = before[key]
-                prior_t = self.as_text(prior_v).truthy if prior_v is not None else "false"
-                self.acc, self.suppress = key, True
+        # a loop nested in one re-run for another text (acc) still builds its own: the outer body may read it
+        # (LFM2.5: `args_ns.arg_strings`, joined into each of `tool_calls_ns.tool_calls`)
+        outer = self.acc, self.suppress
+        for key in self._text_keys_assigned(s):
+            if "." not in key or key == outer[0]:
+                continue  # plain names set in a loop body are local to the iteration (Jinja scoping)
+            prior = before[key]
+            prior = prior.extra if prior is not None and prior.kind == "out" else ""
+            prior_v = before[key]
+            prior_t = self.as_text(prior_v).truthy if prior_v is not None else "false"
+            self.acc, self.suppress = key, True
+            try:
+                loop = self.capture(lambda: self._for(s, scope))
+            finally:
+                self.acc, self.suppress = outer
+            loop = self._restoring(loop, mark)
+            # each iteration appends unconditionally: the text is non-empty when it was, or the list is
+            direct = any(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef)
+                         and f"{st.target.name}.{st.target.attr}" == key for st in s.body)
+            seq_t = None
+            if direct and s.test is None:
                 try:
-                    loop = self.capture(lambda: self._for(s, scope))
-                finally:
-                    self.acc, self.suppress = None, False
-                loop = self._restoring(loop, mark)
-                # each iteration appends unconditionally: the text is non-empty when it was, or the list is
-                direct = any(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef)
-                             and f"{st.target.name}.{st.target.attr}" == key for st in s.body)
-                seq_t = None
-                if direct and s.test is None:
-                    try:
-                        mark = len(self.out)
-                        sv = self.expr(s.iter, scope)
-                        seq_t = None if len(self.out) != mark or sv.is_const else self.go_of(sv)
-                        del self.out[mark:]
-                    except Untranslatable:
-                        seq_t = None
-                truthy = f"or ({prior_t}) ({seq_t})" if prior_t and seq_t else None
-                scope.set(self._slot(key), V(kind="out", extra=prior + loop, truthy=truthy))
+                    at = len(self.out)  # (not `mark`: the next key's snapshots go to the loop's own slot)
+                    sv = self.expr(s.iter, scope)
+                    seq_t = None if len(self.out) != at or sv.is_const else self.go_of(sv)
+                    del self.out[at:]
+                except Untranslatable:
+                    seq_t = None
+            truthy = f"or ({prior_t}) ({seq_t})" if prior_t and seq_t else None
+            scope.set(self._slot(key), V(kind="out", extra=prior + loop, truthy=truthy))
 
     def _restoring(self, loop: str, mark: int) -> str:
         """The loop re-run where its text is printed also re-runs its assignments (`ns.first = false`): it starts
@@ -1920,6 +2067,9 @@ class Translator:
                     raise Untranslatable(f"slicing a {_kind_of(obj.const)} constant")
                 return C(obj.const[slice(start.const, stop.const, step.const)])
             raise Untranslatable("slicing a constant by a request value")
+        if obj.kind in ("str", "out") and self.range_int and start.const in (None, 0) and step.const is None \
+                and stop.kind == "int" and not stop.is_const:
+            return self.text_head(obj, stop)  # `content[:n]` by an int of the request (LFM2.5's `_trunc_len`)
         if obj.kind == "out" and start.const is None and stop.const == -1 and step.const is None:
             # `(x | tojson)[:-1]` (Mistral: the call object, reopened to add its id): the object without its "}"
             m = re.fullmatch(r'(.*)\{\{ template "(pyjson_\w+)" ([^}]+) \}\}', obj.extra, re.S)
@@ -2370,6 +2520,30 @@ class Translator:
             return V(go=f"slice {h} 0 {en}", kind="str")
         return V(go=f"slice {h} {st} {en}", kind="str")
 
+    def text_head(self, v: V, stop: V) -> V:
+        """``s[:k]`` of request text (or text built by `print`) for an int ``k`` of the request: Python counts code
+        points and reads a negative ``k`` from the end (clamped at 0). ``k`` becomes two strings of x (``len P - len
+        N``, :meth:`unary`); the target t is ``len P - len N`` when that is >= 0, else the code-point count plus it
+        (0 when that is negative); the cut is the byte offset of code point t, found in one pass over the offsets
+        (Go >= 1.24), the whole string when t reaches its end."""
+        f = _aff(stop) or (Aff.atom(stop.go) if stop.go else None)
+        if f is None:
+            raise Untranslatable("slicing request text by an int Go cannot express")
+        x = self.go_of(v)
+        h, p, n, cnt, t, cut, c = (self.fresh(b) for b in ("head", "pos", "neg", "all", "at", "cut", "seen"))
+        self.emit(self.unary(f, p, n, declare=True))
+        self.emit(f'{{{{ {h} := {x} }}}}{{{{ {cnt} := "" }}}}{{{{ range $j := len {h} }}}}'
+                  f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ {cnt} = print {cnt} "x" }}}}'
+                  f'{{{{ end }}}}{{{{ end }}}}'
+                  # k >= 0: t = len P - len N; k < 0: t = count - (len N - len P), or 0
+                  f'{{{{ {t} := 0 }}}}{{{{ if ge (len {p}) (len {n}) }}}}{{{{ {t} = len (slice {p} (len {n})) }}}}'
+                  f'{{{{ else if ge (len {cnt}) (len (slice {n} (len {p}))) }}}}'
+                  f'{{{{ {t} = len (slice {cnt} (len (slice {n} (len {p})))) }}}}{{{{ end }}}}'
+                  f'{{{{ {cut} := len {h} }}}}{{{{ {c} := "" }}}}{{{{ range $j := len {h} }}}}'
+                  f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ if eq (len {c}) {t} }}}}'
+                  f'{{{{ {cut} = $j }}}}{{{{ break }}}}{{{{ end }}}}{{{{ {c} = print {c} "x" }}}}{{{{ end }}}}{{{{ end }}}}')
+        return V(go=f"slice {h} 0 {cut}", kind="str")
+
     def _scan(self, hay: V, body) -> str:
         """Go that binds the string to a variable and ranges over its byte offsets; ``body(h, j, rest)`` writes the
         loop body, ``rest`` being the suffix of the string from offset ``j``. Literal needles compare as bytes,
@@ -2623,6 +2797,8 @@ class Translator:
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
                 return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
+            if v.kind == "out":  # text built by `print` (materialize): then as request text
+                v = self.materialize(v)
             if v.kind == "str":  # bytes in Go, code points in Python: counted where the count matters (compare)
                 return V(go=None, kind="int", extra=_StrLen(self.go_of(v)))
             if v.kind in set(MAPS) | {"any"}:  # any: a JSON string, list or object (Go's len takes each)
@@ -2765,6 +2941,13 @@ class Translator:
                 k = len(lit.encode())
                 part = f"slice {x} 0 {k}" if name == "startswith" else f"slice {x} (len (slice {x} {k}))"
                 return V(go=f"and (ge (len {x}) {k}) (eq ({part}) {_go_lit(lit)})", kind="bool")
+            if name in ("startswith", "endswith") and len(args) == 1 and not args[0].is_const \
+                    and args[0].kind in ("str", "out"):
+                # a request string or a variable holding text (LFM2.5's `content.endswith(_cfm_tag)`): the same byte
+                # slices, by the other string's length (a whole UTF-8 string matches only at a character boundary)
+                x, y = self.go_of(obj), self.go_of(args[0])
+                part = f"slice {x} 0 (len {y})" if name == "startswith" else f"slice {x} (len (slice {x} (len {y})))"
+                return V(go=f"and (ge (len {x}) (len {y})) (eq ({part}) {y})", kind="bool")
         if name == "get" and obj.kind in FIELDS and args and args[0].is_const:
             v = self.getitem(obj, args[0], scope)
             if v.is_const and v.const is UNDEF:
