@@ -406,3 +406,42 @@ def test_endswith_a_variable_and_head_of_text_by_an_int():
     assert all(x.ok for x in r.results), r.failures
     with pytest.raises(Untranslatable):
         translate(HEAD, "", EOS)  # code points are counted by ranging over the bytes
+
+
+# the end of a text holding tojson, read inside the loop that appends to it (Reka-Edge's `ns.out.endswith('\n')`):
+# decided by the pieces this iteration appended (a macro's output, literal text) or a JSON define's last byte
+BUILT_END = ("{% macro p(c) %}{{ c }}{% endmacro %}{% set ns = namespace(out='') %}{% if tools %}"
+             "{% set ns.out = ns.out ~ (tools | tojson) %}{% set j = tools | tojson %}{% if j.endswith(']') %}J{% endif %}"
+             "{% endif %}{% for m in messages %}{% set c = p(m.content) %}{% set ns.out = ns.out ~ m.role ~ ': ' ~ c %}"
+             "{% if not ns.out.endswith('?') %}{% set ns.out = ns.out ~ '.' %}{% endif %}"
+             "{% if ns.out.endswith('n.') or ns.out.endswith(': .') %}!{% endif %}{% set ns.out = ns.out ~ '\\n' %}"
+             "{% endfor %}{{ ns.out }}")
+# range(k, seq | length): the index compared with k and with the last index, seq[i - 1] (Python's seq[-1] at i = 0)
+# and seq[i + 1]
+RANGE_FROM_K = ("{% set k = 1 if messages[0].role == 'system' else 0 %}{% for i in range(k, messages | length) %}"
+                "{% set m = messages[i] %}({{ messages[i - 1].role }}){% if i == k or messages[i - 1].role != m.role %}"
+                "<{{ m.role }}>{% endif %}{{ m.content }}{% if i == messages | length - 1 or messages[i + 1].role != 'user' %}"
+                "|{% endif %}{% endfor %}")
+# tojson(ensure_ascii=True): \uXXXX for non-ASCII (surrogate pairs beyond the basic plane) and DEL
+ASCII_JSON = ("{% for m in messages %}{{ m.content | tojson(ensure_ascii=True) }}{% for c in m.tool_calls or [] %}"
+              "{{ c.function.arguments | tojson(ensure_ascii=True) }}{% endfor %}\n{% endfor %}"
+              "{% if tools %}{{ tools | tojson(ensure_ascii=True) }}{% endif %}")
+
+
+def test_end_of_built_text_range_from_k_and_ascii_json():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    texts = ["é ok", "what?", "", "n", "x\x7fy\u00a0\u2028中", "😀 \U00010000\U0010ffff a𝄞b \U000e0001"]
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": {"x": texts[5], "é": texts[4]}}}]}
+    probes = tuple(gocheck.Probe(f"t{k}", [{"role": "user", "content": t}, {"role": "assistant", "content": t + "n"}],
+                                 gocheck.TOOLS if k % 2 else None) for k, t in enumerate(texts)) \
+        + (gocheck.Probe("call", [{"role": "user", "content": "hi"}, call]),) + gocheck.PROBES
+    for src in (BUILT_END, RANGE_FROM_K, ASCII_JSON):
+        g = translate(src, "", EOS, range_int=True).go
+        r = gocheck.check_templates([(src, g, "", EOS)], probes)[0]
+        assert all(x.ok for x in r.results), (src[:40], r.failures)
+    with pytest.raises(Untranslatable, match="ensure_ascii"):
+        translate(ASCII_JSON, "", EOS)  # the JSON text is re-read byte by byte (Go >= 1.24)

@@ -562,6 +562,9 @@ def _insert_after(parent, stmt, new) -> bool:
     return False
 
 
+# Marks, in the value a text has inside a loop that appends to it, where earlier iterations' text goes (prints nothing)
+EARLIER = "{{ if false }}(earlier iterations){{ end }}"
+
 RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text, differences of "
                   "ints): it needs an Ollama "
                   "built with Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it "
@@ -619,7 +622,12 @@ class Translator:
         return snippet
 
     def snippet(self, fn, truthy: str | None = None) -> V:
-        return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy, dot=self.cur_dot)
+        # a value (a macro's output), not the loop's own printing: written even in a re-run for a text (suppress)
+        saved, self.suppress = self.suppress, False
+        try:
+            return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy, dot=self.cur_dot)
+        finally:
+            self.suppress = saved
 
     def _dot_safe(self, v: V, go: str, action: bool = False) -> bool:
         """Go that reads fields of `.` means the same only where `.` is what it was when the snippet was written.
@@ -956,7 +964,8 @@ class Translator:
                          for k in range(len(dyn))]
                 terms.append(f"(and {' '.join([f'(not ({c}))' for c in conds] + [f'({last.truthy})'])})")
                 truthy = "or " + " ".join(terms)
-            merged = V(kind="out", extra=chain, truthy=truthy)
+            merged = V(kind="out", extra=chain, truthy=truthy,  # the tests are this `.`'s, and so the texts may be
+                       dot=self.cur_dot if all(self._dot_safe(x, x.extra or "") for x in [*vals, last]) else None)
             if scope.branch:  # an enclosing `if` merges it again: its branch must see that this one changed it
                 scope.vars[key] = merged
             else:
@@ -1211,6 +1220,9 @@ class Translator:
                     self.output(p, scope)
             finally:
                 self.suppress = saved
+            # what the body reads of it after this append (Reka-Edge's `ns.out.endswith('\n')`): the value the
+            # first pass gave it, built here again (it only prints where the text is)
+            scope.vars[self._slot(key)] = self.eval_text(rhs, scope)
             return
         scope.vars[self._slot(key)] = self.eval_text(rhs, scope)
 
@@ -1545,7 +1557,17 @@ class Translator:
         self.emit("")  # the place of the snapshots a re-run takes (_restoring): filled in place
         # the text values before the loop (translating the body re-binds them to one iteration's value)
         before = {key: scope.get(self._slot(key)) for key in self._text_keys_assigned(s)}
+        # inside the body a text the loop appends to holds what earlier iterations appended: a mark there (it
+        # prints nothing) stops a test that reads the text's end from reading past it (text_endswith)
+        marked = {key: V(kind="out", extra=(v.extra or "") + EARLIER, truthy=v.truthy, dot=v.dot)
+                  for key, v in before.items() if "." in key and v is not None and v.kind == "out"}
+
+        def enter():
+            for key, mv in marked.items():
+                scope.set(self._slot(key), mv)
+        enter()
         self._for(s, scope)
+        finals = {}
         # a loop nested in one re-run for another text (acc) still builds its own: the outer body may read it
         # (LFM2.5: `args_ns.arg_strings`, joined into each of `tool_calls_ns.tool_calls`)
         outer = self.acc, self.suppress
@@ -1557,6 +1579,7 @@ class Translator:
             prior_v = before[key]
             prior_t = self.as_text(prior_v).truthy if prior_v is not None else "false"
             self.acc, self.suppress = key, True
+            enter()
             try:
                 loop = self.capture(lambda: self._for(s, scope))
             finally:
@@ -1575,7 +1598,11 @@ class Translator:
                 except Untranslatable:
                     seq_t = None
             truthy = f"or ({prior_t}) ({seq_t})" if prior_t and seq_t else None
-            scope.set(self._slot(key), V(kind="out", extra=prior + loop, truthy=truthy))
+            finals[key] = V(kind="out", extra=prior + loop, truthy=truthy)
+        for key in marked:
+            scope.set(self._slot(key), finals.get(key, before[key]))
+        for key, fv in finals.items():
+            scope.set(self._slot(key), fv)
 
     def _restoring(self, loop: str, mark: int) -> str:
         """The loop re-run where its text is printed also re-runs its assignments (`ns.first = false`): it starts
@@ -1747,9 +1774,13 @@ class Translator:
             if seq.is_const or seq.kind not in SEQ_KINDS or not (start.kind == "int" and (start.is_const or start.go)):
                 raise Untranslatable("the call range()")
             g, j, x = self.go_of(seq), self.index_var("j"), self.fresh("elem")
-            self.emit(f"{{{{ range {j}, {x} := slice {g} {self.go_of(start)} }}}}")
+            st = self.go_of(start)
+            if not start.is_const:  # the index is start + j: start as it was when the loop began (_seqidx_int)
+                st = self.fresh("start")
+                self.emit(f"{{{{ {st} := {self.go_of(start)} }}}}")
+            self.emit(f"{{{{ range {j}, {x} := slice {g} {st} }}}}")
             inner = _Scope(scope)
-            inner.vars[s.target.name] = V(go=None, kind="seqidx", extra=(g, x))
+            inner.vars[s.target.name] = V(go=None, kind="seqidx", extra=(g, x, j, st))
             self.body(s.body, inner)
             self.emit("{{ end }}")
             return
@@ -1905,6 +1936,125 @@ class Translator:
             return self.go_of(v)
         return v.go
 
+    # the last byte of what each generated JSON define writes (objects and lists), for text_endswith
+    _JSON_LAST = {**dict.fromkeys(("tool", "fn", "params", "property", "tcfn", "tcall", "props", "args"), "}"),
+                  **dict.fromkeys(("tcalls", "tools", "list", "strlist", "proplist", "fnlist"), "]"), "str": '"'}
+
+    def text_endswith(self, v: V, lit: str) -> V | None:
+        """``text.endswith(lit)`` of text only Go's output produces (it may hold tojson): read from the snippet's end
+        backwards, piece by piece, as Go that keeps the part of ``lit`` still to match (``$need``) until a piece
+        decides. Literal text and printed strings are compared; an `if` chain is read branch by branch (its tests
+        re-run, as materialize re-runs them); a JSON define decides by its last byte when ``lit`` is one byte. None
+        where a piece that cannot be read backwards (a range, an assignment, where earlier iterations' text goes)
+        may be reached before the end is decided."""
+        if lit == "":
+            return C(True)
+        redone = self._redot(v, v.extra or "", action=False)
+        toks = _go_actions(redone) if redone is not None else None
+        orig = _go_actions(v.extra or "")  # what each printed pipeline was when it was written (print_truth)
+        if toks is None or orig is None or len(orig) != len(toks):
+            return None
+        k = len(lit.encode())
+
+        def parse(i):  # -> (items, next index, terminator)
+            items = []
+            while i < len(toks):
+                kind, a = toks[i]
+                i += 1
+                if kind == "text":
+                    items.append(("text", a))
+                    continue
+                head = a.split(" ", 1)[0]
+                if head in ("end", "else"):
+                    return items, i, a
+                if kind == "act" and "{{ " + a + " }}" + "".join(
+                        f"{{{{ {t} }}}}" if kk == "act" else t for kk, t in toks[i:i + 2]) == EARLIER:
+                    items.append(("earlier", None))  # where earlier iterations' text goes: cannot be read past
+                    i += 2
+                    continue
+                if head == "if":
+                    branches, cond = [], a[3:]
+                    while True:
+                        body, i, term = parse(i)
+                        branches.append((cond, body))
+                        if term is None or term == "end":
+                            break
+                        cond = term[8:] if term.startswith("else if ") else (None if term == "else" else "?")
+                        if cond == "?":
+                            return None, i, None
+                    if term is None or any(b is None for _, b in branches):
+                        return None, i, None
+                    items.append(("if", branches))
+                elif head in ("range", "with", "define", "block"):
+                    depth = 1
+                    while i < len(toks) and depth:
+                        h = toks[i][1].split(" ", 1)[0] if toks[i][0] == "act" else ""
+                        depth += h in ("if", "range", "with", "define", "block")
+                        depth -= h == "end"
+                        i += 1
+                    items.append(("opaque", a))
+                elif head == "template":
+                    m = re.match(r'template "pyjson_(\w+?)_(?:c|i\d+)a?_\d+"', a)
+                    items.append(("json", self._JSON_LAST.get(m.group(1)) if m else None))
+                elif not _ASSIGN.match(a) and (_GO_STRING.fullmatch(a) or self.print_truth.get(orig[i - 1][1]) is not None):
+                    items.append(("print", a))
+                else:
+                    items.append(("opaque", a))
+            return items, i, None
+
+        items, _, term = parse(0)
+        if items is None or term is not None:
+            return None
+        need, done, res = self.fresh("need"), self.fresh("done"), self.fresh("ends")
+
+        def piece(s):  # the Go that reads one more piece (a Go string) off the end
+            sv = self.fresh("piece")
+            return (f"{{{{ if not {done} }}}}{{{{ {sv} := {s} }}}}{{{{ if ge (len {sv}) (len {need}) }}}}"
+                    f"{{{{ {res} = eq (slice {sv} (len (slice {sv} (len {need})))) {need} }}}}{{{{ {done} = true }}}}"
+                    f"{{{{ else if eq (slice {need} (len (slice {need} (len {sv})))) {sv} }}}}"
+                    f"{{{{ {need} = slice {need} 0 (len (slice {need} (len {sv}))) }}}}"
+                    f"{{{{ else }}}}{{{{ {done} = true }}}}{{{{ end }}}}{{{{ end }}}}")
+
+        enc = lit.encode()
+
+        def back(items, lens):  # -> (Go, statically decided, the lengths $need may still have where undecided)
+            out = []  # ($need is always a prefix of lit: the part left of what the later pieces matched)
+            for kind, a in reversed(items):
+                if kind == "text":
+                    if a:
+                        out.append(piece(_go_str(a)))
+                        t = a.encode()
+                        lens = {m - len(t) for m in lens if len(t) < m and enc[:m].endswith(t)}
+                elif kind == "print":
+                    out.append(piece(f"print ({a})"))  # undecided: it matched a suffix of what was left
+                    lens = set(range(1, max(lens) + 1))
+                elif kind == "json" and a is not None and lens == {1}:
+                    out.append(f"{{{{ if not {done} }}}}{{{{ if eq {need} {_go_str(a)} }}}}{{{{ {res} = true }}}}"
+                               f"{{{{ end }}}}{{{{ {done} = true }}}}{{{{ end }}}}")
+                    lens = set()
+                elif kind == "if":
+                    parts, left = [], set() if a[-1][0] is None else set(lens)
+                    for n, (cond, body) in enumerate(a):
+                        go, _, m = back(body, lens)
+                        if go is None:
+                            return None, False, lens
+                        left |= m
+                        parts.append(f"{{{{ {'if ' + cond if n == 0 else ('else if ' + cond if cond else 'else')} }}}}{go}")
+                    out.append(f"{{{{ if not {done} }}}}{''.join(parts)}{{{{ end }}}}{{{{ end }}}}")
+                    lens = left
+                else:
+                    return None, False, lens
+                if not lens:
+                    return "".join(out), True, lens
+            return "".join(out), False, lens
+
+        go, decided, _ = back(items, {k})
+        if go is None or (not decided and EARLIER in (v.extra or "")):
+            return None
+        self.top_decls.append(f'{{{{ {need} := "" }}}}{{{{ {done} := false }}}}{{{{ {res} := false }}}}')
+        self.emit(f"{{{{ {need} = {_go_str(lit)} }}}}{{{{ {done} = false }}}}{{{{ {res} = false }}}}{go}")
+        return V(go=res, kind="bool")
+
     def materialize(self, v: V) -> V:
         """Text only Go's output produces (a macro's output, a text variable) as a Go string variable, built where it
         is needed: every piece the snippet prints is appended with `print`, which concatenates strings as they are.
@@ -2022,6 +2172,11 @@ class Translator:
         obj = self.expr(e.node, scope)
         if isinstance(e.arg, nodes.Slice):
             return self.slice(obj, e.arg, scope)
+        if isinstance(e.arg, (nodes.Sub, nodes.Add)) and isinstance(e.arg.left, nodes.Name) and not obj.is_const:
+            iv, r = scope.get(e.arg.left.name), self.expr(e.arg.right, scope)
+            if iv is not None and iv.kind == "seqidx" and r.is_const and r.const == 1 and obj.kind in SEQ_KINDS \
+                    and iv.extra[0] == self.go_of(obj):
+                return self.seqidx_neighbour(iv, isinstance(e.arg, nodes.Sub), obj.kind)
         # messages[loop.index0 - 1] / messages[loop.index0 + 1]
         if isinstance(e.arg, (nodes.Sub, nodes.Add)) and not obj.is_const:
             lp = self._loop_index_arg(e.arg.left, scope)
@@ -2048,6 +2203,27 @@ class Translator:
                 return V(go=f"index (slice {obj.go} 1) {lp.idx}", kind=ELEM.get(obj.kind, "any"),
                          defined=f"(gt (len (slice {obj.go} 1)) {lp.idx})")
         return self.getitem(obj, self.expr(e.arg, scope), scope)
+
+    def seqidx_neighbour(self, iv: V, before: bool, kind: str) -> V:
+        """``seq[idx - 1]`` / ``seq[idx + 1]`` for ``idx`` in ``range(k, seq | length)`` (Reka-Edge's tool runs): Go
+        ranges ``slice seq k`` with index j. idx + 1 is element j + 1 of that slice (``index (slice SL j) 1``,
+        defined while it exists). idx - 1 is element j - 1 of it for j > 0 (``len (slice SL 1 j)`` is j - 1), else
+        seq[k - 1]: Python's last element when k is 0."""
+        g, _, j, st = iv.extra
+        sl = f"(slice {g} {st})"
+        if not before:
+            return V(go=f"index (slice {sl} {j}) 1", kind=ELEM[kind], defined=f"(gt (len (slice {sl} {j})) 1)")
+        var = self.fresh("before")
+        self.emit(f'{{{{ {var} := "" }}}}{{{{ if gt {j} 0 }}}}{{{{ {var} = index {sl} (len (slice {sl} 1 {j})) }}}}'
+                  f'{{{{ else if gt {st} 0 }}}}{{{{ {var} = index {g} (len (slice {g} 1 {st})) }}}}'
+                  f'{{{{ else }}}}{{{{ range {g} }}}}{{{{ {var} = . }}}}{{{{ end }}}}{{{{ end }}}}')
+        return V(go=var, kind=ELEM[kind])
+
+    def _seqidx_int(self, v: V) -> V:
+        """The index of ``range(k, seq | length)`` as an int: k + j (a linear form compare reads)."""
+        _, _, j, st = v.extra
+        k = Aff((), int(st)) if re.fullmatch(r"-?\d+", st) else Aff.atom(st)
+        return V(go=None, kind="int", extra=k.add(Aff.atom(j)))
 
     def _loop_index_arg(self, node, scope):
         if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "loop" \
@@ -2325,6 +2501,7 @@ class Translator:
         return V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool")
 
     def compare(self, a: V, op: str, b: V) -> V:
+        a, b = (self._seqidx_int(v) if v.kind == "seqidx" else v for v in (a, b))
         if a.is_const and b.is_const and not isinstance(a.const, (_Loop,)) and a.kind != "ns":
             x, y = a.const, b.const
             x = None if x is UNDEF else x
@@ -2724,8 +2901,10 @@ class Translator:
             vs = [self.snapshot(v) if self._reads_predeclared(v) else v for v in vs]
             ts = [self.as_text(v).truthy for v in vs]
             truthy = "true" if "true" in ts else ("or " + " ".join(f"({t})" for t in ts) if all(ts) else None)
+            # pieces written here, and texts whose `.Field`s are this `.`'s: the whole reads `.` as it is here
+            dot = self.cur_dot if all(v.kind != "out" or self._dot_safe(v, v.extra or "") for v in vs) else None
             return V(kind="out", extra="".join(self.capture(lambda v=v: self.print_value(v)) for v in vs),
-                     truthy=truthy)
+                     truthy=truthy, dot=dot)
         parts = []
         for v in vs:
             if v.is_const and v.const == "":
@@ -2935,6 +3114,13 @@ class Translator:
                     and args[0].const and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out"))):
                 return self.replace(obj if obj.kind != "any" else V(go=self.go_of(obj), kind="str"), args[0].const,
                                     args[1])
+            if name == "endswith" and obj.kind == "out" and len(args) == 1 and args[0].is_const \
+                    and isinstance(args[0].const, str):
+                r = self.text_endswith(obj, args[0].const)
+                if r is not None:
+                    return r
+                if EARLIER in (obj.extra or ""):
+                    raise Untranslatable("the end of a text read inside the loop that appends to it")
             if name in ("startswith", "endswith") and len(args) == 1 and args[0].is_const and isinstance(args[0].const, str):
                 # byte slices of the string (equal prefixes/suffixes are equal bytes); `and` guards short strings
                 x, lit = self.go_of(obj), args[0].const
@@ -2965,20 +3151,28 @@ class Translator:
         if not indent.is_const or any(k not in ("indent", "ensure_ascii") for k in kwargs):
             raise Untranslatable("tojson with options other than indent")
         indent = indent.const
+        ea = kwargs.get("ensure_ascii", C(False))
+        if not ea.is_const:
+            raise Untranslatable("tojson with ensure_ascii set by the request")
+        ascii_ = bool(ea.const) and ea.const is not UNDEF
         if v.is_const and _holds_v(v.const):
             raise Untranslatable("tojson of a dict literal of request values")
         if v.is_const:
             import json as _json
 
-            return self.emit(_text(_json.dumps(v.const, ensure_ascii=False, indent=indent)))
+            return self.emit(_text(_json.dumps(v.const, ensure_ascii=ascii_, indent=indent)))
+        if ascii_:  # non-ASCII characters as \\uXXXX (Reka-Edge): the JSON text re-read byte by byte (Go >= 1.24)
+            self._need_range_int("tojson(ensure_ascii=True)")
         if v.kind == "str":
             self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
+            if ascii_:
+                return self.emit(_PyJSON(self.defs, indent, ascii_).js(self.go_of(v)))
             return self.emit(f"{{{{ json {self.go_of(v)} }}}}")
         if v.kind in ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
                       "tcall", "tcfn", "tcalls", "proplist", "fnlist"):
             self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
                       "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
-            name = _PyJSON(self.defs, indent).template(v.kind, 0)
+            name = _PyJSON(self.defs, indent, ascii_).template(v.kind, 0)
             return self.emit(f"{{{{ template \"{name}\" {self.go_of(v)} }}}}")
         raise Untranslatable(f"tojson of a {v.kind}")
 
@@ -2988,11 +3182,53 @@ class _PyJSON:
 
     MAX_DEPTH = 8
 
-    def __init__(self, defs: dict, indent):
-        self.defs, self.indent = defs, indent
+    def __init__(self, defs: dict, indent, ascii_: bool = False):
+        self.defs, self.indent, self.ascii = defs, indent, ascii_
 
     def _n(self, kind, d):
-        return f"pyjson_{kind}_{'c' if self.indent is None else f'i{self.indent}'}_{d}"
+        return f"pyjson_{kind}_{'c' if self.indent is None else f'i{self.indent}'}{'a' if self.ascii else ''}_{d}"
+
+    @staticmethod
+    def _ascii_def() -> str:
+        """json.dumps(ensure_ascii=True): Go's JSON text re-read byte by byte, each non-ASCII character written as
+        Python does: \\uXXXX (Go's %+q of the character gives it, lowercase hex) in the basic plane, DEL as \\u007f,
+        and beyond it Python's surrogate pair, computed from the 8 hex digits %+q gives (\\U00PPXXXX): v = cp -
+        0x10000, high = D800 + (v >> 10), low = DC00 + (v & 3FF), each hex digit looked up from two of those digits
+        (tables indexed by the byte of a hex digit)."""
+        hexd = "0123456789abcdef"
+
+        def lut(f):  # a string whose byte at each hex digit's byte value is f(that digit's value)
+            t = ["?"] * 103
+            for k, ch in enumerate(hexd):
+                t[ord(ch)] = f(k)
+            return _go_str("".join(t))
+
+        def at(table, b):
+            return f'printf "%.1s" (slice {table} {b})'
+
+        def two(z, y):  # hex((z & 3) * 4 + (y >> 2)) for the hex-digit bytes z, y
+            chain = "".join(f'{{{{ {"if" if c == 0 else "else if"} eq ({at(lut(lambda k: str(k & 3)), z)}) "{c}" }}}}'
+                            f'{{{{ {at(lut(lambda k, c=c: hexd[c * 4 + (k >> 2)]), y)} }}}}' for c in range(4))
+            return chain + "{{ end }}"
+
+        astral = ('{{ $h := slice (printf "%+q" (printf "%.1s" (slice $s $j))) 3 11 }}'
+                  '{{ $pm := "f" }}{{ if eq (slice $h 2 3) "0" }}'
+                  f'{{{{ $pm = {at(lut(lambda k: hexd[(k - 1) % 16]), "(index $h 3)")} }}}}{{{{ end }}}}'
+                  f'\\ud{{{{ {at(lut(lambda k: hexd[8 + (k >> 2)]), "(index $pm 0)")} }}}}'
+                  f'{two("(index $pm 0)", "(index $h 4)")}{two("(index $h 4)", "(index $h 5)")}'
+                  f'\\ud{{{{ {at(lut(lambda k: hexd[12 + (k & 3)]), "(index $h 5)")} }}}}{{{{ slice $h 6 8 }}}}')
+        return ('{{ define "pyjson_ascii" }}{{ $s := json . }}{{ range $j := len $s }}{{ $b := index $s $j }}'
+                '{{ if lt $b 127 }}{{ printf "%c" $b }}{{ else if eq $b 127 }}\\u007f'
+                f'{{{{ else if ge $b 240 }}}}{astral}'
+                '{{ else if ge $b 192 }}{{ $q := printf "%+q" (printf "%.1s" (slice $s $j)) }}'
+                '{{ slice $q 1 (len (slice $q 1)) }}{{ end }}{{ end }}{{ end }}')
+
+    def js(self, go: str) -> str:
+        """Go that writes the JSON of ``go`` (a string, a number, a key) as Python's json.dumps does."""
+        if not self.ascii:
+            return f"{{{{ json {go} }}}}"
+        self.defs["pyjson_ascii"] = self._ascii_def()
+        return f'{{{{ template "pyjson_ascii" {go} }}}}'
 
     def nl(self, d):
         return "" if self.indent is None else "\n" + " " * (self.indent * d)
@@ -3007,7 +3243,7 @@ class _PyJSON:
             return name
         self.defs[name] = ""  # reserve (recursion)
         if d >= self.MAX_DEPTH:
-            body = "{{ json . }}"
+            body = self.js(".")
         else:
             body = getattr(self, f"b_{kind}")(d)
         self.defs[name] = f'{{{{ define "{name}" }}}}{body}{{{{ end }}}}'
@@ -3057,14 +3293,14 @@ class _PyJSON:
         return self._list(d, "tcall")
 
     def b_str(self, d):
-        return "{{ json . }}"
+        return self.js(".")
 
     def b_ptype(self, d):
-        return f"{{{{ if eq (len .) 1 }}}}{{{{ json (index . 0) }}}}{{{{ else }}}}{self.call('list', d, '.')}{{{{ end }}}}"
+        return f"{{{{ if eq (len .) 1 }}}}{self.js('(index . 0)')}{{{{ else }}}}{self.call('list', d, '.')}{{{{ end }}}}"
 
     def _map(self, d, vkind):
         return (f"{{{{ $f := true }}}}{{{{{{ range $k, $v := . }}}}{{{{ if not $f }}}}{self.sep}{{{{ end }}}}"
-                f"{{{{ $f = false }}}}{_text(self.nl(d + 1))}{{{{ json $k }}}}: {self.call(vkind, d + 1, '$v')}{{{{ end }}}}"
+                f"{{{{ $f = false }}}}{_text(self.nl(d + 1))}{self.js('$k')}: {self.call(vkind, d + 1, '$v')}{{{{ end }}}}"
                 f"{{{{ if not $f }}}}{_text(self.nl(d))}{{{{ end }}}}}}")
 
     def _list(self, d, vkind):
@@ -3095,12 +3331,12 @@ class _PyJSON:
 
     def b_any(self, d):
         t = '(printf "%T" .)'
-        return (f'{{{{ if eq {t} "string" }}}}{{{{ json . }}}}'
+        return (f'{{{{ if eq {t} "string" }}}}{self.js(".")}'
                 f'{{{{ else if eq {t} "<nil>" }}}}null'
                 f'{{{{ else if eq {t} "bool" }}}}{{{{ if . }}}}true{{{{ else }}}}false{{{{ end }}}}'
                 f'{{{{ else if eq (printf "%.3s" {t}) "map" }}}}{self.call("args", d, ".")}'
                 f'{{{{ else if eq (printf "%.2s" {t}) "[]" }}}}{self.call("list", d, ".")}'
-                f'{{{{ else }}}}{{{{ json . }}}}{{{{ end }}}}')
+                f'{{{{ else }}}}{self.js(".")}{{{{ end }}}}')
 
 
 def _json_key(k: str) -> str:
