@@ -514,7 +514,7 @@ def _joined_lists(ast) -> None:
                 isinstance(b.target, nodes.NSRef) and b.target.name == name and b.target.attr == attr for b in blocks):
             continue
 
-        def is_self(g):
+        def is_self(g, name=name, attr=attr):
             return isinstance(g, nodes.Getattr) and isinstance(g.node, nodes.Name) and g.node.name == name \
                 and g.attr == attr
 
@@ -561,6 +561,10 @@ def _insert_after(parent, stmt, new) -> bool:
             return True
     return False
 
+
+# the last byte of what each generated JSON define writes (objects and lists), for Translator.text_endswith
+_JSON_LAST = {**dict.fromkeys(("tool", "fn", "params", "property", "tcfn", "tcall", "props", "args"), "}"),
+              **dict.fromkeys(("tcalls", "tools", "list", "strlist", "proplist", "fnlist"), "]"), "str": '"'}
 
 # Marks, in the value a text has inside a loop that appends to it, where earlier iterations' text goes (prints nothing)
 EARLIER = "{{ if false }}(earlier iterations){{ end }}"
@@ -1936,10 +1940,6 @@ class Translator:
             return self.go_of(v)
         return v.go
 
-    # the last byte of what each generated JSON define writes (objects and lists), for text_endswith
-    _JSON_LAST = {**dict.fromkeys(("tool", "fn", "params", "property", "tcfn", "tcall", "props", "args"), "}"),
-                  **dict.fromkeys(("tcalls", "tools", "list", "strlist", "proplist", "fnlist"), "]"), "str": '"'}
-
     def text_endswith(self, v: V, lit: str) -> V | None:
         """``text.endswith(lit)`` of text only Go's output produces (it may hold tojson): read from the snippet's end
         backwards, piece by piece, as Go that keeps the part of ``lit`` still to match (``$need``) until a piece
@@ -1995,7 +1995,7 @@ class Translator:
                     items.append(("opaque", a))
                 elif head == "template":
                     m = re.match(r'template "pyjson_(\w+?)_(?:c|i\d+)a?_\d+"', a)
-                    items.append(("json", self._JSON_LAST.get(m.group(1)) if m else None))
+                    items.append(("json", _JSON_LAST.get(m.group(1)) if m else None))
                 elif not _ASSIGN.match(a) and (_GO_STRING.fullmatch(a) or self.print_truth.get(orig[i - 1][1]) is not None):
                     items.append(("print", a))
                 else:
