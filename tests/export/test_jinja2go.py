@@ -445,3 +445,56 @@ def test_end_of_built_text_range_from_k_and_ascii_json():
         assert all(x.ok for x in r.results), (src[:40], r.failures)
     with pytest.raises(Untranslatable, match="ensure_ascii"):
         translate(ASCII_JSON, "", EOS)  # the JSON text is re-read byte by byte (Go >= 1.24)
+
+
+# Kimi-K3's json_sorted: a recursive macro over tools and tool-call arguments, one Go define per value kind; dictsort
+# sorts a constant dict, a struct's keys (loop.first / loop.last with optional keys) and a request mapping's keys
+# case-insensitively (Go >= 1.24); a property's type list is not one string
+JSON_SORTED = ('{%- macro json_sorted(value) -%}\n'
+    '{%- if value is mapping -%}\n'
+    "{{- '{' -}}\n"
+    '{%- for key, item in value|dictsort -%}\n'
+    "{%- if not loop.first -%}{{- ',' -}}{%- endif -%}\n"
+    "{{- key|tojson(ensure_ascii=false) -}}{{- ':' -}}{{- json_sorted(item) -}}\n"
+    '{%- endfor -%}\n'
+    "{{- '}' -}}\n"
+    '{%- elif value is string or value is number or value is boolean or value is none -%}\n'
+    '{{- value|tojson(ensure_ascii=false) -}}\n'
+    '{%- else -%}\n'
+    "{{- '[' -}}\n"
+    '{%- for item in value -%}\n'
+    "{%- if not loop.first -%}{{- ',' -}}{%- endif -%}\n"
+    '{{- json_sorted(item) -}}\n'
+    '{%- endfor -%}\n'
+    "{{- ']' -}}\n"
+    '{%- endif -%}\n'
+    '{%- endmacro -%}\n'
+    "{% if tools %}{{ json_sorted(tools) }}{% endif %}{% for m in messages %}{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}<{{ json_sorted(c.function.arguments) }}>{% endfor %}"
+    "{% for k, v in {'b': 1, 'A': 2, 'a': 3} | dictsort %}{{ k }}{% if loop.last %}.{% endif %}{% endfor %}\n"
+    '{% endfor %}')
+
+
+def test_dictsort_and_a_recursive_macro_per_value_kind():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(JSON_SORTED, "", EOS, range_int=True).go
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+        "type": "object", "required": ["Zeta", "alpha"], "properties": {
+            "Zeta": {"type": "string", "description": "Z"}, "alpha": {"type": ["integer", "null"], "enum": [1, 2]},
+            "mid": {"type": "array", "items": {"type": "string"}}}}}}]
+
+    def call(args):
+        return [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c0", "type": "function", "function": {"name": "f", "arguments": args}}]}]
+    ok = (gocheck.Probe("mixed case", call({"Zeta": 1, "alpha": {"B": [1, "x", None, True], "a": False}, "mid": "é"}),
+                        tools), gocheck.Probe("empty", call({}), gocheck.TOOLS)) + gocheck.PROBES
+    r = gocheck.check_templates([(JSON_SORTED, g, "", EOS)], ok)[0]
+    assert all(x.ok for x in r.results), r.failures
+    # a non-ASCII key (its lower() is Python's) and two keys equal once lowered (Jinja keeps their order, Go's map
+    # has none): an error, never other text
+    bad = (gocheck.Probe("non-ASCII key", call({"é": 1})), gocheck.Probe("tie", call({"A": 1, "a": 2})))
+    r = gocheck.check_templates([(JSON_SORTED, g, "", EOS)], bad)[0]
+    assert all(not x.ok and "error" in x.detail for x in r.results), r.failures

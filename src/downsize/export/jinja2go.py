@@ -1445,7 +1445,8 @@ class Translator:
         key = (m.name, d, dv.kind, tuple(sorted((k, repr(v.const)) for k, v in bound.items() if k != d)))
         name = self.macro_defs.get(key)
         if name is None:
-            if sum(1 for k in self.macro_defs if k[0] == m.name) >= 4:  # constant arguments that change each call
+            if len({k[3] for k in self.macro_defs if k[0] == m.name} | {key[3]}) > 4:
+                # constant arguments that change each call (one define per value kind is bounded: the kinds are)
                 raise Untranslatable(f"recursive macro {m.name}() whose constant arguments change (e.g. depth + 1)")
             name = f"macro_{m.name}_{len(self.macro_defs)}"
             self.macro_defs[key] = name
@@ -1463,8 +1464,10 @@ class Translator:
                 self.cur_dot = saved
             declared = set(re.findall(r"(\$\w+)\s*:=", body)) | {"$marg"}
             declared |= {x for pair in re.findall(r"range (\$\w+), (\$\w+) :=", body) for x in pair}
-            if len(self.top_decls) != decls or set(re.findall(r"\$\w+", body)) - declared \
-                    or re.search(r"\$(?!\w)", body):
+            acts = _go_actions(body)  # the variables its actions read (not text, not string literals: `"$defs"`)
+            code = " ".join(_GO_STRING.sub('""', a) for k, a in acts if k == "act") if acts is not None else body
+            if len(self.top_decls) != decls or set(re.findall(r"\$\w+", code)) - declared \
+                    or re.search(r"\$(?!\w)", code):
                 del self.defs[name]
                 raise Untranslatable(f"recursive macro {m.name}() that reads more than its argument")
             self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ $marg := . }}}}{body}{{{{ end }}}}'
@@ -1639,6 +1642,9 @@ class Translator:
         if isinstance(it, nodes.Call) and isinstance(it.node, nodes.Name) and it.node.name == "range" \
                 and scope.get("range") is None:
             return self.for_range(s, scope)
+        dsort = isinstance(it, nodes.Filter) and it.name == "dictsort"  # by key, case-insensitively: sorted here
+        if dsort and (it.args or it.kwargs):
+            raise Untranslatable("dictsort with arguments")
         if isinstance(it, nodes.Filter) and it.name in ("items", "dictsort") and not it.args:
             it, items = it.node, True
         elif isinstance(it, nodes.Call) and isinstance(it.node, nodes.Getattr) and it.node.attr == "items":
@@ -1648,6 +1654,9 @@ class Translator:
             # a JSON value of the request, inside a macro's `is mapping` / `is sequence` branch (Go ranges what it
             # is at run time; the type test keeps the other kinds out)
             seq = V(go=seq.go, kind="args" if items else "list")
+        if seq.kind == "ptype" and not items and self.depth and isinstance(s.target, nodes.Name):
+            # a property's list of types, in a macro's branch where it is not one string (`is string` is its length)
+            seq = V(go=seq.go, kind="strlist")
         uses_loop = bool(self._own_loop_attrs(s))
         if seq.kind == "vlist":
             if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
@@ -1659,9 +1668,14 @@ class Translator:
                 self.body(s.body, inner)
             return self.range_vlist(seq, body)
         if seq.is_const:
+            if dsort and isinstance(seq.const, dict):
+                return self.for_const(s, dict(sorted(seq.const.items(), key=lambda kv: kv[0].lower()
+                                                     if isinstance(kv[0], str) else kv[0])), items, scope)
             return self.for_const(s, seq.const, items, scope)
         if seq.kind in FIELDS and seq.kind not in ("message",):  # keys of a fixed struct: unroll
-            return self.for_struct(s, seq, items, scope)
+            return self.for_struct(s, seq, items, scope, sort=dsort)
+        if seq.kind in MAPS and dsort:
+            return self.for_map_sorted(s, seq, scope)
         if seq.kind in MAPS:
             if not (items or isinstance(s.target, nodes.Name)):
                 raise Untranslatable("for loop target over a mapping")
@@ -1869,8 +1883,49 @@ class Translator:
             raise Untranslatable(dynamic)
         return self._truthy_const(t.const)
 
-    def for_struct(self, s, obj: V, items, scope):
-        """`for k, v in tool.items()` over one of Ollama's fixed structs: unrolled over its JSON fields in order."""
+    def for_map_sorted(self, s, seq: V, scope):
+        """`for k, v in m | dictsort` over a request mapping: Jinja sorts the keys case-insensitively (str.lower),
+        Go ranges a map bytewise. Ranged once per key, each round picks the smallest lowered key above the last
+        one (ASCII A-Z lowered with a table); a key with a non-ASCII byte (whose lower() Go cannot know) or two keys
+        equal once lowered (Jinja's stable sort keeps an order Go's map does not have) stop the template with an
+        error, never other text (Go >= 1.24: the keys are read byte by byte). loop.first / loop.last only."""
+        self._need_range_int("dictsort over a request mapping")
+        attrs = self._own_loop_attrs(s)
+        if attrs - {"first", "last"} or s.test is not None or s.else_ \
+                or not (isinstance(s.target, nodes.Tuple) and len(s.target.items) == 2):
+            raise Untranslatable("dictsort over a request mapping other than `for k, v in m | dictsort`")
+        table = _go_str("".join(chr(c).lower() if 65 <= c <= 90 else "?" for c in range(91)))
+        m, prev, started, cnt = self.fresh("map"), self.fresh("prev"), self.fresh("started"), self.fresh("round")
+        bk, bl, found, k, v, first = (self.fresh(n) for n in ("bestkey", "bestlow", "found", "k", "v", "first"))
+        lower = (f'{{{{ $lk := "" }}}}{{{{ range $j := len $kk }}}}{{{{ $b := index $kk $j }}}}'
+                 f'{{{{ if ge $b 128 }}}}{{{{ index "" 1 }}}}{{{{ else if and (ge $b 65) (le $b 90) }}}}'
+                 f'{{{{ $lk = print $lk (printf "%.1s" (slice {table} $b)) }}}}'
+                 f'{{{{ else }}}}{{{{ $lk = print $lk (printf "%c" $b) }}}}{{{{ end }}}}{{{{ end }}}}')
+        self.emit(f'{{{{ {m} := {seq.go} }}}}{{{{ {prev} := "" }}}}{{{{ {started} := false }}}}{{{{ {cnt} := "" }}}}'
+                  f'{{{{ {first} := true }}}}{{{{ range $r, $_ := {m} }}}}{{{{ {cnt} = print {cnt} "x" }}}}'
+                  f'{{{{ {bk} := "" }}}}{{{{ {bl} := "" }}}}{{{{ {found} := false }}}}{{{{ range $kk, $_ := {m} }}}}{lower}'
+                  f'{{{{ if or (not {started}) (gt $lk {prev}) }}}}{{{{ if or (not {found}) (lt $lk {bl}) }}}}'
+                  f'{{{{ {bk} = $kk }}}}{{{{ {bl} = $lk }}}}{{{{ {found} = true }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}'
+                  f'{{{{ if not {found} }}}}{{{{ index "" 1 }}}}{{{{ end }}}}{{{{ {prev} = {bl} }}}}{{{{ {started} = true }}}}'
+                  f'{{{{ {k} := {bk} }}}}{{{{ {v} := index {m} {bk} }}}}')
+        inner = _Scope(scope, dot="")
+        inner.vars[s.target.items[0].name] = V(go=k, kind="str")
+        inner.vars[s.target.items[1].name] = V(go=v, kind=MAPS[seq.kind])
+        lp = _Loop(seq, idx="", elem=v, seq_go=m)
+        lp.first_flag = first
+        lp.last_test = f"eq (len {cnt}) (len {m})"
+        lp.prelude_slot = None
+        saved, self.cur_dot = self.cur_dot, ""
+        try:
+            self._loop_body(s, inner, lp, items_filter=None)
+        finally:
+            self.cur_dot = saved
+        self.emit(f"{{{{ {first} = false }}}}{{{{ end }}}}")
+
+    def for_struct(self, s, obj: V, items, scope, sort=False):
+        """`for k, v in tool.items()` over one of Ollama's fixed structs: unrolled over its JSON fields in order
+        (``sort``: dictsort's, case-insensitive). loop.first / loop.last where a key is optional: a flag that the
+        first present key clears, and no later key present."""
         fields = FIELDS[obj.kind]
         seen = {}
         for key, (gofield, kind, always) in fields.items():
@@ -1879,10 +1934,15 @@ class Translator:
             if obj.kind == "tcall" and key in ("name", "arguments"):
                 continue
             seen[key] = gofield
-        keys = list(seen)
+        keys = sorted(seen, key=str.lower) if sort else list(seen)
         present = {k: fields[k][2] for k in keys}
-        if not all(present.values()) and self._own_loop_attrs(s):
+        dyn_loop = not all(present.values()) and self._own_loop_attrs(s)
+        if dyn_loop and (self._own_loop_attrs(s) - {"first", "last"} or s.test is not None):
             raise Untranslatable(f"loop.* over the optional keys of a {obj.kind}")
+        flag = None
+        if dyn_loop:
+            flag = self.fresh("first")
+            self.emit(f"{{{{ {flag} := true }}}}")
         for n, key in enumerate(keys):
             gofield, kind, always = fields[key]
             val = V(go=f"{obj.go}.{gofield}", kind=kind)
@@ -1896,9 +1956,16 @@ class Translator:
                 inner.vars[s.target.name] = C(key)
             if not self._unrolled_pass(s, inner, n, len(keys), "dynamic filter on a struct's keys"):
                 continue
+            if flag:
+                later = [f"{obj.go}.{fields[x][0]}" for x in keys[n + 1:]]
+                always_later = any(present[x] for x in keys[n + 1:])
+                last = "false" if always_later else (f"not ({_t_or(later)})" if later else "true")
+                inner.vars["loop"] = C({"first": V(go=flag, kind="bool"), "last": V(go=last, kind="bool")})
             if not always:
                 self.emit(f"{{{{ if {val.go} }}}}")
             self.body(s.body, inner)
+            if flag:
+                self.emit(f"{{{{ {flag} = false }}}}")
             if not always:
                 self.emit("{{ end }}")
 
@@ -2374,6 +2441,10 @@ class Translator:
             # one character of request text (`content[0].type` of a string content): only its attributes, all
             # undefined, are read; printing or comparing it (bytes are not characters) is refused
             return V(go=None, kind="char")
+        if obj.kind == "ptype" and key.is_const and type(key.const) is int and key.const >= 0:
+            # a property's type list (read where it is not one string: `is string` is its length)
+            g = self.go_of(obj)
+            return V(go=f"index {g} {key.const}", kind="str", defined=f"gt (len {g}) {key.const}")
         if obj.kind == "any" and key.is_const and isinstance(key.const, int) and key.const >= 0:
             return V(go=f"index {self.go_of(obj)} {key.const}", kind="any")  # a JSON list of the request
         if obj.kind == "any" and key.is_const and isinstance(key.const, str):
@@ -2828,6 +2899,8 @@ class Translator:
                 return C(py)
             if v.kind == "any":
                 return self.type_test(v, name)
+            if v.kind == "ptype" and name == "string":  # a property's type: one string, or a list of them
+                return V(go=f"eq (len {self.go_of(v)}) 1", kind="bool")
             if v.kind in ("ptype", "out"):
                 return C(name in ("string", "iterable", "sequence"))
             return C(v.kind in kinds[name])
