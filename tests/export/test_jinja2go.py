@@ -498,3 +498,26 @@ def test_dictsort_and_a_recursive_macro_per_value_kind():
     bad = (gocheck.Probe("non-ASCII key", call({"é": 1})), gocheck.Probe("tie", call({"A": 1, "a": 2})))
     r = gocheck.check_templates([(JSON_SORTED, g, "", EOS)], bad)[0]
     assert all(not x.ok and "error" in x.detail for x in r.results), r.failures
+
+
+# Kimi-K3's tags: a list of (name, value) pairs a branch extends (`attrs + [('name', message.name)]`), read by a
+# macro's loop (each added pair where its branch ran); the `replace` filter on request text and on an int;
+# loop.index as a value (Go >= 1.24)
+TAG_ATTRS = ("{% macro esc(v) %}{{ v | string | replace('&', '&amp;') | replace('\"', '&quot;') }}{% endmacro %}"
+             "{% macro tag(t, attrs=[]) %}<{{ t }}{% for a in attrs %} {{ a[0] }}=\"{{ esc(a[1]) }}\"{% endfor %}>"
+             "{% endmacro %}{% for m in messages %}{% if m.role == 'user' %}{% set attrs = [('role', 'user')] %}"
+             "{% if m.content.startswith('W') %}{% set attrs = attrs + [('q', m.content)] %}{% endif %}"
+             "{{ tag('message', attrs) }}{% else %}{% set attrs = [('role', m.role), ('n', loop.index)] %}"
+             "{{ tag('message', attrs) }}{% endif %}{{ m.content }}{% endfor %}")
+
+
+def test_pairs_a_branch_appends_and_the_replace_filter():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(TAG_ATTRS, "", EOS, range_int=True).go
+    probes = (gocheck.Probe("quotes", [{"role": "user", "content": 'W "a" & <b>'}, {"role": "assistant", "content": "x"},
+                                       {"role": "user", "content": "no & \"W\""}]),) + gocheck.PROBES
+    r = gocheck.check_templates([(TAG_ATTRS, g, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures

@@ -192,9 +192,18 @@ def _text(s: str) -> str:
 
 
 _DOT_REF = re.compile(r"(?:^|[\s(])\.[A-Za-z]")
+@dataclass(frozen=True)
+class _CondItem:
+    """An item a branch appended to a constant list (Kimi-K3's `attrs + [('name', message.name)]`): present where
+    the Go test ``cond`` holds."""
+
+    item: Any
+    cond: str
+
+
 def _holds_v(x) -> bool:
     """Whether a constant holds translated values (a dict literal of request values)."""
-    if isinstance(x, V):
+    if isinstance(x, (V, _CondItem)):
         return True
     if isinstance(x, dict):
         return any(_holds_v(y) for y in x.values())
@@ -951,6 +960,23 @@ class Translator:
             self.body(else_, scopes[-1])
         self.emit("{{ end }}" * (1 + nested))
         # text variables set in a branch: their value becomes the same if-chain, re-run where they are printed
+        lists = sorted({k for sc in scopes for k, x in sc.vars.items() if k not in self.textvars and x.is_const
+                        and isinstance(x.const, list) and self._extended_list([b for _, b in dyn] + [else_ or []], k,
+                                                                                scope)})
+        if lists:  # constant lists a branch appended to: the new items are present where that branch ran
+            flags = self._branch_taken(tests, br_slots, always=True)
+            for name in lists:
+                prior = scope.get(name).const
+                merged = list(prior)
+                for n, sc in enumerate(scopes[:len(dyn)]):
+                    got = sc.vars.get(name)
+                    if got is not None and got.const is not prior:
+                        if got.const[:len(prior)] != prior:
+                            raise Untranslatable("a list a branch changes other than by appending")
+                        merged += [_CondItem(x, flags[n]) for x in got.const[len(prior):]]
+                if else_ and name in scopes[-1].vars:
+                    raise Untranslatable("a list the else branch appends to")
+                scope.set(name, C(merged))
         keys = {k for sc in scopes for k in sc.vars if k.lstrip("\0") in self.textvars}
         taken = self._branch_taken(tests, br_slots) if keys else None
         for key in sorted(keys):
@@ -975,12 +1001,12 @@ class Translator:
             else:
                 scope.set(key, merged)
 
-    def _branch_taken(self, tests, slots):
+    def _branch_taken(self, tests, slots, always=False):
         """Tests of an `if` that read a variable a later branch reassigns (`messages[0].content` before `set messages
         = messages[1:]`) would decide differently where a text the branches set is re-run: the branch taken is
         recorded in a variable (set in the slots left before the `if` and at the top of each branch) and the text's
         chain tests that instead. None where the tests read no such variable (they are re-evaluated as they are)."""
-        if not any(x in self.predeclared for t in tests for x in re.findall(r"\$\w+", t)):
+        if not always and not any(x in self.predeclared for t in tests for x in re.findall(r"\$\w+", t)):
             return None
         br = self.fresh("branch")
         self.top_decls.append(f"{{{{ {br} := 0 }}}}")
@@ -1024,6 +1050,8 @@ class Translator:
         for name in names:
             if name not in self.read_names or name in self.textvars or self._branch_local_namespace(bodies, name):
                 continue
+            if self._extended_list(bodies, name, scope) or self._branch_local_list(bodies, name):
+                continue  # merged after the `if` (s_If): its new items present where their branch ran
             cur = scope.get(name)
             if cur is not None and not cur.is_const and cur.go and cur.go.startswith("$") and re.fullmatch(r"\$\w+", cur.go):
                 self.predeclared.add(cur.go)  # already a Go variable: branches assign to it
@@ -1038,6 +1066,47 @@ class Translator:
                 kind = self._assigned_kind(bodies, name, scope) if cur.is_const and cur.const is None else cur.kind
                 scope.set(name, V(go=var, kind=kind, defined=cur.defined))
             self.predeclared.add(var)
+
+    def _extended_list(self, bodies, name, scope) -> bool:
+        """``name`` holds a constant list and these branches only append to it (``set name = name + [...]``)."""
+        cur = scope.get(name)
+        if cur is None or not cur.is_const or not isinstance(cur.const, list):
+            return False
+        sets = [a for b in bodies for st in b for a in ([st] if isinstance(st, nodes.Assign) else
+                                                        list(st.find_all(nodes.Assign)))
+                if isinstance(a.target, nodes.Name) and a.target.name == name]
+        return bool(sets) and all(isinstance(a.node, nodes.Add) and isinstance(a.node.left, nodes.Name)
+                                  and a.node.left.name == name and isinstance(a.node.right, nodes.List) for a in sets) \
+            and not any(isinstance(a.target, nodes.Name) and a.target.name == name
+                        for b in bodies for st in b for a in ([st] if isinstance(st, nodes.AssignBlock) else
+                                                              list(st.find_all(nodes.AssignBlock))))
+
+    def _branch_local_list(self, bodies, name) -> bool:
+        """``name`` is only ever assigned list literals (or itself plus one) in these branches and never read outside
+        them (Kimi-K3's per-role `attrs`): a constant of each branch, nothing to declare before the ``if``."""
+        inside = {id(n) for b in bodies for st in b for n in (st, *st.find_all(nodes.Node))}
+        sets = [a for b in bodies for st in b for a in ([st] if isinstance(st, nodes.Assign) else
+                                                        list(st.find_all(nodes.Assign)))
+                if isinstance(a.target, nodes.Name) and a.target.name == name]
+        if not sets or not all(isinstance(a.node, nodes.List) or (
+                isinstance(a.node, nodes.Add) and isinstance(a.node.left, nodes.Name) and a.node.left.name == name
+                and isinstance(a.node.right, nodes.List)) for a in sets):
+            return False
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return False
+        first = next((id(b[0]) for b in bodies if b), None)
+        for mac in root.find_all(nodes.Macro):  # a macro's names are its own
+            if any(id(n) == first for n in mac.find_all(nodes.Node)):
+                root = mac
+                break
+        others = {id(n) for mac in root.find_all(nodes.Macro) for n in mac.find_all(nodes.Node)}  # their own names
+        for n in root.find_all((nodes.Name, nodes.AssignBlock)):
+            hit = (isinstance(n, nodes.Name) and n.name == name) or (
+                isinstance(n, nodes.AssignBlock) and isinstance(n.target, nodes.Name) and n.target.name == name)
+            if hit and id(n) not in inside and id(n) not in others:
+                return False
+        return True
 
     def _branch_local_namespace(self, bodies, name) -> bool:
         """``name`` is only ever assigned ``namespace(...)`` in these branches and never read outside them: it is a
@@ -1866,11 +1935,19 @@ class Translator:
         if not isinstance(seq, (list, tuple, str)):
             raise Untranslatable("for loop over a constant that is not a list")
         seq = [x for x in seq]
+        if any(isinstance(x, _CondItem) for x in seq) and (self._own_loop_attrs(s) or s.test is not None or s.else_):
+            raise Untranslatable("loop.* or a filter over a list a branch appended to")
         for n, x in enumerate(seq):
+            cond = x.cond if isinstance(x, _CondItem) else None
+            x = x.item if cond else x
             inner = _Scope(scope)
             self._bind_target(s.target, C(x) if not isinstance(x, V) else x, inner)
             if self._unrolled_pass(s, inner, n, len(seq), "dynamic filter on a constant loop"):
+                if cond:
+                    self.emit(f"{{{{ if {cond} }}}}")
                 self.body(s.body, inner)
+                if cond:
+                    self.emit("{{ end }}")
 
     def _unrolled_pass(self, s, inner, n: int, count: int, dynamic: str) -> bool:
         """Pass ``n`` of ``count`` of a loop unrolled at translation time: binds its ``loop.*`` constants in
@@ -1974,7 +2051,7 @@ class Translator:
             scope.vars[target.name] = v
         elif isinstance(target, nodes.Tuple) and v.is_const and isinstance(v.const, (list, tuple)):
             for t, x in zip(target.items, v.const):
-                self._bind_target(t, C(x), scope)
+                self._bind_target(t, x if isinstance(x, V) else C(x), scope)
         else:
             raise Untranslatable("loop target unpacking")
 
@@ -2212,6 +2289,16 @@ class Translator:
         vs = [self.expr(x, scope) for x in e.items]
         if all(v.is_const for v in vs):
             return C([v.const for v in vs])
+        if isinstance(e, nodes.Tuple) and self.range_int:  # loop.index as a value: one more x than the index
+            for n, v in enumerate(vs):
+                if v.kind == "index1" and re.fullmatch(r"\$\w+", v.go or ""):
+                    u = self.fresh("index")
+                    self.emit(f'{{{{ {u} := "x" }}}}{{{{ range {v.go} }}}}{{{{ {u} = print {u} "x" }}}}{{{{ end }}}}')
+                    self.note(RANGE_INT_NOTE)
+                    vs[n] = V(go=f"len {u}", kind="int")
+        if isinstance(e, nodes.Tuple) and all(v.is_const or v.kind in ("str", "int", "bool", "out") for v in vs):
+            # a pair of a constant and a request value (Kimi-K3's `('name', message.name)`): read back by getitem
+            return C([v.const if v.is_const else v for v in vs])
         raise Untranslatable("a list literal of request values")
 
     e_Tuple = e_List
@@ -2373,6 +2460,8 @@ class Translator:
                     x = c.get(key.const, UNDEF)
                     return x if isinstance(x, V) else C(x)
                 if isinstance(c, (list, tuple, str)) and isinstance(key.const, int):
+                    if isinstance(c, list) and any(isinstance(y, _CondItem) for y in c):
+                        raise Untranslatable("indexing a list a branch appended to")
                     if not -len(c) <= key.const < len(c):
                         return C(UNDEF)
                     x = c[key.const]
@@ -2574,6 +2663,8 @@ class Translator:
     def compare(self, a: V, op: str, b: V) -> V:
         a, b = (self._seqidx_int(v) if v.kind == "seqidx" else v for v in (a, b))
         if a.is_const and b.is_const and not isinstance(a.const, (_Loop,)) and a.kind != "ns":
+            if _holds_v(a.const) or _holds_v(b.const):
+                raise Untranslatable("comparing a list or dict literal of request values")
             x, y = a.const, b.const
             x = None if x is UNDEF else x
             y = None if y is UNDEF else y
@@ -3032,6 +3123,13 @@ class Translator:
                 self.note("`| string` of a value of unknown type uses Go's formatting")
                 return v
             raise Untranslatable(f"the string filter on a {v.kind}")
+        if name == "replace" and len(args) == 2 and not kwargs and args[0].is_const and isinstance(args[0].const, str) \
+                and args[0].const and args[1].is_const and isinstance(args[1].const, str) and v.kind in ("str", "out"):
+            return self.replace(v, args[0].const, args[1])  # the filter is str.replace (Kimi-K3's escape_attr)
+        if name == "replace" and len(args) == 2 and v.kind == "int" and not v.is_const and args[0].is_const \
+                and isinstance(args[0].const, str) and args[0].const \
+                and not any(c.isalnum() or c in "+-." for c in args[0].const):
+            return v  # a number's text (digits, sign, point, exponent, inf / nan) holds no such text
         if name in ("upper", "lower") and v.kind in ("str", "ptype"):
             # only compared with constants (casefold_eq); printing it raises in print_value / go_of
             base = V(go=f"index {self.go_of(v)} 0", kind="str") if v.kind == "ptype" else v
