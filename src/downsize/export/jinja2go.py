@@ -2149,6 +2149,13 @@ class Translator:
         items, _, term = parse(0)
         if items is None or term is not None:
             return None
+        # variables the snippet sets as it runs (a conditional's temporary, declared inside it): a piece reading one
+        # cannot be read out of order
+        own = {m.group(1) for kk, a in toks if kk == "act" for m in [_ASSIGN.match(a)] if m}
+        own |= {x for kk, a in toks if kk == "act" and a.startswith("range ") for x in re.findall(r"\$\w+", a.split(":=")[0])}
+
+        def reads_own(go):
+            return bool(own & set(re.findall(r"\$\w+", _GO_STRING.sub('""', go))))
         need, done, res = self.fresh("need"), self.fresh("done"), self.fresh("ends")
 
         def piece(s):  # the Go that reads one more piece (a Go string) off the end
@@ -2170,6 +2177,8 @@ class Translator:
                         t = a.encode()
                         lens = {m - len(t) for m in lens if len(t) < m and enc[:m].endswith(t)}
                 elif kind == "print":
+                    if reads_own(a):
+                        return None, False, lens
                     out.append(piece(f"print ({a})"))  # undecided: it matched a suffix of what was left
                     lens = set(range(1, max(lens) + 1))
                 elif kind == "json" and a is not None and lens == {1}:
@@ -2178,6 +2187,8 @@ class Translator:
                     lens = set()
                 elif kind == "if":
                     parts, left = [], set() if a[-1][0] is None else set(lens)
+                    if any(cond and reads_own(cond) for cond, _ in a):
+                        return None, False, lens
                     for n, (cond, body) in enumerate(a):
                         go, _, m = back(body, lens)
                         if go is None:
