@@ -521,3 +521,29 @@ def test_pairs_a_branch_appends_and_the_replace_filter():
                                        {"role": "user", "content": "no & \"W\""}]),) + gocheck.PROBES
     r = gocheck.check_templates([(TAG_ATTRS, g, "", EOS)], probes)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+# `| string` of a JSON value of the request, or the value printed, as Python's str(): True / False / None, numbers,
+# a list's repr (LFM2.5's format_arg_value; Qwen3-Coder's scalar arguments printed "true" before); a non-ASCII
+# character inside a list's string (repr escapes by Unicode printability) is an error, never other text
+PY_STR = ("{% for m in messages %}{% for c in m.tool_calls or [] %}{% for k, v in c.function.arguments.items() %}"
+          "{{ k }}={{ v | string }}|{{ v }};{% endfor %}{% endfor %}{{ m.content }}\n{% endfor %}")
+
+
+def test_string_filter_of_a_json_value_is_python_str():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(PY_STR, "", EOS, range_int=True).go
+
+    def call(args):
+        return gocheck.Probe(str(args)[:20], [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "",
+                             "tool_calls": [{"id": "a1b2c3d4e", "type": "function",
+                                             "function": {"name": "f", "arguments": args}}]}])
+    probes = (call({"a": True, "b": None, "c": 3, "d": 1.5, "e": "é s", "g": False, "h": -2}),
+              call({"e": [1, "x'y", True, None, {"j": [2], "k": "v"}, 'q"\\\n\t\x01', "it's \"q\""]}))
+    r = gocheck.check_templates([(PY_STR, g, "", EOS)], probes + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+    r = gocheck.check_templates([(PY_STR, g, "", EOS)], (call({"e": ["é"]}),))[0]
+    assert not r.results[0].ok and "error" in r.results[0].detail

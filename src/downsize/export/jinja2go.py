@@ -888,9 +888,9 @@ class Translator:
         elif v.kind == "ptype":
             self.emit(f"{{{{ index {v.go} 0 }}}}")
             self._printed(f"index {v.go} 0", f"index {v.go} 0")
-        elif v.kind == "any":
-            self.emit(f"{{{{ {v.go} }}}}")
-            self.note("a value of unknown type is printed with Go's formatting")
+        elif v.kind == "any":  # Jinja prints str() of it: True, None, a list's repr (generated defines)
+            self.defs.update(_py_str_defs(self.range_int))
+            self.emit(f'{{{{ template "pystr_any" {v.go} }}}}')
         elif v.kind == "folded":
             raise Untranslatable(f"the `{v.extra[1]}` filter on a request value, printed (Go cannot change case)")
         else:
@@ -3131,8 +3131,10 @@ class Translator:
             if v.kind == "ptype":
                 return V(go=f"index {self.go_of(v)} 0", kind="str")
             if v.kind == "any":
-                self.note("`| string` of a value of unknown type uses Go's formatting")
-                return v
+                # a JSON value: printed as Python's str() of it (True, None, a list's repr) by generated defines
+                # (print_value); inside an expression it is still Go's formatting
+                self.note("`| string` of a value of unknown type uses Go's formatting inside an expression")
+                return V(go=self.go_of(v), kind="any", extra="pystr", defined=v.defined)
             raise Untranslatable(f"the string filter on a {v.kind}")
         if name == "replace" and len(args) == 2 and not kwargs and args[0].is_const and isinstance(args[0].const, str) \
                 and args[0].const and args[1].is_const and isinstance(args[1].const, str) and v.kind in ("str", "out"):
@@ -3519,6 +3521,38 @@ class _PyJSON:
                 f'{{{{ else if eq (printf "%.3s" {t}) "map" }}}}{self.call("args", d, ".")}'
                 f'{{{{ else if eq (printf "%.2s" {t}) "[]" }}}}{self.call("list", d, ".")}'
                 f'{{{{ else }}}}{self.js(".")}{{{{ end }}}}')
+
+
+def _py_str_defs(range_int: bool) -> dict:
+    """Go defines that write Python's str() of a JSON value of the request: a string as it is, True / False, None, a
+    number as JSON writes it (an integer without a point, as Python's int), a list or object as Python's repr
+    ([1, 'a'], {'k': None}; keys in the order Go ranges them). A string inside a list is quoted as repr quotes it
+    (single quotes unless it holds ' and no "), escaping backslash, the quote, \\n \\r \\t and other control bytes
+    (\\xNN); one holding a non-ASCII character (repr keeps it or escapes it by Unicode's printability, which Go
+    cannot look up), or any string inside a list where the TEMPLATE may not range over an integer (Go < 1.24),
+    stops the template with an error, never other text."""
+    t = '(printf "%T" .)'
+    scalars = ('{{ else if eq $t "bool" }}{{ if . }}True{{ else }}False{{ end }}{{ else if eq $t "<nil>" }}None'
+               '{{ else if eq $t "float64" }}{{ json . }}{{ else if eq $t "int" }}{{ . }}')
+    if range_int:
+        quote = (r"""{{ $q := "'" }}{{ $sq := false }}{{ $dq := false }}{{ range $j := len . }}"""
+                 r"""{{ if eq (index $ $j) 39 }}{{ $sq = true }}{{ else if eq (index $ $j) 34 }}{{ $dq = true }}"""
+                 r"""{{ end }}{{ end }}{{ if and $sq (not $dq) }}{{ $q = "\"" }}{{ end }}{{ $q }}"""
+                 r"""{{ range $j := len . }}{{ $b := index $ $j }}{{ if ge $b 128 }}{{ index "" 1 }}"""
+                 r"""{{ else if eq $b 92 }}\\{{ else if eq (printf "%c" $b) $q }}\{{ $q }}"""
+                 r"""{{ else if eq $b 10 }}\n{{ else if eq $b 13 }}\r{{ else if eq $b 9 }}\t"""
+                 r"""{{ else if or (lt $b 32) (eq $b 127) }}{{ printf "\\x%02x" $b }}{{ else }}{{ printf "%c" $b }}"""
+                 r"""{{ end }}{{ end }}{{ $q }}""")
+    else:
+        quote = '{{ index "" 1 }}'
+    rep = ('{{ define "pyrepr_any" }}{{ $t := ' + t + ' }}{{ if eq $t "string" }}' + quote + scalars
+           + '{{ else if eq (printf "%.3s" $t) "map" }}{{ "{" }}{{ $f := true }}{{ range $k, $v := . }}'
+             '{{ if not $f }}, {{ end }}{{ $f = false }}{{ template "pyrepr_any" $k }}: {{ template "pyrepr_any" $v }}'
+             '{{ end }}}{{ else if eq (printf "%.2s" $t) "[]" }}[{{ $f := true }}{{ range . }}{{ if not $f }}, {{ end }}'
+             '{{ $f = false }}{{ template "pyrepr_any" . }}{{ end }}]{{ else }}{{ index "" 1 }}{{ end }}{{ end }}')
+    st = ('{{ define "pystr_any" }}{{ $t := ' + t + ' }}{{ if eq $t "string" }}{{ . }}' + scalars
+          + '{{ else }}{{ template "pyrepr_any" . }}{{ end }}{{ end }}')
+    return {"pystr_any": st, "pyrepr_any": rep}
 
 
 def _json_key(k: str) -> str:
