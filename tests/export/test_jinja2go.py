@@ -905,3 +905,223 @@ def test_split_ends_and_kinds_past_constant_tests():
         assert all(x.ok for x in r.results), r.failures
     with pytest.raises(Untranslatable, match="split"):
         translate("{% for m in messages %}{{ m.content.split('a')[1] }}{% endfor %}", "", EOS, range_int=True)
+
+
+# ---- branch j4 ----
+LATE_ATTR = ("{% set ns = namespace(n=0) %}{% if messages[-1].role == 'assistant' %}"
+             "{% set ns.calls = messages[-1].tool_calls if messages[-1].tool_calls else [] %}"
+             "{% set ns.last = messages[-1].content %}{% endif %}{% for m in messages %}{{ m.content }}|{% endfor %}"
+             "{% if ns.last is defined %}[{{ ns.last }}]{% endif %}{% if ns.calls is not defined %}-{% endif %}"
+             "{% for c in ns.calls %}<{{ c.function.name }}>{% endfor %}{{ ns.calls | length }}")
+
+
+def test_namespace_attribute_set_once_later():
+    """A namespace attribute not given in namespace() and set once, in a branch (Nemotron-Nano-v2's
+    `ns.last_turn_assistant_tool_calls`): undefined until then (a flag), of that assignment's kind after it (a loop
+    over it, its length); checked also on a conversation that ends with the assistant's tool calls."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(LATE_ATTR, "", EOS).go
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": {}}},
+        {"id": "a1b2c3d4f", "type": "function", "function": {"name": "g", "arguments": {}}}]}
+    probe = gocheck.Probe("ends with calls", [{"role": "user", "content": "hi"}, call])
+    r = gocheck.check_templates([(LATE_ATTR, g, "", EOS)], (probe,) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+JOINED = {
+    # a namespace list read only as `| join(sep)` (LFM2.5's tool calls): the text it joins, built by appending
+    "joined_list": "{% macro q(v) %}'{{ v }}'{% endmacro %}{% for m in messages %}{% set ns = namespace(parts=[]) %}"
+                   "{% for c in m.tool_calls or [] %}{% set a = namespace(kv=[]) %}"
+                   "{% for k, v in c.function.arguments.items() %}{% set a.kv = a.kv + [k + '=' + q(v)] %}{% endfor %}"
+                   "{% set ns.parts = ns.parts + [c.function.name + '(' + (a.kv | join(', ')) + ')'] %}{% endfor %}"
+                   "{{ m.content }}[{{ ns.parts | join('; ') }}]{% endfor %}",
+    "joined_list_plain": "{% set ns = namespace(r=[]) %}{% for m in messages %}{% set ns.r = ns.r + [m.role] %}"
+                         "{% endfor %}{{ ns.r | join }}|{{ ns.r | join }}{% for m in messages %}{{ m.content }}{% endfor %}",
+    # text made from messages[0] before `set messages = messages[1:]`, in a branch that may not run (LFM2.5's
+    # system prompt): it reads a snapshot, and the branch taken is recorded
+    "text_before_reassign": "{% macro p(c) %}<{{ c }}>{% endmacro %}{% set ns = namespace(s='') %}"
+                            "{% if messages[0].role == 'system' %}{% if messages[0].content %}"
+                            "{% set ns.s = p(messages[0].content) %}{% endif %}{% set messages = messages[1:] %}"
+                            "{% endif %}{% if ns.s %}S{{ ns.s }}{% endif %}{% for m in messages %}{{ m.content }}"
+                            "{% endfor %}",
+}
+# `s.endswith(var)`, and `s[:n]` by an int of the request counted in code points (a difference of lengths, which may
+# be negative: Python's slice from the end), on request text and on a macro's output (Go >= 1.24)
+HEAD = ("{% macro p(x) %}{{ x }}{% endmacro %}{% for m in messages %}{% set c = p(m.content) %}{% set tag = m.role %}"
+        "{% if c.endswith(tag) %}E{% endif %}{% if m.content.startswith(tag) %}S{% endif %}"
+        "{% set n = (c | length) - (tag | length) %}[{{ c[:n] }}|{{ m.content[:(m.content | length) - 4] }}|"
+        "{{ c[:(c | length) - 30] }}]\n{% endfor %}")
+
+
+def test_joined_lists_and_text_made_before_a_reassignment():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": {"x": "1", "y": "é"}}},
+        {"id": "a1b2c3d4f", "type": "function", "function": {"name": "g", "arguments": {}}}]}
+    probes = (gocheck.Probe("two calls", [{"role": "user", "content": "hi"}, call]),
+              gocheck.Probe("empty system", [{"role": "system", "content": ""}, {"role": "user", "content": "hi"}]),
+              ) + gocheck.PROBES
+    for name, src in JOINED.items():
+        g = translate(src, "", EOS).go
+        r = gocheck.check_templates([(src, g, "", EOS)], probes)[0]
+        assert all(x.ok for x in r.results), (name, r.failures)
+
+
+def test_endswith_a_variable_and_head_of_text_by_an_int():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(HEAD, "", EOS, range_int=True)
+    probes = tuple(gocheck.Probe(f"r{k}", [{"role": "user", "content": c}, {"role": "assistant", "content": d}])
+                   for k, c, d in [(0, "déuser", "assistant"), (1, "user", "x"), (2, "", "éassistant"),
+                                   (3, "useruser", "ssistant"), (4, "usé", "assistantassistant")]
+                   ) + gocheck.PROBES + SCAN_PROBES
+    r = gocheck.check_templates([(HEAD, g.go, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+    with pytest.raises(Untranslatable):
+        translate(HEAD, "", EOS)  # code points are counted by ranging over the bytes
+
+
+# the end of a text holding tojson, read inside the loop that appends to it (Reka-Edge's `ns.out.endswith('\n')`):
+# decided by the pieces this iteration appended (a macro's output, literal text) or a JSON define's last byte
+BUILT_END = ("{% macro p(c) %}{{ c }}{% endmacro %}{% set ns = namespace(out='') %}{% if tools %}"
+             "{% set ns.out = ns.out ~ (tools | tojson) %}{% set j = tools | tojson %}{% if j.endswith(']') %}J{% endif %}"
+             "{% endif %}{% for m in messages %}{% set c = p(m.content) %}{% set ns.out = ns.out ~ m.role ~ ': ' ~ c %}"
+             "{% if not ns.out.endswith('?') %}{% set ns.out = ns.out ~ '.' %}{% endif %}"
+             "{% if ns.out.endswith('n.') or ns.out.endswith(': .') %}!{% endif %}{% set ns.out = ns.out ~ '\\n' %}"
+             "{% endfor %}{{ ns.out }}")
+# range(k, seq | length): the index compared with k and with the last index, seq[i - 1] (Python's seq[-1] at i = 0)
+# and seq[i + 1]
+RANGE_FROM_K = ("{% set k = 1 if messages[0].role == 'system' else 0 %}{% for i in range(k, messages | length) %}"
+                "{% set m = messages[i] %}({{ messages[i - 1].role }}){% if i == k or messages[i - 1].role != m.role %}"
+                "<{{ m.role }}>{% endif %}{{ m.content }}{% if i == messages | length - 1 or messages[i + 1].role != 'user' %}"
+                "|{% endif %}{% endfor %}")
+# tojson(ensure_ascii=True): \uXXXX for non-ASCII (surrogate pairs beyond the basic plane) and DEL
+ASCII_JSON = ("{% for m in messages %}{{ m.content | tojson(ensure_ascii=True) }}{% for c in m.tool_calls or [] %}"
+              "{{ c.function.arguments | tojson(ensure_ascii=True) }}{% endfor %}\n{% endfor %}"
+              "{% if tools %}{{ tools | tojson(ensure_ascii=True) }}{% endif %}")
+
+
+def test_end_of_built_text_range_from_k_and_ascii_json():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    texts = ["é ok", "what?", "", "n", "x\x7fy\u00a0\u2028中", "😀 \U00010000\U0010ffff a𝄞b \U000e0001"]
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": {"x": texts[5], "é": texts[4]}}}]}
+    probes = tuple(gocheck.Probe(f"t{k}", [{"role": "user", "content": t}, {"role": "assistant", "content": t + "n"}],
+                                 gocheck.TOOLS if k % 2 else None) for k, t in enumerate(texts)) \
+        + (gocheck.Probe("call", [{"role": "user", "content": "hi"}, call]),) + gocheck.PROBES
+    for src in (BUILT_END, RANGE_FROM_K, ASCII_JSON):
+        g = translate(src, "", EOS, range_int=True).go
+        r = gocheck.check_templates([(src, g, "", EOS)], probes)[0]
+        assert all(x.ok for x in r.results), (src[:40], r.failures)
+    with pytest.raises(Untranslatable, match="ensure_ascii"):
+        translate(ASCII_JSON, "", EOS)  # the JSON text is re-read byte by byte (Go >= 1.24)
+
+
+# Kimi-K3's json_sorted: a recursive macro over tools and tool-call arguments, one Go define per value kind; dictsort
+# sorts a constant dict, a struct's keys (loop.first / loop.last with optional keys) and a request mapping's keys
+# case-insensitively (Go >= 1.24); a property's type list is not one string
+JSON_SORTED = ('{%- macro json_sorted(value) -%}\n'
+    '{%- if value is mapping -%}\n'
+    "{{- '{' -}}\n"
+    '{%- for key, item in value|dictsort -%}\n'
+    "{%- if not loop.first -%}{{- ',' -}}{%- endif -%}\n"
+    "{{- key|tojson(ensure_ascii=false) -}}{{- ':' -}}{{- json_sorted(item) -}}\n"
+    '{%- endfor -%}\n'
+    "{{- '}' -}}\n"
+    '{%- elif value is string or value is number or value is boolean or value is none -%}\n'
+    '{{- value|tojson(ensure_ascii=false) -}}\n'
+    '{%- else -%}\n'
+    "{{- '[' -}}\n"
+    '{%- for item in value -%}\n'
+    "{%- if not loop.first -%}{{- ',' -}}{%- endif -%}\n"
+    '{{- json_sorted(item) -}}\n'
+    '{%- endfor -%}\n'
+    "{{- ']' -}}\n"
+    '{%- endif -%}\n'
+    '{%- endmacro -%}\n'
+    "{% if tools %}{{ json_sorted(tools) }}{% endif %}{% for m in messages %}{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}<{{ json_sorted(c.function.arguments) }}>{% endfor %}"
+    "{% for k, v in {'b': 1, 'A': 2, 'a': 3} | dictsort %}{{ k }}{% if loop.last %}.{% endif %}{% endfor %}\n"
+    '{% endfor %}')
+
+
+def test_dictsort_and_a_recursive_macro_per_value_kind():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(JSON_SORTED, "", EOS, range_int=True).go
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+        "type": "object", "required": ["Zeta", "alpha"], "properties": {
+            "Zeta": {"type": "string", "description": "Z"}, "alpha": {"type": ["integer", "null"], "enum": [1, 2]},
+            "mid": {"type": "array", "items": {"type": "string"}}}}}}]
+
+    def call(args):
+        return [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c0", "type": "function", "function": {"name": "f", "arguments": args}}]}]
+    ok = (gocheck.Probe("mixed case", call({"Zeta": 1, "alpha": {"B": [1, "x", None, True], "a": False}, "mid": "é"}),
+                        tools), gocheck.Probe("empty", call({}), gocheck.TOOLS)) + gocheck.PROBES
+    r = gocheck.check_templates([(JSON_SORTED, g, "", EOS)], ok)[0]
+    assert all(x.ok for x in r.results), r.failures
+    # a non-ASCII key (its lower() is Python's) and two keys equal once lowered (Jinja keeps their order, Go's map
+    # has none): an error, never other text
+    bad = (gocheck.Probe("non-ASCII key", call({"é": 1})), gocheck.Probe("tie", call({"A": 1, "a": 2})))
+    r = gocheck.check_templates([(JSON_SORTED, g, "", EOS)], bad)[0]
+    assert all(not x.ok and "error" in x.detail for x in r.results), r.failures
+
+
+# Kimi-K3's tags: a list of (name, value) pairs a branch extends (`attrs + [('name', message.name)]`), read by a
+# macro's loop (each added pair where its branch ran); the `replace` filter on request text and on an int;
+# loop.index as a value (Go >= 1.24)
+TAG_ATTRS = ("{% macro esc(v) %}{{ v | string | replace('&', '&amp;') | replace('\"', '&quot;') }}{% endmacro %}"
+             "{% macro tag(t, attrs=[]) %}<{{ t }}{% for a in attrs %} {{ a[0] }}=\"{{ esc(a[1]) }}\"{% endfor %}>"
+             "{% endmacro %}{% for m in messages %}{% if m.role == 'user' %}{% set attrs = [('role', 'user')] %}"
+             "{% if m.content.startswith('W') %}{% set attrs = attrs + [('q', m.content)] %}{% endif %}"
+             "{{ tag('message', attrs) }}{% else %}{% set attrs = [('role', m.role), ('n', loop.index)] %}"
+             "{{ tag('message', attrs) }}{% endif %}{{ m.content }}{% endfor %}")
+
+
+def test_pairs_a_branch_appends_and_the_replace_filter():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(TAG_ATTRS, "", EOS, range_int=True).go
+    probes = (gocheck.Probe("quotes", [{"role": "user", "content": 'W "a" & <b>'}, {"role": "assistant", "content": "x"},
+                                       {"role": "user", "content": "no & \"W\""}]),) + gocheck.PROBES
+    r = gocheck.check_templates([(TAG_ATTRS, g, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+# `| string` of a JSON value of the request, or the value printed, as Python's str(): True / False / None, numbers,
+# a list's repr (LFM2.5's format_arg_value; Qwen3-Coder's scalar arguments printed "true" before); a non-ASCII
+# character inside a list's string (repr escapes by Unicode printability) is an error, never other text
+PY_STR = ("{% for m in messages %}{% for c in m.tool_calls or [] %}{% for k, v in c.function.arguments.items() %}"
+          "{{ k }}={{ v | string }}|{{ v }};{% endfor %}{% endfor %}{{ m.content }}\n{% endfor %}")
+
+
+def test_string_filter_of_a_json_value_is_python_str():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(PY_STR, "", EOS, range_int=True).go
+
+    def call(args):
+        return gocheck.Probe(str(args)[:20], [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "",
+                             "tool_calls": [{"id": "a1b2c3d4e", "type": "function",
+                                             "function": {"name": "f", "arguments": args}}]}])
+    probes = (call({"a": True, "b": None, "c": 3, "d": 1.5, "e": "é s", "g": False, "h": -2}),
+              call({"e": [1, "x'y", True, None, {"j": [2], "k": "v"}, 'q"\\\n\t\x01', "it's \"q\""]}))
+    r = gocheck.check_templates([(PY_STR, g, "", EOS)], probes + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+    r = gocheck.check_templates([(PY_STR, g, "", EOS)], (call({"e": ["é"]}),))[0]
+    assert not r.results[0].ok and "error" in r.results[0].detail

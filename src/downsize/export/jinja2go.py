@@ -193,9 +193,18 @@ def _text(s: str) -> str:
 
 
 _DOT_REF = re.compile(r"(?:^|[\s(])\.[A-Za-z]")
+@dataclass(frozen=True)
+class _CondItem:
+    """An item a branch appended to a constant list (Kimi-K3's `attrs + [('name', message.name)]`): present where
+    the Go test ``cond`` holds."""
+
+    item: Any
+    cond: str
+
+
 def _holds_v(x) -> bool:
     """Whether a constant holds translated values (a dict literal of request values)."""
-    if isinstance(x, V):
+    if isinstance(x, (V, _CondItem)):
         return True
     if isinstance(x, dict):
         return any(_holds_v(y) for y in x.values())
@@ -468,6 +477,111 @@ class _Loop:
 _SPLIT = "split:"  # the kind of `s.split(sep)` on request text, followed by sep (Translator.split_piece)
 
 
+def _replace_child(parent, old, new) -> bool:
+    """Put ``new`` where ``old`` is among ``parent``'s fields (a node or an item of a list of nodes)."""
+    for f in parent.fields:
+        x = getattr(parent, f, None)
+        if x is old:
+            setattr(parent, f, new)
+            return True
+        if isinstance(x, list):
+            for k, y in enumerate(x):
+                if y is old:
+                    x[k] = new
+                    return True
+    return False
+
+
+def _joined_lists(ast) -> None:
+    """Rewrite, in place, a namespace list read only as ``ns.L | join(SEP)`` (LFM2.5's `tool_calls_ns.tool_calls`,
+    `args_ns.arg_strings`) into the text it joins: ``namespace(L=[])`` becomes ``L=''`` plus a flag ``L__joined=false``,
+    each ``set ns.L = ns.L + [E]`` becomes ``set ns.L = ns.L + (SEP if ns.L__joined else '') + (E | string)`` then
+    ``set ns.L__joined = true``, and each ``ns.L | join(SEP)`` becomes ``ns.L``: the same text, built as Go can build
+    text. Only where every namespace() bound to the name starts L at [], every store to L is such an append, every
+    read of L is a join by the one constant separator, and the namespace itself is read only through attributes."""
+    parent = {}
+    for n in ast.find_all(nodes.Node):
+        for c in n.iter_child_nodes():
+            parent[id(c)] = n
+    assigns = list(ast.find_all(nodes.Assign))
+    blocks = list(ast.find_all(nodes.AssignBlock))
+    cands = []
+    for a in assigns:
+        if isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call) and isinstance(a.node.node, nodes.Name) \
+                and a.node.node.name == "namespace":
+            for kw in a.node.kwargs:
+                if isinstance(kw.value, nodes.List) and not kw.value.items and (a.target.name, kw.key) not in cands:
+                    cands.append((a.target.name, kw.key))
+    for name, attr in cands:
+        flag = f"{attr}__joined"
+        binds = [a for a in assigns if isinstance(a.target, nodes.Name) and a.target.name == name]
+        if any(isinstance(b.target, nodes.Name) and b.target.name == name for b in blocks) or not all(
+                isinstance(b.node, nodes.Call) and isinstance(b.node.node, nodes.Name) and b.node.node.name == "namespace"
+                and any(kw.key == attr and isinstance(kw.value, nodes.List) and not kw.value.items
+                        for kw in b.node.kwargs) and not any(kw.key == flag for kw in b.node.kwargs)
+                and not b.node.args for b in binds):
+            continue
+        stores = [a for a in assigns if isinstance(a.target, nodes.NSRef) and a.target.name == name]
+        mine = [a for a in stores if a.target.attr == attr]
+        if any(a.target.attr == flag for a in stores) or any(
+                isinstance(b.target, nodes.NSRef) and b.target.name == name and b.target.attr == attr for b in blocks):
+            continue
+
+        def is_self(g, name=name, attr=attr):
+            return isinstance(g, nodes.Getattr) and isinstance(g.node, nodes.Name) and g.node.name == name \
+                and g.attr == attr
+
+        if not mine or not all(isinstance(a.node, nodes.Add) and is_self(a.node.left) and isinstance(a.node.right, nodes.List)
+                               and len(a.node.right.items) == 1 for a in mine):
+            continue
+        heads = {id(a.node.left) for a in mine}
+        uses = [n for n in ast.find_all(nodes.Name) if n.name == name and n.ctx == "load"]
+        if not all(isinstance(parent.get(id(n)), nodes.Getattr) for n in uses):
+            continue  # the namespace handed on whole (a macro argument): its reads are out of sight
+        reads = [parent[id(n)] for n in uses if is_self(parent[id(n)]) and id(parent[id(n)]) not in heads]
+        joins = [parent.get(id(g)) for g in reads]
+        if not reads or not all(isinstance(j, nodes.Filter) and j.name == "join" and j.node is g and not j.kwargs
+                                and j.dyn_args is None and j.dyn_kwargs is None and len(j.args) <= 1
+                                and all(isinstance(x, nodes.Const) and isinstance(x.value, str) for x in j.args)
+                                for g, j in zip(reads, joins)):
+            continue
+        seps = {j.args[0].value if j.args else "" for j in joins}
+        if len(seps) != 1:
+            continue
+        sep = seps.pop()
+        for j, g in zip(joins, reads):
+            _replace_child(parent[id(j)], j, g)
+        for b in binds:
+            for kw in b.node.kwargs:
+                if kw.key == attr:
+                    kw.value = nodes.Const("")
+            b.node.kwargs.append(nodes.Keyword(flag, nodes.Const(False)))
+        for a in mine:
+            item = a.node.right.items[0]
+            glue = nodes.CondExpr(nodes.Getattr(nodes.Name(name, "load"), flag, "load"), nodes.Const(sep), nodes.Const(""))
+            a.node = nodes.Add(nodes.Add(a.node.left, glue),
+                               nodes.Filter(item, "string", [], [], None, None))
+            done = nodes.Assign(nodes.NSRef(name, flag), nodes.Const(True))
+            if not _insert_after(parent[id(a)], a, done):
+                raise Untranslatable("a list appended to outside a statement list")
+
+
+def _insert_after(parent, stmt, new) -> bool:
+    for f in parent.fields:
+        x = getattr(parent, f, None)
+        if isinstance(x, list) and any(y is stmt for y in x):
+            x.insert(next(k for k, y in enumerate(x) if y is stmt) + 1, new)
+            return True
+    return False
+
+
+# the last byte of what each generated JSON define writes (objects and lists), for Translator.text_endswith
+_JSON_LAST = {**dict.fromkeys(("tool", "fn", "params", "property", "tcfn", "tcall", "props", "args"), "}"),
+              **dict.fromkeys(("tcalls", "tools", "list", "strlist", "proplist", "fnlist"), "]"), "str": '"'}
+
+# Marks, in the value a text has inside a loop that appends to it, where earlier iterations' text goes (prints nothing)
+EARLIER = "{{ if false }}(earlier iterations){{ end }}"
+
 RANGE_INT_NOTE = ("the TEMPLATE ranges over an integer (substring tests, replace() on request text, differences of "
                   "ints): it needs an Ollama "
                   "built with Go >= 1.24 (current Ollama's go.mod asks for 1.26); an older Ollama cannot parse it "
@@ -661,6 +775,7 @@ class Translator:
         self.print_truth: dict[str, str | None] = {}  # printed Go pipeline -> truth of what it prints
         self.index_vars: set[str] = set()  # Go variables a range sets to its index: never negative
         self.unary_of: dict[str, str] = {}  # `len $P` -> $P, a string of x holding an int (unary)
+        self.late_attrs: set[str] = set()  # Go variables of namespace attributes first set after namespace()
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -685,7 +800,12 @@ class Translator:
         return snippet
 
     def snippet(self, fn, truthy: str | None = None) -> V:
-        return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy, dot=self.cur_dot)
+        # a value (a macro's output), not the loop's own printing: written even in a re-run for a text (suppress)
+        saved, self.suppress = self.suppress, False
+        try:
+            return V(go=None, kind="out", extra=self.capture(fn), truthy=truthy, dot=self.cur_dot)
+        finally:
+            self.suppress = saved
 
     def _dot_safe(self, v: V, go: str, action: bool = False) -> bool:
         """Go that reads fields of `.` means the same only where `.` is what it was when the snippet was written.
@@ -728,6 +848,7 @@ class Translator:
     # ---- entry ---------------------------------------------------------------------------------------------
     def run(self, ast: nodes.Template) -> GoTemplate:
         _join_only_lists(ast)  # lists only appended to and joined: built as the joined text
+        _joined_lists(ast)
         self._collect_reads(ast)
         self.assign_counts: dict[str, int] = {}  # name -> how many `set name = ...` the template holds
         for a in ast.find_all(nodes.Assign):
@@ -774,8 +895,13 @@ class Translator:
                 stores.append((key, a.node if isinstance(a, nodes.Assign) else None))
         marked = {k for k, rhs in stores if rhs is None}
 
+        def counted(n):  # n without what `| length` turns into an int (`(content | length) - k`: a number)
+            if isinstance(n, nodes.Filter) and n.name in ("length", "count") and not n.args:
+                return []
+            return [n, *(y for c in n.iter_child_nodes() for y in counted(c))]
+
         def textish(n):
-            for x in [n, *n.find_all((nodes.Filter, nodes.Call, nodes.Name, nodes.Getattr))]:
+            for x in counted(n):
                 if isinstance(x, nodes.Filter) and x.name == "tojson" and not isinstance(x.node, nodes.Const):
                     return True
                 if isinstance(x, nodes.Call) and isinstance(x.node, nodes.Name) and x.node.name in macros:
@@ -943,9 +1069,9 @@ class Translator:
         elif v.kind == "ptype":
             self.emit(f"{{{{ index {v.go} 0 }}}}")
             self._printed(f"index {v.go} 0", f"index {v.go} 0")
-        elif v.kind == "any":
-            self.emit(f"{{{{ {v.go} }}}}")
-            self.note("a value of unknown type is printed with Go's formatting")
+        elif v.kind == "any":  # Jinja prints str() of it: True, None, a list's repr (generated defines)
+            self.defs.update(_py_str_defs(self.range_int))
+            self.emit(f'{{{{ template "pystr_any" {v.go} }}}}')
         elif v.kind == "folded":
             raise Untranslatable(f"the `{v.extra[1]}` filter on a request value, printed (Go cannot change case)")
         else:
@@ -994,6 +1120,8 @@ class Translator:
         all_bodies = [b for _, b in dyn] + [else_ or []]
         self.predeclare(all_bodies, scope)
         scopes, nested = [], 0
+        br_slots, tests = [len(self.out)], []  # where the branch taken may be recorded (_branch_taken)
+        self.emit("")
         for k, (t, body) in enumerate(dyn):
             mark = len(self.out)
             test = self.truth(t)
@@ -1004,6 +1132,9 @@ class Translator:
                 nested += 1
             else:
                 self.emit(f"{pre}{{{{ {'if' if k == 0 else 'else if'} {test} }}}}")
+            tests.append(test)
+            br_slots.append(len(self.out))
+            self.emit("")
             scopes.append(_Scope(scope, branch=True))
             self.body(body, scopes[-1])
         if else_:
@@ -1012,27 +1143,60 @@ class Translator:
             self.body(else_, scopes[-1])
         self.emit("{{ end }}" * (1 + nested))
         # text variables set in a branch: their value becomes the same if-chain, re-run where they are printed
+        lists = sorted({k for sc in scopes for k, x in sc.vars.items() if k not in self.textvars and x.is_const
+                        and isinstance(x.const, list) and self._extended_list([b for _, b in dyn] + [else_ or []], k,
+                                                                                scope)})
+        if lists:  # constant lists a branch appended to: the new items are present where that branch ran
+            flags = self._branch_taken(tests, br_slots, always=True)
+            for name in lists:
+                prior = scope.get(name).const
+                merged = list(prior)
+                for n, sc in enumerate(scopes[:len(dyn)]):
+                    got = sc.vars.get(name)
+                    if got is not None and got.const is not prior:
+                        if got.const[:len(prior)] != prior:
+                            raise Untranslatable("a list a branch changes other than by appending")
+                        merged += [_CondItem(x, flags[n]) for x in got.const[len(prior):]]
+                if else_ and name in scopes[-1].vars:
+                    raise Untranslatable("a list the else branch appends to")
+                scope.set(name, C(merged))
         keys = {k for sc in scopes for k in sc.vars if k.lstrip("\0") in self.textvars}
+        taken = self._branch_taken(tests, br_slots) if keys else None
         for key in sorted(keys):
             prior = scope.get(key)
             prior = self.as_text(prior) if prior is not None else V(kind="out", extra="", truthy="false")
             vals = [self.as_text(sc.vars[key]) if key in sc.vars else prior for sc in scopes]
-            chain = "".join(f"{{{{ {'if' if k == 0 else 'else if'} {self.truth(t)} }}}}{vals[k].extra}"
-                            for k, (t, _) in enumerate(dyn))
+            chain = "".join(f"{{{{ {'if' if k == 0 else 'else if'} {taken[k] if taken else self.truth(t)} }}}}"
+                            f"{vals[k].extra}" for k, (t, _) in enumerate(dyn))
             last = vals[-1] if else_ else prior
             chain += f"{{{{ else }}}}{last.extra}{{{{ end }}}}"
             truthy = None
             if all(x.truthy for x in [*vals[:len(dyn)], last]):  # the same chain as a pipeline
-                conds = [self.truth(t) for t, _ in dyn]
+                conds = taken or [self.truth(t) for t, _ in dyn]
                 terms = [f"(and {' '.join([f'(not ({c}))' for c in conds[:k]] + [f'({conds[k]})', f'({vals[k].truthy})'])})"
                          for k in range(len(dyn))]
                 terms.append(f"(and {' '.join([f'(not ({c}))' for c in conds] + [f'({last.truthy})'])})")
                 truthy = "or " + " ".join(terms)
-            merged = V(kind="out", extra=chain, truthy=truthy)
+            merged = V(kind="out", extra=chain, truthy=truthy,  # the tests are this `.`'s, and so the texts may be
+                       dot=self.cur_dot if all(self._dot_safe(x, x.extra or "") for x in [*vals, last]) else None)
             if scope.branch:  # an enclosing `if` merges it again: its branch must see that this one changed it
                 scope.vars[key] = merged
             else:
                 scope.set(key, merged)
+
+    def _branch_taken(self, tests, slots, always=False):
+        """Tests of an `if` that read a variable a later branch reassigns (`messages[0].content` before `set messages
+        = messages[1:]`) would decide differently where a text the branches set is re-run: the branch taken is
+        recorded in a variable (set in the slots left before the `if` and at the top of each branch) and the text's
+        chain tests that instead. None where the tests read no such variable (they are re-evaluated as they are)."""
+        if not always and not any(x in self.predeclared for t in tests for x in re.findall(r"\$\w+", t)):
+            return None
+        br = self.fresh("branch")
+        self.top_decls.append(f"{{{{ {br} := 0 }}}}")
+        self.out[slots[0]] += f"{{{{ {br} = 0 }}}}"
+        for k, slot in enumerate(slots[1:]):
+            self.out[slot] += f"{{{{ {br} = {k + 1} }}}}"
+        return [f"eq {br} {k + 1}" for k in range(len(tests))]
 
     def _raise_only(self, s) -> bool:
         def only_raise(body):
@@ -1069,6 +1233,8 @@ class Translator:
         for name in names:
             if name not in self.read_names or name in self.textvars or self._branch_local_namespace(bodies, name):
                 continue
+            if self._extended_list(bodies, name, scope) or self._branch_local_list(bodies, name):
+                continue  # merged after the `if` (s_If): its new items present where their branch ran
             cur = scope.get(name)
             if cur is not None and not cur.is_const and cur.go and cur.go.startswith("$") and re.fullmatch(r"\$\w+", cur.go):
                 self.predeclared.add(cur.go)  # already a Go variable: branches assign to it
@@ -1083,6 +1249,47 @@ class Translator:
                 kind = self._assigned_kind(bodies, name, scope) if cur.is_const and cur.const is None else cur.kind
                 scope.set(name, V(go=var, kind=kind, defined=cur.defined))
             self.predeclared.add(var)
+
+    def _extended_list(self, bodies, name, scope) -> bool:
+        """``name`` holds a constant list and these branches only append to it (``set name = name + [...]``)."""
+        cur = scope.get(name)
+        if cur is None or not cur.is_const or not isinstance(cur.const, list):
+            return False
+        sets = [a for b in bodies for st in b for a in ([st] if isinstance(st, nodes.Assign) else
+                                                        list(st.find_all(nodes.Assign)))
+                if isinstance(a.target, nodes.Name) and a.target.name == name]
+        return bool(sets) and all(isinstance(a.node, nodes.Add) and isinstance(a.node.left, nodes.Name)
+                                  and a.node.left.name == name and isinstance(a.node.right, nodes.List) for a in sets) \
+            and not any(isinstance(a.target, nodes.Name) and a.target.name == name
+                        for b in bodies for st in b for a in ([st] if isinstance(st, nodes.AssignBlock) else
+                                                              list(st.find_all(nodes.AssignBlock))))
+
+    def _branch_local_list(self, bodies, name) -> bool:
+        """``name`` is only ever assigned list literals (or itself plus one) in these branches and never read outside
+        them (Kimi-K3's per-role `attrs`): a constant of each branch, nothing to declare before the ``if``."""
+        inside = {id(n) for b in bodies for st in b for n in (st, *st.find_all(nodes.Node))}
+        sets = [a for b in bodies for st in b for a in ([st] if isinstance(st, nodes.Assign) else
+                                                        list(st.find_all(nodes.Assign)))
+                if isinstance(a.target, nodes.Name) and a.target.name == name]
+        if not sets or not all(isinstance(a.node, nodes.List) or (
+                isinstance(a.node, nodes.Add) and isinstance(a.node.left, nodes.Name) and a.node.left.name == name
+                and isinstance(a.node.right, nodes.List)) for a in sets):
+            return False
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return False
+        first = next((id(b[0]) for b in bodies if b), None)
+        for mac in root.find_all(nodes.Macro):  # a macro's names are its own
+            if any(id(n) == first for n in mac.find_all(nodes.Node)):
+                root = mac
+                break
+        others = {id(n) for mac in root.find_all(nodes.Macro) for n in mac.find_all(nodes.Node)}  # their own names
+        for n in root.find_all((nodes.Name, nodes.AssignBlock)):
+            hit = (isinstance(n, nodes.Name) and n.name == name) or (
+                isinstance(n, nodes.AssignBlock) and isinstance(n.target, nodes.Name) and n.target.name == name)
+            if hit and id(n) not in inside and id(n) not in others:
+                return False
+        return True
 
     def _branch_local_namespace(self, bodies, name) -> bool:
         """``name`` is only ever assigned ``namespace(...)`` in these branches and never read outside them: it is a
@@ -1139,6 +1346,10 @@ class Translator:
             if var is None:  # first assignment outside namespace(): declare at the namespace's level
                 raise Untranslatable(f"namespace attribute {t.attr!r} set without a default")
             self.emit(f"{{{{ {var.go} = {self.go_of(v)} }}}}")
+            if var.go in self.late_attrs and var.defined:
+                self.emit(f"{{{{ {var.defined} = true }}}}")
+                if not v.is_const and v.kind in SEQ_KINDS | set(self.STRUCTS) | {"str", "int", "bool"}:
+                    ns.const[t.attr] = V(go=var.go, kind=v.kind, defined=var.defined)
             return
         if not isinstance(t, nodes.Name):
             raise Untranslatable("tuple assignment")
@@ -1316,6 +1527,9 @@ class Translator:
                     self.output(p, scope)
             finally:
                 self.suppress = saved
+            # what the body reads of it after this append (Reka-Edge's `ns.out.endswith('\n')`): the value the
+            # first pass gave it, built here again (it only prints where the text is)
+            scope.vars[self._slot(key)] = self.eval_text(rhs, scope)
             return
         scope.vars[self._slot(key)] = self.eval_text(rhs, scope)
 
@@ -1349,9 +1563,30 @@ class Translator:
             self.emit(f"{{{{ {snap} = {self.go_of(v)} }}}}")
             return V(go=snap, kind=v.kind)
         if not pre:
-            return v
+            return self._pinned_text(v) if v.kind == "out" else v
         text = self.as_text(v)
         return V(kind="out", extra=pre + text.extra, truthy=None)
+
+    def _pinned_text(self, v: V) -> V:
+        """Text (a macro's output) that reads a variable a branch reassigns later (`set messages = messages[1:]`
+        after `ns.sys = parse_content(messages[0].content)`): it is re-run where it is printed, so it reads a
+        snapshot of each such variable taken now (the value Jinja's text was made from)."""
+        reads = [x for x in dict.fromkeys(re.findall(r"\$\w+", v.extra or "")) if x in self.predeclared]
+        if not reads or re.search(r"\{\{ (" + "|".join(re.escape(x) for x in reads) + r")\b\s*:?=", v.extra):
+            return v
+        text, truthy = v.extra, v.truthy
+        for x in reads:
+            snap = self.fresh("snap")
+            self.snap_vars.add(snap)
+            self.top_decls.append(f'{{{{ {snap} := "" }}}}')
+            self.emit(f"{{{{ {snap} = {x} }}}}")
+            pat = re.escape(x) + r"(?!\w)"
+            text = re.sub(pat, snap, text)
+            truthy = re.sub(pat, snap, truthy) if truthy else truthy
+            for go, t in list(self.print_truth.items()):  # what printing each pipeline says, for text_truth
+                if re.search(pat, go):
+                    self._printed(re.sub(pat, snap, go), re.sub(pat, snap, t) if t else t)
+        return V(kind="out", extra=text, truthy=truthy, dot=v.dot)
 
     def _assigned_kind(self, bodies, name, scope) -> str:
         kinds = set()
@@ -1468,6 +1703,23 @@ class Translator:
                 if f"{name}.{a}" in self.read_names:
                     self.emit(f"{{{{ {var} := \"\" }}}}")
                 attrs[a] = V(go=var, kind="any")
+                if f"{name}.{a}" in self.read_names and self._late_attr_once(name, a):
+                    # set once, later, maybe only in a branch: Jinja reads it as undefined until then (a flag), and
+                    # it holds the kind of that one assignment wherever it is set (s_Assign)
+                    dvar = self.fresh(f"{name}{a}def")
+                    self.emit(f"{{{{ {dvar} := false }}}}")
+                    attrs[a] = V(go=var, kind="any", defined=dvar)
+                    self.late_attrs.add(var)
+
+    def _late_attr_once(self, name, attr) -> bool:
+        """Whether the namespace attribute ``name.attr``, not given in namespace(), is assigned exactly once in the
+        template (and never by a block assignment)."""
+        root = getattr(self, "_ast", None)
+        if root is None:
+            return False
+        sets = [a for a in root.find_all((nodes.Assign, nodes.AssignBlock))
+                if isinstance(a.target, nodes.NSRef) and a.target.name == name and a.target.attr == attr]
+        return len(sets) == 1 and isinstance(sets[0], nodes.Assign)
 
     def _strsets(self) -> set[str]:
         """"ns.attr" lists that start empty (`namespace(ids=[])`), are only grown by one element at a time
@@ -1723,7 +1975,8 @@ class Translator:
         key = (m.name, d, dv.kind, tuple(sorted((k, repr(v.const)) for k, v in bound.items() if k != d)))
         name = self.macro_defs.get(key)
         if name is None:
-            if sum(1 for k in self.macro_defs if k[0] == m.name) >= 4:  # constant arguments that change each call
+            if len({k[3] for k in self.macro_defs if k[0] == m.name} | {key[3]}) > 4:
+                # constant arguments that change each call (one define per value kind is bounded: the kinds are)
                 raise Untranslatable(f"recursive macro {m.name}() whose constant arguments change (e.g. depth + 1)")
             name = f"macro_{m.name}_{len(self.macro_defs)}"
             self.macro_defs[key] = name
@@ -1741,8 +1994,10 @@ class Translator:
                 self.cur_dot = saved
             declared = set(re.findall(r"(\$\w+)\s*:=", body)) | {"$marg"}
             declared |= {x for pair in re.findall(r"range (\$\w+), (\$\w+) :=", body) for x in pair}
-            if len(self.top_decls) != decls or set(re.findall(r"\$\w+", body)) - declared \
-                    or re.search(r"\$(?!\w)", body):
+            acts = _go_actions(body)  # the variables its actions read (not text, not string literals: `"$defs"`)
+            code = " ".join(_GO_STRING.sub('""', a) for k, a in acts if k == "act") if acts is not None else body
+            if len(self.top_decls) != decls or set(re.findall(r"\$\w+", code)) - declared \
+                    or re.search(r"\$(?!\w)", code):
                 del self.defs[name]
                 raise Untranslatable(f"recursive macro {m.name}() that reads more than its argument")
             self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ $marg := . }}}}{body}{{{{ end }}}}'
@@ -1922,35 +2177,52 @@ class Translator:
         self.emit("")  # the place of the snapshots a re-run takes (_restoring): filled in place
         # the text values before the loop (translating the body re-binds them to one iteration's value)
         before = {key: scope.get(self._slot(key)) for key in self._text_keys_assigned(s)}
+        # inside the body a text the loop appends to holds what earlier iterations appended: a mark there (it
+        # prints nothing) stops a test that reads the text's end from reading past it (text_endswith)
+        marked = {key: V(kind="out", extra=(v.extra or "") + EARLIER, truthy=v.truthy, dot=v.dot)
+                  for key, v in before.items() if "." in key and v is not None and v.kind == "out"}
+
+        def enter():
+            for key, mv in marked.items():
+                scope.set(self._slot(key), mv)
+        enter()
         self._for(s, scope)
-        if self.acc is None:
-            for key in self._text_keys_assigned(s):
-                if "." not in key:
-                    continue  # plain names set in a loop body are local to the iteration (Jinja scoping)
-                prior = before[key]
-                prior = prior.extra if prior is not None and prior.kind == "out" else ""
-                prior_v = before[key]
-                prior_t = self.as_text(prior_v).truthy if prior_v is not None else "false"
-                self.acc, self.suppress = key, True
+        finals = {}
+        # a loop nested in one re-run for another text (acc) still builds its own: the outer body may read it
+        # (LFM2.5: `args_ns.arg_strings`, joined into each of `tool_calls_ns.tool_calls`)
+        outer = self.acc, self.suppress
+        for key in self._text_keys_assigned(s):
+            if "." not in key or key == outer[0]:
+                continue  # plain names set in a loop body are local to the iteration (Jinja scoping)
+            prior = before[key]
+            prior = prior.extra if prior is not None and prior.kind == "out" else ""
+            prior_v = before[key]
+            prior_t = self.as_text(prior_v).truthy if prior_v is not None else "false"
+            self.acc, self.suppress = key, True
+            enter()
+            try:
+                loop = self.capture(lambda: self._for(s, scope))
+            finally:
+                self.acc, self.suppress = outer
+            loop = self._restoring(loop, mark)
+            # each iteration appends unconditionally: the text is non-empty when it was, or the list is
+            direct = any(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef)
+                         and f"{st.target.name}.{st.target.attr}" == key for st in s.body)
+            seq_t = None
+            if direct and s.test is None:
                 try:
-                    loop = self.capture(lambda: self._for(s, scope))
-                finally:
-                    self.acc, self.suppress = None, False
-                loop = self._restoring(loop, mark)
-                # each iteration appends unconditionally: the text is non-empty when it was, or the list is
-                direct = any(isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef)
-                             and f"{st.target.name}.{st.target.attr}" == key for st in s.body)
-                seq_t = None
-                if direct and s.test is None:
-                    try:
-                        mark = len(self.out)
-                        sv = self.expr(s.iter, scope)
-                        seq_t = None if len(self.out) != mark or sv.is_const else self.go_of(sv)
-                        del self.out[mark:]
-                    except Untranslatable:
-                        seq_t = None
-                truthy = f"or ({prior_t}) ({seq_t})" if prior_t and seq_t else None
-                scope.set(self._slot(key), V(kind="out", extra=prior + loop, truthy=truthy))
+                    at = len(self.out)  # (not `mark`: the next key's snapshots go to the loop's own slot)
+                    sv = self.expr(s.iter, scope)
+                    seq_t = None if len(self.out) != at or sv.is_const else self.go_of(sv)
+                    del self.out[at:]
+                except Untranslatable:
+                    seq_t = None
+            truthy = f"or ({prior_t}) ({seq_t})" if prior_t and seq_t else None
+            finals[key] = V(kind="out", extra=prior + loop, truthy=truthy)
+        for key in marked:
+            scope.set(self._slot(key), finals.get(key, before[key]))
+        for key, fv in finals.items():
+            scope.set(self._slot(key), fv)
 
     def _restoring(self, loop: str, mark: int) -> str:
         """The loop re-run where its text is printed also re-runs its assignments (`ns.first = false`): it starts
@@ -1983,6 +2255,9 @@ class Translator:
         if isinstance(it, nodes.Call) and isinstance(it.node, nodes.Name) and it.node.name == "range" \
                 and scope.get("range") is None:
             return self.for_range(s, scope)
+        dsort = isinstance(it, nodes.Filter) and it.name == "dictsort"  # by key, case-insensitively: sorted here
+        if dsort and (it.args or it.kwargs):
+            raise Untranslatable("dictsort with arguments")
         if isinstance(it, nodes.Filter) and it.name in ("items", "dictsort") and not it.args:
             it, items = it.node, True
         elif isinstance(it, nodes.Call) and isinstance(it.node, nodes.Getattr) and it.node.attr == "items":
@@ -1992,6 +2267,9 @@ class Translator:
             # a JSON value of the request, inside a macro's `is mapping` / `is sequence` branch (Go ranges what it
             # is at run time; the type test keeps the other kinds out)
             seq = V(go=seq.go, kind="args" if items else "list")
+        if seq.kind == "ptype" and not items and self.depth and isinstance(s.target, nodes.Name):
+            # a property's list of types, in a macro's branch where it is not one string (`is string` is its length)
+            seq = V(go=seq.go, kind="strlist")
         uses_loop = bool(self._own_loop_attrs(s))
         if seq.kind == "dlist":  # distinct values (_collect_distinct)
             if uses_loop or s.test is not None or s.else_ or not isinstance(s.target, nodes.Name) or items:
@@ -2012,9 +2290,14 @@ class Translator:
                 self.body(s.body, inner)
             return self.range_vlist(seq, body)
         if seq.is_const:
+            if dsort and isinstance(seq.const, dict):
+                return self.for_const(s, dict(sorted(seq.const.items(), key=lambda kv: kv[0].lower()
+                                                     if isinstance(kv[0], str) else kv[0])), items, scope)
             return self.for_const(s, seq.const, items, scope)
         if seq.kind in FIELDS and seq.kind not in ("message",):  # keys of a fixed struct: unroll
-            return self.for_struct(s, seq, items, scope)
+            return self.for_struct(s, seq, items, scope, sort=dsort)
+        if seq.kind in MAPS and dsort:
+            return self.for_map_sorted(s, seq, scope)
         if seq.kind in MAPS:
             if not (items or isinstance(s.target, nodes.Name)):
                 raise Untranslatable("for loop target over a mapping")
@@ -2072,6 +2355,11 @@ class Translator:
         wrap = seq.kind == "tcalls" and seq.go == ".ToolCalls"
         if wrap:
             self.emit("{{ if .ToolCalls }}")
+        late = seq.go in self.late_attrs and seq.defined  # a namespace attribute maybe never set: Jinja's empty loop
+        if late:
+            if s.else_:
+                raise Untranslatable("for ... else over a namespace attribute that may be unset")
+            self.emit(f"{{{{ if {seq.defined} }}}}")
         if seq.go.startswith("."):  # dot changes inside the range: loop.last etc. need the sequence by name
             sv = self.fresh("seq")
             self.emit(f"{{{{ {sv} := {seq.go} }}}}")
@@ -2085,6 +2373,8 @@ class Translator:
             self.emit("{{ else }}")
             self.body(s.else_, scope)
         self.emit("{{ end }}")
+        if late:
+            self.emit("{{ end }}")
         if wrap:
             self.emit("{{ end }}")
 
@@ -2150,9 +2440,13 @@ class Translator:
             if seq.is_const or seq.kind not in SEQ_KINDS or not (start.kind == "int" and (start.is_const or start.go)):
                 raise Untranslatable("the call range()")
             g, j, x = self.go_of(seq), self.index_var("j"), self.fresh("elem")
-            self.emit(f"{{{{ range {j}, {x} := slice {g} {self.go_of(start)} }}}}")
+            st = self.go_of(start)
+            if not start.is_const:  # the index is start + j: start as it was when the loop began (_seqidx_int)
+                st = self.fresh("start")
+                self.emit(f"{{{{ {st} := {self.go_of(start)} }}}}")
+            self.emit(f"{{{{ range {j}, {x} := slice {g} {st} }}}}")
             inner = _Scope(scope)
-            inner.vars[s.target.name] = V(go=None, kind="seqidx", extra=(g, x))
+            inner.vars[s.target.name] = V(go=None, kind="seqidx", extra=(g, x, j, st))
             self.body(s.body, inner)
             self.emit("{{ end }}")
             return
@@ -2220,11 +2514,19 @@ class Translator:
         if not isinstance(seq, (list, tuple, str)):
             raise Untranslatable("for loop over a constant that is not a list")
         seq = [x for x in seq]
+        if any(isinstance(x, _CondItem) for x in seq) and (self._own_loop_attrs(s) or s.test is not None or s.else_):
+            raise Untranslatable("loop.* or a filter over a list a branch appended to")
         for n, x in enumerate(seq):
+            cond = x.cond if isinstance(x, _CondItem) else None
+            x = x.item if cond else x
             inner = _Scope(scope)
             self._bind_target(s.target, C(x) if not isinstance(x, V) else x, inner)
             if self._unrolled_pass(s, inner, n, len(seq), "dynamic filter on a constant loop"):
+                if cond:
+                    self.emit(f"{{{{ if {cond} }}}}")
                 self.body(s.body, inner)
+                if cond:
+                    self.emit("{{ end }}")
 
     def _unrolled_pass(self, s, inner, n: int, count: int, dynamic: str) -> bool:
         """Pass ``n`` of ``count`` of a loop unrolled at translation time: binds its ``loop.*`` constants in
@@ -2237,8 +2539,49 @@ class Translator:
             raise Untranslatable(dynamic)
         return self._truthy_const(t.const)
 
-    def for_struct(self, s, obj: V, items, scope):
-        """`for k, v in tool.items()` over one of Ollama's fixed structs: unrolled over its JSON fields in order."""
+    def for_map_sorted(self, s, seq: V, scope):
+        """`for k, v in m | dictsort` over a request mapping: Jinja sorts the keys case-insensitively (str.lower),
+        Go ranges a map bytewise. Ranged once per key, each round picks the smallest lowered key above the last
+        one (ASCII A-Z lowered with a table); a key with a non-ASCII byte (whose lower() Go cannot know) or two keys
+        equal once lowered (Jinja's stable sort keeps an order Go's map does not have) stop the template with an
+        error, never other text (Go >= 1.24: the keys are read byte by byte). loop.first / loop.last only."""
+        self._need_range_int("dictsort over a request mapping")
+        attrs = self._own_loop_attrs(s)
+        if attrs - {"first", "last"} or s.test is not None or s.else_ \
+                or not (isinstance(s.target, nodes.Tuple) and len(s.target.items) == 2):
+            raise Untranslatable("dictsort over a request mapping other than `for k, v in m | dictsort`")
+        table = _go_str("".join(chr(c).lower() if 65 <= c <= 90 else "?" for c in range(91)))
+        m, prev, started, cnt = self.fresh("map"), self.fresh("prev"), self.fresh("started"), self.fresh("round")
+        bk, bl, found, k, v, first = (self.fresh(n) for n in ("bestkey", "bestlow", "found", "k", "v", "first"))
+        lower = (f'{{{{ $lk := "" }}}}{{{{ range $j := len $kk }}}}{{{{ $b := index $kk $j }}}}'
+                 f'{{{{ if ge $b 128 }}}}{{{{ index "" 1 }}}}{{{{ else if and (ge $b 65) (le $b 90) }}}}'
+                 f'{{{{ $lk = print $lk (printf "%.1s" (slice {table} $b)) }}}}'
+                 f'{{{{ else }}}}{{{{ $lk = print $lk (printf "%c" $b) }}}}{{{{ end }}}}{{{{ end }}}}')
+        self.emit(f'{{{{ {m} := {seq.go} }}}}{{{{ {prev} := "" }}}}{{{{ {started} := false }}}}{{{{ {cnt} := "" }}}}'
+                  f'{{{{ {first} := true }}}}{{{{ range $r, $_ := {m} }}}}{{{{ {cnt} = print {cnt} "x" }}}}'
+                  f'{{{{ {bk} := "" }}}}{{{{ {bl} := "" }}}}{{{{ {found} := false }}}}{{{{ range $kk, $_ := {m} }}}}{lower}'
+                  f'{{{{ if or (not {started}) (gt $lk {prev}) }}}}{{{{ if or (not {found}) (lt $lk {bl}) }}}}'
+                  f'{{{{ {bk} = $kk }}}}{{{{ {bl} = $lk }}}}{{{{ {found} = true }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}'
+                  f'{{{{ if not {found} }}}}{{{{ index "" 1 }}}}{{{{ end }}}}{{{{ {prev} = {bl} }}}}{{{{ {started} = true }}}}'
+                  f'{{{{ {k} := {bk} }}}}{{{{ {v} := index {m} {bk} }}}}')
+        inner = _Scope(scope, dot="")
+        inner.vars[s.target.items[0].name] = V(go=k, kind="str")
+        inner.vars[s.target.items[1].name] = V(go=v, kind=MAPS[seq.kind])
+        lp = _Loop(seq, idx="", elem=v, seq_go=m)
+        lp.first_flag = first
+        lp.last_test = f"eq (len {cnt}) (len {m})"
+        lp.prelude_slot = None
+        saved, self.cur_dot = self.cur_dot, ""
+        try:
+            self._loop_body(s, inner, lp, items_filter=None)
+        finally:
+            self.cur_dot = saved
+        self.emit(f"{{{{ {first} = false }}}}{{{{ end }}}}")
+
+    def for_struct(self, s, obj: V, items, scope, sort=False):
+        """`for k, v in tool.items()` over one of Ollama's fixed structs: unrolled over its JSON fields in order
+        (``sort``: dictsort's, case-insensitive). loop.first / loop.last where a key is optional: a flag that the
+        first present key clears, and no later key present."""
         fields = FIELDS[obj.kind]
         seen = {}
         for key, (gofield, kind, always) in fields.items():
@@ -2247,10 +2590,15 @@ class Translator:
             if obj.kind == "tcall" and key in ("name", "arguments"):
                 continue
             seen[key] = gofield
-        keys = list(seen)
+        keys = sorted(seen, key=str.lower) if sort else list(seen)
         present = {k: fields[k][2] for k in keys}
-        if not all(present.values()) and self._own_loop_attrs(s):
+        dyn_loop = not all(present.values()) and self._own_loop_attrs(s)
+        if dyn_loop and (self._own_loop_attrs(s) - {"first", "last"} or s.test is not None):
             raise Untranslatable(f"loop.* over the optional keys of a {obj.kind}")
+        flag = None
+        if dyn_loop:
+            flag = self.fresh("first")
+            self.emit(f"{{{{ {flag} := true }}}}")
         for n, key in enumerate(keys):
             gofield, kind, always = fields[key]
             val = V(go=f"{obj.go}.{gofield}", kind=kind)
@@ -2264,9 +2612,16 @@ class Translator:
                 inner.vars[s.target.name] = C(key)
             if not self._unrolled_pass(s, inner, n, len(keys), "dynamic filter on a struct's keys"):
                 continue
+            if flag:
+                later = [f"{obj.go}.{fields[x][0]}" for x in keys[n + 1:]]
+                always_later = any(present[x] for x in keys[n + 1:])
+                last = "false" if always_later else (f"not ({_t_or(later)})" if later else "true")
+                inner.vars["loop"] = C({"first": V(go=flag, kind="bool"), "last": V(go=last, kind="bool")})
             if not always:
                 self.emit(f"{{{{ if {val.go} }}}}")
             self.body(s.body, inner)
+            if flag:
+                self.emit(f"{{{{ {flag} = false }}}}")
             if not always:
                 self.emit("{{ end }}")
 
@@ -2275,7 +2630,7 @@ class Translator:
             scope.vars[target.name] = v
         elif isinstance(target, nodes.Tuple) and v.is_const and isinstance(v.const, (list, tuple)):
             for t, x in zip(target.items, v.const):
-                self._bind_target(t, C(x), scope)
+                self._bind_target(t, x if isinstance(x, V) else C(x), scope)
         else:
             raise Untranslatable("loop target unpacking")
 
@@ -2311,6 +2666,132 @@ class Translator:
         if v.go is None and v.kind == "int":
             return self.go_of(v)
         return v.go
+
+    def text_endswith(self, v: V, lit: str) -> V | None:
+        """``text.endswith(lit)`` of text only Go's output produces (it may hold tojson): read from the snippet's end
+        backwards, piece by piece, as Go that keeps the part of ``lit`` still to match (``$need``) until a piece
+        decides. Literal text and printed strings are compared; an `if` chain is read branch by branch (its tests
+        re-run, as materialize re-runs them); a JSON define decides by its last byte when ``lit`` is one byte. None
+        where a piece that cannot be read backwards (a range, an assignment, where earlier iterations' text goes)
+        may be reached before the end is decided."""
+        if lit == "":
+            return C(True)
+        redone = self._redot(v, v.extra or "", action=False)
+        toks = _go_actions(redone) if redone is not None else None
+        orig = _go_actions(v.extra or "")  # what each printed pipeline was when it was written (print_truth)
+        if toks is None or orig is None or len(orig) != len(toks):
+            return None
+        k = len(lit.encode())
+
+        def parse(i):  # -> (items, next index, terminator)
+            items = []
+            while i < len(toks):
+                kind, a = toks[i]
+                i += 1
+                if kind == "text":
+                    items.append(("text", a))
+                    continue
+                head = a.split(" ", 1)[0]
+                if head in ("end", "else"):
+                    return items, i, a
+                if kind == "act" and "{{ " + a + " }}" + "".join(
+                        f"{{{{ {t} }}}}" if kk == "act" else t for kk, t in toks[i:i + 2]) == EARLIER:
+                    items.append(("earlier", None))  # where earlier iterations' text goes: cannot be read past
+                    i += 2
+                    continue
+                if head == "if":
+                    branches, cond = [], a[3:]
+                    while True:
+                        body, i, term = parse(i)
+                        branches.append((cond, body))
+                        if term is None or term == "end":
+                            break
+                        cond = term[8:] if term.startswith("else if ") else (None if term == "else" else "?")
+                        if cond == "?":
+                            return None, i, None
+                    if term is None or any(b is None for _, b in branches):
+                        return None, i, None
+                    items.append(("if", branches))
+                elif head in ("range", "with", "define", "block"):
+                    depth = 1
+                    while i < len(toks) and depth:
+                        h = toks[i][1].split(" ", 1)[0] if toks[i][0] == "act" else ""
+                        depth += h in ("if", "range", "with", "define", "block")
+                        depth -= h == "end"
+                        i += 1
+                    items.append(("opaque", a))
+                elif head == "template":
+                    m = re.match(r'template "pyjson_(\w+?)_(?:c|i\d+)a?_\d+"', a)
+                    items.append(("json", _JSON_LAST.get(m.group(1)) if m else None))
+                elif not _ASSIGN.match(a) and (_GO_STRING.fullmatch(a) or self.print_truth.get(orig[i - 1][1]) is not None):
+                    items.append(("print", a))
+                else:
+                    items.append(("opaque", a))
+            return items, i, None
+
+        items, _, term = parse(0)
+        if items is None or term is not None:
+            return None
+        # variables the snippet sets as it runs (a conditional's temporary, declared inside it): a piece reading one
+        # cannot be read out of order
+        own = {m.group(1) for kk, a in toks if kk == "act" for m in [_ASSIGN.match(a)] if m}
+        own |= {x for kk, a in toks if kk == "act" and a.startswith("range ") for x in re.findall(r"\$\w+", a.split(":=")[0])}
+
+        def reads_own(go):
+            return bool(own & set(re.findall(r"\$\w+", _GO_STRING.sub('""', go))))
+        need, done, res = self.fresh("need"), self.fresh("done"), self.fresh("ends")
+
+        def piece(s):  # the Go that reads one more piece (a Go string) off the end
+            sv = self.fresh("piece")
+            return (f"{{{{ if not {done} }}}}{{{{ {sv} := {s} }}}}{{{{ if ge (len {sv}) (len {need}) }}}}"
+                    f"{{{{ {res} = eq (slice {sv} (len (slice {sv} (len {need})))) {need} }}}}{{{{ {done} = true }}}}"
+                    f"{{{{ else if eq (slice {need} (len (slice {need} (len {sv})))) {sv} }}}}"
+                    f"{{{{ {need} = slice {need} 0 (len (slice {need} (len {sv}))) }}}}"
+                    f"{{{{ else }}}}{{{{ {done} = true }}}}{{{{ end }}}}{{{{ end }}}}")
+
+        enc = lit.encode()
+
+        def back(items, lens):  # -> (Go, statically decided, the lengths $need may still have where undecided)
+            out = []  # ($need is always a prefix of lit: the part left of what the later pieces matched)
+            for kind, a in reversed(items):
+                if kind == "text":
+                    if a:
+                        out.append(piece(_go_str(a)))
+                        t = a.encode()
+                        lens = {m - len(t) for m in lens if len(t) < m and enc[:m].endswith(t)}
+                elif kind == "print":
+                    if reads_own(a):
+                        return None, False, lens
+                    out.append(piece(f"print ({a})"))  # undecided: it matched a suffix of what was left
+                    lens = set(range(1, max(lens) + 1))
+                elif kind == "json" and a is not None and lens == {1}:
+                    out.append(f"{{{{ if not {done} }}}}{{{{ if eq {need} {_go_str(a)} }}}}{{{{ {res} = true }}}}"
+                               f"{{{{ end }}}}{{{{ {done} = true }}}}{{{{ end }}}}")
+                    lens = set()
+                elif kind == "if":
+                    parts, left = [], set() if a[-1][0] is None else set(lens)
+                    if any(cond and reads_own(cond) for cond, _ in a):
+                        return None, False, lens
+                    for n, (cond, body) in enumerate(a):
+                        go, _, m = back(body, lens)
+                        if go is None:
+                            return None, False, lens
+                        left |= m
+                        parts.append(f"{{{{ {'if ' + cond if n == 0 else ('else if ' + cond if cond else 'else')} }}}}{go}")
+                    out.append(f"{{{{ if not {done} }}}}{''.join(parts)}{{{{ end }}}}{{{{ end }}}}")
+                    lens = left
+                else:
+                    return None, False, lens
+                if not lens:
+                    return "".join(out), True, lens
+            return "".join(out), False, lens
+
+        go, decided, _ = back(items, {k})
+        if go is None or (not decided and EARLIER in (v.extra or "")):
+            return None
+        self.top_decls.append(f'{{{{ {need} := "" }}}}{{{{ {done} := false }}}}{{{{ {res} := false }}}}')
+        self.emit(f"{{{{ {need} = {_go_str(lit)} }}}}{{{{ {done} = false }}}}{{{{ {res} = false }}}}{go}")
+        return V(go=res, kind="bool")
 
     def materialize(self, v: V) -> V:
         """Text only Go's output produces (a macro's output, a text variable) as a Go string variable, built where it
@@ -2404,6 +2885,16 @@ class Translator:
         vs = [self.expr(x, scope) for x in e.items]
         if all(v.is_const for v in vs):
             return C([v.const for v in vs])
+        if isinstance(e, nodes.Tuple) and self.range_int:  # loop.index as a value: one more x than the index
+            for n, v in enumerate(vs):
+                if v.kind == "index1" and re.fullmatch(r"\$\w+", v.go or ""):
+                    u = self.fresh("index")
+                    self.emit(f'{{{{ {u} := "x" }}}}{{{{ range {v.go} }}}}{{{{ {u} = print {u} "x" }}}}{{{{ end }}}}')
+                    self.note(RANGE_INT_NOTE)
+                    vs[n] = V(go=f"len {u}", kind="int")
+        if isinstance(e, nodes.Tuple) and all(v.is_const or v.kind in ("str", "int", "bool", "out") for v in vs):
+            # a pair of a constant and a request value (Kimi-K3's `('name', message.name)`): read back by getitem
+            return C([v.const if v.is_const else v for v in vs])
         raise Untranslatable("a list literal of request values")
 
     e_Tuple = e_List
@@ -2453,6 +2944,11 @@ class Translator:
         obj = self.expr(e.node, scope)
         if isinstance(e.arg, nodes.Slice):
             return self.slice(obj, e.arg, scope)
+        if isinstance(e.arg, (nodes.Sub, nodes.Add)) and isinstance(e.arg.left, nodes.Name) and not obj.is_const:
+            iv, r = scope.get(e.arg.left.name), self.expr(e.arg.right, scope)
+            if iv is not None and iv.kind == "seqidx" and r.is_const and r.const == 1 and obj.kind in SEQ_KINDS \
+                    and iv.extra[0] == self.go_of(obj):
+                return self.seqidx_neighbour(iv, isinstance(e.arg, nodes.Sub), obj.kind)
         # messages[loop.index0 - 1] / messages[loop.index0 + 1]
         if isinstance(e.arg, (nodes.Sub, nodes.Add)) and not obj.is_const:
             lp = self._loop_index_arg(e.arg.left, scope)
@@ -2480,6 +2976,27 @@ class Translator:
                          defined=f"(gt (len (slice {obj.go} 1)) {lp.idx})")
         return self.getitem(obj, self.expr(e.arg, scope), scope)
 
+    def seqidx_neighbour(self, iv: V, before: bool, kind: str) -> V:
+        """``seq[idx - 1]`` / ``seq[idx + 1]`` for ``idx`` in ``range(k, seq | length)`` (Reka-Edge's tool runs): Go
+        ranges ``slice seq k`` with index j. idx + 1 is element j + 1 of that slice (``index (slice SL j) 1``,
+        defined while it exists). idx - 1 is element j - 1 of it for j > 0 (``len (slice SL 1 j)`` is j - 1), else
+        seq[k - 1]: Python's last element when k is 0."""
+        g, _, j, st = iv.extra
+        sl = f"(slice {g} {st})"
+        if not before:
+            return V(go=f"index (slice {sl} {j}) 1", kind=ELEM[kind], defined=f"(gt (len (slice {sl} {j})) 1)")
+        var = self.fresh("before")
+        self.emit(f'{{{{ {var} := "" }}}}{{{{ if gt {j} 0 }}}}{{{{ {var} = index {sl} (len (slice {sl} 1 {j})) }}}}'
+                  f'{{{{ else if gt {st} 0 }}}}{{{{ {var} = index {g} (len (slice {g} 1 {st})) }}}}'
+                  f'{{{{ else }}}}{{{{ range {g} }}}}{{{{ {var} = . }}}}{{{{ end }}}}{{{{ end }}}}')
+        return V(go=var, kind=ELEM[kind])
+
+    def _seqidx_int(self, v: V) -> V:
+        """The index of ``range(k, seq | length)`` as an int: k + j (a linear form compare reads)."""
+        _, _, j, st = v.extra
+        k = Aff((), int(st)) if re.fullmatch(r"-?\d+", st) else Aff.atom(st)
+        return V(go=None, kind="int", extra=k.add(Aff.atom(j)))
+
     def _loop_index_arg(self, node, scope):
         if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "loop" \
                 and node.attr == "index0":
@@ -2498,6 +3015,9 @@ class Translator:
                     raise Untranslatable(f"slicing a {_kind_of(obj.const)} constant")
                 return C(obj.const[slice(start.const, stop.const, step.const)])
             raise Untranslatable("slicing a constant by a request value")
+        if obj.kind in ("str", "out") and self.range_int and start.const in (None, 0) and step.const is None \
+                and stop.kind == "int" and not stop.is_const:
+            return self.text_head(obj, stop)  # `content[:n]` by an int of the request (LFM2.5's `_trunc_len`)
         if obj.kind == "out" and start.const is None and stop.const == -1 and step.const is None:
             # `(x | tojson)[:-1]` (Mistral: the call object, reopened to add its id): the object without its "}"
             m = re.fullmatch(r'(.*)\{\{ template "(pyjson_\w+)" ([^}]+) \}\}', obj.extra, re.S)
@@ -2599,6 +3119,8 @@ class Translator:
                     x = c.get(key.const, UNDEF)
                     return x if isinstance(x, V) else C(x)
                 if isinstance(c, (list, tuple, str)) and isinstance(key.const, int):
+                    if isinstance(c, list) and any(isinstance(y, _CondItem) for y in c):
+                        raise Untranslatable("indexing a list a branch appended to")
                     if not -len(c) <= key.const < len(c):
                         return C(UNDEF)
                     x = c[key.const]
@@ -2667,6 +3189,10 @@ class Translator:
             # one character of request text (`content[0].type` of a string content): only its attributes, all
             # undefined, are read; printing or comparing it (bytes are not characters) is refused
             return V(go=None, kind="char")
+        if obj.kind == "ptype" and key.is_const and type(key.const) is int and key.const >= 0:
+            # a property's type list (read where it is not one string: `is string` is its length)
+            g = self.go_of(obj)
+            return V(go=f"index {g} {key.const}", kind="str", defined=f"gt (len {g}) {key.const}")
         if obj.kind == "any" and key.is_const and isinstance(key.const, int) and key.const >= 0:
             return V(go=f"index {self.go_of(obj)} {key.const}", kind="any")  # a JSON list of the request
         if obj.kind == "any" and key.is_const and isinstance(key.const, str):
@@ -2822,7 +3348,10 @@ class Translator:
         return V(go=f"and {self.go_of(a)} {self.go_of(b)}", kind="bool")
 
     def compare(self, a: V, op: str, b: V) -> V:
+        a, b = (self._seqidx_int(v) if v.kind == "seqidx" else v for v in (a, b))
         if a.is_const and b.is_const and not isinstance(a.const, (_Loop,)) and a.kind != "ns":
+            if _holds_v(a.const) or _holds_v(b.const):
+                raise Untranslatable("comparing a list or dict literal of request values")
             x, y = a.const, b.const
             x = None if x is UNDEF else x
             y = None if y is UNDEF else y
@@ -3025,6 +3554,30 @@ class Translator:
             return V(go=f"slice {h} 0 {en}", kind="str")
         return V(go=f"slice {h} {st} {en}", kind="str")
 
+    def text_head(self, v: V, stop: V) -> V:
+        """``s[:k]`` of request text (or text built by `print`) for an int ``k`` of the request: Python counts code
+        points and reads a negative ``k`` from the end (clamped at 0). ``k`` becomes two strings of x (``len P - len
+        N``, :meth:`unary`); the target t is ``len P - len N`` when that is >= 0, else the code-point count plus it
+        (0 when that is negative); the cut is the byte offset of code point t, found in one pass over the offsets
+        (Go >= 1.24), the whole string when t reaches its end."""
+        f = _aff(stop) or (Aff.atom(stop.go) if stop.go else None)
+        if f is None:
+            raise Untranslatable("slicing request text by an int Go cannot express")
+        x = self.go_of(v)
+        h, p, n, cnt, t, cut, c = (self.fresh(b) for b in ("head", "pos", "neg", "all", "at", "cut", "seen"))
+        self.emit(self.unary(f, p, n, declare=True))
+        self.emit(f'{{{{ {h} := {x} }}}}{{{{ {cnt} := "" }}}}{{{{ range $j := len {h} }}}}'
+                  f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ {cnt} = print {cnt} "x" }}}}'
+                  f'{{{{ end }}}}{{{{ end }}}}'
+                  # k >= 0: t = len P - len N; k < 0: t = count - (len N - len P), or 0
+                  f'{{{{ {t} := 0 }}}}{{{{ if ge (len {p}) (len {n}) }}}}{{{{ {t} = len (slice {p} (len {n})) }}}}'
+                  f'{{{{ else if ge (len {cnt}) (len (slice {n} (len {p}))) }}}}'
+                  f'{{{{ {t} = len (slice {cnt} (len (slice {n} (len {p})))) }}}}{{{{ end }}}}'
+                  f'{{{{ {cut} := len {h} }}}}{{{{ {c} := "" }}}}{{{{ range $j := len {h} }}}}'
+                  f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ if eq (len {c}) {t} }}}}'
+                  f'{{{{ {cut} = $j }}}}{{{{ break }}}}{{{{ end }}}}{{{{ {c} = print {c} "x" }}}}{{{{ end }}}}{{{{ end }}}}')
+        return V(go=f"slice {h} 0 {cut}", kind="str")
+
     def _scan(self, hay: V, body) -> str:
         """Go that binds the string to a variable and ranges over its byte offsets; ``body(h, j, rest)`` writes the
         loop body, ``rest`` being the suffix of the string from offset ``j``. Literal needles compare as bytes,
@@ -3201,6 +3754,8 @@ class Translator:
                 return C(py)
             if v.kind == "any":
                 return self.type_test(v, name)
+            if v.kind == "ptype" and name == "string":  # a property's type: one string, or a list of them
+                return V(go=f"eq (len {self.go_of(v)}) 1", kind="bool")
             if v.kind in ("ptype", "out"):
                 return C(name in ("string", "iterable", "sequence"))
             return C(v.kind in kinds[name])
@@ -3431,8 +3986,10 @@ class Translator:
             vs = [self.snapshot(v) if self._reads_predeclared(v) else v for v in vs]
             ts = [self.as_text(v).truthy for v in vs]
             truthy = "true" if "true" in ts else ("or " + " ".join(f"({t})" for t in ts) if all(ts) else None)
+            # pieces written here, and texts whose `.Field`s are this `.`'s: the whole reads `.` as it is here
+            dot = self.cur_dot if all(v.kind != "out" or self._dot_safe(v, v.extra or "") for v in vs) else None
             return V(kind="out", extra="".join(self.capture(lambda v=v: self.print_value(v)) for v in vs),
-                     truthy=truthy)
+                     truthy=truthy, dot=dot)
         parts = []
         for v in vs:
             if v.is_const and v.const == "":
@@ -3488,11 +4045,20 @@ class Translator:
             if v.kind == "ptype":
                 return V(go=f"index {self.go_of(v)} 0", kind="str")
             if v.kind == "any":
-                self.note("`| string` of a value of unknown type uses Go's formatting")
-                return v
+                # a JSON value: printed as Python's str() of it (True, None, a list's repr) by generated defines
+                # (print_value); inside an expression it is still Go's formatting
+                self.note("`| string` of a value of unknown type uses Go's formatting inside an expression")
+                return V(go=self.go_of(v), kind="any", extra="pystr", defined=v.defined)
             if v.kind in _PyRepr.KINDS:  # Python's str() of a tool dict (Apriel): repr written by generated defines
                 return self.pyrepr(v)
             raise Untranslatable(f"the string filter on a {v.kind}")
+        if name == "replace" and len(args) == 2 and not kwargs and args[0].is_const and isinstance(args[0].const, str) \
+                and args[0].const and args[1].is_const and isinstance(args[1].const, str) and v.kind in ("str", "out"):
+            return self.replace(v, args[0].const, args[1])  # the filter is str.replace (Kimi-K3's escape_attr)
+        if name == "replace" and len(args) == 2 and v.kind == "int" and not v.is_const and args[0].is_const \
+                and isinstance(args[0].const, str) and args[0].const \
+                and not any(c.isalnum() or c in "+-." for c in args[0].const):
+            return v  # a number's text (digits, sign, point, exponent, inf / nan) holds no such text
         if name in ("upper", "lower") and v.kind in ("str", "ptype", "out"):
             # only compared with constants (casefold_eq); printing it raises in print_value / go_of
             base = V(go=f"index {self.go_of(v)} 0", kind="str") if v.kind == "ptype" else v
@@ -3510,6 +4076,8 @@ class Translator:
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
                 return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
+            if v.kind == "out":  # text built by `print` (materialize): then as request text
+                v = self.materialize(v)
             if v.kind == "str":  # bytes in Go, code points in Python: counted where the count matters (compare)
                 return V(go=None, kind="int", extra=_StrLen(self.go_of(v)))
             if v.kind in set(MAPS) | {"any"}:  # any: a JSON string, list or object (Go's len takes each)
@@ -3650,12 +4218,26 @@ class Translator:
                     and args[0].const and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out"))):
                 return self.replace(obj if obj.kind != "any" else V(go=self.go_of(obj), kind="str"), args[0].const,
                                     args[1])
+            if name == "endswith" and obj.kind == "out" and len(args) == 1 and args[0].is_const \
+                    and isinstance(args[0].const, str):
+                r = self.text_endswith(obj, args[0].const)
+                if r is not None:
+                    return r
+                if EARLIER in (obj.extra or ""):
+                    raise Untranslatable("the end of a text read inside the loop that appends to it")
             if name in ("startswith", "endswith") and len(args) == 1 and args[0].is_const and isinstance(args[0].const, str):
                 # byte slices of the string (equal prefixes/suffixes are equal bytes); `and` guards short strings
                 x, lit = self.go_of(obj), args[0].const
                 k = len(lit.encode())
                 part = f"slice {x} 0 {k}" if name == "startswith" else f"slice {x} (len (slice {x} {k}))"
                 return V(go=f"and (ge (len {x}) {k}) (eq ({part}) {_go_lit(lit)})", kind="bool")
+            if name in ("startswith", "endswith") and len(args) == 1 and not args[0].is_const \
+                    and args[0].kind in ("str", "out"):
+                # a request string or a variable holding text (LFM2.5's `content.endswith(_cfm_tag)`): the same byte
+                # slices, by the other string's length (a whole UTF-8 string matches only at a character boundary)
+                x, y = self.go_of(obj), self.go_of(args[0])
+                part = f"slice {x} 0 (len {y})" if name == "startswith" else f"slice {x} (len (slice {x} (len {y})))"
+                return V(go=f"and (ge (len {x}) (len {y})) (eq ({part}) {y})", kind="bool")
         if name == "get" and obj.kind in FIELDS and args and args[0].is_const:
             v = self.getitem(obj, args[0], scope)
             if v.is_const and v.const is UNDEF:
@@ -3694,20 +4276,28 @@ class Translator:
         if not indent.is_const or any(k not in ("indent", "ensure_ascii") for k in kwargs):
             raise Untranslatable("tojson with options other than indent")
         indent = indent.const
+        ea = kwargs.get("ensure_ascii", C(False))
+        if not ea.is_const:
+            raise Untranslatable("tojson with ensure_ascii set by the request")
+        ascii_ = bool(ea.const) and ea.const is not UNDEF
         if v.is_const and _holds_v(v.const):
             return self.emit(self.tojson_literal(v.const, indent, 0))
         if v.is_const:
             import json as _json
 
-            return self.emit(_text(_json.dumps(v.const, ensure_ascii=False, indent=indent)))
+            return self.emit(_text(_json.dumps(v.const, ensure_ascii=ascii_, indent=indent)))
+        if ascii_:  # non-ASCII characters as \\uXXXX (Reka-Edge): the JSON text re-read byte by byte (Go >= 1.24)
+            self._need_range_int("tojson(ensure_ascii=True)")
         if v.kind == "str":
             self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
+            if ascii_:
+                return self.emit(_PyJSON(self.defs, indent, ascii_).js(self.go_of(v)))
             return self.emit(f"{{{{ json {self.go_of(v)} }}}}")
         if v.kind in ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
                       "tcall", "tcfn", "tcalls", "proplist", "fnlist"):
             self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
                       "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
-            name = _PyJSON(self.defs, indent).template(v.kind, 0)
+            name = _PyJSON(self.defs, indent, ascii_).template(v.kind, 0)
             return self.emit(f"{{{{ template \"{name}\" {self.go_of(v)} }}}}")
         raise Untranslatable(f"tojson of a {v.kind}")
 
@@ -3756,11 +4346,53 @@ class _PyJSON:
 
     MAX_DEPTH = 8
 
-    def __init__(self, defs: dict, indent):
-        self.defs, self.indent = defs, indent
+    def __init__(self, defs: dict, indent, ascii_: bool = False):
+        self.defs, self.indent, self.ascii = defs, indent, ascii_
 
     def _n(self, kind, d):
-        return f"pyjson_{kind}_{'c' if self.indent is None else f'i{self.indent}'}_{d}"
+        return f"pyjson_{kind}_{'c' if self.indent is None else f'i{self.indent}'}{'a' if self.ascii else ''}_{d}"
+
+    @staticmethod
+    def _ascii_def() -> str:
+        """json.dumps(ensure_ascii=True): Go's JSON text re-read byte by byte, each non-ASCII character written as
+        Python does: \\uXXXX (Go's %+q of the character gives it, lowercase hex) in the basic plane, DEL as \\u007f,
+        and beyond it Python's surrogate pair, computed from the 8 hex digits %+q gives (\\U00PPXXXX): v = cp -
+        0x10000, high = D800 + (v >> 10), low = DC00 + (v & 3FF), each hex digit looked up from two of those digits
+        (tables indexed by the byte of a hex digit)."""
+        hexd = "0123456789abcdef"
+
+        def lut(f):  # a string whose byte at each hex digit's byte value is f(that digit's value)
+            t = ["?"] * 103
+            for k, ch in enumerate(hexd):
+                t[ord(ch)] = f(k)
+            return _go_str("".join(t))
+
+        def at(table, b):
+            return f'printf "%.1s" (slice {table} {b})'
+
+        def two(z, y):  # hex((z & 3) * 4 + (y >> 2)) for the hex-digit bytes z, y
+            chain = "".join(f'{{{{ {"if" if c == 0 else "else if"} eq ({at(lut(lambda k: str(k & 3)), z)}) "{c}" }}}}'
+                            f'{{{{ {at(lut(lambda k, c=c: hexd[c * 4 + (k >> 2)]), y)} }}}}' for c in range(4))
+            return chain + "{{ end }}"
+
+        astral = ('{{ $h := slice (printf "%+q" (printf "%.1s" (slice $s $j))) 3 11 }}'
+                  '{{ $pm := "f" }}{{ if eq (slice $h 2 3) "0" }}'
+                  f'{{{{ $pm = {at(lut(lambda k: hexd[(k - 1) % 16]), "(index $h 3)")} }}}}{{{{ end }}}}'
+                  f'\\ud{{{{ {at(lut(lambda k: hexd[8 + (k >> 2)]), "(index $pm 0)")} }}}}'
+                  f'{two("(index $pm 0)", "(index $h 4)")}{two("(index $h 4)", "(index $h 5)")}'
+                  f'\\ud{{{{ {at(lut(lambda k: hexd[12 + (k & 3)]), "(index $h 5)")} }}}}{{{{ slice $h 6 8 }}}}')
+        return ('{{ define "pyjson_ascii" }}{{ $s := json . }}{{ range $j := len $s }}{{ $b := index $s $j }}'
+                '{{ if lt $b 127 }}{{ printf "%c" $b }}{{ else if eq $b 127 }}\\u007f'
+                f'{{{{ else if ge $b 240 }}}}{astral}'
+                '{{ else if ge $b 192 }}{{ $q := printf "%+q" (printf "%.1s" (slice $s $j)) }}'
+                '{{ slice $q 1 (len (slice $q 1)) }}{{ end }}{{ end }}{{ end }}')
+
+    def js(self, go: str) -> str:
+        """Go that writes the JSON of ``go`` (a string, a number, a key) as Python's json.dumps does."""
+        if not self.ascii:
+            return f"{{{{ json {go} }}}}"
+        self.defs["pyjson_ascii"] = self._ascii_def()
+        return f'{{{{ template "pyjson_ascii" {go} }}}}'
 
     def nl(self, d):
         return "" if self.indent is None else "\n" + " " * (self.indent * d)
@@ -3775,7 +4407,7 @@ class _PyJSON:
             return name
         self.defs[name] = ""  # reserve (recursion)
         if d >= self.MAX_DEPTH:
-            body = "{{ json . }}"
+            body = self.js(".")
         else:
             body = getattr(self, f"b_{kind}")(d)
         self.defs[name] = f'{{{{ define "{name}" }}}}{body}{{{{ end }}}}'
@@ -3825,14 +4457,14 @@ class _PyJSON:
         return self._list(d, "tcall")
 
     def b_str(self, d):
-        return "{{ json . }}"
+        return self.js(".")
 
     def b_ptype(self, d):
-        return f"{{{{ if eq (len .) 1 }}}}{{{{ json (index . 0) }}}}{{{{ else }}}}{self.call('list', d, '.')}{{{{ end }}}}"
+        return f"{{{{ if eq (len .) 1 }}}}{self.js('(index . 0)')}{{{{ else }}}}{self.call('list', d, '.')}{{{{ end }}}}"
 
     def _map(self, d, vkind):
         return (f"{{{{ $f := true }}}}{{{{{{ range $k, $v := . }}}}{{{{ if not $f }}}}{self.sep}{{{{ end }}}}"
-                f"{{{{ $f = false }}}}{_text(self.nl(d + 1))}{{{{ json $k }}}}: {self.call(vkind, d + 1, '$v')}{{{{ end }}}}"
+                f"{{{{ $f = false }}}}{_text(self.nl(d + 1))}{self.js('$k')}: {self.call(vkind, d + 1, '$v')}{{{{ end }}}}"
                 f"{{{{ if not $f }}}}{_text(self.nl(d))}{{{{ end }}}}}}")
 
     def _list(self, d, vkind):
@@ -3863,12 +4495,44 @@ class _PyJSON:
 
     def b_any(self, d):
         t = '(printf "%T" .)'
-        return (f'{{{{ if eq {t} "string" }}}}{{{{ json . }}}}'
+        return (f'{{{{ if eq {t} "string" }}}}{self.js(".")}'
                 f'{{{{ else if eq {t} "<nil>" }}}}null'
                 f'{{{{ else if eq {t} "bool" }}}}{{{{ if . }}}}true{{{{ else }}}}false{{{{ end }}}}'
                 f'{{{{ else if eq (printf "%.3s" {t}) "map" }}}}{self.call("args", d, ".")}'
                 f'{{{{ else if eq (printf "%.2s" {t}) "[]" }}}}{self.call("list", d, ".")}'
-                f'{{{{ else }}}}{{{{ json . }}}}{{{{ end }}}}')
+                f'{{{{ else }}}}{self.js(".")}{{{{ end }}}}')
+
+
+def _py_str_defs(range_int: bool) -> dict:
+    """Go defines that write Python's str() of a JSON value of the request: a string as it is, True / False, None, a
+    number as JSON writes it (an integer without a point, as Python's int), a list or object as Python's repr
+    ([1, 'a'], {'k': None}; keys in the order Go ranges them). A string inside a list is quoted as repr quotes it
+    (single quotes unless it holds ' and no "), escaping backslash, the quote, \\n \\r \\t and other control bytes
+    (\\xNN); one holding a non-ASCII character (repr keeps it or escapes it by Unicode's printability, which Go
+    cannot look up), or any string inside a list where the TEMPLATE may not range over an integer (Go < 1.24),
+    stops the template with an error, never other text."""
+    t = '(printf "%T" .)'
+    scalars = ('{{ else if eq $t "bool" }}{{ if . }}True{{ else }}False{{ end }}{{ else if eq $t "<nil>" }}None'
+               '{{ else if eq $t "float64" }}{{ json . }}{{ else if eq $t "int" }}{{ . }}')
+    if range_int:
+        quote = (r"""{{ $q := "'" }}{{ $sq := false }}{{ $dq := false }}{{ range $j := len . }}"""
+                 r"""{{ if eq (index $ $j) 39 }}{{ $sq = true }}{{ else if eq (index $ $j) 34 }}{{ $dq = true }}"""
+                 r"""{{ end }}{{ end }}{{ if and $sq (not $dq) }}{{ $q = "\"" }}{{ end }}{{ $q }}"""
+                 r"""{{ range $j := len . }}{{ $b := index $ $j }}{{ if ge $b 128 }}{{ index "" 1 }}"""
+                 r"""{{ else if eq $b 92 }}\\{{ else if eq (printf "%c" $b) $q }}\{{ $q }}"""
+                 r"""{{ else if eq $b 10 }}\n{{ else if eq $b 13 }}\r{{ else if eq $b 9 }}\t"""
+                 r"""{{ else if or (lt $b 32) (eq $b 127) }}{{ printf "\\x%02x" $b }}{{ else }}{{ printf "%c" $b }}"""
+                 r"""{{ end }}{{ end }}{{ $q }}""")
+    else:
+        quote = '{{ index "" 1 }}'
+    rep = ('{{ define "pyrepr_any" }}{{ $t := ' + t + ' }}{{ if eq $t "string" }}' + quote + scalars
+           + '{{ else if eq (printf "%.3s" $t) "map" }}{{ "{" }}{{ $f := true }}{{ range $k, $v := . }}'
+             '{{ if not $f }}, {{ end }}{{ $f = false }}{{ template "pyrepr_any" $k }}: {{ template "pyrepr_any" $v }}'
+             '{{ end }}}{{ else if eq (printf "%.2s" $t) "[]" }}[{{ $f := true }}{{ range . }}{{ if not $f }}, {{ end }}'
+             '{{ $f = false }}{{ template "pyrepr_any" . }}{{ end }}]{{ else }}{{ index "" 1 }}{{ end }}{{ end }}')
+    st = ('{{ define "pystr_any" }}{{ $t := ' + t + ' }}{{ if eq $t "string" }}{{ . }}' + scalars
+          + '{{ else }}{{ template "pyrepr_any" . }}{{ end }}{{ end }}')
+    return {"pystr_any": st, "pyrepr_any": rep}
 
 
 class _PyRepr:
