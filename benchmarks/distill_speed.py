@@ -154,6 +154,9 @@ def main():
     ap.add_argument("--cache")
     ap.add_argument("--windows", type=int)
     ap.add_argument("--chunk-size", type=int, default=256, help="downsize's loss chunk (rows per LM-head chunk)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="runs of every trainer, interleaved (online, offline, TRL, ... then again): each round's ratios "
+                         "compare runs made minutes apart, which a shared machine's drift affects least")
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="auto: bf16 where this CPU computes in it natively, else fp32 (the same for every trainer)")
     args = ap.parse_args()
@@ -182,19 +185,19 @@ def main():
         cache_s = time.perf_counter() - t
         # "trl+malloc": TRL with the same glibc malloc thresholds downsize's loop sets for itself (see
         # downsize.train.loop.tune_cpu_allocator), given through the environment: how much is the allocator alone.
-        for label, mode, env in (("online", "online", {}), ("offline", "offline", {}), ("trl", "trl", {}),
-                                 ("trl+malloc", "trl", MALLOC_ENV)):
-            cmd = [sys.executable, __file__, "--mode", mode, "--teacher", args.teacher, "--data", args.data,
-                   "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-                   "--threads", str(args.threads), "--precision", args.precision, "--chunk-size", str(args.chunk_size), "--cache", str(Path(tmp) / "cache"), "--windows", str(windows)]
-            r = subprocess.run(cmd, capture_output=True, text=True,
-                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **env})
-            mode = label
-            line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-            if r.returncode or not line:
-                results[mode] = {"error": r.stderr[-1500:]}
-                continue
-            results[mode] = json.loads(line[0][7:])
+        for rnd in range(args.rounds):
+            for label, mode, env in (("online", "online", {}), ("offline", "offline", {}), ("trl", "trl", {}),
+                                     ("trl+malloc", "trl", MALLOC_ENV)):
+                cmd = [sys.executable, __file__, "--mode", mode, "--teacher", args.teacher, "--data", args.data,
+                       "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+                       "--threads", str(args.threads), "--precision", args.precision, "--chunk-size", str(args.chunk_size),
+                       "--cache", str(Path(tmp) / "cache"), "--windows", str(windows)]
+                r = subprocess.run(cmd, capture_output=True, text=True,
+                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **env})
+                line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+                key = label if args.rounds == 1 else f"{label} (round {rnd + 1})"
+                results[key] = {"error": r.stderr[-1500:]} if r.returncode or not line else json.loads(line[0][7:])
+                results[key]["round"], results[key]["trainer"] = rnd, label
     peak = matmul_rate(args.threads, _dtype(args.precision))
     print(f"load average (1, 5, 15 min): {' '.join(f'{x:.2f}' for x in load_start)} at the start, "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
@@ -206,8 +209,8 @@ def main():
     print("| trainer | tokens/s | s/step | peak RSS MiB | GFLOP/s | % of matmul peak | tokens/s vs TRL | RSS vs TRL "
           "| tokens/CPU-s | tokens/CPU-s vs TRL |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    trl = results.get("trl", {})
     for mode, r in results.items():
+        trl = next((x for x in results.values() if x.get("trainer") == "trl" and x.get("round") == r.get("round")), {})
         if "error" in r:
             print(f"| {mode} | failed: {r['error'][-300:]!r} |")
             continue
@@ -216,6 +219,15 @@ def main():
         cpu = f"{r['tok_per_cpu_s'] / trl['tok_per_cpu_s']:.2f}×" if "tok_s" in trl else "-"
         print(f"| {mode} | {r['tok_s']:,.0f} | {r['sec_per_step']:.3f} | {r['peak_rss_mib']:,.0f} | {r['flops'] / 1e9:.1f} | "
               f"{100 * r['flops'] / peak:.0f}% | {vs} | {mem} | {r['tok_per_cpu_s']:,.0f} | {cpu} |")
+    if args.rounds > 1:
+        import statistics
+
+        for label in ("online", "offline", "trl+malloc"):
+            ratios = [r["tok_s"] / t["tok_s"] for r in results.values() if r.get("trainer") == label and "tok_s" in r
+                      for t in results.values() if t.get("trainer") == "trl" and t.get("round") == r["round"] and "tok_s" in t]
+            if ratios:
+                print(f"{label}: tokens/s vs TRL per round {' / '.join(f'{x:.2f}x' for x in ratios)}, "
+                      f"median {statistics.median(ratios):.2f}x")
     print("JSON " + json.dumps({"results": results, "matmul_flops": peak, "precision": args.precision,
                                 "cache": meta, "cache_s": cache_s}))
 
