@@ -1056,6 +1056,11 @@ class Translator:
         if v.kind == "out":  # text only Go's output can produce (tojson, a macro): re-emitted where printed
             self.emit(v.extra)
             return
+        if v.kind == "none" and v.go in self.__dict__.get("ns_none_flags", {}) \
+                and self.__dict__.get("ns_none_kinds", {}).get(v.go, set()) <= {"str"}:
+            # a namespace attribute that started as none and is only ever set to text: None while still none
+            self.emit(f"{{{{ if {self.ns_none_flags[v.go]} }}}}None{{{{ else }}}}{{{{ {v.go} }}}}{{{{ end }}}}")
+            return
         if v.is_const:
             if isinstance(v.const, (list, dict)):
                 raise Untranslatable("printing a list or dict constant")
@@ -1346,6 +1351,8 @@ class Translator:
             if var is None:  # first assignment outside namespace(): declare at the namespace's level
                 raise Untranslatable(f"namespace attribute {t.attr!r} set without a default")
             self.emit(f"{{{{ {var.go} = {self.go_of(v)} }}}}")
+            if var.go in self.__dict__.get("ns_none_flags", {}):
+                self._ns_none_flag(var.go, v)
             if var.go in self.late_attrs and var.defined:
                 self.emit(f"{{{{ {var.defined} = true }}}}")
                 if not v.is_const and v.kind in SEQ_KINDS | set(self.STRUCTS) | {"str", "int", "bool"}:
@@ -1686,6 +1693,8 @@ class Translator:
             var = self.fresh(f"{name}{kw.key}")
             if key in self.read_names:
                 self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
+                if v.is_const and v.const is None:
+                    self._ns_none_flag(var, v)
             attrs[kw.key] = V(go=var, kind=v.kind)
         # attributes first assigned later (`set ns.x = ...` without a default) get declared now
         scope.vars[name] = V(const=attrs, kind="ns")
@@ -1710,6 +1719,20 @@ class Translator:
                     self.emit(f"{{{{ {dvar} := false }}}}")
                     attrs[a] = V(go=var, kind="any", defined=dvar)
                     self.late_attrs.add(var)
+
+    def _ns_none_flag(self, var: str, v: V):
+        """A namespace attribute that starts as none (`namespace(fmt=none)`) holds "" in Go, which Go cannot tell
+        from other values: a flag, true exactly while its last assignment was none, answers `is none` (it was
+        folded to false). Declared with the namespace; every assignment to the attribute sets it."""
+        flags = self.__dict__.setdefault("ns_none_flags", {})
+        if not (v.is_const and v.const is None):  # what else it holds: printed only if always text (print_value)
+            kinds = self.__dict__.setdefault("ns_none_kinds", {}).setdefault(var, set())
+            kinds.add("str" if v.kind == "str" and (v.is_const or v.go) else "other")
+        if var not in flags:
+            flags[var] = self.fresh("nsnone")
+            self.emit(f"{{{{ {flags[var]} := true }}}}")
+        else:
+            self.emit(f"{{{{ {flags[var]} = {'true' if v.is_const and v.const is None else 'false'} }}}}")
 
     def _late_attr_once(self, name, attr) -> bool:
         """Whether the namespace attribute ``name.attr``, not given in namespace(), is assigned exactly once in the
@@ -3041,6 +3064,12 @@ class Translator:
             if self._maybe_negative(i):
                 return self.slice_from_var(x, i, fa.const, obj.kind)
             return V(go=f"slice (slice {x} {i}) {fa.const}", kind=obj.kind)
+        if stop.is_const and stop.const is None and start.kind == "index1" and start.go in self.index_vars:
+            # seq[loop.index:] (the messages after this one): the index + 1, empty past the end as in Python
+            x, i, var = self.go_of(obj), start.go, self.fresh("after")
+            self.emit(f"{{{{ {var} := slice {x} (len {x}) }}}}{{{{ if lt {i} (len {x}) }}}}"
+                      f"{{{{ {var} = slice (slice {x} {i}) 1 }}}}{{{{ end }}}}")
+            return V(go=var, kind=obj.kind)
         fb = _aff(stop) if not stop.is_const else None
         if start.is_const and start.const in (None, 0) and fb is not None and len(fb.terms) == 1 \
                 and fb.terms[0][1] == 1 and 0 <= fb.const <= 8 and self._maybe_negative(fb.terms[0][0]):
@@ -3725,6 +3754,8 @@ class Translator:
         if name == "none":
             if v.is_const:
                 return C(v.const is None)
+            if v.go in self.__dict__.get("ns_none_flags", {}):  # a namespace attribute that started as none
+                return V(go=self.ns_none_flags[v.go], kind="bool")
             if v.go in self.__dict__.get("none_flags", {}) and v.defined:  # last assigned none (_none_flag)
                 return V(go=f"and {v.defined} {self.none_flags[v.go]}", kind="bool")
             if v.defined:  # an optional field: absent in Ollama's data reads as none in the probes' Jinja input
@@ -4082,6 +4113,8 @@ class Translator:
                 return V(go=None, kind="int", extra=_StrLen(self.go_of(v)))
             if v.kind in set(MAPS) | {"any"}:  # any: a JSON string, list or object (Go's len takes each)
                 return V(go=f"len {self.go_of(v)}", kind="int")
+            if v.kind == "ptype":
+                return self.ptype_length(v)
             raise Untranslatable(f"length of a {v.kind}")
         if name == "default":
             d = args[0] if args else C("")
@@ -4117,7 +4150,39 @@ class Translator:
             return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)`
         if name == "tojson":
             return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
+        if name == "join" and v.kind in ("ptype", "strlist", "list") and len(args) <= 1 and not kwargs \
+                and re.search(r"\.[A-Z]\w*$", v.go or "") \
+                and all(a.is_const and isinstance(a.const, str) for a in args):
+            return self.join_seq(v, args[0].const if args else "")
         raise Untranslatable(f"the `{name}` filter on a request value")
+
+    def join_seq(self, v: V, sep: str) -> V:
+        """`seq | join(sep)` of a request list (a property's type names, its enum, a string list: a field of the
+        request, not a list the template builds): its elements
+        as Python's str() writes them (strings as they are; enum values through the pystr defines), `sep` between
+        them; kept as the Go that prints it (a text value)."""
+        k, el = self.fresh("k"), self.fresh("e")
+        if v.kind == "list":
+            self.defs.update(_py_str_defs(self.range_int))
+            item = f'{{{{ template "pystr_any" {el} }}}}'
+        else:
+            item = f"{{{{ {el} }}}}"
+        go = f"{{{{ range {k}, {el} := {self.go_of(v)} }}}}{{{{ if {k} }}}}{_text(sep)}{{{{ end }}}}{item}{{{{ end }}}}"
+        return V(kind="out", extra=go, truthy=None, dot=self.cur_dot)
+
+    def ptype_length(self, v: V) -> V:
+        """`type | length` of a property's type (one string, or a list of them; one name is the string form, as
+        Ollama writes it back): the list's length, or the one name's length in code points (Go >= 1.24)."""
+        g, var = self.go_of(v), self.fresh("plen")
+        self.emit(f"{{{{ {var} := len {g} }}}}")
+        if self.range_int:
+            self.emit(f"{{{{ if eq {var} 1 }}}}")
+            n = self.char_count(f"index {g} 0")
+            self.emit(f"{{{{ {var} = {n.go} }}}}{{{{ end }}}}")
+        else:  # one name without a code-point count: an error, never other text
+            self.emit(f'{{{{ if eq {var} 1 }}}}{{{{ index "" 1 }}}}{{{{ end }}}}')
+            self.note("`| length` of a property type that is one name stops the template (it needs Go >= 1.24)")
+        return V(go=var, kind="int", extra=Aff.atom(var))
 
     @staticmethod
     def const_filter(name, x, args, kwargs):
