@@ -749,6 +749,95 @@ def _join_only_lists(ast) -> None:
                     setattr(up, field, [f.node if x is f else x for x in val])
 
 
+def _macro_fingerprint(m: nodes.Macro) -> str:
+    """A macro's whole AST (its name written as `_`), to recognize one known macro under any name."""
+    import hashlib
+
+    return hashlib.sha256(repr(m).replace(repr(m.name), "'_'").encode()).hexdigest()[:16]
+
+
+# gpt-oss's / Apertus's render_typescript_type(param_spec, required_params, is_nullable=false), as parsed
+_TS_MACRO = "90ee1cc09661ba15"
+
+
+def _ts_builder(p: str, d: int, depth: int) -> str:
+    """Go that appends to ``$<p>s<n>_<d>`` the text render_typescript_type() writes for the JSON value
+    ``$<p>x<n>_<d>`` (a JSON object of the request: a schema below a property's `items`), level ``d`` of ``depth``.
+    Python's semantics on JSON values: truth is Go's (nil, false, 0, "", empty list / object are falsy in both); a
+    `type`, `enum` or `oneOf` list is told by its Go type; `required` is tested by equality; the recursive calls
+    of the three branches that recurse (an array's non-scalar `items`, `oneOf` variants, `properties` values) run
+    in one loop over the collection the branch chose (for `items`: the object itself, its `items` key only), so
+    each level is written once. What the macro would do with a value of an unexpected JSON type (a string
+    `enum`, `properties` that are a list), a variant's `default` (tojson) and level ``depth + 1`` fail with
+    ``index "" 1`` instead (an error, never other text)."""
+    v = lambda name, k=d: f"${p}{name}_{k}"  # noqa: E731
+    x, s, t, br, coll, req, n, cnt = (v(a) for a in ("x", "s", "t", "br", "coll", "req", "n", "cnt"))
+    k, e, c = v("k"), v("v"), v("s", d + 1)
+    fail = '{{ index "" 1 }}'
+
+    def add(go):
+        return f"{{{{ {s} = print {s} {go} }}}}"
+
+    def is_str(val):
+        return f'(eq (printf "%T" {val}) "string")'
+
+    def is_list(val):
+        return f'(eq (printf "%T" {val}) "[]interface {{}}")'
+
+    def strs(val, sep):  # `val | join(sep)` of a list of strings (anything else fails)
+        return (f"{{{{ range {k}, {e} := {val} }}}}{{{{ if {k} }}}}{add(_go_str(sep))}{{{{ end }}}}"
+                f"{{{{ if not {is_str(e)} }}}}{fail}{{{{ end }}}}{add(e)}{{{{ end }}}}")
+
+    nullable = f'{{{{ if index {x} "nullable" }}}}{add(_go_str(" | null"))}{{{{ end }}}}'
+    it, itt, en, o, props = v("it"), v("itt"), v("en"), v("o"), v("props")
+    go = [f'{{{{ {t} := index {x} "type" }}}}{{{{ {br} := "" }}}}{{{{ {coll} := false }}}}{{{{ {req} := false }}}}',
+          f'{{{{ if and {is_str(t)} (eq {t} "array") }}}}{{{{ {it} := index {x} "items" }}}}{{{{ if {it} }}}}'
+          f'{{{{ {itt} := index {it} "type" }}}}'
+          f'{{{{ if and {is_str(itt)} (eq {itt} "string") }}}}{add(_go_str("string[]"))}{nullable}'
+          f'{{{{ else if and {is_str(itt)} (or (eq {itt} "number") (eq {itt} "integer")) }}}}'
+          f'{add(_go_str("number[]"))}{nullable}'
+          f'{{{{ else if and {is_str(itt)} (eq {itt} "boolean") }}}}{add(_go_str("boolean[]"))}{nullable}'
+          f'{{{{ else }}}}{{{{ {br} = "items" }}}}{{{{ {coll} = {x} }}}}{{{{ end }}}}'
+          f'{{{{ else }}}}{add(_go_str("any[]"))}{nullable}{{{{ end }}}}',
+          f'{{{{ else if and {is_list(t)} (gt (len {t}) 0) }}}}{strs(t, " | ")}',
+          f'{{{{ else if index {x} "oneOf" }}}}{{{{ {o} := index {x} "oneOf" }}}}{{{{ if not {is_list(o)} }}}}{fail}'
+          f'{{{{ end }}}}{{{{ {br} = "oneOf" }}}}{{{{ {coll} = {o} }}}}',
+          f'{{{{ else if and {is_str(t)} (eq {t} "string") }}}}{{{{ {en} := index {x} "enum" }}}}{{{{ if {en} }}}}'
+          f'{{{{ if not {is_list(en)} }}}}{fail}{{{{ end }}}}{add(_go_str(chr(34)))}{strs(en, chr(34) + " | " + chr(34))}'
+          f'{add(_go_str(chr(34)))}{{{{ else }}}}{add(_go_str("string"))}{nullable}{{{{ end }}}}',
+          f'{{{{ else if and {is_str(t)} (or (eq {t} "number") (eq {t} "integer")) }}}}{add(_go_str("number"))}',
+          f'{{{{ else if and {is_str(t)} (eq {t} "boolean") }}}}{add(_go_str("boolean"))}',
+          f'{{{{ else if and {is_str(t)} (eq {t} "object") }}}}{{{{ {props} := index {x} "properties" }}}}'
+          f'{{{{ if {props} }}}}{{{{ if ne (printf "%.3s" (printf "%T" {props})) "map" }}}}{fail}{{{{ end }}}}'
+          f'{{{{ {req} = index {x} "required" }}}}{{{{ if and {req} (not {is_list(req)}) }}}}{fail}{{{{ end }}}}'
+          f'{add(_go_str(chr(123) + chr(10)))}{{{{ {br} = "props" }}}}{{{{ {coll} = {props} }}}}'
+          f'{{{{ else }}}}{add(_go_str("object"))}{{{{ end }}}}',
+          f'{{{{ else }}}}{add(_go_str("any"))}{{{{ end }}}}']
+    run, found, r, nc, j, last = v("run"), v("in"), v("r"), v("nc"), v("j"), v("last")
+    child = f'{{{{ {v("x", d + 1)} := {e} }}}}{{{{ {c} := "" }}}}' + (_ts_builder(p, d + 1, depth) if d < depth else fail)
+    go.append(
+        f'{{{{ if {br} }}}}{{{{ {n} := len {coll} }}}}{{{{ {cnt} := "" }}}}{{{{ range {k}, {e} := {coll} }}}}'
+        f'{{{{ {run} := true }}}}{{{{ if eq {br} "items" }}}}{{{{ {run} = eq {k} "items" }}}}{{{{ end }}}}'
+        f'{{{{ if {run} }}}}{{{{ {cnt} = print {cnt} "x" }}}}{{{{ {last} := eq (len {cnt}) {n} }}}}'
+        f'{{{{ if eq {br} "props" }}}}{add(k)}{{{{ {found} := false }}}}{{{{ if {req} }}}}{{{{ range {r} := {req} }}}}'
+        f'{{{{ if and {is_str(r)} (eq {r} {k}) }}}}{{{{ {found} = true }}}}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}'
+        f'{{{{ if not {found} }}}}{add(_go_str("?"))}{{{{ end }}}}{add(_go_str(": " + chr(10) + " " * 16))}{{{{ end }}}}'
+        f'{child}'
+        f'{{{{ if eq {br} "items" }}}}{{{{ {nc} := "" }}}}{{{{ range {j} := len {c} }}}}'
+        f'{{{{ if or (lt (index {c} {j}) 128) (ge (index {c} {j}) 192) }}}}{{{{ {nc} = print {nc} "x" }}}}{{{{ end }}}}'
+        f'{{{{ end }}}}{{{{ if or (eq {c} "object | object") (gt (len {nc}) 50) }}}}{add(_go_str("any[]"))}'
+        f'{{{{ else }}}}{add(c)}{add(_go_str("[]"))}{{{{ end }}}}'
+        f'{{{{ else if eq {br} "oneOf" }}}}{add(c)}{{{{ {r} := index {e} "description" }}}}{{{{ if {r} }}}}'
+        f'{{{{ if not {is_str(r)} }}}}{fail}{{{{ end }}}}{add(_go_str("// "))}{add(r)}{{{{ end }}}}'
+        f'{{{{ range {j}, {found} := {e} }}}}{{{{ if eq {j} "default" }}}}{fail}{{{{ end }}}}{{{{ end }}}}'
+        f'{{{{ if not {last} }}}}{add(_go_str(" | " + chr(10)))}{{{{ end }}}}'
+        f'{{{{ else }}}}{add(c)}{{{{ if not {last} }}}}{add(_go_str(", "))}{{{{ end }}}}{{{{ end }}}}'
+        f'{{{{ end }}}}{{{{ end }}}}'
+        f'{{{{ if eq {br} "items" }}}}{nullable}{{{{ else if eq {br} "props" }}}}{add(_go_str(chr(125)))}{{{{ end }}}}'
+        f'{{{{ end }}}}')
+    return "".join(go)
+
+
 class Translator:
     MAX_INLINE = 12  # macro call depth
 
@@ -847,6 +936,8 @@ class Translator:
 
     # ---- entry ---------------------------------------------------------------------------------------------
     def run(self, ast: nodes.Template) -> GoTemplate:
+        # each macro's whole AST as parsed, before the passes below rewrite parts of it (ts_capture)
+        self.macro_prints = {m.name: _macro_fingerprint(m) for m in ast.find_all(nodes.Macro)}
         _join_only_lists(ast)  # lists only appended to and joined: built as the joined text
         _joined_lists(ast)
         self._collect_reads(ast)
@@ -1364,6 +1455,11 @@ class Translator:
             return self.namespace(t.name, s.node, scope)
         if t.name not in self.read_names:
             return
+        if t.name in self.textvars and isinstance(s.node, nodes.Call):
+            built = self.ts_capture(s.node, scope)  # a known recursive macro's output, built as a Go string
+            if built is not None:
+                scope.vars[t.name] = built
+                return
         if t.name in self.textvars:  # kept as is; made text only where branches merge (as_text)
             scope.vars[t.name] = self.eval_text(s.node, scope, in_place=True)
             return
@@ -2025,6 +2121,34 @@ class Translator:
                 raise Untranslatable(f"recursive macro {m.name}() that reads more than its argument")
             self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ $marg := . }}}}{body}{{{{ end }}}}'
         self.emit(f'{{{{ template "{name}" {self.go_of(dv)} }}}}')
+
+    TS_DEPTH = 8  # JSON-schema levels below a captured `render_typescript_type(items)` written exactly
+
+    def ts_capture(self, call, scope) -> V | None:
+        """`set inner_type = render_typescript_type(spec['items'], ...)` (gpt-oss, Apertus): the recursive macro's
+        output captured to be compared and measured. Go cannot capture a template's output, so for this one macro
+        (recognized by its whole AST, :data:`_TS_MACRO`) the text is built as a Go string by :func:`_ts_builder`,
+        a transcription of the macro for JSON values unrolled to TS_DEPTH levels (one copy of each level: the
+        branches that recurse share one loop); a deeper schema stops the template with an error, never other text.
+        Its other parameters are never read (only handed on to itself)."""
+        f = call.node
+        if not (isinstance(f, nodes.Name) and f.name in self.macros and scope.get(f.name) is None) \
+                or self.macro_prints.get(f.name) != _TS_MACRO or not call.args or call.kwargs \
+                or len(call.args) > 3 or call.dyn_args or call.dyn_kwargs:
+            return None
+        arg = self.expr(call.args[0], scope)
+        if arg.is_const or arg.kind != "any":  # a property's `items` (or deeper): a JSON value of the request
+            return None
+        self._need_range_int("a macro's output measured (code points)")
+        self.note(f"render_typescript_type() of an array's `items` is built as text to JSON-schema depth "
+                  f"{self.TS_DEPTH}: items nested deeper, or (below an array's items) a oneOf variant with a "
+                  "`default`, a type list or enum with non-string entries, or a schema keyword of an unexpected "
+                  "JSON type (e.g. `properties` not an object) stop the template with an error")
+        self.n += 1
+        out = f"$ts{self.n}s_1"
+        self.emit(f'{{{{ {out} := "" }}}}{{{{ $ts{self.n}x_1 := {self.go_of(arg)} }}}}')
+        self.emit(_ts_builder(f"ts{self.n}", 1, self.TS_DEPTH))
+        return V(go=out, kind="str")
 
     @staticmethod
     def _passed_through_only(m: nodes.Macro) -> list[str]:
@@ -3449,6 +3573,14 @@ class Translator:
             b = V(go=f"index {self.go_of(b)} 0", kind="str")
         if a.kind in MAPPING_KINDS or b.kind in MAPPING_KINDS or a.kind in SEQ_KINDS or b.kind in SEQ_KINDS:
             raise Untranslatable(f"comparing a {a.kind} with a {b.kind}")
+        if op in ("eq", "ne") and {a.kind, b.kind} == {"any", "str"} and (a if a.kind == "str" else b).is_const:
+            # a JSON value (a schema's `type`: a string, or a list of them) == a string: Go's eq fails on other
+            # types, Python's == is false: only a string is compared
+            x = self.go_of(a if a.kind == "any" else b)
+            lit = self.go_of(b if a.kind == "any" else a)
+            if op == "eq":
+                return V(go=f'and (eq (printf "%T" {x}) "string") (eq {x} {lit})', kind="bool")
+            return V(go=f'or (ne (printf "%T" {x}) "string") (ne {x} {lit})', kind="bool")
         return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
 
     def casefold_compare(self, a: V, op: str, b: V) -> V:
