@@ -1125,3 +1125,120 @@ def test_string_filter_of_a_json_value_is_python_str():
     assert all(x.ok for x in r.results), r.failures
     r = gocheck.check_templates([(PY_STR, g, "", EOS)], (call({"e": ["é"]}),))[0]
     assert not r.results[0].ok and "error" in r.results[0].detail
+
+
+# ---- branch m2 ----------------------------------------------------------------------------------------------------
+def _m2_check(src, probes, ok=True):
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(src, "", EOS, range_int=True).go
+    r = gocheck.check_templates([(src, g, "", EOS)], probes)[0]
+    if ok:
+        assert all(x.ok for x in r.results), r.failures
+    return r
+
+
+def _m2_tool(props):
+    return [{"type": "function", "function": {"name": "f", "description": "F.", "parameters": {
+        "type": "object", "required": [], "properties": props}}}]
+
+
+def _m2_probe(name, props):
+    return gocheck.Probe(name, [{"role": "user", "content": "hi"}], _m2_tool(props))
+
+
+# a property's type list: `| length` (a list's length, or one name's code points) and `| join`; `enum | join`
+PTYPE = ("{% for t in tools or [] %}{% for n, p in t.function.parameters.properties.items() %}{{ n }}:"
+         "{% if p.type is not string %}{{ p.type | length }}={{ p.type | join(' | ') }}{% else %}{{ p.type | length }}"
+         "{% endif %}{% if p.enum %}[{{ p.enum | join('\", \"') }}]{% endif %}\n{% endfor %}{% endfor %}"
+         "{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_property_type_length_and_join():
+    _m2_check(PTYPE, (_m2_probe("type list", {"a": {"type": ["string", "null"]}, "b": {"type": "é日"},
+                                              "c": {"type": "string", "enum": ["x", "y é"]}}),) + gocheck.PROBES)
+
+
+# `seq[loop.index:]` (gpt-oss: is a later assistant message a final answer?), empty past the end
+AFTER_INDEX = ("{% for m in messages %}{{ m.role }}:{% for f in messages[loop.index:] %}{{ f.role }},{% endfor %}"
+               "|{% for f in messages[1:][loop.index:] %}{{ f.role }},{% endfor %}\n{% endfor %}")
+
+
+def test_slice_after_loop_index():
+    _m2_check(AFTER_INDEX, gocheck.PROBES)
+
+
+# a namespace attribute that starts as none: `is none` by a flag (it folded to false: Apertus wrote no assistant
+# content), printed None while none (gpt-oss's last_tool_call.name)
+NS_NONE = ("{% set ns = namespace(fmt=none) %}{% for m in messages %}{% if ns.fmt is none or ns.fmt == 'user' %}"
+           "{{ m.content }}{% endif %}<{{ ns.fmt }}>{% if m.role == 'user' %}{% set ns.fmt = m.role %}{% else %}"
+           "{% set ns.fmt = none %}{% endif %}{% endfor %}")
+
+
+def test_namespace_attribute_that_starts_as_none():
+    _m2_check(NS_NONE, gocheck.PROBES)
+
+
+# `set tc = call; if tc.function: set tc = tc.function` (gpt-oss) as one assignment: a tool call's function (it
+# was `any`, read with `index` on a struct: an error on every tool call)
+UNWRAP = ("{% for m in messages %}{% if m.tool_calls %}{% set tc = m.tool_calls[0] %}{% if tc.function %}"
+          "{% set tc = tc.function %}{% endif %}{{ tc.name }}({{ tc.arguments | tojson }}){% endif %}{{ m.content }}"
+          "{% endfor %}")
+
+
+def test_tool_call_function_unwrapped():
+    _m2_check(UNWRAP, gocheck.PROBES)
+
+
+def _ts_macro():
+    from sdist import llama_cpp_dir
+
+    src = (llama_cpp_dir() / "models" / "templates" / "openai-gpt-oss-120b.jinja").read_text()
+    return src[src.index("{%- macro render_typescript_type"):src.index("{%- macro render_tool_namespace")]
+
+
+def _oneofs(k, inner):
+    for _ in range(k):
+        inner = {"oneOf": [inner]}
+    return inner
+
+
+def test_typescript_type_of_items_captured_and_measured():
+    """gpt-oss / Apertus: `set inner_type = render_typescript_type(items)`, compared with "object | object" and
+    measured (`| length > 50`, code points): built as a Go string to depth 8 (the macro is read from the sdist, it
+    is not copied here). Exact on the boundary (50 code points of 2-byte names, 51), type lists, nullable, oneOf,
+    enum, nested arrays and objects, and 8 levels; 9 levels and a variant's default below items are an error."""
+    src = _ts_macro() + ("{% for t in tools or [] %}{% for n, p in t.function.parameters.properties.items() %}"
+                         "{{ n }}: {{ render_typescript_type(p, []) }}\n{% endfor %}{% endfor %}"
+                         "{% for m in messages %}{{ m.content }}{% endfor %}")
+
+    def obj(name):
+        return {"type": "object", "properties": {name: {"type": "string"}}}  # 29 code points + the name
+    arr = [{"type": "array", "items": x} for x in (
+        obj("é" * 21), obj("é" * 22), obj("a" * 21), {"type": ["object", "object"]}, {"type": ["string", "null"]},
+        {"oneOf": [{"type": "string", "description": "s"}, {"type": "array", "items": {"type": "integer"}}]},
+        {"type": "string", "enum": ["a", "日"]}, {"type": "array", "items": {"type": "array", "nullable": True,
+                                                                              "items": obj("b")}},
+        {"type": "object", "required": ["x"], "properties": {"x": {"type": "number"}, "y": {}}}, {},
+        _oneofs(7, {"type": "string"}))]
+    probes = tuple(_m2_probe(f"items {k}", {"p": a}) for k, a in enumerate(arr)) + gocheck.TOOL_PROBES
+    _m2_check(src, probes)
+    bad = (_m2_probe("9 levels", {"p": {"type": "array", "items": _oneofs(8, {"type": "string"})}}),
+           _m2_probe("default", {"p": {"type": "array", "items": {"oneOf": [{"type": "string", "default": "x"}]}}}))
+    r = _m2_check(src, bad, ok=False)
+    assert all(not x.ok and "error" in x.detail for x in r.results), r.failures
+
+
+# a JSON value == a string compares only a string (Go's eq failed on a type list: `["string", "null"]`). Only
+# properties with `items`: without the key, Jinja's `p['items']` is the dict's items() method (truthy)
+ANY_EQ = ("{% for t in tools or [] %}{% for n, p in t.function.parameters.properties.items() %}"
+          "{% if p['items'] %}{{ n }}={{ p['items']['type'] == 'string' }},{{ p['items']['type'] != 'string' }}"
+          "{% endif %}{% endfor %}{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_json_value_equals_string():
+    _m2_check(ANY_EQ, (_m2_probe("items types", {"a": {"type": "array", "items": {"type": ["string", "null"]}},
+                                                 "b": {"type": "array", "items": {"type": "string"}},
+                                                 "c": {"type": "array", "items": {"type": 3}}}),) + gocheck.PLAIN_PROBES)

@@ -608,6 +608,33 @@ def _pure_expr(n) -> bool:
     return not any(True for _ in n.find_all(nodes.NSRef)) and not isinstance(n, nodes.NSRef)
 
 
+def _attr_unwraps(ast) -> None:
+    """`{% set x = E %}{% if x.a %}{% set x = x.a %}{% endif %}` (gpt-oss: a tool call, or its `function`) as the one
+    assignment `{% set x = E.a if E.a else E %}`, the same value in Jinja for a pure E; a tool call's function is
+    always there in Ollama's data, so it folds to `E.function` (one kind where the two assignments made it `any`)."""
+    for node in [ast, *ast.find_all(nodes.Node)]:
+        for field in ("body", "else_"):
+            stmts = getattr(node, field, None)
+            if not isinstance(stmts, list):
+                continue
+            k = 0
+            while k + 1 < len(stmts):
+                a, f = stmts[k], stmts[k + 1]
+                if isinstance(a, nodes.Assign) and isinstance(a.target, nodes.Name) and _pure_expr(a.node) \
+                        and isinstance(f, nodes.If) and not f.elif_ and not f.else_ and len(f.body) == 1 \
+                        and isinstance(f.test, nodes.Getattr) and isinstance(f.test.node, nodes.Name) \
+                        and f.test.node.name == a.target.name and isinstance(f.body[0], nodes.Assign) \
+                        and isinstance(f.body[0].target, nodes.Name) and f.body[0].target.name == a.target.name \
+                        and isinstance(f.body[0].node, nodes.Getattr) and f.body[0].node.attr == f.test.attr \
+                        and isinstance(f.body[0].node.node, nodes.Name) and f.body[0].node.node.name == a.target.name \
+                        and a.target.name not in {n.name for n in a.node.find_all(nodes.Name)}:
+                    attr = f.test.attr
+                    a.node = nodes.CondExpr(nodes.Getattr(a.node, attr, "load"), nodes.Getattr(a.node, attr, "load"),
+                                            a.node, lineno=a.lineno)
+                    del stmts[k + 1]
+                k += 1
+
+
 def _writes_nothing(stmts, in_dead_loop: bool) -> bool:
     """Whether the statements write no text and change nothing the rest of the template sees. Inside a ``for``
     body (``in_dead_loop``) plain ``set x = ...`` is local to the iteration (Jinja scoping: the value is gone when
@@ -770,7 +797,9 @@ def _ts_builder(p: str, d: int, depth: int) -> str:
     each level is written once. What the macro would do with a value of an unexpected JSON type (a string
     `enum`, `properties` that are a list), a variant's `default` (tojson) and level ``depth + 1`` fail with
     ``index "" 1`` instead (an error, never other text)."""
-    v = lambda name, k=d: f"${p}{name}_{k}"  # noqa: E731
+    def v(name, k=d):
+        return f"${p}{name}_{k}"
+
     x, s, t, br, coll, req, n, cnt = (v(a) for a in ("x", "s", "t", "br", "coll", "req", "n", "cnt"))
     k, e, c = v("k"), v("v"), v("s", d + 1)
     fail = '{{ index "" 1 }}'
@@ -790,7 +819,7 @@ def _ts_builder(p: str, d: int, depth: int) -> str:
 
     nullable = f'{{{{ if index {x} "nullable" }}}}{add(_go_str(" | null"))}{{{{ end }}}}'
     it, itt, en, o, props = v("it"), v("itt"), v("en"), v("o"), v("props")
-    go = [f'{{{{ {t} := index {x} "type" }}}}{{{{ {br} := "" }}}}{{{{ {coll} := false }}}}{{{{ {req} := false }}}}',
+    go = [(f'{{{{ {t} := index {x} "type" }}}}{{{{ {br} := "" }}}}{{{{ {coll} := false }}}}{{{{ {req} := false }}}}'
           f'{{{{ if and {is_str(t)} (eq {t} "array") }}}}{{{{ {it} := index {x} "items" }}}}{{{{ if {it} }}}}'
           f'{{{{ {itt} := index {it} "type" }}}}'
           f'{{{{ if and {is_str(itt)} (eq {itt} "string") }}}}{add(_go_str("string[]"))}{nullable}'
@@ -798,21 +827,21 @@ def _ts_builder(p: str, d: int, depth: int) -> str:
           f'{add(_go_str("number[]"))}{nullable}'
           f'{{{{ else if and {is_str(itt)} (eq {itt} "boolean") }}}}{add(_go_str("boolean[]"))}{nullable}'
           f'{{{{ else }}}}{{{{ {br} = "items" }}}}{{{{ {coll} = {x} }}}}{{{{ end }}}}'
-          f'{{{{ else }}}}{add(_go_str("any[]"))}{nullable}{{{{ end }}}}',
-          f'{{{{ else if and {is_list(t)} (gt (len {t}) 0) }}}}{strs(t, " | ")}',
+          f'{{{{ else }}}}{add(_go_str("any[]"))}{nullable}{{{{ end }}}}'
+          f'{{{{ else if and {is_list(t)} (gt (len {t}) 0) }}}}{strs(t, " | ")}'
           f'{{{{ else if index {x} "oneOf" }}}}{{{{ {o} := index {x} "oneOf" }}}}{{{{ if not {is_list(o)} }}}}{fail}'
-          f'{{{{ end }}}}{{{{ {br} = "oneOf" }}}}{{{{ {coll} = {o} }}}}',
+          f'{{{{ end }}}}{{{{ {br} = "oneOf" }}}}{{{{ {coll} = {o} }}}}'
           f'{{{{ else if and {is_str(t)} (eq {t} "string") }}}}{{{{ {en} := index {x} "enum" }}}}{{{{ if {en} }}}}'
           f'{{{{ if not {is_list(en)} }}}}{fail}{{{{ end }}}}{add(_go_str(chr(34)))}{strs(en, chr(34) + " | " + chr(34))}'
-          f'{add(_go_str(chr(34)))}{{{{ else }}}}{add(_go_str("string"))}{nullable}{{{{ end }}}}',
-          f'{{{{ else if and {is_str(t)} (or (eq {t} "number") (eq {t} "integer")) }}}}{add(_go_str("number"))}',
-          f'{{{{ else if and {is_str(t)} (eq {t} "boolean") }}}}{add(_go_str("boolean"))}',
+          f'{add(_go_str(chr(34)))}{{{{ else }}}}{add(_go_str("string"))}{nullable}{{{{ end }}}}'
+          f'{{{{ else if and {is_str(t)} (or (eq {t} "number") (eq {t} "integer")) }}}}{add(_go_str("number"))}'
+          f'{{{{ else if and {is_str(t)} (eq {t} "boolean") }}}}{add(_go_str("boolean"))}'
           f'{{{{ else if and {is_str(t)} (eq {t} "object") }}}}{{{{ {props} := index {x} "properties" }}}}'
           f'{{{{ if {props} }}}}{{{{ if ne (printf "%.3s" (printf "%T" {props})) "map" }}}}{fail}{{{{ end }}}}'
           f'{{{{ {req} = index {x} "required" }}}}{{{{ if and {req} (not {is_list(req)}) }}}}{fail}{{{{ end }}}}'
           f'{add(_go_str(chr(123) + chr(10)))}{{{{ {br} = "props" }}}}{{{{ {coll} = {props} }}}}'
-          f'{{{{ else }}}}{add(_go_str("object"))}{{{{ end }}}}',
-          f'{{{{ else }}}}{add(_go_str("any"))}{{{{ end }}}}']
+          f'{{{{ else }}}}{add(_go_str("object"))}{{{{ end }}}}'
+          f'{{{{ else }}}}{add(_go_str("any"))}{{{{ end }}}}')]
     run, found, r, nc, j, last = v("run"), v("in"), v("r"), v("nc"), v("j"), v("last")
     child = f'{{{{ {v("x", d + 1)} := {e} }}}}{{{{ {c} := "" }}}}' + (_ts_builder(p, d + 1, depth) if d < depth else fail)
     go.append(
@@ -939,6 +968,7 @@ class Translator:
         # each macro's whole AST as parsed, before the passes below rewrite parts of it (ts_capture)
         self.macro_prints = {m.name: _macro_fingerprint(m) for m in ast.find_all(nodes.Macro)}
         _join_only_lists(ast)  # lists only appended to and joined: built as the joined text
+        _attr_unwraps(ast)
         _joined_lists(ast)
         self._collect_reads(ast)
         self.assign_counts: dict[str, int] = {}  # name -> how many `set name = ...` the template holds
@@ -3461,7 +3491,7 @@ class Translator:
         return V(go=f"not {self.go_of(a)}", kind="bool")
 
     def e_CondExpr(self, e, scope):
-        t = self.expr(e.test, scope)
+        t = self.cond(e.test, scope)  # a struct (a tool call's function) is statically true
         if t.is_const:
             if self._truthy_const(t.const):
                 return self.expr(e.expr1, scope)
