@@ -1242,3 +1242,23 @@ def test_json_value_equals_string():
     _m2_check(ANY_EQ, (_m2_probe("items types", {"a": {"type": "array", "items": {"type": ["string", "null"]}},
                                                  "b": {"type": "array", "items": {"type": "string"}},
                                                  "c": {"type": "array", "items": {"type": 3}}}),) + gocheck.PLAIN_PROBES)
+
+
+def test_gpt_oss_gets_the_harmony_parser():
+    """gpt-oss's harmony tool calls (`to=functions.NAME<|channel|>commentary json<|message|>{...}<|call|>`): the
+    Modelfile names Ollama's harmony PARSER (Ollama picks it by itself only for the gptoss family), and <|end|>,
+    which ends the reasoning message before the final one, is no stop."""
+    from sdist import llama_cpp_dir
+
+    from downsize.export.ollama import render_modelfile
+    from downsize.export.template import convert_chat_template
+
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = (llama_cpp_dir() / "models" / "templates" / "openai-gpt-oss-120b.jinja").read_text()
+    conv = convert_chat_template(src, "", "<|return|>")
+    assert conv.style == "translated" and conv.tools and conv.parser == "harmony" and "<|end|>" not in conv.stops
+    mf = render_modelfile("./m.gguf", conv, list(conv.stops), 4096)
+    assert "\nPARSER harmony\n" in mf and "PARAMETER stop <|end|>" not in mf

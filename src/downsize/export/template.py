@@ -204,6 +204,9 @@ def _stops_from_probe(template: str, bos: str, eos: str) -> tuple[str, ...]:
 # the Jinja template renders the probe's tool call, and the built-in PARSER (model/parsers in Ollama) that reads it.
 PARSER_FORMATS = {
     "qwen3-coder": ("<function=get_weather>", "<parameter=city>"),
+    # gpt-oss's harmony messages (`<|start|>assistant to=functions.NAME<|channel|>commentary json<|message|>{...}
+    # <|call|>`): Ollama picks this PARSER by itself only for the gptoss model family; named, any student gets it
+    "harmony": ("to=functions.get_weather", "<|channel|>commentary", "<|call|>"),
 }
 
 
@@ -307,6 +310,10 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
         if tag is None:
             notes.append("the template renders no assistant tool call: Ollama gets tool definitions in the prompt, "
                          "but the model's tool calls are not parsed")
+    if parser == "harmony" and "<|end|>" in stops:
+        # a harmony reply is several messages (analysis ... <|end|>, then the final one, ending <|return|> or
+        # <|call|>, the model's end-of-generation tokens): stopping at <|end|> would cut it after the reasoning
+        stops = tuple(s for s in stops if s != "<|end|>")
     return ConvertedTemplate(STYLE_TRANSLATED, text, stops, None, True, tools=writes_tools and res.tools_ok,
                              notes=tuple(notes), tool_tag=tag, parser=parser)
 
