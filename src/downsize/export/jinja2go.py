@@ -1181,6 +1181,7 @@ class Translator:
                 and self.__dict__.get("ns_none_kinds", {}).get(v.go, set()) <= {"str"}:
             # a namespace attribute that started as none and is only ever set to text: None while still none
             self.emit(f"{{{{ if {self.ns_none_flags[v.go]} }}}}None{{{{ else }}}}{{{{ {v.go} }}}}{{{{ end }}}}")
+            self.__dict__.setdefault("ns_none_printed", set()).add(v.go)
             return
         if v.is_const:
             if isinstance(v.const, (list, dict)):
@@ -1854,6 +1855,8 @@ class Translator:
         if not (v.is_const and v.const is None):  # what else it holds: printed only if always text (print_value)
             kinds = self.__dict__.setdefault("ns_none_kinds", {}).setdefault(var, set())
             kinds.add("str" if v.kind == "str" and (v.is_const or v.go) else "other")
+            if "other" in kinds and var in self.__dict__.get("ns_none_printed", set()):
+                raise Untranslatable("a namespace attribute that starts as none, printed, later set to a non-string")
         if var not in flags:
             flags[var] = self.fresh("nsnone")
             self.emit(f"{{{{ {flags[var]} := true }}}}")
