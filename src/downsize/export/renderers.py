@@ -99,8 +99,9 @@ def similarity(expected: dict[str, str | None], name: str) -> float:
     if r is None or not rendered:
         return 0.0
     got = _prompts(r)
-    return sum(difflib.SequenceMatcher(None, v, got.get(k) or "", autojunk=False).ratio()
-               for k, v in rendered.items()) / len(rendered)
+    both = [k for k in rendered if got.get(k) is not None]  # the probes the renderer rendered (deterministically)
+    return sum(difflib.SequenceMatcher(None, rendered[k], got[k], autojunk=False).ratio() for k in both) / len(both) \
+        if both else 0.0
 
 
 def match(expected: dict[str, str | None]) -> RendererMatch | None:
