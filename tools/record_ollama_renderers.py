@@ -85,9 +85,16 @@ def tool_call_outputs() -> dict[str, list[str]]:
             text = tool_call_output(f.read_text(), "<s>", "</s>")
         except Exception:  # noqa: BLE001 — a template that cannot render the probe
             continue
-        if text:
-            out.setdefault(text, []).append(f.name.removesuffix(".jinja"))
+        if not text:
+            continue
+        # The sdist's templates come without their model's EOS (the recording uses "</s>"), so a call may still end
+        # with the end-of-turn token the real EOS strips at export: the text without it is recorded as well.
+        for t in dict.fromkeys([text, END_MARK.sub("", text)]):
+            out.setdefault(t, []).append(f.name.removesuffix(".jinja"))
     return out
+
+
+END_MARK = re.compile(r"(<\|[^<>\s|]+\|>|<｜[^<>\s｜]+｜>|<eos>|<end_of_turn>)\s*$")
 
 
 def parses_the_probe_call(r: dict) -> bool:

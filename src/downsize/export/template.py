@@ -216,9 +216,19 @@ def tool_call_output(template: str, bos: str, eos: str) -> str | None:
     call_msgs = TOOL_PROBES[1].messages[:2]
     text = expected(template, Probe("call", call_msgs, TOOL_PROBES[1].tools), bos, eos)
     before = expected(template, Probe("ask", call_msgs[:1], TOOL_PROBES[1].tools), bos, eos)
-    if not text or not before or not text.startswith(before) or "get_weather" not in text[len(before):]:
+    if not text or not before:
         return None
-    out = text[len(before):]
+    # The prompt may end with text the history form of the turn writes differently (`<think></think>` in the prompt,
+    # `</think>` before the call in history): the output starts where the two part, less what the prompt's own
+    # tail already holds of it.
+    cp = len(os.path.commonprefix([text, before]))
+    for o, c in (("<", ">"), ("[", "]")):  # never inside a marker (`<|im_end|>` vs `<TOOLCALL>` share the `<`)
+        if text.rfind(o, 0, cp) > text.rfind(c, 0, cp):
+            cp = text.rfind(o, 0, cp)
+    rest, out = before[cp:], text[cp:]
+    out = out[next((len(rest) - k for k in range(len(rest)) if out.startswith(rest[k:])), 0):]
+    if "get_weather" not in out:
+        return None
     for stop in (*_stops_from_probe(template, bos, eos), eos):
         if stop and out.rstrip().endswith(stop):
             out = out.rstrip()[: -len(stop)]
