@@ -1220,3 +1220,12 @@ def test_trim_of_text_between_literals_is_exact_without_a_note():
     probes = (gocheck.Probe("spaces", [{"role": "user", "content": " a \n"}]),) + gocheck.PROBES
     r = gocheck.check_templates([(src, t.go, "", EOS)], probes)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+def test_dictsort_of_a_request_mapping_notes_its_error_inputs():
+    # the keys it cannot sort as Jinja does (non-ASCII, equal but for case) stop the template: recorded in the notes
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% for m in messages %}{% for c in m.tool_calls or [] %}{% for k, v in c.function.arguments | dictsort %}"
+           "{{ k }};{% endfor %}{% endfor %}{{ m.content }}{% endfor %}")
+    assert any("dictsort" in n and "error" in n for n in translate(src, "", EOS, range_int=True).notes)

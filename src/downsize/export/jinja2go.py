@@ -2614,6 +2614,9 @@ class Translator:
         equal once lowered (Jinja's stable sort keeps an order Go's map does not have) stop the template with an
         error, never other text (Go >= 1.24: the keys are read byte by byte). loop.first / loop.last only."""
         self._need_range_int("dictsort over a request mapping")
+        self.note("`dictsort` of a request mapping (tool-call arguments, tool parameters) sorts ASCII keys as Jinja does; "
+                  "a key with a non-ASCII character, or two keys equal but for ASCII case, stops the template with an "
+                  "error")
         attrs = self._own_loop_attrs(s)
         if attrs - {"first", "last"} or s.test is not None or s.else_ \
                 or not (isinstance(s.target, nodes.Tuple) and len(s.target.items) == 2):
