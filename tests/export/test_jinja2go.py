@@ -1229,3 +1229,14 @@ def test_dictsort_of_a_request_mapping_notes_its_error_inputs():
     src = ("{% for m in messages %}{% for c in m.tool_calls or [] %}{% for k, v in c.function.arguments | dictsort %}"
            "{{ k }};{% endfor %}{% endfor %}{{ m.content }}{% endfor %}")
     assert any("dictsort" in n and "error" in n for n in translate(src, "", EOS, range_int=True).notes)
+
+
+def test_upper_is_a_string_and_a_missing_list_field_defaults_to_empty():
+    src = ("{% for t in tools or [] %}{% for k, v in t.function.parameters.properties.items() %}{{ k }}"
+           "{% if v.description | upper is string %}:s{% endif %}{% for r in v.required | default([]) %}+{{ r }}"
+           "{% endfor %};{% endfor %}{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}")
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(src, "", EOS, range_int=gocheck.go_range_int()).go
+    r = gocheck.check_templates([(src, g, "", EOS)])[0]
+    assert all(x.ok or x.skipped for x in r.results) and r.tools_ok, r.failures

@@ -3891,6 +3891,8 @@ class Translator:
             return C(False)
         if v.kind.startswith(_SPLIT) or v.kind in ("dlist", "uplist"):  # a list built in the template
             return C(name in ("iterable", "sequence"))
+        if v.kind == "folded" and name in ("string", "mapping", "iterable", "sequence", "boolean", "number", "integer"):
+            return C(name in ("string", "iterable", "sequence"))  # `x | upper`: always a str in Jinja
         kinds = {"string": {"str"}, "mapping": MAPPING_KINDS, "iterable": SEQ_KINDS | MAPPING_KINDS | {"str"},
                  "sequence": SEQ_KINDS | {"str"}, "boolean": {"bool"}, "number": {"int"}, "integer": {"int"}}
         if name in kinds:
@@ -4244,7 +4246,7 @@ class Translator:
             d = args[0] if args else C("")
             if v.is_const:
                 return d if v.const is UNDEF else v
-            if v.defined and d.is_const and d.const == [] and v.kind in SEQ_KINDS:
+            if v.defined and v.defined == v.go and d.is_const and d.const == [] and v.kind in SEQ_KINDS:
                 return V(go=v.go, kind=v.kind)  # an absent list field is Go's nil slice: as empty as [] everywhere
             if v.defined:
                 var = self.fresh("dflt")
