@@ -1240,3 +1240,20 @@ def test_upper_is_a_string_and_a_missing_list_field_defaults_to_empty():
     g = translate(src, "", EOS, range_int=gocheck.go_range_int()).go
     r = gocheck.check_templates([(src, g, "", EOS)])[0]
     assert all(x.ok or x.skipped for x in r.results) and r.tools_ok, r.failures
+
+
+def test_a_tiny_json_number_printed_is_an_error_not_other_text():
+    # Python's str(1e-05) is '1e-05', Go's json writes 0.00001: below 1e-4 the TEMPLATE stops instead
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(PY_STR, "", EOS, range_int=gocheck.go_range_int())
+    assert any("1e-4" in n for n in g.notes)
+
+    def call(args):
+        return gocheck.Probe(str(args), [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "",
+                             "tool_calls": [{"id": "a1b2c3d4e", "type": "function",
+                                             "function": {"name": "f", "arguments": args}}]}])
+    r = gocheck.check_templates([(PY_STR, g.go, "", EOS)], (call({"a": 0.0001, "b": 0, "c": -2.5e-3, "d": 1e21}),))[0]
+    assert r.results[0].ok, r.failures
+    r = gocheck.check_templates([(PY_STR, g.go, "", EOS)], (call({"a": 1e-05}), call({"a": -3e-9})))[0]
+    assert all(not x.ok and "error" in x.detail for x in r.results), r.failures

@@ -1078,6 +1078,9 @@ class Translator:
             self.emit(f"{{{{ index {v.go} 0 }}}}")
             self._printed(f"index {v.go} 0", f"index {v.go} 0")
         elif v.kind == "any":  # Jinja prints str() of it: True, None, a list's repr (generated defines)
+            self.note("a JSON number of the request is printed as Go's json writes it (as Python's str() does for "
+                      "the numbers Go's json wrote); one whose size is below 1e-4 (Python: 1e-05, Go: 0.00001) stops "
+                      "the template with an error")
             self.defs.update(_py_str_defs(self.range_int))
             self.emit(f'{{{{ template "pystr_any" {v.go} }}}}')
         elif v.kind == "folded":  # built as a Go string (Go >= 1.24; non-ASCII text stops the template)
@@ -4674,7 +4677,8 @@ def _py_str_defs(range_int: bool) -> dict:
     stops the template with an error, never other text."""
     t = '(printf "%T" .)'
     scalars = ('{{ else if eq $t "bool" }}{{ if . }}True{{ else }}False{{ end }}{{ else if eq $t "<nil>" }}None'
-               '{{ else if eq $t "float64" }}{{ json . }}{{ else if eq $t "int" }}{{ . }}')
+               '{{ else if eq $t "float64" }}{{ if and (ne . 0.0) (lt . 0.0001) (gt . -0.0001) }}{{ index "" 1 }}'
+               '{{ end }}{{ json . }}{{ else if eq $t "int" }}{{ . }}')  # below 1e-4 Python writes 1e-05, Go 0.00001
     if range_int:
         quote = (r"""{{ $q := "'" }}{{ $sq := false }}{{ $dq := false }}{{ range $j := len . }}"""
                  r"""{{ if eq (index $ $j) 39 }}{{ $sq = true }}{{ else if eq (index $ $j) 34 }}{{ $dq = true }}"""
