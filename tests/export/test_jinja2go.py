@@ -1125,3 +1125,135 @@ def test_string_filter_of_a_json_value_is_python_str():
     assert all(x.ok for x in r.results), r.failures
     r = gocheck.check_templates([(PY_STR, g, "", EOS)], (call({"e": ["é"]}),))[0]
     assert not r.results[0].ok and "error" in r.results[0].detail
+
+
+# branch m3: Gemma 4's `| upper` printed, `map('upper') | list`, the look back / forward scan around a loop's index,
+# trim of text bounded by literal text
+
+
+def _tool(props):
+    return [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+        "type": "object", "properties": props}}}]
+
+
+# `x | upper` / `| lower` used as a value: built byte by byte (ASCII a-z <-> A-Z); a property's type list is
+# Python's str() of it, mapped; a JSON value's list through map('upper') | list; non-ASCII text is an error
+UPPER_PRINTED = (
+    "{% macro fa(a) %}{% if a is string %}\"{{ a }}\"{% elif a is sequence %}[{% for x in a %}{{ fa(x) }}"
+    "{% if not loop.last %},{% endif %}{% endfor %}]{% else %}{{ a }}{% endif %}{% endmacro %}"
+    "{% for t in tools or [] %}{% for k, v in t.function.parameters.properties | dictsort %}{{ k }}:"
+    "{{ v['type'] | upper }}{% if v['type'] | upper == 'ARRAY' and v['items'] %}"
+    "{% for ik, iv in v['items'] | dictsort %}{% if ik == 'type' %} items:{% if iv is string %}{{ fa(iv | upper) }}"
+    "{% else %}{{ fa(iv | map('upper') | list) }}{% endif %}{% endif %}{% endfor %}{% endif %}"
+    "{% if v['enum'] and v['enum']['description'] is not defined %}(enum){% endif %}"
+    "{% for r in v['required'] | default([]) %}+{{ r }}{% endfor %};{% endfor %}{% endfor %}"
+    "{% for m in messages %}{{ m.role | upper }}:{{ m.content | lower }}\n{% endfor %}")
+
+
+def test_upper_printed_on_request_values():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    t = translate(UPPER_PRINTED, "", EOS, range_int=True)
+    assert any("upper" in n for n in t.notes)
+    hi = [{"role": "user", "content": "Hello World_{|}~ 09 AZaz"}]
+    ok = (gocheck.Probe("types", hi, _tool({
+        "a": {"type": "array", "items": {"type": "string"}}, "B": {"type": ["string", "null"]},
+        "c": {"type": "array", "items": {"type": ["integer", "null"]}}, "d": {"description": "no type"},
+        "e": {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]},
+        "f": {"type": "string", "enum": ["p", "q"]}})),) + gocheck.PROBES
+    r = gocheck.check_templates([(UPPER_PRINTED, t.go, "", EOS)], ok)[0]
+    assert all(x.ok for x in r.results), r.failures
+    # beyond ASCII Python maps case by Unicode's tables: the TEMPLATE stops with an error, never other text
+    bad = (gocheck.Probe("content", [{"role": "user", "content": "Grüße"}]),
+           gocheck.Probe("type", hi, _tool({"a": {"type": "strïng"}})),
+           gocheck.Probe("items type", hi, _tool({"a": {"type": "array", "items": {"type": ["ß"]}}})))
+    r = gocheck.check_templates([(UPPER_PRINTED, t.go, "", EOS)], bad)[0]
+    assert all(not x.ok and "error" in x.detail for x in r.results), r.failures
+
+
+def test_upper_compared_on_a_type_list_is_not_its_first_name():
+    # Jinja: ['string', 'null'] | upper is "['STRING', 'NULL']", never 'STRING'
+    src = ("{% for t in tools or [] %}{% for k, v in t.function.parameters.properties.items() %}{{ k }}"
+           "{% if v['type'] | upper == 'STRING' %}=S{% endif %};{% endfor %}{% endfor %}"
+           "{% for m in messages %}{{ m.content }}{% endfor %}")
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(src, "", EOS, range_int=gocheck.go_range_int()).go
+    probes = (gocheck.Probe("list", [{"role": "user", "content": "hi"}], _tool({"a": {"type": ["string", "null"]},
+                                                                             "b": {"type": "string"}, "c": {}})),)
+    r = gocheck.check_templates([(src, g, "", EOS)], probes + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+# Gemma 4's look back for the previous non-tool message (`range(loop.index0 - 1, -1, -1)`) and its forward scan
+# over the tool results after a call (`range(loop.index0 + 1, messages | length)`)
+AROUND_INDEX = (
+    "{% for m in messages %}{% if m.role != 'tool' %}{% set prev = namespace(role='', found=false) %}"
+    "{% if loop.index0 > 0 %}{% for j in range(loop.index0 - 1, -1, -1) %}{% if not prev.found and "
+    "messages[j].role != 'tool' %}{% set prev.role = messages[j].role %}{% set prev.found = true %}{% endif %}"
+    "{% endfor %}{% endif %}<{{ m.role }} after {{ prev.role }}>{{ m.content }}"
+    "{% if m.tool_calls %}{% set scan = namespace(stop=false) %}{% for k in range(loop.index0 + 1, messages | length) %}"
+    "{% if scan.stop %}{% elif messages[k].role != 'tool' %}{% set scan.stop = true %}{% else %}"
+    "(result {{ messages[k].content }}){% endif %}{% endfor %}{% endif %}{% endif %}{% endfor %}")
+
+
+def test_ranges_around_the_loop_index():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(AROUND_INDEX, "", EOS, range_int=gocheck.go_range_int()).go
+    call = gocheck.PROBES[4].messages
+    probes = (gocheck.Probe("two results", call + [dict(call[-1], content="again"),
+                                                   {"role": "user", "content": "ok"}, call[1], call[2]]),)
+    r = gocheck.check_templates([(AROUND_INDEX, g, "", EOS)], probes + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_trim_of_text_between_literals_is_exact_without_a_note():
+    src = ("{% macro decl(m) %}decl:{{ m.content }}}{% endmacro %}{% for m in messages %}"
+           "[{{ decl(m) | trim }}]{% endfor %}")
+    t = translate(src, "", EOS)
+    assert not any("trim" in n for n in t.notes)
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    probes = (gocheck.Probe("spaces", [{"role": "user", "content": " a \n"}]),) + gocheck.PROBES
+    r = gocheck.check_templates([(src, t.go, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_dictsort_of_a_request_mapping_notes_its_error_inputs():
+    # the keys it cannot sort as Jinja does (non-ASCII, equal but for case) stop the template: recorded in the notes
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% for m in messages %}{% for c in m.tool_calls or [] %}{% for k, v in c.function.arguments | dictsort %}"
+           "{{ k }};{% endfor %}{% endfor %}{{ m.content }}{% endfor %}")
+    assert any("dictsort" in n and "error" in n for n in translate(src, "", EOS, range_int=True).notes)
+
+
+def test_upper_is_a_string_and_a_missing_list_field_defaults_to_empty():
+    src = ("{% for t in tools or [] %}{% for k, v in t.function.parameters.properties.items() %}{{ k }}"
+           "{% if v.description | upper is string %}:s{% endif %}{% for r in v.required | default([]) %}+{{ r }}"
+           "{% endfor %};{% endfor %}{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}")
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(src, "", EOS, range_int=gocheck.go_range_int()).go
+    r = gocheck.check_templates([(src, g, "", EOS)])[0]
+    assert all(x.ok or x.skipped for x in r.results) and r.tools_ok, r.failures
+
+
+def test_a_tiny_json_number_printed_is_an_error_not_other_text():
+    # Python's str(1e-05) is '1e-05', Go's json writes 0.00001: below 1e-4 the TEMPLATE stops instead
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(PY_STR, "", EOS, range_int=gocheck.go_range_int())
+    assert any("1e-4" in n for n in g.notes)
+
+    def call(args):
+        return gocheck.Probe(str(args), [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "",
+                             "tool_calls": [{"id": "a1b2c3d4e", "type": "function",
+                                             "function": {"name": "f", "arguments": args}}]}])
+    r = gocheck.check_templates([(PY_STR, g.go, "", EOS)], (call({"a": 0.0001, "b": 0, "c": -2.5e-3, "d": 1e21}),))[0]
+    assert r.results[0].ok, r.failures
+    r = gocheck.check_templates([(PY_STR, g.go, "", EOS)], (call({"a": 1e-05}), call({"a": -3e-9})))[0]
+    assert all(not x.ok and "error" in x.detail for x in r.results), r.failures
