@@ -218,14 +218,6 @@ def test_recursive_macro_reading_the_request_is_refused():
                   "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments) }}{% endfor %}{% endfor %}", "", EOS)
 
 
-def test_recursive_macro_with_a_growing_constant_is_refused():
-    # depth + 1 would need one Go define per depth: refused, not expanded without end
-    with pytest.raises(Untranslatable, match="recursive macro"):
-        translate("{% macro r(v, depth) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w, depth + 1) }}"
-                  "{% endfor %}{% else %}{{ depth }}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"
-                  "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments, 0) }}{% endfor %}{% endfor %}", "", EOS)
-
-
 SELECT = ("{% set ci = tools | selectattr('type', 'equalto', 'code_interpreter') | list | length > 0 %}"
           "{% if ci %}{% set tools = tools | rejectattr('type', 'equalto', 'code_interpreter') | list %}{% endif %}"
           "{% if ci %}CI\n{% endif %}{% if tools %}{% for t in tools %}<{{ t.function.name }}>{% endfor %}{% endif %}"
@@ -1125,3 +1117,56 @@ def test_string_filter_of_a_json_value_is_python_str():
     assert all(x.ok for x in r.results), r.failures
     r = gocheck.check_templates([(PY_STR, g, "", EOS)], (call({"e": ["é"]}),))[0]
     assert not r.results[0].ok and "error" in r.results[0].detail
+
+
+# ---- branch m1: recursive macros whose constant argument grows by a fixed step per call ----
+# One Go define per recursion level 0..8 (`depth + 1`, `indent + "  "`), each calling the next level's; the define
+# past level 8 stops the rendering with an error (never other text), and the TEMPLATE's notes say so.
+GROW_INDENT = ('{%- macro ts(schema, indent) -%}{%- if schema.type == "object" -%}{{ "{" }}'
+               '{%- for key, val in schema.properties.items() %}\n'
+               '{{ indent }}{{ key }}{{ "" if key in (schema.required or []) else "?" }}: {{ ts(val, indent + "  ") }}'
+               '{%- endfor %}\n{{ indent[:-2] ~ "}" }}{%- else -%}{{ schema.type }}{%- endif -%}{%- endmacro -%}'
+               '{%- for t in tools or [] %}{{ t.function.name }}: {{ ts(t.function.parameters, "  ") }}\n{% endfor %}'
+               '{%- for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}')
+GROW_DEPTH = ("{% macro r(v, depth) %}{% if v is mapping %}{% for k, w in v.items() %}{{ k }}{{ r(w, depth + 1) }}"
+              "{% endfor %}{% else %}{{ depth }}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"
+              "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments, 0) }}{% endfor %}{{ m.content }}{% endfor %}")
+
+
+def _nested_schema(k):  # a tool whose parameter `x` has its leaf k levels down (objects of objects)
+    p = {"type": "string", "description": "leaf"}
+    for i in range(k - 1):
+        p = {"type": "object", "description": f"level {i}", "properties": {"a": {"type": "integer"}, "n": p},
+             "required": ["n"]}
+    return gocheck.Probe(f"schema nested {k}", [{"role": "user", "content": "hi"}], [
+        {"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+            "type": "object", "required": ["x"], "properties": {"x": p, "y": {"type": "boolean"}}}}}])
+
+
+def _nested_arguments(k):  # a tool call whose arguments are maps k levels deep
+    a = "leaf"
+    for i in range(k):
+        a = {"a": i, "x": a}
+    return gocheck.Probe(f"arguments nested {k}", [{"role": "user", "content": "hi"}, {
+        "role": "assistant", "content": "",
+        "tool_calls": [{"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": a}}]}])
+
+
+@pytest.mark.parametrize("src, probe", [(GROW_INDENT, _nested_schema), (GROW_DEPTH, _nested_arguments)],
+                         ids=["indent_on_tool_schemas", "depth_on_arguments"])
+def test_m1_recursive_macro_with_a_growing_constant_stops_past_8_levels(src, probe):
+    g = translate(src, "", EOS)
+    assert any("nested deeper than 8 levels stop the template" in n for n in g.notes), g.notes
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    r = gocheck.check_templates([(src, g.go, "", EOS)], tuple(probe(k) for k in range(1, 9)) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+    r = gocheck.check_templates([(src, g.go, "", EOS)], (probe(9), probe(12)))[0]
+    assert all(not x.ok and not x.skipped and "error" in x.detail for x in r.results), r.results
+
+
+def test_m1_recursive_macro_whose_constant_changes_otherwise_is_refused():
+    # not one fixed step (two steps, or a product): the levels cannot be counted, so it stays refused
+    for step in ("depth + 1) }}{{ r(w, depth + 2", "depth * 2 + 1"):
+        with pytest.raises(Untranslatable, match="recursive macro"):
+            translate(GROW_DEPTH.replace("depth + 1", step), "", EOS)
