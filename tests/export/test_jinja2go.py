@@ -1170,3 +1170,34 @@ def test_m1_recursive_macro_whose_constant_changes_otherwise_is_refused():
     for step in ("depth + 1) }}{{ r(w, depth + 2", "depth * 2 + 1"):
         with pytest.raises(Untranslatable, match="recursive macro"):
             translate(GROW_DEPTH.replace("depth + 1", step), "", EOS)
+
+
+# a flag the body of a recursive macro declares (`set t = none` in a branch, then `t is not none`): declared at the top
+# of the define, where each call starts it afresh like Jinja's macro locals (it was refused: declared at the
+# template's top, out of the define's scope)
+NONE_IN_RECURSION = ("{% macro r(v, depth) %}{% if v is mapping %}{% set t = none %}{% if v | length > 1 %}"
+                     "{% set t = v | length %}{% endif %}{% if t is not none %}[{{ t }}]{% endif %}"
+                     "{% for k, w in v.items() %}{{ k }}:{{ r(w, depth + 1) }};{% endfor %}{% else %}{{ depth }}={{ v }}"
+                     "{% endif %}{% endmacro %}{% for m in messages %}{% for c in m.tool_calls or [] %}"
+                     "{{ r(c.function.arguments, 0) }}{% endfor %}{{ m.content }}{% endfor %}")
+
+
+def test_m1_flags_declared_inside_a_recursive_macro():
+    g = translate(NONE_IN_RECURSION, "", EOS).go
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    one = gocheck.Probe("one key", _nested_arguments(2).messages[:1] + [
+        {**_nested_arguments(2).messages[1], "tool_calls": [{"id": "a1b2c3d4e", "type": "function", "function": {
+            "name": "f", "arguments": {"x": {"a": {"b": 1}}}}}]}])
+    probes = tuple(_nested_arguments(k) for k in range(1, 9)) + (one,) + gocheck.PROBES
+    r = gocheck.check_templates([(NONE_IN_RECURSION, g, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_m1_recursive_macro_refused_inside_a_probe_leaves_no_empty_define():
+    # `r(...) + '|'` first evaluates r() as a probe, which refuses its body; the name it reserved was kept and the
+    # printed call then reached a define that was never written ("template not defined" in Go): now refused
+    with pytest.raises(Untranslatable, match="recursive macro r"):
+        translate("{% macro r(v) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w) }}{% endfor %}"
+                  "{% else %}{{ v }}{{ messages | length }}{% endif %}{% endmacro %}{% for m in messages %}"
+                  "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments) + '|' }}{% endfor %}{% endfor %}", "", EOS)

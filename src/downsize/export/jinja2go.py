@@ -1997,18 +1997,27 @@ class Translator:
                 self.rec_active.append((m.name, {k: bound[k].const for k in grow}, dv.kind))
             try:
                 body = self.capture(lambda: self.body(m.body, inner))
+            except Untranslatable:
+                # a caller may catch it and try another way: the reserved name must not stay (an empty define)
+                del self.macro_defs[key], self.defs[name]
+                raise
             finally:
                 self.depth -= 1
                 self.cur_dot = saved
                 if level is not None:
                     self.rec_active.pop()
+            if len(self.top_decls) != decls:
+                # declarations the body made at the template's top (flags, snapshots): the define's own top is
+                # where they are in scope for it, and each call starts them afresh as Jinja's macro locals are
+                body = "".join(self.top_decls[decls:]) + body
+                del self.top_decls[decls:]
             declared = set(re.findall(r"(\$\w+)\s*:=", body)) | {"$marg"}
             declared |= {x for pair in re.findall(r"range (\$\w+), (\$\w+) :=", body) for x in pair}
             acts = _go_actions(body)  # the variables its actions read (not text, not string literals: `"$defs"`)
             code = " ".join(_GO_STRING.sub('""', a) for k, a in acts if k == "act") if acts is not None else body
             if len(self.top_decls) != decls or set(re.findall(r"\$\w+", code)) - declared \
                     or re.search(r"\$(?!\w)", code):
-                del self.defs[name]
+                del self.defs[name], self.macro_defs[key]
                 raise Untranslatable(f"recursive macro {m.name}() that reads more than its argument")
             self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ $marg := . }}}}{body}{{{{ end }}}}'
         self.emit(f'{{{{ template "{name}" {self.go_of(dv)} }}}}')
