@@ -1201,3 +1201,21 @@ def test_m1_recursive_macro_refused_inside_a_probe_leaves_no_empty_define():
         translate("{% macro r(v) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w) }}{% endfor %}"
                   "{% else %}{{ v }}{{ messages | length }}{% endif %}{% endmacro %}{% for m in messages %}"
                   "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments) + '|' }}{% endfor %}{% endfor %}", "", EOS)
+
+
+# `seq | join(sep)` of a request list (a property's enum, GigaChat's number enums): str() of each element joined
+ENUM_JOIN = ("{% for t in tools or [] %}{% for k, p in t.function.parameters.properties.items() %}{{ k }}"
+             "{% if p.enum %}: {{ p.enum | join(' | ') }}{% endif %};{% endfor %}\n{% endfor %}"
+             "{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_m1_join_of_a_request_list():
+    g = translate(ENUM_JOIN, "", EOS).go
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object",
+              "properties": {"a": {"type": "integer", "enum": [1, 2.5, -3]}, "b": {"type": "string", "enum": ["x", "y z"]},
+                             "c": {"enum": [True, None, "q"]}, "d": {"type": "string"}}}}}]
+    probes = (gocheck.Probe("enums", [{"role": "user", "content": "hi"}], tools),) + gocheck.PROBES
+    r = gocheck.check_templates([(ENUM_JOIN, g, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures

@@ -4207,7 +4207,22 @@ class Translator:
             return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)`
         if name == "tojson":
             return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
+        if name == "join" and v.kind in ("list", "strlist") and not kwargs and len(args) <= 1 and v.go \
+                and re.fullmatch(r"\$\w*(\.\w+)*\.(Enum|Required)", v.go) \
+                and all(a.is_const and isinstance(a.const, str) for a in args):  # the request's own list fields
+            return self.snippet(lambda: self.join_list(v, args[0].const if args else ""))
         raise Untranslatable(f"the `{name}` filter on a request value")
+
+    def join_list(self, v: V, sep: str):
+        """``seq | join(sep)`` of a request list (a property's ``enum``): Jinja joins ``str()`` of each element,
+        Python's str() of a JSON value (written by the generated pystr defines; a string as it is)."""
+        i, x = self.index_var("j"), self.fresh("e")
+        if v.kind == "strlist":
+            item = f"{{{{ {x} }}}}"
+        else:
+            self.defs.update(_py_str_defs(self.range_int))
+            item = f'{{{{ template "pystr_any" {x} }}}}'
+        self.emit(f"{{{{ range {i}, {x} := {self.go_of(v)} }}}}{{{{ if {i} }}}}{_text(sep)}{{{{ end }}}}{item}{{{{ end }}}}")
 
     @staticmethod
     def const_filter(name, x, args, kwargs):
