@@ -28,8 +28,9 @@ def test_the_record_is_for_todays_probes():
         assert all(r["prompts"][k] is None for k in r["errors"]), name
 
 
-# A template outside the translator's reach (`| upper` printed on request text), so that only a renderer can take it.
-UPPER = ("{% for m in messages %}<{{ m['role'] | upper }}>{{ m['content'] | upper }}\n{% endfor %}"
+# A template outside the translator's reach (`| title` on request text: Go has no case mapping), so that only a
+# renderer can take it.
+UPPER = ("{% for m in messages %}<{{ m['role'] | upper }}>{{ m['content'] | title }}\n{% endfor %}"
          "{% if add_generation_prompt %}<ASSISTANT>{% endif %}")
 
 

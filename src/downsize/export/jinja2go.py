@@ -771,6 +771,7 @@ class Translator:
         self.loops: list[_Loop] = []
         self.macros: dict[str, nodes.Macro] = {}
         self.macro_defs: dict[tuple, str] = {}  # (macro, argument, kind, constant arguments) -> its Go define
+        self.rec_active: list[tuple[str, dict, str]] = []  # growing recursive macros being defined: (name, args, kind)
         self.depth = 0
         self.read_names: set[str] = set()
         self.predeclared: set[str] = set()
@@ -1929,7 +1930,7 @@ class Translator:
         self.emit("{{ continue }}")
 
     def inline_macro(self, m: nodes.Macro, call: nodes.Call, scope):
-        if self.depth >= self.MAX_INLINE:
+        if self.depth - len(self.rec_active) >= self.MAX_INLINE:  # a growing macro's levels are bounded by REC_LEVELS
             raise Untranslatable(f"recursive macro {m.name}()")
         if any(isinstance(c.node, nodes.Name) and c.node.name == m.name for c in m.find_all(nodes.Call)):
             return self.define_macro(m, call, scope)
@@ -1986,9 +1987,14 @@ class Translator:
             raise Untranslatable(f"recursive macro {m.name}()")
         d, dv = dyn[0], bound[dyn[0]]
         key = (m.name, d, dv.kind, tuple(sorted((k, repr(v.const)) for k, v in bound.items() if k != d)))
+        grow = {k: st for k, st in self._growing_args(m).items() if k != d}
+        level = self._rec_level(m, {k: bound[k].const for k in grow}, grow) if grow else None
+        if level is not None and level > self.REC_LEVELS:
+            return self._past_rec_levels(m, key, dv)
         name = self.macro_defs.get(key)
         if name is None:
-            if len({k[3] for k in self.macro_defs if k[0] == m.name} | {key[3]}) > 4:
+            fixed = {tuple(x for x in k[3] if x[0] not in grow) for k in self.macro_defs if k[0] == m.name}
+            if len(fixed | {tuple(x for x in key[3] if x[0] not in grow)}) > 4:
                 # constant arguments that change each call (one define per value kind is bounded: the kinds are)
                 raise Untranslatable(f"recursive macro {m.name}() whose constant arguments change (e.g. depth + 1)")
             name = f"macro_{m.name}_{len(self.macro_defs)}"
@@ -2001,20 +2007,104 @@ class Translator:
             decls, saved = len(self.top_decls), self.cur_dot
             self.depth += 1
             self.cur_dot = "$marg"
+            if level is not None:
+                self.rec_active.append((m.name, {k: bound[k].const for k in grow}, dv.kind))
             try:
                 body = self.capture(lambda: self.body(m.body, inner))
+            except Untranslatable:
+                # a caller may catch it and try another way: the reserved name must not stay (an empty define)
+                del self.macro_defs[key], self.defs[name]
+                raise
             finally:
                 self.depth -= 1
                 self.cur_dot = saved
+                if level is not None:
+                    self.rec_active.pop()
+            if len(self.top_decls) != decls:
+                # declarations the body made at the template's top (flags, snapshots): the define's own top is
+                # where they are in scope for it, and each call starts them afresh as Jinja's macro locals are
+                body = "".join(self.top_decls[decls:]) + body
+                del self.top_decls[decls:]
             declared = set(re.findall(r"(\$\w+)\s*:=", body)) | {"$marg"}
             declared |= {x for pair in re.findall(r"range (\$\w+), (\$\w+) :=", body) for x in pair}
             acts = _go_actions(body)  # the variables its actions read (not text, not string literals: `"$defs"`)
             code = " ".join(_GO_STRING.sub('""', a) for k, a in acts if k == "act") if acts is not None else body
             if len(self.top_decls) != decls or set(re.findall(r"\$\w+", code)) - declared \
                     or re.search(r"\$(?!\w)", code):
-                del self.defs[name]
+                del self.defs[name], self.macro_defs[key]
                 raise Untranslatable(f"recursive macro {m.name}() that reads more than its argument")
             self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ $marg := . }}}}{body}{{{{ end }}}}'
+        self.emit(f'{{{{ template "{name}" {self.go_of(dv)} }}}}')
+
+    REC_LEVELS = 8  # a recursive macro whose constant argument grows per call: levels 0..8 are defines, then an error
+
+    @staticmethod
+    def _growing_args(m: nodes.Macro) -> dict:
+        """Parameters of the recursive macro ``m`` that each of its calls to itself hands on either unchanged or
+        grown by one fixed constant step (``depth + 1``, ``indent + "  "``, ``indent ~ "  "``): name -> the step.
+        Such a parameter takes one value per recursion level, so each level is its own define."""
+        names = [a.name for a in m.args]
+        steps: dict[str, set] = {n: set() for n in names}
+        for c in m.find_all(nodes.Call):
+            if not (isinstance(c.node, nodes.Name) and c.node.name == m.name):
+                continue
+            given = dict(zip(names, c.args)) | {k.key: k.value for k in c.kwargs}
+            for n in names:
+                a = given.get(n)
+                if a is None or steps[n] is None:
+                    continue
+                if isinstance(a, nodes.Name) and a.name == n:
+                    continue
+                if isinstance(a, (nodes.Add, nodes.Concat)):
+                    parts = [a.left, a.right] if isinstance(a, nodes.Add) else a.nodes
+                    if len(parts) == 2 and isinstance(parts[0], nodes.Name) and parts[0].name == n \
+                            and isinstance(parts[1], nodes.Const) and not isinstance(parts[1].value, bool) \
+                            and isinstance(parts[1].value, (int, str)) and parts[1].value not in (0, ""):
+                        if isinstance(a, nodes.Concat) and not isinstance(parts[1].value, str):
+                            steps[n] = None
+                            continue
+                        steps[n].add(parts[1].value)
+                        continue
+                steps[n] = None
+        return {n: next(iter(st)) for n, st in steps.items() if st is not None and len(st) == 1}
+
+    def _rec_level(self, m: nodes.Macro, vals: dict, grow: dict) -> int:
+        """How many steps the growing arguments ``vals`` are past their values where the recursion was entered (the
+        outermost define of ``m`` being written; 0 when there is none). Refused unless it is a whole number of steps
+        and every growing argument agrees."""
+        entry = next((v for n, v, _ in self.rec_active if n == m.name), None)
+        if entry is None:
+            return 0
+        levels = set()
+        for k, st in grow.items():
+            v0, v = entry.get(k), vals.get(k)
+            if isinstance(st, int) and isinstance(v0, int) and isinstance(v, int) and not isinstance(v, bool) \
+                    and (v - v0) % st == 0 and (v - v0) // st >= 0:
+                levels.add((v - v0) // st)
+            elif isinstance(st, str) and isinstance(v0, str) and isinstance(v, str) and v.startswith(v0) \
+                    and len(v[len(v0):]) % len(st) == 0 and v[len(v0):] == st * (len(v[len(v0):]) // len(st)):
+                levels.add(len(v[len(v0):]) // len(st))
+            else:
+                levels.add(None)
+        if len(levels) != 1 or None in levels:
+            raise Untranslatable(f"recursive macro {m.name}() whose constant arguments change (e.g. depth + 1)")
+        return levels.pop()
+
+    def _past_rec_levels(self, m: nodes.Macro, key: tuple, dv: V):
+        """A call REC_LEVELS + 1 levels down a growing recursion: a define that stops the rendering with an error
+        (never other text), noted for the Modelfile reader."""
+        key = (*key, "past")
+        name = self.macro_defs.get(key)
+        if name is None:
+            name = f"macro_{m.name}_{len(self.macro_defs)}"
+            self.macro_defs[key] = name
+            self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ index "" 1 }}}}{{{{ end }}}}'
+        kind = next((k for n, _, k in self.rec_active if n == m.name), dv.kind)  # where the recursion was entered
+        what = {"params": "tool schemas", "props": "tool schemas", "property": "tool schemas", "fn": "tool schemas",
+                "tool": "tool schemas", "args": "tool-call arguments", "tcfn": "tool-call arguments"}.get(kind,
+                                                                                           "request values")
+        self.note(f"{m.name}(): {what} nested deeper than {self.REC_LEVELS} levels stop the template (a Go error, "
+                  f"never other text)")
         self.emit(f'{{{{ template "{name}" {self.go_of(dv)} }}}}')
 
     @staticmethod
@@ -4281,7 +4371,22 @@ class Translator:
             return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)`
         if name == "tojson":
             return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
+        if name == "join" and v.kind in ("list", "strlist") and not kwargs and len(args) <= 1 and v.go \
+                and re.fullmatch(r"\$\w*(\.\w+)*\.(Enum|Required)", v.go) \
+                and all(a.is_const and isinstance(a.const, str) for a in args):  # the request's own list fields
+            return self.snippet(lambda: self.join_list(v, args[0].const if args else ""))
         raise Untranslatable(f"the `{name}` filter on a request value")
+
+    def join_list(self, v: V, sep: str):
+        """``seq | join(sep)`` of a request list (a property's ``enum``): Jinja joins ``str()`` of each element,
+        Python's str() of a JSON value (written by the generated pystr defines; a string as it is)."""
+        i, x = self.index_var("j"), self.fresh("e")
+        if v.kind == "strlist":
+            item = f"{{{{ {x} }}}}"
+        else:
+            self.defs.update(_py_str_defs(self.range_int))
+            item = f'{{{{ template "pystr_any" {x} }}}}'
+        self.emit(f"{{{{ range {i}, {x} := {self.go_of(v)} }}}}{{{{ if {i} }}}}{_text(sep)}{{{{ end }}}}{item}{{{{ end }}}}")
 
     @staticmethod
     def const_filter(name, x, args, kwargs):
