@@ -50,6 +50,8 @@ def main() -> None:
             plain, tools = r.plain_ok, (r.tools_ok if writes_tools else None)
             mech = "TEMPLATE" + (f" + PARSER {conv.parser}" if conv.parser else "")
             detail = f"tag {conv.tool_tag!r}" if conv.tool_tag else ""
+            if any("calls come back as text" in n or "will not read this model's calls" in n for n in conv.notes):
+                detail += "; tool calls not parsed back by Ollama"
         else:
             plain, tools, mech = False, (False if writes_tools else None), "GGUF template"
             detail = conv.fallback.split(";")[0].replace("the Jinja construct ", "").replace(
@@ -70,6 +72,7 @@ def main() -> None:
           f"of the {len(tool_rows)} whose Jinja writes tools, tools + tool round trip too: {tools_ok}/{len(tool_rows)} "
           f"({100 * tools_ok / max(1, len(tool_rows)):.0f}%); with a PARSER: {sum(1 for r in rows if 'PARSER' in r[1])}; "
           f"with a RENDERER: {sum(1 for r in rows if 'RENDERER' in r[1])}; "
+          f"tool calls not parsed back: {sum(1 for r in rows if 'not parsed back' in r[5])}; "
           f"GGUF-template fallback: {sum(1 for r in rows if r[1] == 'GGUF template')}; {secs:.1f} s")
     rec = renderers.recorded()
     print()

@@ -1,8 +1,11 @@
 """Record what Ollama's built-in renderers (its Go source, ``model/renderers``) write for downsize's probe
-conversations, into ``src/downsize/export/ollama_renderers.json``.
+conversations, and what its built-in output parsers (``model/parsers``) make of the tool calls real models write,
+into ``src/downsize/export/ollama_renderers.json``.
 
 The export chooses ``RENDERER x`` for a model only when x's recorded prompts equal the model's Jinja rendering
-byte for byte on every probe (``downsize.export.renderers``); this script is how those prompts are made. It
+byte for byte on every probe, and ``PARSER y`` only when y returns the probe's tool call from the text the
+model writes for it (``downsize.export.renderers``); this script is how those records are made. The texts are
+the tool calls of the chat templates in the llama-cpp-python sdist (``tests/sdist.py``), one per distinct text. It
 builds Ollama's renderers from a checkout of its source (read from git, nothing copied into this repository)
 with two stand-ins of ours for third-party modules the renderers do not use for text (an ordered map, the UUID
 type), runs them on ``downsize.export.gocheck.PROBES`` and writes the prompts with the Ollama commit and a hash
@@ -31,7 +34,11 @@ from downsize.export import gocheck  # noqa: E402
 from downsize.export.renderers import RECORD, probes_digest  # noqa: E402
 
 # The Ollama files the renderers need (the api package's client, which pulls in auth and crypto, is left out).
-FILES = ("api/types.go", "envconfig/config.go", "types/model/*.go", "model/renderers/*.go")
+FILES = ("api/types.go", "envconfig/config.go", "types/model/*.go", "model/renderers/*.go", "model/parsers/*.go",
+         "harmony/*.go", "logutil/*.go")
+
+
+RUNS = 6  # probe processes compared (see main)
 
 
 def git(gitdir: str, *args: str) -> str:
@@ -57,11 +64,46 @@ def assemble(gitdir: str, into: Path) -> str:
     return commit
 
 
-def renderer_names(into: Path) -> list[str]:
-    """The names rendererForName accepts (its switch's case labels)."""
-    src = (into / "model/renderers/renderer.go").read_text()
-    body = src[src.index("func rendererForName"):]
+def case_names(path: Path, func: str) -> list[str]:
+    """The names ``func`` accepts (its switch's case labels): rendererForName, ParserForName."""
+    src = path.read_text()
+    body = src[src.index(f"func {func}"):]
+    body = body[: body.find("\n}\n") + 1]
     return sorted({n for case in re.findall(r'^\s*case ([^:]+):', body, re.M) for n in re.findall(r'"([^"]+)"', case)})
+
+
+def tool_call_outputs() -> dict[str, list[str]]:
+    """text the model writes for the probe's tool call -> the sdist templates that write it."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from sdist import llama_cpp_dir
+
+    from downsize.export.template import tool_call_output
+
+    out: dict[str, list[str]] = {}
+    for f in sorted((llama_cpp_dir() / "models" / "templates").glob("*.jinja")):
+        try:
+            text = tool_call_output(f.read_text(), "<s>", "</s>")
+        except Exception:  # noqa: BLE001 — a template that cannot render the probe
+            continue
+        if not text:
+            continue
+        # The sdist's templates come without their model's EOS (the recording uses "</s>"), so a call may still end
+        # with the end-of-turn token the real EOS strips at export: the text without it is recorded as well.
+        for t in dict.fromkeys([text, END_MARK.sub("", text)]):
+            out.setdefault(t, []).append(f.name.removesuffix(".jinja"))
+    return out
+
+
+END_MARK = re.compile(r"(<\|[^<>\s|]+\|>|<｜[^<>\s｜]+｜>|<eos>|<end_of_turn>)\s*$")
+
+
+def parses_the_probe_call(r: dict) -> bool:
+    """Exactly the probe's call (name and arguments), no other text, no reasoning."""
+    call = gocheck.TOOL_PROBES[1].messages[1]["tool_calls"][0]["function"]
+    calls = r.get("calls") or []
+    return (not r.get("error") and not r.get("content", "").strip() and not r.get("thinking", "").strip()
+            and len(calls) == 1 and calls[0]["function"]["name"] == call["name"]
+            and calls[0]["function"]["arguments"] == call["arguments"])
 
 
 def main():
@@ -75,16 +117,27 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         mod = Path(tmp)
         commit = assemble(args.ollama, mod)
-        names = renderer_names(mod)
+        names = case_names(mod / "model/renderers/renderer.go", "rendererForName")
+        parser_names = case_names(mod / "model/parsers/parsers.go", "ParserForName")
+        outputs = tool_call_outputs()
         env = {**gocheck._go_env(), "GO111MODULE": "on", "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOSUMDB": "off"}
         p = subprocess.run([go, "build", "-o", str(mod / "probe"), "./cmd/probe"], cwd=mod, capture_output=True,
                            text=True, env=env)
         if p.returncode:
             sys.exit(f"building Ollama's renderers failed:\n{p.stderr[-3000:]}")
         cases = [{"messages": gocheck.ollama_messages(pr.messages), "tools": pr.tools} for pr in gocheck.PROBES]
-        r = subprocess.run([str(mod / "probe")], input=json.dumps({"renderers": names, "cases": cases}),
-                           capture_output=True, text=True, check=True)
-        out = json.loads(r.stdout)
+        texts = sorted(outputs)
+        payload = {"renderers": names, "cases": cases, "parsers": parser_names,
+                   "outputs": [{"text": t, "tools": gocheck.TOOL_PROBES[1].tools} for t in texts]}
+        # Several processes: a renderer that ranges over a Go map writes its prompt in another order in another
+        # process (Go seeds map iteration per map); such a prompt is not a fact about the renderer, so not recorded.
+        runs = [json.loads(subprocess.run([str(mod / "probe")], input=json.dumps(payload), capture_output=True,
+                                          text=True, check=True).stdout) for _ in range(RUNS)]
+        out = runs[0]
+        for n in names:
+            for k, x in enumerate(out[n]["results"]):
+                if any(r[n]["results"][k] != x for r in runs[1:]):
+                    out[n]["results"][k] = {"text": "", "error": "renders differently from run to run (ranges over a Go map)"}
     version = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, env=gocheck._go_env()).stdout.strip()
     record = {"ollama_commit": commit, "go": version, "probes": probes_digest(),
               "renderers": {n: {"bos": out[n]["bos"],
@@ -92,12 +145,18 @@ def main():
                                             for pr, x in zip(gocheck.PROBES, out[n]["results"])},
                                 "errors": {pr.name: x["error"] for pr, x in zip(gocheck.PROBES, out[n]["results"])
                                            if x.get("error")}}
-                            for n in names}}
+                            for n in names},
+              "parsers": {"names": parser_names,
+                          "outputs": [{"text": t, "templates": outputs[t],
+                                       "parsed_by": [p for p in parser_names
+                                                     if parses_the_probe_call(out["__parsers__"][p][i])]}
+                                      for i, t in enumerate(texts)]}}
     text = json.dumps(record, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
     tmp_out = Path(args.out).with_suffix(".tmp")
     tmp_out.write_text(text)
     tmp_out.replace(args.out)
-    print(f"{len(names)} renderers of Ollama {commit[:12]} on {len(cases)} probes -> {args.out} "
+    print(f"{len(names)} renderers of Ollama {commit[:12]} on {len(cases)} probes, {len(parser_names)} parsers on "
+          f"{len(texts)} tool-call texts -> {args.out} "
           f"({hashlib.sha256(text.encode()).hexdigest()[:12]})")
 
 

@@ -218,14 +218,6 @@ def test_recursive_macro_reading_the_request_is_refused():
                   "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments) }}{% endfor %}{% endfor %}", "", EOS)
 
 
-def test_recursive_macro_with_a_growing_constant_is_refused():
-    # depth + 1 would need one Go define per depth: refused, not expanded without end
-    with pytest.raises(Untranslatable, match="recursive macro"):
-        translate("{% macro r(v, depth) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w, depth + 1) }}"
-                  "{% endfor %}{% else %}{{ depth }}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"
-                  "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments, 0) }}{% endfor %}{% endfor %}", "", EOS)
-
-
 SELECT = ("{% set ci = tools | selectattr('type', 'equalto', 'code_interpreter') | list | length > 0 %}"
           "{% if ci %}{% set tools = tools | rejectattr('type', 'equalto', 'code_interpreter') | list %}{% endif %}"
           "{% if ci %}CI\n{% endif %}{% if tools %}{% for t in tools %}<{{ t.function.name }}>{% endfor %}{% endif %}"
@@ -1125,6 +1117,240 @@ def test_string_filter_of_a_json_value_is_python_str():
     assert all(x.ok for x in r.results), r.failures
     r = gocheck.check_templates([(PY_STR, g, "", EOS)], (call({"e": ["é"]}),))[0]
     assert not r.results[0].ok and "error" in r.results[0].detail
+
+
+# branch m3: Gemma 4's `| upper` printed, `map('upper') | list`, the look back / forward scan around a loop's index,
+# trim of text bounded by literal text
+
+
+def _tool(props):
+    return [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+        "type": "object", "properties": props}}}]
+
+
+# `x | upper` / `| lower` used as a value: built byte by byte (ASCII a-z <-> A-Z); a property's type list is
+# Python's str() of it, mapped; a JSON value's list through map('upper') | list; non-ASCII text is an error
+UPPER_PRINTED = (
+    "{% macro fa(a) %}{% if a is string %}\"{{ a }}\"{% elif a is sequence %}[{% for x in a %}{{ fa(x) }}"
+    "{% if not loop.last %},{% endif %}{% endfor %}]{% else %}{{ a }}{% endif %}{% endmacro %}"
+    "{% for t in tools or [] %}{% for k, v in t.function.parameters.properties | dictsort %}{{ k }}:"
+    "{{ v['type'] | upper }}{% if v['type'] | upper == 'ARRAY' and v['items'] %}"
+    "{% for ik, iv in v['items'] | dictsort %}{% if ik == 'type' %} items:{% if iv is string %}{{ fa(iv | upper) }}"
+    "{% else %}{{ fa(iv | map('upper') | list) }}{% endif %}{% endif %}{% endfor %}{% endif %}"
+    "{% if v['enum'] and v['enum']['description'] is not defined %}(enum){% endif %}"
+    "{% for r in v['required'] | default([]) %}+{{ r }}{% endfor %};{% endfor %}{% endfor %}"
+    "{% for m in messages %}{{ m.role | upper }}:{{ m.content | lower }}\n{% endfor %}")
+
+
+def test_upper_printed_on_request_values():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    t = translate(UPPER_PRINTED, "", EOS, range_int=True)
+    assert any("upper" in n for n in t.notes)
+    hi = [{"role": "user", "content": "Hello World_{|}~ 09 AZaz"}]
+    ok = (gocheck.Probe("types", hi, _tool({
+        "a": {"type": "array", "items": {"type": "string"}}, "B": {"type": ["string", "null"]},
+        "c": {"type": "array", "items": {"type": ["integer", "null"]}}, "d": {"description": "no type"},
+        "e": {"type": "object", "properties": {"x": {"type": "string"}}, "required": ["x"]},
+        "f": {"type": "string", "enum": ["p", "q"]}})),) + gocheck.PROBES
+    r = gocheck.check_templates([(UPPER_PRINTED, t.go, "", EOS)], ok)[0]
+    assert all(x.ok for x in r.results), r.failures
+    # beyond ASCII Python maps case by Unicode's tables: the TEMPLATE stops with an error, never other text
+    bad = (gocheck.Probe("content", [{"role": "user", "content": "Grüße"}]),
+           gocheck.Probe("type", hi, _tool({"a": {"type": "strïng"}})),
+           gocheck.Probe("items type", hi, _tool({"a": {"type": "array", "items": {"type": ["ß"]}}})))
+    r = gocheck.check_templates([(UPPER_PRINTED, t.go, "", EOS)], bad)[0]
+    assert all(not x.ok and "error" in x.detail for x in r.results), r.failures
+
+
+def test_upper_compared_on_a_type_list_is_not_its_first_name():
+    # Jinja: ['string', 'null'] | upper is "['STRING', 'NULL']", never 'STRING'
+    src = ("{% for t in tools or [] %}{% for k, v in t.function.parameters.properties.items() %}{{ k }}"
+           "{% if v['type'] | upper == 'STRING' %}=S{% endif %};{% endfor %}{% endfor %}"
+           "{% for m in messages %}{{ m.content }}{% endfor %}")
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(src, "", EOS, range_int=gocheck.go_range_int()).go
+    probes = (gocheck.Probe("list", [{"role": "user", "content": "hi"}], _tool({"a": {"type": ["string", "null"]},
+                                                                             "b": {"type": "string"}, "c": {}})),)
+    r = gocheck.check_templates([(src, g, "", EOS)], probes + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+# Gemma 4's look back for the previous non-tool message (`range(loop.index0 - 1, -1, -1)`) and its forward scan
+# over the tool results after a call (`range(loop.index0 + 1, messages | length)`)
+AROUND_INDEX = (
+    "{% for m in messages %}{% if m.role != 'tool' %}{% set prev = namespace(role='', found=false) %}"
+    "{% if loop.index0 > 0 %}{% for j in range(loop.index0 - 1, -1, -1) %}{% if not prev.found and "
+    "messages[j].role != 'tool' %}{% set prev.role = messages[j].role %}{% set prev.found = true %}{% endif %}"
+    "{% endfor %}{% endif %}<{{ m.role }} after {{ prev.role }}>{{ m.content }}"
+    "{% if m.tool_calls %}{% set scan = namespace(stop=false) %}{% for k in range(loop.index0 + 1, messages | length) %}"
+    "{% if scan.stop %}{% elif messages[k].role != 'tool' %}{% set scan.stop = true %}{% else %}"
+    "(result {{ messages[k].content }}){% endif %}{% endfor %}{% endif %}{% endif %}{% endfor %}")
+
+
+def test_ranges_around_the_loop_index():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(AROUND_INDEX, "", EOS, range_int=gocheck.go_range_int()).go
+    call = gocheck.PROBES[4].messages
+    probes = (gocheck.Probe("two results", call + [dict(call[-1], content="again"),
+                                                   {"role": "user", "content": "ok"}, call[1], call[2]]),)
+    r = gocheck.check_templates([(AROUND_INDEX, g, "", EOS)], probes + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_trim_of_text_between_literals_is_exact_without_a_note():
+    src = ("{% macro decl(m) %}decl:{{ m.content }}}{% endmacro %}{% for m in messages %}"
+           "[{{ decl(m) | trim }}]{% endfor %}")
+    t = translate(src, "", EOS)
+    assert not any("trim" in n for n in t.notes)
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    probes = (gocheck.Probe("spaces", [{"role": "user", "content": " a \n"}]),) + gocheck.PROBES
+    r = gocheck.check_templates([(src, t.go, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_dictsort_of_a_request_mapping_notes_its_error_inputs():
+    # the keys it cannot sort as Jinja does (non-ASCII, equal but for case) stop the template: recorded in the notes
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    src = ("{% for m in messages %}{% for c in m.tool_calls or [] %}{% for k, v in c.function.arguments | dictsort %}"
+           "{{ k }};{% endfor %}{% endfor %}{{ m.content }}{% endfor %}")
+    assert any("dictsort" in n and "error" in n for n in translate(src, "", EOS, range_int=True).notes)
+
+
+def test_upper_is_a_string_and_a_missing_list_field_defaults_to_empty():
+    src = ("{% for t in tools or [] %}{% for k, v in t.function.parameters.properties.items() %}{{ k }}"
+           "{% if v.description | upper is string %}:s{% endif %}{% for r in v.required | default([]) %}+{{ r }}"
+           "{% endfor %};{% endfor %}{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}")
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(src, "", EOS, range_int=gocheck.go_range_int()).go
+    r = gocheck.check_templates([(src, g, "", EOS)])[0]
+    assert all(x.ok or x.skipped for x in r.results) and r.tools_ok, r.failures
+
+
+def test_a_tiny_json_number_printed_is_an_error_not_other_text():
+    # Python's str(1e-05) is '1e-05', Go's json writes 0.00001: below 1e-4 the TEMPLATE stops instead
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(PY_STR, "", EOS, range_int=gocheck.go_range_int())
+    assert any("1e-4" in n for n in g.notes)
+
+    def call(args):
+        return gocheck.Probe(str(args), [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "",
+                             "tool_calls": [{"id": "a1b2c3d4e", "type": "function",
+                                             "function": {"name": "f", "arguments": args}}]}])
+    r = gocheck.check_templates([(PY_STR, g.go, "", EOS)], (call({"a": 0.0001, "b": 0, "c": -2.5e-3, "d": 1e21}),))[0]
+    assert r.results[0].ok, r.failures
+    r = gocheck.check_templates([(PY_STR, g.go, "", EOS)], (call({"a": 1e-05}), call({"a": -3e-9})))[0]
+    assert all(not x.ok and "error" in x.detail for x in r.results), r.failures
+
+
+# ---- branch m1: recursive macros whose constant argument grows by a fixed step per call ----
+# One Go define per recursion level 0..8 (`depth + 1`, `indent + "  "`), each calling the next level's; the define
+# past level 8 stops the rendering with an error (never other text), and the TEMPLATE's notes say so.
+GROW_INDENT = ('{%- macro ts(schema, indent) -%}{%- if schema.type == "object" -%}{{ "{" }}'
+               '{%- for key, val in schema.properties.items() %}\n'
+               '{{ indent }}{{ key }}{{ "" if key in (schema.required or []) else "?" }}: {{ ts(val, indent + "  ") }}'
+               '{%- endfor %}\n{{ indent[:-2] ~ "}" }}{%- else -%}{{ schema.type }}{%- endif -%}{%- endmacro -%}'
+               '{%- for t in tools or [] %}{{ t.function.name }}: {{ ts(t.function.parameters, "  ") }}\n{% endfor %}'
+               '{%- for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}')
+GROW_DEPTH = ("{% macro r(v, depth) %}{% if v is mapping %}{% for k, w in v.items() %}{{ k }}{{ r(w, depth + 1) }}"
+              "{% endfor %}{% else %}{{ depth }}{{ v }}{% endif %}{% endmacro %}{% for m in messages %}"
+              "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments, 0) }}{% endfor %}{{ m.content }}{% endfor %}")
+
+
+def _nested_schema(k):  # a tool whose parameter `x` has its leaf k levels down (objects of objects)
+    p = {"type": "string", "description": "leaf"}
+    for i in range(k - 1):
+        p = {"type": "object", "description": f"level {i}", "properties": {"a": {"type": "integer"}, "n": p},
+             "required": ["n"]}
+    return gocheck.Probe(f"schema nested {k}", [{"role": "user", "content": "hi"}], [
+        {"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+            "type": "object", "required": ["x"], "properties": {"x": p, "y": {"type": "boolean"}}}}}])
+
+
+def _nested_arguments(k):  # a tool call whose arguments are maps k levels deep
+    a = "leaf"
+    for i in range(k):
+        a = {"a": i, "x": a}
+    return gocheck.Probe(f"arguments nested {k}", [{"role": "user", "content": "hi"}, {
+        "role": "assistant", "content": "",
+        "tool_calls": [{"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": a}}]}])
+
+
+@pytest.mark.parametrize("src, probe", [(GROW_INDENT, _nested_schema), (GROW_DEPTH, _nested_arguments)],
+                         ids=["indent_on_tool_schemas", "depth_on_arguments"])
+def test_m1_recursive_macro_with_a_growing_constant_stops_past_8_levels(src, probe):
+    g = translate(src, "", EOS)
+    assert any("nested deeper than 8 levels stop the template" in n for n in g.notes), g.notes
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    r = gocheck.check_templates([(src, g.go, "", EOS)], tuple(probe(k) for k in range(1, 9)) + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+    r = gocheck.check_templates([(src, g.go, "", EOS)], (probe(9), probe(12)))[0]
+    assert all(not x.ok and not x.skipped and "error" in x.detail for x in r.results), r.results
+
+
+def test_m1_recursive_macro_whose_constant_changes_otherwise_is_refused():
+    # not one fixed step (two steps, or a product): the levels cannot be counted, so it stays refused
+    for step in ("depth + 1) }}{{ r(w, depth + 2", "depth * 2 + 1"):
+        with pytest.raises(Untranslatable, match="recursive macro"):
+            translate(GROW_DEPTH.replace("depth + 1", step), "", EOS)
+
+
+# a flag the body of a recursive macro declares (`set t = none` in a branch, then `t is not none`): declared at the top
+# of the define, where each call starts it afresh like Jinja's macro locals (it was refused: declared at the
+# template's top, out of the define's scope)
+NONE_IN_RECURSION = ("{% macro r(v, depth) %}{% if v is mapping %}{% set t = none %}{% if v | length > 1 %}"
+                     "{% set t = v | length %}{% endif %}{% if t is not none %}[{{ t }}]{% endif %}"
+                     "{% for k, w in v.items() %}{{ k }}:{{ r(w, depth + 1) }};{% endfor %}{% else %}{{ depth }}={{ v }}"
+                     "{% endif %}{% endmacro %}{% for m in messages %}{% for c in m.tool_calls or [] %}"
+                     "{{ r(c.function.arguments, 0) }}{% endfor %}{{ m.content }}{% endfor %}")
+
+
+def test_m1_flags_declared_inside_a_recursive_macro():
+    g = translate(NONE_IN_RECURSION, "", EOS).go
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    one = gocheck.Probe("one key", _nested_arguments(2).messages[:1] + [
+        {**_nested_arguments(2).messages[1], "tool_calls": [{"id": "a1b2c3d4e", "type": "function", "function": {
+            "name": "f", "arguments": {"x": {"a": {"b": 1}}}}}]}])
+    probes = tuple(_nested_arguments(k) for k in range(1, 9)) + (one,) + gocheck.PROBES
+    r = gocheck.check_templates([(NONE_IN_RECURSION, g, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+def test_m1_recursive_macro_refused_inside_a_probe_leaves_no_empty_define():
+    # `r(...) + '|'` first evaluates r() as a probe, which refuses its body; the name it reserved was kept and the
+    # printed call then reached a define that was never written ("template not defined" in Go): now refused
+    with pytest.raises(Untranslatable, match="recursive macro r"):
+        translate("{% macro r(v) %}{% if v is mapping %}{% for k, w in v.items() %}{{ r(w) }}{% endfor %}"
+                  "{% else %}{{ v }}{{ messages | length }}{% endif %}{% endmacro %}{% for m in messages %}"
+                  "{% for c in m.tool_calls or [] %}{{ r(c.function.arguments) + '|' }}{% endfor %}{% endfor %}", "", EOS)
+
+
+# `seq | join(sep)` of a request list (a property's enum, GigaChat's number enums): str() of each element joined
+ENUM_JOIN = ("{% for t in tools or [] %}{% for k, p in t.function.parameters.properties.items() %}{{ k }}"
+             "{% if p.enum %}: {{ p.enum | join(' | ') }}{% endif %};{% endfor %}\n{% endfor %}"
+             "{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_m1_join_of_a_request_list():
+    g = translate(ENUM_JOIN, "", EOS).go
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object",
+              "properties": {"a": {"type": "integer", "enum": [1, 2.5, -3]}, "b": {"type": "string", "enum": ["x", "y z"]},
+                             "c": {"enum": [True, None, "q"]}, "d": {"type": "string"}}}}}]
+    probes = (gocheck.Probe("enums", [{"role": "user", "content": "hi"}], tools),) + gocheck.PROBES
+    r = gocheck.check_templates([(ENUM_JOIN, g, "", EOS)], probes)[0]
+    assert all(x.ok for x in r.results), r.failures
 
 
 # ---- branch m2 ----------------------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ def test_the_record_is_for_todays_probes():
         assert all(r["prompts"][k] is None for k in r["errors"]), name
 
 
-# A template outside the translator's reach (`| upper` printed on request text), so that only a renderer can take it.
-UPPER = ("{% for m in messages %}<{{ m['role'] | upper }}>{{ m['content'] | upper }}\n{% endfor %}"
+# A template outside the translator's reach (`| title` on request text: Go has no case mapping), so that only a
+# renderer can take it.
+UPPER = ("{% for m in messages %}<{{ m['role'] | upper }}>{{ m['content'] | title }}\n{% endfor %}"
          "{% if add_generation_prompt %}<ASSISTANT>{% endif %}")
 
 
@@ -41,7 +42,7 @@ def _record_from(template: str) -> renderers.Record:
     off["thinking"] = (off["thinking"] or "") + " "
     return renderers.Record("f" * 40, "go1.27", renderers.probes_digest(),
                             {"exact": {"bos": "", "prompts": want, "errors": {}},
-                             "almost": {"bos": "", "prompts": off, "errors": {}}})
+                             "almost": {"bos": "", "prompts": off, "errors": {}}}, {"names": [], "outputs": []})
 
 
 def test_a_renderer_that_reproduces_every_probe_is_written_as_RENDERER(monkeypatch):
@@ -64,7 +65,8 @@ def test_one_differing_probe_keeps_the_gguf_template_and_names_the_closest(monke
 
 def test_a_record_for_other_probes_is_not_used(monkeypatch):
     rec = _record_from(UPPER)
-    monkeypatch.setattr(renderers, "recorded", lambda: renderers.Record(rec.commit, rec.go, "0" * 16, rec.renderers))
+    monkeypatch.setattr(renderers, "recorded", lambda: renderers.Record(rec.commit, rec.go, "0" * 16, rec.renderers,
+                                                                            rec.parsers))
     assert convert_chat_template(UPPER, "", "</s>").renderer is None
 
 
@@ -80,3 +82,54 @@ def test_the_record_is_what_ollamas_code_renders(tmp_path):
     if new["ollama_commit"] != old["ollama_commit"]:
         pytest.skip(f"another Ollama commit ({new['ollama_commit'][:12]}): re-record to follow it")
     assert new["renderers"] == old["renderers"]
+
+
+# ---- PARSER: Ollama's output parsers, checked on the tool calls real templates make the model write ----------------
+
+def _template(name):
+    from sdist import llama_cpp_dir
+
+    return (llama_cpp_dir() / "models" / "templates" / f"{name}.jinja").read_text()
+
+
+def test_the_parser_record_holds_only_parsers_that_return_the_probe_call():
+    rec = renderers.recorded()
+    names = set(rec.parsers["names"])
+    assert {"qwen3-coder", "glimmer", "deepseek3", "ministral", "harmony"} <= names
+    outs = rec.parsers["outputs"]
+    assert len(outs) >= 20 and all(set(o["parsed_by"]) <= names and o["templates"] for o in outs)
+    by_template = {t: o for o in outs for t in o["templates"]}
+    assert "qwen3-coder" in by_template["Qwen3-Coder"]["parsed_by"]
+    assert by_template["muse-glimmer"]["parsed_by"] == ["glimmer"]
+    assert by_template["deepseek-ai-DeepSeek-V3.1"]["parsed_by"] == ["deepseek3"]
+
+
+@pytest.mark.parametrize("output,tag,ok", [
+    ('{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}', "{", True),  # Llama 3.1
+    ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>',
+     "<tool_call>", True),
+    ('[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]', "[TOOL_CALLS]", True),
+    ('<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>', "<tool_call>", False),
+    ('[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "unit": "celsius"}', "[TOOL_CALLS]", False),
+    ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}', "<tool_call>", False),  # other arguments
+])
+def test_generic_parsing_is_json_after_the_tag(output, tag, ok):
+    assert renderers.generic_parses(output, tag) is ok
+
+
+@pytest.mark.parametrize("name,parser", [("Qwen3-Coder", "qwen3-coder"), ("muse-glimmer", "glimmer"),
+                                         ("Qwen3.5-4B", "qwen3.5"), ("Qwen-Qwen2.5-7B-Instruct", None),
+                                         ("meta-llama-Llama-3.1-8B-Instruct", None)])
+def test_export_writes_a_parser_only_where_one_was_checked_on_the_models_calls(name, parser):
+    if not gocheck.go_available():
+        pytest.skip(gocheck.GO_MISSING)
+    conv = convert_chat_template(_template(name), "<s>", "</s>")
+    assert conv.style == "translated" and conv.parser == parser, conv.notes
+    assert ("PARSER" in render_modelfile("./m.gguf", conv, [], None)) is (parser is not None)
+
+
+def test_a_call_no_parser_reads_is_said_in_the_notes():
+    if not gocheck.go_available():
+        pytest.skip(gocheck.GO_MISSING)
+    conv = convert_chat_template(_template("openbmb-MiniCPM5-1B"), "<s>", "</s>")
+    assert conv.parser is None and any("calls come back as text" in n for n in conv.notes), conv.notes

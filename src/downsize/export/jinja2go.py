@@ -247,6 +247,14 @@ _ASSIGN = re.compile(r"(\$\w+)\s*:?=(?!=)")
 _GO_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`')
 
 
+def _trim_is_identity(snippet) -> bool:
+    """Whether Go template text certainly starts and ends with literal text that is not whitespace (Python's
+    str.isspace), so that strip() of what it prints changes nothing."""
+    toks = _go_actions(snippet) if isinstance(snippet, str) else None
+    return bool(toks) and toks[0][0] == "text" and toks[-1][0] == "text" and bool(toks[0][1]) and bool(toks[-1][1]) \
+        and not toks[0][1][0].isspace() and not toks[-1][1][-1].isspace()
+
+
 def _go_actions(snippet: str):
     """Split generated Go template text into ("text", s) and ("act", pipeline) tokens (string literals may hold }})."""
     out, i = [], 0
@@ -881,6 +889,7 @@ class Translator:
         self.loops: list[_Loop] = []
         self.macros: dict[str, nodes.Macro] = {}
         self.macro_defs: dict[tuple, str] = {}  # (macro, argument, kind, constant arguments) -> its Go define
+        self.rec_active: list[tuple[str, dict, str]] = []  # growing recursive macros being defined: (name, args, kind)
         self.depth = 0
         self.read_names: set[str] = set()
         self.predeclared: set[str] = set()
@@ -1197,10 +1206,13 @@ class Translator:
             self.emit(f"{{{{ index {v.go} 0 }}}}")
             self._printed(f"index {v.go} 0", f"index {v.go} 0")
         elif v.kind == "any":  # Jinja prints str() of it: True, None, a list's repr (generated defines)
+            self.note("a JSON number of the request is printed as Go's json writes it (as Python's str() does for "
+                      "the numbers Go's json wrote); one whose size is below 1e-4 (Python: 1e-05, Go: 0.00001) stops "
+                      "the template with an error")
             self.defs.update(_py_str_defs(self.range_int))
             self.emit(f'{{{{ template "pystr_any" {v.go} }}}}')
-        elif v.kind == "folded":
-            raise Untranslatable(f"the `{v.extra[1]}` filter on a request value, printed (Go cannot change case)")
+        elif v.kind == "folded":  # built as a Go string (Go >= 1.24; non-ASCII text stops the template)
+            self.print_value(self.case_mapped(v))
         else:
             raise Untranslatable(f"printing a {v.kind} (Python's str() of a dict/list)")
 
@@ -2070,7 +2082,7 @@ class Translator:
         self.emit("{{ continue }}")
 
     def inline_macro(self, m: nodes.Macro, call: nodes.Call, scope):
-        if self.depth >= self.MAX_INLINE:
+        if self.depth - len(self.rec_active) >= self.MAX_INLINE:  # a growing macro's levels are bounded by REC_LEVELS
             raise Untranslatable(f"recursive macro {m.name}()")
         if any(isinstance(c.node, nodes.Name) and c.node.name == m.name for c in m.find_all(nodes.Call)):
             return self.define_macro(m, call, scope)
@@ -2107,6 +2119,8 @@ class Translator:
         (a define sees only its data), which is checked on the Go it becomes."""
         args = [self.expr(a, scope) for a in call.args]
         kwargs = {k.key: self.expr(k.value, scope) for k in call.kwargs}
+        args = [self.case_mapped(a) if a.kind == "folded" else a for a in args]  # `x | upper` handed on: a Go string
+        kwargs = {k: self.case_mapped(a) if a.kind == "folded" else a for k, a in kwargs.items()}
         defaults = dict(zip([a.name for a in m.args][len(m.args) - len(m.defaults):], m.defaults))
         bound = {}
         for i, a in enumerate(m.args):
@@ -2125,9 +2139,14 @@ class Translator:
             raise Untranslatable(f"recursive macro {m.name}()")
         d, dv = dyn[0], bound[dyn[0]]
         key = (m.name, d, dv.kind, tuple(sorted((k, repr(v.const)) for k, v in bound.items() if k != d)))
+        grow = {k: st for k, st in self._growing_args(m).items() if k != d}
+        level = self._rec_level(m, {k: bound[k].const for k in grow}, grow) if grow else None
+        if level is not None and level > self.REC_LEVELS:
+            return self._past_rec_levels(m, key, dv)
         name = self.macro_defs.get(key)
         if name is None:
-            if len({k[3] for k in self.macro_defs if k[0] == m.name} | {key[3]}) > 4:
+            fixed = {tuple(x for x in k[3] if x[0] not in grow) for k in self.macro_defs if k[0] == m.name}
+            if len(fixed | {tuple(x for x in key[3] if x[0] not in grow)}) > 4:
                 # constant arguments that change each call (one define per value kind is bounded: the kinds are)
                 raise Untranslatable(f"recursive macro {m.name}() whose constant arguments change (e.g. depth + 1)")
             name = f"macro_{m.name}_{len(self.macro_defs)}"
@@ -2135,22 +2154,36 @@ class Translator:
             self.defs[name] = ""  # reserved: the body's own calls find it
             inner = _Scope(self._global(scope), dot="$marg")
             for k, v in bound.items():
-                inner.vars[k] = V(go="$marg", kind=dv.kind) if k == d else v
+                inner.vars[k] = V(go="$marg", kind=dv.kind, extra=dv.extra if dv.kind == "uplist" else None) \
+                    if k == d else v
             decls, saved = len(self.top_decls), self.cur_dot
             self.depth += 1
             self.cur_dot = "$marg"
+            if level is not None:
+                self.rec_active.append((m.name, {k: bound[k].const for k in grow}, dv.kind))
             try:
                 body = self.capture(lambda: self.body(m.body, inner))
+            except Untranslatable:
+                # a caller may catch it and try another way: the reserved name must not stay (an empty define)
+                del self.macro_defs[key], self.defs[name]
+                raise
             finally:
                 self.depth -= 1
                 self.cur_dot = saved
+                if level is not None:
+                    self.rec_active.pop()
+            if len(self.top_decls) != decls:
+                # declarations the body made at the template's top (flags, snapshots): the define's own top is
+                # where they are in scope for it, and each call starts them afresh as Jinja's macro locals are
+                body = "".join(self.top_decls[decls:]) + body
+                del self.top_decls[decls:]
             declared = set(re.findall(r"(\$\w+)\s*:=", body)) | {"$marg"}
             declared |= {x for pair in re.findall(r"range (\$\w+), (\$\w+) :=", body) for x in pair}
             acts = _go_actions(body)  # the variables its actions read (not text, not string literals: `"$defs"`)
             code = " ".join(_GO_STRING.sub('""', a) for k, a in acts if k == "act") if acts is not None else body
             if len(self.top_decls) != decls or set(re.findall(r"\$\w+", code)) - declared \
                     or re.search(r"\$(?!\w)", code):
-                del self.defs[name]
+                del self.defs[name], self.macro_defs[key]
                 raise Untranslatable(f"recursive macro {m.name}() that reads more than its argument")
             self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ $marg := . }}}}{body}{{{{ end }}}}'
         self.emit(f'{{{{ template "{name}" {self.go_of(dv)} }}}}')
@@ -2182,6 +2215,76 @@ class Translator:
         self.emit(f'{{{{ {out} := "" }}}}{{{{ $ts{self.n}x_1 := {self.go_of(arg)} }}}}')
         self.emit(_ts_builder(f"ts{self.n}", 1, self.TS_DEPTH))
         return V(go=out, kind="str")
+    REC_LEVELS = 8  # a recursive macro whose constant argument grows per call: levels 0..8 are defines, then an error
+
+    @staticmethod
+    def _growing_args(m: nodes.Macro) -> dict:
+        """Parameters of the recursive macro ``m`` that each of its calls to itself hands on either unchanged or
+        grown by one fixed constant step (``depth + 1``, ``indent + "  "``, ``indent ~ "  "``): name -> the step.
+        Such a parameter takes one value per recursion level, so each level is its own define."""
+        names = [a.name for a in m.args]
+        steps: dict[str, set] = {n: set() for n in names}
+        for c in m.find_all(nodes.Call):
+            if not (isinstance(c.node, nodes.Name) and c.node.name == m.name):
+                continue
+            given = dict(zip(names, c.args)) | {k.key: k.value for k in c.kwargs}
+            for n in names:
+                a = given.get(n)
+                if a is None or steps[n] is None:
+                    continue
+                if isinstance(a, nodes.Name) and a.name == n:
+                    continue
+                if isinstance(a, (nodes.Add, nodes.Concat)):
+                    parts = [a.left, a.right] if isinstance(a, nodes.Add) else a.nodes
+                    if len(parts) == 2 and isinstance(parts[0], nodes.Name) and parts[0].name == n \
+                            and isinstance(parts[1], nodes.Const) and not isinstance(parts[1].value, bool) \
+                            and isinstance(parts[1].value, (int, str)) and parts[1].value not in (0, ""):
+                        if isinstance(a, nodes.Concat) and not isinstance(parts[1].value, str):
+                            steps[n] = None
+                            continue
+                        steps[n].add(parts[1].value)
+                        continue
+                steps[n] = None
+        return {n: next(iter(st)) for n, st in steps.items() if st is not None and len(st) == 1}
+
+    def _rec_level(self, m: nodes.Macro, vals: dict, grow: dict) -> int:
+        """How many steps the growing arguments ``vals`` are past their values where the recursion was entered (the
+        outermost define of ``m`` being written; 0 when there is none). Refused unless it is a whole number of steps
+        and every growing argument agrees."""
+        entry = next((v for n, v, _ in self.rec_active if n == m.name), None)
+        if entry is None:
+            return 0
+        levels = set()
+        for k, st in grow.items():
+            v0, v = entry.get(k), vals.get(k)
+            if isinstance(st, int) and isinstance(v0, int) and isinstance(v, int) and not isinstance(v, bool) \
+                    and (v - v0) % st == 0 and (v - v0) // st >= 0:
+                levels.add((v - v0) // st)
+            elif isinstance(st, str) and isinstance(v0, str) and isinstance(v, str) and v.startswith(v0) \
+                    and len(v[len(v0):]) % len(st) == 0 and v[len(v0):] == st * (len(v[len(v0):]) // len(st)):
+                levels.add(len(v[len(v0):]) // len(st))
+            else:
+                levels.add(None)
+        if len(levels) != 1 or None in levels:
+            raise Untranslatable(f"recursive macro {m.name}() whose constant arguments change (e.g. depth + 1)")
+        return levels.pop()
+
+    def _past_rec_levels(self, m: nodes.Macro, key: tuple, dv: V):
+        """A call REC_LEVELS + 1 levels down a growing recursion: a define that stops the rendering with an error
+        (never other text), noted for the Modelfile reader."""
+        key = (*key, "past")
+        name = self.macro_defs.get(key)
+        if name is None:
+            name = f"macro_{m.name}_{len(self.macro_defs)}"
+            self.macro_defs[key] = name
+            self.defs[name] = f'{{{{ define "{name}" }}}}{{{{ index "" 1 }}}}{{{{ end }}}}'
+        kind = next((k for n, _, k in self.rec_active if n == m.name), dv.kind)  # where the recursion was entered
+        what = {"params": "tool schemas", "props": "tool schemas", "property": "tool schemas", "fn": "tool schemas",
+                "tool": "tool schemas", "args": "tool-call arguments", "tcfn": "tool-call arguments"}.get(kind,
+                                                                                           "request values")
+        self.note(f"{m.name}(): {what} nested deeper than {self.REC_LEVELS} levels stop the template (a Go error, "
+                  f"never other text)")
+        self.emit(f'{{{{ template "{name}" {self.go_of(dv)} }}}}')
 
     @staticmethod
     def _passed_through_only(m: nodes.Macro) -> list[str]:
@@ -2521,6 +2624,9 @@ class Translator:
             if body == "":
                 return
             raise Untranslatable("for loop over a str")
+        up = seq.extra if seq.kind == "uplist" else None  # `x | map('upper') | list`: x's items, case-mapped
+        if up:
+            seq = V(go=seq.go, kind="list")
         if seq.kind not in SEQ_KINDS:
             raise Untranslatable(f"for loop over a {seq.kind}")
         if s.test is not None and uses_loop:
@@ -2530,6 +2636,8 @@ class Translator:
         i, x = self.index_var("i"), self.fresh(s.target.name)
         inner = _Scope(scope, dot=x)
         inner.vars[s.target.name] = V(go=x, kind=ELEM[seq.kind])
+        if up:
+            inner.vars[s.target.name] = V(go=None, kind="folded", extra=(V(go=x, kind="any"), up, V(go=x, kind="any")))
         lp = _Loop(seq, idx=i, elem=x, seq_go=seq.go)
         # a loop over a message's tool calls sits inside `if .ToolCalls`: Ollama finds its tool-call tag there
         wrap = seq.kind == "tcalls" and seq.go == ".ToolCalls"
@@ -2617,6 +2725,8 @@ class Translator:
             if not (isinstance(lenarg, nodes.Filter) and lenarg.name in ("length", "count") and not lenarg.args):
                 raise Untranslatable("the call range()")
             seq = self.expr(lenarg.node, scope)
+            if not seq.is_const and seq.kind in SEQ_KINDS and self._range_after_index(s, start, seq, scope):
+                return
             if seq.is_const or seq.kind not in SEQ_KINDS or not (start.kind == "int" and (start.is_const or start.go)):
                 raise Untranslatable("the call range()")
             g, j, x = self.go_of(seq), self.index_var("j"), self.fresh("elem")
@@ -2632,6 +2742,8 @@ class Translator:
             return
         lenarg = args[0]
         back = len(args) == 3
+        if back and self._range_down_from_index(s, scope):
+            return
         if back:
             if not (isinstance(lenarg, nodes.Sub) and isinstance(lenarg.right, nodes.Const) and lenarg.right.value == 1
                     and all(isinstance(a, nodes.Neg) and isinstance(a.node, nodes.Const) and a.node.value == 1
@@ -2651,6 +2763,54 @@ class Translator:
         inner.vars["loop"] = C(UNDEF)
         self.body(s.body, inner)
         self.emit("{{ end }}")
+
+    def _range_after_index(self, s, start: V, seq: V, scope) -> bool:
+        """`for k in range(loop.index0 + 1, seq | length)` inside the loop over seq (Gemma 4's forward scan for the
+        tool results after a call): Go ranges seq[i:] from the loop's index i and skips its first round, so the
+        index is i + j as for range(k, seq | length). False where start is not that loop's index + 1."""
+        f = _aff(start) if start.kind == "int" and not start.is_const else None
+        if f is None or f.const != 1 or len(f.terms) != 1 or f.terms[0][1] != 1:
+            return False
+        g = self.go_of(seq)
+        lp = next((x for x in reversed(self.loops) if x.idx and x.idx == f.terms[0][0] and not x.reversed
+                   and g in (x.seq_go, x.seq.go)), None)
+        if lp is None:
+            return False
+        j, x = self.index_var("j"), self.fresh("elem")
+        self.emit(f"{{{{ range {j}, {x} := slice {g} {lp.idx} }}}}{{{{ if {j} }}}}")
+        inner = _Scope(scope)
+        inner.vars[s.target.name] = V(go=None, kind="seqidx", extra=(g, x, j, lp.idx))
+        self.body(s.body, inner)
+        self.emit("{{ end }}{{ end }}")
+        return True
+
+    def _range_down_from_index(self, s, scope) -> bool:
+        """`for j in range(loop.index0 - 1, -1, -1)` (Gemma 4's look back for the previous non-tool message): the
+        indices below an enclosing loop's index i, from i - 1 down to 0. Go ranges the prefix SEQ[:i] of that loop's
+        sequence; its k-th round is index i - 1 - k = len (slice (slice PREFIX k) 1). False where the range is not
+        of that shape (for_range goes on)."""
+        a = s.iter.args
+        if not (isinstance(a[0], nodes.Sub) and isinstance(a[0].right, nodes.Const) and a[0].right.value == 1
+                and all(isinstance(x, nodes.Neg) and isinstance(x.node, nodes.Const) and x.node.value == 1
+                        or isinstance(x, nodes.Const) and x.value == -1 for x in a[1:])):
+            return False
+        if isinstance(a[0].left, nodes.Filter) and a[0].left.name in ("length", "count"):
+            return False
+        start = self.expr(a[0].left, scope)
+        f = _aff(start)
+        if f is None or f.const or len(f.terms) != 1 or f.terms[0][1] != 1:
+            return False
+        lp = next((x for x in reversed(self.loops) if x.idx and x.idx == f.terms[0][0] and not x.reversed), None)
+        if lp is None:
+            return False
+        pre, k = self.fresh("prefix"), self.index_var("k")
+        self.emit(f"{{{{ {pre} := slice {_paren(lp.seq_go)} 0 {lp.idx} }}}}{{{{ range {k}, $_ := {pre} }}}}")
+        inner = _Scope(scope)
+        inner.vars[s.target.name] = V(go=f"len (slice (slice {pre} {k}) 1)", kind="int")
+        inner.vars["loop"] = C(UNDEF)
+        self.body(s.body, inner)
+        self.emit("{{ end }}")
+        return True
 
     def for_reversed(self, s, seq: V, scope):
         """`for x in seq[::-1]`: Go ranges forward; element k is index SEQ (len (slice (slice SEQ $k) 1))."""
@@ -2726,6 +2886,9 @@ class Translator:
         equal once lowered (Jinja's stable sort keeps an order Go's map does not have) stop the template with an
         error, never other text (Go >= 1.24: the keys are read byte by byte). loop.first / loop.last only."""
         self._need_range_int("dictsort over a request mapping")
+        self.note("`dictsort` of a request mapping (tool-call arguments, tool parameters) sorts ASCII keys as Jinja does; "
+                  "a key with a non-ASCII character, or two keys equal but for ASCII case, stops the template with an "
+                  "error")
         attrs = self._own_loop_attrs(s)
         if attrs - {"first", "last"} or s.test is not None or s.else_ \
                 or not (isinstance(s.target, nodes.Tuple) and len(s.target.items) == 2):
@@ -3030,6 +3193,8 @@ class Translator:
             return self.materialize(v).go
         if v.kind == "vlist":  # only its truth has a Go value (and / or / if); printing or comparing it is refused
             return self.vlist_truth(v)
+        if v.kind == "folded":
+            return self.go_of(self.case_mapped(v))
         if v.go is None and isinstance(v.extra, Aff):
             g = v.extra.go()
             return g if re.fullmatch(r"[$.\w]+", g) else f"({g})"
@@ -3384,6 +3549,9 @@ class Translator:
         if obj.kind == "any" and key.is_const and isinstance(key.const, str):
             # a JSON object of the request (a property's `items`): Go's index reads a map's key (zero when absent)
             return V(go=f"index {self.go_of(obj)} {_go_lit(key.const)}", kind="any")
+        if obj.kind in SEQ_KINDS | {"ptype"} and key.is_const and isinstance(key.const, str) \
+                and not hasattr([], key.const) and not hasattr("", key.const):
+            return C(UNDEF)  # a list (or a property's type: a str or list in Jinja) has no such key: undefined
         if obj.kind == "tool" and not key.is_const:
             raise Untranslatable("indexing a tool by a request value")
         if obj.kind in FIELDS and not key.is_const:
@@ -3620,7 +3788,7 @@ class Translator:
         """`x | upper == 'STRING'` (or `in [...]`) on request text: Go has no case mapping, so x is compared byte by
         byte: as long as the constant, each letter in either case (`and` stops before slicing a shorter string)."""
         folded, other = (a, b) if a.kind == "folded" else (b, a)
-        base, how = folded.extra
+        base, how, orig = folded.extra
         if op in ("in", "notin") and folded is b and a.is_const and isinstance(a.const, str):
             r = self.substring_lowered(base, a.const) if how == "lower" else None
             if r is not None:
@@ -3628,6 +3796,7 @@ class Translator:
         if op not in ("eq", "ne", "in", "notin") or not other.is_const or (op in ("in", "notin") and folded is not a):
             raise Untranslatable(f"the `{how}` filter on a request value")
         consts = list(other.const) if op in ("in", "notin") else [other.const]
+        guard = self._casefold_guard(orig, consts)
         go = self.go_of(base)
         tests = []
         for c in consts:
@@ -3643,7 +3812,79 @@ class Translator:
         if not tests:
             return C(not positive)
         test = tests[0] if len(tests) == 1 else "or " + " ".join(f"({t})" for t in tests)
+        if guard:
+            test = f"and ({guard}) ({test})"
         return V(go=test if positive else f"not ({test})", kind="bool")
+
+    CASE_NOTE = ("`| upper` / `| lower` of request text is written by mapping ASCII letters byte by byte (Python's "
+                 "str.upper() on ASCII text); text with a non-ASCII character stops the template with an error, as do "
+                 "a property's type list holding a quote, backslash or control character, and a JSON value (inside "
+                 "`items`) that is neither a string nor a list of strings")
+
+    def case_mapped(self, v: V) -> V:
+        """`x | upper` (or lower) used as a value: a Go string built byte by byte (Go >= 1.24 ranges over its
+        length), each byte through a 128-entry table that maps a-z to A-Z (or back); a byte >= 0x80 is past the
+        table's end, so Go's `index` stops the template there (Python would map non-ASCII letters too). A
+        property's type that is a list is Python's str() of it, mapped (`['STRING', 'NULL']`); none is ''."""
+        base, how, orig = v.extra
+        self._need_range_int(f"the `{how}` filter used as a value")
+        self.note(self.CASE_NOTE)
+        table = '"' + "".join(f"\\x{c:02x}" if c < 32 or c in (34, 92, 127) else
+                              (chr(c).upper() if how == "upper" else chr(c).lower()) for c in range(128)) + '"'
+        u, tv = self.fresh("case"), self.fresh("casetable")
+
+        def walk(src, quoted=False):  # appends src's bytes, mapped, to u (quoted: as repr would quote it: plain only)
+            chk = ('{{ if or (eq $b 39) (eq $b 92) (lt $b 32) (eq $b 127) }}{{ index "" 1 }}{{ end }}'
+                   if quoted else "")
+            return (f'{{{{ range $j := len {src} }}}}{{{{ $b := index {src} $j }}}}{chk}'
+                    f'{{{{ {u} = print {u} (printf "%c" (index {tv} $b)) }}}}{{{{ end }}}}')
+
+        def listed(src, strings_only):  # Python's str() of a list of strings: ['A', 'B']
+            e = self.fresh("ce")
+            chk = f'{{{{ if ne (printf "%T" {e}) "string" }}}}{{{{ index "" 1 }}}}{{{{ end }}}}' if strings_only else ""
+            return (f'{{{{ {u} = "[" }}}}{{{{ range $k, {e} := {src} }}}}{chk}{{{{ if $k }}}}{{{{ {u} = print {u} ", " }}}}'
+                    f'{{{{ end }}}}{{{{ {u} = print {u} "\'" }}}}{walk(e, True)}{{{{ {u} = print {u} "\'" }}}}{{{{ end }}}}'
+                    f'{{{{ {u} = print {u} "]" }}}}')
+
+        src, one = self.fresh("cs"), self.fresh("cs")
+        self.emit(f"{{{{ {tv} := {table} }}}}")
+        if orig.kind == "ptype":
+            self.emit(f'{{{{ {src} := {self.go_of(orig)} }}}}{{{{ {u} := "" }}}}{{{{ if eq (len {src}) 1 }}}}'
+                      f'{{{{ {one} := index {src} 0 }}}}{walk(one)}{{{{ else if gt (len {src}) 1 }}}}'
+                      f'{listed(src, False)}{{{{ end }}}}')
+        elif orig.kind == "any":
+            t = f'(printf "%T" {src})'
+            self.emit(f'{{{{ {src} := {self.go_of(orig)} }}}}{{{{ {u} := "" }}}}{{{{ if eq {t} "string" }}}}{walk(src)}'
+                      f'{{{{ else if eq {t} "[]interface {{}}" }}}}{listed(src, True)}{{{{ else }}}}{{{{ index "" 1 }}}}'
+                      f'{{{{ end }}}}')
+        else:
+            self.emit(f'{{{{ {src} := {self.go_of(base)} }}}}{{{{ {u} := "" }}}}{walk(src)}')
+        return V(go=u, kind="str")
+
+    def case_mapped_list(self, v: V, how: str) -> V:
+        """`x | map('upper') | list` of a JSON value (Gemma 4's `items` type list): x's items, each case-mapped
+        where it is read (a loop over it, kind uplist). x must be a list at run time: anything else (a mapping,
+        whose keys Jinja would map, or a scalar, where Jinja fails) stops the template with an error."""
+        self._need_range_int(f"map('{how}')")
+        self.note(self.CASE_NOTE)
+        self.emit(f'{{{{ if ne (printf "%.2s" (printf "%T" {self.go_of(v)})) "[]" }}}}{{{{ index "" 1 }}}}{{{{ end }}}}')
+        return V(go=v.go, kind="uplist", extra=how)
+
+    def _casefold_guard(self, orig: V, consts) -> str | None:
+        """What must hold before `x | upper` is compared as one string (casefold_compare): a property's type is one
+        name (a list of them is Python's str() of the list, `['STRING', 'NULL']`; none is ''), a JSON value is a
+        string. Refused where a constant could equal what the other shapes print (Go cannot tell an absent key
+        from null: '' vs 'NONE')."""
+        strs = [c for c in consts if isinstance(c, str)]
+        if orig.kind == "ptype":
+            if any(c == "" or c.startswith("[") for c in strs):
+                raise Untranslatable("`| upper` of a property's type compared with '' or a list's text")
+            return f"eq (len {self.go_of(orig)}) 1"
+        if orig.kind == "any":
+            if any(c == "" or c[:1] in "[{-.0123456789" or c.lower() in ("none", "true", "false") for c in strs):
+                raise Untranslatable("`| upper` of a JSON value compared with text a non-string prints")
+            return f'eq (printf "%T" {self.go_of(orig)}) "string"'
+        return None
 
     def contains(self, needle: V, hay: V) -> V:
         if hay.kind == "strset":
@@ -3936,8 +4177,10 @@ class Translator:
             if v.kind == "bool":
                 return V(go=v.go if name == "true" else f"not {v.go}", kind="bool")
             return C(False)
-        if v.kind.startswith(_SPLIT) or v.kind == "dlist":  # a list built in the template
+        if v.kind.startswith(_SPLIT) or v.kind in ("dlist", "uplist"):  # a list built in the template
             return C(name in ("iterable", "sequence"))
+        if v.kind == "folded" and name in ("string", "mapping", "iterable", "sequence", "boolean", "number", "integer"):
+            return C(name in ("string", "iterable", "sequence"))  # `x | upper`: always a str in Jinja
         kinds = {"string": {"str"}, "mapping": MAPPING_KINDS, "iterable": SEQ_KINDS | MAPPING_KINDS | {"str"},
                  "sequence": SEQ_KINDS | {"str"}, "boolean": {"bool"}, "number": {"int"}, "integer": {"int"}}
         if name in kinds:
@@ -4230,6 +4473,8 @@ class Translator:
             import dataclasses
 
             return dataclasses.replace(v, markup=True)
+        if name in ("trim", "strip") and not args and not kwargs and v.kind == "out" and _trim_is_identity(v.extra):
+            return v  # the text starts and ends with literal non-whitespace (Gemma 4's `declaration:...}`): exact
         if name in ("trim", "strip") or (name in ("safe",)):
             if name != "safe":
                 self.note("`trim` is not applied: Go templates cannot trim, so content with surrounding whitespace "
@@ -4255,10 +4500,16 @@ class Translator:
                 and isinstance(args[0].const, str) and args[0].const \
                 and not any(c.isalnum() or c in "+-." for c in args[0].const):
             return v  # a number's text (digits, sign, point, exponent, inf / nan) holds no such text
-        if name in ("upper", "lower") and v.kind in ("str", "ptype", "out"):
-            # only compared with constants (casefold_eq); printing it raises in print_value / go_of
+        if name in ("upper", "lower") and v.kind in ("str", "ptype", "out", "any"):
+            # compared with constants byte by byte (casefold_compare); used as a value it is built as a Go string
+            # (case_mapped, Go >= 1.24)
             base = V(go=f"index {self.go_of(v)} 0", kind="str") if v.kind == "ptype" else v
-            return V(go=None, kind="folded", extra=(base, name))
+            return V(go=None, kind="folded", extra=(base, name, v))
+        if name == "map" and v.kind == "any" and len(args) == 1 and not kwargs and args[0].is_const \
+                and args[0].const in ("upper", "lower"):
+            return self.case_mapped_list(v, args[0].const)
+        if name == "list" and v.kind == "uplist":
+            return v
         if name in ("length", "count"):
             if v.kind == "selected":  # how many elements selectattr keeps: counted as a string of x
                 seq, attr, val = v.extra
@@ -4285,6 +4536,8 @@ class Translator:
             d = args[0] if args else C("")
             if v.is_const:
                 return d if v.const is UNDEF else v
+            if v.defined and v.defined == v.go and d.is_const and d.const == [] and v.kind in SEQ_KINDS:
+                return V(go=v.go, kind=v.kind)  # an absent list field is Go's nil slice: as empty as [] everywhere
             if v.defined:
                 var = self.fresh("dflt")
                 self.emit(f"{{{{ {var} := {self.go_of(d)} }}}}{{{{ if {v.defined} }}}}{{{{ {var} = {self.go_of(v)} }}}}{{{{ end }}}}")
@@ -4315,24 +4568,32 @@ class Translator:
             return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)`
         if name == "tojson":
             return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
-        if name == "join" and v.kind in ("ptype", "strlist", "list") and len(args) <= 1 and not kwargs \
+        if name == "join" and v.kind in ("list", "strlist") and not kwargs and len(args) <= 1 and v.go \
+                and re.fullmatch(r"\$\w*(\.\w+)*\.(Enum|Required)", v.go) \
+                and all(a.is_const and isinstance(a.const, str) for a in args):  # the request's own list fields
+            return self.snippet(lambda: self.join_list(v, args[0].const if args else ""))
+        if name == "join" and v.kind == "ptype" and len(args) <= 1 and not kwargs \
                 and re.search(r"\.[A-Z]\w*$", v.go or "") \
                 and all(a.is_const and isinstance(a.const, str) for a in args):
             return self.join_seq(v, args[0].const if args else "")
         raise Untranslatable(f"the `{name}` filter on a request value")
 
-    def join_seq(self, v: V, sep: str) -> V:
-        """`seq | join(sep)` of a request list (a property's type names, its enum, a string list: a field of the
-        request, not a list the template builds): its elements
-        as Python's str() writes them (strings as they are; enum values through the pystr defines), `sep` between
-        them; kept as the Go that prints it (a text value)."""
-        k, el = self.fresh("k"), self.fresh("e")
-        if v.kind == "list":
-            self.defs.update(_py_str_defs(self.range_int))
-            item = f'{{{{ template "pystr_any" {el} }}}}'
+    def join_list(self, v: V, sep: str):
+        """``seq | join(sep)`` of a request list (a property's ``enum``): Jinja joins ``str()`` of each element,
+        Python's str() of a JSON value (written by the generated pystr defines; a string as it is)."""
+        i, x = self.index_var("j"), self.fresh("e")
+        if v.kind == "strlist":
+            item = f"{{{{ {x} }}}}"
         else:
-            item = f"{{{{ {el} }}}}"
-        go = f"{{{{ range {k}, {el} := {self.go_of(v)} }}}}{{{{ if {k} }}}}{_text(sep)}{{{{ end }}}}{item}{{{{ end }}}}"
+            self.defs.update(_py_str_defs(self.range_int))
+            item = f'{{{{ template "pystr_any" {x} }}}}'
+        self.emit(f"{{{{ range {i}, {x} := {self.go_of(v)} }}}}{{{{ if {i} }}}}{_text(sep)}{{{{ end }}}}{item}{{{{ end }}}}")
+
+    def join_seq(self, v: V, sep: str) -> V:
+        """`type | join(sep)` of a property's type (a list of names; one name is a one-element list, whose join is
+        that name): the names with `sep` between them, kept as the Go that prints it (a text value)."""
+        k, el = self.fresh("k"), self.fresh("e")
+        go = f"{{{{ range {k}, {el} := {self.go_of(v)} }}}}{{{{ if {k} }}}}{_text(sep)}{{{{ end }}}}{{{{ {el} }}}}{{{{ end }}}}"
         return V(kind="out", extra=go, truthy=None, dot=self.cur_dot)
 
     def ptype_length(self, v: V) -> V:
@@ -4743,7 +5004,8 @@ def _py_str_defs(range_int: bool) -> dict:
     stops the template with an error, never other text."""
     t = '(printf "%T" .)'
     scalars = ('{{ else if eq $t "bool" }}{{ if . }}True{{ else }}False{{ end }}{{ else if eq $t "<nil>" }}None'
-               '{{ else if eq $t "float64" }}{{ json . }}{{ else if eq $t "int" }}{{ . }}')
+               '{{ else if eq $t "float64" }}{{ if and (ne . 0.0) (lt . 0.0001) (gt . -0.0001) }}{{ index "" 1 }}'
+               '{{ end }}{{ json . }}{{ else if eq $t "int" }}{{ . }}')  # below 1e-4 Python writes 1e-05, Go 0.00001
     if range_int:
         quote = (r"""{{ $q := "'" }}{{ $sq := false }}{{ $dq := false }}{{ range $j := len . }}"""
                  r"""{{ if eq (index $ $j) 39 }}{{ $sq = true }}{{ else if eq (index $ $j) 34 }}{{ $dq = true }}"""

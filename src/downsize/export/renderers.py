@@ -1,11 +1,14 @@
-"""Ollama's built-in renderers (``RENDERER`` in a Modelfile), chosen by rendering.
+"""Ollama's built-in renderers and output parsers (``RENDERER`` / ``PARSER`` in a Modelfile), chosen by running them.
 
 Ollama (0.12 and later) ships Go renderers for some model families (``model/renderers`` in its source: qwen3-coder,
 gemma4, cohere, glimmer, lfm2, …). A Modelfile's ``RENDERER x`` makes Ollama build the prompt with x instead of
 a TEMPLATE. Which family a model belongs to is not guessed from its name: ``ollama_renderers.json`` holds what
 each renderer of a recorded Ollama commit writes for the probe conversations of :mod:`downsize.export.gocheck`
 (made by ``tools/record_ollama_renderers.py`` from Ollama's own code), and a renderer is chosen for a chat
-template only when its prompts equal the template's Jinja rendering byte for byte on every probe.
+template only when its prompts equal the template's Jinja rendering byte for byte on every probe. The same record
+holds, for the tool call each real chat template makes the model write (the probe's call, rendered by the sdist's
+templates), which of Ollama's output parsers return exactly that call: ``PARSER y`` is written only for a y that
+does, where Ollama's generic JSON-after-a-tag parsing cannot read the call.
 
     >>> from downsize.export.renderers import recorded
     >>> rec = recorded()
@@ -38,12 +41,13 @@ class Record:
     go: str
     probes: str  # probes_digest() at recording time
     renderers: dict  # name -> {"bos": str, "prompts": {probe name: text or None (the renderer failed)}}
+    parsers: dict  # {"names": [...], "outputs": [{"text", "templates", "parsed_by": [parser names]}]}
 
 
 @lru_cache(maxsize=1)
 def recorded() -> Record:
     d = json.loads(RECORD.read_text())
-    return Record(d["ollama_commit"], d["go"], d["probes"], d["renderers"])
+    return Record(d["ollama_commit"], d["go"], d["probes"], d["renderers"], d.get("parsers", {"names": [], "outputs": []}))
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,21 @@ def closest(expected: dict[str, str | None]) -> tuple[str, list[str], int] | Non
     return None if best is None else (best[1], best[2], len(rendered))
 
 
+def similarity(expected: dict[str, str | None], name: str) -> float:
+    """Mean text similarity (difflib ratio) of renderer ``name``'s prompts to the Jinja renderings (0 for a name
+    with no renderer): which family's parser to prefer when several read a model's tool calls."""
+    import difflib
+
+    r = recorded().renderers.get(name)
+    rendered = {k: v for k, v in expected.items() if v is not None}
+    if r is None or not rendered:
+        return 0.0
+    got = _prompts(r)
+    both = [k for k in rendered if got.get(k) is not None]  # the probes the renderer rendered (deterministically)
+    return sum(difflib.SequenceMatcher(None, rendered[k], got[k], autojunk=False).ratio() for k in both) / len(both) \
+        if both else 0.0
+
+
 def match(expected: dict[str, str | None]) -> RendererMatch | None:
     """The recorded renderer whose prompts equal ``expected`` (probe name -> the Jinja text without BOS, None where
     the Jinja template refuses the conversation) on every probe the Jinja template renders, None when none does
@@ -101,3 +120,36 @@ def match(expected: dict[str, str | None]) -> RendererMatch | None:
         if all(prompts.get(k) == v for k, v in rendered.items()):
             return RendererMatch(name, rec.commit)
     return None
+
+
+def parsers_for(output: str) -> list[str] | None:
+    """The recorded parsers that return exactly the probe's tool call from ``output`` (the text the model writes,
+    ``template.tool_call_output``); None when that text was not recorded (a format the record has not seen)."""
+    rec = recorded()
+    if rec.probes != probes_digest():
+        return None
+    for o in rec.parsers["outputs"]:
+        if o["text"] == output:
+            return list(o["parsed_by"])
+    return None
+
+
+def generic_parses(output: str, tag: str | None) -> bool:
+    """Whether Ollama's template-derived tool parsing (JSON after the tag the TEMPLATE shows it, ``tools/tools.go``)
+    reads the probe's call from ``output``: after the tag, a JSON object (or a list of them) naming the function
+    with its arguments (``arguments`` or ``parameters``)."""
+    import json
+
+    call = gocheck.TOOL_PROBES[1].messages[1]["tool_calls"][0]["function"]
+    start = output.find(tag) + len(tag) if tag and tag != "{" and tag in output else 0
+    rest = output[start:]
+    at = min((i for i in (rest.find("{"), rest.find("[")) if i >= 0), default=-1)
+    if at < 0 or rest[:at].strip():
+        return False
+    try:
+        val, _ = json.JSONDecoder().raw_decode(rest[at:])
+    except ValueError:
+        return False
+    items = val if isinstance(val, list) else [val]
+    return any(isinstance(x, dict) and x.get("name") == call["name"]
+               and (x.get("arguments") or x.get("parameters")) == call["arguments"] for x in items)
