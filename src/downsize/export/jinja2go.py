@@ -796,8 +796,8 @@ _TS_MACRO = "90ee1cc09661ba15"
 
 
 def _ts_builder(p: str, d: int, depth: int) -> str:
-    """Go that appends to ``$<p>s<n>_<d>`` the text render_typescript_type() writes for the JSON value
-    ``$<p>x<n>_<d>`` (a JSON object of the request: a schema below a property's `items`), level ``d`` of ``depth``.
+    """Go that appends to ``$<p>s<d>`` the text render_typescript_type() writes for the JSON value
+    ``$<p>x<d>`` (a JSON object of the request: a schema below a property's `items`), level ``d`` of ``depth``.
     Python's semantics on JSON values: truth is Go's (nil, false, 0, "", empty list / object are falsy in both); a
     `type`, `enum` or `oneOf` list is told by its Go type; `required` is tested by equality; the recursive calls
     of the three branches that recurse (an array's non-scalar `items`, `oneOf` variants, `properties` values) run
@@ -805,10 +805,10 @@ def _ts_builder(p: str, d: int, depth: int) -> str:
     each level is written once. What the macro would do with a value of an unexpected JSON type (a string
     `enum`, `properties` that are a list), a variant's `default` (tojson) and level ``depth + 1`` fail with
     ``index "" 1`` instead (an error, never other text)."""
-    def v(name, k=d):
-        return f"${p}{name}_{k}"
+    def v(name, k=d):  # letters, then the level's digits: never one another's name
+        return f"${p}{name}{k}"
 
-    x, s, t, br, coll, req, n, cnt = (v(a) for a in ("x", "s", "t", "br", "coll", "req", "n", "cnt"))
+    x, s, t, br, coll, req, n, cnt = (v(a) for a in ("x", "s", "t", "b", "c", "q", "n", "i"))
     k, e, c = v("k"), v("v"), v("s", d + 1)
     fail = '{{ index "" 1 }}'
 
@@ -826,7 +826,7 @@ def _ts_builder(p: str, d: int, depth: int) -> str:
                 f"{{{{ if not {is_str(e)} }}}}{fail}{{{{ end }}}}{add(e)}{{{{ end }}}}")
 
     nullable = f'{{{{ if index {x} "nullable" }}}}{add(_go_str(" | null"))}{{{{ end }}}}'
-    it, itt, en, o, props = v("it"), v("itt"), v("en"), v("o"), v("props")
+    it, itt, en, o, props = v("m"), v("y"), v("e"), v("o"), v("p")
     go = [(f'{{{{ {t} := index {x} "type" }}}}{{{{ {br} := "" }}}}{{{{ {coll} := false }}}}{{{{ {req} := false }}}}'
           f'{{{{ if and {is_str(t)} (eq {t} "array") }}}}{{{{ {it} := index {x} "items" }}}}{{{{ if {it} }}}}'
           f'{{{{ {itt} := index {it} "type" }}}}'
@@ -850,7 +850,7 @@ def _ts_builder(p: str, d: int, depth: int) -> str:
           f'{add(_go_str(chr(123) + chr(10)))}{{{{ {br} = "props" }}}}{{{{ {coll} = {props} }}}}'
           f'{{{{ else }}}}{add(_go_str("object"))}{{{{ end }}}}'
           f'{{{{ else }}}}{add(_go_str("any"))}{{{{ end }}}}')]
-    run, found, r, nc, j, last = v("run"), v("in"), v("r"), v("nc"), v("j"), v("last")
+    run, found, r, nc, j, last = v("u"), v("f"), v("r"), v("z"), v("j"), v("l")
     child = f'{{{{ {v("x", d + 1)} := {e} }}}}{{{{ {c} := "" }}}}' + (_ts_builder(p, d + 1, depth) if d < depth else fail)
     go.append(
         f'{{{{ if {br} }}}}{{{{ {n} := len {coll} }}}}{{{{ {cnt} := "" }}}}{{{{ range {k}, {e} := {coll} }}}}'
@@ -2211,9 +2211,9 @@ class Translator:
                   "`default`, a type list or enum with non-string entries, or a schema keyword of an unexpected "
                   "JSON type (e.g. `properties` not an object) stop the template with an error")
         self.n += 1
-        out = f"$ts{self.n}s_1"
-        self.emit(f'{{{{ {out} := "" }}}}{{{{ $ts{self.n}x_1 := {self.go_of(arg)} }}}}')
-        self.emit(_ts_builder(f"ts{self.n}", 1, self.TS_DEPTH))
+        out = f"$t{self.n}s1"
+        self.emit(f'{{{{ {out} := "" }}}}{{{{ $t{self.n}x1 := {self.go_of(arg)} }}}}')
+        self.emit(_ts_builder(f"t{self.n}", 1, self.TS_DEPTH))
         return V(go=out, kind="str")
     REC_LEVELS = 8  # a recursive macro whose constant argument grows per call: levels 0..8 are defines, then an error
 
