@@ -1125,3 +1125,22 @@ def test_string_filter_of_a_json_value_is_python_str():
     assert all(x.ok for x in r.results), r.failures
     r = gocheck.check_templates([(PY_STR, g, "", EOS)], (call({"e": ["é"]}),))[0]
     assert not r.results[0].ok and "error" in r.results[0].detail
+
+
+# ---- branch m4 ----
+# one pass for lists only appended to and read joined: a list starting with items in one namespace() and empty in
+# another (the flag true in the first, false in the second), `| join` without a separator, a list appended to in a
+# loop made again each message
+JOIN_MERGED = ("{% set ns = namespace(r=['a', '']) %}{% for m in messages %}{% set ns.r = ns.r + [m.role] %}"
+               "{% endfor %}[{{ ns.r | join }}]{% for m in messages %}{% set ns = namespace(r=[]) %}"
+               "{% for c in m.tool_calls or [] %}{% set ns.r = ns.r + [c.function.name] %}{% endfor %}"
+               "{% set ns.r = ns.r + [m.content] %}({{ ns.r | join }})<{{ ns.r | join }}>{% endfor %}")
+
+
+def test_m4_joined_lists_one_pass():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(JOIN_MERGED, "", EOS).go
+    assert "print" in g
+    r = gocheck.check_templates([(JOIN_MERGED, g, "", EOS)], gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures

@@ -492,80 +492,6 @@ def _replace_child(parent, old, new) -> bool:
     return False
 
 
-def _joined_lists(ast) -> None:
-    """Rewrite, in place, a namespace list read only as ``ns.L | join(SEP)`` (LFM2.5's `tool_calls_ns.tool_calls`,
-    `args_ns.arg_strings`) into the text it joins: ``namespace(L=[])`` becomes ``L=''`` plus a flag ``L__joined=false``,
-    each ``set ns.L = ns.L + [E]`` becomes ``set ns.L = ns.L + (SEP if ns.L__joined else '') + (E | string)`` then
-    ``set ns.L__joined = true``, and each ``ns.L | join(SEP)`` becomes ``ns.L``: the same text, built as Go can build
-    text. Only where every namespace() bound to the name starts L at [], every store to L is such an append, every
-    read of L is a join by the one constant separator, and the namespace itself is read only through attributes."""
-    parent = {}
-    for n in ast.find_all(nodes.Node):
-        for c in n.iter_child_nodes():
-            parent[id(c)] = n
-    assigns = list(ast.find_all(nodes.Assign))
-    blocks = list(ast.find_all(nodes.AssignBlock))
-    cands = []
-    for a in assigns:
-        if isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call) and isinstance(a.node.node, nodes.Name) \
-                and a.node.node.name == "namespace":
-            for kw in a.node.kwargs:
-                if isinstance(kw.value, nodes.List) and not kw.value.items and (a.target.name, kw.key) not in cands:
-                    cands.append((a.target.name, kw.key))
-    for name, attr in cands:
-        flag = f"{attr}__joined"
-        binds = [a for a in assigns if isinstance(a.target, nodes.Name) and a.target.name == name]
-        if any(isinstance(b.target, nodes.Name) and b.target.name == name for b in blocks) or not all(
-                isinstance(b.node, nodes.Call) and isinstance(b.node.node, nodes.Name) and b.node.node.name == "namespace"
-                and any(kw.key == attr and isinstance(kw.value, nodes.List) and not kw.value.items
-                        for kw in b.node.kwargs) and not any(kw.key == flag for kw in b.node.kwargs)
-                and not b.node.args for b in binds):
-            continue
-        stores = [a for a in assigns if isinstance(a.target, nodes.NSRef) and a.target.name == name]
-        mine = [a for a in stores if a.target.attr == attr]
-        if any(a.target.attr == flag for a in stores) or any(
-                isinstance(b.target, nodes.NSRef) and b.target.name == name and b.target.attr == attr for b in blocks):
-            continue
-
-        def is_self(g, name=name, attr=attr):
-            return isinstance(g, nodes.Getattr) and isinstance(g.node, nodes.Name) and g.node.name == name \
-                and g.attr == attr
-
-        if not mine or not all(isinstance(a.node, nodes.Add) and is_self(a.node.left) and isinstance(a.node.right, nodes.List)
-                               and len(a.node.right.items) == 1 for a in mine):
-            continue
-        heads = {id(a.node.left) for a in mine}
-        uses = [n for n in ast.find_all(nodes.Name) if n.name == name and n.ctx == "load"]
-        if not all(isinstance(parent.get(id(n)), nodes.Getattr) for n in uses):
-            continue  # the namespace handed on whole (a macro argument): its reads are out of sight
-        reads = [parent[id(n)] for n in uses if is_self(parent[id(n)]) and id(parent[id(n)]) not in heads]
-        joins = [parent.get(id(g)) for g in reads]
-        if not reads or not all(isinstance(j, nodes.Filter) and j.name == "join" and j.node is g and not j.kwargs
-                                and j.dyn_args is None and j.dyn_kwargs is None and len(j.args) <= 1
-                                and all(isinstance(x, nodes.Const) and isinstance(x.value, str) for x in j.args)
-                                for g, j in zip(reads, joins)):
-            continue
-        seps = {j.args[0].value if j.args else "" for j in joins}
-        if len(seps) != 1:
-            continue
-        sep = seps.pop()
-        for j, g in zip(joins, reads):
-            _replace_child(parent[id(j)], j, g)
-        for b in binds:
-            for kw in b.node.kwargs:
-                if kw.key == attr:
-                    kw.value = nodes.Const("")
-            b.node.kwargs.append(nodes.Keyword(flag, nodes.Const(False)))
-        for a in mine:
-            item = a.node.right.items[0]
-            glue = nodes.CondExpr(nodes.Getattr(nodes.Name(name, "load"), flag, "load"), nodes.Const(sep), nodes.Const(""))
-            a.node = nodes.Add(nodes.Add(a.node.left, glue),
-                               nodes.Filter(item, "string", [], [], None, None))
-            done = nodes.Assign(nodes.NSRef(name, flag), nodes.Const(True))
-            if not _insert_after(parent[id(a)], a, done):
-                raise Untranslatable("a list appended to outside a statement list")
-
-
 def _insert_after(parent, stmt, new) -> bool:
     for f in parent.fields:
         x = getattr(parent, f, None)
@@ -657,31 +583,44 @@ def _dead_nodes(ast) -> set[int]:
 def _join_only_lists(ast) -> None:
     """Rewrite, in place, namespace lists that are only ever appended to and read joined into the joined text.
 
-    ``namespace(L=['a'])``, ``set ns.L = ns.L + [x]`` and ``ns.L | join(sep)`` (muse-glimmer's valid recipients) are
-    ``namespace(L='a')``, ``set ns.L = ns.L ~ sep ~ x`` and ``ns.L``: Go cannot build a list, but it can build the
-    string. A list that starts empty gets a flag attribute (``L__joined``), set by each append, that puts ``sep``
-    before every element but the first (an element may be empty text, so the text itself cannot tell). Only where
-    every store is such an append, every read is a join with the same constant ``sep`` (or the append's own read),
-    and the namespace itself is never used other than through its attributes."""
+    ``namespace(L=['a'])``, ``set ns.L = ns.L + [x]`` and ``ns.L | join(sep)`` (muse-glimmer's valid recipients,
+    LFM2.5's `tool_calls_ns.tool_calls` and `args_ns.arg_strings`) are ``namespace(L='a')``,
+    ``set ns.L = ns.L ~ sep ~ x`` and ``ns.L``: Go cannot build a list, but it can build the string. A list that
+    starts empty in some namespace() gets a flag attribute (``L__joined``: false there, true where it starts with
+    items), set by each append, that puts ``sep`` before every element but the first (an element may be empty text,
+    so the text itself cannot tell). Only where every namespace() bound to the name that holds L holds a list of
+    pure items, none takes positional arguments, the name is bound by nothing else (a loop, a macro parameter, a
+    plain set), every store to L is such an append, every read of L is a join (``join`` or ``join(sep)``) with the
+    same constant ``sep`` (or the append's own read), the flag's name is free, and the namespace itself is never
+    used other than through its attributes."""
     parent: dict[int, nodes.Node] = {}
     for n in ast.find_all(nodes.Node):
         for c in n.iter_child_nodes():
             parent[id(c)] = n
-    inits: dict[str, list] = {}
-    bad: set[str] = set()
+    binds: dict[str, list] = {}  # name -> its namespace() assignments
     for a in ast.find_all(nodes.Assign):
         if isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call) and isinstance(a.node.node, nodes.Name) \
                 and a.node.node.name == "namespace":
+            binds.setdefault(a.target.name, []).append(a)
+    inits: dict[str, list] = {}
+    bad: set[str] = set()
+    for name, bs in binds.items():
+        for a in bs:
             for kw in a.node.kwargs:
-                key = f"{a.target.name}.{kw.key}"
+                key = f"{name}.{kw.key}"
                 if isinstance(kw.value, nodes.List) and (not kw.value.items or all(_pure_expr(i) for i in kw.value.items)):
                     inits.setdefault(key, []).append((a, kw))
                 else:
                     bad.add(key)
+    for key in inits:  # `namespace(d)`, `namespace(**d)`: L may come from d, other than a list
+        if any(a.node.args or a.node.dyn_args or a.node.dyn_kwargs for a in binds[key.split(".")[0]]):
+            bad.add(key)
     appends: dict[str, list] = {}
+    stored: set[str] = set()
     for a in ast.find_all(nodes.Assign):
         if isinstance(a.target, nodes.NSRef):
             key, r = f"{a.target.name}.{a.target.attr}", a.node
+            stored.add(key)
             if isinstance(r, nodes.Add) and isinstance(r.left, nodes.Getattr) and isinstance(r.left.node, nodes.Name) \
                     and f"{r.left.node.name}.{r.left.attr}" == key and isinstance(r.right, nodes.List) \
                     and len(r.right.items) == 1:
@@ -691,6 +630,7 @@ def _join_only_lists(ast) -> None:
     for b in ast.find_all(nodes.AssignBlock):  # `{% set ns.L %}...{% endset %}`
         if isinstance(b.target, nodes.NSRef):
             bad.add(f"{b.target.name}.{b.target.attr}")
+            stored.add(f"{b.target.name}.{b.target.attr}")
     for g in ast.find_all(nodes.Getitem):  # `ns['L']`: read other than joined
         if isinstance(g.node, nodes.Name) and isinstance(g.arg, nodes.Const) and isinstance(g.arg.value, str):
             bad.add(f"{g.node.name}.{g.arg.value}")
@@ -701,8 +641,9 @@ def _join_only_lists(ast) -> None:
         key, up = f"{g.node.name}.{g.attr}", parent.get(id(g))
         if any(g is a.node.left for a in appends.get(key, [])):
             continue
-        if isinstance(up, nodes.Filter) and up.node is g and up.name == "join" and len(up.args) == 1 \
-                and not up.kwargs and isinstance(up.args[0], nodes.Const) and isinstance(up.args[0].value, str):
+        if isinstance(up, nodes.Filter) and up.node is g and up.name == "join" and len(up.args) <= 1 \
+                and not up.kwargs and up.dyn_args is None and up.dyn_kwargs is None \
+                and all(isinstance(x, nodes.Const) and isinstance(x.value, str) for x in up.args):
             joins.setdefault(key, []).append(up)
         else:
             bad.add(key)
@@ -714,39 +655,30 @@ def _join_only_lists(ast) -> None:
                 up.node, nodes.Call) and isinstance(up.node.node, nodes.Name) and up.node.node.name == "namespace"):
             bad |= {k for k in inits if k.split(".")[0] == n.name}  # the name also holds other than a namespace
     for key, kws in inits.items():
-        seps = {f.args[0].value for f in joins.get(key, [])}
+        seps = {f.args[0].value if f.args else "" for f in joins.get(key, [])}
         if key in bad or len(seps) != 1:
             continue
-        sep, attr = seps.pop(), key.split(".", 1)[1]
+        sep, (ns, attr) = seps.pop(), key.split(".", 1)
+        flag = f"{attr}__joined"
         empty = any(not kw.value.items for _, kw in kws)
-        if empty and (len(kws) > 1 or any(kw.key == f"{attr}__joined" for a, _ in kws for kw in a.node.kwargs)):
-            continue  # one namespace() only, and the flag's name free
+        if empty and (f"{ns}.{flag}" in inits or f"{ns}.{flag}" in stored or any(
+                kw.key == flag for a, _ in kws for kw in a.node.kwargs)):
+            continue  # the flag's name free
         for a, kw in kws:
             items = [x for i in kw.value.items for x in (nodes.Const(sep), i)][1:]
-            kw.value = nodes.Concat(items, lineno=kw.lineno) if items else nodes.Const("")
             if empty:  # whether anything was appended yet: the separator goes before every element but the first
-                a.node.kwargs.append(nodes.Keyword(f"{attr}__joined", nodes.Const(False)))
+                a.node.kwargs.append(nodes.Keyword(flag, nodes.Const(bool(items))))
+            kw.value = nodes.Concat(items, lineno=kw.lineno) if items else nodes.Const("")
         for a in appends.get(key, []):
-            ns = a.target.name
             glue = nodes.Const(sep) if not empty else nodes.CondExpr(
-                nodes.Getattr(nodes.Name(ns, "load"), f"{attr}__joined", "load"), nodes.Const(sep), nodes.Const(""))
+                nodes.Getattr(nodes.Name(ns, "load"), flag, "load"), nodes.Const(sep), nodes.Const(""))
             a.node = nodes.Concat([a.node.left, glue, a.node.right.items[0]], lineno=a.lineno)
-            if empty:
-                up = parent[id(a)]
-                for field in up.fields:
-                    val = getattr(up, field)
-                    if isinstance(val, list) and any(x is a for x in val):
-                        k = next(k for k, x in enumerate(val) if x is a)
-                        val.insert(k + 1, nodes.Assign(nodes.NSRef(ns, f"{attr}__joined"), nodes.Const(True),
-                                                       lineno=a.lineno))
+            if empty and not _insert_after(parent[id(a)], a, nodes.Assign(nodes.NSRef(ns, flag), nodes.Const(True),
+                                                                          lineno=a.lineno)):
+                raise Untranslatable("a list appended to outside a statement list")
         for f in joins[key]:
-            up = parent[id(f)]
-            for field in up.fields:
-                val = getattr(up, field)
-                if val is f:
-                    setattr(up, field, f.node)
-                elif isinstance(val, list):
-                    setattr(up, field, [f.node if x is f else x for x in val])
+            if not _replace_child(parent[id(f)], f, f.node):
+                raise Untranslatable("a joined list read outside a node's fields")
 
 
 class Translator:
@@ -848,7 +780,6 @@ class Translator:
     # ---- entry ---------------------------------------------------------------------------------------------
     def run(self, ast: nodes.Template) -> GoTemplate:
         _join_only_lists(ast)  # lists only appended to and joined: built as the joined text
-        _joined_lists(ast)
         self._collect_reads(ast)
         self.assign_counts: dict[str, int] = {}  # name -> how many `set name = ...` the template holds
         for a in ast.find_all(nodes.Assign):
@@ -2834,12 +2765,18 @@ class Translator:
     def char_count(self, x: str) -> V:
         """The length of the Go string ``x`` in code points (Python's len): one x per byte that does not continue a
         UTF-8 sequence (0x80-0xBF; Go's JSON decoding leaves valid UTF-8), ranging over the offsets (Go >= 1.24)."""
+        var = self._char_tally(x)
+        return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
+
+    def _char_tally(self, x: str) -> str:
+        """Emit Go that binds a string holding one x per code point of the Go string ``x``; return its variable
+        (char_count, text_head)."""
         self._need_range_int("the length of a string")
         h, var = self.fresh("str"), self.fresh("nchars")
         self.emit(f'{{{{ {h} := {x} }}}}{{{{ {var} := "" }}}}{{{{ range $j := len {h} }}}}'
                   f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ {var} = print {var} "x" }}}}'
                   f'{{{{ end }}}}{{{{ end }}}}')
-        return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
+        return var
 
     def go_of(self, v: V) -> str:
         if v.kind.startswith(_SPLIT) and not v.is_const:
@@ -2928,19 +2865,6 @@ class Translator:
         return self.getitem(self.expr(e.node, scope), C(e.attr), scope)
 
     def e_Getitem(self, e, scope):
-        at = e.arg.value if isinstance(e.arg, nodes.Const) else (
-            -e.arg.node.value if isinstance(e.arg, nodes.Neg) and isinstance(e.arg.node, nodes.Const) else None)
-        if isinstance(e.node, nodes.Call) and isinstance(e.node.node, nodes.Getattr) and e.node.node.attr == "split" \
-                and at in (0, -1) and not isinstance(at, bool) and len(e.node.args) == 1 and not e.node.kwargs \
-                and isinstance(e.node.args[0], nodes.Const) and isinstance(e.node.args[0].value, str) \
-                and e.node.args[0].value and e.node.args[0].value not in THINK_TAGS:
-            saved = len(self.out)
-            try:
-                hay = self.expr(e.node.node.node, scope, probe=True)
-            finally:
-                del self.out[saved:]
-            if hay.kind == "str" and not hay.is_const:  # `s.split(sep)[0]` / `[-1]` of request text
-                return self.split_end(self.expr(e.node.node.node, scope), e.node.args[0].value, at)
         obj = self.expr(e.node, scope)
         if isinstance(e.arg, nodes.Slice):
             return self.slice(obj, e.arg, scope)
@@ -3564,13 +3488,12 @@ class Translator:
         if f is None:
             raise Untranslatable("slicing request text by an int Go cannot express")
         x = self.go_of(v)
-        h, p, n, cnt, t, cut, c = (self.fresh(b) for b in ("head", "pos", "neg", "all", "at", "cut", "seen"))
+        h, p, n, t, cut, c = (self.fresh(b) for b in ("head", "pos", "neg", "at", "cut", "seen"))
         self.emit(self.unary(f, p, n, declare=True))
-        self.emit(f'{{{{ {h} := {x} }}}}{{{{ {cnt} := "" }}}}{{{{ range $j := len {h} }}}}'
-                  f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ {cnt} = print {cnt} "x" }}}}'
-                  f'{{{{ end }}}}{{{{ end }}}}'
-                  # k >= 0: t = len P - len N; k < 0: t = count - (len N - len P), or 0
-                  f'{{{{ {t} := 0 }}}}{{{{ if ge (len {p}) (len {n}) }}}}{{{{ {t} = len (slice {p} (len {n})) }}}}'
+        self.emit(f'{{{{ {h} := {x} }}}}')
+        cnt = self._char_tally(h)
+        # k >= 0: t = len P - len N; k < 0: t = count - (len N - len P), or 0
+        self.emit(f'{{{{ {t} := 0 }}}}{{{{ if ge (len {p}) (len {n}) }}}}{{{{ {t} = len (slice {p} (len {n})) }}}}'
                   f'{{{{ else if ge (len {cnt}) (len (slice {n} (len {p}))) }}}}'
                   f'{{{{ {t} = len (slice {cnt} (len (slice {n} (len {p})))) }}}}{{{{ end }}}}'
                   f'{{{{ {cut} := len {h} }}}}{{{{ {c} := "" }}}}{{{{ range $j := len {h} }}}}'
@@ -3690,24 +3613,6 @@ class Translator:
                     f"{{{{ else }}}}{{{{ {var} = print {var} (slice {rest} 0 1) }}}}{{{{ end }}}}")
 
         self.emit(f'{pre}{{{{ {var} = "" }}}}{{{{ {skip} := "" }}}}' + self._scan(hay, body))
-        return V(go=var, kind="str")
-
-    def split_end(self, hay: V, sep: str, which: int) -> V:
-        """``s.split(sep)[0]`` (the text before the first match) or ``[-1]`` (after the last of Python's
-        left-to-right, non-overlapping matches: a string of x skips the rest of each), by a scan of the bytes."""
-        self._need_range_int(f".split({sep!r})[{which}]")
-        var, skip = self.fresh("part"), self.fresh("skip")
-        k = len(sep.encode())
-        self.top_decls.append(f'{{{{ {var} := "" }}}}')
-        if which == 0:
-            def body(h, j, rest):
-                return f"{{{{ if {self._starts(rest, sep)} }}}}{{{{ {var} = slice {h} 0 {j} }}}}{{{{ break }}}}{{{{ end }}}}"
-        else:
-            def body(h, j, rest):
-                return (f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}"
-                        f"{{{{ else if {self._starts(rest, sep)} }}}}{{{{ {var} = slice {rest} {k} }}}}"
-                        f'{{{{ {skip} = {_go_lit("x" * (k - 1))} }}}}{{{{ end }}}}')
-        self.emit(f'{{{{ {var} = {self.go_of(hay)} }}}}{{{{ {skip} := "" }}}}' + self._scan(hay, body))
         return V(go=var, kind="str")
 
     def e_Test(self, e, scope):
@@ -4052,9 +3957,10 @@ class Translator:
             if v.kind in _PyRepr.KINDS:  # Python's str() of a tool dict (Apriel): repr written by generated defines
                 return self.pyrepr(v)
             raise Untranslatable(f"the string filter on a {v.kind}")
-        if name == "replace" and len(args) == 2 and not kwargs and args[0].is_const and isinstance(args[0].const, str) \
-                and args[0].const and args[1].is_const and isinstance(args[1].const, str) and v.kind in ("str", "out"):
-            return self.replace(v, args[0].const, args[1])  # the filter is str.replace (Kimi-K3's escape_attr)
+        if name == "replace" and len(args) == 2 and not kwargs and v.kind in ("str", "out") and args[0].is_const \
+                and isinstance(args[0].const, str) and args[0].const \
+                and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out")):
+            return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)` (Kimi-K3's escape_attr)
         if name == "replace" and len(args) == 2 and v.kind == "int" and not v.is_const and args[0].is_const \
                 and isinstance(args[0].const, str) and args[0].const \
                 and not any(c.isalnum() or c in "+-." for c in args[0].const):
@@ -4111,10 +4017,6 @@ class Translator:
             return V(go=v.go, kind="fnlist")  # `tools | map(attribute='function')`: written by tojson only
         if name == "items" and v.kind in MAPS:
             return v
-        if name == "replace" and len(args) == 2 and not kwargs and v.kind in ("str", "out") and args[0].is_const \
-                and isinstance(args[0].const, str) and args[0].const \
-                and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out")):
-            return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)`
         if name == "tojson":
             return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
         raise Untranslatable(f"the `{name}` filter on a request value")
