@@ -48,6 +48,7 @@ pinned by a byte-exact test against Jinja (tests/export/test_jinja2go.py, test_t
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -1178,7 +1179,13 @@ class Translator:
             else:
                 self.emit(f"{{{{ {var} := {self.go_of(cur)} }}}}")
                 kind = self._assigned_kind(bodies, name, scope) if cur.is_const and cur.const is None else cur.kind
-                scope.set(name, V(go=var, kind=kind, defined=cur.defined))
+                dvar = cur.defined
+                if dvar and not self._is_var(dvar):
+                    # an optional field's presence (`set tool_name = message.get('name')`, Kimi-K3): a variable of
+                    # its own, which the branches set when they assign the name
+                    dvar = self.fresh(name + "def")
+                    self.emit(f"{{{{ {dvar} := not (not {cur.defined}) }}}}")
+                scope.set(name, V(go=var, kind=kind, defined=dvar))
             self.predeclared.add(var)
 
     def _extended_list(self, bodies, name, scope) -> bool:
@@ -1269,11 +1276,16 @@ class Translator:
             var = ns.const.get(t.attr)
             if var is not None and var.kind == "strset":
                 return self.strset_add(var, s.node, scope)
+            if var is not None and var.go in self.__dict__.get("_run_vars", {}):
+                return self.prefix_run_add(var)
             if key in self.counters:
                 return self.count(key, s.node, scope)
             if var is not None and (var.is_const or var.kind == "vlist"):
                 raise Untranslatable("a list built in the template other than by one filtered loop")
             v = self.expr(s.node, scope)
+            if var is not None and var.go in self.__dict__.get("maybe_none", {}) \
+                    and self.maybe_none_assign(ns, t.attr, var, v):
+                return
             if var is None:  # first assignment outside namespace(): declare at the namespace's level
                 raise Untranslatable(f"namespace attribute {t.attr!r} set without a default")
             self.emit(f"{{{{ {var.go} = {self.go_of(v)} }}}}")
@@ -1603,6 +1615,10 @@ class Translator:
                 self.emit(f'{{{{ {var} := "" }}}}')
                 attrs[kw.key] = V(go=var, kind="strset")  # grown by strset_add, tested by strset_has
                 continue
+            run = self._prefix_runs().get(key)
+            if v.is_const and v.const == [] and key in self.read_names and run is not None and run[0] is call:
+                attrs[kw.key] = self.prefix_run(name, kw.key, run[1], scope)  # grown by prefix_run_add
+                continue
             if v.is_const and v.const == []:
                 attrs[kw.key] = v  # filled by a filtered loop, if at all (_collect_list)
                 continue
@@ -1617,6 +1633,10 @@ class Translator:
             var = self.fresh(f"{name}{kw.key}")
             if key in self.read_names:
                 self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
+                if v.is_const and v.const is None:  # may later hold a sequence or none (maybe_none_assign)
+                    flag = self.fresh(f"{name}{kw.key}set")
+                    self.emit(f"{{{{ {flag} := false }}}}")
+                    self.__dict__.setdefault("maybe_none", {})[var] = flag
             attrs[kw.key] = V(go=var, kind=v.kind)
         # attributes first assigned later (`set ns.x = ...` without a default) get declared now
         scope.vars[name] = V(const=attrs, kind="ns")
@@ -1641,6 +1661,40 @@ class Translator:
                     self.emit(f"{{{{ {dvar} := false }}}}")
                     attrs[a] = V(go=var, kind="any", defined=dvar)
                     self.late_attrs.add(var)
+
+    def maybe_none_assign(self, ns: V, attr: str, var: V, v: V) -> bool:
+        """`set ns.a = x` where `namespace(a=none)`: a flag, false while the attribute is none, answers `is none`
+        (an optional field Ollama leaves empty reads as none, as `is none` reads it). Where x is a sequence
+        (Kimi-K3's `state.tool_calls = message.get('tool_calls')`) the attribute takes its kind (one kind only: a
+        second is refused), and ranging over it or its length while none stops the template with an error, as
+        Jinja's TypeError does (none_guard). Other values are stored as they are (False: the plain assignment) and
+        set the flag first."""
+        flag = self.maybe_none[var.go]
+        if v.is_const and v.const is None:
+            self.emit(f'{{{{ {flag} = false }}}}')
+            if var.kind == "none":
+                return False
+            self.emit(f'{{{{ {var.go} = slice {var.go} 0 0 }}}}')  # false, as none is
+            return True
+        present = f"not (not {v.defined})" if v.defined else "true"
+        if v.kind not in SEQ_KINDS or v.is_const or not v.go:
+            if var.kind != "none":
+                raise Untranslatable(f"a namespace attribute that holds a {var.kind} or none set to a {v.kind}")
+            self.emit(f"{{{{ {flag} = {present} }}}}")
+            return False
+        if var.kind not in ("none", v.kind):
+            raise Untranslatable(f"a namespace attribute that holds a {var.kind} or none set to a {v.kind}")
+        self.emit(f"{{{{ {var.go} = {self.go_of(v)} }}}}{{{{ {flag} = {present} }}}}")
+        ns.const[attr] = V(go=var.go, kind=v.kind)
+        return True
+
+    def none_guard(self, v: V):
+        """Before a loop over a namespace attribute that may be none (maybe_none_assign): an error where it is none
+        (Go's index out of range), as Jinja's TypeError, never other text. (Its length: the same error inside the
+        expression, e_Filter.)"""
+        flag = self.__dict__.get("maybe_none", {}).get(v.go)
+        if flag is not None and v.kind in SEQ_KINDS:
+            self.emit(f'{{{{ if not {flag} }}}}{{{{ index "" 1 }}}}{{{{ end }}}}')
 
     def _late_attr_once(self, name, attr) -> bool:
         """Whether the namespace attribute ``name.attr``, not given in namespace(), is assigned exactly once in the
@@ -1786,6 +1840,75 @@ class Translator:
                   f"{{{{ {n} = {j} }}}}{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}{{{{ {item} := slice {r} 0 {n} }}}}"
                   f"{{{{ {L} = slice {r} {n} }}}}")
         return V(go=item, kind="str")
+
+    def _prefix_runs(self) -> dict:
+        """"ns.attr" lists grown only as the first elements of one sequence (Kimi-K3's `run.tool_messages`, the run of
+        tool results from this message on): `namespace(L=[])` right before `for x in S` (no filter, no else, not
+        recursive), whose body is some `{% if t %}{% break %}{% endif %}` (pure tests, no other branch) and then
+        `set ns.L = ns.L + [x]`, the only store to L in the template. Each iteration that passes the breaks appends
+        its own element, so L is always S's first n elements, n the appends so far: a Go slice of S (prefix_run).
+        The namespace is made once and never used as a value. -> {"ns.attr": (the namespace() call, the for)}."""
+        got = self.__dict__.get("_prefix_run_keys")
+        if got is not None:
+            return got
+        root, out = getattr(self, "_ast", None), {}
+        self._prefix_run_keys = out
+        if root is None:
+            return out
+        attr_of = {id(g.node) for g in root.find_all(nodes.Getattr)}
+        stores = {}
+        for a in root.find_all((nodes.Assign, nodes.AssignBlock)):
+            if isinstance(a.target, nodes.NSRef):
+                stores.setdefault(f"{a.target.name}.{a.target.attr}", []).append(a)
+        for body in (getattr(n, f) for n in root.find_all(nodes.Node) for f in n.fields):
+            if not isinstance(body, list):
+                continue
+            for a, f in itertools.pairwise(body):
+                if not (isinstance(a, nodes.Assign) and isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call)
+                        and isinstance(a.node.node, nodes.Name) and a.node.node.name == "namespace"
+                        and not a.node.args and a.node.dyn_args is None and a.node.dyn_kwargs is None
+                        and isinstance(f, nodes.For) and isinstance(f.target, nodes.Name) and f.test is None
+                        and not f.else_ and not f.recursive and _pure_expr(f.iter)):
+                    continue
+                name = a.target.name
+                names = [n for n in root.find_all(nodes.Name) if n.name == name]
+                if sum(1 for n in names if n.ctx != "load") != 1 or any(id(n) not in attr_of for n in names
+                                                                        if n.ctx == "load"):
+                    continue  # made again, a parameter or a loop target, or used as a value (handed to a macro)
+                k = 0
+                while k < len(f.body) and isinstance(f.body[k], nodes.If) and not f.body[k].elif_ \
+                        and not f.body[k].else_ and _pure_expr(f.body[k].test) and len(f.body[k].body) == 1 \
+                        and isinstance(f.body[k].body[0], nodes.Break):
+                    k += 1
+                st = f.body[k] if k < len(f.body) else None
+                if not (isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef) and st.target.name == name):
+                    continue
+                key, r = f"{name}.{st.target.attr}", st.node
+                if any(kw.key == st.target.attr and isinstance(kw.value, nodes.List) and not kw.value.items
+                       for kw in a.node.kwargs) and stores.get(key) == [st] and isinstance(r, nodes.Add) \
+                        and isinstance(r.left, nodes.Getattr) and isinstance(r.left.node, nodes.Name) \
+                        and r.left.node.name == name and r.left.attr == st.target.attr \
+                        and isinstance(r.right, nodes.List) and len(r.right.items) == 1 \
+                        and isinstance(r.right.items[0], nodes.Name) and r.right.items[0].name == f.target.name:
+                    out[key] = (a.node, f)
+        return out
+
+    def prefix_run(self, name: str, attr: str, f: nodes.For, scope) -> V:
+        """The list of a prefix run (_prefix_runs), made where its namespace() is, just before its loop: the loop's
+        sequence bound once (Jinja evaluates it once), a string of x counting the appends, and the list as the
+        Go slice of the sequence's first that many elements."""
+        seq = self.expr(f.iter, scope)
+        if seq.kind not in SEQ_KINDS or seq.is_const or not seq.go:
+            raise Untranslatable(f"a list built in the template from the first elements of a {seq.kind}")
+        sv, n, var = self.fresh("runseq"), self.fresh("runlen"), self.fresh(f"{name}{attr}")
+        self.emit(f'{{{{ {sv} := {self.go_of(seq)} }}}}{{{{ {n} := "" }}}}{{{{ {var} := slice {sv} 0 0 }}}}')
+        self.__dict__.setdefault("_run_vars", {})[var] = (sv, n)
+        return V(go=var, kind=seq.kind)
+
+    def prefix_run_add(self, var: V):
+        """`set ns.L = ns.L + [x]` on a prefix run: one more element of the sequence."""
+        sv, n = self._run_vars[var.go]
+        self.emit(f'{{{{ {n} = print {n} "x" }}}}{{{{ {var.go} = slice {sv} 0 (len {n}) }}}}')
 
     @staticmethod
     def _strset_item(v: V) -> str:
@@ -2286,6 +2409,7 @@ class Translator:
         wrap = seq.kind == "tcalls" and seq.go == ".ToolCalls"
         if wrap:
             self.emit("{{ if .ToolCalls }}")
+        self.none_guard(seq)
         late = seq.go in self.late_attrs and seq.defined  # a namespace attribute maybe never set: Jinja's empty loop
         if late:
             if s.else_:
@@ -3094,6 +3218,9 @@ class Translator:
                 self.emit(f"{{{{ {ix} := {k} }}}}{{{{ if eq {k} -1 }}}}{{{{ {ix} = len (slice {g} 1) }}}}{{{{ end }}}}")
                 return V(go=f"index {g} {ix}", kind=ELEM[obj.kind])
             return V(go=f"index {g} {k}", kind=ELEM[obj.kind])  # an index from range()
+        if obj.kind in SEQ_KINDS and not key.is_const and key.kind == "int" and key.go is None \
+                and _aff(key) is not None:
+            return self.index_by_sum(obj, _aff(key))
         if obj.kind in SEQ_KINDS and key.is_const and isinstance(key.const, int):
             k = key.const
             if k >= 0:
@@ -3129,6 +3256,17 @@ class Translator:
         if not key.is_const:
             raise Untranslatable(f"indexing a {obj.kind} by a request value other than the loop's neighbours")
         raise Untranslatable(f"[{key.const!r}] of a {obj.kind}")
+
+    def index_by_sum(self, obj: V, f: Aff) -> V:
+        """``seq[k]`` for a sum of ints of the request (Kimi-K3's `state.tool_calls[state.tool_index - 1]`, a
+        counter less one): k as two strings of x (unary); k >= 0 is the index, a negative k counts from the end as
+        in Python (``len seq + k``). Past either end Go's index fails where Python raises IndexError."""
+        p, n, sq, ix = self.fresh("pos"), self.fresh("neg"), self.fresh("seq"), self.fresh("ix")
+        self.emit(self.unary(f, p, n, declare=True))
+        self.emit(f"{{{{ {sq} := {self.go_of(obj)} }}}}{{{{ {ix} := -1 }}}}{{{{ if ge (len {p}) (len {n}) }}}}"
+                  f"{{{{ {ix} = len (slice {p} (len {n})) }}}}{{{{ else if le (len (slice {n} (len {p}))) (len {sq}) }}}}"
+                  f"{{{{ {ix} = len (slice {sq} (len (slice {n} (len {p})))) }}}}{{{{ end }}}}")
+        return V(go=f"index {sq} {ix}", kind=ELEM[obj.kind])
 
     def loop_attr(self, lp: _Loop, attr):
         if attr == "index0":
@@ -3630,6 +3768,8 @@ class Translator:
         if name == "none":
             if v.is_const:
                 return C(v.const is None)
+            if v.go in self.__dict__.get("maybe_none", {}):  # a namespace attribute set to none or a sequence
+                return V(go=f"not {self.maybe_none[v.go]}", kind="bool")
             if v.go in self.__dict__.get("none_flags", {}) and v.defined:  # last assigned none (_none_flag)
                 return V(go=f"and {v.defined} {self.none_flags[v.go]}", kind="bool")
             if v.defined:  # an optional field: absent in Ollama's data reads as none in the probes' Jinja input
@@ -3981,6 +4121,9 @@ class Translator:
                 return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
+                flag = self.__dict__.get("maybe_none", {}).get(v.go)
+                if flag is not None:  # none: Jinja's TypeError, an error here too (inside the test: `and` stops early)
+                    g = f'and (or {flag} (index "" 1)) ({g})'
                 return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
             if v.kind == "out":  # text built by `print` (materialize): then as request text
                 v = self.materialize(v)
@@ -4018,6 +4161,8 @@ class Translator:
         if name == "items" and v.kind in MAPS:
             return v
         if name == "tojson":
+            if v.go in self.__dict__.get("maybe_none", {}):
+                raise Untranslatable("tojson of a namespace attribute that may be none or a sequence")
             return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
         raise Untranslatable(f"the `{name}` filter on a request value")
 
