@@ -1677,6 +1677,13 @@ class Translator:
             self.emit(f'{{{{ {var.go} = slice {var.go} 0 0 }}}}')  # false, as none is
             return True
         present = f"not (not {v.defined})" if v.defined else "true"
+        if v.go and v.go in self.maybe_none:  # another such attribute: its flag
+            present = self.maybe_none[v.go]
+        elif v.kind == "any" and not v.is_const and v.go:  # a JSON value: null is none
+            null = f'ne (printf "%T" {_paren(v.go)}) "<nil>"'
+            present = f"and ({present}) ({null})" if v.defined else null
+        elif v.kind == "none" and not v.is_const:
+            raise Untranslatable("a namespace attribute that may be none set to a value of unknown none-ness")
         if v.kind not in SEQ_KINDS or v.is_const or not v.go:
             if var.kind != "none":
                 raise Untranslatable(f"a namespace attribute that holds a {var.kind} or none set to a {v.kind}")
