@@ -1353,6 +1353,114 @@ def test_m1_join_of_a_request_list():
     assert all(x.ok for x in r.results), r.failures
 
 
+# ---- branch m4 ----
+# one pass for lists only appended to and read joined: a list starting with items in one namespace() and empty in
+# another (the flag true in the first, false in the second), `| join` without a separator, a list appended to in a
+# loop made again each message
+JOIN_MERGED = ("{% set ns = namespace(r=['a', '']) %}{% for m in messages %}{% set ns.r = ns.r + [m.role] %}"
+               "{% endfor %}[{{ ns.r | join }}]{% for m in messages %}{% set ns = namespace(r=[]) %}"
+               "{% for c in m.tool_calls or [] %}{% set ns.r = ns.r + [c.function.name] %}{% endfor %}"
+               "{% set ns.r = ns.r + [m.content] %}({{ ns.r | join }})<{{ ns.r | join }}>{% endfor %}")
+
+
+def test_m4_joined_lists_one_pass():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(JOIN_MERGED, "", EOS).go
+    assert "print" in g
+    r = gocheck.check_templates([(JOIN_MERGED, g, "", EOS)], gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
+# Kimi-K3's run of tool results: a list grown only by the first elements of one loop's sequence (an append after
+# `if ...: break` tests) is the Go slice of that many; a namespace attribute made none and later set to a message's
+# tool calls (none again where the message has none) answers `is none`, and its length / a loop over it while none
+# stop the template with an error, as Jinja does; `seq[k - 1]` for a counter k; a name first set from an optional
+# field and reassigned in a branch keeps its own `defined` flag
+K3_RUN = ("{% set st = namespace(calls=none, k=0) %}{% for m in messages %}"
+          "{% if m.role == 'assistant' %}{% set st.calls = m.get('tool_calls') %}{% set st.k = 0 %}"
+          "{% if st.calls is none %}N{% endif %}"
+          "{% elif m.role == 'tool' and (loop.first or messages[loop.index0 - 1].role != 'tool') %}"
+          "{% set run = namespace(items=[]) %}{% for c in messages[loop.index0:] %}"
+          "{% if c.role != 'tool' %}{% break %}{% endif %}{% set run.items = run.items + [c] %}{% endfor %}"
+          "[{{ run.items | length }}:{% for t in run.items %}{% set st.k = st.k + 1 %}{% set nm = t.get('name') %}"
+          "{% if st.calls is not none and st.k <= st.calls | length %}"
+          "{% set nm = st.calls[st.k - 1].function.name %}{% endif %}{{ nm }}={{ t.content }};{% endfor %}]"
+          "{% elif m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}")
+# a loop over the attribute while none: Jinja's TypeError, an error in Go
+K3_NONE_LOOP = ("{% set st = namespace(calls=none) %}{% for m in messages %}{% if m.role == 'assistant' %}"
+                "{% set st.calls = m.get('tool_calls') %}{% endif %}{% if m.role == 'tool' %}"
+                "{% for c in st.calls %}{{ c.function.name }}{% endfor %}{% endif %}{{ m.content }}{% endfor %}")
+
+
+def _k3_probes():
+    u = {"role": "user", "content": "hi"}
+
+    def asst(*names):
+        return {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"c{k}", "type": "function", "function": {"name": n, "arguments": {}}} for k, n in enumerate(names)]}
+
+    def tool(c, name=None):
+        return {"role": "tool", "content": c, **({"name": name} if name else {})}
+    return (gocheck.Probe("two results", [u, asst("f", "g"), tool("r1"), tool("r2", "x"), u]),
+            gocheck.Probe("more results", [u, asst("f"), tool("r1"), tool("r2", "y"), tool("r3", "z"), u]),
+            gocheck.Probe("two runs", [u, asst("f", "g"), tool("r1"), u, asst("h"), tool("r2"), tool("r3", "w"), u]),
+            gocheck.Probe("tool after a plain answer", [u, asst("f"), tool("r1"), {"role": "assistant", "content": "a"},
+                                                        tool("r2", "v"), u]))
+
+
+def test_m4_prefix_run_and_attribute_none_or_tool_calls():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(K3_RUN, "", EOS, range_int=True).go
+    r = gocheck.check_templates([(K3_RUN, g, "", EOS)], _k3_probes() + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+    g = translate(K3_NONE_LOOP, "", EOS, range_int=True).go
+    u = {"role": "user", "content": "hi"}
+    ok, bad = (gocheck.Probe("after calls", [u, _k3_probes()[0].messages[1], {"role": "tool", "content": "r"}]),
+               gocheck.Probe("no assistant", [u, {"role": "tool", "content": "r", "name": "f"}]))
+    r = gocheck.check_templates([(K3_NONE_LOOP, g, "", EOS)], (ok,))[0]
+    assert all(x.ok for x in r.results), r.failures
+    assert gocheck.expected(K3_NONE_LOOP, bad, "", EOS) is None  # Jinja: 'NoneType' object is not iterable
+    (out, err), = gocheck.render_go_batch([g], [(0, bad)])
+    assert err and "index out of range" in err, (out, err)
+
+
+def test_m4_kimi_k3_tool_results():
+    """Kimi-K3's run of tool results matched to the calls by id (in the calls' order, each id once), else in turn
+    with names from the message or the call at the same position: results reordered, unmatched, without names, a
+    repeated call id, two runs, a run with no assistant before it."""
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    from sdist import llama_cpp_dir
+    src = (llama_cpp_dir() / "models" / "templates" / "Kimi-K3.jinja").read_text()
+    g = translate(src, "<s>", EOS, range_int=True).go
+    u = {"role": "user", "content": "hi"}
+
+    def asst(*calls):
+        return {"role": "assistant", "content": "", "tool_calls": [
+            {"id": i, "type": "function", "function": {"name": n, "arguments": {"x": 1}}} for i, n in calls]}
+
+    def tool(c, i=None, n=None):
+        return {"role": "tool", "content": c, **({"tool_call_id": i} if i else {}), **({"name": n} if n else {})}
+    two = asst(("c1", "f"), ("c2", "g"))
+    probes = (gocheck.Probe("reversed", [u, two, tool("r2", "c2", "g"), tool("r1", "c1", "f"), u]),
+              gocheck.Probe("unmatched", [u, two, tool("r1", "c1", "f"), tool("r9", "c9", "h"), u]),
+              gocheck.Probe("by order", [u, two, tool("r1"), tool("r2"), u]),
+              gocheck.Probe("ids, no names", [u, two, tool("r2", "c2"), tool("r1", "c1"), u]),
+              gocheck.Probe("repeated id", [u, asst(("c1", "f"), ("c1", "g")), tool("r1", "c1", "f"), u]),
+              gocheck.Probe("two runs", [u, asst(("c1", "f")), tool("r1", "c1", "f"), u, asst(("c2", "g"), ("c3", "h")),
+                                         tool("r3", "c3", "h"), tool("r2", "c2", "g"), u]),
+              gocheck.Probe("tool first", [tool("r0", None, "f"), u]),
+              gocheck.Probe("after a plain answer", [u, {"role": "assistant", "content": "a"}, tool("r1", "c1", "f"), u]))
+    r = gocheck.check_templates([(src, g, "<s>", EOS)], probes + gocheck.PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures
+
+
 # ---- branch m2 ----------------------------------------------------------------------------------------------------
 def _m2_check(src, probes, ok=True):
     if not gocheck.go_available():
@@ -1396,7 +1504,7 @@ def test_slice_after_loop_index():
     _m2_check(AFTER_INDEX, gocheck.PROBES)
 
 
-# a namespace attribute that starts as none: `is none` by a flag (it folded to false: Apertus wrote no assistant
+# a namespace attribute that starts as none: `is none` by a flag (m4's maybe_none; it folded to false: Apertus wrote no
 # content), printed None while none (gpt-oss's last_tool_call.name)
 NS_NONE = ("{% set ns = namespace(fmt=none) %}{% for m in messages %}{% if ns.fmt is none or ns.fmt == 'user' %}"
            "{{ m.content }}{% endif %}<{{ ns.fmt }}>{% if m.role == 'user' %}{% set ns.fmt = m.role %}{% else %}"

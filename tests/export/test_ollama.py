@@ -123,12 +123,13 @@ def test_translated_template_renders_like_jinja(case, gorender):
 
 
 def test_untranslatable_template_falls_back_to_the_gguf_template():
-    # Go templates cannot change case (no function for it in Ollama's map): no TEMPLATE, Ollama renders the
-    # GGUF's chat template. (A substring test used to be the example; Go >= 1.24 expresses it now.)
-    src = "{% for m in messages %}{{ m.content | upper }}{% endfor %}"
+    # Go templates cannot title-case text (no function for it in Ollama's map; ASCII `upper` is built byte by byte
+    # now): no TEMPLATE, Ollama renders the GGUF's chat template. (A substring test, then `upper`, used to be the
+    # example; Go >= 1.24 expresses both.)
+    src = "{% for m in messages %}{{ m.content | title }}{% endfor %}"
     conv = convert_chat_template(src, "", "</s>")
     assert conv.style == "gguf" and conv.go_template is None
-    assert "`upper` filter" in conv.fallback and "--template-file" in conv.fallback
+    assert "`title` filter" in conv.fallback and "--template-file" in conv.fallback
     assert "older Ollama" in conv.fallback or "predates" in conv.fallback
 
 

@@ -133,3 +133,13 @@ def test_a_call_no_parser_reads_is_said_in_the_notes():
         pytest.skip(gocheck.GO_MISSING)
     conv = convert_chat_template(_template("openbmb-MiniCPM5-1B"), "<s>", "</s>")
     assert conv.parser is None and any("calls come back as text" in n for n in conv.notes), conv.notes
+
+
+def test_an_architecture_ollama_gives_a_renderer_itself_is_said_with_what_it_changes():
+    """`ollama create` sets RENDERER gemma4 for a gemma4 GGUF whatever the Modelfile's TEMPLATE (server/create.go):
+    the export says so, with how many probes that renderer reproduces of the model's own template."""
+    from downsize.export.ollama import _arch_renderer_note
+
+    note = _arch_renderer_note("gemma4", _template("google-gemma-4-31B-it"), "<bos>", "<turn|>")
+    assert note.startswith("a current Ollama sets RENDERER gemma4 itself") and "differ on:" in note and "thinking" in note
+    assert _arch_renderer_note("llama", _template("meta-llama-Llama-3.1-8B-Instruct"), "", "") is None

@@ -48,6 +48,7 @@ pinned by a byte-exact test against Jinja (tests/export/test_jinja2go.py, test_t
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -500,80 +501,6 @@ def _replace_child(parent, old, new) -> bool:
     return False
 
 
-def _joined_lists(ast) -> None:
-    """Rewrite, in place, a namespace list read only as ``ns.L | join(SEP)`` (LFM2.5's `tool_calls_ns.tool_calls`,
-    `args_ns.arg_strings`) into the text it joins: ``namespace(L=[])`` becomes ``L=''`` plus a flag ``L__joined=false``,
-    each ``set ns.L = ns.L + [E]`` becomes ``set ns.L = ns.L + (SEP if ns.L__joined else '') + (E | string)`` then
-    ``set ns.L__joined = true``, and each ``ns.L | join(SEP)`` becomes ``ns.L``: the same text, built as Go can build
-    text. Only where every namespace() bound to the name starts L at [], every store to L is such an append, every
-    read of L is a join by the one constant separator, and the namespace itself is read only through attributes."""
-    parent = {}
-    for n in ast.find_all(nodes.Node):
-        for c in n.iter_child_nodes():
-            parent[id(c)] = n
-    assigns = list(ast.find_all(nodes.Assign))
-    blocks = list(ast.find_all(nodes.AssignBlock))
-    cands = []
-    for a in assigns:
-        if isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call) and isinstance(a.node.node, nodes.Name) \
-                and a.node.node.name == "namespace":
-            for kw in a.node.kwargs:
-                if isinstance(kw.value, nodes.List) and not kw.value.items and (a.target.name, kw.key) not in cands:
-                    cands.append((a.target.name, kw.key))
-    for name, attr in cands:
-        flag = f"{attr}__joined"
-        binds = [a for a in assigns if isinstance(a.target, nodes.Name) and a.target.name == name]
-        if any(isinstance(b.target, nodes.Name) and b.target.name == name for b in blocks) or not all(
-                isinstance(b.node, nodes.Call) and isinstance(b.node.node, nodes.Name) and b.node.node.name == "namespace"
-                and any(kw.key == attr and isinstance(kw.value, nodes.List) and not kw.value.items
-                        for kw in b.node.kwargs) and not any(kw.key == flag for kw in b.node.kwargs)
-                and not b.node.args for b in binds):
-            continue
-        stores = [a for a in assigns if isinstance(a.target, nodes.NSRef) and a.target.name == name]
-        mine = [a for a in stores if a.target.attr == attr]
-        if any(a.target.attr == flag for a in stores) or any(
-                isinstance(b.target, nodes.NSRef) and b.target.name == name and b.target.attr == attr for b in blocks):
-            continue
-
-        def is_self(g, name=name, attr=attr):
-            return isinstance(g, nodes.Getattr) and isinstance(g.node, nodes.Name) and g.node.name == name \
-                and g.attr == attr
-
-        if not mine or not all(isinstance(a.node, nodes.Add) and is_self(a.node.left) and isinstance(a.node.right, nodes.List)
-                               and len(a.node.right.items) == 1 for a in mine):
-            continue
-        heads = {id(a.node.left) for a in mine}
-        uses = [n for n in ast.find_all(nodes.Name) if n.name == name and n.ctx == "load"]
-        if not all(isinstance(parent.get(id(n)), nodes.Getattr) for n in uses):
-            continue  # the namespace handed on whole (a macro argument): its reads are out of sight
-        reads = [parent[id(n)] for n in uses if is_self(parent[id(n)]) and id(parent[id(n)]) not in heads]
-        joins = [parent.get(id(g)) for g in reads]
-        if not reads or not all(isinstance(j, nodes.Filter) and j.name == "join" and j.node is g and not j.kwargs
-                                and j.dyn_args is None and j.dyn_kwargs is None and len(j.args) <= 1
-                                and all(isinstance(x, nodes.Const) and isinstance(x.value, str) for x in j.args)
-                                for g, j in zip(reads, joins)):
-            continue
-        seps = {j.args[0].value if j.args else "" for j in joins}
-        if len(seps) != 1:
-            continue
-        sep = seps.pop()
-        for j, g in zip(joins, reads):
-            _replace_child(parent[id(j)], j, g)
-        for b in binds:
-            for kw in b.node.kwargs:
-                if kw.key == attr:
-                    kw.value = nodes.Const("")
-            b.node.kwargs.append(nodes.Keyword(flag, nodes.Const(False)))
-        for a in mine:
-            item = a.node.right.items[0]
-            glue = nodes.CondExpr(nodes.Getattr(nodes.Name(name, "load"), flag, "load"), nodes.Const(sep), nodes.Const(""))
-            a.node = nodes.Add(nodes.Add(a.node.left, glue),
-                               nodes.Filter(item, "string", [], [], None, None))
-            done = nodes.Assign(nodes.NSRef(name, flag), nodes.Const(True))
-            if not _insert_after(parent[id(a)], a, done):
-                raise Untranslatable("a list appended to outside a statement list")
-
-
 def _insert_after(parent, stmt, new) -> bool:
     for f in parent.fields:
         x = getattr(parent, f, None)
@@ -692,31 +619,44 @@ def _dead_nodes(ast) -> set[int]:
 def _join_only_lists(ast) -> None:
     """Rewrite, in place, namespace lists that are only ever appended to and read joined into the joined text.
 
-    ``namespace(L=['a'])``, ``set ns.L = ns.L + [x]`` and ``ns.L | join(sep)`` (muse-glimmer's valid recipients) are
-    ``namespace(L='a')``, ``set ns.L = ns.L ~ sep ~ x`` and ``ns.L``: Go cannot build a list, but it can build the
-    string. A list that starts empty gets a flag attribute (``L__joined``), set by each append, that puts ``sep``
-    before every element but the first (an element may be empty text, so the text itself cannot tell). Only where
-    every store is such an append, every read is a join with the same constant ``sep`` (or the append's own read),
-    and the namespace itself is never used other than through its attributes."""
+    ``namespace(L=['a'])``, ``set ns.L = ns.L + [x]`` and ``ns.L | join(sep)`` (muse-glimmer's valid recipients,
+    LFM2.5's `tool_calls_ns.tool_calls` and `args_ns.arg_strings`) are ``namespace(L='a')``,
+    ``set ns.L = ns.L ~ sep ~ x`` and ``ns.L``: Go cannot build a list, but it can build the string. A list that
+    starts empty in some namespace() gets a flag attribute (``L__joined``: false there, true where it starts with
+    items), set by each append, that puts ``sep`` before every element but the first (an element may be empty text,
+    so the text itself cannot tell). Only where every namespace() bound to the name that holds L holds a list of
+    pure items, none takes positional arguments, the name is bound by nothing else (a loop, a macro parameter, a
+    plain set), every store to L is such an append, every read of L is a join (``join`` or ``join(sep)``) with the
+    same constant ``sep`` (or the append's own read), the flag's name is free, and the namespace itself is never
+    used other than through its attributes."""
     parent: dict[int, nodes.Node] = {}
     for n in ast.find_all(nodes.Node):
         for c in n.iter_child_nodes():
             parent[id(c)] = n
-    inits: dict[str, list] = {}
-    bad: set[str] = set()
+    binds: dict[str, list] = {}  # name -> its namespace() assignments
     for a in ast.find_all(nodes.Assign):
         if isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call) and isinstance(a.node.node, nodes.Name) \
                 and a.node.node.name == "namespace":
+            binds.setdefault(a.target.name, []).append(a)
+    inits: dict[str, list] = {}
+    bad: set[str] = set()
+    for name, bs in binds.items():
+        for a in bs:
             for kw in a.node.kwargs:
-                key = f"{a.target.name}.{kw.key}"
+                key = f"{name}.{kw.key}"
                 if isinstance(kw.value, nodes.List) and (not kw.value.items or all(_pure_expr(i) for i in kw.value.items)):
                     inits.setdefault(key, []).append((a, kw))
                 else:
                     bad.add(key)
+    for key in inits:  # `namespace(d)`, `namespace(**d)`: L may come from d, other than a list
+        if any(a.node.args or a.node.dyn_args or a.node.dyn_kwargs for a in binds[key.split(".")[0]]):
+            bad.add(key)
     appends: dict[str, list] = {}
+    stored: set[str] = set()
     for a in ast.find_all(nodes.Assign):
         if isinstance(a.target, nodes.NSRef):
             key, r = f"{a.target.name}.{a.target.attr}", a.node
+            stored.add(key)
             if isinstance(r, nodes.Add) and isinstance(r.left, nodes.Getattr) and isinstance(r.left.node, nodes.Name) \
                     and f"{r.left.node.name}.{r.left.attr}" == key and isinstance(r.right, nodes.List) \
                     and len(r.right.items) == 1:
@@ -726,6 +666,7 @@ def _join_only_lists(ast) -> None:
     for b in ast.find_all(nodes.AssignBlock):  # `{% set ns.L %}...{% endset %}`
         if isinstance(b.target, nodes.NSRef):
             bad.add(f"{b.target.name}.{b.target.attr}")
+            stored.add(f"{b.target.name}.{b.target.attr}")
     for g in ast.find_all(nodes.Getitem):  # `ns['L']`: read other than joined
         if isinstance(g.node, nodes.Name) and isinstance(g.arg, nodes.Const) and isinstance(g.arg.value, str):
             bad.add(f"{g.node.name}.{g.arg.value}")
@@ -736,8 +677,9 @@ def _join_only_lists(ast) -> None:
         key, up = f"{g.node.name}.{g.attr}", parent.get(id(g))
         if any(g is a.node.left for a in appends.get(key, [])):
             continue
-        if isinstance(up, nodes.Filter) and up.node is g and up.name == "join" and len(up.args) == 1 \
-                and not up.kwargs and isinstance(up.args[0], nodes.Const) and isinstance(up.args[0].value, str):
+        if isinstance(up, nodes.Filter) and up.node is g and up.name == "join" and len(up.args) <= 1 \
+                and not up.kwargs and up.dyn_args is None and up.dyn_kwargs is None \
+                and all(isinstance(x, nodes.Const) and isinstance(x.value, str) for x in up.args):
             joins.setdefault(key, []).append(up)
         else:
             bad.add(key)
@@ -749,39 +691,30 @@ def _join_only_lists(ast) -> None:
                 up.node, nodes.Call) and isinstance(up.node.node, nodes.Name) and up.node.node.name == "namespace"):
             bad |= {k for k in inits if k.split(".")[0] == n.name}  # the name also holds other than a namespace
     for key, kws in inits.items():
-        seps = {f.args[0].value for f in joins.get(key, [])}
+        seps = {f.args[0].value if f.args else "" for f in joins.get(key, [])}
         if key in bad or len(seps) != 1:
             continue
-        sep, attr = seps.pop(), key.split(".", 1)[1]
+        sep, (ns, attr) = seps.pop(), key.split(".", 1)
+        flag = f"{attr}__joined"
         empty = any(not kw.value.items for _, kw in kws)
-        if empty and (len(kws) > 1 or any(kw.key == f"{attr}__joined" for a, _ in kws for kw in a.node.kwargs)):
-            continue  # one namespace() only, and the flag's name free
+        if empty and (f"{ns}.{flag}" in inits or f"{ns}.{flag}" in stored or any(
+                kw.key == flag for a, _ in kws for kw in a.node.kwargs)):
+            continue  # the flag's name free
         for a, kw in kws:
             items = [x for i in kw.value.items for x in (nodes.Const(sep), i)][1:]
-            kw.value = nodes.Concat(items, lineno=kw.lineno) if items else nodes.Const("")
             if empty:  # whether anything was appended yet: the separator goes before every element but the first
-                a.node.kwargs.append(nodes.Keyword(f"{attr}__joined", nodes.Const(False)))
+                a.node.kwargs.append(nodes.Keyword(flag, nodes.Const(bool(items))))
+            kw.value = nodes.Concat(items, lineno=kw.lineno) if items else nodes.Const("")
         for a in appends.get(key, []):
-            ns = a.target.name
             glue = nodes.Const(sep) if not empty else nodes.CondExpr(
-                nodes.Getattr(nodes.Name(ns, "load"), f"{attr}__joined", "load"), nodes.Const(sep), nodes.Const(""))
+                nodes.Getattr(nodes.Name(ns, "load"), flag, "load"), nodes.Const(sep), nodes.Const(""))
             a.node = nodes.Concat([a.node.left, glue, a.node.right.items[0]], lineno=a.lineno)
-            if empty:
-                up = parent[id(a)]
-                for field in up.fields:
-                    val = getattr(up, field)
-                    if isinstance(val, list) and any(x is a for x in val):
-                        k = next(k for k, x in enumerate(val) if x is a)
-                        val.insert(k + 1, nodes.Assign(nodes.NSRef(ns, f"{attr}__joined"), nodes.Const(True),
-                                                       lineno=a.lineno))
+            if empty and not _insert_after(parent[id(a)], a, nodes.Assign(nodes.NSRef(ns, flag), nodes.Const(True),
+                                                                          lineno=a.lineno)):
+                raise Untranslatable("a list appended to outside a statement list")
         for f in joins[key]:
-            up = parent[id(f)]
-            for field in up.fields:
-                val = getattr(up, field)
-                if val is f:
-                    setattr(up, field, f.node)
-                elif isinstance(val, list):
-                    setattr(up, field, [f.node if x is f else x for x in val])
+            if not _replace_child(parent[id(f)], f, f.node):
+                raise Untranslatable("a joined list read outside a node's fields")
 
 
 def _macro_fingerprint(m: nodes.Macro) -> str:
@@ -978,7 +911,6 @@ class Translator:
         self.macro_prints = {m.name: _macro_fingerprint(m) for m in ast.find_all(nodes.Macro)}
         _join_only_lists(ast)  # lists only appended to and joined: built as the joined text
         _attr_unwraps(ast)
-        _joined_lists(ast)
         self._collect_reads(ast)
         self.assign_counts: dict[str, int] = {}  # name -> how many `set name = ...` the template holds
         for a in ast.find_all(nodes.Assign):
@@ -1186,10 +1118,10 @@ class Translator:
         if v.kind == "out":  # text only Go's output can produce (tojson, a macro): re-emitted where printed
             self.emit(v.extra)
             return
-        if v.kind == "none" and v.go in self.__dict__.get("ns_none_flags", {}) \
+        if v.kind == "none" and v.go in self.__dict__.get("maybe_none", {}) \
                 and self.__dict__.get("ns_none_kinds", {}).get(v.go, set()) <= {"str"}:
             # a namespace attribute that started as none and is only ever set to text: None while still none
-            self.emit(f"{{{{ if {self.ns_none_flags[v.go]} }}}}None{{{{ else }}}}{{{{ {v.go} }}}}{{{{ end }}}}")
+            self.emit(f"{{{{ if not {self.maybe_none[v.go]} }}}}None{{{{ else }}}}{{{{ {v.go} }}}}{{{{ end }}}}")
             self.__dict__.setdefault("ns_none_printed", set()).add(v.go)
             return
         if v.is_const:
@@ -1386,7 +1318,13 @@ class Translator:
             else:
                 self.emit(f"{{{{ {var} := {self.go_of(cur)} }}}}")
                 kind = self._assigned_kind(bodies, name, scope) if cur.is_const and cur.const is None else cur.kind
-                scope.set(name, V(go=var, kind=kind, defined=cur.defined))
+                dvar = cur.defined
+                if dvar and not self._is_var(dvar):
+                    # an optional field's presence (`set tool_name = message.get('name')`, Kimi-K3): a variable of
+                    # its own, which the branches set when they assign the name
+                    dvar = self.fresh(name + "def")
+                    self.emit(f"{{{{ {dvar} := not (not {cur.defined}) }}}}")
+                scope.set(name, V(go=var, kind=kind, defined=dvar))
             self.predeclared.add(var)
 
     def _extended_list(self, bodies, name, scope) -> bool:
@@ -1477,16 +1415,21 @@ class Translator:
             var = ns.const.get(t.attr)
             if var is not None and var.kind == "strset":
                 return self.strset_add(var, s.node, scope)
+            if var is not None and var.go in self.__dict__.get("_run_vars", {}):
+                return self.prefix_run_add(var)
             if key in self.counters:
                 return self.count(key, s.node, scope)
             if var is not None and (var.is_const or var.kind == "vlist"):
                 raise Untranslatable("a list built in the template other than by one filtered loop")
             v = self.expr(s.node, scope)
+            if var is not None and var.go in self.__dict__.get("maybe_none", {}):
+                self._none_attr_kind(var.go, v)
+            if var is not None and var.go in self.__dict__.get("maybe_none", {}) \
+                    and self.maybe_none_assign(ns, t.attr, var, v):
+                return
             if var is None:  # first assignment outside namespace(): declare at the namespace's level
                 raise Untranslatable(f"namespace attribute {t.attr!r} set without a default")
             self.emit(f"{{{{ {var.go} = {self.go_of(v)} }}}}")
-            if var.go in self.__dict__.get("ns_none_flags", {}):
-                self._ns_none_flag(var.go, v)
             if var.go in self.late_attrs and var.defined:
                 self.emit(f"{{{{ {var.defined} = true }}}}")
                 if not v.is_const and v.kind in SEQ_KINDS | set(self.STRUCTS) | {"str", "int", "bool"}:
@@ -1818,6 +1761,10 @@ class Translator:
                 self.emit(f'{{{{ {var} := "" }}}}')
                 attrs[kw.key] = V(go=var, kind="strset")  # grown by strset_add, tested by strset_has
                 continue
+            run = self._prefix_runs().get(key)
+            if v.is_const and v.const == [] and key in self.read_names and run is not None and run[0] is call:
+                attrs[kw.key] = self.prefix_run(name, kw.key, run[1], scope)  # grown by prefix_run_add
+                continue
             if v.is_const and v.const == []:
                 attrs[kw.key] = v  # filled by a filtered loop, if at all (_collect_list)
                 continue
@@ -1832,8 +1779,10 @@ class Translator:
             var = self.fresh(f"{name}{kw.key}")
             if key in self.read_names:
                 self.emit(f"{{{{ {var} := {self.go_of(v)} }}}}")
-                if v.is_const and v.const is None:
-                    self._ns_none_flag(var, v)
+                if v.is_const and v.const is None:  # may later hold a sequence or none (maybe_none_assign)
+                    flag = self.fresh(f"{name}{kw.key}set")
+                    self.emit(f"{{{{ {flag} := false }}}}")
+                    self.__dict__.setdefault("maybe_none", {})[var] = flag
             attrs[kw.key] = V(go=var, kind=v.kind)
         # attributes first assigned later (`set ns.x = ...` without a default) get declared now
         scope.vars[name] = V(const=attrs, kind="ns")
@@ -1859,21 +1808,56 @@ class Translator:
                     attrs[a] = V(go=var, kind="any", defined=dvar)
                     self.late_attrs.add(var)
 
-    def _ns_none_flag(self, var: str, v: V):
-        """A namespace attribute that starts as none (`namespace(fmt=none)`) holds "" in Go, which Go cannot tell
-        from other values: a flag, true exactly while its last assignment was none, answers `is none` (it was
-        folded to false). Declared with the namespace; every assignment to the attribute sets it."""
-        flags = self.__dict__.setdefault("ns_none_flags", {})
-        if not (v.is_const and v.const is None):  # what else it holds: printed only if always text (print_value)
-            kinds = self.__dict__.setdefault("ns_none_kinds", {}).setdefault(var, set())
-            kinds.add("str" if v.kind == "str" and (v.is_const or v.go) else "other")
-            if "other" in kinds and var in self.__dict__.get("ns_none_printed", set()):
-                raise Untranslatable("a namespace attribute that starts as none, printed, later set to a non-string")
-        if var not in flags:
-            flags[var] = self.fresh("nsnone")
-            self.emit(f"{{{{ {flags[var]} := true }}}}")
-        else:
-            self.emit(f"{{{{ {flags[var]} = {'true' if v.is_const and v.const is None else 'false'} }}}}")
+    def _none_attr_kind(self, var: str, v: V):
+        """What a namespace attribute that starts as none is set to: printed (print_value, None while none) only
+        while every value it is given is text; a later other value after such a print is refused."""
+        if v.is_const and v.const is None:
+            return
+        kinds = self.__dict__.setdefault("ns_none_kinds", {}).setdefault(var, set())
+        kinds.add("str" if v.kind == "str" and (v.is_const or v.go) else "other")
+        if "other" in kinds and var in self.__dict__.get("ns_none_printed", set()):
+            raise Untranslatable("a namespace attribute that starts as none, printed, later set to a non-string")
+
+    def maybe_none_assign(self, ns: V, attr: str, var: V, v: V) -> bool:
+        """`set ns.a = x` where `namespace(a=none)`: a flag, false while the attribute is none, answers `is none`
+        (an optional field Ollama leaves empty reads as none, as `is none` reads it). Where x is a sequence
+        (Kimi-K3's `state.tool_calls = message.get('tool_calls')`) the attribute takes its kind (one kind only: a
+        second is refused), and ranging over it or its length while none stops the template with an error, as
+        Jinja's TypeError does (none_guard). Other values are stored as they are (False: the plain assignment) and
+        set the flag first."""
+        flag = self.maybe_none[var.go]
+        if v.is_const and v.const is None:
+            self.emit(f'{{{{ {flag} = false }}}}')
+            if var.kind == "none":
+                return False
+            self.emit(f'{{{{ {var.go} = slice {var.go} 0 0 }}}}')  # false, as none is
+            return True
+        present = f"not (not {v.defined})" if v.defined else "true"
+        if v.go and v.go in self.maybe_none:  # another such attribute: its flag
+            present = self.maybe_none[v.go]
+        elif v.kind == "any" and not v.is_const and v.go:  # a JSON value: null is none
+            null = f'ne (printf "%T" {_paren(v.go)}) "<nil>"'
+            present = f"and ({present}) ({null})" if v.defined else null
+        elif v.kind == "none" and not v.is_const:
+            raise Untranslatable("a namespace attribute that may be none set to a value of unknown none-ness")
+        if v.kind not in SEQ_KINDS or v.is_const or not v.go:
+            if var.kind != "none":
+                raise Untranslatable(f"a namespace attribute that holds a {var.kind} or none set to a {v.kind}")
+            self.emit(f"{{{{ {flag} = {present} }}}}")
+            return False
+        if var.kind not in ("none", v.kind):
+            raise Untranslatable(f"a namespace attribute that holds a {var.kind} or none set to a {v.kind}")
+        self.emit(f"{{{{ {var.go} = {self.go_of(v)} }}}}{{{{ {flag} = {present} }}}}")
+        ns.const[attr] = V(go=var.go, kind=v.kind)
+        return True
+
+    def none_guard(self, v: V):
+        """Before a loop over a namespace attribute that may be none (maybe_none_assign): an error where it is none
+        (Go's index out of range), as Jinja's TypeError, never other text. (Its length: the same error inside the
+        expression, e_Filter.)"""
+        flag = self.__dict__.get("maybe_none", {}).get(v.go)
+        if flag is not None and v.kind in SEQ_KINDS:
+            self.emit(f'{{{{ if not {flag} }}}}{{{{ index "" 1 }}}}{{{{ end }}}}')
 
     def _late_attr_once(self, name, attr) -> bool:
         """Whether the namespace attribute ``name.attr``, not given in namespace(), is assigned exactly once in the
@@ -2019,6 +2003,75 @@ class Translator:
                   f"{{{{ {n} = {j} }}}}{{{{ break }}}}{{{{ end }}}}{{{{ end }}}}{{{{ {item} := slice {r} 0 {n} }}}}"
                   f"{{{{ {L} = slice {r} {n} }}}}")
         return V(go=item, kind="str")
+
+    def _prefix_runs(self) -> dict:
+        """"ns.attr" lists grown only as the first elements of one sequence (Kimi-K3's `run.tool_messages`, the run of
+        tool results from this message on): `namespace(L=[])` right before `for x in S` (no filter, no else, not
+        recursive), whose body is some `{% if t %}{% break %}{% endif %}` (pure tests, no other branch) and then
+        `set ns.L = ns.L + [x]`, the only store to L in the template. Each iteration that passes the breaks appends
+        its own element, so L is always S's first n elements, n the appends so far: a Go slice of S (prefix_run).
+        The namespace is made once and never used as a value. -> {"ns.attr": (the namespace() call, the for)}."""
+        got = self.__dict__.get("_prefix_run_keys")
+        if got is not None:
+            return got
+        root, out = getattr(self, "_ast", None), {}
+        self._prefix_run_keys = out
+        if root is None:
+            return out
+        attr_of = {id(g.node) for g in root.find_all(nodes.Getattr)}
+        stores = {}
+        for a in root.find_all((nodes.Assign, nodes.AssignBlock)):
+            if isinstance(a.target, nodes.NSRef):
+                stores.setdefault(f"{a.target.name}.{a.target.attr}", []).append(a)
+        for body in (getattr(n, f) for n in root.find_all(nodes.Node) for f in n.fields):
+            if not isinstance(body, list):
+                continue
+            for a, f in itertools.pairwise(body):
+                if not (isinstance(a, nodes.Assign) and isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call)
+                        and isinstance(a.node.node, nodes.Name) and a.node.node.name == "namespace"
+                        and not a.node.args and a.node.dyn_args is None and a.node.dyn_kwargs is None
+                        and isinstance(f, nodes.For) and isinstance(f.target, nodes.Name) and f.test is None
+                        and not f.else_ and not f.recursive and _pure_expr(f.iter)):
+                    continue
+                name = a.target.name
+                names = [n for n in root.find_all(nodes.Name) if n.name == name]
+                if sum(1 for n in names if n.ctx != "load") != 1 or any(id(n) not in attr_of for n in names
+                                                                        if n.ctx == "load"):
+                    continue  # made again, a parameter or a loop target, or used as a value (handed to a macro)
+                k = 0
+                while k < len(f.body) and isinstance(f.body[k], nodes.If) and not f.body[k].elif_ \
+                        and not f.body[k].else_ and _pure_expr(f.body[k].test) and len(f.body[k].body) == 1 \
+                        and isinstance(f.body[k].body[0], nodes.Break):
+                    k += 1
+                st = f.body[k] if k < len(f.body) else None
+                if not (isinstance(st, nodes.Assign) and isinstance(st.target, nodes.NSRef) and st.target.name == name):
+                    continue
+                key, r = f"{name}.{st.target.attr}", st.node
+                if any(kw.key == st.target.attr and isinstance(kw.value, nodes.List) and not kw.value.items
+                       for kw in a.node.kwargs) and stores.get(key) == [st] and isinstance(r, nodes.Add) \
+                        and isinstance(r.left, nodes.Getattr) and isinstance(r.left.node, nodes.Name) \
+                        and r.left.node.name == name and r.left.attr == st.target.attr \
+                        and isinstance(r.right, nodes.List) and len(r.right.items) == 1 \
+                        and isinstance(r.right.items[0], nodes.Name) and r.right.items[0].name == f.target.name:
+                    out[key] = (a.node, f)
+        return out
+
+    def prefix_run(self, name: str, attr: str, f: nodes.For, scope) -> V:
+        """The list of a prefix run (_prefix_runs), made where its namespace() is, just before its loop: the loop's
+        sequence bound once (Jinja evaluates it once), a string of x counting the appends, and the list as the
+        Go slice of the sequence's first that many elements."""
+        seq = self.expr(f.iter, scope)
+        if seq.kind not in SEQ_KINDS or seq.is_const or not seq.go:
+            raise Untranslatable(f"a list built in the template from the first elements of a {seq.kind}")
+        sv, n, var = self.fresh("runseq"), self.fresh("runlen"), self.fresh(f"{name}{attr}")
+        self.emit(f'{{{{ {sv} := {self.go_of(seq)} }}}}{{{{ {n} := "" }}}}{{{{ {var} := slice {sv} 0 0 }}}}')
+        self.__dict__.setdefault("_run_vars", {})[var] = (sv, n)
+        return V(go=var, kind=seq.kind)
+
+    def prefix_run_add(self, var: V):
+        """`set ns.L = ns.L + [x]` on a prefix run: one more element of the sequence."""
+        sv, n = self._run_vars[var.go]
+        self.emit(f'{{{{ {n} = print {n} "x" }}}}{{{{ {var.go} = slice {sv} 0 (len {n}) }}}}')
 
     @staticmethod
     def _strset_item(v: V) -> str:
@@ -2643,6 +2696,7 @@ class Translator:
         wrap = seq.kind == "tcalls" and seq.go == ".ToolCalls"
         if wrap:
             self.emit("{{ if .ToolCalls }}")
+        self.none_guard(seq)
         late = seq.go in self.late_attrs and seq.defined  # a namespace attribute maybe never set: Jinja's empty loop
         if late:
             if s.else_:
@@ -3177,12 +3231,18 @@ class Translator:
     def char_count(self, x: str) -> V:
         """The length of the Go string ``x`` in code points (Python's len): one x per byte that does not continue a
         UTF-8 sequence (0x80-0xBF; Go's JSON decoding leaves valid UTF-8), ranging over the offsets (Go >= 1.24)."""
+        var = self._char_tally(x)
+        return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
+
+    def _char_tally(self, x: str) -> str:
+        """Emit Go that binds a string holding one x per code point of the Go string ``x``; return its variable
+        (char_count, text_head)."""
         self._need_range_int("the length of a string")
         h, var = self.fresh("str"), self.fresh("nchars")
         self.emit(f'{{{{ {h} := {x} }}}}{{{{ {var} := "" }}}}{{{{ range $j := len {h} }}}}'
                   f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ {var} = print {var} "x" }}}}'
                   f'{{{{ end }}}}{{{{ end }}}}')
-        return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
+        return var
 
     def go_of(self, v: V) -> str:
         if v.kind.startswith(_SPLIT) and not v.is_const:
@@ -3273,19 +3333,6 @@ class Translator:
         return self.getitem(self.expr(e.node, scope), C(e.attr), scope)
 
     def e_Getitem(self, e, scope):
-        at = e.arg.value if isinstance(e.arg, nodes.Const) else (
-            -e.arg.node.value if isinstance(e.arg, nodes.Neg) and isinstance(e.arg.node, nodes.Const) else None)
-        if isinstance(e.node, nodes.Call) and isinstance(e.node.node, nodes.Getattr) and e.node.node.attr == "split" \
-                and at in (0, -1) and not isinstance(at, bool) and len(e.node.args) == 1 and not e.node.kwargs \
-                and isinstance(e.node.args[0], nodes.Const) and isinstance(e.node.args[0].value, str) \
-                and e.node.args[0].value and e.node.args[0].value not in THINK_TAGS:
-            saved = len(self.out)
-            try:
-                hay = self.expr(e.node.node.node, scope, probe=True)
-            finally:
-                del self.out[saved:]
-            if hay.kind == "str" and not hay.is_const:  # `s.split(sep)[0]` / `[-1]` of request text
-                return self.split_end(self.expr(e.node.node.node, scope), e.node.args[0].value, at)
         obj = self.expr(e.node, scope)
         if isinstance(e.arg, nodes.Slice):
             return self.slice(obj, e.arg, scope)
@@ -3521,6 +3568,9 @@ class Translator:
                 self.emit(f"{{{{ {ix} := {k} }}}}{{{{ if eq {k} -1 }}}}{{{{ {ix} = len (slice {g} 1) }}}}{{{{ end }}}}")
                 return V(go=f"index {g} {ix}", kind=ELEM[obj.kind])
             return V(go=f"index {g} {k}", kind=ELEM[obj.kind])  # an index from range()
+        if obj.kind in SEQ_KINDS and not key.is_const and key.kind == "int" and key.go is None \
+                and _aff(key) is not None:
+            return self.index_by_sum(obj, _aff(key))
         if obj.kind in SEQ_KINDS and key.is_const and isinstance(key.const, int):
             k = key.const
             if k >= 0:
@@ -3559,6 +3609,17 @@ class Translator:
         if not key.is_const:
             raise Untranslatable(f"indexing a {obj.kind} by a request value other than the loop's neighbours")
         raise Untranslatable(f"[{key.const!r}] of a {obj.kind}")
+
+    def index_by_sum(self, obj: V, f: Aff) -> V:
+        """``seq[k]`` for a sum of ints of the request (Kimi-K3's `state.tool_calls[state.tool_index - 1]`, a
+        counter less one): k as two strings of x (unary); k >= 0 is the index, a negative k counts from the end as
+        in Python (``len seq + k``). Past either end Go's index fails where Python raises IndexError."""
+        p, n, sq, ix = self.fresh("pos"), self.fresh("neg"), self.fresh("seq"), self.fresh("ix")
+        self.emit(self.unary(f, p, n, declare=True))
+        self.emit(f"{{{{ {sq} := {self.go_of(obj)} }}}}{{{{ {ix} := -1 }}}}{{{{ if ge (len {p}) (len {n}) }}}}"
+                  f"{{{{ {ix} = len (slice {p} (len {n})) }}}}{{{{ else if le (len (slice {n} (len {p}))) (len {sq}) }}}}"
+                  f"{{{{ {ix} = len (slice {sq} (len (slice {n} (len {p})))) }}}}{{{{ end }}}}")
+        return V(go=f"index {sq} {ix}", kind=ELEM[obj.kind])
 
     def loop_attr(self, lp: _Loop, attr):
         if attr == "index0":
@@ -3999,13 +4060,12 @@ class Translator:
         if f is None:
             raise Untranslatable("slicing request text by an int Go cannot express")
         x = self.go_of(v)
-        h, p, n, cnt, t, cut, c = (self.fresh(b) for b in ("head", "pos", "neg", "all", "at", "cut", "seen"))
+        h, p, n, t, cut, c = (self.fresh(b) for b in ("head", "pos", "neg", "at", "cut", "seen"))
         self.emit(self.unary(f, p, n, declare=True))
-        self.emit(f'{{{{ {h} := {x} }}}}{{{{ {cnt} := "" }}}}{{{{ range $j := len {h} }}}}'
-                  f'{{{{ if or (lt (index {h} $j) 128) (ge (index {h} $j) 192) }}}}{{{{ {cnt} = print {cnt} "x" }}}}'
-                  f'{{{{ end }}}}{{{{ end }}}}'
-                  # k >= 0: t = len P - len N; k < 0: t = count - (len N - len P), or 0
-                  f'{{{{ {t} := 0 }}}}{{{{ if ge (len {p}) (len {n}) }}}}{{{{ {t} = len (slice {p} (len {n})) }}}}'
+        self.emit(f'{{{{ {h} := {x} }}}}')
+        cnt = self._char_tally(h)
+        # k >= 0: t = len P - len N; k < 0: t = count - (len N - len P), or 0
+        self.emit(f'{{{{ {t} := 0 }}}}{{{{ if ge (len {p}) (len {n}) }}}}{{{{ {t} = len (slice {p} (len {n})) }}}}'
                   f'{{{{ else if ge (len {cnt}) (len (slice {n} (len {p}))) }}}}'
                   f'{{{{ {t} = len (slice {cnt} (len (slice {n} (len {p})))) }}}}{{{{ end }}}}'
                   f'{{{{ {cut} := len {h} }}}}{{{{ {c} := "" }}}}{{{{ range $j := len {h} }}}}'
@@ -4127,24 +4187,6 @@ class Translator:
         self.emit(f'{pre}{{{{ {var} = "" }}}}{{{{ {skip} := "" }}}}' + self._scan(hay, body))
         return V(go=var, kind="str")
 
-    def split_end(self, hay: V, sep: str, which: int) -> V:
-        """``s.split(sep)[0]`` (the text before the first match) or ``[-1]`` (after the last of Python's
-        left-to-right, non-overlapping matches: a string of x skips the rest of each), by a scan of the bytes."""
-        self._need_range_int(f".split({sep!r})[{which}]")
-        var, skip = self.fresh("part"), self.fresh("skip")
-        k = len(sep.encode())
-        self.top_decls.append(f'{{{{ {var} := "" }}}}')
-        if which == 0:
-            def body(h, j, rest):
-                return f"{{{{ if {self._starts(rest, sep)} }}}}{{{{ {var} = slice {h} 0 {j} }}}}{{{{ break }}}}{{{{ end }}}}"
-        else:
-            def body(h, j, rest):
-                return (f"{{{{ if {skip} }}}}{{{{ {skip} = slice {skip} 1 }}}}"
-                        f"{{{{ else if {self._starts(rest, sep)} }}}}{{{{ {var} = slice {rest} {k} }}}}"
-                        f'{{{{ {skip} = {_go_lit("x" * (k - 1))} }}}}{{{{ end }}}}')
-        self.emit(f'{{{{ {var} = {self.go_of(hay)} }}}}{{{{ {skip} := "" }}}}' + self._scan(hay, body))
-        return V(go=var, kind="str")
-
     def e_Test(self, e, scope):
         v = self.expr(e.node, scope)
         name = e.name
@@ -4160,8 +4202,8 @@ class Translator:
         if name == "none":
             if v.is_const:
                 return C(v.const is None)
-            if v.go in self.__dict__.get("ns_none_flags", {}):  # a namespace attribute that started as none
-                return V(go=self.ns_none_flags[v.go], kind="bool")
+            if v.go in self.__dict__.get("maybe_none", {}):  # a namespace attribute set to none or a sequence
+                return V(go=f"not {self.maybe_none[v.go]}", kind="bool")
             if v.go in self.__dict__.get("none_flags", {}) and v.defined:  # last assigned none (_none_flag)
                 return V(go=f"and {v.defined} {self.none_flags[v.go]}", kind="bool")
             if v.defined:  # an optional field: absent in Ollama's data reads as none in the probes' Jinja input
@@ -4493,9 +4535,10 @@ class Translator:
             if v.kind in _PyRepr.KINDS:  # Python's str() of a tool dict (Apriel): repr written by generated defines
                 return self.pyrepr(v)
             raise Untranslatable(f"the string filter on a {v.kind}")
-        if name == "replace" and len(args) == 2 and not kwargs and args[0].is_const and isinstance(args[0].const, str) \
-                and args[0].const and args[1].is_const and isinstance(args[1].const, str) and v.kind in ("str", "out"):
-            return self.replace(v, args[0].const, args[1])  # the filter is str.replace (Kimi-K3's escape_attr)
+        if name == "replace" and len(args) == 2 and not kwargs and v.kind in ("str", "out") and args[0].is_const \
+                and isinstance(args[0].const, str) and args[0].const \
+                and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out")):
+            return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)` (Kimi-K3's escape_attr)
         if name == "replace" and len(args) == 2 and v.kind == "int" and not v.is_const and args[0].is_const \
                 and isinstance(args[0].const, str) and args[0].const \
                 and not any(c.isalnum() or c in "+-." for c in args[0].const):
@@ -4522,6 +4565,9 @@ class Translator:
                 return V(go=f"len {var}", kind="int", extra=Aff.atom(f"len {var}"))
             if v.kind in SEQ_KINDS:
                 g = f"len {self.go_of(v)}"
+                flag = self.__dict__.get("maybe_none", {}).get(v.go)
+                if flag is not None:  # none: Jinja's TypeError, an error here too (inside the test: `and` stops early)
+                    g = f'and (or {flag} (index "" 1)) ({g})'
                 return V(go=g, kind="int", extra=Aff.atom(g, self.go_of(v)))
             if v.kind == "out":  # text built by `print` (materialize): then as request text
                 v = self.materialize(v)
@@ -4562,11 +4608,9 @@ class Translator:
             return V(go=v.go, kind="fnlist")  # `tools | map(attribute='function')`: written by tojson only
         if name == "items" and v.kind in MAPS:
             return v
-        if name == "replace" and len(args) == 2 and not kwargs and v.kind in ("str", "out") and args[0].is_const \
-                and isinstance(args[0].const, str) and args[0].const \
-                and (args[1].is_const and isinstance(args[1].const, str) or args[1].kind in ("str", "out")):
-            return self.replace(v, args[0].const, args[1])  # `s | replace(a, b)`: as `s.replace(a, b)`
         if name == "tojson":
+            if v.go in self.__dict__.get("maybe_none", {}):
+                raise Untranslatable("tojson of a namespace attribute that may be none or a sequence")
             return self.snippet(lambda: self.tojson(e, scope), truthy="true")  # JSON is never empty
         if name == "join" and v.kind in ("list", "strlist") and not kwargs and len(args) <= 1 and v.go \
                 and re.fullmatch(r"\$\w*(\.\w+)*\.(Enum|Required)", v.go) \

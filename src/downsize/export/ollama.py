@@ -16,6 +16,7 @@ renders the GGUF's own chat template (``r["fallback"]`` says why and what an old
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -53,6 +54,30 @@ def gguf_chat_info(path: str | os.PathLike) -> dict:
             "bos": text("tokenizer.ggml.bos_token_id") if _field(r, "tokenizer.ggml.add_bos_token") else "",
             "eos": text("tokenizer.ggml.eos_token_id"), "eot": text("tokenizer.ggml.eot_token_id"),
             "context_length": _field(r, f"{arch}.context_length")}
+
+
+# Architectures for which `ollama create` sets a built-in renderer (and parser) itself unless the Modelfile names
+# one (server/create.go in Ollama fb30760); a renderer takes precedence over the TEMPLATE.
+ARCH_RENDERERS = {"gemma4": "gemma4", "laguna": "laguna", "nemotron_h": "nemotron-3-nano",
+                  "nemotron_h_moe": "nemotron-3-nano", "nemotron_h_omni": "nemotron-3-nano"}
+
+
+def _arch_renderer_note(arch: str | None, template: str | None, bos: str, eos: str) -> str | None:
+    """What a current Ollama does to this export by the GGUF's architecture alone, measured on the probes."""
+    from downsize.export import renderers
+
+    name = ARCH_RENDERERS.get(arch or "")
+    if name is None or not template:
+        return None
+    want = {k: v for k, v in renderers.expected_prompts(template, bos, eos).items() if v is not None}
+    r = renderers.recorded().renderers.get(name)
+    if r is None or not want:
+        return None
+    got = {k: renderers.gocheck.strip_bos(v, r["bos"]) if v is not None else None for k, v in r["prompts"].items()}
+    differ = [k for k, v in want.items() if got.get(k) != v]
+    return (f"a current Ollama sets RENDERER {name} itself for the {arch} architecture, and a renderer replaces the "
+            f"TEMPLATE: its prompts reproduce {len(want) - len(differ)} of {len(want)} probes of this model's template"
+            + (f" (they differ on: {', '.join(differ)})" if differ else "") + "; an older Ollama uses the TEMPLATE")
 
 
 def _q(s: str) -> str:
@@ -104,6 +129,10 @@ def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.Path
         conv = forced_style(template_style, info["eos"])
     else:
         conv = convert_chat_template(info["chat_template"], info["bos"], info["eos"])
+    if not (template_file_path or template_style) and conv.renderer is None:
+        note = _arch_renderer_note(info["arch"], info["chat_template"], info["bos"], info["eos"])
+        if note:
+            conv = dataclasses.replace(conv, notes=(*conv.notes, note))
     stops = list(dict.fromkeys([*conv.stops, *(t for t in (info["eot"], info["eos"]) if t)]))
     ctx = num_ctx or (min(int(info["context_length"]), MAX_DEFAULT_CTX) if info["context_length"] else None)
     out_dir = Path(out_dir) if out_dir else gguf_file.parent
