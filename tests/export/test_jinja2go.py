@@ -1459,3 +1459,37 @@ def test_m4_kimi_k3_tool_results():
               gocheck.Probe("after a plain answer", [u, {"role": "assistant", "content": "a"}, tool("r1", "c1", "f"), u]))
     r = gocheck.check_templates([(src, g, "<s>", EOS)], probes + gocheck.PROBES)[0]
     assert all(x.ok for x in r.results), r.failures
+
+
+# ---- branch m5 ----
+# `.get()` on a JSON value of the request (a property's `items`): without a default (none where absent or null),
+# with a str/int/bool default (taken only where the key is absent), with {} / [] (nil stands for the empty default;
+# a value there must be an object / a list: null or another type is an error, never other text)
+ANY_GET = ("{% for t in tools %}{% for k, p in t.function.parameters.properties.items() %}{% if p['items'] %}"
+           "{% set it = p['items'] %}{{ k }}:{{ it.get('type') }}/{{ it.get('format', 'none') }}"
+           "{% if it.get('format', 'none') in ['date', 'date-time'] %} D{% endif %}"
+           "{% set req = it.get('required', []) %}{% for n, v in it.get('properties', {}).items() %}"
+           " {{ n }}{% if n in req %}!{% endif %}={{ v.get('type') }}{% endfor %};{% endif %}{% endfor %}{% endfor %}"
+           "{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_m5_get_on_a_json_value():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(ANY_GET, "", EOS).go
+
+    def probe(name, items):
+        tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+            "type": "object", "required": [], "properties": {"a": {"type": "array", "items": items}}}}}]
+        return gocheck.Probe(name, [{"role": "user", "content": "hi"}], tools)
+    ok = (probe("plain", {"type": "string"}), probe("format", {"type": "string", "format": "date"}),
+          probe("object", {"type": "object", "properties": {"x": {"type": "integer"}, "y": {}}, "required": ["y"]}),
+          probe("no type", {"properties": {"x": {"type": "string"}}}), probe("null type", {"type": None}))
+    r = gocheck.check_templates([(ANY_GET, g, "", EOS)], ok + gocheck.PROBES)[0]
+    assert all(x.ok or x.skipped for x in r.results) and all(x.ok for x in r.results[:len(ok)]), r.failures
+    bad = (probe("null properties", {"type": "object", "properties": None}),
+           probe("list properties", {"type": "object", "properties": ["x"]}),
+           probe("null required", {"type": "object", "properties": {"x": {}}, "required": None}))
+    for p in bad:  # Jinja fails or differs from the default; Go stops with an error, never other text
+        (out, err), = gocheck.render_go_batch([g], [(0, p)])
+        assert err, (p.name, out)

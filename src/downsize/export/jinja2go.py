@@ -4571,6 +4571,9 @@ class Translator:
                 # `is defined` reads it), so the default where it is empty
                 return V(go=f"or {self.go_of(v)} {_go_lit(args[1].const)}", kind="str")
             return v
+        if name == "get" and obj.kind == "any" and not obj.is_const and obj.go and 1 <= len(args) <= 2 \
+                and args[0].is_const and isinstance(args[0].const, str):
+            return self.any_get(obj, args[0].const, args[1] if len(args) > 1 else C(None))
         if name == "items" and obj.kind in MAPS:
             return obj
         if name == "pop" and obj.kind == "strqueue" and len(args) == 1 and args[0].is_const and args[0].const == 0:
@@ -4581,6 +4584,42 @@ class Translator:
             # the text (split_piece, for_split); the kind carries the separator through variables
             return V(go=self.go_of(obj), kind=_SPLIT + args[0].const)
         raise Untranslatable(f"the method .{name}() on a {obj.kind}")
+
+    def any_get(self, obj: V, key: str, default: V) -> V:
+        """`x.get('k')` / `x.get('k', d)` of a JSON value of the request (a property's `items`): Go's index reads
+        the key of a map (nil when absent: none, as Jinja's get gives; a JSON null is none too). x that is not a
+        mapping fails in Go's index as Jinja's call of an undefined method does (an error, never other text). A
+        default d (a str, int or bool constant) is taken where the key is absent, tested by ranging the keys."""
+        x = self.go_of(obj)
+        got = V(go=f"index {_paren(x)} {_go_lit(key)}", kind="any")
+        if default.is_const and default.const is None:
+            return got
+        if default.is_const and (default.const == {} or default.const == []) and type(default.const) in (dict, list):
+            # `.get('properties', {})`: nil where absent (Go ranges nil as nothing; it is falsy, as {} and [] are),
+            # so a value that is there must be a JSON object (a list): anything else, null included, stops the
+            # template with an error (Jinja's value would not be the empty default), never other text
+            r = self.fresh("got")
+            t = f'(printf "%T" {r})'
+            want = 'eq (printf "%.3s" ' + t + ') "map"' if default.const == {} else f'eq {t} "[]interface {{}}"'
+            self.emit(f"{{{{ {r} := {got.go} }}}}{{{{ if not (or ({want}) (eq (printf \"%T\" {r}) \"<nil>\")) }}}}"
+                      f"{{{{ index \"\" 1 }}}}{{{{ end }}}}")
+            self.emit(self._null_key_error(x, key))
+            return V(go=r, kind="args" if default.const == {} else "list")
+        if not (default.is_const and type(default.const) in (str, int, bool)):
+            raise Untranslatable(".get() of a JSON value with a default other than a str, int or bool constant")
+        m, has, r = self.fresh("obj"), self.fresh("has"), self.fresh("got")
+        d = default.const
+        lit = _go_lit(d) if isinstance(d, str) else ("true" if d is True else "false" if d is False else str(d))
+        self.emit(f"{{{{ {m} := {x} }}}}{{{{ {r} := index {m} {_go_lit(key)} }}}}{{{{ {has} := false }}}}"
+                  f"{{{{ range $gk, $_ := {m} }}}}{{{{ if eq $gk {_go_lit(key)} }}}}{{{{ {has} = true }}}}{{{{ end }}}}"
+                  f"{{{{ end }}}}{{{{ if not {has} }}}}{{{{ {r} = {lit} }}}}{{{{ end }}}}")
+        return V(go=r, kind="any")
+
+    def _null_key_error(self, x: str, key: str) -> str:
+        """Go that stops the template where the JSON object x has the key with a null value (Jinja's get gives none
+        there, not the default)."""
+        return (f"{{{{ range $gk, $gv := {x} }}}}{{{{ if and (eq $gk {_go_lit(key)}) (eq (printf \"%T\" $gv) "
+                f"\"<nil>\") }}}}{{{{ index \"\" 1 }}}}{{{{ end }}}}{{{{ end }}}}")
 
     def pyrepr(self, v: V) -> V:
         """``v | string`` of a tool (or a part of one): Python's repr of the dict Ollama's value serializes to,
