@@ -94,7 +94,6 @@ def test_translated_templates_reproduce_jinja(table):
     assert not bad, bad
 
 
-@pytest.mark.xfail(strict=True, reason="#15 target not reached yet: see benchmarks/RESULTS.md 'Ollama templates'")
 def test_coverage_targets(table):
     n, plain, n_tools, tools = _totals(table)
     assert plain >= 0.9 * n and tools >= 0.8 * n_tools, (plain, n, tools, n_tools)
