@@ -1596,3 +1596,125 @@ def test_gpt_oss_gets_the_harmony_parser():
     assert conv.style == "translated" and conv.tools and conv.parser == "harmony" and "<|end|>" not in conv.stops
     mf = render_modelfile("./m.gguf", conv, list(conv.stops), 4096)
     assert "\nPARSER harmony\n" in mf and "PARAMETER stop <|end|>" not in mf
+
+
+# ---- branch m5 ----
+# `.get()` on a JSON value of the request (a property's `items`): without a default (none where absent or null),
+# with a str/int/bool default (taken only where the key is absent), with {} / [] (nil stands for the empty default;
+# a value there must be an object / a list: null or another type is an error, never other text)
+ANY_GET = ("{% for t in tools %}{% for k, p in t.function.parameters.properties.items() %}{% if p['items'] %}"
+           "{% set it = p['items'] %}{{ k }}:{{ it.get('type') }}/{{ it.get('format', 'none') }}"
+           "{% if it.get('format', 'none') in ['date', 'date-time'] %} D{% endif %}"
+           "{% set req = it.get('required', []) %}{% for n, v in it.get('properties', {}).items() %}"
+           " {{ n }}{% if n in req %}!{% endif %}={{ v.get('type') }}{% endfor %};{% endif %}{% endfor %}{% endfor %}"
+           "{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_m5_get_on_a_json_value():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(ANY_GET, "", EOS).go
+
+    def probe(name, items):
+        tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+            "type": "object", "required": [], "properties": {"a": {"type": "array", "items": items}}}}}]
+        return gocheck.Probe(name, [{"role": "user", "content": "hi"}], tools)
+    ok = (probe("plain", {"type": "string"}), probe("format", {"type": "string", "format": "date"}),
+          probe("object", {"type": "object", "properties": {"x": {"type": "integer"}, "y": {}}, "required": ["y"]}),
+          probe("no type", {"properties": {"x": {"type": "string"}}}), probe("null type", {"type": None}))
+    r = gocheck.check_templates([(ANY_GET, g, "", EOS)], ok + gocheck.PROBES)[0]
+    assert all(x.ok or x.skipped for x in r.results) and all(x.ok for x in r.results[:len(ok)]), r.failures
+    bad = (probe("null properties", {"type": "object", "properties": None}),
+           probe("list properties", {"type": "object", "properties": ["x"]}),
+           probe("null required", {"type": "object", "properties": {"x": {}}, "required": None}))
+    for p in bad:  # Jinja fails or differs from the default; Go stops with an error, never other text
+        (out, err), = gocheck.render_go_batch([g], [(0, p)])
+        assert err, (p.name, out)
+
+
+# GigaChat's tool schemas to TypeScript: a recursive macro on a tool's schema that walks into `items` (a JSON
+# value): `.get`, `"k" in schema`, `== "object"` / `== true` (the type tested first), `.split` and `| join` of JSON
+# values; where Go cannot follow (additionalProperties: true would make a dict) an error, never other text
+SCHEMA_TS = ("{% macro ts(s, ind='') %}{% set ty = s.get('type') %}{% set extra = none %}"
+             "{% if s.additionalProperties == true %}{% set extra = {'type': 'any'} %}"
+             "{% elif s.additionalProperties is mapping %}{% set extra = s.additionalProperties %}{% endif %}"
+             "{% if ty == 'object' %}{{ '{\\n' }}{% for k, v in s.get('properties', {}).items() %}"
+             "{% if 'description' in v %}{% for l in v['description'].split('\\n') %}{% if l.strip() %}"
+             "{{ ind + '// ' + l + '\\n' }}{% endif %}{% endfor %}{% endif %}"
+             "{{ ind }}{{ k }}{{ '' if k in s.get('required', []) else '?' }}: {{ ts(v, ind + '  ') }}\n{% endfor %}"
+             "{% if extra is not none %}{{ ind }}[key]: {{ ts(extra, ind + '  ') }}\n{% endif %}}"
+             "{% elif ty == 'array' %}{% if 'items' in s %}{{ ts(s['items'], ind) }}[]{% else %}Array{% endif %}"
+             "{% elif s.get('enum') %}{{ s.enum | join(' | ') }}{% elif ty == 'string' %}string{% else %}any"
+             "{% endif %}{% endmacro %}{% for t in tools %}{{ ts(t.function.parameters, '  ') }}{% endfor %}"
+             "{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_m5_schema_macro_into_items():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(SCHEMA_TS, "", EOS, range_int=True).go
+
+    def probe(name, items):
+        tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+            "type": "object", "required": ["a"], "properties": {"a": {"type": "array", "items": items}}}}}]
+        return gocheck.Probe(name, [{"role": "user", "content": "hi"}], tools)
+    ok = (probe("string", {"type": "string"}), probe("empty items", {}), probe("enum", {"enum": [1, "x"]}),
+          probe("object", {"additionalProperties": {"type": "string"}, "properties": {
+              "x": {"description": "X\n\n more", "type": "string"}, "y": {"items": {"type": "string"}, "type": "array"}},
+              "required": ["x"], "type": "object"}),
+          probe("type list", {"type": ["string", "null"]}), probe("not true", {"additionalProperties": 1.5,
+                                                                        "type": "object"}))
+    r = gocheck.check_templates([(SCHEMA_TS, g, "", EOS)], ok + gocheck.PROBES)[0]
+    assert all(x.ok or x.skipped for x in r.results) and all(x.ok for x in r.results[:len(ok)]), r.failures
+    bad = (probe("additionalProperties: true", {"additionalProperties": True, "type": "object"}),
+           probe("a number's description", {"properties": {"x": {"description": 5}}, "type": "object"}),
+           probe("an enum string", {"enum": "ab"}), probe("a string property", {"properties": {"x": "s"},
+                                                                               "type": "object"}))
+    for p in bad:  # Jinja renders or fails; Go stops with an error, never other text
+        (out, err), = gocheck.render_go_batch([g], [(0, p)])
+        assert err, (p.name, out)
+
+
+# lists joined inside another joined list's append (GigaChat's per-tool `content_lines` joined into `sections`)
+NESTED_JOINS = ("{% set ns = namespace(out=['head']) %}{% for t in tools %}{% set nt = namespace(lines=[]) %}"
+                "{% for l in t.function.description.split('\\n') %}{% if l.strip() %}"
+                "{% set nt.lines = nt.lines + ['// ' ~ l] %}{% endif %}{% endfor %}"
+                "{% set nt.lines = nt.lines + [t.function.name] %}{% set ns.out = ns.out + [nt.lines | join('\\n')] %}"
+                "{% endfor %}{{ ns.out | join('\\n\\n') }}{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_m5_joined_list_inside_a_joined_append():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    g = translate(NESTED_JOINS, "", EOS, range_int=True).go
+    tools = [{"type": "function", "function": {"name": n, "description": d, "parameters": {
+        "type": "object", "properties": {}}}} for n, d in (("f", "one\n\n two\n"), ("g", ""), ("h", "x"))]
+    r = gocheck.check_templates([(NESTED_JOINS, g, "", EOS)],
+                                (gocheck.Probe("lines", [{"role": "user", "content": "hi"}], tools),) + gocheck.PROBES)[0]
+    assert all(x.ok or x.skipped for x in r.results) and r.results[0].ok, r.failures
+
+
+# a name set to none before an `if` whose branch may assign it a JSON value (in a recursive macro on a tool's
+# schema): `is not none` where the branch did not run (Go holds "" there: a flag says none)
+NONE_BEFORE_IF = ("{% macro ts(s, ind='') %}{% set extra = none %}"
+                  "{% if s.additionalProperties is mapping %}{% set extra = s.additionalProperties %}{% endif %}"
+                  "{% if s.type == 'array' %}{{ ts(s['items'], ind + ' ') }}{% endif %}"
+                  "[{% if extra is not none %}{{ ts(extra, ind + ' ') }}{% endif %}]{% endmacro %}"
+                  "{% for t in tools %}{% for k, v in t.function.parameters.properties.items() %}{{ ts(v) }}{% endfor %}"
+                  "{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}")
+
+
+def test_m5_none_before_an_if():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    g = translate(NONE_BEFORE_IF, "", EOS).go
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+        "type": "object", "required": ["a"], "properties": {"a": {"type": "array", "items": items}}}}}
+        for items in ({"type": "string"}, {"additionalProperties": {"type": "x"}, "type": "object"})]
+    probes = tuple(gocheck.Probe(f"p{i}", [{"role": "user", "content": "hi"}], [t]) for i, t in enumerate(tools))
+    r = gocheck.check_templates([(NONE_BEFORE_IF, g, "", EOS)], probes + gocheck.PROBES)[0]
+    assert all(x.ok or x.skipped for x in r.results) and all(x.ok for x in r.results[:2]), r.failures

@@ -148,6 +148,7 @@ FIELDS: dict[str, dict[str, tuple[str, str, bool]]] = {
 ELEM = {"messages": "message", "tcalls": "tcall", "tools": "tool", "strlist": "str", "list": "any",
         "proplist": "property"}
 MAPS = {"props": "property", "args": "any"}  # kind -> value kind
+_SCHEMA_KINDS = {"params", "property", "props", "fn", "tool"}  # a tool's schema: its JSON values are schemas too
 MAPPING_KINDS = {"message", "tcall", "tcfn", "tool", "fn", "params", "property", "props", "args", "dict"}
 SEQ_KINDS = {"messages", "tcalls", "tools", "strlist", "list", "proplist"}
 THINK_TAGS = ("<think>", "</think>", "<|begin_of_thought|>", "<|end_of_thought|>", "[THINK]", "[/THINK]")
@@ -709,6 +710,7 @@ def _join_only_lists(ast) -> None:
             glue = nodes.Const(sep) if not empty else nodes.CondExpr(
                 nodes.Getattr(nodes.Name(ns, "load"), flag, "load"), nodes.Const(sep), nodes.Const(""))
             a.node = nodes.Concat([a.node.left, glue, a.node.right.items[0]], lineno=a.lineno)
+            parent[id(a.node.nodes[2])] = a.node  # the element moved: a joined list in it is rewritten there
             if empty and not _insert_after(parent[id(a)], a, nodes.Assign(nodes.NSRef(ns, flag), nodes.Const(True),
                                                                           lineno=a.lineno)):
                 raise Untranslatable("a list appended to outside a statement list")
@@ -1324,6 +1326,13 @@ class Translator:
                     # its own, which the branches set when they assign the name
                     dvar = self.fresh(name + "def")
                     self.emit(f"{{{{ {dvar} := not (not {cur.defined}) }}}}")
+                if cur.is_const and cur.const is None and not dvar:
+                    # `set extra = none` before the branches (GigaChat's additional_props_type): Go holds "", so a
+                    # flag true while the name is none (_none_flag: each branch's assignment sets it) answers
+                    # `is none`, as for a name first assigned none in a branch
+                    dvar, flag = self.fresh(name + "def"), self.fresh("isnone")
+                    self.emit(f"{{{{ {dvar} := true }}}}{{{{ {flag} := true }}}}")
+                    self.__dict__.setdefault("none_flags", {})[var] = flag
                 scope.set(name, V(go=var, kind=kind, defined=dvar))
             self.predeclared.add(var)
 
@@ -1507,6 +1516,15 @@ class Translator:
         if cur is not None and not cur.is_const and cur.go in self.predeclared:
             if v.is_const and v.const == [] and cur.kind in SEQ_KINDS:  # `set tools = []`: an empty slice, same type
                 v = V(go=f"slice {cur.go} 0 0", kind=cur.kind)
+            if v.is_const and isinstance(v.const, dict) and v.const and not _holds_v(v.const) \
+                    and self._schema_rec() and (cur.kind == "any" or cur.kind == "none"):
+                # GigaChat's `set additional_props_type = {'type': 'any'}` in a recursive macro's branch on a JSON
+                # value (`additionalProperties: true` in a property's items): Go cannot make a mapping, so the
+                # branch stops the template with an error, never other text
+                self.note(f"{self.rec_active[-1][0]}(): where a JSON schema inside `items` sets {t.name} to "
+                          f"{v.const!r} (additionalProperties: true) the template stops with a Go error")
+                self.emit('{{ index "" 1 }}')
+                return
             self.emit(f"{{{{ {cur.go} = {self.go_of(v)} }}}}")
             if cur.defined and cur.defined.startswith("$"):
                 self.emit(f"{{{{ {cur.defined} = true }}}}")
@@ -2197,7 +2215,12 @@ class Translator:
         if level is not None and level > self.REC_LEVELS:
             return self._past_rec_levels(m, key, dv)
         name = self.macro_defs.get(key)
+        entry = self._schema_rec() or (level is not None and not self.rec_active and dv.kind in _SCHEMA_KINDS)
+        if name is not None and self.__dict__.setdefault("_schema_defs", {}).get(name, entry) != entry:
+            # a define written where JSON values are schemas (any_has_key) is not reused for other values
+            raise Untranslatable(f"recursive macro {m.name}() on tool schemas and on other JSON values")
         if name is None:
+            self.__dict__.setdefault("_schema_defs", {})[f"macro_{m.name}_{len(self.macro_defs)}"] = entry
             fixed = {tuple(x for x in k[3] if x[0] not in grow) for k in self.macro_defs if k[0] == m.name}
             if len(fixed | {tuple(x for x in key[3] if x[0] not in grow)}) > 4:
                 # constant arguments that change each call (one define per value kind is bounded: the kinds are)
@@ -2268,6 +2291,10 @@ class Translator:
         self.emit(f'{{{{ {out} := "" }}}}{{{{ $t{self.n}x1 := {self.go_of(arg)} }}}}')
         self.emit(_ts_builder(f"t{self.n}", 1, self.TS_DEPTH))
         return V(go=out, kind="str")
+    def _schema_rec(self) -> bool:
+        """Inside a growing recursion entered on a tool's schema (its JSON values are schemas: any_has_key)."""
+        return bool(self.rec_active) and self.rec_active[0][2] in _SCHEMA_KINDS
+
     REC_LEVELS = 8  # a recursive macro whose constant argument grows per call: levels 0..8 are defines, then an error
 
     @staticmethod
@@ -3835,6 +3862,10 @@ class Translator:
             b = V(go=f"index {self.go_of(b)} 0", kind="str")
         if a.kind in MAPPING_KINDS or b.kind in MAPPING_KINDS or a.kind in SEQ_KINDS or b.kind in SEQ_KINDS:
             raise Untranslatable(f"comparing a {a.kind} with a {b.kind}")
+        if op in ("eq", "ne") and self._schema_rec():
+            r = self._any_eq_const(a, b) or self._any_eq_const(b, a)
+            if r is not None:
+                return V(go=r if op == "eq" else f"not ({r})", kind="bool")
         if op in ("eq", "ne") and {a.kind, b.kind} == {"any", "str"} and (a if a.kind == "str" else b).is_const:
             # a JSON value (a schema's `type`: a string, or a list of them) == a string: Go's eq fails on other
             # types, Python's == is false: only a string is compared
@@ -3844,6 +3875,22 @@ class Translator:
                 return V(go=f'and (eq (printf "%T" {x}) "string") (eq {x} {lit})', kind="bool")
             return V(go=f'or (ne (printf "%T" {x}) "string") (ne {x} {lit})', kind="bool")
         return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
+
+    def _any_eq_const(self, x: V, c: V) -> str | None:
+        """`x == 'object'` / `x == true` for a JSON value x of a tool's schema (GigaChat's `ty == "object"`,
+        `schema.additionalProperties == true` inside `items`): Go's eq fails on values of other types (a list, a
+        mapping), Python's == is False there; so the type is tested first (true is also Python's 1 and 1.0)."""
+        if x.is_const or x.kind != "any" or not x.go or not c.is_const:
+            return None
+        g = _paren(self.go_of(x))
+        t = f'(printf "%T" {g})'
+        if isinstance(c.const, bool):
+            lit = "true" if c.const else "false"
+            num = "1.0" if c.const else "0.0"
+            return f'or (and (eq {t} "bool") (eq {g} {lit})) (and (eq {t} "float64") (eq {g} {num}))'
+        if isinstance(c.const, str):
+            return f'and (eq {t} "string") (eq {g} {_go_lit(c.const)})'
+        return None
 
     def casefold_compare(self, a: V, op: str, b: V) -> V:
         """`x | upper == 'STRING'` (or `in [...]`) on request text: Go has no case mapping, so x is compared byte by
@@ -3968,6 +4015,10 @@ class Translator:
             f = FIELDS[hay.kind].get(needle.const)
             if f is None:
                 return C(False)
+            if not f[2] and f[1] == "any" and self._schema_rec():
+                # `"items" in schema`: a JSON value there, even `{}` (falsy in Go), is the key present (a JSON null
+                # reads as absent, where Jinja's later `.get` on none would fail)
+                return V(go=f'ne (printf "%T" {hay.go}.{f[0]}) "<nil>"', kind="bool")
             return C(True) if f[2] else V(go=f"{hay.go}.{f[0]}", kind="any")
         if hay.kind in ("str", "any", "out") and needle.is_const and isinstance(needle.const, str):
             if needle.const in THINK_TAGS:
@@ -3975,6 +4026,8 @@ class Translator:
                 return C(False)
             if hay.kind in ("str", "out"):
                 return self.substring(hay, needle.const)
+            if self._schema_rec():
+                return self.any_has_key(hay, needle.const)
             raise Untranslatable(f"substring test {needle.const!r} in request text")
         if hay.kind in MAPS and needle.is_const:
             raise Untranslatable("key test on a request mapping")
@@ -4620,6 +4673,15 @@ class Translator:
                 and re.search(r"\.[A-Z]\w*$", v.go or "") \
                 and all(a.is_const and isinstance(a.const, str) for a in args):
             return self.join_seq(v, args[0].const if args else "")
+        if name == "join" and v.kind == "any" and v.go and not kwargs and len(args) <= 1 and self._schema_rec() \
+                and all(a.is_const and isinstance(a.const, str) for a in args):
+            # a list of a JSON schema inside a tool's schema (GigaChat's `schema.enum | join(' | ')` in items):
+            # joined as a property's enum is where it is a JSON list; anything else (a string, whose characters
+            # Jinja would join, a mapping, null) stops the template with an error, never other text
+            lv = self.fresh("lst")
+            self.emit(f"{{{{ {lv} := {self.go_of(v)} }}}}{{{{ if ne (printf \"%T\" {lv}) \"[]interface {{}}\" }}}}"
+                      f"{{{{ index \"\" 1 }}}}{{{{ end }}}}")
+            return self.snippet(lambda: self.join_list(V(go=lv, kind="list"), args[0].const if args else ""))
         raise Untranslatable(f"the `{name}` filter on a request value")
 
     def join_list(self, v: V, sep: str):
@@ -4783,16 +4845,80 @@ class Translator:
                 # `is defined` reads it), so the default where it is empty
                 return V(go=f"or {self.go_of(v)} {_go_lit(args[1].const)}", kind="str")
             return v
+        if name == "get" and obj.kind == "any" and not obj.is_const and obj.go and 1 <= len(args) <= 2 \
+                and args[0].is_const and isinstance(args[0].const, str):
+            return self.any_get(obj, args[0].const, args[1] if len(args) > 1 else C(None))
         if name == "items" and obj.kind in MAPS:
             return obj
         if name == "pop" and obj.kind == "strqueue" and len(args) == 1 and args[0].is_const and args[0].const == 0:
             return self.queue_pop(obj)
+        if name == "split" and obj.kind == "any" and not obj.is_const and obj.go and len(args) == 1 \
+                and args[0].is_const and isinstance(args[0].const, str) and args[0].const and not e.kwargs:
+            # a JSON value's split (GigaChat's `val['description'].split('\n')` in items): Jinja fails unless it is
+            # a string, and so does Go here (an error, never other text); a string splits as request text does
+            sv = self.fresh("str")
+            self.emit(f"{{{{ {sv} := {self.go_of(obj)} }}}}{{{{ if ne (printf \"%T\" {sv}) \"string\" }}}}"
+                      f"{{{{ index \"\" 1 }}}}{{{{ end }}}}")
+            obj = V(go=f"print {sv}", kind="str")
         if name == "split" and obj.kind == "str" and len(args) == 1 and args[0].is_const \
                 and isinstance(args[0].const, str) and args[0].const and not e.kwargs:
             # the list of pieces is never built: its first / last piece and its pieces in turn are read by scanning
             # the text (split_piece, for_split); the kind carries the separator through variables
             return V(go=self.go_of(obj), kind=_SPLIT + args[0].const)
         raise Untranslatable(f"the method .{name}() on a {obj.kind}")
+
+    def any_get(self, obj: V, key: str, default: V) -> V:
+        """`x.get('k')` / `x.get('k', d)` of a JSON value of the request (a property's `items`): Go's index reads
+        the key of a map (nil when absent: none, as Jinja's get gives; a JSON null is none too). x that is not a
+        mapping fails in Go's index as Jinja's call of an undefined method does (an error, never other text). A
+        default d (a str, int or bool constant) is taken where the key is absent, tested by ranging the keys."""
+        x = self.go_of(obj)
+        got = V(go=f"index {_paren(x)} {_go_lit(key)}", kind="any")
+        if default.is_const and default.const is None:
+            return got
+        if default.is_const and (default.const == {} or default.const == []) and type(default.const) in (dict, list):
+            # `.get('properties', {})`: nil where absent (Go ranges nil as nothing; it is falsy, as {} and [] are),
+            # so a value that is there must be a JSON object (a list): anything else, null included, stops the
+            # template with an error (Jinja's value would not be the empty default), never other text
+            r = self.fresh("got")
+            t = f'(printf "%T" {r})'
+            want = 'eq (printf "%.3s" ' + t + ') "map"' if default.const == {} else f'eq {t} "[]interface {{}}"'
+            self.emit(f"{{{{ {r} := {got.go} }}}}{{{{ if not (or ({want}) (eq (printf \"%T\" {r}) \"<nil>\")) }}}}"
+                      f"{{{{ index \"\" 1 }}}}{{{{ end }}}}")
+            self.emit(self._null_key_error(x, key))
+            return V(go=r, kind="args" if default.const == {} else "list")
+        if not default.is_const and default.kind == "any" and default.go:
+            # `val.get("default", val.get("defalut_value"))`: another JSON value where the key is absent
+            m, has, r = self.fresh("obj"), self.fresh("has"), self.fresh("got")
+            self.emit(f"{{{{ {m} := {x} }}}}{{{{ {r} := index {m} {_go_lit(key)} }}}}{{{{ {has} := false }}}}"
+                      f"{{{{ range $gk, $_ := {m} }}}}{{{{ if eq $gk {_go_lit(key)} }}}}{{{{ {has} = true }}}}{{{{ end }}}}"
+                      f"{{{{ end }}}}{{{{ if not {has} }}}}{{{{ {r} = {self.go_of(default)} }}}}{{{{ end }}}}")
+            return V(go=r, kind="any")
+        if not (default.is_const and type(default.const) in (str, int, bool)):
+            raise Untranslatable(".get() of a JSON value with a default other than a str, int or bool constant")
+        m, has, r = self.fresh("obj"), self.fresh("has"), self.fresh("got")
+        d = default.const
+        lit = _go_lit(d) if isinstance(d, str) else ("true" if d is True else "false" if d is False else str(d))
+        self.emit(f"{{{{ {m} := {x} }}}}{{{{ {r} := index {m} {_go_lit(key)} }}}}{{{{ {has} := false }}}}"
+                  f"{{{{ range $gk, $_ := {m} }}}}{{{{ if eq $gk {_go_lit(key)} }}}}{{{{ {has} = true }}}}{{{{ end }}}}"
+                  f"{{{{ end }}}}{{{{ if not {has} }}}}{{{{ {r} = {lit} }}}}{{{{ end }}}}")
+        return V(go=r, kind="any")
+
+    def any_has_key(self, hay: V, key: str) -> V:
+        """`'k' in x` for a JSON schema value inside a recursive macro on one (GigaChat's `"description" in val`):
+        a key test where x is a JSON object (its keys ranged); x of another type (a string, where Jinja would test a
+        substring, a list, null) stops the template with an error, never other text."""
+        m, has = self.fresh("obj"), self.fresh("has")
+        self.emit(f"{{{{ {m} := {self.go_of(hay)} }}}}{{{{ if ne (printf \"%.3s\" (printf \"%T\" {m})) \"map\" }}}}"
+                  f"{{{{ index \"\" 1 }}}}{{{{ end }}}}{{{{ {has} := false }}}}{{{{ range $gk, $_ := {m} }}}}"
+                  f"{{{{ if eq $gk {_go_lit(key)} }}}}{{{{ {has} = true }}}}{{{{ end }}}}{{{{ end }}}}")
+        return V(go=has, kind="bool")
+
+    def _null_key_error(self, x: str, key: str) -> str:
+        """Go that stops the template where the JSON object x has the key with a null value (Jinja's get gives none
+        there, not the default)."""
+        return (f"{{{{ range $gk, $gv := {x} }}}}{{{{ if and (eq $gk {_go_lit(key)}) (eq (printf \"%T\" $gv) "
+                f"\"<nil>\") }}}}{{{{ index \"\" 1 }}}}{{{{ end }}}}{{{{ end }}}}")
 
     def pyrepr(self, v: V) -> V:
         """``v | string`` of a tool (or a part of one): Python's repr of the dict Ollama's value serializes to,
