@@ -77,7 +77,7 @@ def tool_call_outputs() -> dict[str, list[str]]:
     sys.path.insert(0, str(ROOT / "tests"))
     from sdist import llama_cpp_dir
 
-    from downsize.export.template import tool_call_output
+    from downsize.export.toolcalls import tool_call_output
 
     out: dict[str, list[str]] = {}
     for f in sorted((llama_cpp_dir() / "models" / "templates").glob("*.jinja")):

@@ -124,7 +124,7 @@ def match(expected: dict[str, str | None]) -> RendererMatch | None:
 
 def parsers_for(output: str) -> list[str] | None:
     """The recorded parsers that return exactly the probe's tool call from ``output`` (the text the model writes,
-    ``template.tool_call_output``); None when that text was not recorded (a format the record has not seen)."""
+    ``toolcalls.tool_call_output``); None when that text was not recorded (a format the record has not seen)."""
     rec = recorded()
     if rec.probes != probes_digest():
         return None
