@@ -134,6 +134,8 @@ def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.Path
         if note:
             conv = dataclasses.replace(conv, notes=(*conv.notes, note))
     stops = list(dict.fromkeys([*conv.stops, *(t for t in (info["eot"], info["eos"]) if t)]))
+    if conv.parser == "harmony":  # gpt-oss's EOT <|end|> closes its reasoning message, not the reply (see template)
+        stops = [s for s in stops if s != "<|end|>"]
     ctx = num_ctx or (min(int(info["context_length"]), MAX_DEFAULT_CTX) if info["context_length"] else None)
     out_dir = Path(out_dir) if out_dir else gguf_file.parent
     out_dir.mkdir(parents=True, exist_ok=True)
