@@ -68,6 +68,7 @@ def test_wandb_offline_run(tiny_tokenizer, tmp_path, make_model, monkeypatch):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), list(tmp_path.rglob("*"))
 
 
+@pytest.mark.slow  # 15 s; the event files themselves are checked by the first test here (the suite keeps under 10 min)
 def test_cli_distill_report_to_tensorboard(tmp_path, tiny_model_dir, stdlib_texts):
     data = tmp_path / "data.txt"
     data.write_text("\n".join(stdlib_texts[:3])[:15000])
