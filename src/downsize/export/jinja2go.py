@@ -1887,17 +1887,26 @@ class Translator:
                 if isinstance(a.target, nodes.NSRef) and a.target.name == name and a.target.attr == attr]
         return len(sets) == 1 and isinstance(sets[0], nodes.Assign)
 
+    def _once_per_ast(self, key: str, scan) -> set[str]:
+        """``scan(root, out)`` over the template's AST, once per translation (cached under ``key``; set before the
+        scan, so a scan that asks again sees what it has found so far); empty before the AST is known."""
+        got = getattr(self, key, None)
+        if got is not None:
+            return got
+        out: set[str] = set()
+        setattr(self, key, out)
+        root = getattr(self, "_ast", None)
+        if root is not None:
+            scan(root, out)
+        return out
+
     def _strsets(self) -> set[str]:
         """"ns.attr" lists that start empty (`namespace(ids=[])`), are only grown by one element at a time
         (`set ns.ids = ns.ids + [x]`, anywhere) and only read by membership tests (`y in ns.ids`, `not in`); the
         namespace is made once and never used as a value. Go has no lists: such a list is a string (strset_add)."""
-        got = getattr(self, "_strset_keys", None)
-        if got is not None:
-            return got
-        root, out = getattr(self, "_ast", None), set()
-        self._strset_keys = out
-        if root is None:
-            return out
+        return self._once_per_ast("_strset_keys", self._scan_strsets)
+
+    def _scan_strsets(self, root, out: set[str]) -> None:
         allowed, stores, blocks = set(), {}, set()
         for a in root.find_all(nodes.Assign):
             t, r = a.target, a.node
@@ -1933,19 +1942,14 @@ class Translator:
                          if isinstance(g.node, nodes.Name) and g.node.name == name and g.attr == kw.key]
                 if reads and all(id(g) in allowed for g in reads):
                     out.add(key)
-        return out
 
     def _strqueues(self) -> set[str]:
         """"ns.attr" lists that start empty and are used only as a queue of text: `set _ = ns.ids.append(x)` (the
         result never read), `ns.ids.pop(0)` and `{% if ns.ids %}` (Kimi-K2-Thinking's tool_response_queue). The
         namespace is made once and never used as a value. Go has no lists: the queue is a string (queue_append)."""
-        got = getattr(self, "_strqueue_keys", None)
-        if got is not None:
-            return got
-        root, out = getattr(self, "_ast", None), set()
-        self._strqueue_keys = out
-        if root is None:
-            return out
+        return self._once_per_ast("_strqueue_keys", self._scan_strqueues)
+
+    def _scan_strqueues(self, root, out: set[str]) -> None:
         parent = {}
         for n in root.find_all(nodes.Node):
             for c in n.iter_child_nodes():
@@ -1987,7 +1991,6 @@ class Translator:
                         if isinstance(g.node, nodes.Name) and g.node.name == name and g.attr == kw.key]
                 if uses and all(use_ok(g) for g in uses):
                     out.add(key)
-        return out
 
     def queue_append(self, s, scope) -> bool:
         """`set _ = ns.ids.append(x)` on a strqueue: the string grows by x's decimal byte length, ":" and x.
