@@ -487,6 +487,25 @@ class _Loop:
 _SPLIT = "split:"  # the kind of `s.split(sep)` on request text, followed by sep (Translator.split_piece)
 
 
+def _lone_namespace_lists(root):
+    """(name, keyword, reads) for each list a `name = namespace(k=[])` starts empty, where the namespace is made once
+    and only ever read through its attributes (not made again, not a parameter or a loop target, not handed on as a
+    value): reads are the `name.k` nodes. What strsets and strqueues are chosen among."""
+    attr_of = {id(g.node) for g in root.find_all(nodes.Getattr)}
+    for a in root.find_all(nodes.Assign):
+        if not (isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call)
+                and isinstance(a.node.node, nodes.Name) and a.node.node.name == "namespace"):
+            continue
+        name = a.target.name
+        names = [n for n in root.find_all(nodes.Name) if n.name == name]
+        if sum(1 for n in names if n.ctx != "load") != 1 or any(id(n) not in attr_of for n in names if n.ctx == "load"):
+            continue
+        for kw in a.node.kwargs:
+            if isinstance(kw.value, nodes.List) and not kw.value.items:
+                yield name, kw, [g for g in root.find_all(nodes.Getattr)
+                                 if isinstance(g.node, nodes.Name) and g.node.name == name and g.attr == kw.key]
+
+
 def _replace_child(parent, old, new) -> bool:
     """Put ``new`` where ``old`` is among ``parent``'s fields (a node or an item of a list of nodes)."""
     for f in parent.fields:
@@ -1924,24 +1943,10 @@ class Translator:
         for c in root.find_all(nodes.Compare):
             if len(c.ops) == 1 and c.ops[0].op in ("in", "notin"):
                 allowed.add(id(c.ops[0].expr))
-        attr_of = {id(g.node) for g in root.find_all(nodes.Getattr)}
-        for a in root.find_all(nodes.Assign):
-            if not (isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call)
-                    and isinstance(a.node.node, nodes.Name) and a.node.node.name == "namespace"):
-                continue
-            name = a.target.name
-            names = [n for n in root.find_all(nodes.Name) if n.name == name]
-            if sum(1 for n in names if n.ctx != "load") != 1 or any(id(n) not in attr_of for n in names if n.ctx == "load"):
-                continue  # made again, a parameter or a loop target, or used as a value (handed to a macro)
-            for kw in a.node.kwargs:
-                key = f"{name}.{kw.key}"
-                if not (isinstance(kw.value, nodes.List) and not kw.value.items) or key in blocks \
-                        or not stores.get(key, True):
-                    continue
-                reads = [g for g in root.find_all(nodes.Getattr)
-                         if isinstance(g.node, nodes.Name) and g.node.name == name and g.attr == kw.key]
-                if reads and all(id(g) in allowed for g in reads):
-                    out.add(key)
+        for name, kw, reads in _lone_namespace_lists(root):
+            key = f"{name}.{kw.key}"
+            if key not in blocks and stores.get(key, True) and reads and all(id(g) in allowed for g in reads):
+                out.add(key)
 
     def _strqueues(self) -> set[str]:
         """"ns.attr" lists that start empty and are used only as a queue of text: `set _ = ns.ids.append(x)` (the
@@ -1973,24 +1978,11 @@ class Translator:
             return (up.attr == "append" and len(call.args) == 1 and isinstance(st, nodes.Assign) and st.node is call
                     and isinstance(st.target, nodes.Name) and not loads.get(st.target.name))
 
-        attr_of = {id(g.node) for g in root.find_all(nodes.Getattr)}
         stored = {f"{t.name}.{t.attr}" for t in root.find_all(nodes.NSRef)}
-        for a in root.find_all(nodes.Assign):
-            if not (isinstance(a.target, nodes.Name) and isinstance(a.node, nodes.Call)
-                    and isinstance(a.node.node, nodes.Name) and a.node.node.name == "namespace"):
-                continue
-            name = a.target.name
-            names = [n for n in root.find_all(nodes.Name) if n.name == name]
-            if sum(1 for n in names if n.ctx != "load") != 1 or any(id(n) not in attr_of for n in names if n.ctx == "load"):
-                continue
-            for kw in a.node.kwargs:
-                key = f"{name}.{kw.key}"
-                if not (isinstance(kw.value, nodes.List) and not kw.value.items) or key in stored:
-                    continue
-                uses = [g for g in root.find_all(nodes.Getattr)
-                        if isinstance(g.node, nodes.Name) and g.node.name == name and g.attr == kw.key]
-                if uses and all(use_ok(g) for g in uses):
-                    out.add(key)
+        for name, kw, uses in _lone_namespace_lists(root):
+            key = f"{name}.{kw.key}"
+            if key not in stored and uses and all(use_ok(g) for g in uses):
+                out.add(key)
 
     def queue_append(self, s, scope) -> bool:
         """`set _ = ns.ids.append(x)` on a strqueue: the string grows by x's decimal byte length, ":" and x.
