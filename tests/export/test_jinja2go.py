@@ -1718,3 +1718,34 @@ def test_m5_none_before_an_if():
     probes = tuple(gocheck.Probe(f"p{i}", [{"role": "user", "content": "hi"}], [t]) for i, t in enumerate(tools))
     r = gocheck.check_templates([(NONE_BEFORE_IF, g, "", EOS)], probes + gocheck.PROBES)[0]
     assert all(x.ok or x.skipped for x in r.results) and all(x.ok for x in r.results[:2]), r.failures
+
+
+# ---- n2: tojson of request strings as Python's json.dumps writes them (Go's json escapes <, >, &, U+2028/9) ----
+_CTL = "".join(chr(c) for c in range(0x20)) + "\x7f"
+_ESC_ARGS = {"a": "<b>&amp;</b>", "b": "a && b", "c": "List<int>", "d": "C:\\u003c \\\\u0026\\", "e": "x\u2028y\u2029z",
+             "f": "[" + _CTL + "]"}
+_ESC_TEXT = "<b>&amp;</b> a && b List<int> \\u003c \\\\u003e \u2028\u2029 " + _CTL + " end"
+ESC_PROBES = (
+    gocheck.Probe("escapes", [{"role": "user", "content": _ESC_TEXT}, {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "a1b2c3d4e", "type": "function", "function": {"name": "f", "arguments": _ESC_ARGS}}]},
+        {"role": "tool", "content": _ESC_TEXT, "tool_call_id": "a1b2c3d4e", "name": "f"}],
+        [{"type": "function", "function": {"name": "f", "description": "Run <cmd> & more\u2028", "parameters": {
+            "type": "object", "properties": {"x": {"type": "string", "description": _ESC_TEXT}}}}}]),)
+JSON_STRS = ("{% if tools %}{{ tools | tojson }}{% endif %}{% for m in messages %}{{ m.content | tojson }}|{{ {'c': m.content} | tojson }}|"
+             "{{ m.content | tojson(ensure_ascii=True) }}|{{ ('<p>' | safe) + (m.content | tojson) }}"
+             "{% for tc in m.tool_calls or [] %}{{ tc.function.arguments | tojson }}{{ tc | tojson }}{% endfor %}"
+             "{% endfor %}")
+
+
+def test_n2_tojson_strings_exact():
+    if not gocheck.go_available():
+        pytest.skip(GO_MISSING)
+    if not gocheck.go_range_int():
+        pytest.skip(NO_RANGE_INT)
+    t = translate(JSON_STRS, "", EOS, range_int=True)
+    assert "pyjson_str_html" in t.go and "{{ json " not in t.go and "become \\u003c" not in " ".join(t.notes), t.notes
+    r = gocheck.check_templates([(JSON_STRS, t.go, "", EOS)], ESC_PROBES + gocheck.PROBES)[0]
+    assert all(x.ok or x.skipped for x in r.results) and r.results[0].ok, r.failures
+    # Go older than 1.24: Go's json as today, noted
+    old = translate("{% for m in messages %}{{ m.content | tojson }}{% endfor %}", "", EOS)
+    assert "{{ json " in old.go and any("become \\u003c" in n for n in old.notes), old.notes

@@ -196,3 +196,30 @@ def test_module_docstring_examples_run(table):  # `table` skips without Go
     for mod in (jinja2go, gocheck):
         r = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert r.attempted >= 2 and r.failed == 0, mod.__name__
+
+
+# ---- n2: request strings whose JSON Go's json writes otherwise (<, >, &, U+2028/9, control characters) ----
+_CTL = "".join(chr(c) for c in range(0x20)) + "\x7f"
+_ARGS = {"a_html": "<b>&amp;</b>", "b_cond": "a && b", "c_type": "List<int>", "d_bs": "C:\\u003c and \\\\u003e\\",
+         "e_ls": "x\u2028y\u2029z", "f_ctl": "[" + _CTL + "]"}
+_OUT = "out: <b>&amp;</b> | a && b | List<int> | \\u003c \\\\u0026 | \u2028\u2029 | " + _CTL + " end"
+_ESC_TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather <now> & later",
+               "parameters": {"type": "object", "required": ["city"], "properties": {
+                   "city": {"type": "string", "description": "A city, e.g. <Paris> & \\u003c " + _CTL}}}}}]
+_ESC_CALL = [{"role": "user", "content": "Q <x> & y"}, {"role": "assistant", "content": "", "tool_calls": [
+    {"id": "a1b2c3d4e", "type": "function", "function": {"name": "get_weather", "arguments": _ARGS}}]},
+    {"role": "tool", "content": _OUT, "tool_call_id": "a1b2c3d4e", "name": "get_weather"}]
+ESCAPE_PROBES = (gocheck.Probe("escapes: call + result", _ESC_CALL, gocheck.TOOLS),
+                 gocheck.Probe("escapes: tools", [{"role": "user", "content": "Q"}], _ESC_TOOLS),
+                 gocheck.Probe("escapes: tools, call + result", _ESC_CALL, _ESC_TOOLS))
+
+
+@pytest.mark.parametrize("name", ["Qwen-Qwen2.5-7B-Instruct", "meta-llama-Llama-3.1-8B-Instruct", "Qwen3-Coder",
+                                  "mistralai-Mistral-Nemo-Instruct-2407", "Cohere2MoE", "Reka-Edge"])
+def test_n2_json_escapes_as_python_writes_them(name):
+    if not gocheck.go_available() or not gocheck.go_range_int():
+        pytest.skip("needs Go >= 1.24")
+    src = (llama_cpp_dir() / "models" / "templates" / f"{name}.jinja").read_text()
+    g = translate(src, BOS, EOS, range_int=True)
+    r = gocheck.check_templates([(src, g.go, BOS, EOS)], ESCAPE_PROBES)[0]
+    assert all(x.ok for x in r.results), r.failures

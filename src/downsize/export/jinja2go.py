@@ -14,7 +14,9 @@ conversation becomes Go. Ollama's data model (template/template.go in github:oll
 - ``messages`` → ``$.Messages`` (Role, Content, Thinking, ToolCalls, ToolName, ToolCallID); ``tools`` → ``$.Tools``;
   ``add_generation_prompt`` → "the last message is not the assistant's" (how Ollama decides to prefill).
 - ``tojson`` → generated ``define`` blocks that write Python ``json.dumps`` spacing (``", "``, ``": "``, ``indent=N``)
-  for Ollama's tool / argument types; Ollama's own ``json`` function is compact and would differ.
+  for Ollama's tool / argument types; Ollama's own ``json`` function is compact and would differ. Strings: with
+  ``range_int`` (Go >= 1.24) the ``pyjson_str`` define re-reads Go's JSON text and writes ``<``, ``>``, ``&``,
+  U+2028 / U+2029 as Python does (Go escapes them); without it they stay Go's ``\\u003c`` ..., noted.
 - ``loop.last`` → ``eq (len (slice SEQ $i)) 1``; ``messages[loop.index0 ± 1]`` → a tracked previous / a shifted slice;
   ``strftime_now`` → Ollama's ``currentDate`` re-formatted in Go; ``raise_exception`` → nothing (Ollama never raises).
 - Thinking tags inside ``content`` (``'</think>' in content``, ``content.split('</think>')``): Ollama keeps the reasoning in
@@ -3141,7 +3143,8 @@ class Translator:
                     items.append(("opaque", a))
                 elif head == "template":
                     m = re.match(r'template "pyjson_(\w+?)_(?:c|i\d+)a?_\d+"', a)
-                    items.append(("json", _JSON_LAST.get(m.group(1)) if m else None))
+                    items.append(("json", _JSON_LAST.get(m.group(1)) if m else
+                                  '"' if a.startswith('template "pyjson_str" ') else None))
                 elif not _ASSIGN.match(a) and (_GO_STRING.fullmatch(a) or self.print_truth.get(orig[i - 1][1]) is not None):
                     items.append(("print", a))
                 else:
@@ -3435,7 +3438,8 @@ class Translator:
         if obj.kind == "out" and start.const is None and stop.const == -1 and step.const is None:
             # `(x | tojson)[:-1]` (Mistral: the call object, reopened to add its id): the object without its "}"
             m = re.fullmatch(r'(.*)\{\{ template "(pyjson_\w+)" ([^}]+) \}\}', obj.extra, re.S)
-            if m and self.defs.get(m.group(2), "").endswith('}{{ end }}') and not m.group(2).endswith("_open"):
+            if m and self.defs.get(m.group(2), "").endswith('}{{ end }}') and not m.group(2).endswith("_open") \
+                    and m.group(2) not in ("pyjson_str", "pyjson_ascii"):
                 name = m.group(2) + "_open"
                 self.defs[name] = self.defs[m.group(2)].replace(f'define "{m.group(2)}"', f'define "{name}"')[
                     :-len('}{{ end }}')] + "{{ end }}"
@@ -4462,6 +4466,8 @@ class Translator:
 
     def _html_define(self, name: str) -> str:
         h = name + "_html"
+        if name == "pyjson_str":
+            self.defs[h] = _pyjson_str_def(html=True)
         if h not in self.defs:
             self.defs[h] = ""  # reserved: recursive JSON defines call themselves
             body = self.defs[name]
@@ -4945,15 +4951,19 @@ class Translator:
         if ascii_:  # non-ASCII characters as \\uXXXX (Reka-Edge): the JSON text re-read byte by byte (Go >= 1.24)
             self._need_range_int("tojson(ensure_ascii=True)")
         if v.kind == "str":
+            if ascii_ or self.range_int:  # Python's escapes (pyjson_str, pyjson_ascii): Go >= 1.24
+                self.note(RANGE_INT_NOTE)
+                return self.emit(_PyJSON(self.defs, indent, ascii_, exact=self.range_int).js(self.go_of(v)))
             self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
-            if ascii_:
-                return self.emit(_PyJSON(self.defs, indent, ascii_).js(self.go_of(v)))
             return self.emit(f"{{{{ json {self.go_of(v)} }}}}")
         if v.kind in ("tool", "fn", "params", "property", "props", "args", "any", "tools", "strlist", "list", "ptype",
                       "tcall", "tcfn", "tcalls", "proplist", "fnlist"):
-            self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
-                      "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
-            name = _PyJSON(self.defs, indent, ascii_).template(v.kind, 0)
+            self.note("JSON is written with Python's spacing by generated templates" + (
+                "" if self.range_int else "; strings inside are escaped by Go's json (<, > and & "
+                                          "become \\u003c, \\u003e, \\u0026)"))
+            if self.range_int:
+                self.note(RANGE_INT_NOTE)
+            name = _PyJSON(self.defs, indent, ascii_, exact=self.range_int).template(v.kind, 0)
             return self.emit(f"{{{{ template \"{name}\" {self.go_of(v)} }}}}")
         raise Untranslatable(f"tojson of a {v.kind}")
 
@@ -4970,16 +4980,22 @@ class Translator:
 
         if indent is not None and (type(indent) is not int or indent < 0):
             raise Untranslatable("tojson with an indent that is not a non-negative int")
-        pj = _PyJSON(self.defs, indent)
+        pj = _PyJSON(self.defs, indent, exact=self.range_int)
         if isinstance(x, V):
             if x.is_const:
                 return self.tojson_literal(x.const, indent, d)
             if x.kind == "str" and x.go:
+                if self.range_int:
+                    self.note(RANGE_INT_NOTE)
+                    return pj.js(self.go_of(x))
                 self.note("strings are JSON-escaped by Go: <, > and & become \\u003c, \\u003e, \\u0026")
                 return f"{{{{ json {self.go_of(x)} }}}}"
             if x.kind in self.JSON_KINDS and x.go:
-                self.note("JSON is written with Python's spacing by generated templates; strings inside are escaped by "
-                          "Go's json (<, > and & become \\u003c, \\u003e, \\u0026)")
+                self.note("JSON is written with Python's spacing by generated templates" + (
+                    "" if self.range_int else "; strings inside are escaped by Go's json (<, > and & become "
+                                              "\\u003c, \\u003e, \\u0026)"))
+                if self.range_int:
+                    self.note(RANGE_INT_NOTE)
                 return f'{{{{ template "{pj.template(x.kind, d)}" {self.go_of(x)} }}}}'
             raise Untranslatable(f"tojson of a dict literal holding a {x.kind}")
         if isinstance(x, dict) and _holds_v(x):
@@ -5002,8 +5018,9 @@ class _PyJSON:
 
     MAX_DEPTH = 8
 
-    def __init__(self, defs: dict, indent, ascii_: bool = False):
+    def __init__(self, defs: dict, indent, ascii_: bool = False, exact: bool = False):
         self.defs, self.indent, self.ascii = defs, indent, ascii_
+        self.exact = exact  # strings through pyjson_str (Go >= 1.24: the define ranges over an integer)
 
     def _n(self, kind, d):
         return f"pyjson_{kind}_{'c' if self.indent is None else f'i{self.indent}'}{'a' if self.ascii else ''}_{d}"
@@ -5037,8 +5054,15 @@ class _PyJSON:
                   f'\\ud{{{{ {at(lut(lambda k: hexd[8 + (k >> 2)]), "(index $pm 0)")} }}}}'
                   f'{two("(index $pm 0)", "(index $h 4)")}{two("(index $h 4)", "(index $h 5)")}'
                   f'\\ud{{{{ {at(lut(lambda k: hexd[12 + (k & 3)]), "(index $h 5)")} }}}}{{{{ slice $h 6 8 }}}}')
-        return ('{{ define "pyjson_ascii" }}{{ $s := json . }}{{ range $j := len $s }}{{ $b := index $s $j }}'
-                '{{ if lt $b 127 }}{{ printf "%c" $b }}{{ else if eq $b 127 }}\\u007f'
+        # Go's escapes that Python writes otherwise (<, >, & as they are; \\b, \\f), read escape by escape
+        rewrite = "".join(f'{{{{ else if eq $e {_go_str(esc)} }}}}{_text(py)}{{{{ $skip = "xxxxx" }}}}'
+                          for esc, py in _GO_JSON_REWRITES.items() if not esc.startswith("\\u202"))
+        return ('{{ define "pyjson_ascii" }}{{ $s := json . }}{{ $skip := "" }}{{ $esc := false }}'
+                '{{ range $j := len $s }}{{ $b := index $s $j }}{{ if $skip }}{{ $skip = slice $skip 1 }}'
+                '{{ else if $esc }}{{ $esc = false }}{{ printf "%c" $b }}'
+                '{{ else if eq $b 92 }}{{ $e := printf "%.6s" (slice $s $j) }}{{ if false }}'
+                f'{rewrite}{{{{ else }}}}\\{{{{ $esc = true }}}}{{{{ end }}}}'
+                '{{ else if lt $b 127 }}{{ printf "%c" $b }}{{ else if eq $b 127 }}\\u007f'
                 f'{{{{ else if ge $b 240 }}}}{astral}'
                 '{{ else if ge $b 192 }}{{ $q := printf "%+q" (printf "%.1s" (slice $s $j)) }}'
                 '{{ slice $q 1 (len (slice $q 1)) }}{{ end }}{{ end }}{{ end }}')
@@ -5046,6 +5070,9 @@ class _PyJSON:
     def js(self, go: str) -> str:
         """Go that writes the JSON of ``go`` (a string, a number, a key) as Python's json.dumps does."""
         if not self.ascii:
+            if self.exact:
+                self.defs["pyjson_str"] = _pyjson_str_def()
+                return f'{{{{ template "pyjson_str" {go} }}}}'
             return f"{{{{ json {go} }}}}"
         self.defs["pyjson_ascii"] = self._ascii_def()
         return f'{{{{ template "pyjson_ascii" {go} }}}}'
@@ -5157,6 +5184,35 @@ class _PyJSON:
                 f'{{{{ else if eq (printf "%.3s" {t}) "map" }}}}{self.call("args", d, ".")}'
                 f'{{{{ else if eq (printf "%.2s" {t}) "[]" }}}}{self.call("list", d, ".")}'
                 f'{{{{ else }}}}{self.js(".")}{{{{ end }}}}')
+
+
+# Go's json escapes that Python's json.dumps(ensure_ascii=False) writes otherwise (\\b and \\f: Go < 1.22)
+_GO_JSON_REWRITES = {"\\u003c": "<", "\\u003e": ">", "\\u0026": "&", "\\u2028": "\u2028", "\\u2029": "\u2029",
+                     "\\u0008": "\\b", "\\u000c": "\\f"}
+
+
+def _pyjson_str_def(html: bool = False) -> str:
+    """The define ``pyjson_str``: Go's JSON text of a value re-read byte by byte (Go >= 1.24: range over an
+    integer), runs of bytes copied with ``slice``, and only the escapes Go writes where Python writes otherwise
+    (:data:`_GO_JSON_REWRITES`) replaced. A backslash starts an escape; the byte after it is part of that escape
+    (``\\\\`` then ``u003c`` is a backslash, then text). ``html``: the same, as markupsafe.escape() of it
+    (``pyjson_str_html``)."""
+    from markupsafe import escape
+
+    out = (lambda go: f"{{{{ html ({go}) }}}}") if html else (lambda go: f"{{{{ {go} }}}}")
+    chain = "".join(f'{{{{ {"if" if k == 0 else "else if"} eq $e {_go_str(esc)} }}}}{out("slice $s $st $j")}'
+                    f'{_text(str(escape(py)) if html else py)}{{{{ $skip = "xxxxx" }}}}{{{{ $run = false }}}}'
+                    for k, (esc, py) in enumerate(_GO_JSON_REWRITES.items()))
+    name = "pyjson_str_html" if html else "pyjson_str"
+    return (f'{{{{ define "{name}" }}}}{{{{ $s := json . }}}}{{{{ $st := 0 }}}}{{{{ $run := true }}}}'
+            '{{ $skip := "" }}{{ $esc := false }}{{ range $j := len $s }}'
+            '{{ if $skip }}{{ $skip = slice $skip 1 }}{{ else }}'
+            '{{ if not $run }}{{ $st = $j }}{{ $run = true }}{{ end }}'
+            '{{ if $esc }}{{ $esc = false }}{{ else if eq (index $s $j) 92 }}'
+            '{{ $e := printf "%.6s" (slice $s $j) }}'
+            f'{chain}{{{{ else }}}}{{{{ $esc = true }}}}{{{{ end }}}}'
+            '{{ end }}{{ end }}{{ end }}'
+            f'{{{{ if $run }}}}{out("slice $s $st")}{{{{ end }}}}{{{{ end }}}}')
 
 
 def _py_str_defs(range_int: bool) -> dict:
