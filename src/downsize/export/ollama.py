@@ -27,6 +27,7 @@ import gguf
 
 from downsize.errors import DownsizeError
 from downsize.export.template import ConvertedTemplate, convert_chat_template, forced_style, template_file
+from downsize.export.toolcalls import without_parser_stops
 from downsize.io import KIND_GGUF, KIND_MODELFILE, KIND_OLLAMA, check_output, mark_dir, write_text_atomic
 
 MODELFILE = "Modelfile"
@@ -69,14 +70,12 @@ def _arch_renderer_note(arch: str | None, template: str | None, bos: str, eos: s
     name = ARCH_RENDERERS.get(arch or "")
     if name is None or not template:
         return None
-    want = {k: v for k, v in renderers.expected_prompts(template, bos, eos).items() if v is not None}
-    r = renderers.recorded().renderers.get(name)
-    if r is None or not want:
+    found = renderers.differing(renderers.expected_prompts(template, bos, eos), name)
+    if found is None or not found[1]:
         return None
-    got = {k: renderers.gocheck.strip_bos(v, r["bos"]) if v is not None else None for k, v in r["prompts"].items()}
-    differ = [k for k, v in want.items() if got.get(k) != v]
+    differ, n = found
     return (f"a current Ollama sets RENDERER {name} itself for the {arch} architecture, and a renderer replaces the "
-            f"TEMPLATE: its prompts reproduce {len(want) - len(differ)} of {len(want)} probes of this model's template"
+            f"TEMPLATE: its prompts reproduce {n - len(differ)} of {n} probes of this model's template"
             + (f" (they differ on: {', '.join(differ)})" if differ else "") + "; an older Ollama uses the TEMPLATE")
 
 
@@ -134,8 +133,7 @@ def convert_gguf(gguf_file: str | os.PathLike, name: str, out_dir: str | os.Path
         if note:
             conv = dataclasses.replace(conv, notes=(*conv.notes, note))
     stops = list(dict.fromkeys([*conv.stops, *(t for t in (info["eot"], info["eos"]) if t)]))
-    if conv.parser == "harmony":  # gpt-oss's EOT <|end|> closes its reasoning message, not the reply (see template)
-        stops = [s for s in stops if s != "<|end|>"]
+    stops = list(without_parser_stops(conv.parser, stops))  # the GGUF's EOT may be one the parser needs to see
     ctx = num_ctx or (min(int(info["context_length"]), MAX_DEFAULT_CTX) if info["context_length"] else None)
     out_dir = Path(out_dir) if out_dir else gguf_file.parent
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from downsize.export import gocheck
 RECORD = Path(__file__).parent / "ollama_renderers.json"
 
 
+@lru_cache(maxsize=1)
 def probes_digest() -> str:
     """A hash of the probe conversations (as Ollama receives them): the record is valid for these probes only."""
     cases = [{"name": p.name, "messages": gocheck.ollama_messages(p.messages), "tools": p.tools} for p in gocheck.PROBES]
@@ -50,6 +51,12 @@ def recorded() -> Record:
     return Record(d["ollama_commit"], d["go"], d["probes"], d["renderers"], d.get("parsers", {"names": [], "outputs": []}))
 
 
+def _current() -> Record | None:
+    """The record, when it was made for today's probes (else nothing in it is evidence)."""
+    rec = recorded()
+    return rec if rec.probes == probes_digest() else None
+
+
 @dataclass(frozen=True)
 class RendererMatch:
     name: str
@@ -60,8 +67,21 @@ def _prompts(r: dict) -> dict[str, str | None]:
     return {k: gocheck.strip_bos(v, r["bos"]) if v is not None else None for k, v in r["prompts"].items()}
 
 
+def differing(expected: dict[str, str | None], name: str) -> tuple[list[str], int] | None:
+    """(the probes renderer ``name`` renders otherwise than the Jinja template, the probes the template renders),
+    None when the record has no such renderer."""
+    r = recorded().renderers.get(name)
+    if r is None:
+        return None
+    got, rendered = _prompts(r), {k: v for k, v in expected.items() if v is not None}
+    return [k for k, v in rendered.items() if got.get(k) != v], len(rendered)
+
+
+@lru_cache(maxsize=8)
 def expected_prompts(template: str, bos: str, eos: str) -> dict[str, str | None]:
-    """The Jinja text of every probe (None where the template refuses the conversation), as ``match`` takes it."""
+    """The Jinja text of every probe (None where the template refuses the conversation), as ``match`` takes it
+    (cached: an export asks for it from the fallback, the parser choice and the architecture note; not to be
+    modified)."""
     return {p.name: gocheck.expected(template, p, bos, eos) for p in gocheck.PROBES}
 
 
@@ -71,18 +91,16 @@ def closest(expected: dict[str, str | None]) -> tuple[str, list[str], int] | Non
     user whose model Ollama may give a renderer of its own (by architecture, e.g. gemma4)."""
     import difflib
 
-    rec = recorded()
-    if rec.probes != probes_digest():
-        return None
-    if any(expected.get(p.name) is None for p in gocheck.PLAIN_PROBES):
+    rec = _current()
+    if rec is None or any(expected.get(p.name) is None for p in gocheck.PLAIN_PROBES):
         return None
     rendered = {k: v for k, v in expected.items() if v is not None}
     best = None
     for name in sorted(rec.renderers):
-        got = _prompts(rec.renderers[name])
-        differ = [k for k, v in rendered.items() if got.get(k) != v]
+        differ, _ = differing(expected, name)
         if len(differ) == len(rendered) or any(k in differ for k in (p.name for p in gocheck.PLAIN_PROBES)):
             continue
+        got = _prompts(rec.renderers[name])
         sim = sum(difflib.SequenceMatcher(None, v, got.get(k) or "", autojunk=False).ratio() for k, v in rendered.items())
         if best is None or (-len(differ), sim) > best[0]:
             best = ((-len(differ), sim), name, differ)
@@ -108,16 +126,11 @@ def match(expected: dict[str, str | None]) -> RendererMatch | None:
     """The recorded renderer whose prompts equal ``expected`` (probe name -> the Jinja text without BOS, None where
     the Jinja template refuses the conversation) on every probe the Jinja template renders, None when none does
     (or the record is for other probes). The renderer's leading BOS is Ollama's to add, as it is for a TEMPLATE."""
-    rec = recorded()
-    if rec.probes != probes_digest():
-        return None
-    rendered = {k: v for k, v in expected.items() if v is not None}
-    if not rendered or any(p.name not in expected for p in gocheck.PLAIN_PROBES) \
-            or any(expected[p.name] is None for p in gocheck.PLAIN_PROBES):
+    rec = _current()
+    if rec is None or any(expected.get(p.name) is None for p in gocheck.PLAIN_PROBES):
         return None
     for name in sorted(rec.renderers):
-        prompts = _prompts(rec.renderers[name])
-        if all(prompts.get(k) == v for k, v in rendered.items()):
+        if not differing(expected, name)[0]:
             return RendererMatch(name, rec.commit)
     return None
 
@@ -125,8 +138,8 @@ def match(expected: dict[str, str | None]) -> RendererMatch | None:
 def parsers_for(output: str) -> list[str] | None:
     """The recorded parsers that return exactly the probe's tool call from ``output`` (the text the model writes,
     ``toolcalls.tool_call_output``); None when that text was not recorded (a format the record has not seen)."""
-    rec = recorded()
-    if rec.probes != probes_digest():
+    rec = _current()
+    if rec is None:
         return None
     for o in rec.parsers["outputs"]:
         if o["text"] == output:
@@ -138,8 +151,6 @@ def generic_parses(output: str, tag: str | None) -> bool:
     """Whether Ollama's template-derived tool parsing (JSON after the tag the TEMPLATE shows it, ``tools/tools.go``)
     reads the probe's call from ``output``: after the tag, a JSON object (or a list of them) naming the function
     with its arguments (``arguments`` or ``parameters``)."""
-    import json
-
     call = gocheck.TOOL_PROBES[1].messages[1]["tool_calls"][0]["function"]
     start = output.find(tag) + len(tag) if tag and tag != "{" and tag in output else 0
     rest = output[start:]

@@ -253,8 +253,7 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
     notes, text, tag, parser = list(go.notes), go.go, None, None
     if writes_tools:
         from downsize.export.jinja2go import with_tool_tag
-
-        from downsize.export.toolcalls import tool_call_format, verified_parser
+        from downsize.export.toolcalls import tool_call_format, verified_parser, without_parser_stops
 
         tag, parser = tool_call_format(template, bos_token, eos_token)
         parser, why_parser = verified_parser(template, bos_token, eos_token, tag, parser)
@@ -274,10 +273,7 @@ def convert_chat_template(template: str | None, bos_token: str = "", eos_token: 
         if tag is None:
             notes.append("the template renders no assistant tool call: Ollama gets tool definitions in the prompt, "
                          "but the model's tool calls are not parsed")
-    if parser == "harmony" and "<|end|>" in stops:
-        # a harmony reply is several messages (analysis ... <|end|>, then the final one, ending <|return|> or
-        # <|call|>, the model's end-of-generation tokens): stopping at <|end|> would cut it after the reasoning
-        stops = tuple(s for s in stops if s != "<|end|>")
+        stops = without_parser_stops(parser, stops)
     return ConvertedTemplate(STYLE_TRANSLATED, text, stops, None, True, tools=writes_tools and res.tools_ok,
                              notes=tuple(notes), tool_tag=tag, parser=parser)
 

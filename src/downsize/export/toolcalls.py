@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 
 # Tool-call formats Ollama's generic, template-derived parser (JSON after a tag) cannot read, recognised by how
 # the Jinja template renders the probe's tool call, and the built-in PARSER (model/parsers in Ollama) that reads it.
@@ -29,20 +30,39 @@ PARSER_FORMATS = {
 }
 
 
+# End-of-turn markers that are not where a reply ends under a PARSER: a harmony reply is several messages (analysis
+# ... <|end|>, then the final one, ending <|return|> or <|call|>, the model's end-of-generation tokens), so stopping
+# at <|end|> (also gpt-oss's EOT) would cut it after the reasoning.
+NOT_STOPS = {"harmony": ("<|end|>",)}
+
+
+def without_parser_stops(parser: str | None, stops) -> tuple[str, ...]:
+    """``stops`` less the markers ``parser`` must see (NOT_STOPS): for the TEMPLATE's stops and the GGUF's EOT alike."""
+    drop = NOT_STOPS.get(parser or "", ())
+    return tuple(s for s in stops if s not in drop)
+
+
 # End-of-generation tokens that close a tool call, which the model's runner stops at (so the output parser never
 # sees them): gpt-oss's <|call|> (an EOS of its generation config, beside <|return|>).
 CALL_END_TOKENS = ("<|call|>",)
+
+
+@lru_cache(maxsize=8)
+def _call_renderings(template: str, bos: str, eos: str) -> tuple[str | None, str | None]:
+    """The Jinja text of [user, assistant tool call] and of the prompt for [user] (the probe's call; None where the
+    template refuses), what both the call text and its tag are read from."""
+    from downsize.export.gocheck import TOOL_PROBES, Probe, expected
+
+    call_msgs = TOOL_PROBES[1].messages[:2]
+    return (expected(template, Probe("call", call_msgs, TOOL_PROBES[1].tools), bos, eos),
+            expected(template, Probe("ask", call_msgs[:1], TOOL_PROBES[1].tools), bos, eos))
 
 
 def tool_call_output(template: str, bos: str, eos: str) -> str | None:
     """The text the model writes for the probe's assistant tool call (what Ollama's output parser is handed): the
     template's rendering of [user, assistant call] past the prompt of [user], without the end-of-turn marker the
     generation stops at. None when the template writes no tool call."""
-    from downsize.export.gocheck import TOOL_PROBES, Probe, expected
-
-    call_msgs = TOOL_PROBES[1].messages[:2]
-    text = expected(template, Probe("call", call_msgs, TOOL_PROBES[1].tools), bos, eos)
-    before = expected(template, Probe("ask", call_msgs[:1], TOOL_PROBES[1].tools), bos, eos)
+    text, before = _call_renderings(template, bos, eos)
     if not text or not before:
         return None
     # The prompt may end with text the history form of the turn writes differently (`<think></think>` in the prompt,
@@ -70,11 +90,7 @@ def tool_call_format(template: str, bos: str, eos: str) -> tuple[str | None, str
 
     tag: the marker right before the call (``<tool_call>``, ``[TOOL_CALLS]``), or "{" for a bare JSON object;
     parser: a PARSER_FORMATS name when the call is not JSON. (None, None) when the template writes no tool call."""
-    from downsize.export.gocheck import TOOL_PROBES, Probe, expected
-
-    call_msgs = TOOL_PROBES[1].messages[:2]
-    text = expected(template, Probe("call", call_msgs, TOOL_PROBES[1].tools), bos, eos)
-    before = expected(template, Probe("ask", call_msgs[:1], TOOL_PROBES[1].tools), bos, eos)
+    text, before = _call_renderings(template, bos, eos)
     if not text or "get_weather" not in text[len(os.path.commonprefix([text, before or ""])):]:
         return None, None
     for name, marks in PARSER_FORMATS.items():
