@@ -3861,18 +3861,13 @@ class Translator:
             b = V(go=f"index {self.go_of(b)} 0", kind="str")
         if a.kind in MAPPING_KINDS or b.kind in MAPPING_KINDS or a.kind in SEQ_KINDS or b.kind in SEQ_KINDS:
             raise Untranslatable(f"comparing a {a.kind} with a {b.kind}")
-        if op in ("eq", "ne") and self._schema_rec():
+        # a JSON value == a constant: Go's eq fails on values of other types, Python's == is false there, so the type
+        # is tested first; a string constant anywhere (a schema's `type`: a string, or a list of them), true/false
+        # inside a schema recursion (where a JSON value may also be Python's 1 / 1.0)
+        if op in ("eq", "ne") and (self._schema_rec() or {a.kind, b.kind} == {"any", "str"}):
             r = self._any_eq_const(a, b) or self._any_eq_const(b, a)
             if r is not None:
                 return V(go=r if op == "eq" else f"not ({r})", kind="bool")
-        if op in ("eq", "ne") and {a.kind, b.kind} == {"any", "str"} and (a if a.kind == "str" else b).is_const:
-            # a JSON value (a schema's `type`: a string, or a list of them) == a string: Go's eq fails on other
-            # types, Python's == is false: only a string is compared
-            x = self.go_of(a if a.kind == "any" else b)
-            lit = self.go_of(b if a.kind == "any" else a)
-            if op == "eq":
-                return V(go=f'and (eq (printf "%T" {x}) "string") (eq {x} {lit})', kind="bool")
-            return V(go=f'or (ne (printf "%T" {x}) "string") (ne {x} {lit})', kind="bool")
         return V(go=f"{gop} {self.go_of(a)} {self.go_of(b)}", kind="bool")
 
     def _any_eq_const(self, x: V, c: V) -> str | None:
