@@ -76,7 +76,7 @@ class _Timer:
 def run_downsize(args, mode: str) -> dict:
     from downsize.distill.losses import LossSpec
     from downsize.distill.teacher import OnlineTeacher, TopKCacheDataset
-    from downsize.distill.train import DistillConfig, make_kd_loss
+    from downsize.distill.train import DistillConfig, make_kd_loss, with_teacher_ahead
     from downsize.distill.vocab import VocabPlan
     from downsize.train.loop import TrainConfig, train
 
@@ -84,16 +84,18 @@ def run_downsize(args, mode: str) -> dict:
     n_t, n_s = linear_params(teacher), linear_params(student)
     cfg = DistillConfig(train=TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=2,
                                           progress=False, log_every=1, mixed_precision=args.precision),
-                        loss=LossSpec("fkl", chunk_size=args.chunk_size), seq_len=args.seq_len)
+                        loss=LossSpec("fkl", chunk_size=args.chunk_size), seq_len=args.seq_len,
+                        teacher_ahead=args.teacher_ahead)
+    plan = VocabPlan("same", None, "")
     if mode == "offline":
         del teacher
         data = TopKCacheDataset(args.cache, seed=0)
-        loss_fn, teacher_flops = make_kd_loss(cfg, None, VocabPlan("same", None, "")), 0
+        online, teacher_flops = None, 0
     else:
-        teacher = teacher.to(_dtype(args.precision))
-        loss_fn, teacher_flops = make_kd_loss(cfg, OnlineTeacher(teacher), VocabPlan("same", None, "")), 2 * n_t
+        online, teacher_flops = OnlineTeacher(teacher.to(_dtype(args.precision))), 2 * n_t
+    loss_fn = make_kd_loss(cfg, online, plan)
     timer = _Timer()
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as work, with_teacher_ahead(cfg, online, student, data, plan) as data:
         train(student, loss_fn, data, cfg.train, work, on_log=timer)
     return _summary(args, timer.t, n_s, teacher_flops)
 
@@ -151,6 +153,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--top-k", type=int, default=32)
     ap.add_argument("--mode", choices=["online", "offline", "trl"])
+    ap.add_argument("--teacher-ahead", choices=["auto", "on", "off"], default="auto",
+                    help="downsize online KD: the teacher's next forward overlapped with the student's step (auto: on "
+                         "for a CPU teacher); the full run also measures off, as the row 'online (teacher in the step)'")
     ap.add_argument("--cache")
     ap.add_argument("--windows", type=int)
     ap.add_argument("--chunk-size", type=int, default=256, help="downsize's loss chunk (rows per LM-head chunk)")
@@ -186,9 +191,11 @@ def main():
         # "trl+malloc": TRL with the same glibc malloc thresholds downsize's loop sets for itself (see
         # downsize.train.loop.tune_cpu_allocator), given through the environment: how much is the allocator alone.
         for rnd in range(args.rounds):
-            for label, mode, env in (("online", "online", {}), ("offline", "offline", {}), ("trl", "trl", {}),
-                                     ("trl+malloc", "trl", MALLOC_ENV)):
-                cmd = [sys.executable, __file__, "--mode", mode, "--teacher", args.teacher, "--data", args.data,
+            for label, mode, env, ahead in (("online", "online", {}, "auto"),
+                                            ("online (teacher in the step)", "online", {}, "off"),
+                                            ("offline", "offline", {}, "auto"), ("trl", "trl", {}, "auto"),
+                                            ("trl+malloc", "trl", MALLOC_ENV, "auto")):
+                cmd = [sys.executable, __file__, "--mode", mode, "--teacher-ahead", ahead, "--teacher", args.teacher, "--data", args.data,
                        "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
                        "--threads", str(args.threads), "--precision", args.precision, "--chunk-size", str(args.chunk_size),
                        "--cache", str(Path(tmp) / "cache"), "--windows", str(windows)]
@@ -222,7 +229,7 @@ def main():
     if args.rounds > 1:
         import statistics
 
-        for label in ("online", "offline", "trl+malloc"):
+        for label in ("online", "online (teacher in the step)", "offline", "trl+malloc"):
             ratios = [r["tok_s"] / t["tok_s"] for r in results.values() if r.get("trainer") == label and "tok_s" in r
                       for t in results.values() if t.get("trainer") == "trl" and t.get("round") == r["round"] and "tok_s" in t]
             if ratios:

@@ -249,3 +249,84 @@ def test_validation_pass_sized_or_off_and_checkpoints_removed(tiny_model_dir, tm
     assert any((out.with_name(out.name + ".work") / CHECKPOINTS).glob("step-*"))
     with pytest.raises(DownsizeError, match="val_tokens"):
         DistillConfig(val_tokens=-1)
+
+
+# ---- the teacher's next forward overlapped with the student's step (TeacherAhead) -------------------------
+
+def _ahead_parts(tiny_model_dir, text_data, ahead: str, steps: int = 4):
+    from downsize.distill.student import build_student
+    from downsize.distill.teacher import OnlineTeacher
+    from downsize.distill.train import WindowData, load_stream, make_kd_loss, with_teacher_ahead
+    from downsize.distill.vocab import VocabPlan
+
+    teacher, tok = load_model(str(tiny_model_dir))
+    torch.manual_seed(0)
+    student, _, _ = build_student(StudentSpec.derived(num_hidden_layers=1, hidden_size=32), teacher, tok)
+    cfg = DistillConfig(train=TrainConfig(steps=steps, lr=3e-3, mixed_precision="no", checkpoint_every=2, **TC),
+                        loss=LossSpec("fkl", kd_ratio=0.5), seq_len=32, windows=16, teacher_ahead=ahead)
+    online, plan = OnlineTeacher(teacher), VocabPlan("same", None, "")
+    data = WindowData(load_stream(tok, str(text_data)), 32, 0, 16)
+    return student, make_kd_loss(cfg, online, plan), with_teacher_ahead(cfg, online, student, data, plan), cfg
+
+
+def test_teacher_ahead_trains_as_the_teacher_in_the_step_does(tiny_model_dir, text_data, tmp_path):
+    from downsize.distill.teacher import TeacherAhead
+    from downsize.train.loop import train
+
+    runs = {}
+    torch.set_num_threads(2)
+    for ahead in ("on", "off"):
+        logs = []
+        student, loss_fn, source, cfg = _ahead_parts(tiny_model_dir, text_data, ahead)
+        assert isinstance(source, TeacherAhead) == (ahead == "on")
+        with source as data:
+            train(student, loss_fn, data, cfg.train, tmp_path / ahead, on_log=logs.append)
+            if ahead == "on":
+                assert data.teacher_threads == 1 and torch.get_num_threads() == 1  # 2 threads split 1 + 1
+        assert torch.get_num_threads() == 2  # restored on exit
+        runs[ahead] = [x for r in logs for x in (r["loss"], r["kd"])]
+    assert len(runs["on"]) == 2 * 4
+    # the same batches and teacher; only the threads that computed the teacher's logits differ
+    assert runs["on"] == pytest.approx(runs["off"], rel=1e-4)
+
+
+def test_teacher_ahead_resumes_exactly(tiny_model_dir, text_data, tmp_path):
+    from downsize.train.loop import train
+
+    torch.set_num_threads(2)
+    student, loss_fn, source, cfg = _ahead_parts(tiny_model_dir, text_data, "on")
+    with source as data:
+        train(student, loss_fn, data, cfg.train, tmp_path / "whole")
+    whole = {k: v.clone() for k, v in student.state_dict().items()}
+
+    def stop_at_3(rec):
+        if rec["step"] == 3:
+            raise KeyboardInterrupt  # after the checkpoint of step 2, before step 3's
+    student, loss_fn, source, cfg = _ahead_parts(tiny_model_dir, text_data, "on")
+    with pytest.raises(KeyboardInterrupt), source as data:
+        train(student, loss_fn, data, cfg.train, tmp_path / "cut", on_log=stop_at_3)
+    assert torch.get_num_threads() == 2  # the interrupted context gave its threads back
+    student, loss_fn, source, cfg = _ahead_parts(tiny_model_dir, text_data, "on")
+    with source as data:
+        train(student, loss_fn, data, cfg.train, tmp_path / "cut", resume=True)
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, whole[k]), k
+
+
+def test_teacher_ahead_choices(tiny_model_dir, text_data):
+    from downsize.distill.teacher import TeacherAhead
+
+    for ahead, wrapped in (("auto", True), ("off", False)):  # auto: on for a teacher on the CPU
+        assert isinstance(_ahead_parts(tiny_model_dir, text_data, ahead)[2], TeacherAhead) == wrapped
+    with pytest.raises(DownsizeError, match="on-policy"):
+        DistillConfig(on_policy=OnPolicy(lmbda=0.5), teacher_ahead="on")
+    with pytest.raises(DownsizeError, match="auto, on or off"):
+        DistillConfig(teacher_ahead="yes")
+    torch.set_num_threads(1)  # one thread: the teacher runs when the step asks for it, nothing is split
+    try:
+        with _ahead_parts(tiny_model_dir, text_data, "on")[2] as data:
+            b = data.batch(0, 2)
+            assert data.teacher_threads == 0 and len(b["teacher_ahead"].result()) == 2 * 31
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(2)

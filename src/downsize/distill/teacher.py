@@ -25,6 +25,7 @@ continues at the first missing shard.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -67,21 +68,40 @@ def lm_head(model: torch.nn.Module) -> Head:
 def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Final (post-norm) hidden states (B, T, H) from one forward through ``model``.
 
-    ``model`` is called as a whole (so DDP/FSDP hooks run) with ``logits_to_keep=1``, so the LM head
-    runs on one position only; the distillation loss applies the head chunk by chunk itself.
+    ``model`` is called as a whole (so DDP/FSDP hooks run) with ``logits_to_keep`` an empty index, so the
+    LM head runs on no position at all (``logits_to_keep=1`` for a model that takes only a count); the
+    distillation loss applies the head chunk by chunk itself. One position was not free: Hugging Face
+    applies the head to it as a batched product with the weight broadcast, which reads the whole (V, H)
+    matrix once per sequence (7.5 ms of a 15.7M teacher's 440 ms forward of 8 x 128 tokens at V = 8,192;
+    at V = 151,936 and H = 896, 545 MB read per sequence in fp32).
     """
-    decoder = unwrap(model).get_decoder()
+    raw = unwrap(model)
+    decoder = raw.get_decoder()
     got: dict[str, torch.Tensor] = {}
 
     def hook(_mod, _args, out):
         got["h"] = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
     handle = decoder.register_forward_hook(hook)
+    base = raw.get_base_model() if hasattr(raw, "get_base_model") else raw  # PEFT passes the argument through
+    keep = torch.empty(0, dtype=torch.long, device=input_ids.device) if _keeps_index(type(base)) else 1
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
+        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
     finally:
         handle.remove()
     return got["h"]
+
+
+@functools.cache
+def _keeps_index(kind: type) -> bool:
+    """Does ``kind.forward`` take ``logits_to_keep`` as a tensor of positions (Hugging Face's ``int | Tensor``)?"""
+    import inspect
+
+    p = inspect.signature(kind.forward).parameters.get("logits_to_keep")
+    return p is not None and "Tensor" in str(p.annotation)
+
+
+# per model class: does logits_to_keep take an empty index tensor
 
 
 def teacher_precision(dtype: str = "auto", train_precision: str = "auto") -> str:
@@ -115,6 +135,119 @@ class OnlineTeacher:
         h = final_hidden(self.model, to_model(input_ids, self.model), mask)  # (B, T, H)
         tmpl = lm_head(self.model)
         return Head(h, tmpl.weight, tmpl.bias, tmpl.softcap)
+
+
+AHEAD_LOGITS_BYTES = 256 * 2 ** 20  # one batch's teacher logits computed ahead when they fit this, else hidden states
+
+
+class TeacherAhead:
+    """A batch source (``data.batch(step, ...)``) whose batches carry the teacher's output, computed for batch
+    ``i + 1`` on a thread of its own while the student trains on batch ``i``.
+
+    On a CPU the teacher's forward then runs on ``teacher_threads`` of the process's threads and the student's
+    step on the rest, each at the one-core efficiency that large intra-op teams lose (benchmarks/RESULTS.md,
+    "Online KD vs TRL"). The batches are the wrapped source's, unchanged; ``batch["teacher_ahead"]`` is a
+    future of the teacher's rows for positions 0..T-2: ``Logits`` when one batch's fit
+    ``AHEAD_LOGITS_BYTES``, else a ``Head`` whose LM head the loss applies chunk by chunk. Every teacher
+    forward runs on the worker thread, the first one of a resumed run included, so the numbers do not depend
+    on where a run started. Use it as a context manager: the thread counts are split on the first batch
+    (after the loop chose the process's threads) and restored, and the worker stopped, on exit.
+
+        >>> from downsize.models.refs import load_model
+        >>> from downsize.distill.train import WindowData, load_stream
+        >>> model, tok = load_model("zoo:coder-teacher-qwen")
+        >>> data = WindowData(load_stream(tok, "zoo:stdlib", "train"), 32, seed=0, windows=8)
+        >>> with TeacherAhead(data, OnlineTeacher(model), steps=2) as ahead:
+        ...     rows = ahead.batch(0, 2)["teacher_ahead"].result()
+        >>> type(rows).__name__, len(rows)       # 2 windows x 31 positions, logits over the vocabulary
+        ('Logits', 62)
+    """
+
+    def __init__(self, inner, teacher: "OnlineTeacher", steps: int | None = None, share: float = 0.5):
+        self.inner, self.teacher, self.steps, self.share = inner, teacher, steps, share
+        self._pool = None
+        self._pending: dict = {}
+        self._threads: tuple[int, int] | None = None  # (the caller's threads before the split, the teacher's)
+
+    def __getattr__(self, name):  # the wrapped source's other attributes (meta, ...)
+        return getattr(self.inner, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
+        if self._threads is not None:
+            torch.set_num_threads(self._threads[0])
+            self._threads = None
+        return False
+
+    @property
+    def teacher_threads(self) -> int:
+        return self._threads[1] if self._threads else 0
+
+    def _start(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        n = torch.get_num_threads()
+        if n < 2:  # one thread (a busy machine): nothing to overlap with, the teacher runs in the step
+            log.info("teacher ahead: off (one thread)")
+            self._pool = _Inline()
+            return
+        k = max(1, min(n - 1, round(n * self.share)))
+        torch.set_num_threads(n - k)
+        self._threads = (n, k)
+        log.info("teacher ahead: the teacher's forward of the next batch on %d thread(s), the student's step on %d",
+                 k, n - k)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="downsize-teacher",
+                                        initializer=torch.set_num_threads, initargs=(k,))
+
+    def _rows(self, ids: torch.Tensor):
+        from downsize.distill.losses import Logits
+
+        head = self.teacher.head(ids)
+        h = head.hidden[:, :-1].reshape(-1, head.hidden.shape[-1])
+        if h.shape[0] * head.weight.shape[0] * 4 <= AHEAD_LOGITS_BYTES:
+            with torch.no_grad():
+                return Logits(Head.compute(h, head.weight, head.bias, head.softcap))
+        return Head(h, head.weight, head.bias, head.softcap)
+
+    def _submit(self, batch: dict):
+        return self._pool.submit(self._rows, batch["input_ids"])
+
+    def batch(self, step, batch_size, rank=0, world=1):
+        if self._pool is None:
+            self._start()
+        b = self.inner.batch(step, batch_size, rank, world)
+        fut = self._pending.pop((step, batch_size, rank, world), None)
+        fut = self._submit(b) if fut is None else fut
+        self._pending.clear()  # a batch asked for out of order: what was computed ahead is dropped
+        if not isinstance(self._pool, _Inline) and (self.steps is None or step + 1 < self.steps):
+            self._pending[(step + 1, batch_size, rank, world)] = self._submit(self.inner.batch(step + 1, batch_size, rank, world))
+        b["teacher_ahead"] = fut
+        return b
+
+
+class _Deferred:
+    """A call made when its result is asked for: TeacherAhead's "future" on one thread."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def result(self):
+        return self.fn(*self.args)
+
+
+class _Inline:
+    """An executor of ``_Deferred`` calls (TeacherAhead on one thread)."""
+
+    submit = _Deferred
+
+    def shutdown(self, **_):
+        pass
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ from downsize.distill.save import SAVE_DTYPES, _params, save_model
 from downsize.distill.student import StudentSpec, _merge, build_student, derive_config
 from downsize.distill.teacher import (
     OnlineTeacher,
+    TeacherAhead,
     TopKCacheDataset,
     cached_topk,
     final_hidden,
@@ -130,6 +131,7 @@ class DistillConfig:
     server: ServerSpec = field(default_factory=ServerSpec)  # a teacher behind openai:URL#MODEL (distill.onpolicy)
     val_tokens: int = VAL_TOKENS  # closing validation perplexity on this many zoo:stdlib validation tokens; 0 = off
     keep_work: bool = False  # keep OUT.work/checkpoints after a successful save; by default they are removed
+    teacher_ahead: str = "auto"  # "auto" | "on" | "off": the online teacher's next forward overlapped with this step
 
     def __post_init__(self):
         from downsize.hardware import normalise
@@ -147,6 +149,11 @@ class DistillConfig:
                                 hint="drop --cache or --lmbda")
         if self.cache and self.cross_tokenizer == "uld":
             raise DownsizeError("cross-tokenizer ULD needs the live teacher", hint="drop --cache")
+        if self.teacher_ahead not in ("auto", "on", "off"):
+            raise DownsizeError(f"teacher_ahead {self.teacher_ahead!r} not supported", hint="choose auto, on or off")
+        if self.teacher_ahead == "on" and self.on_policy is not None:
+            raise DownsizeError("teacher_ahead: on needs batches known before their step, and on-policy or sequence-KD "
+                                "batches are sampled during it", hint="use teacher_ahead: auto (off for these) or off")
 
 
 # ---- loss functions for the loop ------------------------------------------------------------
@@ -191,6 +198,12 @@ def make_kd_loss(cfg: DistillConfig, teacher: OnlineTeacher | None, plan: VocabP
         tgt = labels[:, 1:].reshape(-1)
         if "teacher_logp" in batch:
             t = cached_topk(batch)
+        elif "teacher_ahead" in batch and ids is batch["input_ids"]:  # computed while the last step ran (TeacherAhead)
+            t = batch["teacher_ahead"].result()
+            if cfg.head == "logits" and isinstance(t, Head):
+                from downsize.distill.losses import Logits
+
+                t = Logits(Head.compute(*t.tensors(0, len(t))))
         else:
             t = _rows(teacher.head(ids))
             if cfg.head == "logits":
@@ -202,6 +215,26 @@ def make_kd_loss(cfg: DistillConfig, teacher: OnlineTeacher | None, plan: VocabP
         return loss, metrics
 
     return loss_fn
+
+
+def with_teacher_ahead(cfg: DistillConfig, teacher: OnlineTeacher | None, student: torch.nn.Module, data, plan: VocabPlan):
+    """``data`` wrapped in a ``TeacherAhead`` when ``cfg.teacher_ahead`` says so, else ``data`` as it is: a
+    context manager either way. ``auto`` turns it on for an online teacher on the CPU, same-tokenizer KD on
+    batches from the data (no on-policy sampling); ``on`` also for a teacher on a GPU. With one thread
+    (a busy machine) the teacher runs in the step as before.
+    The teacher's share of the threads is its share of the step's matrix products: 2 FLOPs per parameter and
+    token for its forward against 6 for the student's forward and backward."""
+    from contextlib import nullcontext
+
+    from downsize.models.placement import device_of
+
+    eligible = teacher is not None and cfg.on_policy is None and plan.mode != "uld"
+    if cfg.teacher_ahead == "off" or not eligible:
+        return nullcontext(data)
+    if cfg.teacher_ahead == "auto" and device_of(teacher.model).type != "cpu":
+        return nullcontext(data)
+    n_t, n_s = (sum(p.numel() for p in m.parameters()) for m in (teacher.model, student))
+    return TeacherAhead(data, teacher, steps=cfg.train.steps * cfg.train.grad_accum, share=2 * n_t / (2 * n_t + 6 * n_s))
 
 
 def make_uld_loss(cfg: DistillConfig, teacher: OnlineTeacher, teacher_tok, student_tok):
@@ -334,7 +367,9 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
         loss_fn = make_kd_loss(cfg, teacher, plan)
     if cfg.on_policy:
         data = _Tagged(data)
-    result = train(model, loss_fn, data, cfg.train, work, resume=resume)
+    with with_teacher_ahead(cfg, teacher, model, data, plan) as data:
+        result = train(model, loss_fn, data, cfg.train, work, resume=resume)
+        ahead = getattr(data, "teacher_threads", 0)
     student_ref = (StudentSpec.parse(student) if isinstance(student, str) else student).ref if isinstance(student, (str, StudentSpec)) else None
     model = _merge(model, cfg.lora, student_ref)
     final = {"train_loss": result.final_loss, **result.metrics}
@@ -345,6 +380,7 @@ def distill(teacher_ref, student, data_ref: str, cfg: DistillConfig, out_dir: st
         "name": out.name, "stage": "distill", "teacher": teacher_name, "student": student_desc,
         "student_parameters": n_params, "data": str(data_ref), "vocab": plan.message,
         "teacher_mode": "offline cache " + str(cfg.cache) if cfg.cache else "online (" + teacher_dtype + ")",
+        "teacher_ahead": f"the teacher's next forward on {ahead} thread(s) beside the step" if ahead else "off",
         "server": asdict(cfg.server) if is_server(teacher_ref) else None,
         "loss": {k: v for k, v in asdict(cfg.loss).items()},
         "on_policy": asdict(cfg.on_policy) if cfg.on_policy else None,

@@ -81,6 +81,9 @@ class _DistillFields(TrainFields):
     head: Literal["chunked", "logits"] = Field("chunked", description="chunked: LM head applied inside the chunked "
                                                                        "loss; logits: the model's own logits (FSDP)")
     lora: Optional[LoraFields] = Field(None, description="train LoRA adapters instead of all weights (merged at the end)")
+    teacher_ahead: Literal["auto", "on", "off"] = Field(
+        "auto", description="online teacher: its forward of the next batch runs on threads of its own while the "
+                            "student trains on this one (auto: on for a teacher on the CPU, batches from the data)")
     teacher_device: str = Field("auto", description="where the teacher runs: auto (the student's GPU, else the CPU), "
                                                     "cpu, cuda, cuda:N, other-gpu, shard, offload")
     val_tokens: int = Field(32768, ge=0, description="closing validation pass: tokens of zoo:stdlib's validation split "
@@ -117,7 +120,7 @@ class DistillStage(create_model("_DistillLoss", __base__=_DistillFields, **_loss
                              cache=cache or self.cache, on_policy=on_policy, vocab_align=self.vocab_align,
                              cross_tokenizer=self.cross_tokenizer, lora=self.lora.spec() if self.lora else None,
                              head=self.head, server=server, teacher_device=self.teacher_device,
-                             val_tokens=self.val_tokens, keep_work=self.keep_work)
+                             val_tokens=self.val_tokens, keep_work=self.keep_work, teacher_ahead=self.teacher_ahead)
 
     def problems(self) -> list[str]:
         found = []

@@ -215,6 +215,16 @@ def _param_groups(model: torch.nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _adamw(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel over all parameters: 5 ms a step against 21-36 ms for the per-tensor loop on a 3.7M
+    student, one CPU thread) where torch has the fused kernel for the parameters' device and dtype."""
+    groups = lambda: _param_groups(model, cfg.weight_decay)  # noqa: E731
+    try:
+        return torch.optim.AdamW(groups(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(groups(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
+
+
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k in names}
@@ -341,9 +351,7 @@ def train(
         acc.init_trackers(TRACKER_PROJECT, config=_tracker_config(cfg),
                           init_kwargs={"wandb": {"dir": str(out), "name": out.name}} if "wandb" in cfg.report_to else {})
     torch.manual_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False
-    )
+    optimizer = _adamw(model, cfg)
     model, optimizer = acc.prepare(model, optimizer)
     raw = acc.unwrap_model(model)
 
