@@ -188,6 +188,32 @@ def test_closed_form_gradient_equals_autograd(monkeypatch, name, T, ratio, vocab
         torch.testing.assert_close(gw1, gw2, **tol)
 
 
+
+@pytest.mark.parametrize("name", sorted(DIVERGENCE_GRADS))
+def test_closed_form_with_impossible_teacher_tokens_stays_finite(monkeypatch, name):
+    """A teacher that gives some ids probability 0 (-inf logits: a masked or padded vocabulary): the closed
+    form floors the log-probabilities as the autograd path does (0 · log 0 = 0), so loss and gradients are
+    finite and equal; the forward KL also equals the float64 textbook value."""
+    h_s, w_s, t, labels = _inputs(seed=5)
+    t = t.clone()
+    t[:, ::7] = float("-inf")
+    spec = LossSpec(name, chunk_size=8)
+    results = []
+    for grads in (dict(DIVERGENCE_GRADS), {}):
+        monkeypatch.setattr(losses, "DIVERGENCE_GRADS", grads)
+        h, w = h_s.detach().clone().requires_grad_(), w_s.detach().clone().requires_grad_()
+        loss, parts = kd_loss(Head(h, w), Logits(t), labels, spec)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(h.grad).all() and torch.isfinite(w.grad).all()
+        results.append((loss.item(), h.grad, w.grad))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    tol = dict(rtol=1e-4, atol=1e-6) if name == "fkl" else dict(rtol=1e-4, atol=1e-4)  # rkl: q · (s + 1e4) terms
+    torch.testing.assert_close(results[0][1], results[1][1], **tol)
+    torch.testing.assert_close(results[0][2], results[1][2], **tol)
+    if name == "fkl":
+        assert results[0][0] == pytest.approx(_ref_loss("fkl", h_s, w_s, t, labels, 1.0, 1.0), rel=1e-4)
+
+
 # ---- reverse-KL estimators on the sampled token (server on-policy distillation) ----------------------
 
 def test_kl_estimators_match_their_formulas_and_are_unbiased():

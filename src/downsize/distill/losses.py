@@ -147,10 +147,18 @@ def register_divergence_grad(name: str):
     return deco
 
 
+def _floored(x: torch.Tensor) -> torch.Tensor:
+    """``x.clamp_min(LOG_FLOOR)``; on a CPU the copy is made only when some value is below the floor (a
+    read-only pass over the chunk instead of a read and a write: memory traffic is what these passes cost)."""
+    if x.device.type == "cpu" and x.numel() and bool(x.amin() >= LOG_FLOOR):
+        return x
+    return x.clamp_min(LOG_FLOOR)
+
+
 @register_divergence_grad("fkl")
 def forward_kl_grad(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # KL(P || Q) = Σ p (log p - log q);  d/du = q - p
-    s, t = s.clamp_min(LOG_FLOOR), t.clamp_min(LOG_FLOOR)
+    s, t = _floored(s), _floored(t)
     p = t.exp()
     value = torch.linalg.vecdot(p, t) - torch.linalg.vecdot(p, s)
     return value, s.exp().sub_(p)
@@ -159,7 +167,7 @@ def forward_kl_grad(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, tor
 @register_divergence_grad("rkl")
 def reverse_kl_grad(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # KL(Q || P) = Σ q (log q - log p);  d/du = q ⊙ (log q - log p - KL)
-    s, t = s.clamp_min(LOG_FLOOR), t.clamp_min(LOG_FLOOR)
+    s, t = _floored(s), _floored(t)
     q = s.exp()
     diff = s - t
     value = torch.linalg.vecdot(q, diff)
@@ -296,7 +304,7 @@ def _teacher_logp(spec: LossSpec, vocab: int | None, t_args: tuple) -> tuple[tor
             return torch.cat([logp_k.float(), tail.float().unsqueeze(-1)], dim=-1), ids  # (n, k+1)
         t_logits = (Head.compute(*t_args) if len(t_args) == 4 else t_args[0]).float()
         t_logits = t_logits[:, :vocab] if vocab else t_logits
-        return F.log_softmax(t_logits / spec.temperature, dim=-1), None
+        return F.log_softmax(t_logits / spec.temperature if spec.temperature != 1 else t_logits, dim=-1), None
 
 
 def _student_chunk(spec: LossSpec, vocab: int | None, s_logits: torch.Tensor, t_logp: torch.Tensor | None,
@@ -327,7 +335,7 @@ def _analytic_chunk(spec: LossSpec, vocab: int | None, z: torch.Tensor, t_logp: 
         # KD only (the default): the CE is a metric, its gradient is not needed; fewer passes over (n, V)
         ls = ls1 if T == 1 else F.log_softmax(s / T, dim=-1)
         value, g_u = DIVERGENCE_GRADS[spec.name](ls, t_logp)
-        return value.sum() * (T * T), ce_sum, g_u.mul(T * scale)
+        return value.sum() * (T * T), ce_sum, g_u.mul_(T * scale)  # g_u is the closed form's own tensor
     g = ls1.exp().mul_(1 - ratio)  # d CE / d z = softmax - one-hot
     g[torch.arange(len(labels)), labels] -= 1 - ratio
     kd_sum = s.new_zeros(())
