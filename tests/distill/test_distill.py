@@ -330,3 +330,30 @@ def test_teacher_ahead_choices(tiny_model_dir, text_data):
             assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(2)
+
+
+def test_teacher_rows_are_the_same_whichever_thread_computes_them(tiny_model_dir, text_data):
+    """TeacherAhead moves loss chunks of the teacher's log-probabilities between its thread and the step's:
+    with equal thread counts the loss and the gradients are bit for bit the same for any split (which is
+    what keeps a resumed run exact while the split adapts)."""
+    from downsize.distill.losses import Head as H
+    from downsize.distill.losses import kd_loss
+    from downsize.distill.teacher import final_hidden, lm_head
+
+    torch.set_num_threads(2)
+    student, _, source, cfg = _ahead_parts(tiny_model_dir, text_data, "on")
+    with source as data:
+        ids = data.batch(0, 2)["input_ids"]
+        results = []
+        spec = data.loss = LossSpec("fkl", kd_ratio=0.5, chunk_size=16)  # 62 rows: 4 chunks, the last one short
+        for chunks in (0, 1, 2, 8):
+            t = data._pool.submit(data._rows, ids, chunks, []).result()
+            assert t.logp.shape[0] == min(16 * chunks, 62)
+            student.zero_grad()
+            h = final_hidden(student, ids)[:, :-1]
+            loss, _ = kd_loss(H(h.reshape(-1, h.shape[-1]), lm_head(student).weight), t, ids[:, 1:].reshape(-1), spec)
+            loss.backward()
+            results.append((loss.detach(), [p.grad.clone() for p in student.parameters() if p.grad is not None]))
+    for loss, grads in results[1:]:
+        assert torch.equal(loss, results[0][0])
+        assert all(torch.equal(a, b) for a, b in zip(grads, results[0][1]))

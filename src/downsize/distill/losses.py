@@ -277,6 +277,47 @@ class TopK:
 Source = Logits | Head
 
 
+@dataclass(frozen=True)
+class TeacherLogp:
+    """A dense teacher whose first rows arrive as log-probabilities computed elsewhere (``dense_logp`` at
+    ``temperature`` over the first ``vocab`` ids: the loss's own settings) and whose other rows the loss
+    computes from ``rest`` (all N rows: a Head or Logits). TeacherAhead hands these over: it computes
+    the first rows on the teacher's thread while the student's step runs, the loss the others."""
+
+    logp: torch.Tensor  # (m, V) log-probabilities of rows 0..m-1
+    rest: Logits | Head
+    temperature: float = 1.0
+    vocab: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.rest)
+
+    def select(self, idx: torch.Tensor) -> "TeacherLogp":  # idx ascending (as kd_loss's valid rows are)
+        m = self.logp.shape[0]
+        return TeacherLogp(self.logp[idx[idx < m]], self.rest.select(idx), self.temperature, self.vocab)
+
+    def rows(self, spec: "LossSpec", vocab: int | None, a: int, b: int) -> torch.Tensor:
+        if spec.temperature != self.temperature or vocab != self.vocab:
+            raise ValueError(f"teacher log-probabilities at temperature {self.temperature} over {self.vocab} ids, "
+                             f"the loss asks for {spec.temperature} over {vocab}")
+        m = self.logp.shape[0]
+        if b <= m:
+            return self.logp[a:b]
+        later = dense_logp(_logits(self.rest, max(a, m), b), spec.temperature, vocab)
+        return later if a >= m else torch.cat([self.logp[a:m], later])
+
+
+def _logits(src: Logits | Head, a: int, b: int) -> torch.Tensor:
+    return Head.compute(*src.tensors(a, b)) if isinstance(src, Head) else src.logits[a:b]
+
+
+def dense_logp(logits: torch.Tensor, temperature: float = 1.0, vocab: int | None = None) -> torch.Tensor:
+    """A dense teacher's log-probabilities (n, V) at ``temperature`` over its first ``vocab`` ids, in fp32."""
+    t = logits.float()
+    t = t[:, :vocab] if vocab else t
+    return F.log_softmax(t / temperature if temperature != 1 else t, dim=-1)
+
+
 def topk_with_tail(student_logp: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Student log-probs (n, V) -> (n, k+1): its mass on the teacher's k ids, then log(1 - that mass)."""
     on_k = student_logp.gather(-1, ids.long())  # (n, k)
@@ -296,15 +337,15 @@ def topk_from_logits(logits: torch.Tensor, k: int, temperature: float = 1.0) -> 
     return TopK(vals, ids, tail_logp(vals))
 
 
-def _teacher_logp(spec: LossSpec, vocab: int | None, t_args: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Teacher log-probabilities of one chunk, no gradient: (n, V) dense, or (n, k+1) and the ids for TopK."""
+def _teacher_logp(spec: LossSpec, vocab: int | None, teacher, a: int, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Teacher log-probabilities of rows a..b-1, no gradient: (n, V) dense, or (n, k+1) and the ids for TopK."""
     with torch.no_grad():
-        if len(t_args) == 3:  # TopK: (logp, ids, tail)
-            logp_k, ids, tail = t_args
+        if isinstance(teacher, TopK):
+            logp_k, ids, tail = teacher.tensors(a, b)
             return torch.cat([logp_k.float(), tail.float().unsqueeze(-1)], dim=-1), ids  # (n, k+1)
-        t_logits = (Head.compute(*t_args) if len(t_args) == 4 else t_args[0]).float()
-        t_logits = t_logits[:, :vocab] if vocab else t_logits
-        return F.log_softmax(t_logits / spec.temperature if spec.temperature != 1 else t_logits, dim=-1), None
+        if isinstance(teacher, TeacherLogp):
+            return teacher.rows(spec, vocab, a, b), None
+        return dense_logp(_logits(teacher, a, b), spec.temperature, vocab), None
 
 
 def _student_chunk(spec: LossSpec, vocab: int | None, s_logits: torch.Tensor, t_logp: torch.Tensor | None,
@@ -363,7 +404,7 @@ class _WithGrads(torch.autograd.Function):
         return (None, None, *(g.to(x.dtype) * x for x in grads), *(None for _ in grads))
 
 
-def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec: LossSpec,
+def kd_loss(student: Source, teacher: Source | TopK | TeacherLogp, labels: torch.Tensor, spec: LossSpec,
             vocab: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean over valid tokens of ``kd_ratio``·T²·D(teacher, student) + (1-``kd_ratio``)·CE.
 
@@ -398,7 +439,7 @@ def kd_loss(student: Source, teacher: Source | TopK, labels: torch.Tensor, spec:
     kd_sum = ce_sum = rows.new_zeros((), dtype=torch.float32)
     for a in range(0, n, spec.chunk_size):
         b = min(n, a + spec.chunk_size)
-        t_logp, ids = _teacher_logp(spec, vocab, teacher.tensors(a, b)) if spec.kd_ratio > 0 else (None, None)
+        t_logp, ids = _teacher_logp(spec, vocab, teacher, a, b) if spec.kd_ratio > 0 else (None, None)
         if t_logp is not None and t_logp.device != rows.device:  # a teacher placed on another device
             t_logp, ids = t_logp.to(rows.device), None if ids is None else ids.to(rows.device)
         r = rows[a:b].detach().requires_grad_(g_rows is not None)

@@ -200,10 +200,6 @@ def make_kd_loss(cfg: DistillConfig, teacher: OnlineTeacher | None, plan: VocabP
             t = cached_topk(batch)
         elif "teacher_ahead" in batch and ids is batch["input_ids"]:  # computed while the last step ran (TeacherAhead)
             t = batch["teacher_ahead"].result()
-            if cfg.head == "logits" and isinstance(t, Head):
-                from downsize.distill.losses import Logits
-
-                t = Logits(Head.compute(*t.tensors(0, len(t))))
         else:
             t = _rows(teacher.head(ids))
             if cfg.head == "logits":
@@ -228,13 +224,19 @@ def with_teacher_ahead(cfg: DistillConfig, teacher: OnlineTeacher | None, studen
 
     from downsize.models.placement import device_of
 
-    eligible = teacher is not None and cfg.on_policy is None and plan.mode != "uld"
+    eligible = teacher is not None and cfg.on_policy is None and plan.mode != "uld" and cfg.head == "chunked"
     if cfg.teacher_ahead == "off" or not eligible:
         return nullcontext(data)
     if cfg.teacher_ahead == "auto" and device_of(teacher.model).type != "cpu":
         return nullcontext(data)
-    n_t, n_s = (sum(p.numel() for p in m.parameters()) for m in (teacher.model, student))
-    return TeacherAhead(data, teacher, steps=cfg.train.steps * cfg.train.grad_accum, share=2 * n_t / (2 * n_t + 6 * n_s))
+    n_t, n_s = (sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+                for model in (teacher.model, student))
+    head = lm_head(teacher.model).weight.numel()
+    # where the teacher's thread starts: the share of its LM head (and log-softmax) rows that balances the
+    # two threads' matrix products; TeacherAhead moves it from there by what it measures
+    ahead = min(1.0, max(0.0, (6 * n_s + 2 * head - 2 * (n_t - head)) / (4 * head)))
+    return TeacherAhead(data, teacher, cfg.loss, plan.shared, steps=cfg.train.steps * cfg.train.grad_accum,
+                        share=2 * n_t / (2 * n_t + 6 * n_s), ahead=ahead)
 
 
 def make_uld_loss(cfg: DistillConfig, teacher: OnlineTeacher, teacher_tok, student_tok):
