@@ -76,7 +76,8 @@ class _Timer:
 def run_downsize(args, mode: str) -> dict:
     from downsize.distill.losses import LossSpec
     from downsize.distill.teacher import OnlineTeacher, TopKCacheDataset
-    from downsize.distill.train import DistillConfig, make_kd_loss, with_teacher_ahead
+    from downsize.distill.ahead import with_teacher_ahead
+    from downsize.distill.train import DistillConfig, make_kd_loss
     from downsize.distill.vocab import VocabPlan
     from downsize.train.loop import TrainConfig, train
 

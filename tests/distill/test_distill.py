@@ -256,7 +256,8 @@ def test_validation_pass_sized_or_off_and_checkpoints_removed(tiny_model_dir, tm
 def _ahead_parts(tiny_model_dir, text_data, ahead: str, steps: int = 4):
     from downsize.distill.student import build_student
     from downsize.distill.teacher import OnlineTeacher
-    from downsize.distill.train import WindowData, load_stream, make_kd_loss, with_teacher_ahead
+    from downsize.distill.ahead import with_teacher_ahead
+    from downsize.distill.train import WindowData, load_stream, make_kd_loss
     from downsize.distill.vocab import VocabPlan
 
     teacher, tok = load_model(str(tiny_model_dir))
@@ -270,7 +271,7 @@ def _ahead_parts(tiny_model_dir, text_data, ahead: str, steps: int = 4):
 
 
 def test_teacher_ahead_trains_as_the_teacher_in_the_step_does(tiny_model_dir, text_data, tmp_path):
-    from downsize.distill.teacher import TeacherAhead
+    from downsize.distill.ahead import TeacherAhead
     from downsize.train.loop import train
 
     runs = {}
@@ -314,7 +315,7 @@ def test_teacher_ahead_resumes_exactly(tiny_model_dir, text_data, tmp_path):
 
 
 def test_teacher_ahead_choices(tiny_model_dir, text_data):
-    from downsize.distill.teacher import TeacherAhead
+    from downsize.distill.ahead import TeacherAhead
 
     for ahead, wrapped in (("auto", True), ("off", False)):  # auto: on for a teacher on the CPU
         assert isinstance(_ahead_parts(tiny_model_dir, text_data, ahead)[2], TeacherAhead) == wrapped

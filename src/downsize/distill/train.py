@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from downsize.distill.ahead import with_teacher_ahead
 from downsize.distill.losses import IGNORE_INDEX, Head, LossSpec, kd_loss, uld_loss
 from downsize.distill.onpolicy import ServerSpec, is_server
 from downsize.distill.save import SAVE_DTYPES, _params, save_model
 from downsize.distill.student import StudentSpec, _merge, build_student, derive_config
 from downsize.distill.teacher import (
     OnlineTeacher,
-    TeacherAhead,
     TopKCacheDataset,
     cached_topk,
     final_hidden,
@@ -211,32 +211,6 @@ def make_kd_loss(cfg: DistillConfig, teacher: OnlineTeacher | None, plan: VocabP
         return loss, metrics
 
     return loss_fn
-
-
-def with_teacher_ahead(cfg: DistillConfig, teacher: OnlineTeacher | None, student: torch.nn.Module, data, plan: VocabPlan):
-    """``data`` wrapped in a ``TeacherAhead`` when ``cfg.teacher_ahead`` says so, else ``data`` as it is: a
-    context manager either way. ``auto`` turns it on for an online teacher on the CPU, same-tokenizer KD on
-    batches from the data (no on-policy sampling); ``on`` also for a teacher on a GPU. With one thread
-    (a busy machine) the teacher runs in the step as before.
-    The teacher's share of the threads is its share of the step's matrix products: 2 FLOPs per parameter and
-    token for its forward against 6 for the student's forward and backward."""
-    from contextlib import nullcontext
-
-    from downsize.models.placement import device_of
-
-    eligible = teacher is not None and cfg.on_policy is None and plan.mode != "uld" and cfg.head == "chunked"
-    if cfg.teacher_ahead == "off" or not eligible:
-        return nullcontext(data)
-    if cfg.teacher_ahead == "auto" and device_of(teacher.model).type != "cpu":
-        return nullcontext(data)
-    n_t, n_s = (sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-                for model in (teacher.model, student))
-    head = lm_head(teacher.model).weight.numel()
-    # where the teacher's thread starts: the share of its LM head (and log-softmax) rows that balances the
-    # two threads' matrix products; TeacherAhead moves it from there by what it measures
-    ahead = min(1.0, max(0.0, (6 * n_s + 2 * head - 2 * (n_t - head)) / (4 * head)))
-    return TeacherAhead(data, teacher, cfg.loss, plan.shared, steps=cfg.train.steps * cfg.train.grad_accum,
-                        share=2 * n_t / (2 * n_t + 6 * n_s), ahead=ahead)
 
 
 def make_uld_loss(cfg: DistillConfig, teacher: OnlineTeacher, teacher_tok, student_tok):
