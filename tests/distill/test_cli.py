@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "downsize.cli", *map(str, args)], capture_output=True, text=True,
@@ -32,6 +34,7 @@ def test_cli_errors_are_clear(tiny_model_dir, text_data, tmp_path):
     assert r.returncode == 2 and "--write-cache" in r.stderr
 
 
+@pytest.mark.slow  # 19 s; test_distill.py::test_sft_full_and_lora trains SFT with and without LoRA in-process
 def test_cli_sft_lora_on_chat_jsonl(tiny_model_dir, tmp_path):
     chats = tmp_path / "chats.jsonl"
     chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + 1?"},
