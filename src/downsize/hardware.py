@@ -23,8 +23,9 @@ timed probe (bf16 vs fp32 ``F.linear``), cached per machine in ``cache_dir()/har
 **Threads.** OpenMP threads wait for each other at every parallel region; when another process holds one
 of the cores, every region waits for the thread that was descheduled, and a 2-thread run on 2 busy cores
 goes 10-20x slower, not 2x. So the default is the usable CPUs (``os.sched_getaffinity``) minus those busy
-with other work at start (the runnable processes in /proc/loadavg and the 1-minute load average), capped
-at the physical cores, at least 1. An explicit ``--threads`` or ``OMP_NUM_THREADS`` wins.
+with other work at start (the runnable processes in /proc/loadavg, and the 1-minute load average where a
+0.2 s sample of /proc/stat confirms it: the load average still counts a job for a minute after it ended),
+capped at the physical cores, at least 1. An explicit ``--threads`` or ``OMP_NUM_THREADS`` wins.
 """
 
 from __future__ import annotations
@@ -220,14 +221,40 @@ def physical_cores(cpus: set[int] | None = None, cpuinfo: str | None = None) -> 
     return len(cores) or len(cpus)
 
 
-def busy_cpus() -> float:
-    """CPUs busy with other processes now: runnable tasks (minus this one) or the 1-minute load, the larger."""
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU-seconds of the whole machine since boot, this process's CPU-seconds), from /proc/stat."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(v) < 4:
+        return None
+    t = os.times()
+    return (sum(v) - v[3] - (v[4] if len(v) > 4 else 0)) / os.sysconf("SC_CLK_TCK"), t.user + t.system
+
+
+def busy_now(before: tuple[float, float], after: tuple[float, float], wall_s: float) -> float:
+    """CPUs busy with other processes between two ``_cpu_seconds()`` readings ``wall_s`` apart."""
+    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / max(wall_s, 1e-9))
+
+
+def busy_cpus(sample_s: float = 0.2) -> float:
+    """CPUs busy with other processes now: runnable tasks (minus this one), or the 1-minute load as far as a
+    ``sample_s`` sample of /proc/stat confirms it (a job that ended in the last minute still weighs in the
+    load average), the larger."""
     try:
         fields = Path("/proc/loadavg").read_text().split()
         running = int(fields[3].split("/")[0]) - 1  # this process is running while it reads
         load1 = float(fields[0])
     except (OSError, ValueError, IndexError):
         return 0.0
+    a = _cpu_seconds() if load1 > running and sample_s > 0 else None
+    if a is not None:
+        t0 = time.perf_counter()
+        time.sleep(sample_s)
+        b = _cpu_seconds()
+        if b is not None:
+            load1 = min(load1, busy_now(a, b, time.perf_counter() - t0))
     return max(0.0, float(running), load1)
 
 

@@ -12,6 +12,7 @@ def run_cli(*args):
                           timeout=120)
 
 
+@pytest.mark.slow  # 20 s; test_distill.py::test_offline_cache_matches_teacher_and_trains_without_it does the same in-process
 def test_cli_cache_then_offline_distill(tiny_model_dir, text_data, tmp_path):
     r = run_cli("distill", "--teacher", tiny_model_dir, "--data", text_data, "--write-cache", tmp_path / "cache",
                 "--top-k", 8, "--seq-len", 32, "--windows", 8, "--teacher-dtype", "fp32")

@@ -1,6 +1,7 @@
 """Precision and thread choice (downsize.hardware), on this machine's real CPU and on given cpuinfo texts."""
 
 import platform
+import time
 
 import pytest
 
@@ -62,3 +63,26 @@ def test_auto_precision_matches_what_this_cpu_does_fast():
         assert ratio > hw.PROBE_MAX_RATIO, f"bf16 ran {ratio:.2f}x fp32 on a CPU judged not native ({why})"
     if ok:
         assert ratio <= 3.0, f"{why}, yet the bf16 probe ran {ratio:.2f}x fp32"
+
+
+def test_busy_cpus_counts_what_runs_now_not_a_job_that_just_ended():
+    # the sample's arithmetic: 0.9 CPU-s of the machine's in 0.5 s, 0.4 of them this process's -> 1 other CPU busy
+    assert hw.busy_now((100.0, 2.0), (100.9, 2.4), 0.5) == pytest.approx(1.0)
+    assert hw.busy_now((100.0, 2.0), (100.1, 2.1), 0.5) == 0.0  # never below zero
+    import subprocess
+    import sys
+
+    def sample():
+        a, t0 = hw._cpu_seconds(), time.perf_counter()
+        time.sleep(0.5)
+        return hw.busy_now(a, hw._cpu_seconds(), time.perf_counter() - t0)
+
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)
+        running = sample()
+    finally:
+        spin.kill()
+        spin.wait()
+    ended = sample()  # the load average still counts it; the sample does not
+    assert running - ended > 0.6, (running, ended)  # the spinning process held about one CPU
