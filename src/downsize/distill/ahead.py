@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from downsize.distill.losses import Head
+from downsize.distill.losses import TeacherLogp, dense_logp
 from downsize.distill.teacher import OnlineTeacher, lm_head
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,9 @@ class TeacherAhead:
     On a CPU the teacher's forward then runs on ``teacher_threads`` of the process's threads and the student's
     step on the rest, each at the efficiency that one large team of threads loses (benchmarks/RESULTS.md,
     "Online KD vs TRL"). The batches are the wrapped source's, unchanged; ``batch["teacher_ahead"]`` is a
-    future of a ``losses.TeacherLogp``: the teacher's log-probabilities for the first ``ahead_rows``
-    positions (whole loss chunks, at the loss's temperature and vocabulary), computed on the teacher's
-    thread, and its final hidden states for all, from which the loss computes the others. ``ahead_rows``
+    future of a ``losses.TeacherLogp``: the teacher's log-probabilities for the first positions (whole
+    loss chunks, at the loss's temperature and vocabulary), computed on the teacher's thread, and its final
+    hidden states for all, from which the loss computes the others. How many chunks go ahead
     balances the two threads: after each step it moves by one chunk towards the side that waited (only
     where the two thread counts are equal, so that a chunk's numbers are the same whichever thread made
     them: a resumed run is exact). Use it as a context manager: the thread counts are split on the first
@@ -54,6 +54,7 @@ class TeacherAhead:
         self._pending: dict = {}
         self._threads: tuple[int, int] | None = None  # (the caller's threads before the split, the teacher's)
         self._chunks: int | None = None  # loss chunks of log-probabilities computed ahead (None: not known yet)
+        self._most = 0  # at most this many (the memory bound), known with the first batch
         self._adapt = False
         self.waits: list[tuple[float, float]] = []  # per batch: (the step's wait for the teacher, the teacher's busy time)
 
@@ -79,10 +80,6 @@ class TeacherAhead:
     def teacher_threads(self) -> int:
         return self._threads[1] if self._threads else 0
 
-    @property
-    def ahead_rows(self) -> int:
-        return (self._chunks or 0) * self.loss.chunk_size
-
     def _start(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -102,20 +99,16 @@ class TeacherAhead:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="downsize-teacher",
                                         initializer=torch.set_num_threads, initargs=(k,))
 
-    def _rows(self, ids: torch.Tensor, chunks: int, box: list):
-        from downsize.distill.losses import TeacherLogp, dense_logp
-
+    def _rows(self, ids: torch.Tensor, chunks: int, box: list) -> TeacherLogp:
         t0 = time.perf_counter()
-        head = self.teacher.head(ids)
-        h = head.hidden[:, :-1].reshape(-1, head.hidden.shape[-1])
-        c = self.loss.chunk_size
-        m = min(chunks * c, h.shape[0])
-        with torch.no_grad():
-            parts = [dense_logp(Head.compute(h[a:min(a + c, m)], head.weight, head.bias, head.softcap),
-                                self.loss.temperature, self.vocab) for a in range(0, m, c)]
-        logp = torch.cat(parts) if len(parts) > 1 else parts[0] if parts else h.new_zeros((0, 0), dtype=torch.float32)
+        rows = self.teacher.rows(ids)
+        c, T = self.loss.chunk_size, self.loss.temperature
+        m = min(chunks * c, len(rows))
+        with torch.no_grad():  # chunk by chunk as the loss would: the same numbers
+            parts = [dense_logp(rows, a, min(a + c, m), T, self.vocab) for a in range(0, m, c)]
+        logp = torch.cat(parts) if len(parts) > 1 else parts[0] if parts else rows.hidden.new_zeros((0, 0), dtype=torch.float32)
         box.append(time.perf_counter() - t0)
-        return TeacherLogp(logp, Head(h, head.weight, head.bias, head.softcap), self.loss.temperature, self.vocab)
+        return TeacherLogp(logp, rows, T, self.vocab)
 
     def _submit(self, batch: dict):
         ids = batch["input_ids"]
@@ -194,8 +187,9 @@ def with_teacher_ahead(cfg, teacher: OnlineTeacher | None, student: torch.nn.Mod
     """``data`` wrapped in a ``TeacherAhead`` when ``cfg.teacher_ahead`` (``cfg``: a ``distill.train.DistillConfig``)
     says so, else ``data`` as it is: a context manager either way. ``auto`` turns it on for an online teacher
     on the CPU, same-tokenizer KD on batches from the data (no on-policy sampling); ``on`` also for a teacher
-    on a GPU. With one thread (a busy machine) the teacher runs in the step as before. The teacher's share of the threads is its share of the step's matrix products: 2 FLOPs per parameter and
-    token for its forward against 6 for the student's forward and backward."""
+    on a GPU. With one thread (a busy machine) the teacher runs in the step as before. The teacher's share of
+    the threads is its share of the step's matrix products: 2 FLOPs per parameter and token for its forward
+    against 6 for the student's forward and backward."""
     from contextlib import nullcontext
 
     from downsize.models.placement import device_of

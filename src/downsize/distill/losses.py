@@ -296,24 +296,21 @@ class TeacherLogp:
         m = self.logp.shape[0]
         return TeacherLogp(self.logp[idx[idx < m]], self.rest.select(idx), self.temperature, self.vocab)
 
-    def rows(self, spec: "LossSpec", vocab: int | None, a: int, b: int) -> torch.Tensor:
+    def logp_rows(self, spec: "LossSpec", vocab: int | None, a: int, b: int) -> torch.Tensor:
         if spec.temperature != self.temperature or vocab != self.vocab:
             raise ValueError(f"teacher log-probabilities at temperature {self.temperature} over {self.vocab} ids, "
                              f"the loss asks for {spec.temperature} over {vocab}")
         m = self.logp.shape[0]
         if b <= m:
             return self.logp[a:b]
-        later = dense_logp(_logits(self.rest, max(a, m), b), spec.temperature, vocab)
+        later = dense_logp(self.rest, max(a, m), b, spec.temperature, vocab)
         return later if a >= m else torch.cat([self.logp[a:m], later])
 
 
-def _logits(src: Logits | Head, a: int, b: int) -> torch.Tensor:
-    return Head.compute(*src.tensors(a, b)) if isinstance(src, Head) else src.logits[a:b]
-
-
-def dense_logp(logits: torch.Tensor, temperature: float = 1.0, vocab: int | None = None) -> torch.Tensor:
-    """A dense teacher's log-probabilities (n, V) at ``temperature`` over its first ``vocab`` ids, in fp32."""
-    t = logits.float()
+def dense_logp(src: Logits | Head, a: int, b: int, temperature: float = 1.0, vocab: int | None = None) -> torch.Tensor:
+    """A dense teacher's log-probabilities of rows a..b-1 (n, V) at ``temperature`` over its first ``vocab`` ids,
+    in fp32: what the loss computes for a chunk, and TeacherAhead for the chunks it computes ahead."""
+    t = (Head.compute(*src.tensors(a, b)) if isinstance(src, Head) else src.logits[a:b]).float()
     t = t[:, :vocab] if vocab else t
     return F.log_softmax(t / temperature if temperature != 1 else t, dim=-1)
 
@@ -344,8 +341,8 @@ def _teacher_logp(spec: LossSpec, vocab: int | None, teacher, a: int, b: int) ->
             logp_k, ids, tail = teacher.tensors(a, b)
             return torch.cat([logp_k.float(), tail.float().unsqueeze(-1)], dim=-1), ids  # (n, k+1)
         if isinstance(teacher, TeacherLogp):
-            return teacher.rows(spec, vocab, a, b), None
-        return dense_logp(_logits(teacher, a, b), spec.temperature, vocab), None
+            return teacher.logp_rows(spec, vocab, a, b), None
+        return dense_logp(teacher, a, b, spec.temperature, vocab), None
 
 
 def _student_chunk(spec: LossSpec, vocab: int | None, s_logits: torch.Tensor, t_logp: torch.Tensor | None,

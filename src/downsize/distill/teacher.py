@@ -101,8 +101,6 @@ def _keeps_index(kind: type) -> bool:
     return p is not None and "Tensor" in str(p.annotation)
 
 
-# per model class: does logits_to_keep take an empty index tensor
-
 
 def teacher_precision(dtype: str = "auto", train_precision: str = "auto") -> str:
     """"bf16" or "fp32" teacher weights: ``auto`` follows the training precision (itself ``auto``: bf16 only
@@ -135,6 +133,12 @@ class OnlineTeacher:
         h = final_hidden(self.model, to_model(input_ids, self.model), mask)  # (B, T, H)
         tmpl = lm_head(self.model)
         return Head(h, tmpl.weight, tmpl.bias, tmpl.softcap)
+
+    def rows(self, input_ids: torch.Tensor) -> Head:
+        """The teacher's rows for positions 0..T-2 (each predicts the next token), flattened to (B·(T-1), H)."""
+        head = self.head(input_ids)
+        h = head.hidden[:, :-1]
+        return Head(h.reshape(-1, h.shape[-1]), head.weight, head.bias, head.softcap)
 
 
 @torch.no_grad()

@@ -170,11 +170,6 @@ def _student_rows(model, ids: torch.Tensor, cfg: DistillConfig):
     return Head(h.reshape(-1, h.shape[-1]), tmpl.weight, tmpl.bias, tmpl.softcap)
 
 
-def _rows(head: Head) -> Head:
-    h = head.hidden[:, :-1]
-    return Head(h.reshape(-1, h.shape[-1]), head.weight, head.bias, head.softcap)
-
-
 def make_kd_loss(cfg: DistillConfig, teacher: OnlineTeacher | None, plan: VocabPlan):
     """``loss_fn(model, batch)`` for the loop: online or cached teacher, optional on-policy sampling."""
     spec = cfg.loss
@@ -201,7 +196,7 @@ def make_kd_loss(cfg: DistillConfig, teacher: OnlineTeacher | None, plan: VocabP
         elif "teacher_ahead" in batch and ids is batch["input_ids"]:  # computed while the last step ran (TeacherAhead)
             t = batch["teacher_ahead"].result()
         else:
-            t = _rows(teacher.head(ids))
+            t = teacher.rows(ids)
             if cfg.head == "logits":
                 from downsize.distill.losses import Logits
 
