@@ -140,12 +140,15 @@ class TeacherAhead:
     def batch(self, step, batch_size, rank=0, world=1):
         if self._pool is None:
             self._start()
-        b = self.inner.batch(step, batch_size, rank, world)
-        fut = self._pending.pop((step, batch_size, rank, world), None)
-        fut = self._submit(b) if fut is None else fut
+        ready = self._pending.pop((step, batch_size, rank, world), None)  # (the batch, its teacher) made ahead
         self._pending.clear()  # a batch asked for out of order: what was computed ahead is dropped
+        if ready is None:
+            b = self.inner.batch(step, batch_size, rank, world)
+            ready = b, self._submit(b)
         if not isinstance(self._pool, _Inline) and (self.steps is None or step + 1 < self.steps):
-            self._pending[(step + 1, batch_size, rank, world)] = self._submit(self.inner.batch(step + 1, batch_size, rank, world))
+            nxt = self.inner.batch(step + 1, batch_size, rank, world)
+            self._pending[(step + 1, batch_size, rank, world)] = nxt, self._submit(nxt)
+        b, fut = ready
         b["teacher_ahead"] = fut
         return b
 
