@@ -328,6 +328,7 @@ def train(
 
     from downsize.console import progress
     from downsize.hardware import ensure_threads, resolve_precision
+    from downsize.models.attention import fp32_attention_backward
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -378,6 +379,8 @@ def train(
     tokens_at_start = tokens
     last_loss = float("nan")
     last_metrics: dict[str, float] = {}
+    # bf16 on a CPU: attention that trains is computed in fp32 (its bf16 backward kernel is the slower one there)
+    attention = fp32_attention_backward if precision.name == "bf16" and acc.device.type == "cpu" else contextlib.nullcontext
     model.train()
     measure_at = max(1, cfg.warmup_steps // 2)
     step = start
@@ -398,7 +401,7 @@ def train(
             batch = data.batch(step * cfg.grad_accum + micro, cfg.batch_size, rank, world)
             batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             try:
-                with acc.autocast():
+                with acc.autocast(), attention():
                     loss, m = loss_fn(model, batch)
             except DownsizeError as e:
                 # a failure that a rerun can get past (a teacher server that went down): keep the steps done so far
