@@ -13,12 +13,11 @@ from downsize.models.attention import fp32_attention_backward
 
 def _fwd_bwd(model, ids, wrap: bool):
     model.zero_grad(set_to_none=True)
-    seen = []
     with torch.autocast("cpu", dtype=torch.bfloat16), (fp32_attention_backward() if wrap else contextlib.nullcontext()):
-        seen.append(ALL_ATTENTION_FUNCTIONS["sdpa"])
+        used = ALL_ATTENTION_FUNCTIONS["sdpa"]
         out = model(input_ids=ids).logits
     out.float().logsumexp(-1).mean().backward()
-    return out.detach().float(), {n: p.grad.clone() for n, p in model.named_parameters()}, seen[0]
+    return out.detach().float(), {n: p.grad.clone() for n, p in model.named_parameters()}, used
 
 
 def test_same_values_and_gradients_as_bf16_sdpa_and_restored():

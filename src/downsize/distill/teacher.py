@@ -101,7 +101,6 @@ def _keeps_index(kind: type) -> bool:
     return p is not None and "Tensor" in str(p.annotation)
 
 
-
 def teacher_precision(dtype: str = "auto", train_precision: str = "auto") -> str:
     """"bf16" or "fp32" teacher weights: ``auto`` follows the training precision (itself ``auto``: bf16 only
     where the hardware computes in it; a bf16 teacher on a CPU without native bf16 is ~10x slower)."""
