@@ -134,7 +134,7 @@ def config_from_options(config: type[BaseModel], values: dict[str, Any], **fixed
             loc = [str(p) for p in err["loc"]]
             where = ("--" + "-".join(loc).replace("_", "-")) if loc else "options"
             lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-        raise DownsizeError("; ".join(lines), hint=f"see `--help` for what each option takes") from None
+        raise DownsizeError("; ".join(lines), hint="see `--help` for what each option takes") from None
 
 
 def command(fn: Callable, params: list[inspect.Parameter], doc: str) -> Callable:
